@@ -1,0 +1,163 @@
+//! The streaming record decoder: bytes in (split anywhere), records out.
+//!
+//! It holds at most one record's bytes (8 + 65535 + 255) and so is bounded by construction.
+//! Content of a stream record is handed out whole, as one `Bytes`, zero-copy from the buffer.
+
+use bytes::{Buf, BytesMut};
+
+use crate::nv::{self, NvError};
+use crate::record::{Header, ProtocolStatus, Record, RecordType, Role};
+use crate::{HEADER_LEN, VERSION_1};
+
+/// Bounds the decoder enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest name-value body accepted in a GET_VALUES or GET_VALUES_RESULT record.
+    pub max_nv_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_nv_bytes: crate::MAX_CONTENT_LEN,
+        }
+    }
+}
+
+/// A fatal decoding error: after it the byte stream cannot be trusted and the connection should
+/// be closed. The decoder stays in the error state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The version byte was not 1.
+    BadVersion { version: u8 },
+    /// A GET_VALUES(_RESULT) body was not a valid name-value sequence, or too large.
+    BadNameValues(NvError),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::BadVersion { version } => {
+                write!(f, "unsupported FastCGI version {version} (expected 1)")
+            }
+            DecodeError::BadNameValues(e) => write!(f, "bad name-value body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Streaming decoder. Feed bytes with [`Decoder::feed`], then call [`Decoder::decode`] until it
+/// returns `Ok(None)`.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    limits: Limits,
+    failed: Option<DecodeError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            buf: BytesMut::new(),
+            limits,
+            failed: None,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet part of a complete record.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no partial record is buffered: a clean place for the stream to end.
+    pub fn is_at_boundary(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The next complete record, `Ok(None)` if more bytes are needed.
+    pub fn decode(&mut self) -> Result<Option<Record>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.buf.len() < HEADER_LEN {
+            // The version byte alone is enough to reject a stream early.
+            if let Some(&v) = self.buf.first() {
+                if v != VERSION_1 {
+                    return Err(self.fail(DecodeError::BadVersion { version: v }));
+                }
+            }
+            return Ok(None);
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&self.buf[..HEADER_LEN]);
+        let h = Header::parse(&hb);
+        if h.version != VERSION_1 {
+            return Err(self.fail(DecodeError::BadVersion { version: h.version }));
+        }
+        let total = HEADER_LEN + h.content_length as usize + h.padding_length as usize;
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        self.buf.advance(HEADER_LEN);
+        let content = self.buf.split_to(h.content_length as usize).freeze();
+        self.buf.advance(h.padding_length as usize);
+        let id = h.request_id;
+        let unknown = |content| Record::Unknown {
+            record_type: h.record_type,
+            request_id: id,
+            content,
+        };
+        let rec = match h.record_type {
+            RecordType::BeginRequest if content.len() == 8 => Record::BeginRequest {
+                request_id: id,
+                role: Role::from_u16(u16::from_be_bytes([content[0], content[1]])),
+                flags: content[2],
+            },
+            RecordType::AbortRequest if content.is_empty() => {
+                Record::AbortRequest { request_id: id }
+            }
+            RecordType::EndRequest if content.len() == 8 => Record::EndRequest {
+                request_id: id,
+                app_status: u32::from_be_bytes([content[0], content[1], content[2], content[3]]),
+                protocol_status: ProtocolStatus::from_u8(content[4]),
+            },
+            t if t.is_stream() => Record::Stream {
+                record_type: t,
+                request_id: id,
+                content,
+            },
+            RecordType::GetValues => Record::GetValues {
+                names: self.pairs(&content)?,
+            },
+            RecordType::GetValuesResult => Record::GetValuesResult {
+                values: self.pairs(&content)?,
+            },
+            RecordType::UnknownType if content.len() == 8 => Record::UnknownType {
+                unknown_type: content[0],
+            },
+            _ => unknown(content),
+        };
+        Ok(Some(rec))
+    }
+
+    fn pairs(&mut self, content: &[u8]) -> Result<Vec<(bytes::Bytes, bytes::Bytes)>, DecodeError> {
+        nv::decode_all(content, self.limits.max_nv_bytes)
+            .map_err(|e| self.fail(DecodeError::BadNameValues(e)))
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        e
+    }
+}

@@ -1,0 +1,200 @@
+//! Encoders. Every function appends to a `Vec<u8>`; none allocates per record beyond that.
+//! Stream data larger than one record's 65535 bytes is split over several records.
+
+use crate::nv;
+use crate::record::{Header, ProtocolStatus, Record, RecordType, Role};
+use crate::{HEADER_LEN, MAX_CONTENT_LEN, NULL_REQUEST_ID, VERSION_1};
+
+/// How much padding to add after each record's content (section 3.3 recommends 8-byte
+/// alignment; most web servers send none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    #[default]
+    None,
+    /// Pad content to a multiple of 8 bytes.
+    Align8,
+    /// Always this many padding bytes.
+    Fixed(u8),
+}
+
+impl Padding {
+    fn for_len(self, len: usize) -> u8 {
+        match self {
+            Padding::None => 0,
+            Padding::Align8 => ((8 - len % 8) % 8) as u8,
+            Padding::Fixed(n) => n,
+        }
+    }
+}
+
+/// Appends one record.
+///
+/// # Panics
+/// If `content` is longer than 65535 bytes; use [`stream`] for longer data.
+pub fn record(
+    out: &mut Vec<u8>,
+    record_type: RecordType,
+    request_id: u16,
+    content: &[u8],
+    padding: Padding,
+) {
+    assert!(
+        content.len() <= MAX_CONTENT_LEN,
+        "record content of {} bytes exceeds 65535",
+        content.len()
+    );
+    let pad = padding.for_len(content.len());
+    let h = Header {
+        version: VERSION_1,
+        record_type,
+        request_id,
+        content_length: content.len() as u16,
+        padding_length: pad,
+    };
+    out.reserve(HEADER_LEN + content.len() + pad as usize);
+    out.extend_from_slice(&h.to_bytes());
+    out.extend_from_slice(content);
+    out.resize(out.len() + pad as usize, 0);
+}
+
+pub fn begin_request(out: &mut Vec<u8>, request_id: u16, role: Role, flags: u8) {
+    let r = role.as_u16().to_be_bytes();
+    record(
+        out,
+        RecordType::BeginRequest,
+        request_id,
+        &[r[0], r[1], flags, 0, 0, 0, 0, 0],
+        Padding::None,
+    );
+}
+
+pub fn abort_request(out: &mut Vec<u8>, request_id: u16) {
+    record(out, RecordType::AbortRequest, request_id, &[], Padding::None);
+}
+
+pub fn end_request(
+    out: &mut Vec<u8>,
+    request_id: u16,
+    app_status: u32,
+    protocol_status: ProtocolStatus,
+) {
+    let a = app_status.to_be_bytes();
+    let body = [a[0], a[1], a[2], a[3], protocol_status.as_u8(), 0, 0, 0];
+    record(out, RecordType::EndRequest, request_id, &body, Padding::None);
+}
+
+/// Appends `data` as stream records of at most `max_record` content bytes each (clamped to
+/// 1..=65535). Empty `data` appends nothing: close the stream with [`stream_end`].
+pub fn stream(
+    out: &mut Vec<u8>,
+    record_type: RecordType,
+    request_id: u16,
+    data: &[u8],
+    max_record: usize,
+    padding: Padding,
+) {
+    let max = max_record.clamp(1, MAX_CONTENT_LEN);
+    for chunk in data.chunks(max) {
+        record(out, record_type, request_id, chunk, padding);
+    }
+}
+
+/// The empty record that closes a stream.
+pub fn stream_end(out: &mut Vec<u8>, record_type: RecordType, request_id: u16) {
+    record(out, record_type, request_id, &[], Padding::None);
+}
+
+/// Appends PARAMS records holding `pairs`, packing whole pairs into records of at most
+/// `max_record` bytes; a single pair larger than that is split over records, as the spec
+/// allows. Does not close the stream.
+pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    request_id: u16,
+    pairs: &[(N, V)],
+    max_record: usize,
+) {
+    let max = max_record.clamp(1, MAX_CONTENT_LEN);
+    let mut body = Vec::with_capacity(max.min(4096));
+    for (n, v) in pairs {
+        let (n, v) = (n.as_ref(), v.as_ref());
+        if !body.is_empty() && body.len() + nv::encoded_len(n, v) > max {
+            record(out, RecordType::Params, request_id, &body, Padding::None);
+            body.clear();
+        }
+        nv::encode_pair(&mut body, n, v);
+        if body.len() > max {
+            stream(out, RecordType::Params, request_id, &body, max, Padding::None);
+            body.clear();
+        }
+    }
+    if !body.is_empty() {
+        record(out, RecordType::Params, request_id, &body, Padding::None);
+    }
+}
+
+/// FCGI_GET_VALUES asking for `names` (values are sent empty).
+pub fn get_values<N: AsRef<[u8]>>(out: &mut Vec<u8>, names: &[N]) {
+    let mut body = Vec::new();
+    for n in names {
+        nv::encode_pair(&mut body, n.as_ref(), b"");
+    }
+    record(out, RecordType::GetValues, NULL_REQUEST_ID, &body, Padding::None);
+}
+
+pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, values: &[(N, V)]) {
+    let body = nv::encode_pairs(values);
+    record(
+        out,
+        RecordType::GetValuesResult,
+        NULL_REQUEST_ID,
+        &body,
+        Padding::None,
+    );
+}
+
+pub fn unknown_type(out: &mut Vec<u8>, unknown: u8) {
+    record(
+        out,
+        RecordType::UnknownType,
+        NULL_REQUEST_ID,
+        &[unknown, 0, 0, 0, 0, 0, 0, 0],
+        Padding::None,
+    );
+}
+
+impl Record {
+    /// Encodes this record as exactly one record on the wire.
+    ///
+    /// # Panics
+    /// If its content does not fit one record (more than 65535 bytes).
+    pub fn encode(&self, out: &mut Vec<u8>, padding: Padding) {
+        let mut body = Vec::new();
+        let content: &[u8] = match self {
+            Record::BeginRequest { role, flags, .. } => {
+                let r = role.as_u16().to_be_bytes();
+                body.extend_from_slice(&[r[0], r[1], *flags, 0, 0, 0, 0, 0]);
+                &body
+            }
+            Record::AbortRequest { .. } => &[],
+            Record::EndRequest {
+                app_status,
+                protocol_status,
+                ..
+            } => {
+                body.extend_from_slice(&app_status.to_be_bytes());
+                body.extend_from_slice(&[protocol_status.as_u8(), 0, 0, 0]);
+                &body
+            }
+            Record::Stream { content, .. } | Record::Unknown { content, .. } => content,
+            Record::GetValues { names: pairs } | Record::GetValuesResult { values: pairs } => {
+                body = nv::encode_pairs(pairs);
+                &body
+            }
+            Record::UnknownType { unknown_type } => {
+                body.extend_from_slice(&[*unknown_type, 0, 0, 0, 0, 0, 0, 0]);
+                &body
+            }
+        };
+        record(out, self.record_type(), self.request_id(), content, padding);
+    }
+}

@@ -1,0 +1,149 @@
+//! Name-value pairs (section 3.4): lengths of 0..=127 take one byte, longer ones four bytes with
+//! the high bit set (a 31-bit length). A PARAMS stream is a concatenation of pairs that may be cut
+//! anywhere by record boundaries, hence the streaming [`NvParser`].
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Largest length the 4-byte form can express.
+pub const MAX_LEN: usize = 0x7fff_ffff;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NvError {
+    /// The stream holds more bytes than the configured limit.
+    TooLarge { limit: usize },
+    /// The stream ended in the middle of a pair.
+    Truncated,
+}
+
+impl std::fmt::Display for NvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NvError::TooLarge { limit } => {
+                write!(f, "name-value data exceeds the limit of {limit} bytes")
+            }
+            NvError::Truncated => write!(f, "name-value stream ends inside a pair"),
+        }
+    }
+}
+
+impl std::error::Error for NvError {}
+
+/// Bytes needed to encode a length.
+pub fn len_size(len: usize) -> usize {
+    if len <= 127 { 1 } else { 4 }
+}
+
+/// Encoded size of one pair.
+pub fn encoded_len(name: &[u8], value: &[u8]) -> usize {
+    len_size(name.len()) + len_size(value.len()) + name.len() + value.len()
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    assert!(len <= MAX_LEN, "name-value length {len} exceeds 2^31-1");
+    if len <= 127 {
+        out.push(len as u8);
+    } else {
+        out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
+    }
+}
+
+/// Appends one encoded pair.
+///
+/// # Panics
+/// If a length exceeds 2^31-1, which no caller can reach with in-memory data of sane size.
+pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    put_len(out, name.len());
+    put_len(out, value.len());
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+}
+
+/// Encodes pairs back to back.
+pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in pairs {
+        encode_pair(&mut out, n.as_ref(), v.as_ref());
+    }
+    out
+}
+
+/// Decodes a complete buffer of pairs (the body of a GET_VALUES record, or a whole PARAMS stream).
+pub fn decode_all(data: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>, NvError> {
+    let mut p = NvParser::new(limit);
+    p.feed(data)?;
+    let mut out = Vec::new();
+    while let Some(pair) = p.next_pair() {
+        out.push(pair);
+    }
+    p.finish()?;
+    Ok(out)
+}
+
+/// Streaming parser for a name-value stream. Feed it chunks in any split; take pairs out as they
+/// complete. The total fed is bounded by `limit`, so a hostile peer cannot make it grow without
+/// bound.
+#[derive(Debug)]
+pub struct NvParser {
+    buf: BytesMut,
+    fed: usize,
+    limit: usize,
+}
+
+impl NvParser {
+    pub fn new(limit: usize) -> Self {
+        NvParser {
+            buf: BytesMut::new(),
+            fed: 0,
+            limit,
+        }
+    }
+
+    /// Total bytes fed so far.
+    pub fn bytes_fed(&self) -> usize {
+        self.fed
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), NvError> {
+        self.fed = self.fed.saturating_add(chunk.len());
+        if self.fed > self.limit {
+            return Err(NvError::TooLarge { limit: self.limit });
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn peek_len(buf: &[u8]) -> Option<(usize, usize)> {
+        let first = *buf.first()?;
+        if first & 0x80 == 0 {
+            Some((first as usize, 1))
+        } else if buf.len() >= 4 {
+            let v = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) & 0x7fff_ffff;
+            Some((v as usize, 4))
+        } else {
+            None
+        }
+    }
+
+    /// The next complete pair, if the buffered bytes hold one.
+    pub fn next_pair(&mut self) -> Option<(Bytes, Bytes)> {
+        let (nlen, a) = Self::peek_len(&self.buf)?;
+        let (vlen, b) = Self::peek_len(&self.buf[a..])?;
+        let total = a.checked_add(b)?.checked_add(nlen)?.checked_add(vlen)?;
+        if self.buf.len() < total {
+            return None;
+        }
+        self.buf.advance(a + b);
+        let name = self.buf.split_to(nlen).freeze();
+        let value = self.buf.split_to(vlen).freeze();
+        Some((name, value))
+    }
+
+    /// Call at the end of the stream: leftover bytes mean a truncated pair.
+    pub fn finish(&self) -> Result<(), NvError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(NvError::Truncated)
+        }
+    }
+}

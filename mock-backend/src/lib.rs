@@ -1,0 +1,1 @@
+//! Scriptable mock FastCGI backend.
