@@ -4,3 +4,4 @@
 pub mod cgi;
 pub mod config;
 pub mod route;
+pub mod uri;

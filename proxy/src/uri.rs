@@ -1,0 +1,1 @@
+//! Request-target parsing, decoding and normalisation.
