@@ -1,0 +1,481 @@
+//! One request over one backend connection: BEGIN_REQUEST, PARAMS and STDIN out; STDOUT,
+//! STDERR and END_REQUEST in; CGI headers mapped to an HTTP response head; the body streamed.
+//!
+//! The conversation runs in its own task that owns the connection, so the response can be
+//! returned as soon as its headers are parsed while the body keeps flowing. The connection goes
+//! back to the pool only after a clean END_REQUEST on a KEEP_CONN request with nothing left
+//! unread or unwritten; anything else closes it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fastcgi::{Decoder, ProtocolStatus, Record, RecordType, Role};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::body::{Chunk, ProxyBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::net::Connector;
+use crate::pool::{Conn, Pool};
+use crate::response::{self, ResponseHead};
+
+/// The only request id used: one request per connection at a time, as Apache and nginx do.
+pub const REQUEST_ID: u16 = 1;
+/// Apache packs whole pairs into PARAMS records of at most this many bytes (apache.md 4.1).
+const PARAMS_RECORD_MAX: usize = 16384;
+/// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
+const STDERR_LOG_MAX: usize = 8192;
+/// Response bytes drained after a HEAD before the connection is given up instead.
+const HEAD_DRAIN_MAX: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeOptions {
+    pub keep_conn: bool,
+    /// Longest wait for any progress from the backend or the client (`timeout=`).
+    pub io_timeout: Duration,
+    pub head_only: bool,
+    pub max_header_bytes: usize,
+}
+
+/// The request body as the exchange gets it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Complete in memory: can be sent again if a reused connection fails.
+    Buffered(Bytes),
+    /// Read from the client while the backend runs: not replayable.
+    Streaming(Incoming),
+}
+
+impl RequestBody {
+    pub fn replayable(&self) -> Option<Bytes> {
+        match self {
+            RequestBody::Buffered(b) => Some(b.clone()),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+}
+
+/// What the client gets: the mapped head and its body.
+#[derive(Debug)]
+pub struct Outcome {
+    pub head: ResponseHead,
+    pub body: ProxyBody,
+}
+
+/// BEGIN_REQUEST + PARAMS + empty PARAMS, encoded once per request (and reused on retry).
+pub fn encode_preamble<N: AsRef<[u8]>, V: AsRef<[u8]>>(params: &[(N, V)], keep_conn: bool) -> Bytes {
+    let mut out = Vec::with_capacity(1024);
+    let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
+    fastcgi::encode::begin_request(&mut out, REQUEST_ID, Role::Responder, flags);
+    fastcgi::encode::params(&mut out, REQUEST_ID, params, PARAMS_RECORD_MAX);
+    fastcgi::encode::stream_end(&mut out, RecordType::Params, REQUEST_ID);
+    Bytes::from(out)
+}
+
+/// Runs the exchange on `conn` and returns once the response head is known (or the exchange
+/// failed before it). The body, if streamed, keeps flowing from a task that then returns the
+/// connection to `pool` or closes it.
+pub async fn exchange<C: Connector>(
+    pool: &Pool<C>,
+    conn: Conn<C::Stream>,
+    preamble: Bytes,
+    body: RequestBody,
+    opts: ExchangeOptions,
+) -> Result<Outcome, ProxyError> {
+    let (head_tx, head_rx) = oneshot::channel();
+    let reused = conn.reused;
+    tokio::spawn(drive(pool.clone(), conn, preamble, body, opts, head_tx));
+    match head_rx.await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::new(ErrorKind::BackendClosed, "exchange ended without a response").on_reused(reused)),
+    }
+}
+
+async fn drive<C: Connector>(
+    pool: Pool<C>,
+    mut conn: Conn<C::Stream>,
+    preamble: Bytes,
+    body: RequestBody,
+    opts: ExchangeOptions,
+    head_tx: oneshot::Sender<Result<Outcome, ProxyError>>,
+) {
+    let reused = conn.reused;
+    let mut head = Some(head_tx);
+    let result = converse(&mut conn.stream, preamble, body, opts, &mut head).await;
+    match result {
+        Ok(reusable) => {
+            if reusable && opts.keep_conn {
+                pool.release(conn);
+            }
+        }
+        Err(e) => {
+            let e = e.on_reused(reused);
+            match head.take() {
+                Some(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                None => tracing::warn!(backend = %pool.addr(), "response aborted: {e}"),
+            }
+        }
+    }
+}
+
+/// The whole conversation. `Ok(true)`: ended cleanly at a record boundary with the request
+/// fully written, so the connection may carry another request.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    preamble: Bytes,
+    body: RequestBody,
+    opts: ExchangeOptions,
+    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+) -> Result<bool, ProxyError> {
+    match body {
+        RequestBody::Buffered(data) => {
+            let mut out = Vec::with_capacity(preamble.len() + data.len() + 32);
+            out.extend_from_slice(&preamble);
+            fastcgi::encode::stream(&mut out, RecordType::Stdin, REQUEST_ID, &data, fastcgi::MAX_CONTENT_LEN, fastcgi::Padding::None);
+            fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
+            write_all(stream, &out, opts.io_timeout).await?;
+            read_response(stream, opts, head).await
+        }
+        RequestBody::Streaming(incoming) => {
+            write_all(stream, &preamble, opts.io_timeout).await?;
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let write = pump_body(&mut wr, incoming, opts.io_timeout);
+            let read = read_response(&mut rd, opts, head);
+            tokio::pin!(write, read);
+            let mut written: Option<bool> = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    w = &mut write, if written.is_none() => match w {
+                        Ok(()) => written = Some(true),
+                        // The client's body broke: the backend got a partial request.
+                        Err(e) if e.kind == ErrorKind::ClientBody => return Err(e),
+                        // The backend stopped reading; it may still answer (e.g. 413).
+                        Err(e) => {
+                            tracing::debug!("request body not fully written: {e}");
+                            written = Some(false);
+                        }
+                    },
+                    r = &mut read => {
+                        // An answer before the body was consumed leaves the connection unusable.
+                        return r.map(|clean| clean && written == Some(true));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], t: Duration) -> Result<(), ProxyError> {
+    match tokio::time::timeout(t, w.write_all(data)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ProxyError::new(ErrorKind::WriteFailed, format!("write to backend: {e}"))),
+        Err(_) => Err(ProxyError::new(ErrorKind::ResponseTimeout, "backend did not accept the request in time")),
+    }
+}
+
+async fn pump_body<W: AsyncWrite + Unpin>(w: &mut W, mut incoming: Incoming, t: Duration) -> Result<(), ProxyError> {
+    let mut out = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(t, incoming.frame()).await {
+            Err(_) => return Err(ProxyError::new(ErrorKind::ClientBody, "timed out reading the request body")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ProxyError::new(ErrorKind::ClientBody, format!("reading the request body: {e}"))),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        out.clear();
+        fastcgi::encode::stream(&mut out, RecordType::Stdin, REQUEST_ID, &data, fastcgi::MAX_CONTENT_LEN, fastcgi::Padding::None);
+        write_all(w, &out, t).await?;
+    }
+    out.clear();
+    fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
+    write_all(w, &out, t).await?;
+    w.flush().await.map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
+}
+
+/// Where the response is.
+enum Phase {
+    /// Collecting CGI headers.
+    Head(BytesMut),
+    /// Head parsed, not yet handed over: body bytes collect here, so that a response whose
+    /// END_REQUEST arrives in the same read is answered complete, with a Content-Length.
+    Pending(ResponseHead, Vec<Bytes>),
+    /// Head handed over; body chunks stream to the client (`None` for HEAD: drained).
+    Streaming(Option<mpsc::Sender<Chunk>>, usize),
+}
+
+enum Event {
+    Nothing,
+    Body(Bytes),
+    End(ProtocolStatus),
+}
+
+struct Progress {
+    phase: Phase,
+    stderr_logged: usize,
+}
+
+async fn read_response<R: AsyncRead + Unpin>(
+    r: &mut R,
+    opts: ExchangeOptions,
+    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+) -> Result<bool, ProxyError> {
+    let mut decoder = Decoder::default();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut p = Progress {
+        phase: Phase::Head(BytesMut::new()),
+        stderr_logged: 0,
+    };
+    loop {
+        buf.clear();
+        buf.reserve(16 * 1024);
+        let read = tokio::time::timeout(opts.io_timeout, r.read_buf(&mut buf)).await;
+        let err = match read {
+            Ok(Ok(0)) => Some(ProxyError::new(
+                ErrorKind::BackendClosed,
+                "backend closed the connection before FCGI_END_REQUEST",
+            )),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(ProxyError::new(
+                ErrorKind::BackendClosed,
+                format!("read from backend: {e}"),
+            )),
+            Err(_) => Some(ProxyError::new(
+                ErrorKind::ResponseTimeout,
+                format!("no data from backend for {:?}", opts.io_timeout),
+            )),
+        };
+        if let Some(e) = err {
+            return Err(started(&p, e));
+        }
+        decoder.feed(&buf);
+        loop {
+            let rec = match decoder.decode() {
+                Ok(Some(rec)) => rec,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(started(&p, ProxyError::new(ErrorKind::BadRecord, e.to_string())));
+                }
+            };
+            match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
+                Event::Nothing => {}
+                Event::Body(b) => forward(&mut p, b, opts).await?,
+                Event::End(status) => {
+                    finish(p, head, status)?;
+                    return Ok(decoder.is_at_boundary());
+                }
+            }
+        }
+        hand_over_head(&mut p, head, opts).await?;
+    }
+}
+
+fn started(p: &Progress, mut e: ProxyError) -> ProxyError {
+    e.response_started = !matches!(&p.phase, Phase::Head(b) if b.is_empty());
+    e
+}
+
+/// Handles one record.
+fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Event, ProxyError> {
+    match rec {
+        Record::Stream {
+            record_type: RecordType::Stdout,
+            request_id: REQUEST_ID,
+            content,
+        } => {
+            let Phase::Head(hb) = &mut p.phase else {
+                return Ok(if content.is_empty() {
+                    Event::Nothing
+                } else {
+                    Event::Body(content)
+                });
+            };
+            hb.extend_from_slice(&content);
+            let too_large = || {
+                ProxyError::new(
+                    ErrorKind::BadResponseHeader,
+                    format!("response headers exceed {} bytes", opts.max_header_bytes),
+                )
+            };
+            let Some((hlen, body_start)) = response::find_header_end(hb) else {
+                return if hb.len() > opts.max_header_bytes {
+                    Err(too_large())
+                } else {
+                    Ok(Event::Nothing)
+                };
+            };
+            if hlen > opts.max_header_bytes {
+                return Err(too_large());
+            }
+            let head = response::parse(&hb[..hlen])
+                .map_err(|e| ProxyError::new(ErrorKind::BadResponseHeader, e.to_string()))?;
+            let rest = hb.split_off(body_start).freeze();
+            let chunks = if rest.is_empty() { Vec::new() } else { vec![rest] };
+            p.phase = Phase::Pending(head, chunks);
+            Ok(Event::Nothing)
+        }
+        Record::Stream {
+            record_type: RecordType::Stderr,
+            request_id: REQUEST_ID,
+            content,
+        } => {
+            if p.stderr_logged < STDERR_LOG_MAX {
+                let take = content.len().min(STDERR_LOG_MAX - p.stderr_logged);
+                p.stderr_logged += take;
+                tracing::warn!(
+                    target: "fcgi_proxy::stderr",
+                    "backend stderr: {}",
+                    String::from_utf8_lossy(&content[..take]).trim_end()
+                );
+            }
+            Ok(Event::Nothing)
+        }
+        Record::EndRequest {
+            request_id: REQUEST_ID,
+            protocol_status,
+            ..
+        } => Ok(Event::End(protocol_status)),
+        // Management records (request id 0) carry no part of this response.
+        r if r.request_id() == fastcgi::NULL_REQUEST_ID => {
+            tracing::debug!("ignoring management record {}", r.record_type().name());
+            Ok(Event::Nothing)
+        }
+        r if r.request_id() != REQUEST_ID => Err(ProxyError::new(
+            ErrorKind::BadRecord,
+            format!(
+                "{} for request id {} (expected {REQUEST_ID})",
+                r.record_type().name(),
+                r.request_id()
+            ),
+        )),
+        // Records of unknown type or direction for our request are ignored, as Apache does.
+        r => {
+            tracing::debug!("ignoring {} from backend", r.record_type().name());
+            Ok(Event::Nothing)
+        }
+    }
+}
+
+/// Sends a body chunk on, or keeps it while the head is still pending.
+async fn forward(p: &mut Progress, b: Bytes, opts: ExchangeOptions) -> Result<(), ProxyError> {
+    match &mut p.phase {
+        Phase::Head(_) => unreachable_phase(),
+        Phase::Pending(_, chunks) => {
+            chunks.push(b);
+            Ok(())
+        }
+        Phase::Streaming(None, drained) => {
+            *drained += b.len();
+            if *drained > HEAD_DRAIN_MAX {
+                return Err(ProxyError::new(
+                    ErrorKind::BackendClosed,
+                    "HEAD response body too long to drain; closing",
+                ));
+            }
+            Ok(())
+        }
+        Phase::Streaming(Some(tx), _) => {
+            match tokio::time::timeout(opts.io_timeout, tx.send(Ok(b))).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(ProxyError::new(
+                    ErrorKind::ClientBody,
+                    "client went away during the response",
+                )),
+                Err(_) => Err(ProxyError::new(
+                    ErrorKind::ClientBody,
+                    "client did not read the response in time",
+                )),
+            }
+        }
+    }
+}
+
+fn unreachable_phase() -> Result<(), ProxyError> {
+    // on_record turns STDOUT during Head into header bytes, never into a body event.
+    Err(ProxyError::new(ErrorKind::BadRecord, "body before headers"))
+}
+
+/// After a read: a parsed head that did not complete with the response is handed over now,
+/// with a streaming body.
+async fn hand_over_head(
+    p: &mut Progress,
+    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+    opts: ExchangeOptions,
+) -> Result<(), ProxyError> {
+    if !matches!(p.phase, Phase::Pending(..)) {
+        return Ok(());
+    }
+    let Phase::Pending(h, chunks) = std::mem::replace(&mut p.phase, Phase::Streaming(None, 0))
+    else {
+        return Ok(());
+    };
+    let Some(head_tx) = head.take() else {
+        return Ok(());
+    };
+    if opts.head_only {
+        let _ = head_tx.send(Ok(Outcome {
+            head: h,
+            body: ProxyBody::empty(),
+        }));
+        return Ok(());
+    }
+    let (tx, rx) = mpsc::channel(8);
+    if head_tx
+        .send(Ok(Outcome {
+            head: h,
+            body: ProxyBody::Stream(rx),
+        }))
+        .is_err()
+    {
+        return Err(ProxyError::new(ErrorKind::ClientBody, "client went away"));
+    }
+    p.phase = Phase::Streaming(Some(tx), 0);
+    for c in chunks {
+        forward(p, c, opts).await?;
+    }
+    Ok(())
+}
+
+/// END_REQUEST arrived.
+fn finish(
+    p: Progress,
+    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+    status: ProtocolStatus,
+) -> Result<(), ProxyError> {
+    match p.phase {
+        Phase::Head(hb) => Err(if status != ProtocolStatus::RequestComplete {
+            ProxyError::new(
+                ErrorKind::Refused,
+                format!("backend refused the request: {status:?}"),
+            )
+        } else if hb.is_empty() {
+            ProxyError::new(ErrorKind::BadResponseHeader, "backend sent no response")
+        } else {
+            ProxyError::new(
+                ErrorKind::BadResponseHeader,
+                "response ended inside the CGI headers",
+            )
+        }),
+        Phase::Pending(h, chunks) => {
+            let body = match chunks.len() {
+                0 => Bytes::new(),
+                1 => chunks.into_iter().next().unwrap_or_default(),
+                _ => Bytes::from(chunks.concat()),
+            };
+            if let Some(tx) = head.take() {
+                let _ = tx.send(Ok(Outcome {
+                    head: h,
+                    body: ProxyBody::full(body),
+                }));
+            }
+            Ok(())
+        }
+        // Dropping the sender ends the client's body cleanly.
+        Phase::Streaming(..) => Ok(()),
+    }
+}

@@ -1,0 +1,317 @@
+//! Backend connection pool, one per worker (backend address + its settings).
+//!
+//! - `max` caps connections open to the backend, idle or busy; a checkout waits up to `acquire`
+//!   for one to free up, then fails (503). Without `max` there is no cap.
+//! - Idle connections are watched: a task reads each one, so a backend that closes an idle
+//!   connection (php-fpm after `pm.max_requests`, or its idle timeout) is noticed at once, and
+//!   the connection is dropped after `ttl` of idleness. This is pingora's idle poll.
+//! - A checkout says whether the connection was reused, so only failures on reused connections
+//!   are retried.
+//! - Connections go back to the pool only after a clean END_REQUEST on a KEEP_CONN request; the
+//!   caller decides that and calls [`Conn::release`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, oneshot};
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::net::{BackendAddr, Connector};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Cap on open connections (`max=`). `None`: no cap.
+    pub max: Option<usize>,
+    /// How long an idle connection is kept (`ttl=`). `None`: until the backend closes it.
+    pub ttl: Option<Duration>,
+    /// How long a checkout waits for a free slot (`acquire=`). `None`: as long as `timeout`.
+    pub acquire: Option<Duration>,
+    /// Connect timeout (`connectiontimeout=`).
+    pub connect_timeout: Duration,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub opened: u64,
+    pub reused: u64,
+    pub idle: usize,
+    pub open: usize,
+    pub closed_idle_by_backend: u64,
+    pub closed_idle_ttl: u64,
+    pub waits: u64,
+    pub acquire_timeouts: u64,
+}
+
+#[derive(Debug)]
+struct State<S> {
+    /// Idle connections, most recently used last (checked out LIFO: warm connections stay warm,
+    /// the rest age out through `ttl`).
+    idle: Vec<IdleHandle<S>>,
+    open: usize,
+    next_id: u64,
+    stats: PoolStats,
+}
+
+#[derive(Debug)]
+struct IdleHandle<S> {
+    id: u64,
+    take: oneshot::Sender<oneshot::Sender<(S, Slot<S>)>>,
+}
+
+#[derive(Debug)]
+struct Shared<S> {
+    state: Mutex<State<S>>,
+    freed: Notify,
+}
+
+/// A pool of connections to one backend.
+#[derive(Debug)]
+pub struct Pool<C: Connector> {
+    connector: C,
+    addr: BackendAddr,
+    settings: PoolSettings,
+    shared: Arc<Shared<C::Stream>>,
+}
+
+impl<C: Connector> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Pool {
+            connector: self.connector.clone(),
+            addr: self.addr.clone(),
+            settings: self.settings.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A connection checked out of the pool. Dropping it closes the connection and frees its slot.
+#[derive(Debug)]
+pub struct Conn<S: Send + 'static> {
+    pub stream: S,
+    /// It had served a request before.
+    pub reused: bool,
+    slot: Slot<S>,
+}
+
+/// Holds one unit of the pool's `open` count; gives it back on drop.
+#[derive(Debug)]
+struct Slot<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Drop for Slot<S> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.open -= 1;
+        st.stats.open = st.open;
+        drop(st);
+        self.shared.freed.notify_one();
+    }
+}
+
+impl<C: Connector> Pool<C> {
+    pub fn new(connector: C, addr: BackendAddr, settings: PoolSettings) -> Self {
+        Pool {
+            connector,
+            addr,
+            settings,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    idle: Vec::new(),
+                    open: 0,
+                    next_id: 0,
+                    stats: PoolStats::default(),
+                }),
+                freed: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn addr(&self) -> &BackendAddr {
+        &self.addr
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<C::Stream>> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection: an idle one if there is one (reused), else a new one if the cap allows,
+    /// else waits for one to free up until `acquire` (default: `fallback_wait`).
+    pub async fn checkout(&self, fallback_wait: Duration) -> Result<Conn<C::Stream>, ProxyError> {
+        let deadline =
+            tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
+        let mut waited = false;
+        loop {
+            // Register interest before looking, so a slot freed in between is not missed.
+            let notified = self.shared.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let candidate = {
+                let mut st = self.lock();
+                if let Some(h) = st.idle.pop() {
+                    st.stats.idle = st.idle.len();
+                    Some(Ok(h))
+                } else if self.settings.max.is_none_or(|m| st.open < m) {
+                    st.open += 1;
+                    st.stats.open = st.open;
+                    Some(Err(()))
+                } else {
+                    None
+                }
+            };
+            match candidate {
+                Some(Ok(handle)) => {
+                    if let Some((stream, slot)) = take_idle(handle).await {
+                        self.lock().stats.reused += 1;
+                        return Ok(Conn {
+                            stream,
+                            reused: true,
+                            slot,
+                        });
+                    }
+                    // It died while idle; its slot was freed. Look again.
+                }
+                Some(Err(())) => {
+                    let slot = Slot {
+                        shared: self.shared.clone(),
+                    };
+                    let stream = self.connect().await?;
+                    self.lock().stats.opened += 1;
+                    return Ok(Conn {
+                        stream,
+                        reused: false,
+                        slot,
+                    });
+                }
+                None => {
+                    if !waited {
+                        waited = true;
+                        self.lock().stats.waits += 1;
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        self.lock().stats.acquire_timeouts += 1;
+                        return Err(ProxyError::new(
+                            ErrorKind::AcquireTimeout,
+                            format!(
+                                "all {} connections to {} busy",
+                                self.settings.max.unwrap_or(0),
+                                self.addr
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<C::Stream, ProxyError> {
+        match tokio::time::timeout(
+            self.settings.connect_timeout,
+            self.connector.connect(&self.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(ProxyError::new(
+                ErrorKind::ConnectFailed,
+                format!("connect to {}: {e}", self.addr),
+            )),
+            Err(_) => Err(ProxyError::new(
+                ErrorKind::ConnectTimeout,
+                format!(
+                    "connect to {} timed out after {:?}",
+                    self.addr, self.settings.connect_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Returns a connection after a clean, kept-alive exchange. It waits idle, watched, until
+    /// checked out again, closed by the backend, or `ttl` passes.
+    pub fn release(&self, conn: Conn<C::Stream>) {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.lock();
+            st.next_id += 1;
+            let id = st.next_id;
+            st.idle.push(IdleHandle { id, take: tx });
+            st.stats.idle = st.idle.len();
+            id
+        };
+        let shared = self.shared.clone();
+        let ttl = self.settings.ttl;
+        tokio::spawn(watch_idle(conn, rx, ttl, shared, id));
+        self.shared.freed.notify_one();
+    }
+}
+
+async fn take_idle<S>(h: IdleHandle<S>) -> Option<(S, Slot<S>)> {
+    let (tx, rx) = oneshot::channel();
+    h.take.send(tx).ok()?;
+    rx.await.ok()
+}
+
+enum IdleEnd {
+    /// The pool dropped its handle (the pool itself is gone).
+    Abandoned,
+    ClosedByBackend,
+    Ttl,
+}
+
+async fn watch_idle<S>(
+    conn: Conn<S>,
+    take: oneshot::Receiver<oneshot::Sender<(S, Slot<S>)>>,
+    ttl: Option<Duration>,
+    shared: Arc<Shared<S>>,
+    id: u64,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        mut stream, slot, ..
+    } = conn;
+    let mut byte = [0u8; 1];
+    let ttl_sleep = async {
+        match ttl {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        biased;
+        t = take => match t {
+            Ok(back) => {
+                // The slot moves with the connection. If the checkout gave up meanwhile, both
+                // come back here and are dropped, which frees the slot.
+                let _ = back.send((stream, slot));
+                return;
+            }
+            Err(_) => IdleEnd::Abandoned,
+        },
+        // Anything readable on an idle FastCGI connection (EOF, reset, or stray bytes) means it
+        // can no longer carry a request.
+        _ = stream.read(&mut byte) => IdleEnd::ClosedByBackend,
+        _ = ttl_sleep => IdleEnd::Ttl,
+    };
+    let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.idle.retain(|h| h.id != id);
+    st.stats.idle = st.idle.len();
+    match end {
+        IdleEnd::ClosedByBackend => st.stats.closed_idle_by_backend += 1,
+        IdleEnd::Ttl => st.stats.closed_idle_ttl += 1,
+        IdleEnd::Abandoned => {}
+    }
+    drop(st);
+    drop(stream);
+    drop(slot);
+}
