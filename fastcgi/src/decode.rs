@@ -1,6 +1,7 @@
 //! The streaming record decoder: bytes in (split anywhere), records out.
 //!
-//! It holds at most one record's bytes (8 + 65535 + 255) and so is bounded by construction.
+//! Drained after every [`Decoder::feed`], it holds at most one partial record (under
+//! 8 + 65535 + 255 bytes) plus the bytes of that feed. Once failed it drops whatever it is fed.
 //! Content of a stream record is handed out whole, as one `Bytes`, zero-copy from the buffer.
 
 use bytes::{Buf, BytesMut};
@@ -71,8 +72,17 @@ impl Decoder {
         }
     }
 
+    /// Appends received bytes. After a fatal error they are discarded: the stream cannot be
+    /// trusted any more, and a peer that keeps sending must not grow the buffer.
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The fatal error this decoder stopped at, if any.
+    pub fn error(&self) -> Option<&DecodeError> {
+        self.failed.as_ref()
     }
 
     /// Bytes received but not yet part of a complete record.
@@ -92,10 +102,8 @@ impl Decoder {
         }
         if self.buf.len() < HEADER_LEN {
             // The version byte alone is enough to reject a stream early.
-            if let Some(&v) = self.buf.first() {
-                if v != VERSION_1 {
-                    return Err(self.fail(DecodeError::BadVersion { version: v }));
-                }
+            if let Some(&v) = self.buf.first().filter(|&&v| v != VERSION_1) {
+                return Err(self.fail(DecodeError::BadVersion { version: v }));
             }
             return Ok(None);
         }
@@ -159,5 +167,36 @@ impl Decoder {
     fn fail(&mut self, e: DecodeError) -> DecodeError {
         self.failed = Some(e.clone());
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_decoder_drops_input() {
+        let mut d = Decoder::default();
+        assert_eq!(d.error(), None);
+        d.feed(&[7, 1, 0, 1]);
+        let e = DecodeError::BadVersion { version: 7 };
+        assert_eq!(d.decode(), Err(e.clone()));
+        assert_eq!(d.error(), Some(&e));
+        let before = d.buffered();
+        d.feed(&[1; 100_000]);
+        assert_eq!(d.buffered(), before);
+        assert_eq!(d.decode(), Err(e));
+    }
+
+    #[test]
+    fn waits_for_padding_before_delivering() {
+        let mut d = Decoder::default();
+        // STDOUT, id 1, 2 bytes of content, 3 of padding.
+        d.feed(&[1, 6, 0, 1, 0, 2, 3, 0, b'o', b'k', 0, 0]);
+        assert_eq!(d.decode(), Ok(None));
+        assert_eq!(d.buffered(), 12);
+        d.feed(&[0]);
+        assert!(matches!(d.decode(), Ok(Some(Record::Stream { .. }))));
+        assert!(d.is_at_boundary());
     }
 }

@@ -69,7 +69,13 @@ pub fn begin_request(out: &mut Vec<u8>, request_id: u16, role: Role, flags: u8) 
 }
 
 pub fn abort_request(out: &mut Vec<u8>, request_id: u16) {
-    record(out, RecordType::AbortRequest, request_id, &[], Padding::None);
+    record(
+        out,
+        RecordType::AbortRequest,
+        request_id,
+        &[],
+        Padding::None,
+    );
 }
 
 pub fn end_request(
@@ -80,7 +86,13 @@ pub fn end_request(
 ) {
     let a = app_status.to_be_bytes();
     let body = [a[0], a[1], a[2], a[3], protocol_status.as_u8(), 0, 0, 0];
-    record(out, RecordType::EndRequest, request_id, &body, Padding::None);
+    record(
+        out,
+        RecordType::EndRequest,
+        request_id,
+        &body,
+        Padding::None,
+    );
 }
 
 /// Appends `data` as stream records of at most `max_record` content bytes each (clamped to
@@ -123,7 +135,14 @@ pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         }
         nv::encode_pair(&mut body, n, v);
         if body.len() > max {
-            stream(out, RecordType::Params, request_id, &body, max, Padding::None);
+            stream(
+                out,
+                RecordType::Params,
+                request_id,
+                &body,
+                max,
+                Padding::None,
+            );
             body.clear();
         }
     }
@@ -138,7 +157,13 @@ pub fn get_values<N: AsRef<[u8]>>(out: &mut Vec<u8>, names: &[N]) {
     for n in names {
         nv::encode_pair(&mut body, n.as_ref(), b"");
     }
-    record(out, RecordType::GetValues, NULL_REQUEST_ID, &body, Padding::None);
+    record(
+        out,
+        RecordType::GetValues,
+        NULL_REQUEST_ID,
+        &body,
+        Padding::None,
+    );
 }
 
 pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, values: &[(N, V)]) {
@@ -196,5 +221,24 @@ impl Record {
             }
         };
         record(out, self.record_type(), self.request_id(), content, padding);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_for_len() {
+        let align: Vec<u8> = (0..=17).map(|n| Padding::Align8.for_len(n)).collect();
+        assert_eq!(
+            align,
+            [0, 7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0, 7]
+        );
+        assert_eq!(Padding::Align8.for_len(MAX_CONTENT_LEN), 1);
+        assert_eq!(Padding::None.for_len(5), 0);
+        assert_eq!(Padding::Fixed(0).for_len(5), 0);
+        assert_eq!(Padding::Fixed(255).for_len(0), 255);
+        assert_eq!(Padding::default(), Padding::None);
     }
 }

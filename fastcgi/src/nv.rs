@@ -147,3 +147,48 @@ impl NvParser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_len_forms() {
+        assert_eq!(NvParser::peek_len(&[]), None);
+        assert_eq!(NvParser::peek_len(&[0]), Some((0, 1)));
+        assert_eq!(NvParser::peek_len(&[127, 0xff]), Some((127, 1)));
+        // The 4-byte form needs all four bytes.
+        assert_eq!(NvParser::peek_len(&[0x80]), None);
+        assert_eq!(NvParser::peek_len(&[0x80, 0, 0]), None);
+        assert_eq!(NvParser::peek_len(&[0x80, 0, 0, 0x80]), Some((128, 4)));
+        assert_eq!(NvParser::peek_len(&[0x81, 2, 3, 4]), Some((0x0102_0304, 4)));
+        assert_eq!(
+            NvParser::peek_len(&[0xff, 0xff, 0xff, 0xff]),
+            Some((MAX_LEN, 4))
+        );
+    }
+
+    #[test]
+    fn put_len_forms() {
+        let enc = |n| {
+            let mut v = Vec::new();
+            put_len(&mut v, n);
+            v
+        };
+        assert_eq!(enc(0), [0]);
+        assert_eq!(enc(127), [127]);
+        assert_eq!(enc(128), [0x80, 0, 0, 0x80]);
+        assert_eq!(enc(65_536), [0x80, 1, 0, 0]);
+        assert_eq!(enc(MAX_LEN), [0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(len_size(0), 1);
+        assert_eq!(len_size(127), 1);
+        assert_eq!(len_size(128), 4);
+        assert_eq!(len_size(MAX_LEN), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds 2^31-1")]
+    fn put_len_rejects_more_than_31_bits() {
+        put_len(&mut Vec::new(), MAX_LEN + 1);
+    }
+}

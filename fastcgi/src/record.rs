@@ -76,7 +76,10 @@ impl RecordType {
 
     /// Management records travel with request id 0 (section 3.3).
     pub fn is_management(self) -> bool {
-        matches!(self, Self::GetValues | Self::GetValuesResult | Self::UnknownType)
+        matches!(
+            self,
+            Self::GetValues | Self::GetValuesResult | Self::UnknownType
+        )
     }
 
     /// Stream records: a run of non-empty records closed by an empty one (section 3.3).
