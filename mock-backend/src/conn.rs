@@ -1,0 +1,546 @@
+//! One served connection: decode records, track requests, play their answers back, and decide
+//! when the connection ends.
+//!
+//! Everything happens on one task with a `biased` select over (shutdown, a due answer step, input,
+//! idle timeout), so a run is deterministic under a simulated clock. Answers are precomputed
+//! [`Program`]s; a step that sleeps just sets the request's due time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastcgi::{Decoder, Limits, NvParser, ProtocolStatus, Record, RecordType, Role, encode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::behaviour::{self, Finish, Step};
+use crate::journal::{ClosedBy, ManagementKind, NoteKind, Outcome};
+use crate::net::Connection;
+use crate::script::{Action, ReplyAfter, RuleRef};
+use crate::server::Shared;
+
+/// Whether the connection goes on, and if not, how it ends.
+#[derive(Debug)]
+enum Ctl {
+    Continue,
+    Close(ClosedBy, &'static str),
+    Reset(&'static str),
+}
+
+impl Ctl {
+    fn from_io(e: &io::Error) -> Ctl {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset => Ctl::Close(ClosedBy::Reset, "connection_reset"),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+                Ctl::Close(ClosedBy::Peer, "broken_pipe")
+            }
+            _ => Ctl::Close(ClosedBy::Peer, "io_error"),
+        }
+    }
+}
+
+enum Event {
+    Shutdown,
+    Due,
+    Read(io::Result<usize>),
+    Idle,
+}
+
+/// A request between BEGIN_REQUEST and its end.
+struct Active {
+    seq: u64,
+    keep_conn: bool,
+    role: Role,
+    params: NvParser,
+    params_done: bool,
+    stdin_done: bool,
+    data_done: bool,
+    rule: Option<RuleRef>,
+    started: bool,
+    program: Option<VecDeque<Step>>,
+    due: Instant,
+    hung: bool,
+}
+
+pub(crate) struct Conn<'a> {
+    id: u64,
+    shared: &'a Shared,
+    decoder: Decoder,
+    active: BTreeMap<u16, Active>,
+    last_activity: Instant,
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn new(id: u64, shared: &'a Shared) -> Self {
+        Conn {
+            id,
+            shared,
+            decoder: Decoder::new(Limits::default()),
+            active: BTreeMap::new(),
+            last_activity: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run<S: Connection>(
+        mut self,
+        mut stream: S,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let ctl = loop {
+            let due = self.next_due();
+            let idle = self.idle_deadline();
+            // Disabled select branches still build their future; give them a harmless deadline.
+            let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => Event::Shutdown,
+                () = sleep_until(due.unwrap_or(far)), if due.is_some() => Event::Due,
+                r = stream.read(&mut buf) => Event::Read(r),
+                () = sleep_until(idle.unwrap_or(far)), if idle.is_some() => Event::Idle,
+            };
+            let ctl = match event {
+                Event::Shutdown => Ctl::Close(ClosedBy::Backend, "shutdown"),
+                Event::Due => self.run_due(&mut stream).await,
+                Event::Read(Ok(0)) => self.eof(),
+                Event::Read(Ok(n)) => self.input(&buf[..n], &mut stream).await,
+                Event::Read(Err(e)) => Ctl::from_io(&e),
+                Event::Idle => Ctl::Close(ClosedBy::Backend, "idle_timeout"),
+            };
+            if !matches!(ctl, Ctl::Continue) {
+                break ctl;
+            }
+        };
+        self.close(stream, ctl).await;
+    }
+
+    fn journal(&self) -> &crate::journal::Journal {
+        &self.shared.journal
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.active
+            .values()
+            .filter(|a| a.program.is_some())
+            .map(|a| a.due)
+            .min()
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        let t = self.shared.script.server.idle_timeout_ms?;
+        self.active
+            .is_empty()
+            .then(|| self.last_activity + Duration::from_millis(t))
+    }
+
+    async fn close<S: Connection>(self, mut stream: S, ctl: Ctl) {
+        for a in self.active.values().filter(|a| a.hung) {
+            self.journal().end_request(a.seq, Outcome::Hung);
+        }
+        // Close first, journal second: once the journal says closed, the socket is.
+        match ctl {
+            Ctl::Continue => {}
+            Ctl::Close(ClosedBy::Backend, reason) => {
+                let _ = stream.shutdown().await;
+                drop(stream);
+                self.journal()
+                    .close_connection(self.id, ClosedBy::Backend, reason);
+            }
+            Ctl::Close(by, reason) => {
+                drop(stream);
+                self.journal().close_connection(self.id, by, reason);
+            }
+            Ctl::Reset(reason) => {
+                stream.reset();
+                self.journal()
+                    .close_connection(self.id, ClosedBy::Backend, reason);
+            }
+        }
+    }
+
+    fn eof(&self) -> Ctl {
+        if !self.decoder.is_at_boundary() {
+            self.journal().note(
+                NoteKind::ProtocolError,
+                self.id,
+                format!(
+                    "peer closed the connection inside a record ({} bytes buffered)",
+                    self.decoder.buffered()
+                ),
+            );
+        }
+        Ctl::Close(ClosedBy::Peer, "eof")
+    }
+
+    fn protocol_error(&self, message: String) -> Ctl {
+        self.journal()
+            .note(NoteKind::ProtocolError, self.id, message);
+        Ctl::Close(ClosedBy::Backend, "protocol_error")
+    }
+
+    fn ignored(&self, message: String) -> Ctl {
+        self.journal().note(NoteKind::Ignored, self.id, message);
+        Ctl::Continue
+    }
+
+    async fn write<S: Connection>(stream: &mut S, bytes: &[u8]) -> Ctl {
+        match stream.write_all(bytes).await {
+            Ok(()) => Ctl::Continue,
+            Err(e) => Ctl::from_io(&e),
+        }
+    }
+
+    async fn input<S: Connection>(&mut self, data: &[u8], stream: &mut S) -> Ctl {
+        self.last_activity = Instant::now();
+        self.decoder.feed(data);
+        loop {
+            match self.decoder.decode() {
+                Ok(Some(rec)) => {
+                    let ctl = self.record(rec, stream).await;
+                    if !matches!(ctl, Ctl::Continue) {
+                        return ctl;
+                    }
+                }
+                Ok(None) => return Ctl::Continue,
+                Err(e) => return self.protocol_error(format!("undecodable input: {e}")),
+            }
+        }
+    }
+
+    async fn record<S: Connection>(&mut self, rec: Record, stream: &mut S) -> Ctl {
+        match rec {
+            Record::BeginRequest {
+                request_id,
+                role,
+                flags,
+            } => self.begin(request_id, role, flags, stream).await,
+            Record::AbortRequest { request_id } => self.abort(request_id, stream).await,
+            Record::Stream {
+                record_type: t @ (RecordType::Params | RecordType::Stdin | RecordType::Data),
+                request_id,
+                content,
+            } => self.stream_in(t, request_id, content),
+            Record::GetValues { names } => self.get_values(names, stream).await,
+            Record::Unknown {
+                record_type: RecordType::Other(t),
+                request_id: 0,
+                ..
+            } => {
+                self.journal().record_management(
+                    self.id,
+                    ManagementKind::UnknownType { record_type: t },
+                );
+                let mut out = Vec::new();
+                encode::unknown_type(&mut out, t);
+                Self::write(stream, &out).await
+            }
+            Record::Unknown {
+                record_type: RecordType::Other(t),
+                request_id,
+                content,
+            } => self.ignored(format!(
+                "record of unknown type {t} for request {request_id} ({} bytes)",
+                content.len()
+            )),
+            Record::Unknown {
+                record_type,
+                request_id,
+                content,
+            } => self.protocol_error(format!(
+                "malformed {} record for request {request_id}: {} content bytes",
+                record_type.name(),
+                content.len()
+            )),
+            other => self.ignored(format!(
+                "{} record for request {} is not for an application",
+                other.record_type().name(),
+                other.request_id()
+            )),
+        }
+    }
+
+    async fn begin<S: Connection>(&mut self, id: u16, role: Role, flags: u8, stream: &mut S) -> Ctl {
+        if id == fastcgi::NULL_REQUEST_ID {
+            return self.protocol_error("BEGIN_REQUEST with the null request id 0".into());
+        }
+        if self.active.contains_key(&id) {
+            return self.protocol_error(format!("BEGIN_REQUEST for active request id {id}"));
+        }
+        let seq = self.journal().begin_request(self.id, id, role, flags);
+        let keep_conn = flags & fastcgi::KEEP_CONN != 0;
+        if !self.shared.script.server.multiplex && !self.active.is_empty() {
+            // The only connection-level refusal that leaves the active request alone.
+            let mut out = Vec::new();
+            encode::end_request(&mut out, id, 0, ProtocolStatus::CantMpxConn);
+            self.journal().end_request(seq, Outcome::CantMpxConn);
+            return Self::write(stream, &out).await;
+        }
+        if let Role::Other(_) = role {
+            let mut out = Vec::new();
+            encode::end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
+            let ctl = Self::write(stream, &out).await;
+            self.journal().end_request(seq, Outcome::UnknownRole);
+            if !matches!(ctl, Ctl::Continue) {
+                return ctl;
+            }
+            return self.after_end(keep_conn);
+        }
+        self.active.insert(
+            id,
+            Active {
+                seq,
+                keep_conn,
+                role,
+                params: NvParser::new(self.shared.script.server.max_params_bytes),
+                params_done: false,
+                stdin_done: false,
+                data_done: false,
+                rule: None,
+                started: false,
+                program: None,
+                due: Instant::now(),
+                hung: false,
+            },
+        );
+        Ctl::Continue
+    }
+
+    async fn abort<S: Connection>(&mut self, id: u16, stream: &mut S) -> Ctl {
+        let Some(a) = self.active.get(&id) else {
+            return self.ignored(format!("ABORT_REQUEST for inactive request id {id}"));
+        };
+        self.journal().abort_request(a.seq);
+        let rule = a.rule.map(|r| self.shared.script.rule(r));
+        if a.hung || rule.is_some_and(|r| r.action == Action::NeverAnswer) {
+            return Ctl::Continue;
+        }
+        let app_status = rule.map_or(0, |r| r.app_status);
+        let (seq, keep_conn) = (a.seq, a.keep_conn);
+        self.active.remove(&id);
+        let mut out = Vec::new();
+        encode::end_request(&mut out, id, app_status, ProtocolStatus::RequestComplete);
+        let ctl = Self::write(stream, &out).await;
+        self.journal().end_request(seq, Outcome::Aborted);
+        if !matches!(ctl, Ctl::Continue) {
+            return ctl;
+        }
+        self.after_end(keep_conn)
+    }
+
+    fn stream_in(&mut self, t: RecordType, id: u16, content: Bytes) -> Ctl {
+        let shared = self.shared;
+        let limit = shared.script.server.max_stdin_bytes;
+        let Some(a) = self.active.get_mut(&id) else {
+            return self.ignored(format!(
+                "{} record for inactive request id {id} ({} bytes)",
+                t.name(),
+                content.len()
+            ));
+        };
+        let seq = a.seq;
+        let len = content.len();
+        match t {
+            RecordType::Params => {
+                if a.params_done {
+                    return self.protocol_error(format!(
+                        "FCGI_PARAMS for request {id} after its PARAMS stream ended"
+                    ));
+                }
+                if len == 0 {
+                    a.params_done = true;
+                    let finished = a.params.finish();
+                    shared.journal.update_request(seq, |r| {
+                        r.params_records.push(0);
+                        r.params_complete = true;
+                    });
+                    if let Err(e) = finished {
+                        return self.protocol_error(format!("FCGI_PARAMS of request {id}: {e}"));
+                    }
+                    self.choose_rule(id);
+                } else {
+                    if let Err(e) = a.params.feed(&content) {
+                        return self.protocol_error(format!("FCGI_PARAMS of request {id}: {e}"));
+                    }
+                    let mut pairs = Vec::new();
+                    while let Some(p) = a.params.next_pair() {
+                        pairs.push(p);
+                    }
+                    shared.journal.update_request(seq, |r| {
+                        r.params_records.push(len);
+                        r.params.extend(pairs);
+                    });
+                }
+            }
+            RecordType::Stdin => {
+                if a.stdin_done {
+                    return self.protocol_error(format!(
+                        "FCGI_STDIN for request {id} after its STDIN stream ended"
+                    ));
+                }
+                a.stdin_done = len == 0;
+                shared.journal.update_request(seq, |r| {
+                    r.stdin_records.push(len);
+                    r.stdin_len += len as u64;
+                    r.stdin_complete = len == 0;
+                    let room = limit.saturating_sub(r.stdin.len());
+                    r.stdin.extend_from_slice(&content[..len.min(room)]);
+                });
+            }
+            _ => {
+                if a.data_done {
+                    return self.protocol_error(format!(
+                        "FCGI_DATA for request {id} after its DATA stream ended"
+                    ));
+                }
+                a.data_done = len == 0;
+                shared.journal.update_request(seq, |r| {
+                    r.data_records.push(len);
+                    r.data_len += len as u64;
+                });
+            }
+        }
+        self.maybe_start(id);
+        Ctl::Continue
+    }
+
+    fn choose_rule(&mut self, id: u16) {
+        let Some(a) = self.active.get_mut(&id) else {
+            return;
+        };
+        let script = &self.shared.script;
+        let journal = &self.shared.journal;
+        let rule = journal
+            .with(|s| s.request(a.seq).map(|r| script.select(r.seq, &r.params)))
+            .unwrap_or(RuleRef::Default);
+        a.rule = Some(rule);
+        let label = script.label(rule);
+        journal.update_request(a.seq, |r| r.rule = Some(label));
+    }
+
+    /// Builds the answer once the request has what its rule waits for.
+    fn maybe_start(&mut self, id: u16) {
+        let Some(a) = self.active.get_mut(&id) else {
+            return;
+        };
+        let Some(rule_ref) = a.rule else {
+            return;
+        };
+        if a.started {
+            return;
+        }
+        let rule = self.shared.script.rule(rule_ref);
+        let ready = match rule.reply_after {
+            ReplyAfter::Params => true,
+            ReplyAfter::Stdin => a.stdin_done && (a.role != Role::Filter || a.data_done),
+        };
+        if !ready {
+            return;
+        }
+        let Some(entry) = self.shared.journal.request(a.seq) else {
+            return;
+        };
+        a.started = true;
+        a.program = Some(behaviour::plan(rule, &entry).steps);
+        a.due = Instant::now();
+    }
+
+    async fn get_values<S: Connection>(&mut self, names: Vec<(Bytes, Bytes)>, stream: &mut S) -> Ctl {
+        let values = &self.shared.script.server.values;
+        let asked: Vec<String> = names
+            .iter()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        let reply: Vec<(String, String)> = asked
+            .iter()
+            .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
+            .collect();
+        let mut out = Vec::new();
+        encode::get_values_result(&mut out, &reply);
+        self.journal().record_management(
+            self.id,
+            ManagementKind::GetValues {
+                names: asked,
+                reply,
+            },
+        );
+        Self::write(stream, &out).await
+    }
+
+    /// Plays back every answer that is due, in request-id order.
+    async fn run_due<S: Connection>(&mut self, stream: &mut S) -> Ctl {
+        let now = Instant::now();
+        let due: Vec<u16> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.program.is_some() && a.due <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let ctl = self.play(id, stream).await;
+            if !matches!(ctl, Ctl::Continue) {
+                return ctl;
+            }
+        }
+        Ctl::Continue
+    }
+
+    /// Runs request `id`'s answer until it sleeps or ends.
+    async fn play<S: Connection>(&mut self, id: u16, stream: &mut S) -> Ctl {
+        loop {
+            let Some(a) = self.active.get_mut(&id) else {
+                return Ctl::Continue;
+            };
+            let seq = a.seq;
+            let Some(step) = a.program.as_mut().and_then(|p| p.pop_front()) else {
+                a.program = None;
+                return Ctl::Continue;
+            };
+            match step {
+                Step::Write(bytes) => {
+                    let ctl = Self::write(stream, &bytes).await;
+                    if !matches!(ctl, Ctl::Continue) {
+                        return ctl;
+                    }
+                }
+                Step::Sleep(d) if d.is_zero() => {}
+                Step::Sleep(d) => {
+                    a.due = Instant::now() + d;
+                    return Ctl::Continue;
+                }
+                Step::Finish(Finish::Complete) => {
+                    let keep_conn = a.keep_conn;
+                    self.active.remove(&id);
+                    self.journal().end_request(seq, Outcome::Complete);
+                    return self.after_end(keep_conn);
+                }
+                Step::Finish(Finish::Close) => {
+                    self.journal().end_request(seq, Outcome::BackendClosed);
+                    return Ctl::Close(ClosedBy::Backend, "script_close");
+                }
+                Step::Finish(Finish::Reset) => {
+                    self.journal().end_request(seq, Outcome::BackendReset);
+                    return Ctl::Reset("script_reset");
+                }
+                Step::Finish(Finish::Hang) => {
+                    a.program = None;
+                    a.hung = true;
+                    return Ctl::Continue;
+                }
+            }
+        }
+    }
+
+    /// After an END_REQUEST: FCGI_KEEP_CONN clear means the application closes (spec 5.1).
+    fn after_end(&mut self, keep_conn: bool) -> Ctl {
+        self.last_activity = Instant::now();
+        if !keep_conn {
+            Ctl::Close(ClosedBy::Backend, "keep_conn_clear")
+        } else if self.shared.script.server.always_close {
+            Ctl::Close(ClosedBy::Backend, "always_close")
+        } else {
+            Ctl::Continue
+        }
+    }
+}
