@@ -228,10 +228,8 @@ impl<'a> Conn<'a> {
                 request_id: 0,
                 ..
             } => {
-                self.journal().record_management(
-                    self.id,
-                    ManagementKind::UnknownType { record_type: t },
-                );
+                self.journal()
+                    .record_management(self.id, ManagementKind::UnknownType { record_type: t });
                 let mut out = Vec::new();
                 encode::unknown_type(&mut out, t);
                 Self::write(stream, &out).await
@@ -261,7 +259,13 @@ impl<'a> Conn<'a> {
         }
     }
 
-    async fn begin<S: Connection>(&mut self, id: u16, role: Role, flags: u8, stream: &mut S) -> Ctl {
+    async fn begin<S: Connection>(
+        &mut self,
+        id: u16,
+        role: Role,
+        flags: u8,
+        stream: &mut S,
+    ) -> Ctl {
         if id == fastcgi::NULL_REQUEST_ID {
             return self.protocol_error("BEGIN_REQUEST with the null request id 0".into());
         }
@@ -446,7 +450,11 @@ impl<'a> Conn<'a> {
         a.due = Instant::now();
     }
 
-    async fn get_values<S: Connection>(&mut self, names: Vec<(Bytes, Bytes)>, stream: &mut S) -> Ctl {
+    async fn get_values<S: Connection>(
+        &mut self,
+        names: Vec<(Bytes, Bytes)>,
+        stream: &mut S,
+    ) -> Ctl {
         let values = &self.shared.script.server.values;
         let asked: Vec<String> = names
             .iter()

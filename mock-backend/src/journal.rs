@@ -297,12 +297,14 @@ impl Snapshot {
     }
 
     pub fn connection(&self, id: u64) -> Option<&ConnectionEntry> {
-        self.connections.get(usize::try_from(id).ok()?.checked_sub(1)?)
+        self.connections
+            .get(usize::try_from(id).ok()?.checked_sub(1)?)
     }
 
     /// Request number `seq` (1-based).
     pub fn request(&self, seq: u64) -> Option<&RequestEntry> {
-        self.requests.get(usize::try_from(seq).ok()?.checked_sub(1)?)
+        self.requests
+            .get(usize::try_from(seq).ok()?.checked_sub(1)?)
     }
 
     pub fn requests_on(&self, connection: u64) -> Vec<&RequestEntry> {

@@ -275,11 +275,11 @@ impl TryFrom<RawChunk> for Chunk {
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    let pairs = digits.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return Err("`data_hex` needs an even number of hex digits".into());
     }
-    digits
-        .chunks(2)
+    pairs
         .map(|p| {
             let txt = std::str::from_utf8(p).map_err(|_| "`data_hex` is not hex".to_string())?;
             u8::from_str_radix(txt, 16).map_err(|_| format!("`data_hex`: bad hex digits {txt:?}"))
@@ -624,7 +624,12 @@ mod tests {
             "#,
         )
         .unwrap();
-        let p = |sn: &str, uri: &str| vec![("SCRIPT_NAME", sn.to_string()), ("REQUEST_URI", uri.to_string())];
+        let p = |sn: &str, uri: &str| {
+            vec![
+                ("SCRIPT_NAME", sn.to_string()),
+                ("REQUEST_URI", uri.to_string()),
+            ]
+        };
         assert_eq!(s.select(3, &p("/a", "/x")), RuleRef::Rule(0));
         assert_eq!(s.select(1, &p("/ab", "/x")), RuleRef::Rule(1));
         assert_eq!(s.select(1, &p("/b", "/xy")), RuleRef::Rule(3));
@@ -671,8 +676,11 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_column() {
-        let e = Script::parse("[server]\nmultiplex = true\n\n[[rule]]\nstatuss = 200\n", "s.toml")
-            .unwrap_err();
+        let e = Script::parse(
+            "[server]\nmultiplex = true\n\n[[rule]]\nstatuss = 200\n",
+            "s.toml",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (Some(5), Some(1)), "{e}");
         assert!(e.to_string().starts_with("s.toml:5:1: "), "{e}");
         assert!(e.message.contains("statuss"), "{e}");
@@ -681,8 +689,11 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.message.contains("align9"), "{e}");
 
-        let e = Script::parse("[[rule]]\nbody = [{ data = \"a\", stderr = \"b\" }]\n", "s.toml")
-            .unwrap_err();
+        let e = Script::parse(
+            "[[rule]]\nbody = [{ data = \"a\", stderr = \"b\" }]\n",
+            "s.toml",
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
 
         let e = Script::parse("[server]\nmax_conns = 0\n", "s.toml").unwrap_err();

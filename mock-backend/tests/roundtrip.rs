@@ -52,7 +52,11 @@ async fn reply_with_status_repeated_headers_and_app_status() {
     );
     assert_eq!(req.params_named("HTTP_X"), vec!["a", "b"]);
     assert!(!req.keep_conn);
-    within("request end", m.journal().wait_for(|s| s.finished_requests() == 1)).await;
+    within(
+        "request end",
+        m.journal().wait_for(|s| s.finished_requests() == 1),
+    )
+    .await;
     assert_eq!(m.journal().request(1).unwrap().outcome, Outcome::Complete);
 }
 
@@ -61,12 +65,30 @@ async fn echo_reports_params_stdin_and_record_boundaries() {
     let m = mock("").await;
     let mut c = Client::connect(m.addr()).await;
     let mut out = Client::<tokio::net::TcpStream>::begin_bytes(3, KEEP_CONN, PARAMS);
-    encode::stream(&mut out, RecordType::Stdin, 3, b"abc", 65535, fastcgi::Padding::None);
-    encode::stream(&mut out, RecordType::Stdin, 3, b"defg", 65535, fastcgi::Padding::None);
+    encode::stream(
+        &mut out,
+        RecordType::Stdin,
+        3,
+        b"abc",
+        65535,
+        fastcgi::Padding::None,
+    );
+    encode::stream(
+        &mut out,
+        RecordType::Stdin,
+        3,
+        b"defg",
+        65535,
+        fastcgi::Padding::None,
+    );
     encode::stream_end(&mut out, RecordType::Stdin, 3);
     c.send(&out).await;
     let r = c.response(3).await;
-    let (head, body) = r.stdout_text().split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap();
+    let (head, body) = r
+        .stdout_text()
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap();
     assert_eq!(head, "Content-Type: application/json");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["request_id"], 3);
@@ -105,7 +127,10 @@ async fn chunked_body_with_stderr_and_delays() {
     let t0 = Instant::now();
     c.request(1, 0, PARAMS, b"").await;
     let r = c.response(1).await;
-    assert!(t0.elapsed() >= Duration::from_millis(150), "delay not honoured");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(150),
+        "delay not honoured"
+    );
     assert_eq!(r.body(), "one two");
     assert_eq!(r.stderr, b"warning!");
     // Order on the wire: headers, "one ", stderr, "two", end of stdout, END_REQUEST.
@@ -141,7 +166,9 @@ async fn keep_conn_clear_closes_and_set_reuses() {
     let mut c = Client::connect(m.addr()).await;
     c.request(1, 0, PARAMS, b"").await;
     assert!(c.response(1).await.end.is_some());
-    c.wait_closed().await.expect("clean close after END_REQUEST");
+    c.wait_closed()
+        .await
+        .expect("clean close after END_REQUEST");
 
     // Flag set: two requests on one connection.
     let mut c = Client::connect(m.addr()).await;
@@ -151,7 +178,11 @@ async fn keep_conn_clear_closes_and_set_reuses() {
     assert!(c.response(1).await.end.is_some());
 
     let j = m.journal();
-    within("first close", j.wait_for(|s| s.connection(1).is_some_and(|c| !c.is_open()))).await;
+    within(
+        "first close",
+        j.wait_for(|s| s.connection(1).is_some_and(|c| !c.is_open())),
+    )
+    .await;
     let s = j.snapshot();
     assert_eq!(s.connection_count(), 2);
     let c1 = s.connection(1).unwrap();
@@ -254,7 +285,10 @@ async fn get_values_answers_only_asked_and_configured_names() {
     .await;
     let mut c = Client::connect(m.addr()).await;
     let mut out = Vec::new();
-    encode::get_values(&mut out, &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"]);
+    encode::get_values(
+        &mut out,
+        &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"],
+    );
     c.send(&out).await;
     let rec = within("GET_VALUES_RESULT", c.next_record()).await.unwrap();
     assert_eq!(
@@ -268,7 +302,13 @@ async fn get_values_answers_only_asked_and_configured_names() {
     );
     // An unknown management type gets FCGI_UNKNOWN_TYPE.
     let mut out = Vec::new();
-    encode::record(&mut out, RecordType::Other(42), 0, b"xyz", fastcgi::Padding::None);
+    encode::record(
+        &mut out,
+        RecordType::Other(42),
+        0,
+        b"xyz",
+        fastcgi::Padding::None,
+    );
     c.send(&out).await;
     let rec = within("UNKNOWN_TYPE", c.next_record()).await.unwrap();
     assert_eq!(rec, Some(Record::UnknownType { unknown_type: 42 }));
@@ -289,7 +329,10 @@ async fn get_values_answers_only_asked_and_configured_names() {
             ],
         }
     );
-    assert_eq!(mgmt[1].kind, ManagementKind::UnknownType { record_type: 42 });
+    assert_eq!(
+        mgmt[1].kind,
+        ManagementKind::UnknownType { record_type: 42 }
+    );
 }
 
 #[tokio::test]
@@ -298,7 +341,9 @@ async fn second_request_id_without_multiplexing_gets_cant_mpx_conn() {
     let mut c = Client::connect(m.addr()).await;
     // Request 1 stays open (no STDIN end yet), then request 2 begins.
     let mut out = Client::<tokio::net::TcpStream>::begin_bytes(1, KEEP_CONN, PARAMS);
-    out.extend(Client::<tokio::net::TcpStream>::begin_bytes(2, KEEP_CONN, PARAMS));
+    out.extend(Client::<tokio::net::TcpStream>::begin_bytes(
+        2, KEEP_CONN, PARAMS,
+    ));
     c.send(&out).await;
     let r2 = c.response(2).await;
     assert_eq!(r2.end, Some((0, ProtocolStatus::CantMpxConn)));
@@ -330,9 +375,14 @@ async fn multiplexing_serves_interleaved_requests() {
     )
     .await;
     let mut c = Client::connect(m.addr()).await;
-    let mut out = Client::<tokio::net::TcpStream>::begin_bytes(1, KEEP_CONN, &[("SCRIPT_NAME", "/slow")]);
+    let mut out =
+        Client::<tokio::net::TcpStream>::begin_bytes(1, KEEP_CONN, &[("SCRIPT_NAME", "/slow")]);
     encode::stream_end(&mut out, RecordType::Stdin, 1);
-    out.extend(Client::<tokio::net::TcpStream>::begin_bytes(2, KEEP_CONN, &[("SCRIPT_NAME", "/f")]));
+    out.extend(Client::<tokio::net::TcpStream>::begin_bytes(
+        2,
+        KEEP_CONN,
+        &[("SCRIPT_NAME", "/f")],
+    ));
     encode::stream_end(&mut out, RecordType::Stdin, 2);
     c.send(&out).await;
     // Request 2 finishes first although it began second.
@@ -364,7 +414,10 @@ async fn cut_closes_before_end_request() {
     within("close", m.journal().wait_for(|s| s.open_connections() == 0)).await;
     let s = m.journal().snapshot();
     assert_eq!(s.request(1).unwrap().outcome, Outcome::BackendClosed);
-    assert_eq!(s.connection(1).unwrap().close_reason.as_deref(), Some("script_close"));
+    assert_eq!(
+        s.connection(1).unwrap().close_reason.as_deref(),
+        Some("script_close")
+    );
 }
 
 #[tokio::test]
@@ -394,7 +447,11 @@ async fn wrong_request_id_on_the_answer() {
     assert!(r.eof);
     assert!(!r.records.is_empty());
     assert!(r.records.iter().all(|rec| rec.request_id() == 9), "{r:?}");
-    assert!(r.records.iter().any(|rec| matches!(rec, Record::EndRequest { request_id: 9, .. })));
+    assert!(
+        r.records
+            .iter()
+            .any(|rec| matches!(rec, Record::EndRequest { request_id: 9, .. }))
+    );
 }
 
 #[tokio::test]
@@ -407,7 +464,10 @@ async fn reset_action_sends_rst() {
     within("close", m.journal().wait_for(|s| s.open_connections() == 0)).await;
     let s = m.journal().snapshot();
     assert_eq!(s.request(1).unwrap().outcome, Outcome::BackendReset);
-    assert_eq!(s.connection(1).unwrap().close_reason.as_deref(), Some("script_reset"));
+    assert_eq!(
+        s.connection(1).unwrap().close_reason.as_deref(),
+        Some("script_reset")
+    );
 }
 
 #[tokio::test]
@@ -447,7 +507,11 @@ async fn idle_timeout_closes_kept_connections() {
     let t0 = Instant::now();
     c.wait_closed().await.expect("idle close");
     assert!(t0.elapsed() >= Duration::from_millis(100));
-    within("journal", m.journal().wait_for(|s| s.open_connections() == 0)).await;
+    within(
+        "journal",
+        m.journal().wait_for(|s| s.open_connections() == 0),
+    )
+    .await;
     let conn = m.journal().connections()[0].clone();
     assert_eq!(conn.closed_by, Some(ClosedBy::Backend));
     assert_eq!(conn.close_reason.as_deref(), Some("idle_timeout"));
@@ -471,11 +535,19 @@ async fn abort_request_is_answered_and_journaled() {
 async fn malformed_input_is_journaled_and_closes() {
     let m = mock("").await;
     let mut c = Client::connect(m.addr()).await;
-    c.send(&[2, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+    c.send(&[2, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await;
     c.wait_closed().await.ok();
-    within("journal", m.journal().wait_for(|s| s.open_connections() == 0)).await;
+    within(
+        "journal",
+        m.journal().wait_for(|s| s.open_connections() == 0),
+    )
+    .await;
     let s = m.journal().snapshot();
-    assert_eq!(s.connection(1).unwrap().close_reason.as_deref(), Some("protocol_error"));
+    assert_eq!(
+        s.connection(1).unwrap().close_reason.as_deref(),
+        Some("protocol_error")
+    );
     let errors = s.protocol_errors();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].message.contains("version 2"), "{errors:?}");
@@ -484,11 +556,21 @@ async fn malformed_input_is_journaled_and_closes() {
     let mut c = Client::connect(m.addr()).await;
     let mut out = Vec::new();
     encode::begin_request(&mut out, 1, fastcgi::Role::Responder, 0);
-    encode::record(&mut out, RecordType::Params, 1, &[5, 5, b'A'], fastcgi::Padding::None);
+    encode::record(
+        &mut out,
+        RecordType::Params,
+        1,
+        &[5, 5, b'A'],
+        fastcgi::Padding::None,
+    );
     encode::stream_end(&mut out, RecordType::Params, 1);
     c.send(&out).await;
     c.wait_closed().await.ok();
-    within("journal", m.journal().wait_for(|s| s.protocol_errors().len() == 2)).await;
+    within(
+        "journal",
+        m.journal().wait_for(|s| s.protocol_errors().len() == 2),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -496,7 +578,14 @@ async fn records_for_inactive_ids_are_ignored() {
     let m = mock("").await;
     let mut c = Client::connect(m.addr()).await;
     let mut out = Vec::new();
-    encode::stream(&mut out, RecordType::Stdin, 5, b"zz", 65535, fastcgi::Padding::None);
+    encode::stream(
+        &mut out,
+        RecordType::Stdin,
+        5,
+        b"zz",
+        65535,
+        fastcgi::Padding::None,
+    );
     c.send(&out).await;
     c.request(1, KEEP_CONN, PARAMS, b"").await;
     assert!(c.response(1).await.end.is_some());
@@ -528,7 +617,9 @@ async fn wire_quirks_padding_version_and_unknown_record() {
     let mut c = Client::connect(m.addr()).await;
     c.request(1, 0, PARAMS, b"").await;
     let mut raw = Vec::new();
-    within("read", c.stream.read_to_end(&mut raw)).await.unwrap();
+    within("read", c.stream.read_to_end(&mut raw))
+        .await
+        .unwrap();
     assert_eq!(raw.len() % 8, 0);
     let mut d = fastcgi::Decoder::default();
     d.feed(&raw);
@@ -578,7 +669,9 @@ async fn split_writes_pause_between_pieces() {
     let t0 = Instant::now();
     c.request(1, 0, PARAMS, b"").await;
     let mut first = [0u8; 64];
-    let n = within("first piece", c.stream.read(&mut first)).await.unwrap();
+    let n = within("first piece", c.stream.read(&mut first))
+        .await
+        .unwrap();
     assert!(n > 0 && n <= 3, "first write was {n} bytes");
     c.decoder.feed(&first[..n]);
     let r = c.response(1).await;
@@ -602,7 +695,9 @@ async fn unix_socket_round_trip() {
     let path = dir.path().join("mock.sock");
     let m = fcgi_mock::MockServer::bind_unix(&path, common::script("")).unwrap();
     assert_eq!(m.addr(), path.display().to_string());
-    let stream = within("connect", tokio::net::UnixStream::connect(&path)).await.unwrap();
+    let stream = within("connect", tokio::net::UnixStream::connect(&path))
+        .await
+        .unwrap();
     let mut c = Client::new(stream);
     c.request(1, 0, PARAMS, b"hi").await;
     let r = c.response(1).await;
@@ -625,7 +720,15 @@ async fn shutdown_closes_open_connections() {
     let lines = j.lines();
     let events: Vec<String> = lines
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(events, vec!["connection_open", "request", "connection_close"]);
+    assert_eq!(
+        events,
+        vec!["connection_open", "request", "connection_close"]
+    );
 }

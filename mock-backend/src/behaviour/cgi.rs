@@ -7,7 +7,10 @@ pub fn header_block(rule: &Rule, first: &[(&str, &str)]) -> Vec<u8> {
     let nl = rule.newline.as_bytes();
     let mut out = Vec::new();
     if let Some(code) = rule.status {
-        let reason = rule.reason.as_deref().unwrap_or_else(|| reason_phrase(code));
+        let reason = rule
+            .reason
+            .as_deref()
+            .unwrap_or_else(|| reason_phrase(code));
         out.extend_from_slice(format!("Status: {code}").as_bytes());
         if !reason.is_empty() {
             out.push(b' ');

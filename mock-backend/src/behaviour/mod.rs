@@ -253,9 +253,9 @@ reply_request_id = 9"#,
         let p = plan(&r, &req());
         let bytes = p.bytes();
         assert!(
-            p.steps
-                .iter()
-                .all(|s| matches!(s, Step::Write(b) if b.len() == 1) || !matches!(s, Step::Write(_)))
+            p.steps.iter().all(
+                |s| matches!(s, Step::Write(b) if b.len() == 1) || !matches!(s, Step::Write(_))
+            )
         );
         assert_eq!(bytes.len() % 8, 0);
         for r in decode(&bytes) {
@@ -274,11 +274,7 @@ cut = { after_body_bytes = 6, then = "reset" }"#,
         assert_eq!(p.finish(), Some(Finish::Reset));
         let recs = decode(&p.bytes());
         assert_eq!(stdout_of(&recs), b"A: b\r\n\r\n012345".to_vec());
-        assert!(
-            !recs
-                .iter()
-                .any(|r| matches!(r, Record::EndRequest { .. }))
-        );
+        assert!(!recs.iter().any(|r| matches!(r, Record::EndRequest { .. })));
     }
 
     #[test]

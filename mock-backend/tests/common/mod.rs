@@ -98,7 +98,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// BEGIN_REQUEST, PARAMS, STDIN (one record, if any) and the closing empty STDIN.
     pub async fn request(&mut self, id: u16, flags: u8, params: &[(&str, &str)], stdin: &[u8]) {
         let mut out = Self::begin_bytes(id, flags, params);
-        encode::stream(&mut out, RecordType::Stdin, id, stdin, 65535, fastcgi::Padding::None);
+        encode::stream(
+            &mut out,
+            RecordType::Stdin,
+            id,
+            stdin,
+            65535,
+            fastcgi::Padding::None,
+        );
         encode::stream_end(&mut out, RecordType::Stdin, id);
         self.send(&out).await;
     }
@@ -175,4 +182,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         }
     }
+}
+
+/// Where an external program is, if installed (PATH, then the sbin/bin dirs CI may not list).
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
