@@ -312,6 +312,18 @@ cut = { after_body_bytes = 6, then = "reset" }"#,
     }
 
     #[test]
+    fn header_block_variants() {
+        let r = rule("status = 299\nheaders = [[\"X\", \"y\"]]\nomit_header_terminator = true");
+        assert_eq!(header_block(&r, &[]), b"Status: 299\r\nX: y\r\n".to_vec());
+        let r = rule("status = 200\nreason = \"Fine\"\nnewline = \"lf\"");
+        assert_eq!(
+            header_block(&r, &[("A", "b")]),
+            b"Status: 200 Fine\nA: b\n\n".to_vec()
+        );
+        assert_eq!(header_block(&Rule::default(), &[]), b"\r\n".to_vec());
+    }
+
+    #[test]
     fn large_body_is_split_into_records() {
         let r = rule("body = [{ data = \"x\", repeat = 70000 }]\nrecord_size = 30000");
         let recs = decode(&plan(&r, &req()).bytes());
