@@ -1,1 +1,358 @@
-//! Routes.
+//! Routing: Apache `ProxyPass` (prefix, `alias_match`) and `ProxyPassMatch` (regex, `$N`) in
+//! configuration order, first match wins; `ProxyPass /x !` exclusions. The result carries the
+//! "filename" Apache builds in `ap_proxy_trans_match` (`r->filename` after `proxy:`, before
+//! canonicalisation).
+
+use crate::config::{Config, ConfigError, Target, expr::pregsub};
+
+/// Which backend a match goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The route's own worker (`config.routes[route].target` is `Target::Worker`).
+    Worker,
+    /// A balancer: index into `config.balancers` and its (lower-case) name.
+    Balancer { index: usize, name: String },
+}
+
+/// The result of routing a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Index into `config.routes`.
+    pub route: usize,
+    /// Worker or balancer.
+    pub backend: Backend,
+    /// `r->filename` without the `proxy:` prefix, as Apache builds it before canonicalisation:
+    /// target URL (after `$N` substitution) + decoded remainder. E.g.
+    /// `fcgi://127.0.0.1:9000/foo.php/x` or `balancer://pool/sub/x`. Bytes: the remainder is a
+    /// decoded path.
+    pub filename: Vec<u8>,
+    /// The part of `filename` after the target's authority (`fcgi://host:port`,
+    /// `unix:…|fcgi://host` or `balancer://name`): what canonicalisation %-encodes into
+    /// SCRIPT_FILENAME. Normally starts with `/`; it does not when a target without a path is
+    /// mapped from a prefix ending in `/` (Apache then builds a broken URL: the CGI layer
+    /// answers 500).
+    pub path: Vec<u8>,
+    /// For prefix routes: how many bytes of the decoded request path matched (runs of `/` count
+    /// fully). 0 for regex routes.
+    pub matched_len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    index: usize,
+    backend: Option<Backend>,
+}
+
+/// Compiled routing table.
+#[derive(Debug, Clone)]
+pub struct Router {
+    config: Config,
+    entries: Vec<Entry>,
+}
+
+/// Apache `alias_match` (mod_proxy.c): the number of URI bytes matched by `alias`, or 0. Runs
+/// of `/` in either string match each other (at least one required in the URI) and the last
+/// component of the alias must match a whole URI component.
+pub fn alias_match(uri: &[u8], alias: &[u8]) -> usize {
+    if alias.is_empty() {
+        return 0;
+    }
+    let (mut a, mut u) = (0usize, 0usize);
+    while a < alias.len() && u < uri.len() {
+        if alias[a] == b'/' {
+            if uri[u] != b'/' {
+                return 0;
+            }
+            while a < alias.len() && alias[a] == b'/' {
+                a += 1;
+            }
+            while u < uri.len() && uri[u] == b'/' {
+                u += 1;
+            }
+        } else {
+            if uri[u] != alias[a] {
+                return 0;
+            }
+            u += 1;
+            a += 1;
+        }
+    }
+    if u == uri.len() && a != alias.len() {
+        return 0;
+    }
+    if alias[a - 1] != b'/' && u < uri.len() && uri[u] != b'/' {
+        return 0;
+    }
+    u
+}
+
+/// Split a target URL text into (authority part, path part), where the path starts at the first
+/// `/` after `scheme://authority` (after the `|` for `unix:` URLs).
+fn split_authority(raw: &str) -> (&str, &str) {
+    let inner_start = raw.find('|').map_or(0, |i| i + 1);
+    let inner = &raw[inner_start..];
+    let after_scheme = inner
+        .find("//")
+        .map_or_else(|| inner.find(':').map_or(0, |i| i + 1), |i| i + 2);
+    let start = inner_start + after_scheme;
+    match raw[start..].find('/') {
+        Some(i) => raw.split_at(start + i),
+        None => (raw, ""),
+    }
+}
+
+impl Router {
+    /// Build the router. Fails when a route names an unknown balancer.
+    pub fn new(config: &Config) -> Result<Router, ConfigError> {
+        let mut entries = Vec::with_capacity(config.routes.len());
+        for (index, r) in config.routes.iter().enumerate() {
+            let backend = match &r.target {
+                Target::Exclude => None,
+                Target::Worker(_) => Some(Backend::Worker),
+                Target::Balancer(b) => {
+                    let bi = config
+                        .balancers
+                        .iter()
+                        .position(|x| x.name.eq_ignore_ascii_case(&b.name))
+                        .ok_or_else(|| {
+                            ConfigError::new(format!(
+                                "route #{} ({}): unknown balancer '{}'",
+                                index + 1,
+                                r.describe_match(),
+                                b.name
+                            ))
+                        })?;
+                    Some(Backend::Balancer {
+                        index: bi,
+                        name: config.balancers[bi].name.clone(),
+                    })
+                }
+            };
+            if r.path.is_none() && r.regex.is_none() {
+                return Err(ConfigError::new(format!(
+                    "route #{} has neither path nor regex",
+                    index + 1
+                )));
+            }
+            entries.push(Entry { index, backend });
+        }
+        Ok(Router {
+            config: config.clone(),
+            entries,
+        })
+    }
+
+    /// The configuration the router was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Route a decoded, normalised request path (`RequestUri::path`). `None`: no route, or the
+    /// first matching route is an exclusion (not proxied).
+    pub fn route(&self, path: &[u8]) -> Option<RouteMatch> {
+        for e in &self.entries {
+            let r = &self.config.routes[e.index];
+            let raw = r.target.as_str();
+            if let Some(re) = &r.regex {
+                let Some(caps) = re.regex().captures(path) else {
+                    continue;
+                };
+                let backend = e.backend.clone()?;
+                let (authority, tpath) = split_authority(raw);
+                let substituted = pregsub(tpath, Some(&caps));
+                // Apache: when substitution changed nothing, the whole URI is appended.
+                let new_path = if substituted == tpath.as_bytes() {
+                    let mut p = tpath.as_bytes().to_vec();
+                    p.extend_from_slice(path);
+                    p
+                } else {
+                    substituted
+                };
+                let mut filename = authority.as_bytes().to_vec();
+                filename.extend_from_slice(&new_path);
+                return Some(RouteMatch {
+                    route: e.index,
+                    backend,
+                    filename,
+                    path: new_path,
+                    matched_len: 0,
+                });
+            }
+            let prefix = r.path.as_deref().unwrap_or("/");
+            let len = alias_match(path, prefix.as_bytes());
+            if len == 0 {
+                continue;
+            }
+            let backend = e.backend.clone()?;
+            let remainder = &path[len..];
+            let (authority, tpath) = split_authority(raw);
+            let mut new_path = tpath.as_bytes().to_vec();
+            new_path.extend_from_slice(remainder);
+            let mut filename = authority.as_bytes().to_vec();
+            filename.extend_from_slice(&new_path);
+            return Some(RouteMatch {
+                route: e.index,
+                backend,
+                filename,
+                path: new_path,
+                matched_len: len,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Balancer, Member, Pattern, Route, WorkerUrl};
+
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    fn cfg(routes: Vec<Route>) -> Config {
+        let mut b = Balancer::new("pool");
+        b.members.push(Member::new(
+            WorkerUrl::parse("fcgi://127.0.0.1:27001").unwrap(),
+        ));
+        Config {
+            listen: vec!["8080".into()],
+            routes,
+            balancers: vec![b],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn alias_match_semantics() {
+        assert_eq!(alias_match(b"/myapp/x", b"/myapp/"), 7);
+        assert_eq!(alias_match(b"/myapp", b"/myapp/"), 0);
+        assert_eq!(alias_match(b"/myapp2", b"/myapp"), 0);
+        assert_eq!(alias_match(b"/myapp", b"/myapp"), 6);
+        assert_eq!(alias_match(b"/myapp/", b"/myapp"), 6);
+        assert_eq!(alias_match(b"/myapp//x", b"/myapp/"), 8);
+        assert_eq!(alias_match(b"/a/b", b"/a//b"), 4);
+        assert_eq!(alias_match(b"/x", b"/"), 1);
+        assert_eq!(alias_match(b"/", b"/"), 1);
+        assert_eq!(alias_match(b"/", b"/examples"), 0);
+        assert_eq!(alias_match(b"/ex/nox", b"/ex/no"), 0);
+        assert_eq!(alias_match(b"", b"/"), 0);
+        assert_eq!(alias_match(b"/x", b""), 0);
+    }
+
+    #[test]
+    fn prefix_routes_first_match_and_exclusions() {
+        let router = Router::new(&cfg(vec![
+            Route::prefix("/ex/no", t("!")),
+            Route::prefix("/ex", t("fcgi://127.0.0.1:27001/e")),
+            Route::prefix("/myapp/", t("fcgi://127.0.0.1:27001/")),
+            Route::prefix("/", t("fcgi://127.0.0.1:27002/root/")),
+        ]))
+        .unwrap();
+        assert_eq!(router.route(b"/ex/no/x"), None);
+        assert_eq!(router.route(b"/ex/no"), None);
+        let m = router.route(b"/ex/nox").unwrap();
+        assert_eq!(
+            (m.route, m.filename.as_slice()),
+            (1, &b"fcgi://127.0.0.1:27001/e/nox"[..])
+        );
+        let m = router.route(b"/myapp/foo.php/extra/path").unwrap();
+        assert_eq!(m.route, 2);
+        assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/foo.php/extra/path");
+        assert_eq!(m.path, b"/foo.php/extra/path");
+        assert_eq!(m.matched_len, 7);
+        assert_eq!(m.backend, Backend::Worker);
+        let m = router.route(b"/myapp").unwrap();
+        assert_eq!(m.route, 3);
+        assert_eq!(m.filename, b"fcgi://127.0.0.1:27002/root/myapp");
+    }
+
+    #[test]
+    fn regex_routes_substitute_or_append() {
+        let router = Router::new(&cfg(vec![
+            Route::regex(
+                Pattern::new(r"^/pm/(.*\.php)(/.*)?$", false).unwrap(),
+                t("fcgi://127.0.0.1:27001/var/www/$1"),
+            ),
+            Route::regex(
+                Pattern::new(r"^/pn/.*\.php(/.*)?$", false).unwrap(),
+                t("fcgi://127.0.0.1:27001/var/www/"),
+            ),
+            Route::regex(
+                Pattern::new(r"^/(.*\.php(/.*)?)$", false).unwrap(),
+                t("unix:/run/php.sock|fcgi://localhost/var/www/"),
+            ),
+        ]))
+        .unwrap();
+        let m = router.route(b"/pm/a/b.php/c/d").unwrap();
+        assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www/a/b.php");
+        assert_eq!(m.path, b"/var/www/a/b.php");
+        let m = router.route(b"/pm/a b.php").unwrap();
+        assert_eq!(m.path, b"/var/www/a b.php");
+        let m = router.route(b"/pn/a/b.php/c").unwrap();
+        assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www//pn/a/b.php/c");
+        let m = router.route(b"/foo.php").unwrap();
+        assert_eq!(m.route, 2);
+        assert_eq!(
+            m.filename,
+            b"unix:/run/php.sock|fcgi://localhost/var/www//foo.php"
+        );
+        assert_eq!(m.path, b"/var/www//foo.php");
+        assert_eq!(router.route(b"/foo.txt"), None);
+    }
+
+    #[test]
+    fn balancer_routes() {
+        let router = Router::new(&cfg(vec![Route::prefix(
+            "/bal/",
+            t("balancer://Pool/sub/"),
+        )]))
+        .unwrap();
+        let m = router.route(b"/bal/x.php").unwrap();
+        assert_eq!(
+            m.backend,
+            Backend::Balancer {
+                index: 0,
+                name: "pool".into()
+            }
+        );
+        assert_eq!(m.filename, b"balancer://Pool/sub/x.php");
+        assert_eq!(m.path, b"/sub/x.php");
+    }
+
+    #[test]
+    fn target_without_path_and_prefix_with_slash() {
+        let router = Router::new(&cfg(vec![Route::prefix(
+            "/t/",
+            t("fcgi://127.0.0.1:27001"),
+        )]))
+        .unwrap();
+        let m = router.route(b"/t/x").unwrap();
+        assert_eq!(m.filename, b"fcgi://127.0.0.1:27001x");
+        assert_eq!(m.path, b"x");
+        assert_eq!(router.route(b"/t/").unwrap().path, b"");
+    }
+
+    #[test]
+    fn unknown_balancer_is_an_error() {
+        let mut c = cfg(vec![Route::prefix("/", t("balancer://nope/"))]);
+        c.balancers.clear();
+        assert!(Router::new(&c).is_err());
+    }
+
+    #[test]
+    fn split_authority_forms() {
+        assert_eq!(split_authority("fcgi://h:1/a/b"), ("fcgi://h:1", "/a/b"));
+        assert_eq!(split_authority("fcgi://h:1"), ("fcgi://h:1", ""));
+        assert_eq!(
+            split_authority("unix:/run/x.sock|fcgi://localhost/v/"),
+            ("unix:/run/x.sock|fcgi://localhost", "/v/")
+        );
+        assert_eq!(
+            split_authority("unix:/run/x.sock|fcgi:/v"),
+            ("unix:/run/x.sock|fcgi:", "/v")
+        );
+        assert_eq!(split_authority("balancer://p"), ("balancer://p", ""));
+    }
+}
