@@ -1,0 +1,518 @@
+//! Shared harness for the tests that run the proxy next to real servers (Apache httpd, php-fpm):
+//! child processes stopped by their own PID, readiness polling, config templates, and a raw
+//! HTTP/1.1 client that can send what a polite client would not.
+//!
+//! Every wait has a deadline, so a misbehaving proxy fails the test instead of hanging it.
+
+#![allow(dead_code)] // each test binary uses a part of this module
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a server may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one HTTP exchange may take, pauses included.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a stopped process may take to exit before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first of `candidates` that is an existing file.
+pub fn find_program(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// The proxy binary under test.
+pub fn proxy_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fcgi-proxy"))
+}
+
+/// Whether this process runs as root (servers then need `-R`, a `User`, world-readable paths).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Replaces every `@NAME@` placeholder; panics if one is left unfilled.
+pub fn fill_template(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("@{name}@"), value);
+    }
+    let left = regex::Regex::new(r"@[A-Z0-9_]+@").expect("regex");
+    if let Some(m) = left.find(&out) {
+        panic!("template placeholder {} was not filled", m.as_str());
+    }
+    out
+}
+
+/// Makes `dir` and its ancestors traversable by other users: Apache's children and php-fpm's
+/// workers run as `www-data` when the test runs as root, and tempfile makes 0700 directories.
+pub fn open_up_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", dir.display()));
+}
+
+/// A child process owned by the test: stopped (SIGTERM to its own PID, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    /// Where its stderr (and stdout, unless captured) goes.
+    log: PathBuf,
+    /// Lines read from its stdout when captured.
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+            stdout_lines: Arc::default(),
+        }
+    }
+
+    /// Starts `cmd` with stderr to `log` and stdout read line by line (kept, and copied to the
+    /// log), so that a readiness line such as `listening on ADDR` can be awaited.
+    pub fn spawn_capturing_stdout(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let err = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        // Ends by itself at EOF, i.e. when the child exits.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+            stdout_lines: lines,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The log so far, plus any captured stdout, for failure messages.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        let mut log = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut log);
+        }
+        let _ = writeln!(
+            s,
+            "--- {} log ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            tail(&log, 60)
+        );
+        let out = self.stdout_lines();
+        if !out.is_empty() {
+            let _ = writeln!(
+                s,
+                "--- {} stdout ---\n{}",
+                self.name,
+                tail(&out.join("\n"), 60)
+            );
+        }
+        s
+    }
+
+    /// Waits until `addr` accepts a connection, or (when `ready_line` is given) until stdout has a
+    /// line starting with it. Fails if the process exits first or the deadline passes.
+    pub fn wait_ready(&mut self, addr: SocketAddr, ready_line: Option<&str>) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(prefix) = ready_line
+                && self.stdout_lines().iter().any(|l| l.starts_with(prefix))
+            {
+                return Ok(());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "{} exited ({status}) before listening on {addr}\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not listen on {addr} within {START_TIMEOUT:?}\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to its own PID, wait, then SIGKILL. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "{} (pid {}) ignored SIGTERM; killing it",
+            self.name,
+            child.id()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Starts Apache httpd in the foreground on `conf`, with a clean environment (Apache passes its
+/// own environment, e.g. PATH, to FastCGI applications), and waits until `addr` accepts.
+pub fn start_apache(apache: &Path, conf: &Path, dir: &Path, addr: SocketAddr) -> Proc {
+    let check = Command::new(apache)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .arg("-t")
+        .arg("-f")
+        .arg(conf)
+        .output()
+        .expect("run apache2 -t");
+    assert!(
+        check.status.success(),
+        "apache2 -t rejected {}:\n{}{}",
+        conf.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut cmd = Command::new(apache);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .arg("-f")
+        .arg(conf)
+        .arg("-DFOREGROUND");
+    let mut p = Proc::spawn("apache2", cmd, &dir.join("apache2.out"));
+    if let Err(e) = p.wait_ready(addr, None) {
+        let errlog = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        panic!("{e}\n--- error.log ---\n{errlog}");
+    }
+    p
+}
+
+/// Starts `fcgi-proxy --apache conf` and waits for `listening on` (or a successful connect).
+pub fn start_proxy_apache(conf: &Path, dir: &Path, addr: SocketAddr) -> Result<Proc, String> {
+    let mut cmd = Command::new(proxy_bin());
+    // The same environment as Apache's: like Apache, the proxy passes its PATH to applications.
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .arg("--apache")
+        .arg(conf);
+    let mut p = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &dir.join("fcgi-proxy.err"));
+    p.wait_ready(addr, Some("listening on"))?;
+    Ok(p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 client
+// ---------------------------------------------------------------------------------------------
+
+/// A request as bytes: sent as `parts`, with `pause` between parts (a slow client).
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub parts: Vec<Vec<u8>>,
+    pub pause: Duration,
+    /// A HEAD request: the response has no body whatever its headers say.
+    pub head: bool,
+}
+
+impl RawRequest {
+    pub fn whole(bytes: impl Into<Vec<u8>>) -> RawRequest {
+        let bytes = bytes.into();
+        let head = bytes.starts_with(b"HEAD ");
+        RawRequest {
+            parts: vec![bytes],
+            pause: Duration::ZERO,
+            head,
+        }
+    }
+
+    /// The first line, for messages.
+    pub fn first_line(&self) -> String {
+        let first = self.parts.first().map(Vec::as_slice).unwrap_or_default();
+        let end = first
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(first.len());
+        String::from_utf8_lossy(&first[..end]).into_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `req` on a new connection to `addr` and reads one response (interim 1xx responses are
+/// skipped), all within [`EXCHANGE_TIMEOUT`].
+pub async fn exchange(addr: SocketAddr, req: &RawRequest) -> Result<HttpResponse, String> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, exchange_inner(addr, req))
+        .await
+        .map_err(|_| format!("no complete response within {EXCHANGE_TIMEOUT:?}"))?
+}
+
+async fn exchange_inner(addr: SocketAddr, req: &RawRequest) -> Result<HttpResponse, String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    for (i, part) in req.parts.iter().enumerate() {
+        if i > 0 && !req.pause.is_zero() {
+            tokio::time::sleep(req.pause).await;
+        }
+        s.write_all(part)
+            .await
+            .map_err(|e| format!("write part {i}: {e}"))?;
+    }
+    let mut reader = Reader {
+        s,
+        buf: Vec::new(),
+        eof: false,
+    };
+    loop {
+        let head = reader.read_head().await?;
+        let (status, headers) = parse_head(&head)?;
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        let body = if req.head || status == 204 || status == 304 {
+            Vec::new()
+        } else if headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        }) {
+            reader.read_chunked().await?
+        } else if let Some((_, v)) = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad Content-Length {v:?}"))?;
+            reader.read_exact(n).await?
+        } else {
+            reader.read_to_eof().await?
+        };
+        return Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+struct Reader {
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Reader {
+    async fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self
+            .s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    fn find(&self, pat: &[u8]) -> Option<usize> {
+        self.buf.windows(pat.len()).position(|w| w == pat)
+    }
+
+    async fn read_head(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(i) = self.find(b"\r\n\r\n") {
+                let head = self.buf[..i].to_vec();
+                self.buf.drain(..i + 4);
+                return Ok(head);
+            }
+            if self.eof {
+                return Err(format!(
+                    "connection closed before a complete response head ({} bytes: {:?})",
+                    self.buf.len(),
+                    String::from_utf8_lossy(&self.buf)
+                ));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(i) = self.find(b"\r\n") {
+                let line = self.buf[..i].to_vec();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if self.eof {
+                return Err("connection closed inside a chunked body".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.buf.len() < n {
+            if self.eof {
+                return Err(format!(
+                    "connection closed after {} of {n} body bytes",
+                    self.buf.len()
+                ));
+            }
+            self.fill().await?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    async fn read_chunked(&mut self) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            let text = String::from_utf8_lossy(&line);
+            let size_txt = text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_txt, 16)
+                .map_err(|_| format!("bad chunk size line {text:?}"))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.read_line().await?.is_empty() {}
+                return Ok(body);
+            }
+            body.extend(self.read_exact(size).await?);
+            if !self.read_line().await?.is_empty() {
+                return Err("chunk data not followed by CRLF".into());
+            }
+        }
+    }
+
+    async fn read_to_eof(&mut self) -> Result<Vec<u8>, String> {
+        while !self.eof {
+            self.fill().await?;
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+fn parse_head(head: &[u8]) -> Result<(u16, Vec<(String, String)>), String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
+    }
+    let status = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers))
+}
