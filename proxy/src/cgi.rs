@@ -1,1 +1,812 @@
-//! CGI params.
+//! CGI/FastCGI parameters exactly as Apache httpd 2.4 mod_proxy_fcgi computes them
+//! (`proxy_fcgi_canon`, `send_environment`, `ap_add_common_vars`, `ap_add_cgi_vars`,
+//! `fix_cgivars`), as pure functions.
+//!
+//! Integration, per request:
+//! 1. [`crate::uri::parse_target`] → `RequestUri` (answer its error status);
+//! 2. [`crate::route::Router::route`] on `uri.path` → `RouteMatch` (None → 404);
+//! 3. [`request_env`] → the SetEnvIf/SetEnv environment (and the `proxy-fcgi-pathinfo` value
+//!    the canonicalisation step sees);
+//! 4. for a balancer, choose a member;
+//! 5. [`build_params`] → ordered FCGI_PARAMS (answer `CgiError::status` on error).
+//!
+//! Order of the output (Apache's table order): the pre-existing request environment (SetEnvIf,
+//! SetEnv, `BALANCER_*`), then the request headers, `PATH`, `SERVER_SIGNATURE`,
+//! `SERVER_SOFTWARE`, `SERVER_NAME`, `SERVER_ADDR`, `SERVER_PORT`, `REMOTE_ADDR`,
+//! `DOCUMENT_ROOT`, `REQUEST_SCHEME`, `CONTEXT_PREFIX`, `CONTEXT_DOCUMENT_ROOT`,
+//! `SERVER_ADMIN`, `SCRIPT_FILENAME`, `REMOTE_PORT`, `GATEWAY_INTERFACE`, `SERVER_PROTOCOL`,
+//! `REQUEST_METHOD`, `QUERY_STRING`, `REQUEST_URI`, `SCRIPT_NAME`, [`PATH_INFO`,
+//! `PATH_TRANSLATED`]; a variable that already exists keeps its place and takes the new value
+//! (APR table semantics); finally ProxyFCGISetEnvIf (server entries, then route entries).
+//!
+//! Deliberate differences from Apache: `SERVER_SOFTWARE` is [`SERVER_SOFTWARE`];
+//! `PATH_TRANSLATED` is always `DOCUMENT_ROOT` + `PATH_INFO` (Apache runs a sub-request, which
+//! yields a `proxy:` URL when PATH_INFO itself matches a ProxyPass); `Max-Forwards: 0` on OPTIONS
+//! or TRACE is forwarded as 0 (Apache answers those itself).
+
+use core::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::expr::{
+    Env, ExprVars, RequestFacts, ServerVar, apply_fcgi_setenvif, apply_setenv, apply_setenvif,
+};
+use crate::config::{BackendType, Config, Member, Route, Target, WorkerUrl};
+use crate::route::{Backend, RouteMatch};
+use crate::uri::{self, EncodedSlashes, RequestUri, TargetForm};
+
+/// Our `SERVER_SOFTWARE` (Apache sends its banner, e.g. `Apache/2.4.71 (Debian)`).
+pub const SERVER_SOFTWARE: &str = concat!("fcgi-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// Apache's compiled-in `DEFAULT_PATH`, sent as `PATH` when the process has none.
+pub const DEFAULT_PATH: &str = "/bin:/usr/bin:/usr/ucb:/usr/bsd:/usr/local/bin";
+
+/// One FastCGI parameter.
+pub type Param = (String, Vec<u8>);
+
+/// A request that cannot be passed on, with the status to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl CgiError {
+    fn new(status: u16, message: impl Into<String>) -> CgiError {
+        CgiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CgiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for CgiError {}
+
+/// The request as the CGI layer sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub protocol: &'a str,
+    /// The parsed request target.
+    pub uri: &'a RequestUri,
+    /// Header fields in received order (name, raw value), duplicates not merged.
+    pub headers: &'a [(String, Vec<u8>)],
+    /// Client address (REMOTE_ADDR, REMOTE_PORT).
+    pub remote: SocketAddr,
+    /// Local address of the connection (SERVER_ADDR).
+    pub local: SocketAddr,
+    /// `http` (or `https`).
+    pub scheme: &'a str,
+    /// The request body length as it will be sent on STDIN: `Some` when the request had a
+    /// Content-Length or a (buffered) chunked body, `None` for a bodiless request.
+    pub content_length: Option<u64>,
+}
+
+/// The request environment before the CGI variables are added (Apache's `r->subprocess_env`
+/// after SetEnvIf and SetEnv).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestEnv {
+    /// Variables in order (they are sent to the backend).
+    pub env: Env,
+    /// The `proxy-fcgi-pathinfo` value the canonicalisation step sees. For a direct worker
+    /// `SetEnv` runs too late (Apache's fixup order), for a balancer it is visible.
+    pub canon_pathinfo: Option<Vec<u8>>,
+}
+
+/// What kind of filesystem object a path names (for `proxy-fcgi-pathinfo=full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Other,
+    Missing,
+}
+
+/// Filesystem access for `proxy-fcgi-pathinfo=full` (a trait so tests can fake it).
+pub trait FileProbe {
+    /// What `path` (absolute) names, following symlinks.
+    fn kind(&self, path: &[u8]) -> FileKind;
+}
+
+/// The real filesystem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+impl FileProbe for RealFs {
+    fn kind(&self, path: &[u8]) -> FileKind {
+        #[cfg(unix)]
+        let p = {
+            use std::os::unix::ffi::OsStrExt;
+            std::path::Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf()
+        };
+        #[cfg(not(unix))]
+        let p = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => FileKind::File,
+            Ok(m) if m.is_dir() => FileKind::Directory,
+            Ok(_) => FileKind::Other,
+            Err(_) => FileKind::Missing,
+        }
+    }
+}
+
+/// Everything [`build_params`] needs.
+#[derive(Clone, Copy)]
+pub struct CgiInput<'a> {
+    pub config: &'a Config,
+    pub route_match: &'a RouteMatch,
+    /// The chosen member for a balancer route (ignored for a worker route).
+    pub member: Option<&'a Member>,
+    pub request: &'a Request<'a>,
+    /// From [`request_env`].
+    pub env: &'a RequestEnv,
+    /// The proxy process's `PATH` (`std::env::var_os("PATH")`); `None` → [`DEFAULT_PATH`].
+    pub process_path: Option<&'a [u8]>,
+    /// Filesystem for `proxy-fcgi-pathinfo=full`.
+    pub fs: &'a dyn FileProbe,
+}
+
+impl fmt::Debug for CgiInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CgiInput")
+            .field("route_match", &self.route_match)
+            .field("member", &self.member.map(|m| m.url.raw.as_str()))
+            .field("request", &self.request)
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ip_string(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// Merge duplicate header fields (case-insensitive names) into `"a, b"` at the position of the
+/// first one, keeping its spelling (Apache `apr_table_compress(..., MERGE)`). With an
+/// absolute-form target, an existing `Host` field is replaced by the target's authority
+/// (lower-cased host), as Apache does.
+pub fn effective_headers(req: &Request<'_>) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(req.headers.len());
+    for (n, v) in req.headers {
+        match out.iter_mut().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
+            Some((_, existing)) => {
+                existing.extend_from_slice(b", ");
+                existing.extend_from_slice(v);
+            }
+            None => out.push((n.clone(), v.clone())),
+        }
+    }
+    if let TargetForm::Absolute { authority, .. } = &req.uri.form {
+        if let Some((_, v)) = out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            if let Ok(hp) = uri::parse_host(authority.as_bytes()) {
+                *v = hp.to_header_value().into_bytes();
+            }
+        }
+    }
+    out
+}
+
+/// Apache `http2env`: `HTTP_` + upper-cased name with `-` → `_`; `None` when the name has a
+/// character outside `[A-Za-z0-9-]` (the header is then not exported at all).
+pub fn http2env(name: &str) -> Option<String> {
+    let mut s = String::with_capacity(5 + name.len());
+    s.push_str("HTTP_");
+    for c in name.bytes() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_uppercase() as char);
+        } else if c == b'-' {
+            s.push('_');
+        } else {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// Apache `ap_find_path_info`: the length of the SCRIPT_NAME prefix of `uri` given `path_info`.
+/// Walks back while the bytes agree (a `/` in path_info matches a run of `/` in uri), then
+/// forward to the next `/`.
+pub fn find_path_info(uri: &[u8], path_info: &[u8]) -> usize {
+    let mut lu = uri.len() as isize;
+    let mut lp = path_info.len() as isize;
+    loop {
+        if lu == 0 {
+            lu = -1;
+            break;
+        }
+        lu -= 1;
+        if lp == 0 {
+            break;
+        }
+        lp -= 1;
+        if uri[lu as usize] != path_info[lp as usize] {
+            break;
+        }
+        if path_info[lp as usize] == b'/' {
+            while lu > 0 && uri[(lu - 1) as usize] == b'/' {
+                lu -= 1;
+            }
+        }
+    }
+    let mut lu = lu.max(0) as usize;
+    while lu < uri.len() && uri[lu] != b'/' {
+        lu += 1;
+    }
+    lu
+}
+
+/// Compute the SetEnvIf/SetEnv environment of a routed request: server SetEnvIf, the route's
+/// `pathinfo` shorthand, route SetEnvIf, then server and route SetEnv.
+pub fn request_env(config: &Config, route_match: &RouteMatch, req: &Request<'_>) -> RequestEnv {
+    let route = &config.routes[route_match.route];
+    let headers = effective_headers(req);
+    let remote_ip = ip_string(req.remote.ip());
+    let local_ip = ip_string(req.local.ip());
+    let facts = RequestFacts {
+        method: req.method,
+        protocol: req.protocol,
+        path: &req.uri.path,
+        remote_ip: &remote_ip,
+        local_ip: &local_ip,
+        headers: &headers,
+    };
+    let mut env = Env::new();
+    apply_setenvif(&config.setenvif, &facts, &mut env);
+    if let Some(pi) = &route.pathinfo {
+        env.set("proxy-fcgi-pathinfo", pi.as_bytes());
+    }
+    apply_setenvif(&route.setenvif, &facts, &mut env);
+    let at_canon = env.get("proxy-fcgi-pathinfo").map(<[u8]>::to_vec);
+    apply_setenv(&config.setenv, &mut env);
+    apply_setenv(&route.setenv, &mut env);
+    let canon_pathinfo = match route_match.backend {
+        // Balancer URLs are canonicalised again in the handler phase, after mod_env's fixup.
+        Backend::Balancer { .. } => env.get("proxy-fcgi-pathinfo").map(<[u8]>::to_vec),
+        Backend::Worker => at_canon,
+    };
+    RequestEnv {
+        env,
+        canon_pathinfo,
+    }
+}
+
+/// The result of `proxy_fcgi_canon` (+ the `full` directory walk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canon {
+    /// `r->filename`: `proxy:fcgi://host[:port]/<encoded path>`, or the real file found by
+    /// `proxy-fcgi-pathinfo=full`.
+    pub filename: String,
+    /// `r->path_info`, when one was computed.
+    pub path_info: Option<Vec<u8>>,
+}
+
+fn merge_slashes(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len());
+    for &c in p {
+        if c == b'/' && out.last() == Some(&b'/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Walk an absolute path component by component: the first component that is not a directory
+/// must be a regular file; it is the script and the rest is PATH_INFO.
+fn walk(fs: &dyn FileProbe, path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let path = merge_slashes(path);
+    if path.first() != Some(&b'/') {
+        return None;
+    }
+    let mut i = 1;
+    while i <= path.len() {
+        let end = path[i..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(path.len(), |p| i + p);
+        if end > i {
+            match fs.kind(&path[..end]) {
+                FileKind::Directory => {}
+                FileKind::File => return Some((path[..end].to_vec(), path[end..].to_vec())),
+                FileKind::Other | FileKind::Missing => return None,
+            }
+        }
+        i = end + 1;
+    }
+    None
+}
+
+/// How [`canonicalize`] treats the backend path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanonOptions<'a> {
+    /// `proxy-fcgi-pathinfo` as seen at canonicalisation time.
+    pub pathinfo: Option<&'a [u8]>,
+    /// `AllowEncodedSlashes`.
+    pub slashes: EncodedSlashes,
+    /// `nocanon` in effect: the path is raw and passed as is.
+    pub nocanon: bool,
+    /// The route's backend type (a raw `?` is refused for FPM).
+    pub backend_type: BackendType,
+    /// DocumentRoot (for `full`).
+    pub document_root: &'a str,
+}
+
+/// `proxy_fcgi_canon` for a worker URL and the backend path (worker path + remainder), with
+/// the `proxy-fcgi-pathinfo` mode; `full` walks the filesystem through `fs`.
+pub fn canonicalize(
+    worker: &WorkerUrl,
+    backend_path: &[u8],
+    opts: &CanonOptions<'_>,
+    fs: &dyn FileProbe,
+) -> Result<Canon, CgiError> {
+    let CanonOptions {
+        pathinfo,
+        slashes,
+        nocanon,
+        backend_type,
+        document_root,
+    } = *opts;
+    let rel = match backend_path.first() {
+        None => &b""[..],
+        Some(b'/') => &backend_path[1..],
+        Some(_) => {
+            return Err(CgiError::new(
+                500,
+                format!(
+                    "backend URL '{}' + '{}' is not a valid URL (target without a trailing '/')",
+                    worker.raw,
+                    String::from_utf8_lossy(backend_path)
+                ),
+            ));
+        }
+    };
+    let path = if nocanon {
+        // AH10414: a raw control character or space (or '?' when the backend may be FPM)
+        // means the encoding was missed.
+        if rel
+            .iter()
+            .any(|&c| c <= b' ' || c == 0x7f || (c == b'?' && backend_type == BackendType::Fpm))
+        {
+            return Err(CgiError::new(
+                403,
+                "nocanon path contains control characters, spaces or '?'",
+            ));
+        }
+        String::from_utf8_lossy(rel).into_owned()
+    } else {
+        uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
+            .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?
+    };
+    let filename = format!("proxy:{}/{}", worker.canonical_authority(), path);
+    let mode = pathinfo.map(|m| String::from_utf8_lossy(m).to_ascii_lowercase());
+    let mut canon = Canon {
+        filename,
+        path_info: None,
+    };
+    let Some(mode) = mode else {
+        return Ok(canon);
+    };
+    match mode.as_str() {
+        "full" => {
+            // Apache 2.4.63+: walk "/"+path, then DocumentRoot+"/"+path; a regular file becomes
+            // SCRIPT_FILENAME (no proxy: prefix) and the rest PATH_INFO.
+            let unescaped = uri::unescape_keep2f(path.as_bytes());
+            let mut first = b"/".to_vec();
+            first.extend_from_slice(&unescaped);
+            let mut second = document_root.trim_end_matches('/').as_bytes().to_vec();
+            second.push(b'/');
+            second.extend_from_slice(&unescaped);
+            if let Some((file, rest)) = walk(fs, &first).or_else(|| walk(fs, &second)) {
+                canon.filename = String::from_utf8_lossy(&file).into_owned();
+                canon.path_info = (!rest.is_empty()).then_some(rest);
+            }
+        }
+        "first-dot" | "last-dot" => {
+            let p = path.as_bytes();
+            let dot = if mode == "first-dot" {
+                p.iter().position(|&c| c == b'.')
+            } else {
+                p.iter().rposition(|&c| c == b'.')
+            };
+            if let Some(d) = dot {
+                if let Some(s) = p[d..].iter().position(|&c| c == b'/') {
+                    // Apache truncates its local copy of the path too late: SCRIPT_FILENAME
+                    // keeps the tail.
+                    canon.path_info = Some(uri::unescape_keep2f(&p[d + s..]));
+                }
+            }
+        }
+        _ => {
+            let mut pi = b"/".to_vec();
+            pi.extend_from_slice(path.as_bytes());
+            if mode == "unescape" {
+                pi = uri::unescape_keep2f(&pi);
+            }
+            canon.path_info = Some(pi);
+        }
+    }
+    Ok(canon)
+}
+
+/// `send_environment`'s SCRIPT_FILENAME: GENERIC drops `proxy:fcgi://host:port` and a trailing
+/// `?<args>`; FPM keeps the prefix.
+pub fn script_filename(filename: &str, backend_type: BackendType, query: Option<&str>) -> String {
+    if backend_type == BackendType::Generic {
+        if let Some(rest) = filename.strip_prefix("proxy:fcgi://") {
+            let mut s = rest.find('/').map_or("", |i| &rest[i..]).to_owned();
+            if let Some(args) = query.filter(|a| !a.is_empty()) {
+                if let Some(q) = s.rfind('?') {
+                    if &s[q + 1..] == args {
+                        s.truncate(q);
+                    }
+                }
+            }
+            return s;
+        }
+    }
+    filename.to_owned()
+}
+
+struct ServerVars<'a> {
+    input: &'a CgiInput<'a>,
+    headers: &'a [(String, Vec<u8>)],
+    server_name: String,
+    server_port: u16,
+    script_filename: String,
+    path_info: Option<Vec<u8>>,
+}
+
+impl ExprVars for ServerVars<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn server_var(&self, var: ServerVar) -> Vec<u8> {
+        let cfg = self.input.config;
+        let req = self.input.request;
+        let s = |x: &str| x.as_bytes().to_vec();
+        match var {
+            ServerVar::DocumentRoot | ServerVar::ContextDocumentRoot => s(&cfg.document_root),
+            ServerVar::ContextPrefix => Vec::new(),
+            ServerVar::ServerName => s(&self.server_name),
+            ServerVar::ServerPort => s(&self.server_port.to_string()),
+            ServerVar::ServerAdmin => s(server_admin(cfg)),
+            ServerVar::ServerProtocol => s(req.protocol),
+            ServerVar::ServerSoftware => s(SERVER_SOFTWARE),
+            ServerVar::ServerAddr => s(&ip_string(req.local.ip())),
+            ServerVar::RequestMethod => s(req.method),
+            ServerVar::RequestScheme => s(req.scheme),
+            ServerVar::RequestUri | ServerVar::DocumentUri => req.uri.path.clone(),
+            ServerVar::RequestFilename | ServerVar::ScriptFilename => s(&self.script_filename),
+            ServerVar::PathInfo => self.path_info.clone().unwrap_or_default(),
+            ServerVar::QueryString => s(req.uri.query.as_deref().unwrap_or("")),
+            ServerVar::TheRequest => s(&format!("{} {} {}", req.method, req.uri.raw, req.protocol)),
+            ServerVar::RemoteAddr | ServerVar::RemoteHost => s(&ip_string(req.remote.ip())),
+            ServerVar::RemotePort => s(&req.remote.port().to_string()),
+            ServerVar::Https => s(if req.scheme.eq_ignore_ascii_case("https") {
+                "on"
+            } else {
+                "off"
+            }),
+            ServerVar::Ipv6 => s(if ip_string(req.remote.ip()).contains(':') {
+                "on"
+            } else {
+                "off"
+            }),
+            ServerVar::IsSubreq => s("false"),
+            ServerVar::Handler => s("proxy-server"),
+            ServerVar::Header(h) => self.header(h).unwrap_or_default(),
+        }
+    }
+}
+
+fn server_admin(cfg: &Config) -> &str {
+    cfg.server_admin.as_deref().unwrap_or("[no address given]")
+}
+
+/// SERVER_NAME and SERVER_PORT (`UseCanonicalName Off`): from the Host header (or the
+/// absolute-form authority), else `server_name`, else the local address; the port from there,
+/// else the `server_name` port, else the scheme's default port.
+fn server_name_port(
+    cfg: &Config,
+    req: &Request<'_>,
+    headers: &[(String, Vec<u8>)],
+) -> Result<(String, u16), CgiError> {
+    let configured = cfg
+        .server_name
+        .as_deref()
+        .and_then(|n| uri::parse_host(n.as_bytes()).ok());
+    let from_request = match &req.uri.form {
+        TargetForm::Absolute { authority, .. } => Some(
+            uri::parse_host(authority.as_bytes())
+                .map_err(|_| CgiError::new(400, "invalid host in request target"))?,
+        ),
+        _ => match headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            Some((_, v)) => {
+                Some(uri::parse_host(v).map_err(|_| CgiError::new(400, "invalid Host header"))?)
+            }
+            None => {
+                if req.protocol.eq_ignore_ascii_case("HTTP/1.1") {
+                    return Err(CgiError::new(400, "HTTP/1.1 request without Host"));
+                }
+                None
+            }
+        },
+    };
+    let default_port = if req.scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let configured_port = configured.as_ref().and_then(|c| c.port);
+    let (name, port) = match from_request {
+        Some(hp) => (hp.host, hp.port),
+        None => match &configured {
+            Some(c) => (c.host.clone(), None),
+            None => {
+                let ip = ip_string(req.local.ip());
+                let host = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                };
+                (host, None)
+            }
+        },
+    };
+    let port = port.or(configured_port).unwrap_or(default_port);
+    Ok((uri::escape_html(&name), port))
+}
+
+fn max_forwards(method: &str, value: &[u8]) -> Result<Vec<u8>, CgiError> {
+    let text = core::str::from_utf8(value).unwrap_or("").trim();
+    let n: i64 = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse()
+            .map_err(|_| CgiError::new(400, "invalid Max-Forwards"))?
+    } else {
+        return Err(CgiError::new(400, "invalid Max-Forwards"));
+    };
+    if n == 0 && !(method == "OPTIONS" || method == "TRACE") {
+        return Err(CgiError::new(
+            400,
+            "Max-Forwards has reached zero - proxy loop?",
+        ));
+    }
+    Ok((n - 1).max(0).to_string().into_bytes())
+}
+
+/// Build the ordered FCGI_PARAMS for a routed request.
+pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
+    let cfg = input.config;
+    let rm = input.route_match;
+    let req = input.request;
+    let route: &Route = cfg
+        .routes
+        .get(rm.route)
+        .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
+    let mut env = input.env.env.clone();
+
+    // The worker URL and the path canonicalisation encodes.
+    let (worker, backend_path): (&WorkerUrl, Vec<u8>) = match (&rm.backend, &route.target) {
+        (Backend::Worker, Target::Worker(w)) => (w, rm.path.clone()),
+        (Backend::Balancer { index, .. }, Target::Balancer(_)) => {
+            let member = input
+                .member
+                .ok_or_else(|| CgiError::new(500, "balancer route without a chosen member"))?;
+            let balancer = cfg
+                .balancers
+                .get(*index)
+                .ok_or_else(|| CgiError::new(500, "balancer index out of range"))?;
+            env.set("BALANCER_NAME", balancer.url_name().into_bytes());
+            env.set("BALANCER_WORKER_NAME", member.url.name().into_bytes());
+            env.set(
+                "BALANCER_WORKER_ROUTE",
+                member.route.as_deref().unwrap_or("").as_bytes(),
+            );
+            let mut p = member.url.path.as_bytes().to_vec();
+            p.extend_from_slice(&rm.path);
+            (&member.url, p)
+        }
+        _ => return Err(CgiError::new(500, "route and match disagree")),
+    };
+
+    let backend_type = route.backend_type(cfg);
+    let canon = canonicalize(
+        worker,
+        &backend_path,
+        &CanonOptions {
+            pathinfo: input.env.canon_pathinfo.as_deref(),
+            slashes: cfg.allow_encoded_slashes,
+            nocanon: rm.nocanon,
+            backend_type,
+            document_root: &cfg.document_root,
+        },
+        input.fs,
+    )?;
+    let mut script_filename =
+        script_filename(&canon.filename, backend_type, req.uri.query.as_deref());
+    if route.noquery {
+        if let Some(q) = script_filename.find('?') {
+            script_filename.truncate(q);
+        }
+    }
+
+    // Headers (ap_add_common_vars).
+    let headers = effective_headers(req);
+    let pass_auth = route.pass_authorization(cfg);
+    let (server_name, server_port) = server_name_port(cfg, req, &headers)?;
+    let mut saw_content_length = false;
+    for (name, value) in &headers {
+        if name.eq_ignore_ascii_case("content-type") {
+            env.set("CONTENT_TYPE", value.clone());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            saw_content_length = true;
+            if let Some(cl) = req.content_length {
+                env.set("CONTENT_LENGTH", cl.to_string().into_bytes());
+            }
+        } else if name.eq_ignore_ascii_case("proxy") {
+            // httpoxy (CVE-2016-5387): never HTTP_PROXY.
+        } else if name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("proxy-authorization")
+        {
+            if pass_auth {
+                if let Some(n) = http2env(name) {
+                    env.set(&n, value.clone());
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
+            // The body is passed with a Content-Length; the coding is gone.
+        } else if name.eq_ignore_ascii_case("max-forwards") {
+            let v = max_forwards(req.method, value)?;
+            env.set("HTTP_MAX_FORWARDS", v);
+        } else if let Some(n) = http2env(name) {
+            env.set(&n, value.clone());
+        }
+    }
+    if let (Some(cl), false) = (req.content_length, saw_content_length) {
+        env.set("CONTENT_LENGTH", cl.to_string().into_bytes());
+    }
+
+    let path_var = env
+        .get("PATH")
+        .map(<[u8]>::to_vec)
+        .or_else(|| input.process_path.map(<[u8]>::to_vec))
+        .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
+    env.set("PATH", path_var);
+    env.set("SERVER_SIGNATURE", "");
+    env.set("SERVER_SOFTWARE", SERVER_SOFTWARE);
+    env.set("SERVER_NAME", server_name.clone().into_bytes());
+    env.set("SERVER_ADDR", ip_string(req.local.ip()).into_bytes());
+    env.set("SERVER_PORT", server_port.to_string().into_bytes());
+    env.set("REMOTE_ADDR", ip_string(req.remote.ip()).into_bytes());
+    env.set("DOCUMENT_ROOT", cfg.document_root.as_bytes());
+    env.set("REQUEST_SCHEME", req.scheme);
+    env.set("CONTEXT_PREFIX", "");
+    env.set("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
+    env.set("SERVER_ADMIN", server_admin(cfg));
+    env.set("SCRIPT_FILENAME", script_filename.as_bytes());
+    env.set("REMOTE_PORT", req.remote.port().to_string().into_bytes());
+
+    // ap_add_cgi_vars.
+    env.set("GATEWAY_INTERFACE", "CGI/1.1");
+    env.set("SERVER_PROTOCOL", req.protocol);
+    env.set("REQUEST_METHOD", req.method);
+    env.set("QUERY_STRING", req.uri.query.as_deref().unwrap_or(""));
+    env.set("REQUEST_URI", req.uri.raw.as_bytes());
+    let uri_path = &req.uri.path;
+    match canon.path_info.as_deref().filter(|p| !p.is_empty()) {
+        None => env.set("SCRIPT_NAME", uri_path.clone()),
+        Some(pi) => {
+            let cut = find_path_info(uri_path, pi);
+            env.set("SCRIPT_NAME", uri_path[..cut].to_vec());
+            env.set("PATH_INFO", pi.to_vec());
+            let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
+            pt.extend_from_slice(&merge_slashes(pi));
+            env.set("PATH_TRANSLATED", pt);
+        }
+    }
+
+    // ProxyFCGISetEnvIf (fix_cgivars): server entries, then the route's.
+    let vars = ServerVars {
+        input,
+        headers: &headers,
+        server_name,
+        server_port,
+        script_filename,
+        path_info: canon.path_info.clone(),
+    };
+    apply_fcgi_setenvif(&cfg.fcgi_setenvif, &mut env, &vars);
+    apply_fcgi_setenvif(&route.fcgi_setenvif, &mut env, &vars);
+
+    Ok(env.into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_path_info_cases() {
+        fn f<'a>(u: &'a str, p: &str) -> &'a str {
+            &u[..find_path_info(u.as_bytes(), p.as_bytes())]
+        }
+        assert_eq!(
+            f("/myapp/foo.php/extra/path", "/foo.php/extra/path"),
+            "/myapp"
+        );
+        assert_eq!(
+            f("/myapp/foo.php/extra/path", "/app/foo.php/extra/path"),
+            "/myapp"
+        );
+        assert_eq!(
+            f("/myapp/foo.php/extra/path", "/extra/path"),
+            "/myapp/foo.php"
+        );
+        assert_eq!(f("/myapp/a b", "/a%20b"), "/myapp/a b");
+        assert_eq!(f("/myapp/a b", "/a b"), "/myapp");
+        assert_eq!(f("/x", "/x"), "");
+        assert_eq!(f("/docr/x.php/", "/"), "/docr/x.php");
+        assert_eq!(f("/a//b", "/b"), "/a");
+        assert_eq!(f("", "/x"), "");
+        assert_eq!(f("/abc", ""), "/abc");
+        assert_eq!(f("/bal/x.php/y", "/sub/x.php/y"), "/bal");
+    }
+
+    #[test]
+    fn http2env_rules() {
+        assert_eq!(http2env("X-Multi").as_deref(), Some("HTTP_X_MULTI"));
+        assert_eq!(http2env("user-agent").as_deref(), Some("HTTP_USER_AGENT"));
+        assert_eq!(http2env("X_Under"), None);
+        assert_eq!(http2env("Remote.User"), None);
+        assert_eq!(http2env("X-A@b"), None);
+    }
+
+    #[test]
+    fn generic_script_filename() {
+        assert_eq!(
+            script_filename(
+                "proxy:fcgi://localhost:4000/a/b",
+                BackendType::Generic,
+                None
+            ),
+            "/a/b"
+        );
+        assert_eq!(
+            script_filename("proxy:fcgi://h/a?x=1", BackendType::Generic, Some("x=1")),
+            "/a"
+        );
+        assert_eq!(
+            script_filename("proxy:fcgi://h/a?x=1", BackendType::Fpm, Some("x=1")),
+            "proxy:fcgi://h/a?x=1"
+        );
+        assert_eq!(
+            script_filename("/real/file.php", BackendType::Generic, None),
+            "/real/file.php"
+        );
+    }
+
+    #[test]
+    fn max_forwards_rules() {
+        assert_eq!(max_forwards("GET", b"5").unwrap(), b"4");
+        assert_eq!(max_forwards("GET", b"0").unwrap_err().status, 400);
+        assert_eq!(max_forwards("OPTIONS", b"0").unwrap(), b"0");
+        assert_eq!(max_forwards("GET", b"-1").unwrap_err().status, 400);
+        assert_eq!(max_forwards("GET", b"x").unwrap_err().status, 400);
+    }
+}

@@ -4,6 +4,7 @@
 //! canonicalisation).
 
 use crate::config::{Config, ConfigError, Target, expr::pregsub};
+use crate::uri::RequestUri;
 
 /// Which backend a match goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct RouteMatch {
     /// For prefix routes: how many bytes of the decoded request path matched (runs of `/` count
     /// fully). 0 for regex routes.
     pub matched_len: usize,
+    /// `nocanon` is in effect: `path` is the raw request remainder (with `?query`), to be
+    /// passed without re-encoding. Apache drops `nocanon` (AH01136) when the raw target does not
+    /// match the route the same way as the decoded path.
+    pub nocanon: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -147,23 +152,39 @@ impl Router {
         &self.config
     }
 
-    /// Route a decoded, normalised request path (`RequestUri::path`). `None`: no route, or the
-    /// first matching route is an exclusion (not proxied).
-    pub fn route(&self, path: &[u8]) -> Option<RouteMatch> {
+    /// Route a request by its decoded, normalised path (`RequestUri::path`; the raw target is
+    /// used for `nocanon` routes). `None`: no route, or the first matching route is an
+    /// exclusion (not proxied).
+    pub fn route(&self, uri: &RequestUri) -> Option<RouteMatch> {
+        self.route_path(&uri.path, Some(uri.raw.as_bytes()))
+    }
+
+    /// [`Router::route`] on a bare decoded path (`nocanon` then never applies).
+    pub fn route_path(&self, path: &[u8], raw: Option<&[u8]>) -> Option<RouteMatch> {
         for e in &self.entries {
             let r = &self.config.routes[e.index];
-            let raw = r.target.as_str();
+            let target = r.target.as_str();
             if let Some(re) = &r.regex {
-                let Some(caps) = re.regex().captures(path) else {
+                let Some(decoded_caps) = re.regex().captures(path) else {
                     continue;
                 };
                 let backend = e.backend.clone()?;
-                let (authority, tpath) = split_authority(raw);
-                let substituted = pregsub(tpath, Some(&caps));
+                let raw_caps = if r.nocanon {
+                    raw.and_then(|raw| re.regex().captures(raw))
+                } else {
+                    None
+                };
+                let nocanon = raw_caps.is_some();
+                let (use_uri, caps) = match (&raw_caps, raw) {
+                    (Some(c), Some(raw)) => (raw, c),
+                    _ => (path, &decoded_caps),
+                };
+                let (authority, tpath) = split_authority(target);
+                let substituted = pregsub(tpath, Some(caps));
                 // Apache: when substitution changed nothing, the whole URI is appended.
                 let new_path = if substituted == tpath.as_bytes() {
                     let mut p = tpath.as_bytes().to_vec();
-                    p.extend_from_slice(path);
+                    p.extend_from_slice(use_uri);
                     p
                 } else {
                     substituted
@@ -176,6 +197,7 @@ impl Router {
                     filename,
                     path: new_path,
                     matched_len: 0,
+                    nocanon,
                 });
             }
             let prefix = r.path.as_deref().unwrap_or("/");
@@ -184,8 +206,16 @@ impl Router {
                 continue;
             }
             let backend = e.backend.clone()?;
-            let remainder = &path[len..];
-            let (authority, tpath) = split_authority(raw);
+            let raw_len = match (r.nocanon, raw) {
+                (true, Some(raw)) => alias_match(raw, prefix.as_bytes()),
+                _ => 0,
+            };
+            let nocanon = r.nocanon && raw_len == len;
+            let remainder = match (nocanon, raw) {
+                (true, Some(raw)) => &raw[len..],
+                _ => &path[len..],
+            };
+            let (authority, tpath) = split_authority(target);
             let mut new_path = tpath.as_bytes().to_vec();
             new_path.extend_from_slice(remainder);
             let mut filename = authority.as_bytes().to_vec();
@@ -196,6 +226,7 @@ impl Router {
                 filename,
                 path: new_path,
                 matched_len: len,
+                nocanon,
             });
         }
         None
@@ -250,20 +281,22 @@ mod tests {
             Route::prefix("/", t("fcgi://127.0.0.1:27002/root/")),
         ]))
         .unwrap();
-        assert_eq!(router.route(b"/ex/no/x"), None);
-        assert_eq!(router.route(b"/ex/no"), None);
-        let m = router.route(b"/ex/nox").unwrap();
+        assert_eq!(router.route_path(b"/ex/no/x", None), None);
+        assert_eq!(router.route_path(b"/ex/no", None), None);
+        let m = router.route_path(b"/ex/nox", None).unwrap();
         assert_eq!(
             (m.route, m.filename.as_slice()),
             (1, &b"fcgi://127.0.0.1:27001/e/nox"[..])
         );
-        let m = router.route(b"/myapp/foo.php/extra/path").unwrap();
+        let m = router
+            .route_path(b"/myapp/foo.php/extra/path", None)
+            .unwrap();
         assert_eq!(m.route, 2);
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/foo.php/extra/path");
         assert_eq!(m.path, b"/foo.php/extra/path");
         assert_eq!(m.matched_len, 7);
         assert_eq!(m.backend, Backend::Worker);
-        let m = router.route(b"/myapp").unwrap();
+        let m = router.route_path(b"/myapp", None).unwrap();
         assert_eq!(m.route, 3);
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27002/root/myapp");
     }
@@ -285,21 +318,21 @@ mod tests {
             ),
         ]))
         .unwrap();
-        let m = router.route(b"/pm/a/b.php/c/d").unwrap();
+        let m = router.route_path(b"/pm/a/b.php/c/d", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www/a/b.php");
         assert_eq!(m.path, b"/var/www/a/b.php");
-        let m = router.route(b"/pm/a b.php").unwrap();
+        let m = router.route_path(b"/pm/a b.php", None).unwrap();
         assert_eq!(m.path, b"/var/www/a b.php");
-        let m = router.route(b"/pn/a/b.php/c").unwrap();
+        let m = router.route_path(b"/pn/a/b.php/c", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www//pn/a/b.php/c");
-        let m = router.route(b"/foo.php").unwrap();
+        let m = router.route_path(b"/foo.php", None).unwrap();
         assert_eq!(m.route, 2);
         assert_eq!(
             m.filename,
             b"unix:/run/php.sock|fcgi://localhost/var/www//foo.php"
         );
         assert_eq!(m.path, b"/var/www//foo.php");
-        assert_eq!(router.route(b"/foo.txt"), None);
+        assert_eq!(router.route_path(b"/foo.txt", None), None);
     }
 
     #[test]
@@ -309,7 +342,7 @@ mod tests {
             t("balancer://Pool/sub/"),
         )]))
         .unwrap();
-        let m = router.route(b"/bal/x.php").unwrap();
+        let m = router.route_path(b"/bal/x.php", None).unwrap();
         assert_eq!(
             m.backend,
             Backend::Balancer {
@@ -328,10 +361,10 @@ mod tests {
             t("fcgi://127.0.0.1:27001"),
         )]))
         .unwrap();
-        let m = router.route(b"/t/x").unwrap();
+        let m = router.route_path(b"/t/x", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001x");
         assert_eq!(m.path, b"x");
-        assert_eq!(router.route(b"/t/").unwrap().path, b"");
+        assert_eq!(router.route_path(b"/t/", None).unwrap().path, b"");
     }
 
     #[test]

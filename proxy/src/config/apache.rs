@@ -1,6 +1,1423 @@
-//! Apache importer.
-use super::{Config, ConfigError, Warning};
-/// Parse.
-pub fn parse(_text: &str, _origin: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
-    Err(ConfigError::new("todo"))
+//! Importer for the mod_proxy subset of an Apache httpd 2.4 configuration.
+//!
+//! Understood: `Listen`, `ServerName`, `ServerAdmin`, `DocumentRoot`, `Timeout`,
+//! `ProxyTimeout`, `KeepAlive*`, `LimitRequest*`, `AllowEncodedSlashes`, `MergeSlashes`,
+//! `ProxyPass`/`ProxyPassMatch` (server level and inside `<Location>`/`<LocationMatch>`),
+//! `ProxyPass /x !`, `SetEnvIf`/`SetEnvIfNoCase`/`BrowserMatch[NoCase]`, `SetEnv`,
+//! `ProxyFCGIBackendType`, `ProxyFCGISetEnvIf`, `CGIPassAuth`, `<Proxy balancer://…>` with
+//! `BalancerMember` and `ProxySet`, `<Proxy fcgi://…>`/`ProxySet url` worker parameters,
+//! `BalancerMember balancer://… url` outside a section. `<IfModule>` and `<IfVersion>` contents
+//! are processed (every module is assumed loaded); `<VirtualHost>` contents are merged into the
+//! one server. Everything else is reported in **one** warning with line numbers.
+//!
+//! Route order: routes from `<Location>` blocks come first, later blocks before earlier ones
+//! (Apache merges Location sections in order, so the last matching one's ProxyPass wins), then
+//! server-level `ProxyPass`/`ProxyPassMatch` in file order. `<Location>` settings without a
+//! ProxyPass apply to every route whose URL space the location covers.
+//!
+//! Connection reuse is on unless `disablereuse=on`/`enablereuse=off` (product decision; Apache
+//! defaults to off for fcgi).
+
+use core::time::Duration;
+
+use super::duration::parse_duration;
+use super::expr::{EnvAction, FcgiSetEnvIf, SetEnv, SetEnvIf};
+use super::model::{
+    BackendType, Balancer, Config, FlushPackets, LbMethod, LoadFactor, Member, MemberStatus,
+    Origin, Pattern, Route, WorkerParams,
+};
+use super::url::{BackendSocket, Target, WorkerUrl};
+use super::{ConfigError, Warning};
+use crate::uri::EncodedSlashes;
+
+/// Parse an httpd.conf text. `origin` names the file in messages.
+pub fn parse(text: &str, origin: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let mut imp = Importer::new(origin);
+    imp.run(text)?;
+    imp.finish()
+}
+
+/// One logical line.
+#[derive(Debug, Clone)]
+struct Line {
+    number: usize,
+    text: String,
+}
+
+/// Join `\`-continued lines, drop blank lines and comments.
+fn logical_lines(text: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    let mut acc = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if acc.is_empty() {
+            start = i + 1;
+        }
+        if let Some(body) = raw.strip_suffix('\\') {
+            acc.push_str(body);
+            continue;
+        }
+        acc.push_str(raw);
+        let t = acc.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            out.push(Line {
+                number: start,
+                text: t.to_owned(),
+            });
+        }
+        acc.clear();
+    }
+    let t = acc.trim();
+    if !t.is_empty() && !t.starts_with('#') {
+        out.push(Line {
+            number: start,
+            text: t.to_owned(),
+        });
+    }
+    out
+}
+
+/// `ap_getword_conf`: whitespace-separated words; `"…"` or `'…'` group words (a backslash
+/// before the quote character escapes it).
+fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&c) = chars.peek() else { break };
+        let mut w = String::new();
+        if c == '"' || c == '\'' {
+            chars.next();
+            let mut closed = false;
+            while let Some(ch) = chars.next() {
+                if ch == '\\' && chars.peek() == Some(&c) {
+                    w.push(c);
+                    chars.next();
+                } else if ch == c {
+                    closed = true;
+                    break;
+                } else {
+                    w.push(ch);
+                }
+            }
+            if !closed {
+                return Err(format!("unterminated {c}quote{c}"));
+            }
+        } else {
+            while let Some(&ch) = chars.peek() {
+                if ch.is_whitespace() {
+                    break;
+                }
+                w.push(ch);
+                chars.next();
+            }
+        }
+        words.push(w);
+    }
+    Ok(words)
+}
+
+/// Worker parameters as written (only what was set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WorkerSet {
+    reuse: Option<bool>,
+    max: Option<u32>,
+    ttl: Option<Duration>,
+    timeout: Option<Duration>,
+    connection_timeout: Option<Duration>,
+    acquire: Option<Duration>,
+    retry: Option<Duration>,
+    flush_packets: Option<FlushPackets>,
+    flush_wait: Option<Duration>,
+}
+
+impl WorkerSet {
+    fn apply(&self, w: &mut WorkerParams) {
+        if let Some(v) = self.reuse {
+            w.reuse = v;
+        }
+        if let Some(v) = self.max {
+            w.max = Some(v);
+        }
+        if let Some(v) = self.ttl {
+            w.ttl = Some(v);
+        }
+        if let Some(v) = self.timeout {
+            w.timeout = Some(v);
+        }
+        if let Some(v) = self.connection_timeout {
+            w.connection_timeout = Some(v);
+        }
+        if let Some(v) = self.acquire {
+            w.acquire = Some(v);
+        }
+        if let Some(v) = self.retry {
+            w.retry = Some(v);
+        }
+        if let Some(v) = self.flush_packets {
+            w.flush_packets = v;
+        }
+        if let Some(v) = self.flush_wait {
+            w.flush_wait = Some(v);
+        }
+    }
+}
+
+/// Balancer parameters as written.
+#[derive(Debug, Clone, Default)]
+struct BalancerSet {
+    lbmethod: Option<LbMethod>,
+    max_attempts: Option<u32>,
+    sticky_session: Option<String>,
+    nofailover: Option<bool>,
+    force_recovery: Option<bool>,
+    timeout: Option<Duration>,
+}
+
+impl BalancerSet {
+    fn apply(&self, b: &mut Balancer) {
+        if let Some(v) = self.lbmethod {
+            b.lbmethod = v;
+        }
+        if let Some(v) = self.max_attempts {
+            b.max_attempts = Some(v);
+        }
+        if let Some(v) = &self.sticky_session {
+            b.sticky_session = Some(v.clone());
+        }
+        if let Some(v) = self.nofailover {
+            b.nofailover = v;
+        }
+        if let Some(v) = self.force_recovery {
+            b.force_recovery = v;
+        }
+        if let Some(v) = self.timeout {
+            b.timeout = Some(v);
+        }
+    }
+}
+
+/// Member-only parameters as written.
+#[derive(Debug, Clone, Default)]
+struct MemberSet {
+    loadfactor: Option<LoadFactor>,
+    lbset: Option<u8>,
+    status: Option<String>,
+    route: Option<String>,
+    redirect: Option<String>,
+}
+
+/// Keys of `ProxyPass`, `BalancerMember` and `ProxySet`, sorted by what they configure.
+#[derive(Debug, Clone, Default)]
+struct Keys {
+    worker: WorkerSet,
+    balancer: BalancerSet,
+    member: MemberSet,
+    nocanon: bool,
+    noquery: bool,
+    /// Keys Apache knows that we accept and ignore.
+    ignored: Vec<String>,
+    /// Whether any balancer key was given.
+    has_balancer: bool,
+    has_member: bool,
+}
+
+fn on_off(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{key} must be On or Off, found '{v}'")),
+    }
+}
+
+fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{key} must be a number, found '{v}'"))
+}
+
+const IGNORED_WORKER_KEYS: &[&str] = &[
+    "min",
+    "smax",
+    "keepalive",
+    "iobuffersize",
+    "receivebuffersize",
+    "ping",
+    "addressttl",
+    "hcmethod",
+    "hcinterval",
+    "hcpasses",
+    "hcfails",
+    "hcuri",
+    "hcexpr",
+    "hctemplate",
+    "secret",
+    "upgrade",
+    "responsefieldsize",
+    "disablereuse_set",
+    "interpolate",
+    "mapping",
+    "failonstatus",
+    "failontimeout",
+    "stickysessionsep",
+    "scolonpathdelim",
+    "nonce",
+    "growth",
+    "lbpriority",
+];
+
+fn parse_keys(args: &[String]) -> Result<Keys, String> {
+    let mut k = Keys::default();
+    for a in args {
+        let lower = a.to_ascii_lowercase();
+        match lower.as_str() {
+            "nocanon" => {
+                k.nocanon = true;
+                continue;
+            }
+            "noquery" => {
+                k.noquery = true;
+                continue;
+            }
+            "interpolate" => {
+                k.ignored.push(a.clone());
+                continue;
+            }
+            _ => {}
+        }
+        let Some((key, v)) = a.split_once('=') else {
+            return Err(format!("invalid parameter '{a}' (expected key=value)"));
+        };
+        let key_l = key.to_ascii_lowercase();
+        let w = &mut k.worker;
+        match key_l.as_str() {
+            "enablereuse" => w.reuse = Some(on_off(key, v)?),
+            "disablereuse" => w.reuse = Some(!on_off(key, v)?),
+            "max" | "hmax" => {
+                let n: u32 = number(key, v)?;
+                if n == 0 {
+                    return Err("max must be at least 1".into());
+                }
+                w.max = Some(n);
+            }
+            "ttl" => w.ttl = Some(parse_duration(v, "s")?),
+            "timeout" => {
+                // On a balancer URL this is the balancer's wait; decided by the caller.
+                let d = parse_duration(v, "s")?;
+                w.timeout = Some(d);
+                k.balancer.timeout = Some(d);
+            }
+            "connectiontimeout" => w.connection_timeout = Some(parse_duration(v, "s")?),
+            "acquire" => w.acquire = Some(parse_duration(v, "ms")?),
+            "retry" => w.retry = Some(parse_duration(v, "s")?),
+            "flushpackets" => {
+                w.flush_packets = Some(match v.to_ascii_lowercase().as_str() {
+                    "on" => FlushPackets::On,
+                    "off" => FlushPackets::Off,
+                    "auto" => FlushPackets::Auto,
+                    _ => return Err(format!("flushpackets must be on, off or auto, found '{v}'")),
+                })
+            }
+            "flushwait" => w.flush_wait = Some(parse_duration(v, "ms")?),
+            "lbmethod" => {
+                k.has_balancer = true;
+                k.balancer.lbmethod = Some(match v.to_ascii_lowercase().as_str() {
+                    "byrequests" => LbMethod::Byrequests,
+                    "bybusyness" => LbMethod::Bybusyness,
+                    other => {
+                        return Err(format!(
+                            "lbmethod '{other}' is not supported (byrequests or bybusyness)"
+                        ));
+                    }
+                });
+            }
+            "maxattempts" => {
+                k.has_balancer = true;
+                k.balancer.max_attempts = Some(number(key, v)?);
+            }
+            "stickysession" => {
+                k.has_balancer = true;
+                k.balancer.sticky_session = Some(v.to_owned());
+            }
+            "nofailover" => {
+                k.has_balancer = true;
+                k.balancer.nofailover = Some(on_off(key, v)?);
+            }
+            "forcerecovery" => {
+                k.has_balancer = true;
+                k.balancer.force_recovery = Some(on_off(key, v)?);
+            }
+            "loadfactor" => {
+                k.has_member = true;
+                k.member.loadfactor = Some(LoadFactor::parse(v)?);
+            }
+            "lbset" => {
+                k.has_member = true;
+                let n: u8 = number(key, v)?;
+                if n > 99 {
+                    return Err(format!("lbset must be 0..99, found {n}"));
+                }
+                k.member.lbset = Some(n);
+            }
+            "status" => {
+                k.has_member = true;
+                MemberStatus::parse(v)?;
+                k.member.status = Some(v.to_owned());
+            }
+            "route" => {
+                k.has_member = true;
+                k.member.route = Some(v.to_owned());
+            }
+            "redirect" => {
+                k.has_member = true;
+                k.member.redirect = Some(v.to_owned());
+            }
+            _ if IGNORED_WORKER_KEYS.contains(&key_l.as_str()) => k.ignored.push(a.clone()),
+            _ => return Err(format!("unknown parameter '{key}'")),
+        }
+    }
+    Ok(k)
+}
+
+#[derive(Debug, Clone)]
+enum Ctx {
+    /// Server level (also `<VirtualHost>`, `<IfModule>`, `<IfVersion>`).
+    Server,
+    /// `<Location>` / `<LocationMatch>`: index into `locations`.
+    Location(usize),
+    /// `<Proxy balancer://…>`: index into `balancers`.
+    BalancerSection(usize),
+    /// `<Proxy fcgi://…>`: index into `worker_defs`.
+    WorkerSection(usize),
+    /// Contents skipped (`<Directory>`, `<Files>`, `<If>`, unknown sections...).
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+struct LocationBlock {
+    path: String,
+    regex: Option<Pattern>,
+    line: usize,
+    route: Option<Route>,
+    setenvif: Vec<SetEnvIf>,
+    setenv: Vec<SetEnv>,
+    fcgi_setenvif: Vec<FcgiSetEnvIf>,
+    backend_type: Option<BackendType>,
+    pass_authorization: Option<bool>,
+}
+
+impl LocationBlock {
+    fn has_settings(&self) -> bool {
+        !self.setenvif.is_empty()
+            || !self.setenv.is_empty()
+            || !self.fcgi_setenvif.is_empty()
+            || self.backend_type.is_some()
+            || self.pass_authorization.is_some()
+    }
+}
+
+/// A route with the worker keys it was given (worker definitions merge under them).
+#[derive(Debug, Clone)]
+struct PendingRoute {
+    route: Route,
+    worker: WorkerSet,
+}
+
+#[derive(Debug, Clone)]
+struct PendingMember {
+    member: Member,
+    worker: WorkerSet,
+}
+
+#[derive(Debug, Clone)]
+struct PendingBalancer {
+    balancer: Balancer,
+    members: Vec<PendingMember>,
+}
+
+#[derive(Debug, Clone)]
+struct WorkerDef {
+    url: WorkerUrl,
+    worker: WorkerSet,
+}
+
+struct Importer<'a> {
+    file: &'a str,
+    cfg: Config,
+    warnings: Vec<Warning>,
+    ignored: Vec<(String, Vec<usize>)>,
+    server_routes: Vec<PendingRoute>,
+    location_routes: Vec<(usize, PendingRoute)>,
+    locations: Vec<LocationBlock>,
+    balancers: Vec<PendingBalancer>,
+    worker_defs: Vec<WorkerDef>,
+    timeout: Option<Duration>,
+    proxy_timeout: Option<Duration>,
+    vhosts: Vec<usize>,
+    skipped_sections: Vec<(String, usize)>,
+}
+
+impl<'a> Importer<'a> {
+    fn new(file: &'a str) -> Importer<'a> {
+        Importer {
+            file,
+            cfg: Config {
+                origin: Some(file.to_owned()),
+                ..Config::default()
+            },
+            warnings: Vec::new(),
+            ignored: Vec::new(),
+            server_routes: Vec::new(),
+            location_routes: Vec::new(),
+            locations: Vec::new(),
+            balancers: Vec::new(),
+            worker_defs: Vec::new(),
+            timeout: None,
+            proxy_timeout: None,
+            vhosts: Vec::new(),
+            skipped_sections: Vec::new(),
+        }
+    }
+
+    fn err(&self, line: usize, msg: impl Into<String>) -> ConfigError {
+        ConfigError::at(Some(self.file), line, msg)
+    }
+
+    fn warn(&mut self, line: usize, msg: impl Into<String>) {
+        self.warnings.push(Warning {
+            file: Some(self.file.to_owned()),
+            line: Some(line),
+            message: msg.into(),
+        });
+    }
+
+    fn ignore(&mut self, name: &str, line: usize) {
+        match self.ignored.iter_mut().find(|(n, _)| n == name) {
+            Some((_, lines)) => lines.push(line),
+            None => self.ignored.push((name.to_owned(), vec![line])),
+        }
+    }
+
+    fn origin(&self, line: usize) -> Origin {
+        Origin {
+            file: self.file.to_owned(),
+            line,
+        }
+    }
+
+    fn run(&mut self, text: &str) -> Result<(), ConfigError> {
+        let lines = logical_lines(text);
+        // Stack of (section name lower-case, context, line).
+        let mut stack: Vec<(String, Ctx, usize)> = Vec::new();
+        for line in &lines {
+            let n = line.number;
+            let t = line.text.as_str();
+            let ctx = stack.last().map_or(Ctx::Server, |(_, c, _)| c.clone());
+            if let Some(close) = t.strip_prefix("</") {
+                let name = close.trim_end_matches('>').trim().to_ascii_lowercase();
+                match stack.pop() {
+                    Some((open, _, _)) if open == name => {}
+                    Some((open, _, l)) => {
+                        return Err(self.err(
+                            n,
+                            format!("</{name}> does not close <{open}> (opened at line {l})"),
+                        ));
+                    }
+                    None => return Err(self.err(n, format!("</{name}> without matching <{name}>"))),
+                }
+                continue;
+            }
+            if let Some(open) = t.strip_prefix('<') {
+                let Some(inner) = open.strip_suffix('>') else {
+                    return Err(self.err(n, format!("section header '{t}' does not end with '>'")));
+                };
+                let words = split_words(inner).map_err(|e| self.err(n, e))?;
+                let Some(name) = words.first() else {
+                    return Err(self.err(n, "empty section header"));
+                };
+                let lname = name.to_ascii_lowercase();
+                let new_ctx = if matches!(ctx, Ctx::Skip) {
+                    Ctx::Skip
+                } else {
+                    self.open_section(&lname, name, &words[1..], &ctx, n)?
+                };
+                stack.push((lname, new_ctx, n));
+                continue;
+            }
+            if matches!(ctx, Ctx::Skip) {
+                continue;
+            }
+            let words = split_words(t).map_err(|e| self.err(n, e))?;
+            let Some((name, args)) = words.split_first() else {
+                continue;
+            };
+            self.directive(name, args, &ctx, n)?;
+        }
+        if let Some((name, _, l)) = stack.last() {
+            return Err(self.err(*l, format!("<{name}> is never closed")));
+        }
+        Ok(())
+    }
+
+    fn open_section(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<Ctx, ConfigError> {
+        match lname {
+            "ifmodule" => {
+                if args.first().is_some_and(|a| a.starts_with('!')) {
+                    self.ignore(&format!("<IfModule {}>", args[0]), n);
+                    return Ok(Ctx::Skip);
+                }
+                Ok(ctx.clone())
+            }
+            "ifdefine" => {
+                // No -D definitions: <IfDefine X> is false, <IfDefine !X> true.
+                if args.first().is_some_and(|a| a.starts_with('!')) {
+                    Ok(ctx.clone())
+                } else {
+                    self.ignore("<IfDefine>", n);
+                    Ok(Ctx::Skip)
+                }
+            }
+            "ifversion" => Ok(ctx.clone()),
+            "virtualhost" => {
+                if !matches!(ctx, Ctx::Server) {
+                    return Err(self.err(n, "<VirtualHost> is only allowed at server level"));
+                }
+                self.vhosts.push(n);
+                Ok(Ctx::Server)
+            }
+            "location" | "locationmatch" => {
+                if !matches!(ctx, Ctx::Server) {
+                    return Err(self.err(n, format!("<{name}> cannot be nested")));
+                }
+                let (path, regex) = match (lname, args) {
+                    ("location", [p]) => (p.clone(), None),
+                    ("location", [tilde, re]) if tilde == "~" => (
+                        re.clone(),
+                        Some(Pattern::new(re, false).map_err(|e| self.err(n, e))?),
+                    ),
+                    ("locationmatch", [re]) => (
+                        re.clone(),
+                        Some(Pattern::new(re, false).map_err(|e| self.err(n, e))?),
+                    ),
+                    _ => return Err(self.err(n, format!("<{name}> takes one path argument"))),
+                };
+                if regex.is_none() && !path.starts_with('/') {
+                    return Err(self.err(
+                        n,
+                        format!(
+                            "<Location {path}>: only URL paths starting with '/' are supported"
+                        ),
+                    ));
+                }
+                self.locations.push(LocationBlock {
+                    path,
+                    regex,
+                    line: n,
+                    route: None,
+                    setenvif: Vec::new(),
+                    setenv: Vec::new(),
+                    fcgi_setenvif: Vec::new(),
+                    backend_type: None,
+                    pass_authorization: None,
+                });
+                Ok(Ctx::Location(self.locations.len() - 1))
+            }
+            "proxy" => {
+                if !matches!(ctx, Ctx::Server) {
+                    return Err(self.err(n, "<Proxy> is only allowed at server level"));
+                }
+                let Some((url, keys)) = args.split_first() else {
+                    return Err(self.err(n, "<Proxy> needs a URL"));
+                };
+                let keys =
+                    parse_keys(keys).map_err(|e| self.err(n, format!("<Proxy {url}>: {e}")))?;
+                if url.len() >= 9 && url[..9].eq_ignore_ascii_case("balancer:") {
+                    let b = match Target::parse(url) {
+                        Ok(Target::Balancer(b)) => b,
+                        Ok(_) => return Err(self.err(n, format!("invalid balancer URL '{url}'"))),
+                        Err(e) => return Err(self.err(n, e)),
+                    };
+                    let idx = self.balancer_index(&b.name, n);
+                    keys.balancer.apply(&mut self.balancers[idx].balancer);
+                    Ok(Ctx::BalancerSection(idx))
+                } else {
+                    let w = WorkerUrl::parse(url).map_err(|e| self.err(n, e))?;
+                    self.worker_defs.push(WorkerDef {
+                        url: w,
+                        worker: keys.worker,
+                    });
+                    Ok(Ctx::WorkerSection(self.worker_defs.len() - 1))
+                }
+            }
+            "directory" | "directorymatch" | "files" | "filesmatch" => {
+                self.skipped_sections
+                    .push((format!("<{name} {}>", args.join(" ")), n));
+                Ok(Ctx::Skip)
+            }
+            _ => {
+                self.ignore(&format!("<{name}>"), n);
+                Ok(Ctx::Skip)
+            }
+        }
+    }
+
+    fn balancer_index(&mut self, name: &str, line: usize) -> usize {
+        let name = name.to_ascii_lowercase();
+        if let Some(i) = self.balancers.iter().position(|b| b.balancer.name == name) {
+            return i;
+        }
+        let mut b = Balancer::new(&name);
+        b.origin = Some(self.origin(line));
+        self.balancers.push(PendingBalancer {
+            balancer: b,
+            members: Vec::new(),
+        });
+        self.balancers.len() - 1
+    }
+
+    fn need_args(
+        &self,
+        name: &str,
+        args: &[String],
+        min: usize,
+        max: usize,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        if args.len() < min || args.len() > max {
+            let want = if min == max {
+                format!("{min}")
+            } else if max == usize::MAX {
+                format!("at least {min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            return Err(self.err(
+                n,
+                format!("{name} takes {want} argument(s), found {}", args.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn server_only(&self, name: &str, ctx: &Ctx, n: usize) -> Result<(), ConfigError> {
+        if matches!(ctx, Ctx::Server) {
+            Ok(())
+        } else {
+            Err(self.err(n, format!("{name} is not allowed here (server level only)")))
+        }
+    }
+
+    fn directive(
+        &mut self,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        let lname = name.to_ascii_lowercase();
+        match lname.as_str() {
+            "listen" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 2, n)?;
+                let addr = &args[0];
+                super::parse_listen(addr).map_err(|e| self.err(n, e))?;
+                if args.len() == 2 && !args[1].eq_ignore_ascii_case("http") {
+                    self.warn(
+                        n,
+                        format!("Listen protocol '{}' ignored: plain HTTP only", args[1]),
+                    );
+                }
+                self.cfg.listen.push(addr.clone());
+            }
+            "servername" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                let mut v = args[0].as_str();
+                for scheme in ["http://", "https://"] {
+                    if v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme) {
+                        v = &v[scheme.len()..];
+                    }
+                }
+                crate::uri::parse_host(v.as_bytes())
+                    .map_err(|_| self.err(n, format!("invalid ServerName '{}'", args[0])))?;
+                self.cfg.server_name = Some(v.to_owned());
+            }
+            "serveradmin" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.server_admin = Some(args[0].clone());
+            }
+            "documentroot" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                if !args[0].starts_with('/') {
+                    return Err(self.err(n, "DocumentRoot must be an absolute path"));
+                }
+                self.cfg.document_root = args[0].clone();
+            }
+            "timeout" | "proxytimeout" | "keepalivetimeout" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                let d = parse_duration(&args[0], "s")
+                    .map_err(|e| self.err(n, format!("{name}: {e}")))?;
+                match lname.as_str() {
+                    "timeout" => self.timeout = Some(d),
+                    "proxytimeout" => self.proxy_timeout = Some(d),
+                    _ => self.cfg.timeouts.keep_alive = d,
+                }
+            }
+            "keepalive" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.limits.keep_alive = on_off(name, &args[0]).map_err(|e| self.err(n, e))?;
+            }
+            "maxkeepaliverequests" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.limits.max_keep_alive_requests =
+                    number(name, &args[0]).map_err(|e| self.err(n, e))?;
+            }
+            "limitrequestline" | "limitrequestfieldsize" | "limitrequestfields" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                let v: usize = number(name, &args[0]).map_err(|e| self.err(n, e))?;
+                match lname.as_str() {
+                    "limitrequestline" => self.cfg.limits.max_request_line = v,
+                    "limitrequestfieldsize" => self.cfg.limits.max_header_line = v,
+                    _ => self.cfg.limits.max_headers = v,
+                }
+            }
+            "limitrequestbody" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.limits.max_body = number(name, &args[0]).map_err(|e| self.err(n, e))?;
+            }
+            "allowencodedslashes" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.allow_encoded_slashes = match args[0].to_ascii_lowercase().as_str() {
+                    "on" => EncodedSlashes::On,
+                    "off" => EncodedSlashes::Off,
+                    "nodecode" => EncodedSlashes::NoDecode,
+                    _ => return Err(self.err(n, "AllowEncodedSlashes must be On, Off or NoDecode")),
+                };
+            }
+            "mergeslashes" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 1, 1, n)?;
+                self.cfg.merge_slashes = on_off(name, &args[0]).map_err(|e| self.err(n, e))?;
+            }
+            "proxypass" | "proxypassmatch" => self.proxy_pass(name, &lname, args, ctx, n)?,
+            "balancermember" => self.balancer_member(args, ctx, n)?,
+            "proxyset" => self.proxy_set(args, ctx, n)?,
+            "setenvif" | "setenvifnocase" | "browsermatch" | "browsermatchnocase" => {
+                let browser = lname.starts_with("browser");
+                let min = if browser { 2 } else { 3 };
+                self.need_args(name, args, min, usize::MAX, n)?;
+                let (attr, rest) = if browser {
+                    ("User-Agent", args)
+                } else {
+                    (args[0].as_str(), &args[1..])
+                };
+                let actions = rest[1..]
+                    .iter()
+                    .map(|a| EnvAction::parse(a))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| self.err(n, format!("{name}: {e}")))?;
+                let rule = SetEnvIf::new(attr, &rest[0], lname.ends_with("nocase"), actions)
+                    .map_err(|e| self.err(n, format!("{name}: {e}")))?;
+                match ctx {
+                    Ctx::Location(i) => self.locations[*i].setenvif.push(rule),
+                    Ctx::Server => self.cfg.setenvif.push(rule),
+                    _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+                }
+            }
+            "setenv" => {
+                self.need_args(name, args, 1, 2, n)?;
+                let e = SetEnv {
+                    name: args[0].clone(),
+                    value: args.get(1).cloned().unwrap_or_default(),
+                };
+                match ctx {
+                    Ctx::Location(i) => self.locations[*i].setenv.push(e),
+                    Ctx::Server => self.cfg.setenv.push(e),
+                    _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+                }
+            }
+            "proxyfcgibackendtype" => {
+                self.need_args(name, args, 1, 1, n)?;
+                let t = match args[0].to_ascii_uppercase().as_str() {
+                    "FPM" => BackendType::Fpm,
+                    "GENERIC" => BackendType::Generic,
+                    _ => {
+                        return Err(self.err(
+                            n,
+                            "ProxyFCGIBackendType requires one of the following arguments: 'GENERIC', 'FPM'",
+                        ));
+                    }
+                };
+                match ctx {
+                    Ctx::Location(i) => self.locations[*i].backend_type = Some(t),
+                    Ctx::Server => self.cfg.backend_type = t,
+                    _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+                }
+            }
+            "proxyfcgisetenvif" => {
+                self.need_args(name, args, 2, 3, n)?;
+                let e = FcgiSetEnvIf::new(&args[0], &args[1], args.get(2).map(String::as_str))
+                    .map_err(|e| self.err(n, e))?;
+                match ctx {
+                    Ctx::Location(i) => self.locations[*i].fcgi_setenvif.push(e),
+                    Ctx::Server => self.cfg.fcgi_setenvif.push(e),
+                    _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+                }
+            }
+            "cgipassauth" => {
+                self.need_args(name, args, 1, 1, n)?;
+                let v = on_off(name, &args[0]).map_err(|e| self.err(n, e))?;
+                match ctx {
+                    Ctx::Location(i) => self.locations[*i].pass_authorization = Some(v),
+                    Ctx::Server => self.cfg.pass_authorization = v,
+                    _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+                }
+            }
+            "sethandler" => {
+                if args
+                    .first()
+                    .is_some_and(|a| a.len() >= 6 && a[..6].eq_ignore_ascii_case("proxy:"))
+                {
+                    self.warn(
+                        n,
+                        format!(
+                            "SetHandler \"{}\" (handler mode) is not supported: no route created; \
+                             use ProxyPass/ProxyPassMatch",
+                            args[0]
+                        ),
+                    );
+                } else {
+                    self.ignore(name, n);
+                }
+            }
+            _ => self.ignore(name, n),
+        }
+        Ok(())
+    }
+
+    fn proxy_pass(
+        &mut self,
+        name: &str,
+        lname: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        let is_match = lname == "proxypassmatch";
+        let (path, regex, url, keys, loc) = match ctx {
+            Ctx::Server => {
+                self.need_args(name, args, 2, usize::MAX, n)?;
+                if is_match {
+                    let re = Pattern::new(&args[0], false).map_err(|e| self.err(n, e))?;
+                    (None, Some(re), &args[1], &args[2..], None)
+                } else {
+                    if !args[0].starts_with('/') {
+                        return Err(self.err(
+                            n,
+                            format!("ProxyPass path must start with '/', found '{}'", args[0]),
+                        ));
+                    }
+                    (Some(args[0].clone()), None, &args[1], &args[2..], None)
+                }
+            }
+            Ctx::Location(i) => {
+                self.need_args(name, args, 1, usize::MAX, n)?;
+                if args[0].starts_with('/') && !is_match {
+                    return Err(self.err(
+                        n,
+                        "inside <Location> ProxyPass takes no path (the location's path is used)",
+                    ));
+                }
+                let loc = &self.locations[*i];
+                if loc.route.is_some() {
+                    return Err(self.err(n, "only one ProxyPass per <Location>"));
+                }
+                match &loc.regex {
+                    Some(re) => (None, Some(re.clone()), &args[0], &args[1..], Some(*i)),
+                    None => {
+                        if is_match {
+                            return Err(self
+                                .err(n, "ProxyPassMatch inside <Location> needs <LocationMatch>"));
+                        }
+                        (Some(loc.path.clone()), None, &args[0], &args[1..], Some(*i))
+                    }
+                }
+            }
+            _ => return Err(self.err(n, format!("{name} is not allowed here"))),
+        };
+        let target = Target::parse(url).map_err(|e| self.err(n, format!("{name}: {e}")))?;
+        if regex.is_none() {
+            if let Target::Worker(w) = &target {
+                if w.path.contains('$') {
+                    self.warn(n, format!("{name}: '$' in '{url}' is taken literally (only ProxyPassMatch substitutes $N)"));
+                }
+            }
+        }
+        let keys = parse_keys(keys).map_err(|e| self.err(n, format!("{name} {url}: {e}")))?;
+        if !keys.ignored.is_empty() {
+            self.warn(
+                n,
+                format!("{name}: parameters ignored: {}", keys.ignored.join(" ")),
+            );
+        }
+        if keys.has_member {
+            self.warn(n, format!("{name}: member parameters (loadfactor, lbset, status, route, redirect) only apply to BalancerMember; ignored"));
+        }
+        if let Target::Balancer(b) = &target {
+            let idx = self.balancer_index(&b.name, n);
+            if keys.has_balancer || keys.balancer.timeout.is_some() {
+                keys.balancer.apply(&mut self.balancers[idx].balancer);
+            }
+        } else if keys.has_balancer {
+            self.warn(
+                n,
+                format!("{name}: balancer parameters on a non-balancer URL ignored"),
+            );
+        }
+        let mut route = Route::prefix("/", target.clone());
+        route.path = path;
+        route.regex = regex;
+        route.nocanon = keys.nocanon;
+        route.noquery = keys.noquery;
+        route.origin = Some(self.origin(n));
+        let mut worker = keys.worker.clone();
+        if matches!(target, Target::Balancer(_)) {
+            // timeout= on a balancer URL is the balancer's wait, not a worker parameter.
+            worker = WorkerSet::default();
+        }
+        let pending = PendingRoute { route, worker };
+        match loc {
+            Some(i) => {
+                self.locations[i].route = Some(pending.route.clone());
+                self.location_routes.push((i, pending));
+            }
+            None => self.server_routes.push(pending),
+        }
+        Ok(())
+    }
+
+    fn balancer_member(&mut self, args: &[String], ctx: &Ctx, n: usize) -> Result<(), ConfigError> {
+        let (idx, url, keys) = match ctx {
+            Ctx::BalancerSection(i) => {
+                self.need_args("BalancerMember", args, 1, usize::MAX, n)?;
+                (*i, &args[0], &args[1..])
+            }
+            Ctx::Server => {
+                self.need_args("BalancerMember", args, 2, usize::MAX, n)?;
+                let b = match Target::parse(&args[0]) {
+                    Ok(Target::Balancer(b)) => b,
+                    _ => {
+                        return Err(self.err(
+                            n,
+                            "BalancerMember outside <Proxy balancer://…> needs the balancer URL first",
+                        ));
+                    }
+                };
+                (self.balancer_index(&b.name, n), &args[1], &args[2..])
+            }
+            _ => return Err(self.err(n, "BalancerMember is not allowed here")),
+        };
+        let url = WorkerUrl::parse(url).map_err(|e| self.err(n, format!("BalancerMember: {e}")))?;
+        if url.path.contains('$') {
+            return Err(self.err(n, "BalancerMember: '$' is not allowed in a member URL"));
+        }
+        let keys = parse_keys(keys)
+            .map_err(|e| self.err(n, format!("BalancerMember {}: {e}", url.raw)))?;
+        if !keys.ignored.is_empty() {
+            self.warn(
+                n,
+                format!(
+                    "BalancerMember: parameters ignored: {}",
+                    keys.ignored.join(" ")
+                ),
+            );
+        }
+        if keys.has_balancer {
+            return Err(self.err(n, "BalancerMember: balancer parameters (lbmethod, stickysession, ...) belong in ProxySet"));
+        }
+        let mut m = Member::new(url);
+        if let Some(v) = keys.member.loadfactor {
+            m.loadfactor = v;
+        }
+        if let Some(v) = keys.member.lbset {
+            m.lbset = v;
+        }
+        if let Some(v) = &keys.member.status {
+            m.status.apply(v).map_err(|e| self.err(n, e))?;
+        }
+        m.route = keys.member.route.clone();
+        m.redirect = keys.member.redirect.clone();
+        self.balancers[idx].members.push(PendingMember {
+            member: m,
+            worker: keys.worker,
+        });
+        Ok(())
+    }
+
+    fn proxy_set(&mut self, args: &[String], ctx: &Ctx, n: usize) -> Result<(), ConfigError> {
+        match ctx {
+            Ctx::BalancerSection(i) => {
+                let i = *i;
+                self.need_args("ProxySet", args, 1, usize::MAX, n)?;
+                let keys = parse_keys(args).map_err(|e| self.err(n, format!("ProxySet: {e}")))?;
+                if keys.worker != WorkerSet::default() && !only_timeout(&keys.worker) {
+                    return Err(self.err(n, "ProxySet in a balancer section takes balancer parameters (lbmethod, maxattempts, stickysession, nofailover, timeout, forcerecovery)"));
+                }
+                keys.balancer.apply(&mut self.balancers[i].balancer);
+            }
+            Ctx::WorkerSection(i) => {
+                let i = *i;
+                let keys = parse_keys(args).map_err(|e| self.err(n, format!("ProxySet: {e}")))?;
+                merge_set(&mut self.worker_defs[i].worker, &keys.worker);
+            }
+            Ctx::Server => {
+                self.need_args("ProxySet", args, 2, usize::MAX, n)?;
+                let url = &args[0];
+                let keys = parse_keys(&args[1..])
+                    .map_err(|e| self.err(n, format!("ProxySet {url}: {e}")))?;
+                match Target::parse(url).map_err(|e| self.err(n, format!("ProxySet: {e}")))? {
+                    Target::Balancer(b) => {
+                        let idx = self.balancer_index(&b.name, n);
+                        keys.balancer.apply(&mut self.balancers[idx].balancer);
+                    }
+                    Target::Worker(w) => self.worker_defs.push(WorkerDef {
+                        url: w,
+                        worker: keys.worker,
+                    }),
+                    Target::Exclude => return Err(self.err(n, "ProxySet needs a URL")),
+                }
+            }
+            _ => return Err(self.err(n, "ProxySet is not allowed here")),
+        }
+        Ok(())
+    }
+
+    /// Worker definitions (`<Proxy fcgi://…>`, `ProxySet url`) whose URL is a prefix of `w`,
+    /// applied in definition order under the explicit keys.
+    fn resolve_worker(&self, w: &WorkerUrl, explicit: &WorkerSet) -> WorkerParams {
+        let mut p = WorkerParams::default();
+        for d in &self.worker_defs {
+            if worker_matches(&d.url, w) {
+                d.worker.apply(&mut p);
+            }
+        }
+        explicit.apply(&mut p);
+        p
+    }
+
+    fn finish(mut self) -> Result<(Config, Vec<Warning>), ConfigError> {
+        if let Some(d) = self.timeout {
+            self.cfg.timeouts.body_read = d;
+            self.cfg.timeouts.client_write = d;
+            self.cfg.timeouts.backend_io = d;
+        }
+        if let Some(d) = self.proxy_timeout {
+            self.cfg.timeouts.backend_io = d;
+        }
+        // Routes: Location routes, later blocks first; then server-level routes.
+        let mut pending: Vec<(Option<usize>, PendingRoute)> = self
+            .location_routes
+            .iter()
+            .rev()
+            .map(|(i, p)| (Some(*i), p.clone()))
+            .collect();
+        pending.extend(self.server_routes.iter().map(|p| (None, p.clone())));
+        let mut routes = Vec::with_capacity(pending.len());
+        for (_, p) in &pending {
+            let mut r = p.route.clone();
+            if let Target::Worker(w) = &r.target {
+                r.worker = self.resolve_worker(w, &p.worker);
+            }
+            routes.push(r);
+        }
+        // Location settings onto the routes they cover, in file order.
+        let mut partial: Vec<String> = Vec::new();
+        for (li, loc) in self.locations.iter().enumerate() {
+            if !loc.has_settings() {
+                continue;
+            }
+            let mut applied = false;
+            let mut partly = false;
+            for (ri, (own, _)) in pending.iter().enumerate() {
+                let r = &mut routes[ri];
+                let covers = *own == Some(li) || location_covers(loc, r);
+                if !covers {
+                    if location_overlaps(loc, r) {
+                        partly = true;
+                        partial.push(format!(
+                            "<Location {}> (line {}) covers only part of route {} (line {}): its settings are not applied to it",
+                            loc.path,
+                            loc.line,
+                            r.describe_match(),
+                            r.origin.as_ref().map_or(0, |o| o.line)
+                        ));
+                    }
+                    continue;
+                }
+                applied = true;
+                r.setenvif.extend(loc.setenvif.iter().cloned());
+                r.setenv.extend(loc.setenv.iter().cloned());
+                r.fcgi_setenvif.extend(loc.fcgi_setenvif.iter().cloned());
+                if loc.backend_type.is_some() {
+                    r.backend_type = loc.backend_type;
+                }
+                if loc.pass_authorization.is_some() {
+                    r.pass_authorization = loc.pass_authorization;
+                }
+            }
+            if !applied && !partly {
+                let line = loc.line;
+                let path = loc.path.clone();
+                self.warnings.push(Warning {
+                    file: Some(self.file.to_owned()),
+                    line: Some(line),
+                    message: format!("<Location {path}> settings apply to no route"),
+                });
+            }
+        }
+        for p in partial {
+            self.warnings.push(Warning {
+                file: Some(self.file.to_owned()),
+                line: None,
+                message: p,
+            });
+        }
+        self.cfg.routes = routes;
+        // Balancers.
+        let mut balancers = Vec::new();
+        for pb in &self.balancers {
+            let mut b = pb.balancer.clone();
+            for pm in &pb.members {
+                let mut m = pm.member.clone();
+                m.worker = self.resolve_worker(&m.url, &pm.worker);
+                b.members.push(m);
+            }
+            balancers.push(b);
+        }
+        self.cfg.balancers = balancers;
+        if self.vhosts.len() > 1 {
+            let lines = join_lines(&self.vhosts);
+            self.warnings.push(Warning {
+                file: Some(self.file.to_owned()),
+                line: self.vhosts.first().copied(),
+                message: format!(
+                    "{} <VirtualHost> sections (lines {lines}) are merged into one server",
+                    self.vhosts.len()
+                ),
+            });
+        }
+        if !self.skipped_sections.is_empty() {
+            let list = self
+                .skipped_sections
+                .iter()
+                .map(|(s, l)| format!("{s} (line {l})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warnings.push(Warning {
+                file: Some(self.file.to_owned()),
+                line: self.skipped_sections.first().map(|(_, l)| *l),
+                message: format!(
+                    "ignored with their contents (filesystem sections never apply to ProxyPass): {list}"
+                ),
+            });
+        }
+        if !self.ignored.is_empty() {
+            let count: usize = self.ignored.iter().map(|(_, l)| l.len()).sum();
+            let list = self
+                .ignored
+                .iter()
+                .map(|(name, lines)| {
+                    format!(
+                        "{name} (line{} {})",
+                        if lines.len() > 1 { "s" } else { "" },
+                        join_lines(lines)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warnings.push(Warning {
+                file: Some(self.file.to_owned()),
+                line: None,
+                message: format!("ignored {count} directive(s) fcgi-proxy does not use: {list}"),
+            });
+        }
+        // Sort warnings by line for stable, readable output (the ignored list stays last).
+        let (mut located, rest): (Vec<Warning>, Vec<Warning>) =
+            self.warnings.into_iter().partition(|w| w.line.is_some());
+        located.sort_by_key(|w| w.line);
+        located.extend(rest);
+        Ok((self.cfg, located))
+    }
+}
+
+fn only_timeout(w: &WorkerSet) -> bool {
+    WorkerSet {
+        timeout: None,
+        ..w.clone()
+    } == WorkerSet::default()
+}
+
+fn merge_set(into: &mut WorkerSet, from: &WorkerSet) {
+    let mut p = WorkerSet::default();
+    core::mem::swap(&mut p, into);
+    *into = WorkerSet {
+        reuse: from.reuse.or(p.reuse),
+        max: from.max.or(p.max),
+        ttl: from.ttl.or(p.ttl),
+        timeout: from.timeout.or(p.timeout),
+        connection_timeout: from.connection_timeout.or(p.connection_timeout),
+        acquire: from.acquire.or(p.acquire),
+        retry: from.retry.or(p.retry),
+        flush_packets: from.flush_packets.or(p.flush_packets),
+        flush_wait: from.flush_wait.or(p.flush_wait),
+    };
+}
+
+fn join_lines(lines: &[usize]) -> String {
+    lines
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The part of a worker URL Apache matches `<Proxy>` definitions against: for `unix:` URLs the
+/// part after the `|` unless the definition is itself a `unix:` URL.
+fn worker_matches(def: &WorkerUrl, w: &WorkerUrl) -> bool {
+    let def_unix = matches!(def.socket, BackendSocket::Unix { .. });
+    let (d, x) = if def_unix {
+        (def.name(), w.name())
+    } else {
+        (fcgi_part(def), fcgi_part(w))
+    };
+    let d = d.trim_end_matches('/');
+    x == d || x.starts_with(&format!("{d}/"))
+}
+
+fn fcgi_part(w: &WorkerUrl) -> String {
+    let n = w.name();
+    match n.find('|') {
+        Some(i) => n[i + 1..].to_owned(),
+        None => n,
+    }
+}
+
+/// Does `<Location>` `loc` match every request that `route` matches?
+fn location_covers(loc: &LocationBlock, route: &Route) -> bool {
+    if loc.regex.is_some() {
+        return false;
+    }
+    let l = loc.path.as_str();
+    if l == "/" {
+        return true;
+    }
+    match &route.path {
+        Some(p) => {
+            p.starts_with(l)
+                && (l.ends_with('/') || p.len() == l.len() || p.as_bytes()[l.len()] == b'/')
+        }
+        None => false,
+    }
+}
+
+/// Does `loc` match some (but not all) of the requests `route` matches?
+fn location_overlaps(loc: &LocationBlock, route: &Route) -> bool {
+    if loc.regex.is_some() {
+        return route.regex.is_some() || route.path.is_some();
+    }
+    match &route.path {
+        Some(p) => {
+            let l = loc.path.as_str();
+            let p_trim = p.trim_end_matches('/');
+            l.starts_with(p_trim)
+                && (p_trim.is_empty()
+                    || l.len() == p_trim.len()
+                    || l.as_bytes()[p_trim.len()] == b'/')
+        }
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_quotes() {
+        assert_eq!(
+            split_words(r#"ProxyPass "/my app/" 'fcgi://h/' a=b"#).unwrap(),
+            vec!["ProxyPass", "/my app/", "fcgi://h/", "a=b"]
+        );
+        assert_eq!(split_words(r#""a \" b""#).unwrap(), vec![r#"a " b"#]);
+        assert_eq!(split_words(r"a\b c").unwrap(), vec![r"a\b", "c"]);
+        assert!(split_words(r#""open"#).is_err());
+    }
+
+    #[test]
+    fn continuation_and_comments() {
+        let lines = logical_lines("# c\n  ProxyPass /a \\\n   fcgi://h/\n\nListen 80\r\n");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].number, 2);
+        assert_eq!(lines[0].text, "ProxyPass /a    fcgi://h/");
+        assert_eq!(lines[1].number, 5);
+    }
+
+    #[test]
+    fn keys() {
+        let k = parse_keys(&[
+            "enablereuse=on".into(),
+            "max=10".into(),
+            "acquire=250".into(),
+            "timeout=5".into(),
+            "connectiontimeout=100ms".into(),
+            "retry=0".into(),
+            "ttl=30".into(),
+            "flushpackets=auto".into(),
+            "nocanon".into(),
+        ])
+        .unwrap();
+        assert_eq!(k.worker.reuse, Some(true));
+        assert_eq!(k.worker.max, Some(10));
+        assert_eq!(k.worker.acquire, Some(Duration::from_millis(250)));
+        assert_eq!(k.worker.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            k.worker.connection_timeout,
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(k.worker.retry, Some(Duration::ZERO));
+        assert_eq!(k.worker.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(k.worker.flush_packets, Some(FlushPackets::Auto));
+        assert!(k.nocanon);
+        assert_eq!(
+            parse_keys(&["disablereuse=On".into()])
+                .unwrap()
+                .worker
+                .reuse,
+            Some(false)
+        );
+        assert!(parse_keys(&["bogus=1".into()]).is_err());
+        assert!(parse_keys(&["max=0".into()]).is_err());
+        assert!(parse_keys(&["enablereuse=yes".into()]).is_err());
+        assert!(parse_keys(&["loadfactor=101".into()]).is_err());
+        assert!(parse_keys(&["lbmethod=bytraffic".into()]).is_err());
+        assert!(parse_keys(&["novalue".into()]).is_err());
+    }
 }

@@ -178,6 +178,16 @@ impl Config {
             .collect()
     }
 
+    /// Request-target options derived from the configuration (limits, encoded slashes, slash
+    /// merging) for [`crate::uri::parse_target`].
+    pub fn uri_options(&self) -> crate::uri::UriOptions {
+        crate::uri::UriOptions {
+            max_len: self.limits.max_request_line,
+            encoded_slashes: self.allow_encoded_slashes,
+            merge_slashes: self.merge_slashes,
+        }
+    }
+
     /// The balancer a route targets, if any.
     pub fn balancer(&self, name: &str) -> Option<&Balancer> {
         self.balancers

@@ -82,6 +82,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Default DocumentRoot (Debian's).
 pub fn default_document_root() -> String {
     "/var/www/html".to_owned()
@@ -486,6 +490,13 @@ pub struct Route {
     /// Route-level `ProxyFCGISetEnvIf` (after the server's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fcgi_setenvif: Vec<FcgiSetEnvIf>,
+    /// Apache `nocanon`: pass the raw (still encoded) request path instead of re-encoding the
+    /// decoded one. A raw control character or space (and `?` for FPM) then answers 403.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nocanon: bool,
+    /// Apache `noquery`: cut SCRIPT_FILENAME at the first `?`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub noquery: bool,
     /// Worker parameters (`worker.max = 10`, ...). Ignored for balancer targets (members carry
     /// their own) and exclusions.
     #[serde(default)]
@@ -508,6 +519,8 @@ impl Route {
             setenvif: Vec::new(),
             setenv: Vec::new(),
             fcgi_setenvif: Vec::new(),
+            nocanon: false,
+            noquery: false,
             worker: WorkerParams::default(),
             origin: None,
         }
