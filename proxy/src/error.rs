@@ -79,10 +79,7 @@ impl ProxyError {
     pub fn retry_on_fresh_connection(&self) -> bool {
         self.reused
             && !self.response_started
-            && matches!(
-                self.kind,
-                ErrorKind::WriteFailed | ErrorKind::BackendClosed
-            )
+            && matches!(self.kind, ErrorKind::WriteFailed | ErrorKind::BackendClosed)
     }
 
     /// The member failed in a way that says it is down (for balancer error state and failover).

@@ -13,9 +13,9 @@ use fastcgi::{Decoder, ProtocolStatus, Record, RecordType, Role};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::body::{Chunk, ProxyBody};
+use crate::body::{self, BodySender, ProxyBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::net::Connector;
 use crate::pool::{Conn, Pool};
@@ -65,7 +65,10 @@ pub struct Outcome {
 }
 
 /// BEGIN_REQUEST + PARAMS + empty PARAMS, encoded once per request (and reused on retry).
-pub fn encode_preamble<N: AsRef<[u8]>, V: AsRef<[u8]>>(params: &[(N, V)], keep_conn: bool) -> Bytes {
+pub fn encode_preamble<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    params: &[(N, V)],
+    keep_conn: bool,
+) -> Bytes {
     let mut out = Vec::with_capacity(1024);
     let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
     fastcgi::encode::begin_request(&mut out, REQUEST_ID, Role::Responder, flags);
@@ -89,7 +92,11 @@ pub async fn exchange<C: Connector>(
     tokio::spawn(drive(pool.clone(), conn, preamble, body, opts, head_tx));
     match head_rx.await {
         Ok(r) => r,
-        Err(_) => Err(ProxyError::new(ErrorKind::BackendClosed, "exchange ended without a response").on_reused(reused)),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::BackendClosed,
+            "exchange ended without a response",
+        )
+        .on_reused(reused)),
     }
 }
 
@@ -135,7 +142,14 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         RequestBody::Buffered(data) => {
             let mut out = Vec::with_capacity(preamble.len() + data.len() + 32);
             out.extend_from_slice(&preamble);
-            fastcgi::encode::stream(&mut out, RecordType::Stdin, REQUEST_ID, &data, fastcgi::MAX_CONTENT_LEN, fastcgi::Padding::None);
+            fastcgi::encode::stream(
+                &mut out,
+                RecordType::Stdin,
+                REQUEST_ID,
+                &data,
+                fastcgi::MAX_CONTENT_LEN,
+                fastcgi::Padding::None,
+            );
             fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
             write_all(stream, &out, opts.io_timeout).await?;
             read_response(stream, opts, head).await
@@ -170,32 +184,67 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], t: Duration) -> Result<(), ProxyError> {
+async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    data: &[u8],
+    t: Duration,
+) -> Result<(), ProxyError> {
     match tokio::time::timeout(t, w.write_all(data)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ProxyError::new(ErrorKind::WriteFailed, format!("write to backend: {e}"))),
-        Err(_) => Err(ProxyError::new(ErrorKind::ResponseTimeout, "backend did not accept the request in time")),
+        Ok(Err(e)) => Err(ProxyError::new(
+            ErrorKind::WriteFailed,
+            format!("write to backend: {e}"),
+        )),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ResponseTimeout,
+            "backend did not accept the request in time",
+        )),
     }
 }
 
-async fn pump_body<W: AsyncWrite + Unpin>(w: &mut W, mut incoming: Incoming, t: Duration) -> Result<(), ProxyError> {
+async fn pump_body<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut incoming: Incoming,
+    t: Duration,
+) -> Result<(), ProxyError> {
     let mut out = Vec::new();
     loop {
         let frame = match tokio::time::timeout(t, incoming.frame()).await {
-            Err(_) => return Err(ProxyError::new(ErrorKind::ClientBody, "timed out reading the request body")),
+            Err(_) => {
+                return Err(ProxyError::new(
+                    ErrorKind::ClientBody,
+                    "timed out reading the request body",
+                ));
+            }
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ProxyError::new(ErrorKind::ClientBody, format!("reading the request body: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(ProxyError::new(
+                    ErrorKind::ClientBody,
+                    format!("reading the request body: {e}"),
+                ));
+            }
             Ok(Some(Ok(f))) => f,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         out.clear();
-        fastcgi::encode::stream(&mut out, RecordType::Stdin, REQUEST_ID, &data, fastcgi::MAX_CONTENT_LEN, fastcgi::Padding::None);
+        fastcgi::encode::stream(
+            &mut out,
+            RecordType::Stdin,
+            REQUEST_ID,
+            &data,
+            fastcgi::MAX_CONTENT_LEN,
+            fastcgi::Padding::None,
+        );
         write_all(w, &out, t).await?;
     }
     out.clear();
     fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
     write_all(w, &out, t).await?;
-    w.flush().await.map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
+    w.flush()
+        .await
+        .map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
 }
 
 /// Where the response is.
@@ -206,7 +255,7 @@ enum Phase {
     /// END_REQUEST arrives in the same read is answered complete, with a Content-Length.
     Pending(ResponseHead, Vec<Bytes>),
     /// Head handed over; body chunks stream to the client (`None` for HEAD: drained).
-    Streaming(Option<mpsc::Sender<Chunk>>, usize),
+    Streaming(Option<BodySender>, usize),
 }
 
 enum Event {
@@ -259,7 +308,10 @@ async fn read_response<R: AsyncRead + Unpin>(
                 Ok(Some(rec)) => rec,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(started(&p, ProxyError::new(ErrorKind::BadRecord, e.to_string())));
+                    return Err(started(
+                        &p,
+                        ProxyError::new(ErrorKind::BadRecord, e.to_string()),
+                    ));
                 }
             };
             match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
@@ -315,7 +367,11 @@ fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Eve
             let head = response::parse(&hb[..hlen])
                 .map_err(|e| ProxyError::new(ErrorKind::BadResponseHeader, e.to_string()))?;
             let rest = hb.split_off(body_start).freeze();
-            let chunks = if rest.is_empty() { Vec::new() } else { vec![rest] };
+            let chunks = if rest.is_empty() {
+                Vec::new()
+            } else {
+                vec![rest]
+            };
             p.phase = Phase::Pending(head, chunks);
             Ok(Event::Nothing)
         }
@@ -380,7 +436,7 @@ async fn forward(p: &mut Progress, b: Bytes, opts: ExchangeOptions) -> Result<()
             Ok(())
         }
         Phase::Streaming(Some(tx), _) => {
-            match tokio::time::timeout(opts.io_timeout, tx.send(Ok(b))).await {
+            match tokio::time::timeout(opts.io_timeout, tx.tx.send(Ok(b))).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(ProxyError::new(
                     ErrorKind::ClientBody,
@@ -424,7 +480,7 @@ async fn hand_over_head(
         }));
         return Ok(());
     }
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = body::channel(8);
     if head_tx
         .send(Ok(Outcome {
             head: h,
@@ -475,7 +531,11 @@ fn finish(
             }
             Ok(())
         }
-        // Dropping the sender ends the client's body cleanly.
-        Phase::Streaming(..) => Ok(()),
+        Phase::Streaming(tx, _) => {
+            if let Some(tx) = tx {
+                tx.complete();
+            }
+            Ok(())
+        }
     }
 }

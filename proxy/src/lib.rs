@@ -12,3 +12,5 @@ pub mod net;
 pub mod pool;
 pub mod response;
 pub mod answers;
+pub mod handler;
+pub mod server;

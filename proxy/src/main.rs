@@ -1,1 +1,213 @@
-fn main() {}
+//! `fcgi-proxy`: command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use fcgi_proxy::config::{self, Config, ConfigError, Warning};
+use fcgi_proxy::handler::Proxy;
+use fcgi_proxy::net::TokioConnector;
+use fcgi_proxy::server::{self, FrontSettings};
+
+const HELP: &str = "\
+fcgi-proxy: HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd's mod_proxy_fcgi
+
+USAGE:
+    fcgi-proxy [run] (--config FILE.toml | --apache httpd.conf) [--listen ADDR]...
+    fcgi-proxy check-config (--config FILE.toml | --apache httpd.conf)
+
+OPTIONS:
+    --config FILE    configuration in TOML (see README.md for a complete example)
+    --apache FILE    read the mod_proxy subset of an Apache httpd.conf: Listen, ProxyPass,
+                     ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType,
+                     ProxyFCGISetEnvIf, CGIPassAuth, <Proxy balancer://...>, BalancerMember,
+                     ProxySet. Other directives are listed in one warning and ignored.
+    --listen ADDR    listen here instead of the configured addresses (repeatable; port 0 picks
+                     a free port)
+    -h, --help       this text
+    -V, --version    version
+
+On start it prints `listening on ADDR` on stdout for each listener. SIGTERM or SIGINT stops
+accepting and lets in-flight requests finish. Logs go to stderr; RUST_LOG sets the filter
+(default `info`; one line per request under target `access`).
+
+check-config prints the effective routes, reuse settings, connection caps and timeouts, and
+exits non-zero with `file:line: message` on an error.
+";
+
+enum Source {
+    Toml(PathBuf),
+    Apache(PathBuf),
+}
+
+struct Args {
+    check: bool,
+    source: Source,
+    listen: Vec<String>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let mut check = false;
+    let mut source = None;
+    let mut listen = Vec::new();
+    match args.peek().map(String::as_str) {
+        Some("check-config") => {
+            check = true;
+            args.next();
+        }
+        Some("run") => {
+            args.next();
+        }
+        _ => {}
+    }
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("fcgi-proxy {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--config" => source = Some(Source::Toml(value("--config")?.into())),
+            "--apache" => source = Some(Source::Apache(value("--apache")?.into())),
+            "--listen" => listen.push(value("--listen")?),
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    let source = source.ok_or("one of --config or --apache is required (see --help)")?;
+    Ok(Some(Args {
+        check,
+        source,
+        listen,
+    }))
+}
+
+fn load(source: &Source) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let (path, toml) = match source {
+        Source::Toml(p) => (p, true),
+        Source::Apache(p) => (p, false),
+    };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(format!("{name}: cannot read: {e}")))?;
+    let (config, mut warnings) = if toml {
+        (Config::from_toml_str(&text, &name)?, Vec::new())
+    } else {
+        config::apache::parse(&text, &name)?
+    };
+    warnings.extend(config.validate()?);
+    Ok((config, warnings))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fcgi-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (mut config, warnings) = match load(&args.source) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("fcgi-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &warnings {
+        eprintln!("fcgi-proxy: {w}");
+    }
+    if args.check {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fcgi-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fcgi-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let addrs = config.listen_addrs().map_err(|e| e.to_string())?;
+    if addrs.is_empty() {
+        return Err("no listen address configured".into());
+    }
+    let front = FrontSettings::from_config(&config);
+    let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {local}");
+        servers.push(tokio::spawn(server::serve(
+            listener,
+            proxy.clone(),
+            front.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    biased;
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

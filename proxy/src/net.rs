@@ -70,7 +70,9 @@ impl Connector for TokioConnector {
                 Ok(TokioStream::Tcp(s))
             }
             #[cfg(unix)]
-            BackendAddr::Unix(p) => Ok(TokioStream::Unix(tokio::net::UnixStream::connect(p).await?)),
+            BackendAddr::Unix(p) => {
+                Ok(TokioStream::Unix(tokio::net::UnixStream::connect(p).await?))
+            }
             #[cfg(not(unix))]
             BackendAddr::Unix(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -101,7 +103,11 @@ impl AsyncRead for TokioStream {
 }
 
 impl AsyncWrite for TokioStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => Pin::new(s).poll_write(cx, buf))
     }
     fn poll_write_vectored(

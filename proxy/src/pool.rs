@@ -67,12 +67,21 @@ struct Shared<S> {
 }
 
 /// A pool of connections to one backend.
-#[derive(Debug)]
 pub struct Pool<C: Connector> {
     connector: C,
     addr: BackendAddr,
     settings: PoolSettings,
     shared: Arc<Shared<C::Stream>>,
+}
+
+impl<C: Connector> std::fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("addr", &self.addr)
+            .field("settings", &self.settings)
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl<C: Connector> Clone for Pool<C> {
@@ -148,8 +157,7 @@ impl<C: Connector> Pool<C> {
     /// A connection: an idle one if there is one (reused), else a new one if the cap allows,
     /// else waits for one to free up until `acquire` (default: `fallback_wait`).
     pub async fn checkout(&self, fallback_wait: Duration) -> Result<Conn<C::Stream>, ProxyError> {
-        let deadline =
-            tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
+        let deadline = tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
         let mut waited = false;
         loop {
             // Register interest before looking, so a slot freed in between is not missed.

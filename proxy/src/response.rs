@@ -168,7 +168,10 @@ fn parse_status(value: &[u8]) -> Result<(StatusCode, Option<String>), HeaderErro
         None
     } else {
         // Reason phrases are visible text; anything else is a bad response.
-        if !reason.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+        if !reason
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+        {
             return Err(bad());
         }
         Some(String::from_utf8_lossy(reason).into_owned())

@@ -1,0 +1,471 @@
+//! The request path, end to end: route, CGI params, body, pool, exchange, response.
+//!
+//! client -> route picks a Route -> cgi builds params -> pool checks out a connection (reused or
+//! not) -> exchange runs the FastCGI conversation -> response head mapped -> body streamed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::answers;
+use crate::body::ProxyBody;
+use crate::cgi::{self, CgiInput, RealFs};
+use crate::config::{BackendSocket, Config, ConfigError, Target, WorkerUrl};
+use crate::error::ProxyError;
+use crate::exchange::{self, ExchangeOptions, Outcome, RequestBody};
+use crate::net::{BackendAddr, ConnInfo, Connector};
+use crate::pool::{Pool, PoolSettings};
+use crate::route::{Backend, Router};
+use crate::uri::{self, UriOptions};
+
+/// Bodies up to this size are read before the backend is contacted, so they can be sent again
+/// if a reused connection turns out to be dead (Apache prefetches 16 KiB for the same reason).
+const PREFETCH_MAX: u64 = 64 * 1024;
+/// Attempts on reused connections that failed before any response byte.
+const MAX_ATTEMPTS: usize = 3;
+
+/// One backend as the request path uses it: its pool and its per-request settings.
+#[derive(Debug)]
+pub struct Worker<C: Connector> {
+    /// The worker URL as configured, for logs and status.
+    pub name: String,
+    pub pool: Pool<C>,
+    /// Send FCGI_KEEP_CONN and return connections to the pool.
+    pub reuse: bool,
+    /// `timeout=`: longest wait for progress from the backend.
+    pub io_timeout: Duration,
+}
+
+impl<C: Connector> Worker<C> {
+    pub fn new(
+        name: String,
+        connector: C,
+        addr: BackendAddr,
+        reuse: bool,
+        io_timeout: Duration,
+        settings: PoolSettings,
+    ) -> Self {
+        Worker {
+            name,
+            pool: Pool::new(connector, addr, settings),
+            reuse,
+            io_timeout,
+        }
+    }
+}
+
+/// Limits on the request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest chunked body buffered to compute CONTENT_LENGTH (beyond: 413).
+    pub max_buffered: u64,
+    /// Largest response header block accepted from a backend.
+    pub max_response_header_bytes: usize,
+}
+
+/// How the request body reaches the exchange, and the CONTENT_LENGTH it gets.
+#[derive(Debug)]
+pub struct PreparedBody {
+    pub body: RequestBody,
+    pub content_length: Option<u64>,
+}
+
+/// Reads or wraps the client's body. Chunked bodies are buffered (up to a limit) because
+/// php-fpm reads nothing without CONTENT_LENGTH; small bodies are buffered so a retry can
+/// resend them; large ones with a Content-Length are streamed.
+pub async fn prepare_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limits: BodyLimits,
+    read_timeout: Duration,
+) -> Result<PreparedBody, StatusCode> {
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(StatusCode::BAD_REQUEST)?,
+        ),
+    };
+    if chunked && declared.is_some() {
+        // Request smuggling shape (RFC 9112 6.1): refuse rather than pick one.
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    match declared {
+        Some(n) if n > PREFETCH_MAX => Ok(PreparedBody {
+            body: RequestBody::Streaming(body),
+            content_length: Some(n),
+        }),
+        Some(_) | None if !chunked => {
+            let data = collect(body, PREFETCH_MAX, read_timeout).await?;
+            let content_length = declared.or((!data.is_empty()).then_some(data.len() as u64));
+            Ok(PreparedBody {
+                body: RequestBody::Buffered(data),
+                content_length,
+            })
+        }
+        _ => {
+            let data = collect(body, limits.max_buffered, read_timeout).await?;
+            Ok(PreparedBody {
+                content_length: Some(data.len() as u64),
+                body: RequestBody::Buffered(data),
+            })
+        }
+    }
+}
+
+async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<Bytes, StatusCode> {
+    let mut out = BytesMut::new();
+    loop {
+        match tokio::time::timeout(t, body.frame()).await {
+            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    if out.len() as u64 + d.len() as u64 > limit {
+                        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                    }
+                    out.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the exchange on `worker`, retrying on a fresh connection when a reused one failed
+/// before any response byte and the body can be sent again.
+pub async fn forward<C: Connector>(
+    worker: &Worker<C>,
+    params: &[(String, Vec<u8>)],
+    body: RequestBody,
+    head_only: bool,
+    max_header_bytes: usize,
+) -> Result<Outcome, ProxyError> {
+    let preamble = exchange::encode_preamble(params, worker.reuse);
+    let replay = body.replayable();
+    let mut body = Some(body);
+    let opts = ExchangeOptions {
+        keep_conn: worker.reuse,
+        io_timeout: worker.io_timeout,
+        head_only,
+        max_header_bytes,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let conn = worker.pool.checkout(worker.io_timeout).await?;
+        let b = match (body.take(), &replay) {
+            (Some(b), _) => b,
+            (None, Some(r)) => RequestBody::Buffered(r.clone()),
+            (None, None) => unreachable_body(),
+        };
+        match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts).await {
+            Err(e)
+                if e.retry_on_fresh_connection() && replay.is_some() && attempt < MAX_ATTEMPTS =>
+            {
+                tracing::info!(worker = %worker.name, "retrying after failure on a reused connection: {e}");
+            }
+            r => return r,
+        }
+    }
+}
+
+fn unreachable_body() -> RequestBody {
+    // A retry happens only when the body is replayable, so `replay` is set whenever the
+    // original body was consumed.
+    RequestBody::Buffered(Bytes::new())
+}
+
+/// Turns an exchange result into the client's response.
+pub fn respond(result: Result<Outcome, ProxyError>, worker: &str) -> Response<ProxyBody> {
+    match result {
+        Ok(Outcome { head, body }) => {
+            let mut r = Response::new(body);
+            *r.status_mut() = head.status;
+            *r.headers_mut() = head.headers;
+            if let Some(reason) = head
+                .reason
+                .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.into_bytes()).ok())
+            {
+                r.extensions_mut().insert(reason);
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!(worker, "backend error: {e}");
+            answers::error(e.status())
+        }
+    }
+}
+
+/// The proxy: configuration compiled into a router, one worker (pool) per backend URL, and
+/// balancer state.
+#[derive(Debug)]
+pub struct Proxy<C: Connector> {
+    config: Arc<Config>,
+    router: Router,
+    workers: Vec<Worker<C>>,
+    /// Per route: its worker (None for balancer routes and exclusions).
+    route_workers: Vec<Option<usize>>,
+    balancers: Vec<BalancerState>,
+    uri_opts: UriOptions,
+    limits: BodyLimits,
+    process_path: Option<Vec<u8>>,
+}
+
+/// A balancer's members (as worker indices) and its selection state.
+#[derive(Debug)]
+struct BalancerState {
+    members: Vec<usize>,
+    lb: Mutex<Vec<i64>>,
+}
+
+fn backend_addr(url: &WorkerUrl) -> BackendAddr {
+    match &url.socket {
+        BackendSocket::Tcp { host, port } if host.contains(':') => {
+            BackendAddr::Tcp(format!("[{host}]:{port}"))
+        }
+        BackendSocket::Tcp { host, port } => BackendAddr::Tcp(format!("{host}:{port}")),
+        BackendSocket::Unix { path } => BackendAddr::Unix(path.clone()),
+    }
+}
+
+fn make_worker<C: Connector>(
+    name: String,
+    url: &WorkerUrl,
+    params: &crate::config::WorkerParams,
+    config: &Config,
+    connector: &C,
+) -> Worker<C> {
+    let e = params.effective(config);
+    Worker::new(
+        name,
+        connector.clone(),
+        backend_addr(url),
+        e.reuse,
+        e.io_timeout,
+        PoolSettings {
+            max: Some(e.max as usize),
+            ttl: e.ttl,
+            acquire: e.acquire,
+            connect_timeout: e.connect_timeout,
+        },
+    )
+}
+
+impl<C: Connector> Proxy<C> {
+    pub fn new(config: Arc<Config>, connector: C) -> Result<Self, ConfigError> {
+        let router = Router::new(&config)?;
+        let mut workers: Vec<Worker<C>> = Vec::new();
+        let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+        let mut route_workers = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let idx = match &r.target {
+                Target::Worker(url) => {
+                    // Routes to the same URL share one worker, as in Apache; the first
+                    // definition's parameters win.
+                    let name = url.name();
+                    Some(*by_name.entry(name.clone()).or_insert_with(|| {
+                        workers.push(make_worker(name, url, &r.worker, &config, &connector));
+                        workers.len() - 1
+                    }))
+                }
+                Target::Balancer(_) | Target::Exclude => None,
+            };
+            route_workers.push(idx);
+        }
+        let mut balancers = Vec::new();
+        for b in &config.balancers {
+            let mut members = Vec::new();
+            for m in &b.members {
+                workers.push(make_worker(
+                    format!("{}|{}", b.url_name(), m.url.name()),
+                    &m.url,
+                    &m.worker,
+                    &config,
+                    &connector,
+                ));
+                members.push(workers.len() - 1);
+            }
+            balancers.push(BalancerState {
+                lb: Mutex::new(vec![0; members.len()]),
+                members,
+            });
+        }
+        let uri_opts = UriOptions {
+            max_len: config.limits.max_request_line,
+            encoded_slashes: config.allow_encoded_slashes,
+            merge_slashes: config.merge_slashes,
+        };
+        let limits = BodyLimits {
+            max_buffered: config.limits.max_body_buffer,
+            max_response_header_bytes: 64 * 1024,
+        };
+        let process_path =
+            std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
+        Ok(Proxy {
+            config,
+            router,
+            workers,
+            route_workers,
+            balancers,
+            uri_opts,
+            limits,
+            process_path,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn workers(&self) -> &[Worker<C>] {
+        &self.workers
+    }
+
+    /// Serves one client request. Never fails: errors become error responses.
+    pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
+        let started = tokio::time::Instant::now();
+        let method = req.method().clone();
+        let target = req.uri().to_string();
+        let (resp, worker) = match self.proxy(req, info).await {
+            Ok((resp, worker)) => (resp, Some(worker)),
+            Err(status) => (answers::error(status), None),
+        };
+        tracing::info!(
+            target: "access",
+            "{} \"{} {}\" {} {}ms {}",
+            info.peer,
+            method,
+            target,
+            resp.status().as_u16(),
+            started.elapsed().as_millis(),
+            worker.unwrap_or("-"),
+        );
+        resp
+    }
+
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        info: ConnInfo,
+    ) -> Result<(Response<ProxyBody>, &str), StatusCode> {
+        let target = req.uri().to_string();
+        let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
+        let m = self.router.route(&uri).ok_or(StatusCode::NOT_FOUND)?;
+        let (parts, body) = req.into_parts();
+        let headers: Vec<(String, Vec<u8>)> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let prepared = prepare_body(
+            &parts.headers,
+            body,
+            self.limits,
+            self.config.timeouts.body_read,
+        )
+        .await?;
+        let protocol = format!("{:?}", parts.version);
+        let creq = cgi::Request {
+            method: parts.method.as_str(),
+            protocol: &protocol,
+            uri: &uri,
+            headers: &headers,
+            remote: info.peer,
+            local: info.local,
+            scheme: "http",
+            content_length: prepared.content_length,
+        };
+        let env = cgi::request_env(&self.config, &m, &creq);
+        let (worker_idx, member) = match &m.backend {
+            Backend::Worker => (
+                self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?,
+                None,
+            ),
+            Backend::Balancer { index, .. } => {
+                let pick = self
+                    .pick_member(*index)
+                    .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+                let member = &self.config.balancers[*index].members[pick];
+                (self.balancers[*index].members[pick], Some(member))
+            }
+        };
+        let params = cgi::build_params(&CgiInput {
+            config: &self.config,
+            route_match: &m,
+            member,
+            request: &creq,
+            env: &env,
+            process_path: self.process_path.as_deref(),
+            fs: &RealFs,
+        })
+        .map_err(|e| {
+            tracing::info!("request refused: {e}");
+            status(e.status)
+        })?;
+        let worker = &self.workers[worker_idx];
+        let result = forward(
+            worker,
+            &params,
+            prepared.body,
+            parts.method == Method::HEAD,
+            self.limits.max_response_header_bytes,
+        )
+        .await;
+        Ok((respond(result, &worker.name), worker.name.as_str()))
+    }
+
+    /// byrequests (apache.md 6.2): every usable member in the lowest usable lbset gains its
+    /// lbfactor in credit; the one with the most credit wins (ties: config order) and pays the
+    /// total.
+    fn pick_member(&self, balancer: usize) -> Option<usize> {
+        let b = &self.config.balancers[balancer];
+        let mut lb = self.balancers[balancer]
+            .lb
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut lbsets: Vec<u8> = b.members.iter().map(|m| m.lbset).collect();
+        lbsets.sort_unstable();
+        lbsets.dedup();
+        for set in lbsets {
+            for standby in [false, true] {
+                let candidates: Vec<usize> = (0..b.members.len())
+                    .filter(|&i| {
+                        let m = &b.members[i];
+                        m.lbset == set && m.status.usable() && m.status.hot_standby == standby
+                    })
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                let mut total = 0i64;
+                let mut best: Option<usize> = None;
+                for &i in &candidates {
+                    let f = i64::from(b.members[i].loadfactor.lbfactor());
+                    lb[i] += f;
+                    total += f;
+                    if best.is_none_or(|bi| lb[i] > lb[bi]) {
+                        best = Some(i);
+                    }
+                }
+                let best = best?;
+                lb[best] -= total;
+                return Some(best);
+            }
+        }
+        None
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
