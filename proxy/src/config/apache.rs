@@ -548,6 +548,15 @@ impl<'a> Importer<'a> {
                 continue;
             }
             if matches!(ctx, Ctx::Skip) {
+                // Contents are ignored, but a handler-mode proxy deserves its own warning.
+                if let Ok(words) = split_words(t) {
+                    if words
+                        .first()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("SetHandler"))
+                    {
+                        self.directive(&words[0], &words[1..], &ctx, n)?;
+                    }
+                }
                 continue;
             }
             let words = split_words(t).map_err(|e| self.err(n, e))?;

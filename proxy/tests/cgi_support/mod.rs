@@ -1,0 +1,172 @@
+//! Shared helpers for the cgi_* / config_* / route_* integration tests: run a request through
+//! parse_target → Router → request_env → build_params exactly as the runtime does.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use fcgi_proxy::cgi::{self, CgiInput, FileKind, FileProbe, Request};
+use fcgi_proxy::config::Config;
+use fcgi_proxy::route::{Backend, Router};
+use fcgi_proxy::uri;
+
+/// A fake filesystem: listed files are regular files, their parents and listed dirs are
+/// directories, everything else is missing.
+#[derive(Debug, Default, Clone)]
+pub struct FakeFs {
+    pub files: Vec<String>,
+    pub dirs: Vec<String>,
+}
+
+impl FakeFs {
+    pub fn with_files(files: &[&str]) -> FakeFs {
+        FakeFs {
+            files: files.iter().map(|s| s.to_string()).collect(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
+impl FileProbe for FakeFs {
+    fn kind(&self, path: &[u8]) -> FileKind {
+        let p = String::from_utf8_lossy(path);
+        if self.files.iter().any(|f| *f == p) {
+            return FileKind::File;
+        }
+        let prefix = format!("{}/", p.trim_end_matches('/'));
+        if p == "/"
+            || self.dirs.iter().any(|d| *d == p)
+            || self
+                .files
+                .iter()
+                .chain(self.dirs.iter())
+                .any(|f| f.starts_with(&prefix))
+        {
+            return FileKind::Directory;
+        }
+        FileKind::Missing
+    }
+}
+
+/// A request description.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    pub protocol: String,
+    pub target: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub content_length: Option<u64>,
+    pub process_path: Option<String>,
+    /// Which balancer member to use (index).
+    pub member: usize,
+}
+
+impl Req {
+    /// `GET target` from 192.0.2.10:54321 to 198.51.100.1:80 with `Host: example.com`
+    /// (the apache.md §2.6 assumptions).
+    pub fn get(target: &str) -> Req {
+        Req {
+            method: "GET".into(),
+            protocol: "HTTP/1.1".into(),
+            target: target.into(),
+            headers: vec![("Host".into(), b"example.com".to_vec())],
+            remote: "192.0.2.10:54321".parse().unwrap(),
+            local: "198.51.100.1:80".parse().unwrap(),
+            content_length: None,
+            process_path: Some("/usr/local/bin:/usr/bin:/bin".into()),
+            member: 0,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.into(), value.as_bytes().to_vec()));
+        self
+    }
+
+    pub fn headers(mut self, h: &[(&str, &str)]) -> Req {
+        self.headers = h
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        self
+    }
+}
+
+/// Outcome: the params (values lossy UTF-8) or the status the proxy answers.
+pub type Outcome = Result<Vec<(String, String)>, u16>;
+
+pub fn toml_config(text: &str) -> Config {
+    match Config::from_toml_str(text, "test.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("config: {e}"),
+    }
+}
+
+/// Run a request through the whole pure pipeline.
+pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
+    let u = uri::parse_target(&req.target, &cfg.uri_options()).map_err(|e| e.status)?;
+    let router = Router::new(cfg).expect("router");
+    let m = router.route(&u).ok_or(404u16)?;
+    let request = Request {
+        method: &req.method,
+        protocol: &req.protocol,
+        uri: &u,
+        headers: &req.headers,
+        remote: req.remote,
+        local: req.local,
+        scheme: "http",
+        content_length: req.content_length,
+    };
+    let env = cgi::request_env(cfg, &m, &request);
+    let member = match &m.backend {
+        Backend::Balancer { index, .. } => Some(&cfg.balancers[*index].members[req.member]),
+        Backend::Worker => None,
+    };
+    let input = CgiInput {
+        config: cfg,
+        route_match: &m,
+        member,
+        request: &request,
+        env: &env,
+        process_path: req.process_path.as_deref().map(str::as_bytes),
+        fs,
+    };
+    let params = cgi::build_params(&input).map_err(|e| e.status)?;
+    Ok(params
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
+}
+
+pub fn run(cfg: &Config, req: &Req) -> Outcome {
+    run_with_fs(cfg, req, &FakeFs::default())
+}
+
+/// Look a param up (None when absent). Panics when it appears twice.
+pub fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let hits: Vec<&(String, String)> = params.iter().filter(|(n, _)| n == name).collect();
+    assert!(hits.len() <= 1, "{name} appears {} times", hits.len());
+    hits.first().map(|(_, v)| v.as_str())
+}
+
+pub fn names(params: &[(String, String)]) -> Vec<&str> {
+    params.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// Render params one per line (for snapshots); REMOTE_PORT kept (deterministic here).
+/// SERVER_SOFTWARE's version is replaced by `[version]`.
+pub fn render(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .map(|(n, v)| {
+            let v = if n == "SERVER_SOFTWARE" && v == cgi::SERVER_SOFTWARE {
+                "fcgi-proxy/[version]".to_string()
+            } else {
+                v.clone()
+            };
+            format!("{n}={}", v.escape_debug())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
