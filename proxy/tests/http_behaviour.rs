@@ -1,0 +1,392 @@
+//! The proxy as a client sees it: real HTTP over loopback into the proxy, real FastCGI out to the
+//! scriptable mock, configured from an Apache-style file. What the backend saw is read from the
+//! mock's journal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcgi_mock::{MockHandle, MockServer, Script};
+use fcgi_proxy::config::{self, Config};
+use fcgi_proxy::handler::Proxy;
+use fcgi_proxy::net::TokioConnector;
+use fcgi_proxy::server::{self, FrontSettings};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Front {
+    addr: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(conf: &str, tweak: impl FnOnce(&mut Config)) -> Front {
+    let (mut cfg, _warnings) = config::apache::parse(conf, "test.conf").expect("config parses");
+    tweak(&mut cfg);
+    cfg.validate().expect("valid config");
+    let front = FrontSettings::from_config(&cfg);
+    let proxy = Arc::new(Proxy::new(Arc::new(cfg), TokioConnector).expect("proxy builds"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, proxy, front, rx));
+    Front { addr, stop, task }
+}
+
+async fn mock(script: &str) -> MockHandle {
+    MockServer::bind_tcp(
+        "127.0.0.1:0",
+        Script::from_toml_str(script).expect("valid script"),
+    )
+    .await
+    .expect("mock binds")
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Result<Bytes, String>,
+}
+
+/// One request on its own client connection.
+async fn send(front: &Front, req: Request<Full<Bytes>>) -> Reply {
+    tokio::time::timeout(T, async {
+        let stream = tokio::net::TcpStream::connect(&front.addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = tx.send_request(req).await.expect("response head");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .expect("request finishes within the test timeout")
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "example.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn conf(mock: &MockHandle, extra: &str) -> String {
+    format!(
+        "Listen 127.0.0.1:0\nProxyPass /app/ fcgi://{a}/ {extra}\nProxyPass /off/ fcgi://{a}/off/ disablereuse=on\n",
+        a = mock.addr()
+    )
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_backend_connection_by_default() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    for i in 0..5 {
+        let r = send(&f, get(&format!("/app/r{i}"))).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let j = m.journal().snapshot();
+    assert_eq!(j.requests.len(), 5);
+    assert_eq!(j.connection_count(), 1, "reuse is on by default");
+    assert!(j.requests.iter().all(|r| r.keep_conn), "FCGI_KEEP_CONN set");
+}
+
+#[tokio::test]
+async fn disablereuse_uses_a_connection_per_request_without_keep_conn() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    for i in 0..4 {
+        assert_eq!(
+            send(&f, get(&format!("/off/r{i}"))).await.status,
+            StatusCode::OK
+        );
+    }
+    let j = m.journal().snapshot();
+    assert_eq!(j.connection_count(), 4);
+    assert!(j.requests.iter().all(|r| !r.keep_conn));
+}
+
+#[tokio::test]
+async fn backend_closing_an_idle_connection_is_invisible_to_clients() {
+    let m = mock("[server]\nidle_timeout_ms = 30\n").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    for i in 0..3 {
+        assert_eq!(
+            send(&f, get(&format!("/app/i{i}"))).await.status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(m.journal().connection_count(), 3);
+}
+
+#[tokio::test]
+async fn stalled_backend_gives_504_within_its_timeout() {
+    let m = mock("[default]\naction = \"never_answer\"\n").await;
+    let f = start(&conf(&m, "timeout=1"), |_| {}).await;
+    let started = tokio::time::Instant::now();
+    let r = send(&f, get("/app/stall")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn dead_backend_gives_503() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    m.shutdown().await;
+    let r = send(&f, get("/app/x")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&r.body.unwrap()).contains("503"),
+        "templated error page"
+    );
+}
+
+#[tokio::test]
+async fn backend_dying_mid_response_truncates_visibly() {
+    let m = mock(
+        "[default]\nbody = [{ data = \"0123456789\", repeat = 20 }, { data = \"more\", delay_ms = 50 }]\ncut = { after_body_bytes = 100, then = \"close\" }\n",
+    )
+    .await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(b"GET /app/cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    // Either nothing usable or a chunked body without its terminating chunk: never a complete
+    // response.
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.ends_with("0\r\n\r\n"), "looks complete: {text}");
+    assert!(
+        !text.contains("content-length"),
+        "a short body must not carry a length: {text}"
+    );
+}
+
+#[tokio::test]
+async fn chunked_post_reaches_the_backend_with_an_exact_content_length() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    // A raw request so the body really is chunked on the wire.
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(
+        b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let req = m.journal().request(1).expect("reached the backend");
+    assert_eq!(req.param("CONTENT_LENGTH").as_deref(), Some("11"));
+    assert_eq!(req.stdin_lossy(), "hello world");
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_buffer_limit_is_413() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| c.limits.max_body_buffer = 8).await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(
+        b"POST /app/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        m.journal().snapshot().requests.len(),
+        0,
+        "never reached the backend"
+    );
+}
+
+/// RFC 9112 6.3: with both, Transfer-Encoding wins (hyper drops the Content-Length). The backend
+/// must then see exactly the de-chunked body and its length, never the bogus Content-Length.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_uses_the_chunked_framing() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(
+        b"POST /app/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let req = m.journal().request(1).expect("reached the backend");
+    assert_eq!(req.param("CONTENT_LENGTH").as_deref(), Some("5"));
+    assert_eq!(req.stdin_lossy(), "hello");
+}
+
+#[tokio::test]
+async fn status_location_and_head_are_mapped() {
+    let m = mock(
+        r#"
+[[rule]]
+match = { script_name_prefix = "/app/moved" }
+headers = [["Location", "/new"]]
+[[rule]]
+match = { script_name_prefix = "/app/teapot" }
+status = 418
+reason = "Short And Stout"
+headers = [["Content-Type", "text/plain"]]
+body = [{ data = "tea" }]
+"#,
+    )
+    .await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let r = send(&f, get("/app/moved")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "Location without Status is a redirect"
+    );
+    assert_eq!(r.headers["location"], "/new");
+    let r = send(&f, get("/app/teapot")).await;
+    assert_eq!(r.status.as_u16(), 418);
+    assert_eq!(r.body.unwrap(), "tea");
+    let head = Request::head("/app/teapot")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send(&f, head).await;
+    assert_eq!(r.status.as_u16(), 418);
+    assert_eq!(r.body.unwrap(), "", "HEAD has no body");
+    // The HEAD exchange completed cleanly, so its connection was reused for nothing else broken.
+    assert_eq!(m.journal().connection_count(), 1);
+}
+
+#[tokio::test]
+async fn custom_reason_phrase_reaches_the_client() {
+    let m = mock("[default]\nstatus = 404\nreason = \"Nowhere To Be Found\"\n").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(b"GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 404 Nowhere To Be Found\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test]
+async fn too_many_request_headers_is_431_and_never_reaches_the_backend() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| c.limits.max_headers = 10).await;
+    let mut req = String::from("GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..30 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(m.journal().snapshot().requests.len(), 0);
+}
+
+#[tokio::test]
+async fn decoded_newline_in_path_is_400_and_never_reaches_the_backend() {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let r = send(&f, get("/app/a%0d%0aX-Injected:%201")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(&f, get("/app/a%00b")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(m.journal().snapshot().requests.len(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let m = mock("[default]\nbody = [{ data = \"done\", delay_ms = 400 }]\n").await;
+    let f = start(&conf(&m, ""), |_| {}).await;
+    let addr = f.addr.clone();
+    let inflight = tokio::spawn(async move {
+        let front = Front {
+            addr,
+            stop: watch::channel(false).0,
+            task: tokio::spawn(async { Ok(()) }),
+        };
+        send(&front, get("/app/slow")).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.stop.send(true).unwrap();
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.unwrap(), "done");
+    tokio::time::timeout(T, f.task)
+        .await
+        .expect("server stops after draining")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(&f.addr).await.is_err(),
+        "no longer accepting"
+    );
+}
