@@ -189,12 +189,11 @@ pub fn effective_headers(req: &Request<'_>) -> Vec<(String, Vec<u8>)> {
             None => out.push((n.clone(), v.clone())),
         }
     }
-    if let TargetForm::Absolute { authority, .. } = &req.uri.form {
-        if let Some((_, v)) = out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            if let Ok(hp) = uri::parse_host(authority.as_bytes()) {
-                *v = hp.to_header_value().into_bytes();
-            }
-        }
+    if let TargetForm::Absolute { authority, .. } = &req.uri.form
+        && let Some((_, v)) = out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        && let Ok(hp) = uri::parse_host(authority.as_bytes())
+    {
+        *v = hp.to_header_value().into_bytes();
     }
     out
 }
@@ -421,12 +420,12 @@ pub fn canonicalize(
             } else {
                 p.iter().rposition(|&c| c == b'.')
             };
-            if let Some(d) = dot {
-                if let Some(s) = p[d..].iter().position(|&c| c == b'/') {
-                    // Apache truncates its local copy of the path too late: SCRIPT_FILENAME
-                    // keeps the tail.
-                    canon.path_info = Some(uri::unescape_keep2f(&p[d + s..]));
-                }
+            if let Some(d) = dot
+                && let Some(s) = p[d..].iter().position(|&c| c == b'/')
+            {
+                // Apache truncates its local copy of the path too late: SCRIPT_FILENAME
+                // keeps the tail.
+                canon.path_info = Some(uri::unescape_keep2f(&p[d + s..]));
             }
         }
         _ => {
@@ -444,18 +443,17 @@ pub fn canonicalize(
 /// `send_environment`'s SCRIPT_FILENAME: GENERIC drops `proxy:fcgi://host:port` and a trailing
 /// `?<args>`; FPM keeps the prefix.
 pub fn script_filename(filename: &str, backend_type: BackendType, query: Option<&str>) -> String {
-    if backend_type == BackendType::Generic {
-        if let Some(rest) = filename.strip_prefix("proxy:fcgi://") {
-            let mut s = rest.find('/').map_or("", |i| &rest[i..]).to_owned();
-            if let Some(args) = query.filter(|a| !a.is_empty()) {
-                if let Some(q) = s.rfind('?') {
-                    if &s[q + 1..] == args {
-                        s.truncate(q);
-                    }
-                }
-            }
-            return s;
+    if backend_type == BackendType::Generic
+        && let Some(rest) = filename.strip_prefix("proxy:fcgi://")
+    {
+        let mut s = rest.find('/').map_or("", |i| &rest[i..]).to_owned();
+        if let Some(args) = query.filter(|a| !a.is_empty())
+            && let Some(q) = s.rfind('?')
+            && &s[q + 1..] == args
+        {
+            s.truncate(q);
         }
+        return s;
     }
     filename.to_owned()
 }
@@ -641,10 +639,10 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
     )?;
     let mut script_filename =
         script_filename(&canon.filename, backend_type, req.uri.query.as_deref());
-    if route.noquery {
-        if let Some(q) = script_filename.find('?') {
-            script_filename.truncate(q);
-        }
+    if route.noquery
+        && let Some(q) = script_filename.find('?')
+    {
+        script_filename.truncate(q);
     }
 
     // Headers (ap_add_common_vars).
@@ -665,10 +663,8 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
         } else if name.eq_ignore_ascii_case("authorization")
             || name.eq_ignore_ascii_case("proxy-authorization")
         {
-            if pass_auth {
-                if let Some(n) = http2env(name) {
-                    env.set(&n, value.clone());
-                }
+            if pass_auth && let Some(n) = http2env(name) {
+                env.set(&n, value.clone());
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
             // The body is passed with a Content-Length; the coding is gone.

@@ -398,18 +398,17 @@ pub fn unescape_keep2f(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'%' {
-            if let (Some(&a), Some(&b)) = (s.get(i + 1), s.get(i + 2)) {
-                if let Some(d) = hex2(a, b) {
-                    if d == b'/' {
-                        out.extend_from_slice(&s[i..i + 3]);
-                    } else {
-                        out.push(d);
-                    }
-                    i += 3;
-                    continue;
-                }
+        if s[i] == b'%'
+            && let (Some(&a), Some(&b)) = (s.get(i + 1), s.get(i + 2))
+            && let Some(d) = hex2(a, b)
+        {
+            if d == b'/' {
+                out.extend_from_slice(&s[i..i + 3]);
+            } else {
+                out.push(d);
             }
+            i += 3;
+            continue;
         }
         out.push(s[i]);
         i += 1;

@@ -549,13 +549,12 @@ impl<'a> Importer<'a> {
             }
             if matches!(ctx, Ctx::Skip) {
                 // Contents are ignored, but a handler-mode proxy deserves its own warning.
-                if let Ok(words) = split_words(t) {
-                    if words
+                if let Ok(words) = split_words(t)
+                    && words
                         .first()
                         .is_some_and(|w| w.eq_ignore_ascii_case("SetHandler"))
-                    {
-                        self.directive(&words[0], &words[1..], &ctx, n)?;
-                    }
+                {
+                    self.directive(&words[0], &words[1..], &ctx, n)?;
                 }
                 continue;
             }
@@ -973,12 +972,16 @@ impl<'a> Importer<'a> {
             _ => return Err(self.err(n, format!("{name} is not allowed here"))),
         };
         let target = Target::parse(url).map_err(|e| self.err(n, format!("{name}: {e}")))?;
-        if regex.is_none() {
-            if let Target::Worker(w) = &target {
-                if w.path.contains('$') {
-                    self.warn(n, format!("{name}: '$' in '{url}' is taken literally (only ProxyPassMatch substitutes $N)"));
-                }
-            }
+        if regex.is_none()
+            && let Target::Worker(w) = &target
+            && w.path.contains('$')
+        {
+            self.warn(
+                n,
+                format!(
+                    "{name}: '$' in '{url}' is taken literally (only ProxyPassMatch substitutes $N)"
+                ),
+            );
         }
         let keys = parse_keys(keys).map_err(|e| self.err(n, format!("{name} {url}: {e}")))?;
         if !keys.ignored.is_empty() {

@@ -43,9 +43,9 @@ pub fn parse_duration(text: &str, default_unit: &str) -> Result<Duration, String
 /// Format a duration the way [`parse_duration`] reads it back: `"5s"`, `"250ms"`, `"1500us"`.
 pub fn format_duration(d: Duration) -> String {
     let micros = d.as_micros();
-    if micros % 1_000_000 == 0 {
+    if micros.is_multiple_of(1_000_000) {
         format!("{}s", micros / 1_000_000)
-    } else if micros % 1_000 == 0 {
+    } else if micros.is_multiple_of(1_000) {
         format!("{}ms", micros / 1_000)
     } else {
         format!("{}ms", micros as f64 / 1_000.0)

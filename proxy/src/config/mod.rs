@@ -356,10 +356,10 @@ impl Config {
                 }
             }
             for m in &b.members {
-                if let Some(rd) = &m.redirect {
-                    if !b.members.iter().any(|o| o.route.as_deref() == Some(rd)) {
-                        return Err(berr(format!("redirect '{rd}' names no member route")));
-                    }
+                if let Some(rd) = &m.redirect
+                    && !b.members.iter().any(|o| o.route.as_deref() == Some(rd))
+                {
+                    return Err(berr(format!("redirect '{rd}' names no member route")));
                 }
             }
             if b.members.iter().all(|m| !m.status.usable()) {
@@ -568,15 +568,15 @@ fn check_worker(w: &WorkerParams) -> Result<(), String> {
     if w.max == Some(0) {
         return Err("max must be at least 1".into());
     }
-    if let Some(a) = w.acquire {
-        if a.as_millis() < 1 {
-            return Err("acquire must be at least 1ms".into());
-        }
+    if let Some(a) = w.acquire
+        && a.as_millis() < 1
+    {
+        return Err("acquire must be at least 1ms".into());
     }
-    if let Some(f) = w.flush_wait {
-        if f.as_millis() > 1000 {
-            return Err("flush_wait must be at most 1000ms".into());
-        }
+    if let Some(f) = w.flush_wait
+        && f.as_millis() > 1000
+    {
+        return Err("flush_wait must be at most 1000ms".into());
     }
     for (what, v) in [
         ("timeout", w.timeout),

@@ -725,7 +725,7 @@ impl LoadFactor {
 
 impl fmt::Display for LoadFactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             write!(f, "{}", self.0 / 100)
         } else {
             let s = format!("{}.{:02}", self.0 / 100, self.0 % 100);
@@ -736,7 +736,7 @@ impl fmt::Display for LoadFactor {
 
 impl Serialize for LoadFactor {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             s.serialize_u32(self.0 / 100)
         } else {
             s.serialize_f64(f64::from(self.0) / 100.0)
