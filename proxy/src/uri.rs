@@ -523,9 +523,10 @@ impl HostPort {
     }
 }
 
-/// Parse a Host header value like Apache's `fix_hostname` with `HttpProtocolOptions Strict`:
-/// reg-name characters only (ALPHA DIGIT `-._~!$&'()*+,;=` and `%`), no `..`, trailing dot
-/// removed, lower-cased; `[v6]` literals; numeric port. Anything else → 400.
+/// Parse a Host header value like Apache 2.4 (`fix_hostname`, `HttpProtocolOptions Strict`;
+/// checked against 2.4.71): letters, digits, `-`, `.` and `_` only, no `..`, a trailing dot
+/// removed, lower-cased; `[v6]` literals; an optional port of 1..65535 (an empty port or 0 is
+/// refused). Anything else → 400.
 pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
     let bad = || UriError::new(400, "invalid Host");
     let s = core::str::from_utf8(value).map_err(|_| bad())?;
@@ -559,7 +560,7 @@ pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
             || h.contains("..")
             || !h
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         {
             return Err(bad());
         }
@@ -571,12 +572,11 @@ pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
     };
     let port = match port {
         None => None,
-        Some("") => None,
         Some(p) => {
-            if !p.bytes().all(|b| b.is_ascii_digit()) {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
             }
-            Some(p.parse::<u16>().map_err(|_| bad())?)
+            Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(bad)?)
         }
     };
     Ok(HostPort { host, port })
@@ -766,9 +766,18 @@ mod tests {
         assert_eq!((h.host.as_str(), h.port), ("[::1]", Some(9)));
         assert_eq!(parse_host(b"x.org.").unwrap().host, "x.org");
         assert_eq!(parse_host(b"127.0.0.1").unwrap().port, None);
-        assert_eq!(parse_host(b"h:").unwrap().port, None);
+        assert_eq!(parse_host(b"a_b").unwrap().host, "a_b");
+        assert_eq!(parse_host(b"a:08").unwrap().port, Some(8));
         for bad in [
             &b"a<b"[..],
+            b"a&b",
+            b"a~b",
+            b"a%41b",
+            b"h:",
+            b"h:0",
+            b"a:b:c",
+            b"[::1",
+            b"[::1]x",
             b"a/b",
             b"a..b",
             b"",

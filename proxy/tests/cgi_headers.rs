@@ -182,7 +182,10 @@ fn server_name_and_port() {
     );
     assert_eq!(case(Some("[::1]:9"), "HTTP/1.1"), s("[::1]", "9"));
     assert_eq!(case(Some("x.org."), "HTTP/1.1"), s("x.org", "80"));
-    assert_eq!(case(Some("a&b"), "HTTP/1.1"), s("a&amp;b", "80"));
+    assert_eq!(case(Some("a_b"), "HTTP/1.1"), s("a_b", "80"));
+    assert_eq!(case(Some("a:08"), "HTTP/1.1"), s("a", "8"));
+    assert_eq!(case(Some("a&b"), "HTTP/1.1"), Err(400));
+    assert_eq!(case(Some("1.2.3.4:"), "HTTP/1.1"), Err(400));
     assert_eq!(case(Some("a<b"), "HTTP/1.1"), Err(400));
     assert_eq!(case(None, "HTTP/1.1"), Err(400));
     assert_eq!(case(None, "HTTP/1.0"), s("example.com", "80"));
