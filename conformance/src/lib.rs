@@ -1,1 +1,8 @@
-//! Conformance suite.
+//! The FastCGI proxy conformance suite: scenario files, a deterministic simulated runner
+//! (turmoil), a real runner against live processes, the peer proxies it can drive, reports, and
+//! the side-by-side benchmark.
+
+pub mod bench;
+pub mod peers;
+pub mod scenario;
+pub mod sim;

@@ -1,1 +1,29 @@
-fn main() {}
+//! `cargo xtask <command>`: thin entry points; the logic lives in the `conformance` crate.
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+COMMANDS:
+    sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
+    bench [--quick]                        fcgi-proxy side by side with nginx, HAProxy and Apache
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    };
+    match cmd.as_str() {
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("xtask: unknown command {other:?}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
