@@ -649,7 +649,10 @@ impl<'a> Importer<'a> {
                 };
                 let keys =
                     parse_keys(keys).map_err(|e| self.err(n, format!("<Proxy {url}>: {e}")))?;
-                if url.len() >= 9 && url[..9].eq_ignore_ascii_case("balancer:") {
+                if url
+                    .get(..9)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("balancer:"))
+                {
                     let b = match Target::parse(url) {
                         Ok(Target::Balancer(b)) => b,
                         Ok(_) => return Err(self.err(n, format!("invalid balancer URL '{url}'"))),
@@ -752,7 +755,10 @@ impl<'a> Importer<'a> {
                 self.need_args(name, args, 1, 1, n)?;
                 let mut v = args[0].as_str();
                 for scheme in ["http://", "https://"] {
-                    if v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme) {
+                    if v.len() > scheme.len()
+                        && v.get(..scheme.len())
+                            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+                    {
                         v = &v[scheme.len()..];
                     }
                 }
@@ -902,7 +908,7 @@ impl<'a> Importer<'a> {
             "sethandler" => {
                 if args
                     .first()
-                    .is_some_and(|a| a.len() >= 6 && a[..6].eq_ignore_ascii_case("proxy:"))
+                    .is_some_and(|a| a.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy:")))
                 {
                     self.warn(
                         n,
