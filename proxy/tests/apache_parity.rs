@@ -12,7 +12,8 @@
 //! Requests are attributed to shapes by an `X-Parity-Case` header (param HTTP_X_PARITY_CASE), not
 //! by arrival order, so a late or missing backend request cannot shift the comparison.
 //!
-//! Skipped (with a message) only when `apache2` is not installed.
+//! Skipped (with a message) only when `apache2` is not installed. `PARITY_DUMP=1` prints every
+//! param each backend received through each front end.
 
 mod support;
 
@@ -29,6 +30,8 @@ use support::{HttpResponse, Proc, RawRequest};
 const TEMPLATE: &str = include_str!("fixtures/parity-httpd.conf.in");
 const MARKER_HEADER: &str = "X-Parity-Case";
 const MARKER_PARAM: &str = "HTTP_X_PARITY_CASE";
+/// Time for all the shapes through one front end (normally about 2 s).
+const SIDE_BUDGET: Duration = Duration::from_secs(90);
 /// Pause between the parts of a slow request.
 const SLOW_PAUSE: Duration = Duration::from_millis(300);
 
@@ -425,9 +428,10 @@ struct SideRun {
 async fn run_side(front: SocketAddr, backends: &Backends) -> SideRun {
     let start = backends.counts();
     let mut observed: Vec<Observed> = Vec::new();
+    let budget = support::Budget::new(SIDE_BUDGET);
     for shape in SHAPES {
         let req = build_request(shape, front);
-        let response = support::exchange(front, &req).await;
+        let response = budget.exchange(front, &req).await;
         observed.push(Observed {
             response: Some(response),
             backend: Vec::new(),

@@ -382,9 +382,11 @@ fn want_value(w: Want, docroot: &Path) -> Value {
 /// Runs every case against `front`; returns one line per mismatch.
 async fn run_cases(front: SocketAddr, docroot: &Path, as_apache: bool) -> Vec<String> {
     let mut problems = Vec::new();
+    // Normally about 2 s; bounds a front end that times out on every request.
+    let budget = support::Budget::new(Duration::from_secs(60));
     for case in CASES {
         let req = build_request(case, front);
-        let resp = match support::exchange(front, &req).await {
+        let resp = match budget.exchange(front, &req).await {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("{}: {}: {e}", case.name, case.line));

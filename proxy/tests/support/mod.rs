@@ -348,6 +348,35 @@ pub async fn exchange(addr: SocketAddr, req: &RawRequest) -> Result<HttpResponse
         .map_err(|_| format!("no complete response within {EXCHANGE_TIMEOUT:?}"))?
 }
 
+/// A time budget for a series of exchanges, so that a front end that times out on every request
+/// ends the test in bounded time instead of after N x [`EXCHANGE_TIMEOUT`].
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: tokio::time::Instant,
+}
+
+impl Budget {
+    pub fn new(total: Duration) -> Budget {
+        Budget {
+            deadline: tokio::time::Instant::now() + total,
+        }
+    }
+
+    /// [`exchange`], unless the budget is spent (then an error without sending anything).
+    pub async fn exchange(
+        &self,
+        addr: SocketAddr,
+        req: &RawRequest,
+    ) -> Result<HttpResponse, String> {
+        if tokio::time::Instant::now() >= self.deadline {
+            return Err("not sent: the time budget of this run was spent".into());
+        }
+        tokio::time::timeout_at(self.deadline, exchange(addr, req))
+            .await
+            .map_err(|_| "no response before the time budget of this run was spent".to_string())?
+    }
+}
+
 async fn exchange_inner(addr: SocketAddr, req: &RawRequest) -> Result<HttpResponse, String> {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
