@@ -19,10 +19,21 @@
 //! `PATH_TRANSLATED`]; a variable that already exists keeps its place and takes the new value
 //! (APR table semantics); finally ProxyFCGISetEnvIf (server entries, then route entries).
 //!
-//! Deliberate differences from Apache: `SERVER_SOFTWARE` is [`SERVER_SOFTWARE`];
-//! `PATH_TRANSLATED` is always `DOCUMENT_ROOT` + `PATH_INFO` (Apache runs a sub-request, which
-//! yields a `proxy:` URL when PATH_INFO itself matches a ProxyPass); `Max-Forwards: 0` on OPTIONS
-//! or TRACE is forwarded as 0 (Apache answers those itself).
+//! Deliberate differences from Apache httpd 2.4 (the reference run here was 2.4.71):
+//! - `SERVER_SOFTWARE` is [`SERVER_SOFTWARE`], not Apache's banner.
+//! - `PATH_TRANSLATED` is always `DOCUMENT_ROOT` + `PATH_INFO` (runs of `/` merged). Apache runs
+//!   a sub-request, which yields a `proxy:fcgi://…` URL when PATH_INFO itself falls under a
+//!   ProxyPass (observed: `PATH_INFO=/myapp/zz` → `PATH_TRANSLATED=proxy:fcgi://127.0.0.1:27001/zz`).
+//! - `proxy-fcgi-pathinfo=full` maps to the filesystem as documented (walk `/`+path, then
+//!   DOCUMENT_ROOT+path; a regular file becomes SCRIPT_FILENAME, the rest PATH_INFO; nothing
+//!   found → as if unset). Apache ≤ 2.4.62 ignores `full`; 2.4.71 behaves like this.
+//! - A decoded NUL, CR or LF in the path is refused with 400 before routing ([`crate::uri`]);
+//!   Apache answers 404 for NUL and passes CR/LF into SCRIPT_NAME/PATH_INFO.
+//! - The request body length is an input: the runtime buffers chunked bodies and gives an exact
+//!   `CONTENT_LENGTH` (Apache streams them without CONTENT_LENGTH unless `proxy-sendcl`).
+//! - `Max-Forwards: 0` on OPTIONS or TRACE is forwarded as 0 (Apache answers those itself).
+//! - No `REMOTE_HOST`, `REMOTE_USER`, `AUTH_TYPE`, `REMOTE_IDENT`, `REDIRECT_*`, `UNIQUE_ID`,
+//!   `HTTPS`/`SSL_*` (no DNS lookups, authentication, internal redirects, TLS here).
 
 use core::fmt;
 use std::net::{IpAddr, SocketAddr};
