@@ -86,10 +86,16 @@ pub async fn exchange<C: Connector>(
     preamble: Bytes,
     body: RequestBody,
     opts: ExchangeOptions,
+    hold: Option<crate::handler::Hold>,
 ) -> Result<Outcome, ProxyError> {
     let (head_tx, head_rx) = oneshot::channel();
     let reused = conn.reused;
-    tokio::spawn(drive(pool.clone(), conn, preamble, body, opts, head_tx));
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        drive(pool, conn, preamble, body, opts, head_tx).await;
+        // Released only now that the response, body included, is over.
+        drop(hold);
+    });
     match head_rx.await {
         Ok(r) => r,
         Err(_) => Err(ProxyError::new(
@@ -110,7 +116,32 @@ async fn drive<C: Connector>(
 ) {
     let reused = conn.reused;
     let mut head = Some(head_tx);
-    let result = converse(&mut conn.stream, preamble, body, opts, &mut head).await;
+    let mut announced = None;
+    let preamble = if conn.probe {
+        // Ask for the backend's capacity ahead of the first request on this pool: the answer
+        // (request id 0) comes back before the response and costs no round trip.
+        let mut out = Vec::with_capacity(64 + preamble.len());
+        fastcgi::encode::get_values(
+            &mut out,
+            &[fastcgi::MAX_CONNS, fastcgi::MAX_REQS, fastcgi::MPXS_CONNS],
+        );
+        out.extend_from_slice(&preamble);
+        Bytes::from(out)
+    } else {
+        preamble
+    };
+    let result = converse(
+        &mut conn.stream,
+        preamble,
+        body,
+        opts,
+        &mut head,
+        &mut announced,
+    )
+    .await;
+    if let Some(n) = announced {
+        pool.learn_max_conns(n);
+    }
     match result {
         Ok(reusable) => {
             if reusable && opts.keep_conn {
@@ -137,6 +168,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     body: RequestBody,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+    announced: &mut Option<usize>,
 ) -> Result<bool, ProxyError> {
     match body {
         RequestBody::Buffered(data) => {
@@ -152,13 +184,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             );
             fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
             write_all(stream, &out, opts.io_timeout).await?;
-            read_response(stream, opts, head).await
+            read_response(stream, opts, head, announced).await
         }
         RequestBody::Streaming(incoming) => {
             write_all(stream, &preamble, opts.io_timeout).await?;
             let (mut rd, mut wr) = tokio::io::split(stream);
             let write = pump_body(&mut wr, incoming, opts.io_timeout);
-            let read = read_response(&mut rd, opts, head);
+            let read = read_response(&mut rd, opts, head, announced);
             tokio::pin!(write, read);
             let mut written: Option<bool> = None;
             loop {
@@ -260,6 +292,8 @@ enum Phase {
 
 enum Event {
     Nothing,
+    /// FCGI_MAX_CONNS from a GET_VALUES_RESULT.
+    Announced(usize),
     Body(Bytes),
     End(ProtocolStatus),
 }
@@ -273,6 +307,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+    announced: &mut Option<usize>,
 ) -> Result<bool, ProxyError> {
     let mut decoder = Decoder::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -316,6 +351,7 @@ async fn read_response<R: AsyncRead + Unpin>(
             };
             match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
                 Event::Nothing => {}
+                Event::Announced(n) => *announced = Some(n),
                 Event::Body(b) => forward(&mut p, b, opts).await?,
                 Event::End(status) => {
                     finish(p, head, status)?;
@@ -396,7 +432,12 @@ fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Eve
             protocol_status,
             ..
         } => Ok(Event::End(protocol_status)),
-        // Management records (request id 0) carry no part of this response.
+        Record::GetValuesResult { values } => Ok(values
+            .iter()
+            .find(|(n, _)| n.as_ref() == fastcgi::MAX_CONNS.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+            .map_or(Event::Nothing, Event::Announced)),
+        // Other management records (request id 0) carry no part of this response.
         r if r.request_id() == fastcgi::NULL_REQUEST_ID => {
             tracing::debug!("ignoring management record {}", r.record_type().name());
             Ok(Event::Nothing)

@@ -4,7 +4,7 @@
 //! not) -> exchange runs the FastCGI conversation -> response head mapped -> body streamed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,8 +15,10 @@ use hyper::body::Incoming;
 use crate::answers;
 use crate::body::ProxyBody;
 use crate::cgi::{self, CgiInput, RealFs};
-use crate::config::{BackendSocket, Config, ConfigError, Target, WorkerUrl};
-use crate::error::ProxyError;
+use crate::balancer::BalancerState;
+use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
+use crate::metrics::{self, Metrics, WorkerView};
+use crate::error::{ErrorKind, ProxyError};
 use crate::exchange::{self, ExchangeOptions, Outcome, RequestBody};
 use crate::net::{BackendAddr, ConnInfo, Connector};
 use crate::pool::{Pool, PoolSettings};
@@ -140,6 +142,9 @@ async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<Bytes, S
     }
 }
 
+/// Something held until the exchange ends, body included (e.g. a balancer member's busy count).
+pub type Hold = Box<dyn std::any::Any + Send>;
+
 /// Runs the exchange on `worker`, retrying on a fresh connection when a reused one failed
 /// before any response byte and the body can be sent again.
 pub async fn forward<C: Connector>(
@@ -148,8 +153,10 @@ pub async fn forward<C: Connector>(
     body: RequestBody,
     head_only: bool,
     max_header_bytes: usize,
+    hold: Option<Hold>,
 ) -> Result<Outcome, ProxyError> {
     let preamble = exchange::encode_preamble(params, worker.reuse);
+    let mut hold = hold;
     let replay = body.replayable();
     let mut body = Some(body);
     let opts = ExchangeOptions {
@@ -167,7 +174,7 @@ pub async fn forward<C: Connector>(
             (None, Some(r)) => RequestBody::Buffered(r.clone()),
             (None, None) => unreachable_body(),
         };
-        match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts).await {
+        match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts, hold.take()).await {
             Err(e)
                 if e.retry_on_fresh_connection() && replay.is_some() && attempt < MAX_ATTEMPTS =>
             {
@@ -215,17 +222,11 @@ pub struct Proxy<C: Connector> {
     workers: Vec<Worker<C>>,
     /// Per route: its worker (None for balancer routes and exclusions).
     route_workers: Vec<Option<usize>>,
-    balancers: Vec<BalancerState>,
+    balancers: Vec<Arc<BalancerState>>,
     uri_opts: UriOptions,
     limits: BodyLimits,
     process_path: Option<Vec<u8>>,
-}
-
-/// A balancer's members (as worker indices) and its selection state.
-#[derive(Debug)]
-struct BalancerState {
-    members: Vec<usize>,
-    lb: Mutex<Vec<i64>>,
+    metrics: Metrics,
 }
 
 fn backend_addr(url: &WorkerUrl) -> BackendAddr {
@@ -253,12 +254,19 @@ fn make_worker<C: Connector>(
         e.reuse,
         e.io_timeout,
         PoolSettings {
-            max: Some(e.max as usize),
+            max: params.max.map(|m| m as usize),
+            default_max: e.max as usize,
             ttl: e.ttl,
             acquire: e.acquire,
             connect_timeout: e.connect_timeout,
         },
     )
+}
+
+/// Why a balancer request moves on to another member: nothing of the response came back and
+/// the member failed to take the request (apache.md 6.4: failover on the handler's 503).
+fn fails_over(e: &ProxyError) -> bool {
+    e.member_is_down() || (!e.response_started && e.kind == ErrorKind::BackendClosed)
 }
 
 impl<C: Connector> Proxy<C> {
@@ -287,7 +295,7 @@ impl<C: Connector> Proxy<C> {
             let mut members = Vec::new();
             for m in &b.members {
                 workers.push(make_worker(
-                    format!("{}|{}", b.url_name(), m.url.name()),
+                    m.url.name(),
                     &m.url,
                     &m.worker,
                     &config,
@@ -295,10 +303,10 @@ impl<C: Connector> Proxy<C> {
                 ));
                 members.push(workers.len() - 1);
             }
-            balancers.push(BalancerState {
-                lb: Mutex::new(vec![0; members.len()]),
-                members,
-            });
+            let cfg = &config;
+            balancers.push(Arc::new(BalancerState::new(b, members, |m| {
+                m.worker.effective(cfg).retry
+            })));
         }
         let uri_opts = UriOptions {
             max_len: config.limits.max_request_line,
@@ -320,6 +328,7 @@ impl<C: Connector> Proxy<C> {
             uri_opts,
             limits,
             process_path,
+            metrics: Metrics::default(),
         })
     }
 
@@ -331,24 +340,65 @@ impl<C: Connector> Proxy<C> {
         &self.workers
     }
 
+    pub fn balancers(&self) -> &[Arc<BalancerState>] {
+        &self.balancers
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn worker_views(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|w| WorkerView {
+                name: w.name.clone(),
+                reuse: w.reuse,
+                stats: w.pool.stats(),
+            })
+            .collect()
+    }
+
+    /// The admin listener's answers: `/metrics` (Prometheus text) and `/status` (JSON).
+    pub fn admin(&self, path: &str) -> Response<ProxyBody> {
+        let balancers: Vec<&BalancerState> = self.balancers.iter().map(|b| &**b).collect();
+        let (body, ctype) = match path {
+            "/metrics" => (
+                metrics::prometheus(&self.metrics, &self.worker_views(), &balancers),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            "/status" => (
+                metrics::status_json(&self.worker_views(), &balancers),
+                "application/json",
+            ),
+            _ => return answers::error(StatusCode::NOT_FOUND),
+        };
+        let mut r = Response::new(ProxyBody::full(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+        r
+    }
+
     /// Serves one client request. Never fails: errors become error responses.
     pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
         let started = tokio::time::Instant::now();
         let method = req.method().clone();
         let target = req.uri().to_string();
-        let (resp, worker) = match self.proxy(req, info).await {
-            Ok((resp, worker)) => (resp, Some(worker)),
-            Err(status) => (answers::error(status), None),
+        let (resp, route, member) = match self.proxy(req, info).await {
+            Ok(x) => x,
+            Err(status) => (answers::error(status), None, None),
         };
+        let status = resp.status().as_u16();
+        self.metrics.request(route, status, member.as_deref());
         tracing::info!(
             target: "access",
             "{} \"{} {}\" {} {}ms {}",
             info.peer,
             method,
             target,
-            resp.status().as_u16(),
+            status,
             started.elapsed().as_millis(),
-            worker.unwrap_or("-"),
+            member.as_deref().unwrap_or("-"),
         );
         resp
     }
@@ -357,8 +407,12 @@ impl<C: Connector> Proxy<C> {
         &self,
         req: Request<Incoming>,
         info: ConnInfo,
-    ) -> Result<(Response<ProxyBody>, &str), StatusCode> {
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
         let target = req.uri().to_string();
+        if target == "*" && req.method() == Method::OPTIONS {
+            // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
+            return Ok((Response::new(ProxyBody::empty()), None, None));
+        }
         let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
         let m = self.router.route(&uri).ok_or(StatusCode::NOT_FOUND)?;
         let (parts, body) = req.into_parts();
@@ -386,83 +440,86 @@ impl<C: Connector> Proxy<C> {
             content_length: prepared.content_length,
         };
         let env = cgi::request_env(&self.config, &m, &creq);
-        let (worker_idx, member) = match &m.backend {
-            Backend::Worker => (
-                self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?,
-                None,
-            ),
-            Backend::Balancer { index, .. } => {
-                let pick = self
-                    .pick_member(*index)
-                    .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
-                let member = &self.config.balancers[*index].members[pick];
-                (self.balancers[*index].members[pick], Some(member))
-            }
+        let head_only = parts.method == Method::HEAD;
+        let params_for = |member: Option<&Member>| {
+            cgi::build_params(&CgiInput {
+                config: &self.config,
+                route_match: &m,
+                member,
+                request: &creq,
+                env: &env,
+                process_path: self.process_path.as_deref(),
+                fs: &RealFs,
+            })
+            .map_err(|e| {
+                tracing::info!("request refused: {e}");
+                status(e.status)
+            })
         };
-        let params = cgi::build_params(&CgiInput {
-            config: &self.config,
-            route_match: &m,
-            member,
-            request: &creq,
-            env: &env,
-            process_path: self.process_path.as_deref(),
-            fs: &RealFs,
-        })
-        .map_err(|e| {
-            tracing::info!("request refused: {e}");
-            status(e.status)
-        })?;
-        let worker = &self.workers[worker_idx];
-        let result = forward(
-            worker,
-            &params,
-            prepared.body,
-            parts.method == Method::HEAD,
-            self.limits.max_response_header_bytes,
-        )
-        .await;
-        Ok((respond(result, &worker.name), worker.name.as_str()))
-    }
-
-    /// byrequests (apache.md 6.2): every usable member in the lowest usable lbset gains its
-    /// lbfactor in credit; the one with the most credit wins (ties: config order) and pays the
-    /// total.
-    fn pick_member(&self, balancer: usize) -> Option<usize> {
-        let b = &self.config.balancers[balancer];
-        let mut lb = self.balancers[balancer]
-            .lb
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut lbsets: Vec<u8> = b.members.iter().map(|m| m.lbset).collect();
-        lbsets.sort_unstable();
-        lbsets.dedup();
-        for set in lbsets {
-            for standby in [false, true] {
-                let candidates: Vec<usize> = (0..b.members.len())
-                    .filter(|&i| {
-                        let m = &b.members[i];
-                        m.lbset == set && m.status.usable() && m.status.hot_standby == standby
-                    })
-                    .collect();
-                if candidates.is_empty() {
-                    continue;
-                }
-                let mut total = 0i64;
-                let mut best: Option<usize> = None;
-                for &i in &candidates {
-                    let f = i64::from(b.members[i].loadfactor.lbfactor());
-                    lb[i] += f;
-                    total += f;
-                    if best.is_none_or(|bi| lb[i] > lb[bi]) {
-                        best = Some(i);
+        let route = Some(m.route);
+        match &m.backend {
+            Backend::Worker => {
+                let worker = &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
+                let params = params_for(None)?;
+                let result = forward(
+                    worker,
+                    &params,
+                    prepared.body,
+                    head_only,
+                    self.limits.max_response_header_bytes,
+                    None,
+                )
+                .await;
+                Ok((respond(result, &worker.name), route, Some(worker.name.clone())))
+            }
+            Backend::Balancer { index, .. } => {
+                let b = &self.balancers[*index];
+                let cfg = &self.config.balancers[*index];
+                let replay = prepared.body.replayable();
+                let mut body = Some(prepared.body);
+                let mut tried = Vec::new();
+                loop {
+                    let Some((mi, guard)) = b.pick(&tried) else {
+                        tracing::warn!(balancer = %b.name, "no usable member");
+                        return Ok((answers::error(StatusCode::SERVICE_UNAVAILABLE), route, None));
+                    };
+                    let member = &b.members[mi];
+                    let worker = &self.workers[member.worker];
+                    let params = params_for(Some(&cfg.members[mi]))?;
+                    let this_body = match (body.take(), &replay) {
+                        (Some(x), _) => x,
+                        (None, Some(r)) => RequestBody::Buffered(r.clone()),
+                        (None, None) => unreachable_body(),
+                    };
+                    let result = forward(
+                        worker,
+                        &params,
+                        this_body,
+                        head_only,
+                        self.limits.max_response_header_bytes,
+                        Some(Box::new(guard)),
+                    )
+                    .await;
+                    match result {
+                        Err(e) if fails_over(&e) => {
+                            if e.member_is_down() {
+                                b.mark_error(mi);
+                            }
+                            tried.push(mi);
+                            let more = tried.len() <= b.max_attempts
+                                && replay.is_some()
+                                && !cfg.nofailover;
+                            if more {
+                                tracing::info!(balancer = %b.name, member = %member.name, "failing over: {e}");
+                                continue;
+                            }
+                            return Ok((respond(Err(e), &member.name), route, Some(member.name.clone())));
+                        }
+                        r => return Ok((respond(r, &member.name), route, Some(member.name.clone()))),
                     }
                 }
-                let best = best?;
-                lb[best] -= total;
-                return Some(best);
             }
         }
-        None
     }
 }
 

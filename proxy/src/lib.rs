@@ -14,3 +14,5 @@ pub mod response;
 pub mod answers;
 pub mod handler;
 pub mod server;
+pub mod balancer;
+pub mod metrics;

@@ -24,10 +24,13 @@ OPTIONS:
                      ProxySet. Other directives are listed in one warning and ignored.
     --listen ADDR    listen here instead of the configured addresses (repeatable; port 0 picks
                      a free port)
+    --admin ADDR     serve /metrics (Prometheus) and /status (JSON) here (off by default;
+                     `admin_listen` in TOML)
     -h, --help       this text
     -V, --version    version
 
-On start it prints `listening on ADDR` on stdout for each listener. SIGTERM or SIGINT stops
+On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
+admin listener). SIGTERM or SIGINT stops
 accepting and lets in-flight requests finish. Logs go to stderr; RUST_LOG sets the filter
 (default `info`; one line per request under target `access`).
 
@@ -44,6 +47,7 @@ struct Args {
     check: bool,
     source: Source,
     listen: Vec<String>,
+    admin: Option<String>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -51,6 +55,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut check = false;
     let mut source = None;
     let mut listen = Vec::new();
+    let mut admin = None;
     match args.peek().map(String::as_str) {
         Some("check-config") => {
             check = true;
@@ -75,6 +80,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--config" => source = Some(Source::Toml(value("--config")?.into())),
             "--apache" => source = Some(Source::Apache(value("--apache")?.into())),
             "--listen" => listen.push(value("--listen")?),
+            "--admin" => admin = Some(value("--admin")?),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -83,6 +89,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         check,
         source,
         listen,
+        admin,
     }))
 }
 
@@ -136,6 +143,9 @@ fn main() -> ExitCode {
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
     }
+    if args.admin.is_some() {
+        config.admin_listen = args.admin.clone();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,6 +171,7 @@ async fn run(config: Config) -> Result<(), String> {
         return Err("no listen address configured".into());
     }
     let front = FrontSettings::from_config(&config);
+    let config_admin = config.admin_listen.clone();
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
@@ -174,6 +185,21 @@ async fn run(config: Config) -> Result<(), String> {
             listener,
             proxy.clone(),
             front.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(a) = &config_admin {
+        let addr = config::parse_listen(a).map_err(|e| format!("admin address {a:?}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        println!(
+            "admin on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        servers.push(tokio::spawn(server::serve_admin(
+            listener,
+            proxy.clone(),
             stop_rx.clone(),
         )));
     }

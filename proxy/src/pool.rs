@@ -21,8 +21,11 @@ use crate::net::{BackendAddr, Connector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Cap on open connections (`max=`). `None`: no cap.
+    /// Cap on open connections set in the configuration (`max=`). When absent, the cap is what
+    /// the backend announced as FCGI_MAX_CONNS, else `default_max`.
     pub max: Option<usize>,
+    /// The cap when neither the configuration nor the backend says (Apache: threads per child).
+    pub default_max: usize,
     /// How long an idle connection is kept (`ttl=`). `None`: until the backend closes it.
     pub ttl: Option<Duration>,
     /// How long a checkout waits for a free slot (`acquire=`). `None`: as long as `timeout`.
@@ -41,7 +44,13 @@ pub struct PoolStats {
     pub closed_idle_by_backend: u64,
     pub closed_idle_ttl: u64,
     pub waits: u64,
+    /// Total time checkouts spent waiting for a free connection, in milliseconds.
+    pub wait_ms: u64,
     pub acquire_timeouts: u64,
+    /// The cap in force.
+    pub cap: usize,
+    /// FCGI_MAX_CONNS as the backend announced it, if it did.
+    pub announced_max_conns: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -52,6 +61,8 @@ struct State<S> {
     open: usize,
     next_id: u64,
     stats: PoolStats,
+    /// The first connection asks the backend for FCGI_MAX_CONNS.
+    probed: bool,
 }
 
 #[derive(Debug)]
@@ -101,6 +112,9 @@ pub struct Conn<S: Send + 'static> {
     pub stream: S,
     /// It had served a request before.
     pub reused: bool,
+    /// Ask the backend for FCGI_MAX_CONNS on this connection (the pool's first, when no cap is
+    /// configured).
+    pub probe: bool,
     slot: Slot<S>,
 }
 
@@ -122,6 +136,11 @@ impl<S> Drop for Slot<S> {
 
 impl<C: Connector> Pool<C> {
     pub fn new(connector: C, addr: BackendAddr, settings: PoolSettings) -> Self {
+        let settings = PoolSettings {
+            default_max: settings.default_max.max(1),
+            ..settings
+        };
+        let cap = settings.max.unwrap_or(settings.default_max);
         Pool {
             connector,
             addr,
@@ -131,7 +150,11 @@ impl<C: Connector> Pool<C> {
                     idle: Vec::new(),
                     open: 0,
                     next_id: 0,
-                    stats: PoolStats::default(),
+                    stats: PoolStats {
+                        cap,
+                        ..PoolStats::default()
+                    },
+                    probed: false,
                 }),
                 freed: Notify::new(),
             }),
@@ -169,10 +192,12 @@ impl<C: Connector> Pool<C> {
                 if let Some(h) = st.idle.pop() {
                     st.stats.idle = st.idle.len();
                     Some(Ok(h))
-                } else if self.settings.max.is_none_or(|m| st.open < m) {
+                } else if st.open < st.stats.cap {
                     st.open += 1;
                     st.stats.open = st.open;
-                    Some(Err(()))
+                    let probe = !st.probed && self.settings.max.is_none();
+                    st.probed = true;
+                    Some(Err(probe))
                 } else {
                     None
                 }
@@ -184,20 +209,29 @@ impl<C: Connector> Pool<C> {
                         return Ok(Conn {
                             stream,
                             reused: true,
+                            probe: false,
                             slot,
                         });
                     }
                     // It died while idle; its slot was freed. Look again.
                 }
-                Some(Err(())) => {
+                Some(Err(probe)) => {
                     let slot = Slot {
                         shared: self.shared.clone(),
                     };
-                    let stream = self.connect().await?;
+                    let stream = match self.connect().await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // Ask again on the next connection.
+                            self.lock().probed &= !probe;
+                            return Err(e);
+                        }
+                    };
                     self.lock().stats.opened += 1;
                     return Ok(Conn {
                         stream,
                         reused: false,
+                        probe,
                         slot,
                     });
                 }
@@ -206,13 +240,17 @@ impl<C: Connector> Pool<C> {
                         waited = true;
                         self.lock().stats.waits += 1;
                     }
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    let wait_started = tokio::time::Instant::now();
+                    let timed_out = tokio::time::timeout_at(deadline, notified).await.is_err();
+                    let waited_ms = wait_started.elapsed().as_millis() as u64;
+                    self.lock().stats.wait_ms += waited_ms;
+                    if timed_out {
                         self.lock().stats.acquire_timeouts += 1;
                         return Err(ProxyError::new(
                             ErrorKind::AcquireTimeout,
                             format!(
                                 "all {} connections to {} busy",
-                                self.settings.max.unwrap_or(0),
+                                self.stats().cap,
                                 self.addr
                             ),
                         ));
@@ -241,6 +279,19 @@ impl<C: Connector> Pool<C> {
                     self.addr, self.settings.connect_timeout
                 ),
             )),
+        }
+    }
+
+    /// The backend announced FCGI_MAX_CONNS: it becomes the cap unless one is configured.
+    pub fn learn_max_conns(&self, n: usize) {
+        let mut st = self.lock();
+        st.stats.announced_max_conns = Some(n);
+        if self.settings.max.is_none() && n > 0 && st.stats.cap != n {
+            tracing::info!(backend = %self.addr, "backend announced FCGI_MAX_CONNS={n}: capping connections");
+            st.stats.cap = n;
+            drop(st);
+            // A raised cap may let waiters in.
+            self.shared.freed.notify_waiters();
         }
     }
 

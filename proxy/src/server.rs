@@ -103,6 +103,36 @@ pub async fn serve<A: Acceptor, C: Connector>(
     Ok(())
 }
 
+/// Serves the admin endpoints (`/metrics`, `/status`) on `acceptor` until shutdown.
+pub async fn serve_admin<A: Acceptor, C: Connector>(
+    acceptor: A,
+    proxy: Arc<Proxy<C>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => return Ok(()),
+            a = acceptor.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.admin(req.uri().path())) }
+            });
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
 /// Resolves once shutdown is requested (or the controller is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;

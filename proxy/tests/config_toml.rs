@@ -337,11 +337,11 @@ fn describe_shows_effective_worker_settings() {
         "{d}"
     );
     assert!(
-        d.contains("reuse on (KEEP_CONN), max 10, timeout 30s, connect 2s, acquire 500ms, retry 60s, ttl 30s"),
+        d.contains("reuse on (KEEP_CONN), max 10 (configured), timeout 30s, connect 2s, acquire 500ms, retry 60s, ttl 30s"),
         "{d}"
     );
     assert!(
-        d.contains("reuse on (KEEP_CONN), max 20, timeout 60s, connect 5s, acquire wait"),
+        d.contains("reuse on (KEEP_CONN), max 20 (configured), timeout 60s, connect 5s, acquire wait"),
         "{d}"
     );
     assert!(d.contains("1. prefix /static/ -> !"), "{d}");

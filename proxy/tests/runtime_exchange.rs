@@ -37,6 +37,7 @@ fn worker(
         io_timeout,
         PoolSettings {
             max,
+            default_max: 25,
             ttl: None,
             acquire: Some(Duration::from_millis(200)),
             connect_timeout: Duration::from_secs(1),
@@ -65,6 +66,7 @@ async fn get(
             RequestBody::Buffered(Bytes::new()),
             false,
             64 * 1024,
+            None,
         ),
     )
     .await
@@ -211,6 +213,7 @@ async fn refused_connection_gives_503() {
         T,
         PoolSettings {
             max: None,
+            default_max: 25,
             ttl: None,
             acquire: None,
             connect_timeout: Duration::from_secs(1),
@@ -284,6 +287,7 @@ async fn a_waiting_request_gets_the_connection_when_it_is_released() {
         BackendAddr::Tcp(m.addr().to_string()),
         PoolSettings {
             max: Some(1),
+            default_max: 25,
             ttl: None,
             acquire: Some(Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(1),

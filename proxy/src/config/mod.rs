@@ -474,7 +474,7 @@ impl Config {
                 }
                 Target::Worker(w) => {
                     let _ = writeln!(s, "       backend {}", w.socket);
-                    let _ = writeln!(s, "       {}", describe_worker(&r.worker.effective(self)));
+                    let _ = writeln!(s, "       {}", describe_worker(&r.worker, &r.worker.effective(self)));
                 }
                 Target::Balancer(b) => {
                     let _ = writeln!(s, "       balancer {} (members listed below)", b.name);
@@ -528,7 +528,7 @@ impl Config {
                         .map(|r| format!(", route {r}"))
                         .unwrap_or_default()
                 );
-                let _ = writeln!(s, "      {}", describe_worker(&m.worker.effective(self)));
+                let _ = writeln!(s, "      {}", describe_worker(&m.worker, &m.worker.effective(self)));
             }
         }
         s
@@ -545,8 +545,18 @@ fn onoff(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-fn describe_worker(w: &EffectiveWorker) -> String {
+fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
     let d = duration::format_duration;
+    // The cap is what keeps reused connections from saturating a backend with a fixed number
+    // of workers: say where it comes from.
+    let max = if p.max.is_some() {
+        format!("{} (configured)", w.max)
+    } else {
+        format!(
+            "{} (default; the backend's FCGI_MAX_CONNS instead when it announces one)",
+            w.max
+        )
+    };
     format!(
         "reuse {}, max {}, timeout {}, connect {}, acquire {}, retry {}, ttl {}, flushpackets {:?}",
         if w.reuse {
@@ -554,7 +564,7 @@ fn describe_worker(w: &EffectiveWorker) -> String {
         } else {
             "off (one connection per request)"
         },
-        w.max,
+        max,
         d(w.io_timeout),
         d(w.connect_timeout),
         w.acquire.map(d).unwrap_or_else(|| "wait".into()),

@@ -73,6 +73,10 @@ pub struct Config {
     /// `[[balancer]]`.
     #[serde(default, rename = "balancer", skip_serializing_if = "Vec::is_empty")]
     pub balancers: Vec<Balancer>,
+    /// `admin_listen = "127.0.0.1:9180"`: serve `/metrics` (Prometheus text) and `/status`
+    /// (JSON, read-only, like balancer-manager) on this address. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
     /// The file this came from (for messages).
     #[serde(skip)]
     pub origin: Option<String>,
@@ -109,6 +113,7 @@ impl Default for Config {
             fcgi_setenvif: Vec::new(),
             routes: Vec::new(),
             balancers: Vec::new(),
+            admin_listen: None,
             origin: None,
         }
     }

@@ -1,0 +1,162 @@
+//! Request counters, and the Prometheus text and JSON status the admin listener serves.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::balancer::BalancerState;
+use crate::pool::PoolStats;
+
+/// Requests by (route, status, member). A BTreeMap so output order is stable.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16, String), u64>>,
+}
+
+impl Metrics {
+    pub fn request(&self, route: Option<usize>, status: u16, member: Option<&str>) {
+        let route = route.map_or_else(|| "-".to_string(), |r| (r + 1).to_string());
+        let key = (route, status, member.unwrap_or("-").to_string());
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn requests(&self) -> BTreeMap<(String, u16, String), u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What the admin endpoints show about one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub name: String,
+    pub reuse: bool,
+    pub stats: PoolStats,
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerState]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# HELP fcgi_proxy_requests_total Client requests answered.");
+    let _ = writeln!(o, "# TYPE fcgi_proxy_requests_total counter");
+    for ((route, status, member), n) in m.requests() {
+        let _ = writeln!(
+            o,
+            "fcgi_proxy_requests_total{{route=\"{}\",status=\"{status}\",member=\"{}\"}} {n}",
+            esc(&route),
+            esc(&member)
+        );
+    }
+    type Get = fn(&PoolStats) -> u64;
+    let series: [(&str, &str, &str, Get); 9] = [
+        ("fcgi_proxy_backend_connections_opened_total", "counter", "Backend connections opened.", |s| s.opened),
+        ("fcgi_proxy_backend_connections_reused_total", "counter", "Requests sent on a reused backend connection.", |s| s.reused),
+        ("fcgi_proxy_backend_connections_open", "gauge", "Backend connections open (busy or idle).", |s| s.open as u64),
+        ("fcgi_proxy_backend_connections_idle", "gauge", "Idle pooled backend connections.", |s| s.idle as u64),
+        ("fcgi_proxy_backend_connections_closed_by_backend_total", "counter", "Idle pooled connections the backend closed.", |s| s.closed_idle_by_backend),
+        ("fcgi_proxy_backend_connections_closed_ttl_total", "counter", "Idle pooled connections closed by the proxy after ttl.", |s| s.closed_idle_ttl),
+        ("fcgi_proxy_pool_waits_total", "counter", "Checkouts that had to wait for a free connection.", |s| s.waits),
+        ("fcgi_proxy_pool_wait_seconds_total", "counter", "Time spent waiting for a free connection (ms resolution).", |s| s.wait_ms),
+        ("fcgi_proxy_pool_acquire_timeouts_total", "counter", "Checkouts that gave up after acquire (503).", |s| s.acquire_timeouts),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for w in workers {
+            let v = get(&w.stats);
+            if name == "fcgi_proxy_pool_wait_seconds_total" {
+                let _ = writeln!(o, "{name}{{worker=\"{}\"}} {:.3}", esc(&w.name), v as f64 / 1000.0);
+            } else {
+                let _ = writeln!(o, "{name}{{worker=\"{}\"}} {v}", esc(&w.name));
+            }
+        }
+    }
+    let _ = writeln!(o, "# HELP fcgi_proxy_pool_cap Connection cap in force per worker.");
+    let _ = writeln!(o, "# TYPE fcgi_proxy_pool_cap gauge");
+    for w in workers {
+        let _ = writeln!(o, "fcgi_proxy_pool_cap{{worker=\"{}\"}} {}", esc(&w.name), w.stats.cap);
+    }
+    let _ = writeln!(o, "# HELP fcgi_proxy_member_up Balancer member usable (1) or in error/disabled (0).");
+    let _ = writeln!(o, "# TYPE fcgi_proxy_member_up gauge");
+    let _ = writeln!(o, "# HELP fcgi_proxy_member_busy Requests in flight per balancer member.");
+    let _ = writeln!(o, "# TYPE fcgi_proxy_member_busy gauge");
+    let _ = writeln!(o, "# HELP fcgi_proxy_member_elected_total Requests assigned per balancer member.");
+    let _ = writeln!(o, "# TYPE fcgi_proxy_member_elected_total counter");
+    for b in balancers {
+        for v in b.view() {
+            let labels = format!("balancer=\"{}\",member=\"{}\"", esc(&b.name), esc(&v.name));
+            let up = u8::from(!v.in_error && !v.off);
+            let _ = writeln!(o, "fcgi_proxy_member_up{{{labels}}} {up}");
+            let _ = writeln!(o, "fcgi_proxy_member_busy{{{labels}}} {}", v.busy);
+            let _ = writeln!(o, "fcgi_proxy_member_elected_total{{{labels}}} {}", v.elected);
+        }
+    }
+    o
+}
+
+/// A read-only JSON status, in the spirit of Apache's balancer-manager.
+pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> String {
+    let workers: Vec<serde_json::Value> = workers
+        .iter()
+        .map(|w| {
+            let s = &w.stats;
+            serde_json::json!({
+                "name": w.name,
+                "reuse": w.reuse,
+                "cap": s.cap,
+                "announced_max_conns": s.announced_max_conns,
+                "open": s.open,
+                "idle": s.idle,
+                "opened": s.opened,
+                "reused": s.reused,
+                "closed_by_backend": s.closed_idle_by_backend,
+                "closed_ttl": s.closed_idle_ttl,
+                "waits": s.waits,
+                "wait_ms": s.wait_ms,
+                "acquire_timeouts": s.acquire_timeouts,
+            })
+        })
+        .collect();
+    let balancers: Vec<serde_json::Value> = balancers
+        .iter()
+        .map(|b| {
+            let members: Vec<serde_json::Value> = b
+                .view()
+                .into_iter()
+                .map(|v| {
+                    let state = if v.off {
+                        "disabled"
+                    } else if v.in_error {
+                        "error"
+                    } else {
+                        "ok"
+                    };
+                    serde_json::json!({
+                        "name": v.name,
+                        "lbset": v.lbset,
+                        "lbfactor": v.lbfactor,
+                        "standby": v.standby,
+                        "state": state,
+                        "busy": v.busy,
+                        "elected": v.elected,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "name": b.name, "members": members })
+        })
+        .collect();
+    let mut out = serde_json::json!({ "workers": workers, "balancers": balancers }).to_string();
+    out.push('\n');
+    out
+}
