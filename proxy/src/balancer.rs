@@ -6,8 +6,8 @@
 //! can; a member in error is retried once its `retry` has passed. If every member is in error
 //! and `forcerecovery` is on, all are released at once.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -81,7 +81,11 @@ pub struct MemberView {
 
 impl BalancerState {
     /// `workers[i]` is the worker index of member `i`.
-    pub fn new(cfg: &Balancer, workers: Vec<usize>, default_retry: impl Fn(&Member) -> Duration) -> Self {
+    pub fn new(
+        cfg: &Balancer,
+        workers: Vec<usize>,
+        default_retry: impl Fn(&Member) -> Duration,
+    ) -> Self {
         let n = cfg.members.len();
         let now = Instant::now();
         let members = cfg
@@ -114,9 +118,7 @@ impl BalancerState {
                 busy: vec![0; n],
                 error_until,
             }),
-            max_attempts: cfg
-                .max_attempts
-                .map_or(n.saturating_sub(1), |m| m as usize),
+            max_attempts: cfg.max_attempts.map_or(n.saturating_sub(1), |m| m as usize),
             force_recovery: cfg.force_recovery,
         }
     }
@@ -212,7 +214,8 @@ impl BalancerState {
                 Some(b) => match self.method {
                     LbMethod::Byrequests => s.credit[i] > s.credit[b],
                     LbMethod::Bybusyness => {
-                        s.busy[i] < s.busy[b] || (s.busy[i] == s.busy[b] && s.credit[i] > s.credit[b])
+                        s.busy[i] < s.busy[b]
+                            || (s.busy[i] == s.busy[b] && s.credit[i] > s.credit[b])
                     }
                 },
             };
@@ -264,7 +267,8 @@ mod tests {
         let mut b = Balancer::new("t");
         b.lbmethod = method;
         for (i, (lf, set, status)) in specs.iter().enumerate() {
-            let mut m = Member::new(WorkerUrl::parse(&format!("fcgi://127.0.0.1:{}", 9000 + i)).unwrap());
+            let mut m =
+                Member::new(WorkerUrl::parse(&format!("fcgi://127.0.0.1:{}", 9000 + i)).unwrap());
             m.loadfactor = LoadFactor::from_hundredths(lf * 100).unwrap();
             m.lbset = *set;
             m.status = MemberStatus::parse(status).unwrap();
@@ -302,7 +306,10 @@ mod tests {
 
     #[test]
     fn disabled_member_is_skipped() {
-        let b = balancer(&[(1, 0, ""), (1, 0, "D"), (1, 0, ""), (1, 0, "")], LbMethod::Byrequests);
+        let b = balancer(
+            &[(1, 0, ""), (1, 0, "D"), (1, 0, ""), (1, 0, "")],
+            LbMethod::Byrequests,
+        );
         assert_eq!(sequence(&b, 6), "acdacd");
     }
 

@@ -130,17 +130,21 @@ async fn drive<C: Connector>(
     } else {
         preamble
     };
+    let probe = conn.probe;
     let result = converse(
         &mut conn.stream,
         preamble,
         body,
         opts,
         &mut head,
-        &mut announced,
+        &mut |n| {
+            announced = Some(n);
+            pool.learn_max_conns(n);
+        },
     )
     .await;
-    if let Some(n) = announced {
-        pool.learn_max_conns(n);
+    if probe && announced.is_none() {
+        pool.probe_done();
     }
     match result {
         Ok(reusable) => {
@@ -168,7 +172,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     body: RequestBody,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
-    announced: &mut Option<usize>,
+    announced: &mut (dyn FnMut(usize) + Send),
 ) -> Result<bool, ProxyError> {
     match body {
         RequestBody::Buffered(data) => {
@@ -307,7 +311,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
-    announced: &mut Option<usize>,
+    announced: &mut (dyn FnMut(usize) + Send),
 ) -> Result<bool, ProxyError> {
     let mut decoder = Decoder::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -351,7 +355,7 @@ async fn read_response<R: AsyncRead + Unpin>(
             };
             match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
                 Event::Nothing => {}
-                Event::Announced(n) => *announced = Some(n),
+                Event::Announced(n) => announced(n),
                 Event::Body(b) => forward(&mut p, b, opts).await?,
                 Event::End(status) => {
                     finish(p, head, status)?;

@@ -13,13 +13,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::answers;
+use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
 use crate::cgi::{self, CgiInput, RealFs};
-use crate::balancer::BalancerState;
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
-use crate::metrics::{self, Metrics, WorkerView};
 use crate::error::{ErrorKind, ProxyError};
 use crate::exchange::{self, ExchangeOptions, Outcome, RequestBody};
+use crate::metrics::{self, Metrics, WorkerView};
 use crate::net::{BackendAddr, ConnInfo, Connector};
 use crate::pool::{Pool, PoolSettings};
 use crate::route::{Backend, Router};
@@ -459,7 +459,8 @@ impl<C: Connector> Proxy<C> {
         let route = Some(m.route);
         match &m.backend {
             Backend::Worker => {
-                let worker = &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
+                let worker =
+                    &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
                 let params = params_for(None)?;
                 let result = forward(
                     worker,
@@ -470,7 +471,11 @@ impl<C: Connector> Proxy<C> {
                     None,
                 )
                 .await;
-                Ok((respond(result, &worker.name), route, Some(worker.name.clone())))
+                Ok((
+                    respond(result, &worker.name),
+                    route,
+                    Some(worker.name.clone()),
+                ))
             }
             Backend::Balancer { index, .. } => {
                 let b = &self.balancers[*index];
@@ -513,9 +518,19 @@ impl<C: Connector> Proxy<C> {
                                 tracing::info!(balancer = %b.name, member = %member.name, "failing over: {e}");
                                 continue;
                             }
-                            return Ok((respond(Err(e), &member.name), route, Some(member.name.clone())));
+                            return Ok((
+                                respond(Err(e), &member.name),
+                                route,
+                                Some(member.name.clone()),
+                            ));
                         }
-                        r => return Ok((respond(r, &member.name), route, Some(member.name.clone()))),
+                        r => {
+                            return Ok((
+                                respond(r, &member.name),
+                                route,
+                                Some(member.name.clone()),
+                            ));
+                        }
                     }
                 }
             }

@@ -42,13 +42,18 @@ pub struct WorkerView {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text exposition format 0.0.4.
 pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerState]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# HELP fcgi_proxy_requests_total Client requests answered.");
+    let _ = writeln!(
+        o,
+        "# HELP fcgi_proxy_requests_total Client requests answered."
+    );
     let _ = writeln!(o, "# TYPE fcgi_proxy_requests_total counter");
     for ((route, status, member), n) in m.requests() {
         let _ = writeln!(
@@ -60,15 +65,60 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
     }
     type Get = fn(&PoolStats) -> u64;
     let series: [(&str, &str, &str, Get); 9] = [
-        ("fcgi_proxy_backend_connections_opened_total", "counter", "Backend connections opened.", |s| s.opened),
-        ("fcgi_proxy_backend_connections_reused_total", "counter", "Requests sent on a reused backend connection.", |s| s.reused),
-        ("fcgi_proxy_backend_connections_open", "gauge", "Backend connections open (busy or idle).", |s| s.open as u64),
-        ("fcgi_proxy_backend_connections_idle", "gauge", "Idle pooled backend connections.", |s| s.idle as u64),
-        ("fcgi_proxy_backend_connections_closed_by_backend_total", "counter", "Idle pooled connections the backend closed.", |s| s.closed_idle_by_backend),
-        ("fcgi_proxy_backend_connections_closed_ttl_total", "counter", "Idle pooled connections closed by the proxy after ttl.", |s| s.closed_idle_ttl),
-        ("fcgi_proxy_pool_waits_total", "counter", "Checkouts that had to wait for a free connection.", |s| s.waits),
-        ("fcgi_proxy_pool_wait_seconds_total", "counter", "Time spent waiting for a free connection (ms resolution).", |s| s.wait_ms),
-        ("fcgi_proxy_pool_acquire_timeouts_total", "counter", "Checkouts that gave up after acquire (503).", |s| s.acquire_timeouts),
+        (
+            "fcgi_proxy_backend_connections_opened_total",
+            "counter",
+            "Backend connections opened.",
+            |s| s.opened,
+        ),
+        (
+            "fcgi_proxy_backend_connections_reused_total",
+            "counter",
+            "Requests sent on a reused backend connection.",
+            |s| s.reused,
+        ),
+        (
+            "fcgi_proxy_backend_connections_open",
+            "gauge",
+            "Backend connections open (busy or idle).",
+            |s| s.open as u64,
+        ),
+        (
+            "fcgi_proxy_backend_connections_idle",
+            "gauge",
+            "Idle pooled backend connections.",
+            |s| s.idle as u64,
+        ),
+        (
+            "fcgi_proxy_backend_connections_closed_by_backend_total",
+            "counter",
+            "Idle pooled connections the backend closed.",
+            |s| s.closed_idle_by_backend,
+        ),
+        (
+            "fcgi_proxy_backend_connections_closed_ttl_total",
+            "counter",
+            "Idle pooled connections closed by the proxy after ttl.",
+            |s| s.closed_idle_ttl,
+        ),
+        (
+            "fcgi_proxy_pool_waits_total",
+            "counter",
+            "Checkouts that had to wait for a free connection.",
+            |s| s.waits,
+        ),
+        (
+            "fcgi_proxy_pool_wait_seconds_total",
+            "counter",
+            "Time spent waiting for a free connection (ms resolution).",
+            |s| s.wait_ms,
+        ),
+        (
+            "fcgi_proxy_pool_acquire_timeouts_total",
+            "counter",
+            "Checkouts that gave up after acquire (503).",
+            |s| s.acquire_timeouts,
+        ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(o, "# HELP {name} {help}");
@@ -76,22 +126,44 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
         for w in workers {
             let v = get(&w.stats);
             if name == "fcgi_proxy_pool_wait_seconds_total" {
-                let _ = writeln!(o, "{name}{{worker=\"{}\"}} {:.3}", esc(&w.name), v as f64 / 1000.0);
+                let _ = writeln!(
+                    o,
+                    "{name}{{worker=\"{}\"}} {:.3}",
+                    esc(&w.name),
+                    v as f64 / 1000.0
+                );
             } else {
                 let _ = writeln!(o, "{name}{{worker=\"{}\"}} {v}", esc(&w.name));
             }
         }
     }
-    let _ = writeln!(o, "# HELP fcgi_proxy_pool_cap Connection cap in force per worker.");
+    let _ = writeln!(
+        o,
+        "# HELP fcgi_proxy_pool_cap Connection cap in force per worker."
+    );
     let _ = writeln!(o, "# TYPE fcgi_proxy_pool_cap gauge");
     for w in workers {
-        let _ = writeln!(o, "fcgi_proxy_pool_cap{{worker=\"{}\"}} {}", esc(&w.name), w.stats.cap);
+        let _ = writeln!(
+            o,
+            "fcgi_proxy_pool_cap{{worker=\"{}\"}} {}",
+            esc(&w.name),
+            w.stats.cap
+        );
     }
-    let _ = writeln!(o, "# HELP fcgi_proxy_member_up Balancer member usable (1) or in error/disabled (0).");
+    let _ = writeln!(
+        o,
+        "# HELP fcgi_proxy_member_up Balancer member usable (1) or in error/disabled (0)."
+    );
     let _ = writeln!(o, "# TYPE fcgi_proxy_member_up gauge");
-    let _ = writeln!(o, "# HELP fcgi_proxy_member_busy Requests in flight per balancer member.");
+    let _ = writeln!(
+        o,
+        "# HELP fcgi_proxy_member_busy Requests in flight per balancer member."
+    );
     let _ = writeln!(o, "# TYPE fcgi_proxy_member_busy gauge");
-    let _ = writeln!(o, "# HELP fcgi_proxy_member_elected_total Requests assigned per balancer member.");
+    let _ = writeln!(
+        o,
+        "# HELP fcgi_proxy_member_elected_total Requests assigned per balancer member."
+    );
     let _ = writeln!(o, "# TYPE fcgi_proxy_member_elected_total counter");
     for b in balancers {
         for v in b.view() {
@@ -99,7 +171,11 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
             let up = u8::from(!v.in_error && !v.off);
             let _ = writeln!(o, "fcgi_proxy_member_up{{{labels}}} {up}");
             let _ = writeln!(o, "fcgi_proxy_member_busy{{{labels}}} {}", v.busy);
-            let _ = writeln!(o, "fcgi_proxy_member_elected_total{{{labels}}} {}", v.elected);
+            let _ = writeln!(
+                o,
+                "fcgi_proxy_member_elected_total{{{labels}}} {}",
+                v.elected
+            );
         }
     }
     o

@@ -63,7 +63,13 @@ struct State<S> {
     stats: PoolStats,
     /// The first connection asks the backend for FCGI_MAX_CONNS.
     probed: bool,
+    /// While the answer is awaited, only one connection is opened, so a backend that can take
+    /// only one is not flooded before it could say so. Bounded by [`PROBE_WINDOW`].
+    probing_until: Option<tokio::time::Instant>,
 }
+
+/// Longest time new connections wait for the backend's FCGI_MAX_CONNS answer.
+pub const PROBE_WINDOW: Duration = Duration::from_millis(250);
 
 #[derive(Debug)]
 struct IdleHandle<S> {
@@ -155,6 +161,7 @@ impl<C: Connector> Pool<C> {
                         ..PoolStats::default()
                     },
                     probed: false,
+                    probing_until: None,
                 }),
                 freed: Notify::new(),
             }),
@@ -187,20 +194,27 @@ impl<C: Connector> Pool<C> {
             let notified = self.shared.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let candidate = {
+            let now = tokio::time::Instant::now();
+            let (candidate, probing_until) = {
                 let mut st = self.lock();
-                if let Some(h) = st.idle.pop() {
+                let probing = st.probing_until.filter(|&t| now < t);
+                let cap = if probing.is_some() { 1 } else { st.stats.cap };
+                let c = if let Some(h) = st.idle.pop() {
                     st.stats.idle = st.idle.len();
                     Some(Ok(h))
-                } else if st.open < st.stats.cap {
+                } else if st.open < cap {
                     st.open += 1;
                     st.stats.open = st.open;
                     let probe = !st.probed && self.settings.max.is_none();
-                    st.probed = true;
+                    if probe {
+                        st.probed = true;
+                        st.probing_until = Some(now + PROBE_WINDOW);
+                    }
                     Some(Err(probe))
                 } else {
                     None
-                }
+                };
+                (c, probing)
             };
             match candidate {
                 Some(Ok(handle)) => {
@@ -222,8 +236,11 @@ impl<C: Connector> Pool<C> {
                     let stream = match self.connect().await {
                         Ok(s) => s,
                         Err(e) => {
-                            // Ask again on the next connection.
-                            self.lock().probed &= !probe;
+                            if probe {
+                                // Ask again on the next connection.
+                                self.lock().probed = false;
+                                self.probe_done();
+                            }
                             return Err(e);
                         }
                     };
@@ -241,18 +258,15 @@ impl<C: Connector> Pool<C> {
                         self.lock().stats.waits += 1;
                     }
                     let wait_started = tokio::time::Instant::now();
-                    let timed_out = tokio::time::timeout_at(deadline, notified).await.is_err();
+                    let until = probing_until.map_or(deadline, |p| p.min(deadline));
+                    let woken = tokio::time::timeout_at(until, notified).await.is_ok();
                     let waited_ms = wait_started.elapsed().as_millis() as u64;
                     self.lock().stats.wait_ms += waited_ms;
-                    if timed_out {
+                    if !woken && tokio::time::Instant::now() >= deadline {
                         self.lock().stats.acquire_timeouts += 1;
                         return Err(ProxyError::new(
                             ErrorKind::AcquireTimeout,
-                            format!(
-                                "all {} connections to {} busy",
-                                self.stats().cap,
-                                self.addr
-                            ),
+                            format!("all {} connections to {} busy", self.stats().cap, self.addr),
                         ));
                     }
                 }
@@ -289,8 +303,17 @@ impl<C: Connector> Pool<C> {
         if self.settings.max.is_none() && n > 0 && st.stats.cap != n {
             tracing::info!(backend = %self.addr, "backend announced FCGI_MAX_CONNS={n}: capping connections");
             st.stats.cap = n;
+        }
+        drop(st);
+        self.probe_done();
+    }
+
+    /// The capacity question is settled (answered, or the exchange got past the point where an
+    /// answer would have come): connections may open up to the cap.
+    pub fn probe_done(&self) {
+        let mut st = self.lock();
+        if st.probing_until.take().is_some() {
             drop(st);
-            // A raised cap may let waiters in.
             self.shared.freed.notify_waiters();
         }
     }

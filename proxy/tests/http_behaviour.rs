@@ -2,90 +2,16 @@
 //! scriptable mock, configured from an Apache-style file. What the backend saw is read from the
 //! mock's journal.
 
-use std::sync::Arc;
+mod front;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use fcgi_mock::{MockHandle, MockServer, Script};
-use fcgi_proxy::config::{self, Config};
-use fcgi_proxy::handler::Proxy;
-use fcgi_proxy::net::TokioConnector;
-use fcgi_proxy::server::{self, FrontSettings};
+use fcgi_mock::MockHandle;
+use front::{T, get, mock, send, start};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-
-const T: Duration = Duration::from_secs(10);
-
-struct Front {
-    addr: String,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(conf: &str, tweak: impl FnOnce(&mut Config)) -> Front {
-    let (mut cfg, _warnings) = config::apache::parse(conf, "test.conf").expect("config parses");
-    tweak(&mut cfg);
-    cfg.validate().expect("valid config");
-    let front = FrontSettings::from_config(&cfg);
-    let proxy = Arc::new(Proxy::new(Arc::new(cfg), TokioConnector).expect("proxy builds"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, proxy, front, rx));
-    Front { addr, stop, task }
-}
-
-async fn mock(script: &str) -> MockHandle {
-    MockServer::bind_tcp(
-        "127.0.0.1:0",
-        Script::from_toml_str(script).expect("valid script"),
-    )
-    .await
-    .expect("mock binds")
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Result<Bytes, String>,
-}
-
-/// One request on its own client connection.
-async fn send(front: &Front, req: Request<Full<Bytes>>) -> Reply {
-    tokio::time::timeout(T, async {
-        let stream = tokio::net::TcpStream::connect(&front.addr).await.unwrap();
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let resp = tx.send_request(req).await.expect("response head");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string());
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    })
-    .await
-    .expect("request finishes within the test timeout")
-}
-
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", "example.test")
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
 
 fn conf(mock: &MockHandle, extra: &str) -> String {
     format!(
@@ -367,14 +293,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let m = mock("[default]\nbody = [{ data = \"done\", delay_ms = 400 }]\n").await;
     let f = start(&conf(&m, ""), |_| {}).await;
     let addr = f.addr.clone();
-    let inflight = tokio::spawn(async move {
-        let front = Front {
-            addr,
-            stop: watch::channel(false).0,
-            task: tokio::spawn(async { Ok(()) }),
-        };
-        send(&front, get("/app/slow")).await
-    });
+    let inflight = tokio::spawn(async move { front::send_to(&addr, get("/app/slow")).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.stop.send(true).unwrap();
     let r = inflight.await.unwrap();

@@ -474,7 +474,11 @@ impl Config {
                 }
                 Target::Worker(w) => {
                     let _ = writeln!(s, "       backend {}", w.socket);
-                    let _ = writeln!(s, "       {}", describe_worker(&r.worker, &r.worker.effective(self)));
+                    let _ = writeln!(
+                        s,
+                        "       {}",
+                        describe_worker(&r.worker, &r.worker.effective(self))
+                    );
                 }
                 Target::Balancer(b) => {
                     let _ = writeln!(s, "       balancer {} (members listed below)", b.name);
@@ -528,7 +532,11 @@ impl Config {
                         .map(|r| format!(", route {r}"))
                         .unwrap_or_default()
                 );
-                let _ = writeln!(s, "      {}", describe_worker(&m.worker, &m.worker.effective(self)));
+                let _ = writeln!(
+                    s,
+                    "      {}",
+                    describe_worker(&m.worker, &m.worker.effective(self))
+                );
             }
         }
         s

@@ -1,0 +1,111 @@
+//! The proxy in-process on a loopback port, fed from an Apache-style config, and a small HTTP
+//! client that uses one connection per request.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcgi_mock::{MockHandle, MockServer, Script};
+use fcgi_proxy::config::{self, Config};
+use fcgi_proxy::handler::Proxy;
+use fcgi_proxy::net::TokioConnector;
+use fcgi_proxy::server::{self, FrontSettings};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+pub const T: Duration = Duration::from_secs(10);
+
+pub struct Front {
+    pub addr: String,
+    pub proxy: Arc<Proxy<TokioConnector>>,
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn start(conf: &str, tweak: impl FnOnce(&mut Config)) -> Front {
+    // The listener is made here; the config only needs to pass validation.
+    let conf = if conf.contains("Listen ") {
+        conf.to_string()
+    } else {
+        format!("Listen 127.0.0.1:0\n{conf}")
+    };
+    let (mut cfg, _warnings) = config::apache::parse(&conf, "test.conf").expect("config parses");
+    tweak(&mut cfg);
+    cfg.validate().expect("valid config");
+    let front = FrontSettings::from_config(&cfg);
+    let proxy = Arc::new(Proxy::new(Arc::new(cfg), TokioConnector).expect("proxy builds"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, proxy.clone(), front, rx));
+    Front {
+        addr,
+        proxy,
+        stop,
+        task,
+    }
+}
+
+/// A mock on a given address (to bring a backend back on the port it had).
+pub async fn mock_at(addr: &str, script: &str) -> MockHandle {
+    MockServer::bind_tcp(addr, Script::from_toml_str(script).expect("valid script"))
+        .await
+        .expect("mock binds")
+}
+
+pub async fn mock(script: &str) -> MockHandle {
+    MockServer::bind_tcp(
+        "127.0.0.1:0",
+        Script::from_toml_str(script).expect("valid script"),
+    )
+    .await
+    .expect("mock binds")
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+/// One request on its own client connection.
+pub async fn send(front: &Front, req: Request<Full<Bytes>>) -> Reply {
+    send_to(&front.addr, req).await
+}
+
+/// One request on its own connection to `addr`.
+pub async fn send_to(addr: &str, req: Request<Full<Bytes>>) -> Reply {
+    tokio::time::timeout(T, async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = tx.send_request(req).await.expect("response head");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .expect("request finishes within the test timeout")
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "example.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
