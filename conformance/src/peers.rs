@@ -1,1 +1,668 @@
-//! peers.
+//! Peer proxies as processes: nginx, HAProxy, Apache httpd (mod_proxy_fcgi) and our own
+//! `fcgi-proxy`, each started in the foreground from a config generated into a temp dir, in
+//! front of one FastCGI backend address, on a loopback port.
+//!
+//! - Ready when a TCP connect to its listener succeeds (every peer binds only after its config
+//!   parsed; see the reference notes on peers, section 2).
+//! - Stopped by its own PID: SIGTERM, a grace period, then SIGKILL for the process and any
+//!   descendant still there. Never by name. [`RunningPeer`] does this on drop too.
+//! - [`RunningPeer::pids`] lists the peer's process tree (nginx master + workers, Apache parent
+//!   + children), for CPU and memory sampling.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The proxies this module can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerKind {
+    /// Our proxy, `fcgi-proxy`, from a TOML config.
+    FcgiProxy,
+    /// nginx with `fastcgi_pass` to an `upstream`.
+    Nginx,
+    /// HAProxy with an `fcgi-app` backend.
+    Haproxy,
+    /// Apache httpd 2.4, event MPM, `ProxyPass` to `fcgi://`.
+    Apache,
+}
+
+/// What a peer's config is generated from.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// The FastCGI backend (TCP).
+    pub backend: SocketAddr,
+    /// Keep backend connections open and reuse them (FCGI_KEEP_CONN), or one per request.
+    pub backend_keepalive: bool,
+    /// Client connections the peer must be able to hold at once (sizes nginx
+    /// `worker_connections`, HAProxy `maxconn`, Apache's async connection factor).
+    pub max_client_connections: usize,
+    /// Idle client keep-alive timeout.
+    pub keepalive_timeout: Duration,
+    /// Worker processes or threads (nginx `worker_processes`, HAProxy `nbthread`, tokio worker
+    /// threads for fcgi-proxy). Apache keeps Debian's event MPM defaults.
+    pub workers: usize,
+    /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read from disk).
+    pub document_root: String,
+    /// The `fcgi-proxy` binary (required for [`PeerKind::FcgiProxy`]).
+    pub fcgi_proxy_bin: Option<PathBuf>,
+    /// Extra environment for the peer process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            backend: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            backend_keepalive: true,
+            max_client_connections: 1024,
+            keepalive_timeout: Duration::from_secs(60),
+            workers: 2,
+            document_root: "/srv/app".to_owned(),
+            fcgi_proxy_bin: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A generated config: the file to write and the command line that runs it.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// File name inside the peer's temp dir.
+    pub file_name: &'static str,
+    /// The config text (also what reports show).
+    pub text: String,
+    /// Program and arguments; `{dir}` and `{config}` are replaced by the temp dir and the
+    /// config path.
+    pub command: Vec<String>,
+}
+
+impl PeerKind {
+    /// Every peer, ours first.
+    pub const ALL: [PeerKind; 4] = [
+        PeerKind::FcgiProxy,
+        PeerKind::Nginx,
+        PeerKind::Haproxy,
+        PeerKind::Apache,
+    ];
+
+    /// Short name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::FcgiProxy => "fcgi-proxy",
+            PeerKind::Nginx => "nginx",
+            PeerKind::Haproxy => "haproxy",
+            PeerKind::Apache => "apache",
+        }
+    }
+
+    /// The Debian package that ships the peer (None for ours).
+    pub fn package(self) -> Option<&'static str> {
+        match self {
+            PeerKind::FcgiProxy => None,
+            PeerKind::Nginx => Some("nginx"),
+            PeerKind::Haproxy => Some("haproxy"),
+            PeerKind::Apache => Some("apache2"),
+        }
+    }
+
+    /// The program to run, if installed.
+    pub fn binary(self, opts: &PeerOptions) -> Option<PathBuf> {
+        match self {
+            PeerKind::FcgiProxy => opts.fcgi_proxy_bin.clone().filter(|p| p.is_file()),
+            PeerKind::Nginx => find_program("nginx"),
+            PeerKind::Haproxy => find_program("haproxy"),
+            PeerKind::Apache => find_program("apache2"),
+        }
+    }
+
+    /// Why the peer cannot run here, if it cannot.
+    pub fn unavailable(self, opts: &PeerOptions) -> Option<String> {
+        if self.binary(opts).is_some() {
+            if self == PeerKind::Apache && !Path::new(APACHE_MODULES).is_dir() {
+                return Some(format!("{APACHE_MODULES} missing (apt-get install apache2)"));
+            }
+            return None;
+        }
+        Some(match self.package() {
+            Some(p) => format!("{} not installed (apt-get install {p})", self.name()),
+            None => "fcgi-proxy binary not built".to_owned(),
+        })
+    }
+
+    /// The version line the peer prints (for reports).
+    pub fn version(self, opts: &PeerOptions) -> Option<String> {
+        let bin = self.binary(opts)?;
+        let arg = match self {
+            PeerKind::FcgiProxy => "--version",
+            PeerKind::Nginx | PeerKind::Apache => "-v",
+            PeerKind::Haproxy => "-v",
+        };
+        let out = Command::new(bin).arg(arg).output().ok()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+    }
+
+    /// The config for listening on `listen`, with paths under `dir`.
+    pub fn config(self, opts: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
+        match self {
+            PeerKind::FcgiProxy => fcgi_proxy_config(opts, listen),
+            PeerKind::Nginx => nginx_config(opts, listen),
+            PeerKind::Haproxy => haproxy_config(opts, listen),
+            PeerKind::Apache => apache_config(opts, listen, dir),
+        }
+    }
+
+    /// Writes the config into a new temp dir, starts the peer on a free loopback port and
+    /// waits until it accepts connections.
+    pub fn start(self, opts: &PeerOptions) -> io::Result<RunningPeer> {
+        if let Some(why) = self.unavailable(opts) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, why));
+        }
+        let bin = self
+            .binary(opts)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "binary not found"))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("peer-{}-", self.name()))
+            .tempdir()?;
+        // nginx wants its temp dirs' parent; Apache its run dir.
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
+        std::fs::create_dir_all(dir.path().join("run"))?;
+        let listen = free_loopback_port()?;
+        let config = self.config(opts, listen, dir.path());
+        let config_path = dir.path().join(config.file_name);
+        std::fs::write(&config_path, &config.text)?;
+        let log_path = dir.path().join("output.log");
+        let log = File::create(&log_path)?;
+        let dir_s = format!("{}/", dir.path().display());
+        let cfg_s = config_path.display().to_string();
+        let args: Vec<String> = config
+            .command
+            .iter()
+            .map(|a| a.replace("{dir}", &dir_s).replace("{config}", &cfg_s))
+            .collect();
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn()?;
+        let mut peer = RunningPeer {
+            kind: self,
+            child: Some(child),
+            addr: listen,
+            config,
+            log_path,
+            dir,
+        };
+        peer.wait_ready(Duration::from_secs(10))?;
+        Ok(peer)
+    }
+}
+
+/// A started peer. Stops it (by PID) when dropped.
+#[derive(Debug)]
+pub struct RunningPeer {
+    kind: PeerKind,
+    child: Option<Child>,
+    addr: SocketAddr,
+    config: PeerConfig,
+    log_path: PathBuf,
+    // Dropped last: the config and logs live here.
+    dir: tempfile::TempDir,
+}
+
+impl RunningPeer {
+    pub fn kind(&self) -> PeerKind {
+        self.kind
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The config it runs with.
+    pub fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
+    /// Its temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// PID of the process we started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process we started and all its descendants, parents first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.pid().map(process_tree).unwrap_or_default()
+    }
+
+    /// The peer's stdout and stderr so far (last `max` bytes).
+    pub fn log_tail(&self, max: usize) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        if s.len() > max {
+            let mut cut = s.len() - max;
+            while !s.is_char_boundary(cut) {
+                cut += 1;
+            }
+            s = s[cut..].to_owned();
+        }
+        s
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Err(io::Error::other(format!(
+                    "{} exited during start-up ({status}): {}",
+                    self.kind.name(),
+                    self.log_tail(2000)
+                )));
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail(2000);
+                self.stop_inner();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} not accepting on {} after {limit:?}: {tail}",
+                        self.kind.name(),
+                        self.addr
+                    ),
+                ));
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, up to 5 s for it to exit, then SIGKILL for whatever of its tree is left.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let tree = process_tree(child.id());
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => sleep(Duration::from_millis(10)),
+            }
+        }
+        // Children that outlived their parent (none expected): by PID, after a short grace.
+        let left: Vec<u32> = tree[1..]
+            .iter()
+            .copied()
+            .filter(|&p| is_alive(p))
+            .collect();
+        if !left.is_empty() {
+            sleep(Duration::from_millis(200));
+            for p in left {
+                if is_alive(p) {
+                    signal(p, "KILL");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RunningPeer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Sends a signal by PID with `kill(1)` (the workspace forbids unsafe code, so no libc).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A process still exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => stat_fields(&s).is_some_and(|f| f.first() != Some(&"Z")),
+        Err(_) => false,
+    }
+}
+
+/// `pid` and all its descendants (from `/proc/PID/task/*/children`), parents first.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                    for c in s.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                        if !out.contains(&c) {
+                            out.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The fields of `/proc/PID/stat` after the command name: index 0 is the state (field 3).
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let close = stat.rfind(')')?;
+    Some(stat[close + 1..].split_whitespace().collect())
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_loopback_port() -> io::Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr()
+}
+
+/// Looks `name` up in PATH, then in the sbin directories (not always on a user's PATH).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Running as root (Apache then needs `User`/`Group` for its children).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    let text = format!(
+        "# fcgi-proxy: one prefix route, backend keep-alive {reuse}\n\
+         listen = [\"{listen}\"]\n\
+         document_root = \"{root}\"\n\
+         \n\
+         [timeouts]\n\
+         keep_alive = \"{ka}s\"\n\
+         \n\
+         [limits]\n\
+         max_keep_alive_requests = 0   # unlimited, like the others here\n\
+         \n\
+         [[route]]\n\
+         path = \"/\"\n\
+         target = \"fcgi://{backend}{root}/\"\n\
+         worker.reuse = {reuse}\n",
+        reuse = o.backend_keepalive,
+        root = o.document_root,
+        ka = o.keepalive_timeout.as_secs(),
+        backend = o.backend,
+    );
+    PeerConfig {
+        file_name: "proxy.toml",
+        text,
+        command: vec!["--config".into(), "{config}".into()],
+    }
+}
+
+fn nginx_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    let per_worker = o.max_client_connections + 256;
+    let (keepalive, keep_conn) = if o.backend_keepalive {
+        ("    keepalive 64;\n", "      fastcgi_keep_conn on;\n")
+    } else {
+        ("", "")
+    };
+    let text = format!(
+        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka_on}\n\
+         worker_processes {workers};\n\
+         worker_rlimit_nofile {nofile};\n\
+         pid nginx.pid;\n\
+         error_log stderr notice;\n\
+         events {{ worker_connections {per_worker}; }}\n\
+         http {{\n\
+         \x20 access_log off;\n\
+         \x20 client_body_temp_path tmp/body;\n\
+         \x20 fastcgi_temp_path     tmp/fastcgi;\n\
+         \x20 proxy_temp_path       tmp/proxy;\n\
+         \x20 scgi_temp_path        tmp/scgi;\n\
+         \x20 uwsgi_temp_path       tmp/uwsgi;\n\
+         \x20 keepalive_timeout {kat}s;\n\
+         \x20 keepalive_requests 1000000;\n\
+         \x20 client_body_buffer_size 128k;   # 64 KiB POST bodies stay in memory\n\
+         \x20 upstream fcgi_backend {{\n\
+         \x20   server {backend};\n\
+         {keepalive}\
+         \x20 }}\n\
+         \x20 server {{\n\
+         \x20   listen {listen};\n\
+         \x20   root {root};\n\
+         \x20   location / {{\n\
+         \x20     include /etc/nginx/fastcgi_params;\n\
+         \x20     fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+         {keep_conn}\
+         \x20     fastcgi_pass fcgi_backend;\n\
+         \x20   }}\n\
+         \x20 }}\n\
+         }}\n",
+        ka_on = o.backend_keepalive,
+        workers = o.workers,
+        nofile = per_worker * 2 + 1024,
+        kat = o.keepalive_timeout.as_secs(),
+        backend = o.backend,
+        root = o.document_root,
+    );
+    PeerConfig {
+        file_name: "nginx.conf",
+        text,
+        command: [
+            "-p",
+            "{dir}",
+            "-c",
+            "{config}",
+            "-e",
+            "stderr",
+            "-g",
+            "daemon off;",
+        ]
+        .map(String::from)
+        .to_vec(),
+    }
+}
+
+fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    let (keep, reuse) = if o.backend_keepalive {
+        ("    option keep-conn\n", "    http-reuse always\n")
+    } else {
+        ("    no option keep-conn\n", "    http-reuse never\n")
+    };
+    let kat = o.keepalive_timeout.as_secs();
+    let text = format!(
+        "# HAProxy: fcgi-app backend, backend keep-alive {ka_on}\n\
+         global\n\
+         \x20   maxconn {maxconn}\n\
+         \x20   nbthread {workers}\n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client  {kat}s\n\
+         \x20   timeout server  60s\n\
+         \x20   timeout http-keep-alive {kat}s\n\
+         fcgi-app app\n\
+         \x20   docroot {root}\n\
+         {keep}\
+         frontend fe\n\
+         \x20   bind {listen}\n\
+         \x20   default_backend be_fcgi\n\
+         backend be_fcgi\n\
+         {reuse}\
+         \x20   use-fcgi-app app\n\
+         \x20   server s1 {backend} proto fcgi\n",
+        ka_on = o.backend_keepalive,
+        maxconn = o.max_client_connections + 256,
+        workers = o.workers,
+        root = o.document_root,
+        backend = o.backend,
+    );
+    PeerConfig {
+        file_name: "haproxy.cfg",
+        text,
+        command: ["-db", "-f", "{config}"].map(String::from).to_vec(),
+    }
+}
+
+fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
+    let d = dir.display();
+    let user = if running_as_root() {
+        "User www-data\nGroup www-data\n"
+    } else {
+        ""
+    };
+    let reuse = if o.backend_keepalive {
+        "enablereuse=on"
+    } else {
+        "disablereuse=on"
+    };
+    // Debian's mpm_event.conf values. A process accepts while its connections stay under
+    // ThreadsPerChild + AsyncRequestWorkerFactor * idle threads, and idle keep-alive
+    // connections hold no thread, so the factor lets the StartServers processes (2 x 25
+    // threads) hold `max_client_connections` between them.
+    let factor = o.max_client_connections / 50 + 2;
+    let text = format!(
+        "# Apache httpd: event MPM (Debian defaults), ProxyPass to fcgi://, {reuse}\n\
+         ServerRoot {d}\n\
+         ServerName 127.0.0.1\n\
+         Listen {listen}\n\
+         PidFile {d}/run/httpd.pid\n\
+         DefaultRuntimeDir {d}/run\n\
+         ErrorLog /dev/stderr\n\
+         LogLevel warn\n\
+         {user}\
+         LoadModule mpm_event_module  {m}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {m}/mod_authz_core.so\n\
+         LoadModule proxy_module      {m}/mod_proxy.so\n\
+         LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so\n\
+         StartServers 2\n\
+         MinSpareThreads 25\n\
+         MaxSpareThreads 75\n\
+         ThreadLimit 64\n\
+         ThreadsPerChild 25\n\
+         MaxRequestWorkers 150\n\
+         MaxConnectionsPerChild 0\n\
+         AsyncRequestWorkerFactor {factor}\n\
+         KeepAlive On\n\
+         MaxKeepAliveRequests 0\n\
+         KeepAliveTimeout {kat}\n\
+         DocumentRoot {root}\n\
+         ProxyPass \"/\" \"fcgi://{backend}{root}/\" {reuse}\n",
+        m = APACHE_MODULES,
+        kat = o.keepalive_timeout.as_secs(),
+        root = o.document_root,
+        backend = o.backend,
+    );
+    PeerConfig {
+        file_name: "httpd.conf",
+        text,
+        command: ["-f", "{config}", "-DFOREGROUND"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_skip_the_command_name() {
+        let s = "42 (a b) c) S 1 42 42 0 -1 4194560 1 0 0 0 7 3 0 0";
+        let f = stat_fields(s).unwrap();
+        assert_eq!(f[0], "S");
+        // utime and stime are fields 14 and 15: indices 11 and 12 here.
+        assert_eq!(f[11], "7");
+        assert_eq!(f[12], "3");
+    }
+
+    #[test]
+    fn process_tree_of_self_starts_with_self() {
+        let me = std::process::id();
+        assert_eq!(process_tree(me)[0], me);
+        assert!(is_alive(me));
+    }
+
+    #[test]
+    fn configs_point_at_the_backend_and_listener() {
+        let o = PeerOptions {
+            backend: "127.0.0.1:29001".parse().unwrap(),
+            ..PeerOptions::default()
+        };
+        let l: SocketAddr = "127.0.0.1:28090".parse().unwrap();
+        for k in PeerKind::ALL {
+            let c = k.config(&o, l, Path::new("/tmp/x"));
+            assert!(c.text.contains("127.0.0.1:29001"), "{}", c.text);
+            assert!(c.text.contains("127.0.0.1:28090"), "{}", c.text);
+        }
+        let off = PeerOptions {
+            backend_keepalive: false,
+            ..o
+        };
+        assert!(
+            !PeerKind::Nginx
+                .config(&off, l, Path::new("/tmp"))
+                .text
+                .contains("keepalive 64")
+        );
+        assert!(
+            PeerKind::Apache
+                .config(&off, l, Path::new("/tmp"))
+                .text
+                .contains("disablereuse=on")
+        );
+    }
+}
