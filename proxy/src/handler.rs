@@ -145,14 +145,43 @@ async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<Bytes, S
 /// Something held until the exchange ends, body included (e.g. a balancer member's busy count).
 pub type Hold = Box<dyn std::any::Any + Send>;
 
+/// What the request path knows about a request when it forwards it.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// HEAD: the response has no body.
+    pub head_only: bool,
+    /// The method may be sent twice (RFC 9110 9.2.2): only then is a request that a backend may
+    /// already have received sent again.
+    pub idempotent: bool,
+    pub max_header_bytes: usize,
+}
+
+impl Shape {
+    pub fn of(method: &Method, max_header_bytes: usize) -> Self {
+        Shape {
+            head_only: method == Method::HEAD,
+            idempotent: matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
+            max_header_bytes,
+        }
+    }
+}
+
 /// Runs the exchange on `worker`, retrying on a fresh connection when a reused one failed
-/// before any response byte and the body can be sent again.
+/// before any response byte, the body can be sent again and the method is idempotent (a POST
+/// the backend may have received is never sent twice: security.md R2c).
 pub async fn forward<C: Connector>(
     worker: &Worker<C>,
     params: &[(String, Vec<u8>)],
     body: RequestBody,
-    head_only: bool,
-    max_header_bytes: usize,
+    shape: Shape,
     hold: Option<Hold>,
 ) -> Result<Outcome, ProxyError> {
     let preamble = exchange::encode_preamble(params, worker.reuse);
@@ -162,8 +191,8 @@ pub async fn forward<C: Connector>(
     let opts = ExchangeOptions {
         keep_conn: worker.reuse,
         io_timeout: worker.io_timeout,
-        head_only,
-        max_header_bytes,
+        head_only: shape.head_only,
+        max_header_bytes: shape.max_header_bytes,
     };
     let mut attempt = 0;
     loop {
@@ -176,7 +205,10 @@ pub async fn forward<C: Connector>(
         };
         match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts, hold.take()).await {
             Err(e)
-                if e.retry_on_fresh_connection() && replay.is_some() && attempt < MAX_ATTEMPTS =>
+                if e.retry_on_fresh_connection()
+                    && shape.idempotent
+                    && replay.is_some()
+                    && attempt < MAX_ATTEMPTS =>
             {
                 tracing::info!(worker = %worker.name, "retrying after failure on a reused connection: {e}");
             }
@@ -263,10 +295,12 @@ fn make_worker<C: Connector>(
     )
 }
 
-/// Why a balancer request moves on to another member: nothing of the response came back and
-/// the member failed to take the request (apache.md 6.4: failover on the handler's 503).
-fn fails_over(e: &ProxyError) -> bool {
-    e.member_is_down() || (!e.response_started && e.kind == ErrorKind::BackendClosed)
+/// Why a balancer request moves on to another member: the member could not be reached, or (for
+/// an idempotent request) it closed before any response byte (apache.md 6.4: failover on the
+/// handler's 503; a non-idempotent request it may have received is not sent again).
+fn fails_over(e: &ProxyError, shape: Shape) -> bool {
+    e.member_is_down()
+        || (shape.idempotent && !e.response_started && e.kind == ErrorKind::BackendClosed)
 }
 
 impl<C: Connector> Proxy<C> {
@@ -440,7 +474,7 @@ impl<C: Connector> Proxy<C> {
             content_length: prepared.content_length,
         };
         let env = cgi::request_env(&self.config, &m, &creq);
-        let head_only = parts.method == Method::HEAD;
+        let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
         let params_for = |member: Option<&Member>| {
             cgi::build_params(&CgiInput {
                 config: &self.config,
@@ -462,15 +496,7 @@ impl<C: Connector> Proxy<C> {
                 let worker =
                     &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
                 let params = params_for(None)?;
-                let result = forward(
-                    worker,
-                    &params,
-                    prepared.body,
-                    head_only,
-                    self.limits.max_response_header_bytes,
-                    None,
-                )
-                .await;
+                let result = forward(worker, &params, prepared.body, shape, None).await;
                 Ok((
                     respond(result, &worker.name),
                     route,
@@ -496,17 +522,10 @@ impl<C: Connector> Proxy<C> {
                         (None, Some(r)) => RequestBody::Buffered(r.clone()),
                         (None, None) => unreachable_body(),
                     };
-                    let result = forward(
-                        worker,
-                        &params,
-                        this_body,
-                        head_only,
-                        self.limits.max_response_header_bytes,
-                        Some(Box::new(guard)),
-                    )
-                    .await;
+                    let result =
+                        forward(worker, &params, this_body, shape, Some(Box::new(guard))).await;
                     match result {
-                        Err(e) if fails_over(&e) => {
+                        Err(e) if fails_over(&e, shape) => {
                             if e.member_is_down() {
                                 b.mark_error(mi);
                             }

@@ -8,7 +8,7 @@ use fcgi_mock::{MockHandle, MockServer, Script};
 use fcgi_proxy::body::ProxyBody;
 use fcgi_proxy::error::ErrorKind;
 use fcgi_proxy::exchange::{Outcome, RequestBody};
-use fcgi_proxy::handler::{Worker, forward};
+use fcgi_proxy::handler::{Shape, Worker, forward};
 use fcgi_proxy::net::{BackendAddr, TokioConnector};
 use fcgi_proxy::pool::PoolSettings;
 use http::StatusCode;
@@ -64,8 +64,7 @@ async fn get(
             w,
             &params(uri),
             RequestBody::Buffered(Bytes::new()),
-            false,
-            64 * 1024,
+            Shape::of(&http::Method::GET, 64 * 1024),
             None,
         ),
     )
@@ -317,4 +316,35 @@ async fn backend_refusal_before_headers_is_503() {
     let w = worker(&m, true, T, None);
     let e = get(&w, "/a").await.expect_err("overloaded");
     assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
+}
+
+#[tokio::test]
+async fn a_post_the_backend_may_have_received_is_not_sent_again() {
+    // security.md R2c: request 2 arrives on the reused connection and the backend closes without
+    // answering. A GET would be retried; a POST must not be.
+    let m = mock(&format!(
+        "[[rule]]\nmatch = {{ request = 2 }}\naction = \"close\"\n{HELLO}"
+    ))
+    .await;
+    let w = worker(&m, true, T, None);
+    body_of(get(&w, "/a").await.expect("first")).await.unwrap();
+    let e = tokio::time::timeout(
+        T,
+        forward(
+            &w,
+            &params("/post"),
+            RequestBody::Buffered(Bytes::from_static(b"x=1")),
+            Shape::of(&http::Method::POST, 64 * 1024),
+            None,
+        ),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("not retried");
+    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        m.journal().snapshot().requests.len(),
+        2,
+        "the POST reached the backend once"
+    );
 }
