@@ -341,7 +341,9 @@ fn describe_shows_effective_worker_settings() {
         "{d}"
     );
     assert!(
-        d.contains("reuse on (KEEP_CONN), max 20 (configured), timeout 60s, connect 5s, acquire wait"),
+        d.contains(
+            "reuse on (KEEP_CONN), max 20 (configured), timeout 60s, connect 5s, acquire wait"
+        ),
         "{d}"
     );
     assert!(d.contains("1. prefix /static/ -> !"), "{d}");
