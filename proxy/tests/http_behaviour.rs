@@ -11,7 +11,6 @@ use fcgi_mock::MockHandle;
 use front::{T, get, mock, send, start};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn conf(mock: &MockHandle, extra: &str) -> String {
     format!(
@@ -97,15 +96,7 @@ async fn backend_dying_mid_response_truncates_visibly() {
     )
     .await;
     let f = start(&conf(&m, ""), |_| {}).await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(b"GET /app/cut HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .expect("the proxy closes the connection")
-        .unwrap();
+    let out = front::raw(&f, b"GET /app/cut HTTP/1.1\r\nHost: x\r\n\r\n").await;
     // Either nothing usable or a chunked body without its terminating chunk: never a complete
     // response.
     let text = String::from_utf8_lossy(&out);
@@ -121,17 +112,7 @@ async fn chunked_post_reaches_the_backend_with_an_exact_content_length() {
     let m = mock("").await;
     let f = start(&conf(&m, ""), |_| {}).await;
     // A raw request so the body really is chunked on the wire.
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(
-        b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = front::raw(&f, b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await;
     assert!(
         out.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -146,17 +127,7 @@ async fn chunked_post_reaches_the_backend_with_an_exact_content_length() {
 async fn chunked_body_over_the_buffer_limit_is_413() {
     let m = mock("").await;
     let f = start(&conf(&m, ""), |c| c.limits.max_body_buffer = 8).await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(
-        b"POST /app/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = front::raw(&f, b"POST /app/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n").await;
     assert!(
         out.starts_with(b"HTTP/1.1 413"),
         "{}",
@@ -175,17 +146,7 @@ async fn chunked_body_over_the_buffer_limit_is_413() {
 async fn content_length_with_transfer_encoding_uses_the_chunked_framing() {
     let m = mock("").await;
     let f = start(&conf(&m, ""), |_| {}).await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(
-        b"POST /app/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = front::raw(&f, b"POST /app/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
     assert!(
         out.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -238,15 +199,11 @@ body = [{ data = "tea" }]
 async fn custom_reason_phrase_reaches_the_client() {
     let m = mock("[default]\nstatus = 404\nreason = \"Nowhere To Be Found\"\n").await;
     let f = start(&conf(&m, ""), |_| {}).await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(b"GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = front::raw(
+        &f,
+        b"GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(
         out.starts_with(b"HTTP/1.1 404 Nowhere To Be Found\r\n"),
         "{}",
@@ -263,12 +220,7 @@ async fn too_many_request_headers_is_431_and_never_reaches_the_backend() {
         req.push_str(&format!("X-H{i}: v\r\n"));
     }
     req.push_str("\r\n");
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap();
+    let out = front::raw(&f, req.as_bytes()).await;
     assert!(
         out.starts_with(b"HTTP/1.1 431"),
         "{}",
