@@ -4,5 +4,6 @@
 
 pub mod bench;
 pub mod peers;
+pub mod report;
 pub mod scenario;
 pub mod sim;
