@@ -3,6 +3,8 @@
 //! the side-by-side benchmark.
 
 pub mod bench;
+pub mod check;
+pub mod ours;
 pub mod peers;
 pub mod report;
 pub mod scenario;

@@ -1,1 +1,527 @@
-//! sim.
+//! The simulated runner: a scenario in a deterministic turmoil network.
+//!
+//! Hosts, registered in this order (so their addresses are stable): `proxy` (fcgi-proxy, hyper
+//! front end on port 80, backend connections through an observed [`net::ObservedConnector`]),
+//! one host per `[[backend]]` (an `fcgi-mock` server whose journal also feeds the trace; a
+//! restart starts a fresh mock with a fresh journal, an *incarnation*), then one client host per
+//! `[[client]]` (hyper client, see [`client`]).
+//!
+//! The run is seeded (`rng_seed`: message latencies and the order hosts are polled in each
+//! step, `enable_random_order`) and its epoch is fixed, so the same scenario and seed give the
+//! same trace byte for byte. Faults are applied between steps at their virtual times. When every
+//! client is done, the simulation keeps stepping until the proxy's connections, its pools and
+//! the backends' journals agree (or the scenario's `settle` time runs out: a leak), then the
+//! observations are collected for [`crate::check`].
+
+pub mod client;
+pub mod net;
+pub mod params;
+pub mod suite;
+pub mod trace;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fcgi_mock::{Journal, MockServer, Snapshot};
+use fcgi_proxy::config::Config;
+use fcgi_proxy::handler::Proxy;
+use fcgi_proxy::pool::PoolStats;
+use fcgi_proxy::server::{FrontSettings, serve};
+use tokio::sync::watch;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{Layer, filter::Targets};
+
+use crate::ours;
+use crate::scenario::{Fault, FaultAction, Scenario};
+use client::{RequestResult, Results};
+use net::{AddrStats, NetStats, ObservedConnector};
+use trace::Trace;
+
+/// The fixed epoch of every simulation: 2026-01-01T00:00:00Z.
+pub const EPOCH_SECS: u64 = 1_767_225_600;
+/// The seed used when none is given.
+pub const DEFAULT_SEED: u64 = 1;
+/// Longest boot before the run is declared failed.
+pub const BOOT_LIMIT: Duration = Duration::from_secs(1);
+/// Virtual time per simulation step.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// One run of a mock backend's software: from start to crash or restart.
+#[derive(Debug, Clone)]
+pub struct Incarnation {
+    /// Virtual time the mock started.
+    pub started_at: Duration,
+    /// Virtual time it was crashed or restarted.
+    pub ended_at: Option<Duration>,
+    pub journal: Snapshot,
+}
+
+impl Incarnation {
+    /// Absolute virtual time of a journal timestamp.
+    pub fn at(&self, ms: u64) -> Duration {
+        self.started_at + Duration::from_millis(ms)
+    }
+}
+
+/// Everything one backend saw.
+#[derive(Debug, Clone)]
+pub struct BackendRun {
+    pub name: String,
+    pub authority: String,
+    pub incarnations: Vec<Incarnation>,
+}
+
+/// One proxy worker (pool) at the end of the run.
+#[derive(Debug, Clone)]
+pub struct WorkerRun {
+    pub name: String,
+    pub addr: String,
+    pub stats: PoolStats,
+}
+
+/// The observations of one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub seed: u64,
+    /// The proxy configuration the topology was translated into.
+    pub config: Config,
+    /// Per planned request (in [`Scenario::planned_requests`] order); `None`: never resolved.
+    pub requests: Vec<Option<RequestResult>>,
+    pub labels: Vec<String>,
+    pub backends: Vec<BackendRun>,
+    pub workers: Vec<WorkerRun>,
+    /// The proxy's backend connections, per `host:port`.
+    pub net: BTreeMap<String, AddrStats>,
+    pub trace: Vec<String>,
+    /// The simulation failed (a host errored, the time budget ran out).
+    pub error: Option<String>,
+    /// Connections, pools and journals agreed at the end.
+    pub settled: bool,
+    /// Scenario time (from the end of the boot) when the last client finished.
+    pub clients_done_at: Duration,
+    /// Virtual time at the end (settling included).
+    pub virtual_time: Duration,
+    pub wall_time: Duration,
+}
+
+type ProxySlot = Arc<Mutex<Option<Arc<Proxy<ObservedConnector>>>>>;
+type Incarnations = Arc<Mutex<Vec<(Duration, Option<Duration>, Journal)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a scenario with a seed.
+pub fn run(s: &Scenario, seed: u64) -> Run {
+    let wall = std::time::Instant::now();
+    let trace = Trace::default();
+    let layer = trace::TraceLayer {
+        trace: trace.clone(),
+    }
+    .with_filter(
+        Targets::new()
+            .with_target("fcgi_proxy", tracing::Level::INFO)
+            .with_target("access", tracing::Level::INFO),
+    );
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let mut run = tracing::subscriber::with_default(subscriber, || run_inner(s, seed, &trace));
+    run.trace = trace.lines();
+    run.wall_time = wall.elapsed();
+    run
+}
+
+fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
+    let planned = s.planned_requests();
+    let config = match ours::config(s) {
+        Ok(c) => c,
+        Err(e) => {
+            return Run {
+                id: s.id.clone(),
+                seed,
+                config: Config::default(),
+                requests: vec![None; planned.len()],
+                labels: planned.iter().map(|p| p.label.clone()).collect(),
+                backends: Vec::new(),
+                workers: Vec::new(),
+                net: BTreeMap::new(),
+                trace: Vec::new(),
+                error: Some(format!("topology: {e}")),
+                settled: false,
+                clients_done_at: Duration::ZERO,
+                virtual_time: Duration::ZERO,
+                wall_time: Duration::ZERO,
+            };
+        }
+    };
+    let settle = s.sim.settle.0;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(s.sim.duration.0)
+        .tick_duration(TICK)
+        .min_message_latency(s.sim.latency.0.0)
+        .max_message_latency(s.sim.latency.1.0)
+        .enable_random_order()
+        .build();
+
+    // The proxy.
+    let net_stats: NetStats = Arc::default();
+    let proxy_slot: ProxySlot = Arc::default();
+    {
+        let cfg = Arc::new(config.clone());
+        let connector = ObservedConnector::new(net_stats.clone(), trace.clone());
+        let slot = proxy_slot.clone();
+        sim.host("proxy", move || {
+            let cfg = cfg.clone();
+            let connector = connector.clone();
+            let slot = slot.clone();
+            async move {
+                let listener = turmoil::net::TcpListener::bind(ours::LISTEN).await?;
+                let proxy =
+                    Arc::new(Proxy::new(cfg.clone(), connector).map_err(|e| e.to_string())?);
+                *lock(&slot) = Some(proxy.clone());
+                let (stop, stopped) = watch::channel(false);
+                let settings = FrontSettings {
+                    date_header: false,
+                    ..FrontSettings::from_config(&cfg)
+                };
+                let r = serve(listener, proxy, settings, stopped).await;
+                drop(stop);
+                r?;
+                Ok(())
+            }
+        });
+    }
+
+    // The backends.
+    let mut backends: Vec<(String, String, Incarnations)> = Vec::new();
+    for b in &s.backends {
+        let script = match b.mock_script() {
+            Ok(x) => x,
+            Err(e) => unreachable_script(&e),
+        };
+        let incarnations: Incarnations = Arc::default();
+        backends.push((b.name.clone(), b.authority(), incarnations.clone()));
+        let name = b.name.clone();
+        let port = b.port;
+        let trace = trace.clone();
+        sim.host(b.name.as_str(), move || {
+            let script = script.clone();
+            let incarnations = incarnations.clone();
+            let trace = trace.clone();
+            let name = name.clone();
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+                // Created inside the host, so that the journal's clock is the virtual one.
+                let journal = Journal::with_sink(trace.sink(&name));
+                let started = turmoil::sim_elapsed().unwrap_or_default();
+                lock(&incarnations).push((started, None, journal.clone()));
+                trace.log(&name, &format!("mock listening on port {port}"));
+                let _mock = MockServer::spawn_with_journal(script, listener, journal)?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    // Faults at time zero happen before anything starts (a backend that is down from the
+    // beginning never boots).
+    let mut faults: Vec<Fault> = s.faults.clone();
+    faults.sort_by_key(|f| f.at);
+    let mut faults: VecDeque<Fault> = faults.into();
+    while faults.front().is_some_and(|f| f.at.0.is_zero()) {
+        if let Some(f) = faults.pop_front() {
+            apply(&mut sim, &f, &backends, trace);
+        }
+    }
+    // Boot: step until the proxy and every running backend listen. Scenario time starts then.
+    let mut error = None;
+    loop {
+        let proxy_up = lock(&proxy_slot).is_some();
+        let backends_up = backends
+            .iter()
+            .all(|(name, _, incs)| !sim.is_host_running(name.as_str()) || !lock(incs).is_empty());
+        if proxy_up && backends_up {
+            break;
+        }
+        if sim.elapsed() > BOOT_LIMIT {
+            error = Some("the proxy or a backend did not start listening".to_string());
+            break;
+        }
+        if let Err(e) = sim.step() {
+            error = Some(e.to_string());
+            break;
+        }
+    }
+    let t0 = sim.elapsed();
+    trace.log_at(Some(t0), "sim", "booted: scenario time 0");
+
+    // The clients.
+    let results: Results = Arc::new(Mutex::new(vec![None; planned.len()]));
+    for (ci, c) in s.clients.iter().enumerate() {
+        let plan: Vec<(usize, _)> = planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.client == ci)
+            .map(|(i, p)| (i, p.clone()))
+            .collect();
+        sim.client(
+            c.name.as_str(),
+            client::run(client::ClientRun {
+                name: c.name.clone(),
+                t0,
+                start: c.start.0,
+                connection: c.connection,
+                timeout: c.timeout.0,
+                plan,
+                results: results.clone(),
+                trace: trace.clone(),
+            }),
+        );
+    }
+
+    // Run, applying faults at their times.
+    while error.is_none() {
+        while faults.front().is_some_and(|f| t0 + f.at.0 <= sim.elapsed()) {
+            if let Some(f) = faults.pop_front() {
+                apply(&mut sim, &f, &backends, trace);
+            }
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    for f in faults {
+        trace.log_at(
+            Some(sim.elapsed()),
+            "sim",
+            &format!(
+                "fault {:?} at {} not applied: the clients were done",
+                f.action, f.at
+            ),
+        );
+    }
+    let clients_done_at = sim.elapsed().saturating_sub(t0);
+
+    // Settle: wait until connections, pools and journals agree.
+    let mut settled = error.is_none() && agree(&net_stats, &proxy_slot, &backends);
+    let settle_end = sim.elapsed() + settle;
+    while error.is_none() && !settled && sim.elapsed() < settle_end {
+        if let Err(e) = sim.step() {
+            error = Some(e.to_string());
+            break;
+        }
+        settled = agree(&net_stats, &proxy_slot, &backends);
+    }
+    trace.log_at(
+        Some(sim.elapsed()),
+        "sim",
+        &format!(
+            "end: clients done at {:.3}ms, {}",
+            clients_done_at.as_secs_f64() * 1000.0,
+            if settled { "settled" } else { "not settled" }
+        ),
+    );
+
+    let workers = lock(&proxy_slot)
+        .as_ref()
+        .map(|p| {
+            p.workers()
+                .iter()
+                .map(|w| WorkerRun {
+                    name: w.name.clone(),
+                    addr: w.pool.addr().to_string(),
+                    stats: w.pool.stats(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let backends = backends
+        .iter()
+        .map(|(name, authority, incs)| BackendRun {
+            name: name.clone(),
+            authority: authority.clone(),
+            incarnations: lock(incs)
+                .iter()
+                .map(|(start, end, j)| Incarnation {
+                    started_at: *start,
+                    ended_at: *end,
+                    journal: j.snapshot(),
+                })
+                .collect(),
+        })
+        .collect();
+    let requests = lock(&results).clone();
+    let net = lock(&net_stats).clone();
+    let virtual_time = sim.elapsed();
+    // The simulation (and the hosts' runtimes) must go before the observations are final.
+    drop(sim);
+    Run {
+        id: s.id.clone(),
+        seed,
+        config,
+        requests,
+        labels: planned.iter().map(|p| p.label.clone()).collect(),
+        backends,
+        workers,
+        net,
+        trace: Vec::new(),
+        error,
+        settled,
+        clients_done_at,
+        virtual_time,
+        wall_time: Duration::ZERO,
+    }
+}
+
+fn unreachable_script(e: &str) -> fcgi_mock::Script {
+    // Scenario::validate parsed every script already.
+    panic!("mock script: {e}")
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    f: &Fault,
+    backends: &[(String, String, Incarnations)],
+    trace: &Trace,
+) {
+    let now = sim.elapsed();
+    let (a, b) = f.between.clone().unwrap_or_default();
+    let what = match f.action {
+        FaultAction::Hold => {
+            sim.hold(a.as_str(), b.as_str());
+            format!("hold {a} <-> {b}")
+        }
+        FaultAction::Release => {
+            sim.release(a.as_str(), b.as_str());
+            format!("release {a} <-> {b}")
+        }
+        FaultAction::Partition => {
+            sim.partition(a.as_str(), b.as_str());
+            format!("partition {a} <-> {b}")
+        }
+        FaultAction::Repair => {
+            sim.repair(a.as_str(), b.as_str());
+            format!("repair {a} <-> {b}")
+        }
+        FaultAction::Latency => {
+            let d = f.latency.map(|d| d.0).unwrap_or_default();
+            sim.set_link_latency(a.as_str(), b.as_str(), d);
+            format!("latency {a} <-> {b} = {}ms", d.as_millis())
+        }
+        FaultAction::Crash | FaultAction::Restart => {
+            let host = f.host.clone().unwrap_or_default();
+            if let Some((_, _, incs)) = backends.iter().find(|(n, _, _)| *n == host)
+                && let Some(last) = lock(incs).last_mut()
+                && last.1.is_none()
+            {
+                last.1 = Some(now);
+            }
+            if f.action == FaultAction::Crash {
+                sim.crash(host.as_str());
+                format!("crash {host}")
+            } else {
+                sim.bounce(host.as_str());
+                format!("restart {host}")
+            }
+        }
+    };
+    trace.log_at(Some(now), "sim", &format!("fault: {what}"));
+}
+
+/// The live connections per backend address as (proxy connector, proxy pools, backend
+/// journal), for the leak check.
+pub fn connection_views(
+    net: &BTreeMap<String, AddrStats>,
+    workers: &[(String, usize)],
+    backends: &[(String, usize)],
+) -> Vec<(String, usize, usize, usize)> {
+    let mut keys: Vec<String> = net.keys().cloned().collect();
+    for (a, _) in workers.iter().chain(backends) {
+        if !keys.contains(a) {
+            keys.push(a.clone());
+        }
+    }
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let live = net.get(&k).map_or(0, |s| s.live);
+            let pooled = workers
+                .iter()
+                .filter(|(a, _)| *a == k)
+                .map(|(_, n)| n)
+                .sum();
+            let journal = backends
+                .iter()
+                .filter(|(a, _)| *a == k)
+                .map(|(_, n)| n)
+                .sum();
+            (k, live, pooled, journal)
+        })
+        .collect()
+}
+
+fn agree(net: &NetStats, proxy: &ProxySlot, backends: &[(String, String, Incarnations)]) -> bool {
+    let net = lock(net).clone();
+    let workers: Vec<(String, usize)> = lock(proxy)
+        .as_ref()
+        .map(|p| {
+            p.workers()
+                .iter()
+                .map(|w| (w.pool.addr().to_string(), w.pool.stats().open))
+                .collect()
+        })
+        .unwrap_or_default();
+    let journals: Vec<(String, usize)> = backends
+        .iter()
+        .map(|(_, authority, incs)| {
+            let open = lock(incs)
+                .last()
+                .filter(|(_, end, _)| end.is_none())
+                .map_or(0, |(_, _, j)| j.with(|s| s.open_connections()));
+            (authority.clone(), open)
+        })
+        .collect();
+    connection_views(&net, &workers, &journals)
+        .iter()
+        .all(|(_, live, pooled, journal)| live == pooled && pooled == journal)
+}
+
+impl Run {
+    /// The journal's view of open connections per backend at the end (live incarnation only).
+    pub fn journal_open(&self) -> Vec<(String, usize)> {
+        self.backends
+            .iter()
+            .map(|b| {
+                let open = b
+                    .incarnations
+                    .last()
+                    .filter(|i| i.ended_at.is_none())
+                    .map_or(0, |i| i.journal.open_connections());
+                (b.authority.clone(), open)
+            })
+            .collect()
+    }
+
+    /// The pools' open connections per worker address at the end.
+    pub fn pool_open(&self) -> Vec<(String, usize)> {
+        self.workers
+            .iter()
+            .map(|w| (w.addr.clone(), w.stats.open))
+            .collect()
+    }
+
+    /// The trace as one string.
+    pub fn trace_text(&self) -> String {
+        let mut t = self.trace.join("\n");
+        t.push('\n');
+        t
+    }
+}

@@ -21,6 +21,12 @@ fn main() -> ExitCode {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
+        "sim" => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            conformance::sim::suite::cli(root, &args[1..])
+        }
         other => {
             eprintln!("xtask: unknown command {other:?}\n\n{HELP}");
             ExitCode::from(2)

@@ -1,0 +1,452 @@
+//! Verdicts: a run's observations against the scenario's expectations, plus the invariants that
+//! hold for every scenario and every seed:
+//!
+//! - every client request is resolved exactly once, within the client's timeout;
+//! - no connection leaked: at the end, the proxy's open backend connections, its pools' counts
+//!   and the backends' journals agree;
+//! - no response went to the wrong client (echoed responses carry the request's own tag);
+//! - no backend got more connections at once than the proxy's configured cap for it (nor more
+//!   than the `FCGI_MAX_CONNS` it announces).
+
+use std::fmt;
+use std::time::Duration;
+
+use fcgi_mock::{ManagementKind, RequestEntry};
+
+use crate::ours;
+use crate::report::Verdict;
+use crate::scenario::{ClientOutcome, Level, Scenario, glob_match};
+use crate::sim::Run;
+use crate::sim::client::{RequestResult, TAG_PARAM};
+
+/// The judgement of one run: what failed, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// Expectations that did not hold.
+    pub failures: Vec<String>,
+    /// Invariants that did not hold.
+    pub violations: Vec<String>,
+}
+
+impl Judgement {
+    pub fn pass(&self) -> bool {
+        self.failures.is_empty() && self.violations.is_empty()
+    }
+
+    /// PASS or FAIL (an INFO-level scenario is reported, not judged).
+    pub fn verdict(&self, level: Level) -> Verdict {
+        match (level, self.pass()) {
+            (Level::Info, _) => Verdict::Info,
+            (_, true) => Verdict::Pass,
+            (_, false) => Verdict::Fail,
+        }
+    }
+
+    /// Every reason, invariants first.
+    pub fn reasons(&self) -> Vec<String> {
+        self.violations
+            .iter()
+            .map(|v| format!("invariant: {v}"))
+            .chain(self.failures.iter().cloned())
+            .collect()
+    }
+}
+
+impl fmt::Display for Judgement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.pass() { "PASS" } else { "FAIL" })
+    }
+}
+
+/// A backend request that carried a client request's tag.
+#[derive(Debug, Clone, Copy)]
+pub struct Served<'a> {
+    pub backend: &'a str,
+    pub incarnation: usize,
+    pub entry: &'a RequestEntry,
+    pub begin: Duration,
+}
+
+/// Every time the request labelled `label` reached a backend, in time order.
+pub fn served<'a>(run: &'a Run, label: &str) -> Vec<Served<'a>> {
+    let mut out = Vec::new();
+    for b in &run.backends {
+        for (i, inc) in b.incarnations.iter().enumerate() {
+            for r in &inc.journal.requests {
+                if r.param(TAG_PARAM).as_deref() == Some(label) {
+                    out.push(Served {
+                        backend: &b.name,
+                        incarnation: i,
+                        entry: r,
+                        begin: inc.at(r.begin_ms),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|s| s.begin);
+    out
+}
+
+/// The backend that answered a request: the last one it reached, or `none`.
+fn served_by(run: &Run, label: &str) -> String {
+    served(run, label)
+        .last()
+        .map_or_else(|| "none".to_string(), |s| s.backend.to_string())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Checks everything.
+pub fn judge(s: &Scenario, run: &Run) -> Judgement {
+    let mut v = Judgement {
+        failures: Vec::new(),
+        violations: invariants(s, run),
+    };
+    if let Some(e) = &run.error {
+        v.failures.push(format!("simulation: {e}"));
+    }
+    expectations(s, run, &mut v.failures);
+    v
+}
+
+/// The invariants alone.
+pub fn invariants(s: &Scenario, run: &Run) -> Vec<String> {
+    let mut out = Vec::new();
+    let planned = s.planned_requests();
+    // Resolved exactly once, within the timeout.
+    for (p, r) in planned.iter().zip(&run.requests) {
+        let timeout = s.clients[p.client].timeout.0;
+        match r {
+            None => out.push(format!("{}: never resolved", p.label)),
+            Some(r) => {
+                if r.resolutions != 1 {
+                    out.push(format!("{}: resolved {} times", p.label, r.resolutions));
+                }
+                if r.outcome == ClientOutcome::Timeout || r.elapsed() > timeout {
+                    out.push(format!(
+                        "{}: not resolved within the client's timeout of {}",
+                        p.label,
+                        ms(timeout)
+                    ));
+                }
+            }
+        }
+    }
+    // No leak: connector, pools and journals agree.
+    if run.error.is_none() {
+        let views = crate::sim::connection_views(&run.net, &run.pool_open(), &run.journal_open());
+        for (addr, live, pooled, journal) in views {
+            if live != pooled || pooled != journal {
+                out.push(format!(
+                    "connections to {addr} disagree after settling: proxy has {live} open, \
+                     its pools count {pooled}, the backend journal {journal}"
+                ));
+            }
+        }
+    }
+    // Right client.
+    for r in run.requests.iter().flatten() {
+        if r.outcome != ClientOutcome::Complete {
+            continue;
+        }
+        if let Some(tag) = echoed_tag(&r.body)
+            && tag != r.label
+        {
+            out.push(format!(
+                "{}: got the response to {tag} (echoed by the backend)",
+                r.label
+            ));
+        }
+    }
+    // Caps.
+    for b in &s.backends {
+        let authority = b.authority();
+        let mut cap = ours::connection_cap(&run.config, &authority);
+        if let Some(n) = b
+            .values
+            .get("FCGI_MAX_CONNS")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            cap = cap.min(n);
+        }
+        let max = run.net.get(&authority).map_or(0, |n| n.max_live);
+        if max > cap {
+            out.push(format!(
+                "{} had {max} connections from the proxy at once; its cap is {cap}",
+                b.name
+            ));
+        }
+    }
+    out
+}
+
+/// The request tag inside an echo body (the mock's `action = "echo"` JSON).
+pub fn echoed_tag(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("params")?
+        .as_array()?
+        .iter()
+        .filter_map(|p| p.as_array())
+        .find(|p| p.first().and_then(|n| n.as_str()) == Some(TAG_PARAM))
+        .and_then(|p| p.get(1)?.as_str().map(str::to_string))
+}
+
+fn result<'a>(run: &'a Run, label: &str) -> Option<&'a RequestResult> {
+    run.requests.iter().flatten().find(|r| r.label == label)
+}
+
+fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
+    for e in &s.expect.requests {
+        for label in run.labels.iter().filter(|l| glob_match(&e.requests, l)) {
+            let Some(r) = result(run, label) else {
+                out.push(format!("{label}: no result"));
+                continue;
+            };
+            if let Some(when) = &e.when_status
+                && !r.status.is_some_and(|st| when.contains(&st))
+            {
+                continue;
+            }
+            let mut fail = |m: String| out.push(format!("{label}: {m}"));
+            if let Some(want) = &e.status
+                && !r.status.is_some_and(|st| want.contains(&st))
+            {
+                fail(format!(
+                    "status {}, expected one of {want:?}",
+                    r.status.map_or("none".into(), |s| s.to_string())
+                ));
+            }
+            let outcomes = e
+                .outcome
+                .clone()
+                .or_else(|| e.status.as_ref().map(|_| vec![ClientOutcome::Complete]));
+            if let Some(want) = outcomes
+                && !want.contains(&r.outcome)
+            {
+                fail(format!(
+                    "outcome {:?}{}, expected one of {want:?}",
+                    r.outcome,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            let seen = served(run, label);
+            if let Some(want) = &e.served_by {
+                let by = served_by(run, label);
+                if !want.contains(&by) {
+                    fail(format!("served by {by}, expected one of {want:?}"));
+                }
+            }
+            if let Some(b) = &e.elapsed
+                && !b.accepts(r.elapsed())
+            {
+                fail(format!(
+                    "took {}, expected {}..{}",
+                    ms(r.elapsed()),
+                    b.min.map_or("".into(), |d| d.to_string()),
+                    b.max.map_or("".into(), |d| d.to_string()),
+                ));
+            }
+            if let Some(c) = &e.attempts
+                && !c.accepts(seen.len())
+            {
+                fail(format!(
+                    "reached a backend {} times, expected {c}",
+                    seen.len()
+                ));
+            }
+            let last = seen.last().map(|x| x.entry);
+            if let Some(k) = e.keep_conn {
+                match last {
+                    Some(r) if r.keep_conn == k => {}
+                    Some(r) => fail(format!("FCGI_KEEP_CONN was {}, expected {k}", r.keep_conn)),
+                    None => fail("never reached a backend (KEEP_CONN expected)".into()),
+                }
+            }
+            if let Some(p) = &e.params {
+                match last {
+                    None => fail("never reached a backend (params expected)".into()),
+                    Some(entry) => {
+                        for name in &p.present {
+                            if entry.param(name).is_none() {
+                                fail(format!("param {name} absent, expected present"));
+                            }
+                        }
+                        for name in &p.absent {
+                            if let Some(v) = entry.param(name) {
+                                fail(format!("param {name}={v:?} present, expected absent"));
+                            }
+                        }
+                        for (name, want) in &p.equal {
+                            let want = s.expand(want);
+                            match entry.param(name) {
+                                Some(v) if v == want => {}
+                                Some(v) => fail(format!("param {name}={v:?}, expected {want:?}")),
+                                None => fail(format!("param {name} absent, expected {want:?}")),
+                            }
+                        }
+                        if p.unique {
+                            let mut names: Vec<&[u8]> =
+                                entry.params.iter().map(|(n, _)| n.as_ref()).collect();
+                            names.sort_unstable();
+                            for w in names.windows(2) {
+                                if w[0] == w[1] {
+                                    fail(format!(
+                                        "param {} sent more than once",
+                                        String::from_utf8_lossy(w[0])
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(want) = &e.stdin {
+                match last {
+                    Some(entry) if entry.stdin_lossy() == *want => {}
+                    Some(entry) => fail(format!(
+                        "backend read {:?} on STDIN, expected {want:?}",
+                        entry.stdin_lossy()
+                    )),
+                    None => fail("never reached a backend (STDIN expected)".into()),
+                }
+            }
+            let body = String::from_utf8_lossy(&r.body);
+            if let Some(want) = &e.body_contains
+                && !body.contains(want.as_str())
+            {
+                fail(format!("body lacks {want:?}"));
+            }
+            if let Some(bad) = &e.body_lacks
+                && body.contains(bad.as_str())
+            {
+                fail(format!("body contains {bad:?}"));
+            }
+            for (name, want) in &e.headers {
+                match r.header(name) {
+                    Some(v) if v == want => {}
+                    Some(v) => fail(format!("header {name}: {v:?}, expected {want:?}")),
+                    None => fail(format!("header {name} absent, expected {want:?}")),
+                }
+            }
+        }
+    }
+
+    for e in &s.expect.sequences {
+        let got: Vec<String> = run
+            .labels
+            .iter()
+            .filter(|l| glob_match(&e.requests, l))
+            .map(|l| served_by(run, l))
+            .collect();
+        if got != e.served_by {
+            out.push(format!(
+                "{}: served by {got:?}, expected {:?}",
+                e.requests, e.served_by
+            ));
+        }
+    }
+
+    for e in &s.expect.statuses {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for l in run.labels.iter().filter(|l| glob_match(&e.requests, l)) {
+            let st = result(run, l)
+                .and_then(|r| r.status)
+                .map_or("none".to_string(), |s| s.to_string());
+            *counts.entry(st).or_default() += 1;
+        }
+        if counts != e.counts {
+            out.push(format!(
+                "{}: statuses {counts:?}, expected {:?}",
+                e.requests, e.counts
+            ));
+        }
+    }
+
+    for e in &s.expect.backends {
+        let Some(b) = run.backends.iter().find(|b| b.name == e.backend) else {
+            out.push(format!("{}: never started", e.backend));
+            continue;
+        };
+        let mut fail = |m: String| out.push(format!("backend {}: {m}", e.backend));
+        let conns: Vec<_> = b
+            .incarnations
+            .iter()
+            .flat_map(|i| i.journal.connections.iter().map(move |c| (i, c)))
+            .collect();
+        let reqs: Vec<&RequestEntry> = b
+            .incarnations
+            .iter()
+            .flat_map(|i| i.journal.requests.iter())
+            .collect();
+        if let Some(c) = &e.connections
+            && !c.accepts(conns.len())
+        {
+            fail(format!("{} connections, expected {c}", conns.len()));
+        }
+        if let Some(c) = &e.requests
+            && !c.accepts(reqs.len())
+        {
+            fail(format!("{} requests, expected {c}", reqs.len()));
+        }
+        if let Some(want) = &e.requests_per_connection {
+            let got: Vec<usize> = conns.iter().map(|(_, c)| c.requests.len()).collect();
+            if got != *want {
+                fail(format!(
+                    "requests per connection {got:?}, expected {want:?}"
+                ));
+            }
+        }
+        if let Some(c) = &e.max_concurrent_connections {
+            let got = run.net.get(&b.authority).map_or(0, |n| n.max_live);
+            if !c.accepts(got) {
+                fail(format!(
+                    "{got} connections open at once at most, expected {c}"
+                ));
+            }
+        }
+        if let Some(k) = e.keep_conn {
+            for r in &reqs {
+                if r.keep_conn != k {
+                    fail(format!(
+                        "request {} ({}) had FCGI_KEEP_CONN {}, expected {k}",
+                        r.seq,
+                        r.param(TAG_PARAM).unwrap_or_default(),
+                        r.keep_conn
+                    ));
+                }
+            }
+        }
+        if let Some(want) = &e.close_reasons {
+            for (inc, c) in &conns {
+                if inc.ended_at.is_some() && c.close_reason.is_none() {
+                    continue; // ended by a crash or restart
+                }
+                if let Some(reason) = &c.close_reason
+                    && !want.contains(reason)
+                {
+                    fail(format!(
+                        "connection {} closed ({reason}), expected one of {want:?}",
+                        c.id
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &e.get_values {
+            let n = b
+                .incarnations
+                .iter()
+                .flat_map(|i| &i.journal.management)
+                .filter(|m| matches!(m.kind, ManagementKind::GetValues { .. }))
+                .count();
+            if !c.accepts(n) {
+                fail(format!("{n} FCGI_GET_VALUES, expected {c}"));
+            }
+        }
+    }
+}

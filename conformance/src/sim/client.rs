@@ -1,0 +1,325 @@
+//! A client host: sends its sequence of requests to the proxy with hyper over turmoil TCP, one
+//! HTTP connection for the sequence (`keep-alive`) or one per request, and records what came
+//! back and when (virtual time). Every wait is bounded by the client's timeout.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, timeout_at};
+
+use super::trace::Trace;
+use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSpec};
+
+/// The header that tags every request with its label, so that the request can be found in the
+/// backends' journals (it arrives as the CGI param `HTTP_X_REQUEST_TAG`).
+pub const TAG_HEADER: &str = "X-Request-Tag";
+/// The CGI param the tag header becomes.
+pub const TAG_PARAM: &str = "HTTP_X_REQUEST_TAG";
+/// Where the proxy listens.
+pub const PROXY_ADDR: &str = "proxy:80";
+
+/// What happened to one request, as the client saw it.
+#[derive(Debug, Clone)]
+pub struct RequestResult {
+    pub label: String,
+    pub client: String,
+    pub method: String,
+    pub target: String,
+    /// Scenario time the request was handed to the connection.
+    pub sent_at: Duration,
+    /// Virtual time the response head arrived.
+    pub head_at: Option<Duration>,
+    /// Virtual time the request was resolved (complete body, error or timeout).
+    pub done_at: Duration,
+    pub outcome: ClientOutcome,
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub error: Option<String>,
+    /// How many times a result was recorded for this request (exactly once is an invariant).
+    pub resolutions: usize,
+}
+
+impl RequestResult {
+    pub fn elapsed(&self) -> Duration {
+        self.done_at.saturating_sub(self.sent_at)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Results by planned-request index.
+pub type Results = Arc<Mutex<Vec<Option<RequestResult>>>>;
+
+/// A request body: known length (Content-Length) or chunked.
+#[derive(Debug)]
+pub struct ReqBody {
+    chunks: VecDeque<Bytes>,
+    exact: Option<u64>,
+}
+
+impl ReqBody {
+    fn new(spec: &RequestSpec) -> ReqBody {
+        let data = Bytes::from(spec.body.clone().unwrap_or_default());
+        match spec.chunked {
+            Some(n) => ReqBody {
+                chunks: data.chunks(n.max(1)).map(Bytes::copy_from_slice).collect(),
+                exact: None,
+            },
+            None => ReqBody {
+                exact: Some(data.len() as u64),
+                chunks: if data.is_empty() {
+                    VecDeque::new()
+                } else {
+                    VecDeque::from([data])
+                },
+            },
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .chunks
+                .pop_front()
+                .map(|c| Ok(Frame::data(c))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.exact.is_some()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Scenario time: virtual time since the boot ended at `t0`.
+fn now(t0: Duration) -> Duration {
+    turmoil::sim_elapsed()
+        .unwrap_or_default()
+        .saturating_sub(t0)
+}
+
+/// What a client host runs.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub name: String,
+    /// Virtual time at which scenario time starts.
+    pub t0: Duration,
+    /// Scenario time the client starts.
+    pub start: Duration,
+    pub connection: ClientConnection,
+    /// Per request.
+    pub timeout: Duration,
+    /// (index into the results, request), in sending order.
+    pub plan: Vec<(usize, PlannedRequest)>,
+    pub results: Results,
+    pub trace: Trace,
+}
+
+/// One client's whole sequence.
+pub async fn run(c: ClientRun) -> turmoil::Result {
+    let ClientRun {
+        name,
+        t0,
+        start,
+        connection,
+        timeout,
+        plan,
+        results,
+        trace,
+    } = c;
+    tokio::time::sleep(start.saturating_sub(now(t0))).await;
+    let mut sender: Option<SendRequest<ReqBody>> = None;
+    for (index, p) in plan {
+        if let Some(at) = p.spec.at {
+            tokio::time::sleep(at.0.saturating_sub(now(t0))).await;
+        }
+        if let Some(after) = p.spec.after {
+            tokio::time::sleep(after.0).await;
+        }
+        let deadline = Instant::now() + timeout;
+        let sent_at = now(t0);
+        let mut result = RequestResult {
+            label: p.label.clone(),
+            client: name.clone(),
+            method: p.spec.method.clone(),
+            target: p.spec.target.clone(),
+            sent_at,
+            head_at: None,
+            done_at: sent_at,
+            outcome: ClientOutcome::Error,
+            status: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+            error: None,
+            resolutions: 1,
+        };
+        trace.log(
+            &name,
+            &format!("-> {} {} [{}]", p.spec.method, p.spec.target, p.label),
+        );
+        let keep = exchange(&mut sender, &p, deadline, t0, &mut result).await;
+        result.done_at = now(t0);
+        trace.log(&name, &describe(&result));
+        if !keep || connection == ClientConnection::PerRequest {
+            sender = None;
+        }
+        let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = all.get_mut(index) {
+            match slot {
+                Some(prev) => prev.resolutions += 1,
+                None => *slot = Some(result),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(r: &RequestResult) -> String {
+    let what = match (r.outcome, r.status) {
+        (ClientOutcome::Complete, Some(s)) => format!("{s} ({} body bytes)", r.body.len()),
+        (ClientOutcome::Truncated, Some(s)) => {
+            format!("{s} truncated after {} body bytes", r.body.len())
+        }
+        (o, _) => format!("{o:?}"),
+    };
+    match &r.error {
+        Some(e) => format!("<- {what} [{}]: {e}", r.label),
+        None => format!("<- {what} [{}]", r.label),
+    }
+}
+
+/// Sends one request and reads the response. Returns whether the connection may carry the
+/// next request.
+async fn exchange(
+    sender: &mut Option<SendRequest<ReqBody>>,
+    p: &PlannedRequest,
+    deadline: Instant,
+    t0: Duration,
+    r: &mut RequestResult,
+) -> bool {
+    let fail = |r: &mut RequestResult, outcome: ClientOutcome, e: String| {
+        r.outcome = outcome;
+        r.error = Some(e);
+        false
+    };
+    // A kept connection the proxy closed is replaced, as a browser would.
+    if let Some(s) = sender.as_mut() {
+        let ready = !s.is_closed()
+            && timeout_at(deadline, s.ready())
+                .await
+                .is_ok_and(|x| x.is_ok());
+        if !ready {
+            *sender = None;
+        }
+    }
+    if sender.is_none() {
+        let stream = match timeout_at(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await
+        {
+            Err(_) => return fail(r, ClientOutcome::Timeout, "connect timed out".into()),
+            Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("connect: {e}")),
+            Ok(Ok(s)) => s,
+        };
+        let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
+        let (s, conn) = match timeout_at(deadline, hs).await {
+            Err(_) => return fail(r, ClientOutcome::Timeout, "handshake timed out".into()),
+            Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("handshake: {e}")),
+            Ok(Ok(x)) => x,
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        *sender = Some(s);
+    }
+    let Some(s) = sender.as_mut() else {
+        return false;
+    };
+    let mut req = hyper::Request::builder()
+        .method(p.spec.method.as_str())
+        .uri(p.spec.target.as_str());
+    let has_host = p
+        .spec
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if !has_host {
+        req = req.header("Host", "example.com");
+    }
+    for (n, v) in &p.spec.headers {
+        req = req.header(n.as_str(), v.as_str());
+    }
+    req = req.header(TAG_HEADER, p.label.as_str());
+    let req = match req.body(ReqBody::new(&p.spec)) {
+        Ok(req) => req,
+        Err(e) => return fail(r, ClientOutcome::Error, format!("bad request: {e}")),
+    };
+    let resp = match timeout_at(deadline, s.send_request(req)).await {
+        Err(_) => return fail(r, ClientOutcome::Timeout, "no response head in time".into()),
+        Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("{e}")),
+        Ok(Ok(resp)) => resp,
+    };
+    r.head_at = Some(now(t0));
+    r.status = Some(resp.status().as_u16());
+    r.headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let close = r
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let mut body = resp.into_body();
+    loop {
+        match timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return fail(
+                    r,
+                    ClientOutcome::Timeout,
+                    "body not complete in time".into(),
+                );
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return fail(r, ClientOutcome::Truncated, format!("{e}")),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    r.body.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+    r.outcome = ClientOutcome::Complete;
+    !close
+}
