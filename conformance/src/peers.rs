@@ -43,7 +43,7 @@ pub struct PeerOptions {
     /// Idle client keep-alive timeout.
     pub keepalive_timeout: Duration,
     /// Worker processes or threads (nginx `worker_processes`, HAProxy `nbthread`, tokio worker
-    /// threads for fcgi-proxy). Apache keeps Debian's event MPM defaults.
+    /// threads for fcgi-proxy). Apache runs 2 processes of 64 threads whatever this says.
     pub workers: usize,
     /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read from disk).
     pub document_root: String,
@@ -123,7 +123,9 @@ impl PeerKind {
     pub fn unavailable(self, opts: &PeerOptions) -> Option<String> {
         if self.binary(opts).is_some() {
             if self == PeerKind::Apache && !Path::new(APACHE_MODULES).is_dir() {
-                return Some(format!("{APACHE_MODULES} missing (apt-get install apache2)"));
+                return Some(format!(
+                    "{APACHE_MODULES} missing (apt-get install apache2)"
+                ));
             }
             return None;
         }
@@ -174,9 +176,10 @@ impl PeerKind {
         let dir = tempfile::Builder::new()
             .prefix(&format!("peer-{}-", self.name()))
             .tempdir()?;
-        // nginx wants its temp dirs' parent; Apache its run dir.
-        std::fs::create_dir_all(dir.path().join("tmp"))?;
-        std::fs::create_dir_all(dir.path().join("run"))?;
+        // nginx wants its temp dirs' parent; Apache its run dir and an existing DocumentRoot.
+        for sub in ["tmp", "run", "docroot"] {
+            std::fs::create_dir_all(dir.path().join(sub))?;
+        }
         let listen = free_loopback_port()?;
         let config = self.config(opts, listen, dir.path());
         let config_path = dir.path().join(config.file_name);
@@ -196,6 +199,9 @@ impl PeerKind {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self == PeerKind::FcgiProxy {
+            cmd.env("TOKIO_WORKER_THREADS", opts.workers.to_string());
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -327,11 +333,7 @@ impl RunningPeer {
             }
         }
         // Children that outlived their parent (none expected): by PID, after a short grace.
-        let left: Vec<u32> = tree[1..]
-            .iter()
-            .copied()
-            .filter(|&p| is_alive(p))
-            .collect();
+        let left: Vec<u32> = tree[1..].iter().copied().filter(|&p| is_alive(p)).collect();
         if !left.is_empty() {
             sleep(Duration::from_millis(200));
             for p in left {
@@ -569,13 +571,14 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     } else {
         "disablereuse=on"
     };
-    // Debian's mpm_event.conf values. A process accepts while its connections stay under
-    // ThreadsPerChild + AsyncRequestWorkerFactor * idle threads, and idle keep-alive
-    // connections hold no thread, so the factor lets the StartServers processes (2 x 25
-    // threads) hold `max_client_connections` between them.
-    let factor = o.max_client_connections / 50 + 2;
+    // A fixed pool of 2 processes x 64 threads (no spawning or reaping of children during a
+    // run: reaping a child closes its keep-alive connections). A process accepts while its
+    // connections stay under ThreadsPerChild + AsyncRequestWorkerFactor * idle threads, and
+    // idle keep-alive connections hold no thread, so the factor lets the two processes hold
+    // `max_client_connections` between them.
+    let factor = o.max_client_connections / (2 * 64) + 2;
     let text = format!(
-        "# Apache httpd: event MPM (Debian defaults), ProxyPass to fcgi://, {reuse}\n\
+        "# Apache httpd: event MPM, 2 processes x 64 threads, ProxyPass to fcgi://, {reuse}\n\
          ServerRoot {d}\n\
          ServerName 127.0.0.1\n\
          Listen {listen}\n\
@@ -589,17 +592,18 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
          LoadModule proxy_module      {m}/mod_proxy.so\n\
          LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so\n\
          StartServers 2\n\
-         MinSpareThreads 25\n\
-         MaxSpareThreads 75\n\
+         ServerLimit 2\n\
          ThreadLimit 64\n\
-         ThreadsPerChild 25\n\
-         MaxRequestWorkers 150\n\
+         ThreadsPerChild 64\n\
+         MaxRequestWorkers 128\n\
+         MinSpareThreads 1\n\
+         MaxSpareThreads 128\n\
          MaxConnectionsPerChild 0\n\
          AsyncRequestWorkerFactor {factor}\n\
          KeepAlive On\n\
          MaxKeepAliveRequests 0\n\
          KeepAliveTimeout {kat}\n\
-         DocumentRoot {root}\n\
+         DocumentRoot {d}/docroot\n\
          ProxyPass \"/\" \"fcgi://{backend}{root}/\" {reuse}\n",
         m = APACHE_MODULES,
         kat = o.keepalive_timeout.as_secs(),

@@ -7,7 +7,7 @@ cargo xtask <command>
 
 COMMANDS:
     sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
-    bench [--quick]                        fcgi-proxy side by side with nginx, HAProxy and Apache
+    bench [--quick] [--help]               fcgi-proxy side by side with nginx, HAProxy and Apache
 ";
 
 fn main() -> ExitCode {
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
+        "bench" => conformance::bench::main(&args[1..]),
         "sim" => {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()

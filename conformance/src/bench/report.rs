@@ -1,0 +1,546 @@
+//! Results: per-run metrics, medians over rounds, ratios against nginx, the goals, and the
+//! two renderings (a terminal table and JSON).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tabled::builder::Builder;
+use tabled::settings::object::{Columns, Rows};
+use tabled::settings::{Alignment, Style};
+
+use super::wrk::WrkSummary;
+
+/// The reference every ratio is taken against.
+pub const REFERENCE: &str = "nginx";
+/// Our proxy's name in reports.
+pub const OURS: &str = "fcgi-proxy";
+
+/// What one run measured. Fields a workload does not measure stay `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    /// Proxy CPU (utime + stime of its process tree) per request, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_req: Option<f64>,
+    /// Sum of VmHWM over the proxy's processes, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    /// Sum of VmRSS while the idle connections are held, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<f64>,
+    /// Sum of PSS while the idle connections are held, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pss_mib: Option<f64>,
+    /// RSS growth per held connection, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kib_per_conn: Option<f64>,
+    /// Idle connections held open at the measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<f64>,
+    /// wrk errors (connect, read, write, timeout, non-2xx) or failed idle connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<f64>,
+}
+
+type Field = (
+    &'static str,
+    fn(&Metrics) -> Option<f64>,
+    fn(&mut Metrics, f64),
+);
+
+/// Every metric with its getter and setter (medians and ratios are taken field by field).
+const FIELDS: [Field; 10] = [
+    ("rps", |m| m.rps, |m, v| m.rps = Some(v)),
+    ("p50_ms", |m| m.p50_ms, |m, v| m.p50_ms = Some(v)),
+    ("p99_ms", |m| m.p99_ms, |m, v| m.p99_ms = Some(v)),
+    (
+        "cpu_us_per_req",
+        |m| m.cpu_us_per_req,
+        |m, v| m.cpu_us_per_req = Some(v),
+    ),
+    (
+        "peak_rss_mib",
+        |m| m.peak_rss_mib,
+        |m, v| m.peak_rss_mib = Some(v),
+    ),
+    ("rss_mib", |m| m.rss_mib, |m, v| m.rss_mib = Some(v)),
+    ("pss_mib", |m| m.pss_mib, |m, v| m.pss_mib = Some(v)),
+    (
+        "kib_per_conn",
+        |m| m.kib_per_conn,
+        |m, v| m.kib_per_conn = Some(v),
+    ),
+    ("held", |m| m.held, |m, v| m.held = Some(v)),
+    ("errors", |m| m.errors, |m, v| m.errors = Some(v)),
+];
+
+/// The median (mean of the two middle values for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+impl Metrics {
+    /// Field-wise median over runs.
+    pub fn median_of(runs: &[Metrics]) -> Metrics {
+        let mut out = Metrics::default();
+        for (_, get, set) in FIELDS {
+            let vals: Vec<f64> = runs.iter().filter_map(get).collect();
+            if let Some(m) = median(&vals) {
+                set(&mut out, m);
+            }
+        }
+        out
+    }
+
+    /// Field-wise `self / reference` (where both exist and the reference is not zero).
+    pub fn ratio_to(&self, reference: &Metrics) -> Metrics {
+        let mut out = Metrics::default();
+        for (name, get, set) in FIELDS {
+            if matches!(name, "errors" | "held") {
+                continue;
+            }
+            if let (Some(a), Some(b)) = (get(self), get(reference))
+                && b != 0.0
+            {
+                set(&mut out, a / b);
+            }
+        }
+        out
+    }
+}
+
+/// One run: one target, one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub round: usize,
+    pub metrics: Metrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrk: Option<WrkSummary>,
+    /// CPU seconds of the proxy's process tree over the measured part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Processes in the proxy's tree at the end of the run.
+    pub processes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One target in one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub runs: Vec<Run>,
+    /// Medians over the successful runs.
+    pub median: Metrics,
+    /// `median / nginx's median`, field by field.
+    pub vs_nginx: Metrics,
+}
+
+/// Kind of workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    Wrk,
+    Idle,
+}
+
+/// One workload with all its targets.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadResult {
+    pub name: String,
+    pub description: String,
+    pub kind: WorkloadKind,
+    pub connections: usize,
+    pub backend_keepalive: bool,
+    pub targets: Vec<TargetResult>,
+}
+
+impl WorkloadResult {
+    /// Fills in medians and ratios from the runs.
+    pub fn aggregate(&mut self) {
+        for t in &mut self.targets {
+            let ok: Vec<Metrics> = t
+                .runs
+                .iter()
+                .filter(|r| r.error.is_none())
+                .map(|r| r.metrics)
+                .collect();
+            t.median = Metrics::median_of(&ok);
+        }
+        let reference = self
+            .targets
+            .iter()
+            .find(|t| t.target == REFERENCE)
+            .map(|t| t.median);
+        for t in &mut self.targets {
+            t.vs_nginx = reference.map(|r| t.median.ratio_to(&r)).unwrap_or_default();
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetResult> {
+        self.targets.iter().find(|t| t.target == name)
+    }
+}
+
+/// A goal for our proxy and whether the medians meet it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub workload: String,
+    /// Our median value (or ratio) that the goal is judged on.
+    pub measured: Option<f64>,
+    pub limit: f64,
+    pub met: bool,
+}
+
+/// The goals from the issue: CPU/request <= 0.8x nginx, req/s >= 1.05x nginx, p99 <= nginx
+/// at 4 and 64 connections; 10k idle connections in <= 64 MiB.
+pub fn goals(workloads: &[WorkloadResult], idle_goal_mib: f64) -> Vec<Goal> {
+    let mut out = Vec::new();
+    for w in workloads {
+        let Some(ours) = w.target(OURS) else { continue };
+        match (w.kind, w.name.as_str()) {
+            (WorkloadKind::Wrk, "get-c4" | "get-c64") => {
+                let r = ours.vs_nginx;
+                out.push(goal(
+                    "CPU/request <= 0.8x nginx",
+                    w,
+                    r.cpu_us_per_req,
+                    0.8,
+                    false,
+                ));
+                out.push(goal("requests/s >= 1.05x nginx", w, r.rps, 1.05, true));
+                out.push(goal("p99 latency <= nginx", w, r.p99_ms, 1.0, false));
+            }
+            (WorkloadKind::Idle, _) => {
+                out.push(goal(
+                    &format!(
+                        "{} idle connections in <= {idle_goal_mib} MiB RSS",
+                        w.connections
+                    ),
+                    w,
+                    ours.median.rss_mib,
+                    idle_goal_mib,
+                    false,
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn goal(text: &str, w: &WorkloadResult, measured: Option<f64>, limit: f64, at_least: bool) -> Goal {
+    Goal {
+        goal: text.to_owned(),
+        workload: w.name.clone(),
+        measured,
+        limit,
+        met: measured.is_some_and(|m| if at_least { m >= limit } else { m <= limit }),
+    }
+}
+
+/// Everything a run produced; this is what results.json holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub meta: BTreeMap<String, String>,
+    /// Peer configs used, by `<target>` and `<target> (<variant>)`.
+    pub configs: BTreeMap<String, String>,
+    pub workloads: Vec<WorkloadResult>,
+    pub goals: Vec<Goal>,
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}x"))
+}
+
+/// The load workloads as one table.
+pub fn load_table(workloads: &[WorkloadResult]) -> String {
+    let mut b = Builder::default();
+    b.push_record([
+        "workload",
+        "target",
+        "req/s",
+        "vs nginx",
+        "p50 ms",
+        "p99 ms",
+        "p99 vs nginx",
+        "CPU us/req",
+        "CPU vs nginx",
+        "peak RSS MiB",
+        "RSS vs nginx",
+        "errors",
+        "runs",
+    ]);
+    for w in workloads.iter().filter(|w| w.kind == WorkloadKind::Wrk) {
+        for t in &w.targets {
+            let m = &t.median;
+            let r = &t.vs_nginx;
+            let ok = t.runs.iter().filter(|r| r.error.is_none()).count();
+            b.push_record([
+                w.name.clone(),
+                t.target.clone(),
+                num(m.rps, 0),
+                ratio(r.rps),
+                num(m.p50_ms, 3),
+                num(m.p99_ms, 3),
+                ratio(r.p99_ms),
+                num(m.cpu_us_per_req, 1),
+                ratio(r.cpu_us_per_req),
+                num(m.peak_rss_mib, 1),
+                ratio(r.peak_rss_mib),
+                num(m.errors, 0),
+                format!("{ok}/{}", t.runs.len()),
+            ]);
+        }
+    }
+    let mut t = b.build();
+    t.with(Style::markdown())
+        .modify(Columns::new(2..), Alignment::right())
+        .modify(Rows::first(), Alignment::center());
+    t.to_string()
+}
+
+/// The idle-connection workload as a table.
+pub fn idle_table(workloads: &[WorkloadResult]) -> String {
+    let mut b = Builder::default();
+    b.push_record([
+        "workload",
+        "target",
+        "held",
+        "RSS MiB",
+        "vs nginx",
+        "PSS MiB",
+        "peak RSS MiB",
+        "KiB/conn",
+        "failed",
+        "runs",
+    ]);
+    for w in workloads.iter().filter(|w| w.kind == WorkloadKind::Idle) {
+        for t in &w.targets {
+            let m = &t.median;
+            let ok = t.runs.iter().filter(|r| r.error.is_none()).count();
+            b.push_record([
+                w.name.clone(),
+                t.target.clone(),
+                num(m.held, 0),
+                num(m.rss_mib, 1),
+                ratio(t.vs_nginx.rss_mib),
+                num(m.pss_mib, 1),
+                num(m.peak_rss_mib, 1),
+                num(m.kib_per_conn, 2),
+                num(m.errors, 0),
+                format!("{ok}/{}", t.runs.len()),
+            ]);
+        }
+    }
+    let mut t = b.build();
+    t.with(Style::markdown())
+        .modify(Columns::new(2..), Alignment::right())
+        .modify(Rows::first(), Alignment::center());
+    t.to_string()
+}
+
+/// The goals as a table.
+pub fn goals_table(goals: &[Goal]) -> String {
+    let mut b = Builder::default();
+    b.push_record(["goal", "workload", "measured", "limit", "met"]);
+    for g in goals {
+        b.push_record([
+            g.goal.clone(),
+            g.workload.clone(),
+            num(g.measured, 2),
+            format!("{:.2}", g.limit),
+            if g.met { "yes" } else { "NO" }.to_owned(),
+        ]);
+    }
+    let mut t = b.build();
+    t.with(Style::markdown());
+    t.to_string()
+}
+
+/// Errors of failed runs, one line each.
+pub fn failures(workloads: &[WorkloadResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in workloads {
+        for t in &w.targets {
+            for r in &t.runs {
+                if let Some(e) = &r.error {
+                    out.push(format!(
+                        "{} / {} / round {}: {e}",
+                        w.name, t.target, r.round
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Report {
+    /// The full text report: tables, goals, failures.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if self.workloads.iter().any(|w| w.kind == WorkloadKind::Wrk) {
+            s.push_str(&load_table(&self.workloads));
+            s.push_str("\n\n");
+        }
+        if self.workloads.iter().any(|w| w.kind == WorkloadKind::Idle) {
+            s.push_str(&idle_table(&self.workloads));
+            s.push_str("\n\n");
+        }
+        if !self.goals.is_empty() {
+            s.push_str(&goals_table(&self.goals));
+            s.push('\n');
+        }
+        let f = failures(&self.workloads);
+        if !f.is_empty() {
+            s.push_str("\nfailed runs:\n");
+            for l in f {
+                s.push_str("  ");
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: usize, rps: f64, cpu: f64, p99: f64) -> Run {
+        Run {
+            round,
+            metrics: Metrics {
+                rps: Some(rps),
+                p50_ms: Some(p99 / 2.0),
+                p99_ms: Some(p99),
+                cpu_us_per_req: Some(cpu),
+                peak_rss_mib: Some(10.0),
+                errors: Some(0.0),
+                ..Metrics::default()
+            },
+            wrk: None,
+            cpu_seconds: None,
+            processes: 1,
+            note: None,
+            error: None,
+        }
+    }
+
+    fn target(name: &str, runs: Vec<Run>) -> TargetResult {
+        TargetResult {
+            target: name.to_owned(),
+            runs,
+            median: Metrics::default(),
+            vs_nginx: Metrics::default(),
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+    }
+
+    #[test]
+    fn aggregate_medians_ratios_and_goals() {
+        let mut failed = run(2, 1.0, 1.0, 1.0);
+        failed.error = Some("boom".into());
+        let mut w = WorkloadResult {
+            name: "get-c4".into(),
+            description: String::new(),
+            kind: WorkloadKind::Wrk,
+            connections: 4,
+            backend_keepalive: true,
+            targets: vec![
+                target(
+                    OURS,
+                    vec![
+                        run(0, 110.0, 8.0, 1.0),
+                        run(1, 120.0, 7.0, 0.9),
+                        run(2, 90.0, 9.0, 3.0),
+                    ],
+                ),
+                target(
+                    REFERENCE,
+                    vec![run(0, 100.0, 10.0, 1.0), run(1, 100.0, 10.0, 1.0), failed],
+                ),
+            ],
+        };
+        w.aggregate();
+        let ours = w.target(OURS).unwrap();
+        assert_eq!(ours.median.rps, Some(110.0));
+        assert_eq!(ours.median.cpu_us_per_req, Some(8.0));
+        assert_eq!(ours.median.p99_ms, Some(1.0));
+        assert_eq!(ours.vs_nginx.rps, Some(1.1));
+        assert_eq!(ours.vs_nginx.cpu_us_per_req, Some(0.8));
+        assert_eq!(ours.vs_nginx.errors, None);
+        let nginx = w.target(REFERENCE).unwrap();
+        assert_eq!(nginx.median.rps, Some(100.0), "the failed run is left out");
+        assert_eq!(nginx.vs_nginx.rps, Some(1.0));
+
+        let g = goals(std::slice::from_ref(&w), 64.0);
+        assert_eq!(g.len(), 3);
+        assert!(g.iter().all(|g| g.met), "{g:?}");
+
+        let text = load_table(&[w]);
+        assert!(text.contains("| get-c4"), "{text}");
+        assert!(text.contains("1.10x"), "{text}");
+        assert!(text.contains("2/3"), "{text}");
+    }
+
+    #[test]
+    fn idle_goal() {
+        let mut w = WorkloadResult {
+            name: "idle-10k".into(),
+            description: String::new(),
+            kind: WorkloadKind::Idle,
+            connections: 10_000,
+            backend_keepalive: true,
+            targets: vec![target(
+                OURS,
+                vec![Run {
+                    metrics: Metrics {
+                        rss_mib: Some(70.0),
+                        held: Some(10_000.0),
+                        ..Metrics::default()
+                    },
+                    ..run(0, 0.0, 0.0, 0.0)
+                }],
+            )],
+        };
+        w.aggregate();
+        let g = goals(std::slice::from_ref(&w), 64.0);
+        assert_eq!(g.len(), 1);
+        assert!(!g[0].met);
+        assert_eq!(g[0].measured, Some(70.0));
+        assert!(idle_table(&[w]).contains("70.0"));
+    }
+}
