@@ -368,6 +368,21 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
         }
     }
 
+    for e in &s.expect.served {
+        let n = run
+            .labels
+            .iter()
+            .filter(|l| glob_match(&e.requests, l))
+            .filter(|l| served_by(run, l) == e.backend)
+            .count();
+        if !e.count.accepts(n) {
+            out.push(format!(
+                "{}: {} answered {n}, expected {}",
+                e.requests, e.backend, e.count
+            ));
+        }
+    }
+
     for e in &s.expect.backends {
         let Some(b) = run.backends.iter().find(|b| b.name == e.backend) else {
             out.push(format!("{}: never started", e.backend));

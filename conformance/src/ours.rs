@@ -4,11 +4,12 @@
 //! `ProxyPassMatch` (`match`) to `fcgi://<backend>:<port><backend_path>` or
 //! `balancer://<name><backend_path>`; `reuse`, `max`, `acquire`, `timeout`, `connect_timeout`,
 //! `ttl` and `retry` are the worker parameters of the same names; `pathinfo` is
-//! `proxy-fcgi-pathinfo`; `backend_type` is `ProxyFCGIBackendType`; `env` is `SetEnv`.
+//! `proxy-fcgi-pathinfo`; `backend_type` is `ProxyFCGIBackendType`; `env` is `SetEnv`;
+//! `fcgi_set` / `fcgi_unset` are `ProxyFCGISetEnvIf "true" NAME "value"` / `!NAME`.
 
 use fcgi_proxy::config::{
-    self, BackendSocket, BackendType, Config, LoadFactor, MemberStatus, Pattern, SetEnv, Target,
-    WorkerParams, WorkerUrl,
+    self, BackendSocket, BackendType, Config, FcgiSetEnvIf, LoadFactor, MemberStatus, Pattern,
+    SetEnv, Target, WorkerParams, WorkerUrl,
 };
 
 use crate::scenario::{self, Scenario, WorkerSettings};
@@ -74,6 +75,18 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
                 value: value.clone(),
             })
             .collect();
+        for (name, value) in &r.fcgi_set {
+            route.fcgi_setenvif.push(
+                FcgiSetEnvIf::new("true", name, Some(value))
+                    .map_err(|e| format!("route {i}: {e}"))?,
+            );
+        }
+        for name in &r.fcgi_unset {
+            route.fcgi_setenvif.push(
+                FcgiSetEnvIf::new("true", &format!("!{name}"), None)
+                    .map_err(|e| format!("route {i}: {e}"))?,
+            );
+        }
         route.worker = worker_params(&r.worker());
         cfg.routes.push(route);
     }

@@ -187,6 +187,13 @@ pub struct Route {
     /// Extra variables set for every request on this route (Apache `SetEnv`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// CGI params the proxy sets last, overriding what it computed (Apache
+    /// `ProxyFCGISetEnvIf "true" NAME "value"`, nginx `fastcgi_param NAME value`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fcgi_set: BTreeMap<String, String>,
+    /// CGI params the proxy removes last (Apache `ProxyFCGISetEnvIf "true" !NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fcgi_unset: Vec<String>,
     /// Keep backend connections open (FCGI_KEEP_CONN) and reuse them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<bool>,
@@ -592,6 +599,9 @@ pub struct Expect {
     /// winners).
     #[serde(rename = "statuses", default, skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<StatusCountExpect>,
+    /// How many requests of a group one backend answered.
+    #[serde(rename = "served", default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<ServedCountExpect>,
 }
 
 /// What the client sees.
@@ -710,6 +720,15 @@ pub struct SequenceExpect {
 pub struct StatusCountExpect {
     pub requests: String,
     pub counts: BTreeMap<String, usize>,
+}
+
+/// How many of the matched requests `backend` answered.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServedCountExpect {
+    pub requests: String,
+    pub backend: String,
+    pub count: Count,
 }
 
 /// An exact count, a set of acceptable counts, or bounds.
@@ -1124,6 +1143,14 @@ impl Scenario {
                     "expect.statuses {:?} matches no request",
                     e.requests
                 ));
+            }
+        }
+        for e in &self.expect.served {
+            if !matches_any(&e.requests) {
+                return Err(format!("expect.served {:?} matches no request", e.requests));
+            }
+            if self.backend(&e.backend).is_none() && e.backend != "none" {
+                return Err(format!("expect.served: no backend named {:?}", e.backend));
             }
         }
         for e in &self.expect.backends {

@@ -16,6 +16,9 @@ use tracing_subscriber::layer::{Context, Layer};
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     lines: Arc<Mutex<Vec<String>>>,
+    /// Set when the run is over: what happens while the simulation is torn down (tasks dropped
+    /// in whatever order the runtimes drop them) is not part of the run.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Virtual time as the trace prints it: milliseconds with microseconds.
@@ -30,6 +33,9 @@ impl Trace {
     /// Appends `who: what`, stamped with the current host's virtual time (the simulation's
     /// clock outside hosts: pass it in `at`).
     pub fn log_at(&self, at: Option<Duration>, who: &str, what: &str) {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let line = format!("{} {who:<8} {what}", stamp(at));
         self.lines
             .lock()
@@ -40,6 +46,11 @@ impl Trace {
     /// Appends a line stamped with the calling host's virtual time.
     pub fn log(&self, who: &str, what: &str) {
         self.log_at(turmoil::sim_elapsed(), who, what);
+    }
+
+    /// Ends the trace: later lines are dropped.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn lines(&self) -> Vec<String> {
