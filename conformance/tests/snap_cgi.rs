@@ -1,0 +1,12 @@
+//! For every request of every scenario in `scenarios/cgi`: the CGI params the backend
+//! received, as YAML snapshots (one `glob!` per test target, see tests/common).
+
+mod common;
+
+#[test]
+fn params() {
+    insta::glob!("../../scenarios", "cgi/*.toml", |path| {
+        let (settings, received) = common::received(path);
+        settings.bind(|| insta::assert_yaml_snapshot!(received));
+    });
+}
