@@ -1,0 +1,465 @@
+//! Hostile clients (security.md S4, S5, S12, S13, S21, R8): malformed or ambiguous request
+//! framing, oversized heads, bodies and targets, slowloris, slow readers and clients that vanish.
+//! Each test checks what the client gets and, from the mock's journal, what the backend saw (or
+//! that it saw nothing).
+
+mod front;
+
+use std::time::Duration;
+
+use fcgi_mock::MockHandle;
+use fcgi_mock::journal::ClosedBy;
+use front::{Front, T, get, mock, send, start};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn conf(m: &MockHandle, extra: &str) -> String {
+    format!(
+        "Listen 127.0.0.1:0\nProxyPass /app/ fcgi://{}/ {extra}\n",
+        m.addr()
+    )
+}
+
+/// What came back on one raw connection.
+struct Talk {
+    out: Vec<u8>,
+    /// The proxy closed the connection (EOF or reset) within the wait.
+    closed: bool,
+    took: Duration,
+}
+
+impl Talk {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// Status codes of the responses in the output, in order.
+    fn statuses(&self) -> Vec<u16> {
+        let t = self.text();
+        t.match_indices("HTTP/1.1 ")
+            .filter(|&(i, _)| i == 0 || t.as_bytes()[i - 1] == b'\n')
+            .filter_map(|(i, _)| t.get(i + 9..i + 12)?.parse().ok())
+            .collect()
+    }
+}
+
+/// Writes `bytes` (write errors ignored: the proxy may close early) and reads until the proxy
+/// closes the connection or `wait` passes.
+async fn talk(addr: &str, bytes: &[u8], wait: Duration) -> Talk {
+    let started = tokio::time::Instant::now();
+    let mut s = tokio::time::timeout(T, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let _ = tokio::time::timeout(T, s.write_all(bytes)).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = started + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    };
+    Talk {
+        out,
+        closed,
+        took: started.elapsed(),
+    }
+}
+
+/// Runs `f` with a time budget, so that no test can hang.
+async fn within<F: std::future::Future>(budget: Duration, f: F) -> F::Output {
+    tokio::time::timeout(budget, f)
+        .await
+        .expect("test finished within its time budget")
+}
+
+fn uris_seen(m: &MockHandle) -> Vec<String> {
+    m.journal()
+        .snapshot()
+        .requests
+        .iter()
+        .map(|r| r.param("REQUEST_URI").unwrap_or_default())
+        .collect()
+}
+
+/// Pipelined after every malformed request: it must never be served on that connection.
+const CANARY: &[u8] = b"GET /app/canary HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// ---------------------------------------------------------------------------------------------
+// Framing ambiguity (S4)
+
+/// RFC 9112 6.1/6.3 and Apache's protocol.c: with both Transfer-Encoding and Content-Length the
+/// chunked framing wins, the Content-Length is dropped and the connection is closed after the
+/// response, so nothing the client sent after the chunked body is ever read as a request.
+#[tokio::test]
+async fn content_length_with_chunked_closes_and_nothing_smuggled_reaches_the_backend() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        let smuggled = b"0\r\n\r\nGET /app/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        for (cl_first, te) in [(true, "chunked"), (false, "chunked"), (true, "Chunked")] {
+            let cl = format!("Content-Length: {}\r\n", smuggled.len());
+            let te = format!("Transfer-Encoding: {te}\r\n");
+            let (a, b) = if cl_first { (&cl, &te) } else { (&te, &cl) };
+            let mut req = format!("POST /app/post HTTP/1.1\r\nHost: x\r\n{a}{b}\r\n").into_bytes();
+            req.extend_from_slice(smuggled);
+            req.extend_from_slice(CANARY);
+            let t = talk(&f.addr, &req, T).await;
+            assert!(t.closed, "the connection is closed after the response");
+            assert_eq!(t.statuses().len(), 1, "exactly one response: {}", t.text());
+            let st = t.statuses()[0];
+            assert!(st == 200 || st == 400, "{}", t.text());
+            if st == 200 {
+                assert!(
+                    t.text().to_ascii_lowercase().contains("connection: close"),
+                    "the response announces the close: {}",
+                    t.text()
+                );
+            }
+        }
+        let seen = uris_seen(&m);
+        assert!(
+            seen.iter().all(|u| u == "/app/post"),
+            "only the POST itself may reach the backend: {seen:?}"
+        );
+        for r in m.journal().snapshot().requests {
+            // Chunked framing: an empty body, and CONTENT_LENGTH agrees with STDIN.
+            assert_eq!(r.stdin_len, 0);
+            assert!(matches!(
+                r.param("CONTENT_LENGTH").as_deref(),
+                None | Some("0")
+            ));
+        }
+    })
+    .await;
+}
+
+/// Requests whose framing or header syntax is invalid: 400, connection closed, the backend
+/// never contacted, and the pipelined request after it never served.
+#[tokio::test]
+async fn malformed_heads_are_400_and_never_reach_the_backend() {
+    within(Duration::from_secs(30), async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        let cases: &[(&str, &[u8])] = &[
+            (
+                "differing duplicate Content-Length",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            ),
+            (
+                "Content-Length list",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+            ),
+            (
+                "Content-Length with sign",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+            ),
+            (
+                "Content-Length in hex",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+            ),
+            (
+                "empty Content-Length",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+            ),
+            (
+                "Transfer-Encoding not ending in chunked",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "unknown Transfer-Encoding",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "Transfer-Encoding on HTTP/1.0",
+                b"POST /app/x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "bad chunk size",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nx\r\n0\r\n\r\n",
+            ),
+            (
+                "obs-fold",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+            ),
+            (
+                "obs-fold with tab",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+            ),
+            (
+                "bare CR in a value",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-A: a\rSet-Cookie: b\r\n\r\n",
+            ),
+            (
+                "bare CR as a line end",
+                b"GET /app/x HTTP/1.1\r\nHost: x\rX-A: a\r\n\r\n",
+            ),
+            (
+                "NUL in a value",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+            ),
+            (
+                "non-token name",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-A@b: 1\r\n\r\n",
+            ),
+            (
+                "8-bit name",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-\x80: 1\r\n\r\n",
+            ),
+            (
+                "space before the colon",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\nX-Foo : v\r\n\r\n",
+            ),
+            (
+                "empty name",
+                b"GET /app/x HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n",
+            ),
+            (
+                "control character in the target",
+                b"GET /app/x\x01y HTTP/1.1\r\nHost: x\r\n\r\n",
+            ),
+        ];
+        for (what, head) in cases {
+            let mut req = head.to_vec();
+            req.extend_from_slice(CANARY);
+            let t = talk(&f.addr, &req, T).await;
+            assert_eq!(
+                t.statuses(),
+                [400],
+                "{what}: one 400 and nothing else: {}",
+                t.text()
+            );
+            assert!(t.closed, "{what}: connection closed");
+            let j = m.journal().snapshot();
+            assert_eq!(j.connection_count(), 0, "{what}: the backend was contacted");
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size limits (S12)
+
+#[tokio::test]
+async fn overlong_target_is_414_and_never_reaches_the_backend() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&format!("LimitRequestLine 100\n{}", conf(&m, "")), |_| {}).await;
+        let long = format!("/app/{}", "a".repeat(200));
+        let t = talk(
+            &f.addr,
+            format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            T,
+        )
+        .await;
+        assert_eq!(t.statuses(), [414], "{}", t.text());
+        // Far beyond any limit (hyper's own bound on the target).
+        let huge = format!("/app/{}", "a".repeat(70_000));
+        let t = talk(
+            &f.addr,
+            format!("GET {huge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            T,
+        )
+        .await;
+        let st = t.statuses();
+        assert!(st == [414] || st == [431], "{st:?}");
+        // At the limit: served.
+        let ok = format!("/app/{}", "a".repeat(90));
+        assert_eq!(send(&f, get(&ok)).await.status, StatusCode::OK);
+        assert_eq!(uris_seen(&m), [ok]);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients (S21)
+
+/// A head trickled one byte at a time is cut off at `header_read` (a total deadline, not an idle
+/// timeout), and no backend connection is ever made for it.
+#[tokio::test]
+async fn slowloris_head_is_cut_off_at_the_header_read_timeout() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |c| {
+            c.timeouts.header_read = Duration::from_millis(600)
+        })
+        .await;
+        let started = tokio::time::Instant::now();
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"GET /app/slow HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut closed_at = None;
+        let mut buf = [0u8; 1024];
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"X").await.is_err() {
+                closed_at = Some(started.elapsed());
+                break;
+            }
+            // A close (with or without a 408) shows up as EOF on the read side.
+            if tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf))
+                .await
+                .is_ok()
+            {
+                closed_at = Some(started.elapsed());
+                break;
+            }
+        }
+        let closed_at = closed_at.expect("the proxy never closed the slowloris connection");
+        assert!(
+            closed_at >= Duration::from_millis(500) && closed_at < Duration::from_millis(2000),
+            "closed after {closed_at:?}"
+        );
+        assert_eq!(m.journal().snapshot().connection_count(), 0);
+    })
+    .await;
+}
+
+/// A connection that never sends a request is not kept forever.
+#[tokio::test]
+async fn silent_connection_is_closed() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |c| {
+            c.timeouts.header_read = Duration::from_millis(500);
+            c.timeouts.keep_alive = Duration::from_millis(500);
+        })
+        .await;
+        let t = talk(&f.addr, b"", Duration::from_secs(5)).await;
+        assert!(t.closed, "idle connection still open after {:?}", t.took);
+        assert!(t.took < Duration::from_secs(3), "{:?}", t.took);
+        // Also between requests on a kept-alive connection.
+        let t = talk(
+            &f.addr,
+            b"GET /app/one HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(t.statuses(), [200]);
+        assert!(
+            t.closed,
+            "kept-alive connection still open after {:?}",
+            t.took
+        );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients that go away (S13, R8)
+
+async fn wait_closed(
+    m: &MockHandle,
+    conn: usize,
+    budget: Duration,
+) -> fcgi_mock::journal::ConnectionEntry {
+    let j = m.journal();
+    tokio::time::timeout(
+        budget,
+        j.wait_for(|s| s.connections.get(conn).is_some_and(|c| !c.is_open())),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("backend connection {conn} still open: {:?}", j.snapshot()));
+    j.snapshot().connections[conn].clone()
+}
+
+fn assert_pool_empty(f: &Front) {
+    let stats = f.proxy.workers()[0].pool.stats();
+    assert_eq!(stats.open, 0, "{stats:?}");
+    assert_eq!(stats.idle, 0, "{stats:?}");
+}
+
+/// A client that vanishes in the middle of a streamed request body: the backend request is
+/// aborted by closing its connection (no STDIN end-of-stream), and the connection is not pooled.
+#[tokio::test]
+async fn client_vanishing_mid_body_aborts_the_backend_request() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        for half_close in [false, true] {
+            let mut s = TcpStream::connect(&f.addr).await.unwrap();
+            s.write_all(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+                .await
+                .unwrap();
+            s.write_all(&[b'u'; 100_000]).await.unwrap();
+            let conn = m.journal().snapshot().connection_count();
+            // Wait until the backend has the request, then go away.
+            tokio::time::timeout(
+                T,
+                m.journal()
+                    .wait_for(|j| j.requests.len() > conn && j.requests[conn].stdin_len > 0),
+            )
+            .await
+            .expect("the streamed request reached the backend");
+            if half_close {
+                s.shutdown().await.unwrap();
+            } else {
+                drop(s);
+            }
+            let c = wait_closed(&m, conn, Duration::from_secs(5)).await;
+            assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+            let r = m.journal().request(conn as u64 + 1).unwrap();
+            assert!(!r.stdin_complete, "the backend got a complete short body");
+            assert!(r.stdin_len < 1_000_000);
+            assert_pool_empty(&f);
+        }
+        // A small body cut short never reaches the backend at all.
+        let before = m.journal().snapshot().connection_count();
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"POST /app/small HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(T, s.read_to_end(&mut out)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(m.journal().snapshot().connection_count(), before);
+        // And the proxy still serves.
+        assert_eq!(send(&f, get("/app/next")).await.status, StatusCode::OK);
+    })
+    .await;
+}
+
+/// A client that goes away in the middle of a streamed response: the backend connection is
+/// closed (never returned to the pool with a response still in flight), and the next request
+/// gets a clean response on a new connection.
+#[tokio::test]
+async fn client_vanishing_mid_response_closes_the_backend_connection() {
+    within(T, async {
+        let m = mock(
+            r#"
+[[rule]]
+match = { script_name_prefix = "/app/stream" }
+body = [{ data = "first;" }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "tick;", delay_ms = 100 }, { data = "last", delay_ms = 100 }]
+[default]
+status = 200
+body = [{ data = "clean" }]
+"#,
+        )
+        .await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        drop(s);
+        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
+        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+        let r = m.journal().request(1).unwrap();
+        assert!(!r.is_finished() || r.aborted() || r.outcome != fcgi_mock::journal::Outcome::Complete);
+        assert_pool_empty(&f);
+        let r = send(&f, get("/app/clean")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body.unwrap(), "clean", "no bytes of the aborted response");
+        assert_eq!(m.journal().snapshot().connection_count(), 2);
+    })
+    .await;
+}
