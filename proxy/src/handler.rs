@@ -66,6 +66,8 @@ impl<C: Connector> Worker<C> {
 pub struct BodyLimits {
     /// Largest chunked body buffered to compute CONTENT_LENGTH (beyond: 413).
     pub max_buffered: u64,
+    /// Largest request body at all (`LimitRequestBody`; beyond: 413). 0: unlimited.
+    pub max_body: u64,
     /// Largest response header block accepted from a backend.
     pub max_response_header_bytes: usize,
 }
@@ -100,6 +102,15 @@ pub async fn prepare_body(
         // Request smuggling shape (RFC 9112 6.1): refuse rather than pick one.
         return Err(StatusCode::BAD_REQUEST);
     }
+    let max_body = if limits.max_body == 0 {
+        u64::MAX
+    } else {
+        limits.max_body
+    };
+    if declared.is_some_and(|n| n > max_body) {
+        // Refused before any backend contact, as Apache's LimitRequestBody does.
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
     match declared {
         Some(n) if n > PREFETCH_MAX => Ok(PreparedBody {
             body: RequestBody::Streaming(body),
@@ -114,7 +125,7 @@ pub async fn prepare_body(
             })
         }
         _ => {
-            let data = collect(body, limits.max_buffered, read_timeout).await?;
+            let data = collect(body, limits.max_buffered.min(max_body), read_timeout).await?;
             Ok(PreparedBody {
                 content_length: Some(data.len() as u64),
                 body: RequestBody::Buffered(data),
@@ -349,6 +360,7 @@ impl<C: Connector> Proxy<C> {
         };
         let limits = BodyLimits {
             max_buffered: config.limits.max_body_buffer,
+            max_body: config.limits.max_body,
             max_response_header_bytes: 64 * 1024,
         };
         let process_path =

@@ -275,6 +275,52 @@ async fn overlong_target_is_414_and_never_reaches_the_backend() {
     .await;
 }
 
+/// LimitRequestBody: a declared body over the limit is refused with 413 before any backend
+/// contact, whether it would have been buffered or streamed; a chunked body is cut off at the
+/// limit; a body at the limit passes.
+#[tokio::test]
+async fn body_over_limit_request_body_is_413_without_backend_contact() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&format!("LimitRequestBody 100000\n{}", conf(&m, "")), |_| {}).await;
+        let smuggle = b"GET /app/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        for declared in [100_001usize, 5_000_000] {
+            let mut req = format!(
+                "POST /app/big HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n"
+            )
+            .into_bytes();
+            req.extend_from_slice(smuggle);
+            let t = talk(&f.addr, &req, T).await;
+            assert_eq!(t.statuses(), [413], "CL {declared}: {}", t.text());
+        }
+        // Chunked: 150,000 bytes in 1,000-byte chunks.
+        let mut req =
+            b"POST /app/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..150 {
+            req.extend_from_slice(b"3e8\r\n");
+            req.extend_from_slice(&[b'z'; 1000]);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        let t = talk(&f.addr, &req, T).await;
+        assert_eq!(t.statuses(), [413], "chunked: {}", t.text());
+        assert_eq!(
+            m.journal().snapshot().connection_count(),
+            0,
+            "the backend was contacted"
+        );
+        // Exactly at the limit: forwarded whole.
+        let mut req = b"POST /app/fits HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n".to_vec();
+        req.extend_from_slice(&[b'y'; 100_000]);
+        let t = talk(&f.addr, &req, T).await;
+        assert_eq!(t.statuses(), [200]);
+        let j = m.journal().snapshot();
+        assert_eq!(uris_seen(&m), ["/app/fits"]);
+        assert_eq!(j.requests[0].stdin_len, 100_000);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Slow clients (S21)
 
