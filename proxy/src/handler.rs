@@ -454,6 +454,9 @@ impl<C: Connector> Proxy<C> {
         req: Request<Incoming>,
         info: ConnInfo,
     ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+        if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
+            return Err(refused);
+        }
         let target = req.uri().to_string();
         if target == "*" && req.method() == Method::OPTIONS {
             // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
@@ -567,6 +570,22 @@ impl<C: Connector> Proxy<C> {
             }
         }
     }
+}
+
+/// The header limits hyper enforces only roughly (its read buffer bound is approximate): a field
+/// line longer than `LimitRequestFieldSize`, or header lines adding up to more than
+/// `max_header_bytes`, are refused with 431 before anything else happens.
+fn head_over_limits(headers: &HeaderMap, limits: &crate::config::Limits) -> Option<StatusCode> {
+    let mut total = 0usize;
+    for (name, value) in headers {
+        // `Name: value` as it came, without its CRLF.
+        let line = name.as_str().len() + 2 + value.len();
+        total += line + 2;
+        if line > limits.max_header_line || total > limits.max_header_bytes {
+            return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+    }
+    None
 }
 
 fn status(code: u16) -> StatusCode {

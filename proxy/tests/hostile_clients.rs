@@ -245,6 +245,62 @@ async fn malformed_heads_are_400_and_never_reach_the_backend() {
 // Size limits (S12)
 
 #[tokio::test]
+async fn oversized_heads_are_431_and_never_reach_the_backend() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        // One 70,000-byte header (over the 64 KiB head limit).
+        let big = format!(
+            "GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        let t = talk(&f.addr, big.as_bytes(), T).await;
+        assert_eq!(
+            t.statuses(),
+            [431],
+            "{}",
+            &t.text()[..t.text().len().min(200)]
+        );
+        // One 9,000-byte field line (over LimitRequestFieldSize 8190, under the head limit).
+        let line = format!(
+            "GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: {}\r\n\r\n",
+            "b".repeat(9_000)
+        );
+        let t = talk(&f.addr, line.as_bytes(), T).await;
+        assert_eq!(
+            t.statuses(),
+            [431],
+            "{}",
+            &t.text()[..t.text().len().min(200)]
+        );
+        // 101 headers (over LimitRequestFields 100).
+        let mut many = String::from("GET /app/x HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..100 {
+            many.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        let t = talk(&f.addr, many.as_bytes(), T).await;
+        assert_eq!(t.statuses(), [431], "{}", t.text());
+        assert!(t.closed);
+        // Just under both limits still works.
+        let mut ok = String::from("GET /app/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 0..97 {
+            ok.push_str(&format!("X-H{i}: {}\r\n", "v".repeat(500)));
+        }
+        ok.push_str("\r\n");
+        let t = talk(&f.addr, ok.as_bytes(), T).await;
+        assert_eq!(
+            t.statuses(),
+            [200],
+            "{}",
+            &t.text()[..t.text().len().min(200)]
+        );
+        assert_eq!(uris_seen(&m), ["/app/ok"]);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn overlong_target_is_414_and_never_reaches_the_backend() {
     within(T, async {
         let m = mock("").await;
