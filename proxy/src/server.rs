@@ -2,7 +2,11 @@
 //! gracefully (stop accepting, let in-flight requests finish, then close).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -10,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
@@ -21,6 +26,9 @@ use crate::net::{Acceptor, ConnInfo, Connector};
 pub struct FrontSettings {
     /// Time allowed to receive a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Longest a write to the client may make no progress (a client that stops reading); then
+    /// the connection is dropped.
+    pub client_write_timeout: Duration,
     /// Largest request head, in bytes (beyond: 431).
     pub max_header_bytes: usize,
     /// Most request header fields (beyond: 431).
@@ -35,6 +43,7 @@ impl Default for FrontSettings {
     fn default() -> Self {
         FrontSettings {
             header_read_timeout: Duration::from_secs(30),
+            client_write_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             shutdown_grace: Duration::from_secs(30),
@@ -84,6 +93,7 @@ pub async fn serve<A: Acceptor, C: Connector>(
                 let proxy = proxy.clone();
                 async move { Ok::<Response<ProxyBody>, Infallible>(proxy.handle(req, info).await) }
             });
+            let stream = SendTimeout::new(stream, settings.client_write_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -148,9 +158,100 @@ impl FrontSettings {
     pub fn from_config(c: &crate::config::Config) -> Self {
         FrontSettings {
             header_read_timeout: c.timeouts.header_read,
+            client_write_timeout: c.timeouts.client_write,
             max_header_bytes: c.limits.max_header_bytes,
             max_headers: c.limits.max_headers,
             ..FrontSettings::default()
         }
+    }
+}
+
+/// A client stream whose writes fail once they have made no progress for `timeout` (nginx's
+/// `send_timeout`, Apache's `Timeout`): hyper then drops the connection, so a client that stops
+/// reading cannot hold it, and the response behind it, forever (security.md S21).
+#[derive(Debug)]
+struct SendTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Running while a write is blocked; cleared by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> SendTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        SendTimeout {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// Called when the inner write is pending: an error once the stall has lasted `timeout`.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("client did not read for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress(r, cx)
     }
 }

@@ -452,6 +452,89 @@ async fn silent_connection_is_closed() {
     .await;
 }
 
+/// The TCP state of the proxy's end of a loopback connection, from /proc/net/tcp (`01` is
+/// ESTABLISHED). `None` when it is gone or /proc is not there.
+fn proxy_side_state(proxy: &str, client: std::net::SocketAddr) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let hex = |a: std::net::SocketAddr| -> Option<String> {
+        let std::net::IpAddr::V4(ip) = a.ip() else {
+            return None;
+        };
+        Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            a.port()
+        ))
+    };
+    let local = hex(proxy.parse().ok()?)?;
+    let remote = hex(client)?;
+    text.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(2) == Some(&remote.as_str()))
+            .then(|| cols.get(3).map(|s| s.to_string()))
+            .flatten()
+    })
+}
+
+/// A client that stops reading a large response: the exchange gives up after the backend
+/// timeout and closes the backend connection (it is not pooled), and the client connection is
+/// closed after the send timeout instead of being held open forever.
+#[tokio::test]
+async fn slow_reader_frees_the_backend_and_is_disconnected() {
+    within(Duration::from_secs(30), async {
+        // 32 MiB: far more than socket buffers and the proxy's own buffers can hold.
+        let m =
+            mock("[default]\nbody = [{ data = \"0123456789abcdef\", repeat = 2097152 }]\n").await;
+        let f = start(&format!("Timeout 1\n{}", conf(&m, "timeout=1")), |_| {}).await;
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"GET /app/huge HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Read the head and a little body, then stop reading.
+        let mut first = vec![0u8; 4096];
+        let n = tokio::time::timeout(T, s.read(&mut first))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        let j = m.journal();
+        tokio::time::timeout(
+            Duration::from_secs(8),
+            j.wait_for(|s| s.connections.first().is_some_and(|c| !c.is_open())),
+        )
+        .await
+        .expect("backend connection closed after the backend timeout");
+        let c = j.snapshot().connections[0].clone();
+        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+        let stats = f.proxy.workers()[0].pool.stats();
+        assert_eq!((stats.open, stats.idle), (0, 0), "{stats:?}");
+        // The proxy's end of the client connection is no longer established: it gave up
+        // sending (the kernel may still hold unsent bytes in FIN_WAIT1).
+        let client = s.local_addr().unwrap();
+        if std::fs::metadata("/proc/net/tcp").is_ok() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            loop {
+                let st = proxy_side_state(&f.addr, client);
+                if st.as_deref() != Some("01") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "client connection still established on the proxy side"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // What the client can still read is a truncated response, never the whole body.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(T, s.read_to_end(&mut rest)).await;
+        assert!(n + rest.len() < 32 * 1024 * 1024, "the whole body was sent");
+        // The next request is served on a fresh backend connection.
+        assert_eq!(send(&f, get("/app/after")).await.status, StatusCode::OK,);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Clients that go away (S13, R8)
 
