@@ -322,7 +322,17 @@ async fn read_response<R: AsyncRead + Unpin>(
     loop {
         buf.clear();
         buf.reserve(16 * 1024);
-        let read = tokio::time::timeout(opts.io_timeout, r.read_buf(&mut buf)).await;
+        let read = tokio::select! {
+            biased;
+            () = client_gone(head, &p.phase) => {
+                // Nobody waits for this response: abort the backend request by closing.
+                return Err(started(
+                    &p,
+                    ProxyError::new(ErrorKind::ClientBody, "client went away; backend request aborted"),
+                ));
+            }
+            r = tokio::time::timeout(opts.io_timeout, r.read_buf(&mut buf)) => r,
+        };
         let err = match read {
             Ok(Ok(0)) => Some(ProxyError::new(
                 ErrorKind::BackendClosed,
@@ -364,6 +374,20 @@ async fn read_response<R: AsyncRead + Unpin>(
             }
         }
         hand_over_head(&mut p, head, opts).await?;
+    }
+}
+
+/// Resolves once nobody waits for the response any more: the handler dropped its end before the
+/// head came (the client went away), or hyper dropped the body stream after it. Until then a
+/// backend that is slow to answer would hold its connection until `timeout` (security.md R8).
+async fn client_gone(
+    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
+    phase: &Phase,
+) {
+    match (head, phase) {
+        (Some(tx), _) => tx.closed().await,
+        (None, Phase::Streaming(Some(body), _)) => body.tx.closed().await,
+        _ => std::future::pending().await,
     }
 }
 

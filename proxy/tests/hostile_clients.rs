@@ -648,3 +648,54 @@ body = [{ data = "clean" }]
     })
     .await;
 }
+
+/// A client that gives up while the backend is still working on its request: the backend
+/// connection is closed at once (R8), not held until the backend answers or its timeout.
+#[tokio::test]
+async fn client_vanishing_before_the_response_frees_the_backend_at_once() {
+    within(T, async {
+        let m = mock("[default]\naction = \"never_answer\"\n").await;
+        let f = start(&conf(&m, "timeout=30"), |_| {}).await;
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"GET /app/think HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(T, m.journal().wait_for(|j| j.requests.len() == 1))
+            .await
+            .expect("the request reached the backend");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
+        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+        assert_pool_empty(&f);
+    })
+    .await;
+}
+
+/// The same once the head is out but the backend has gone quiet: the client's departure, not
+/// the next body chunk or the backend timeout, ends the backend request.
+#[tokio::test]
+async fn client_vanishing_while_the_backend_is_quiet_frees_the_backend_at_once() {
+    within(T, async {
+        let m = mock(
+            "[default]\nstatus = 200\nbody = [{ data = \"some-body\" }]\ncut = { after_body_bytes = 4, then = \"hang\" }\n",
+        )
+        .await;
+        let f = start(&conf(&m, "timeout=30"), |_| {}).await;
+        let mut s = TcpStream::connect(&f.addr).await.unwrap();
+        s.write_all(b"GET /app/quiet HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        drop(s);
+        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
+        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+        assert_pool_empty(&f);
+    })
+    .await;
+}
