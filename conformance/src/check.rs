@@ -5,8 +5,10 @@
 //! - no connection leaked: at the end, the proxy's open backend connections, its pools' counts
 //!   and the backends' journals agree;
 //! - no response went to the wrong client (echoed responses carry the request's own tag);
-//! - no backend got more connections at once than the proxy's configured cap for it (nor more
-//!   than the `FCGI_MAX_CONNS` it announces).
+//! - no backend got more connections at once than the proxy's caps for it allow: the sum over
+//!   the proxy's workers that target it of each worker's configured `max`; and no pool grew
+//!   beyond the cap it had in force (which includes an `FCGI_MAX_CONNS` it learned), checked
+//!   after every simulation step.
 
 use std::fmt;
 use std::time::Duration;
@@ -138,8 +140,14 @@ pub fn invariants(s: &Scenario, run: &Run) -> Vec<String> {
     // No leak: connector, pools and journals agree.
     if run.error.is_none() {
         let views = crate::sim::connection_views(&run.net, &run.pool_open(), &run.journal_open());
+        let partitioned: Vec<String> = run
+            .backends
+            .iter()
+            .filter(|b| b.partitioned)
+            .map(|b| b.authority.clone())
+            .collect();
         for (addr, live, pooled, journal) in views {
-            if live != pooled || pooled != journal {
+            if !crate::sim::views_agree(&addr, live, pooled, journal, &partitioned) {
                 out.push(format!(
                     "connections to {addr} disagree after settling: proxy has {live} open, \
                      its pools count {pooled}, the backend journal {journal}"
@@ -161,25 +169,20 @@ pub fn invariants(s: &Scenario, run: &Run) -> Vec<String> {
             ));
         }
     }
-    // Caps.
+    // Caps: the configured ones over the whole run, and the caps in force (a learned
+    // FCGI_MAX_CONNS included) whenever a connection was attempted.
     for b in &s.backends {
         let authority = b.authority();
-        let mut cap = ours::connection_cap(&run.config, &authority);
-        if let Some(n) = b
-            .values
-            .get("FCGI_MAX_CONNS")
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            cap = cap.min(n);
-        }
+        let cap = ours::connection_cap(&run.config, &authority, None);
         let max = run.net.get(&authority).map_or(0, |n| n.max_live);
         if max > cap {
             out.push(format!(
-                "{} had {max} connections from the proxy at once; its cap is {cap}",
+                "{} had {max} connections from the proxy at once; its configured cap is {cap}",
                 b.name
             ));
         }
     }
+    out.extend(run.pool_cap_violations.iter().cloned());
     out
 }
 

@@ -117,32 +117,43 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
     Ok(cfg)
 }
 
-/// The largest number of connections fcgi-proxy may open to `authority` (`host:port`) under
-/// this configuration: the sum of `max` over every worker that targets it.
-pub fn connection_cap(cfg: &Config, authority: &str) -> usize {
+/// The `max` of every fcgi-proxy worker (connection pool) that targets `authority`
+/// (`host:port`). Routes to the same URL share one worker; each balancer member is a worker of
+/// its own.
+pub fn worker_caps(cfg: &Config, authority: &str) -> Vec<usize> {
     let default = cfg.limits.default_max_connections;
     let targets = |url: &WorkerUrl| match &url.socket {
         BackendSocket::Tcp { host, port } => format!("{host}:{port}") == authority,
         BackendSocket::Unix { .. } => false,
     };
     let mut seen: Vec<String> = Vec::new();
-    let mut cap = 0usize;
+    let mut caps = Vec::new();
     for r in &cfg.routes {
         if let Target::Worker(url) = &r.target
             && targets(url)
         {
-            // Routes to the same URL share one worker, with the first route's parameters.
+            // The first route's parameters win for a shared worker.
             let name = url.name();
             if !seen.contains(&name) {
                 seen.push(name);
-                cap += r.worker.max.unwrap_or(default) as usize;
+                caps.push(r.worker.max.unwrap_or(default) as usize);
             }
         }
     }
     for b in &cfg.balancers {
         for m in b.members.iter().filter(|m| targets(&m.url)) {
-            cap += m.worker.max.unwrap_or(default) as usize;
+            caps.push(m.worker.max.unwrap_or(default) as usize);
         }
     }
-    cap
+    caps
+}
+
+/// The most connections fcgi-proxy may have open to `authority` at once: the sum of its
+/// workers' caps, each lowered to the backend's FCGI_MAX_CONNS when the backend announces one
+/// (fcgi-proxy learns it per worker).
+pub fn connection_cap(cfg: &Config, authority: &str, announced: Option<usize>) -> usize {
+    worker_caps(cfg, authority)
+        .into_iter()
+        .map(|c| announced.map_or(c, |n| c.min(n.max(1))))
+        .sum()
 }

@@ -70,6 +70,10 @@ pub struct BackendRun {
     pub name: String,
     pub authority: String,
     pub incarnations: Vec<Incarnation>,
+    /// A partition cut a link to this backend during the run. Turmoil drops segments on a cut
+    /// link for good (it has no retransmission), so a close sent on an established connection
+    /// may never arrive: either side may keep a connection the other has closed.
+    pub partitioned: bool,
 }
 
 /// One proxy worker (pool) at the end of the run.
@@ -94,6 +98,8 @@ pub struct Run {
     pub workers: Vec<WorkerRun>,
     /// The proxy's backend connections, per `host:port`.
     pub net: BTreeMap<String, AddrStats>,
+    /// Pools that opened connections beyond the cap they had in force (checked every step).
+    pub pool_cap_violations: Vec<String>,
     pub trace: Vec<String>,
     /// The simulation failed (a host errored, the time budget ran out).
     pub error: Option<String>,
@@ -146,6 +152,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 backends: Vec::new(),
                 workers: Vec::new(),
                 net: BTreeMap::new(),
+                pool_cap_violations: Vec::new(),
                 trace: Vec::new(),
                 error: Some(format!("topology: {e}")),
                 settled: false,
@@ -156,6 +163,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         }
     };
     let settle = s.sim.settle.0;
+    let partitioned = partitioned_addrs(s);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -255,6 +263,8 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
             break;
         }
     }
+    let mut watch = PoolWatch::default();
+    watch.sample(&proxy_slot, sim.elapsed());
     let t0 = sim.elapsed();
     trace.log_at(Some(t0), "sim", "booted: scenario time 0");
 
@@ -289,7 +299,9 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 apply(&mut sim, &f, &backends, trace);
             }
         }
-        match sim.step() {
+        let stepped = sim.step();
+        watch.sample(&proxy_slot, sim.elapsed());
+        match stepped {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => {
@@ -311,13 +323,14 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 apply(&mut sim, &f, &backends, trace);
             }
         }
-        settled = faults.is_empty() && agree(&net_stats, &proxy_slot, &backends);
+        settled = faults.is_empty() && agree(&net_stats, &proxy_slot, &backends, &partitioned);
         if settled {
             break;
         }
         if let Err(e) = sim.step() {
             error = Some(e.to_string());
         }
+        watch.sample(&proxy_slot, sim.elapsed());
     }
     trace.log_at(
         Some(sim.elapsed()),
@@ -345,6 +358,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
     let backends = backends
         .iter()
         .map(|(name, authority, incs)| BackendRun {
+            partitioned: partitioned.contains(authority),
             name: name.clone(),
             authority: authority.clone(),
             incarnations: lock(incs)
@@ -371,6 +385,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         backends,
         workers,
         net,
+        pool_cap_violations: watch.violations,
         trace: Vec::new(),
         error,
         settled,
@@ -467,7 +482,50 @@ pub fn connection_views(
         .collect()
 }
 
-fn agree(net: &NetStats, proxy: &ProxySlot, backends: &[(String, String, Incarnations)]) -> bool {
+/// Watches the proxy's pools between steps: a pool whose open connections (connecting ones
+/// included) grew beyond the cap it had in force before the step broke its cap. A cap lowered
+/// later (a learned FCGI_MAX_CONNS) does not make earlier connections a violation.
+#[derive(Debug, Default)]
+struct PoolWatch {
+    /// Per worker: (open, cap) after the previous step.
+    last: Vec<(usize, usize)>,
+    violations: Vec<String>,
+}
+
+impl PoolWatch {
+    fn sample(&mut self, proxy: &ProxySlot, now: Duration) {
+        let Some(p) = lock(proxy).clone() else {
+            return;
+        };
+        for (i, w) in p.workers().iter().enumerate() {
+            let st = w.pool.stats();
+            if let Some(&(open, cap)) = self.last.get(i)
+                && st.open > open
+                && st.open > cap
+            {
+                self.violations.push(format!(
+                    "at {:.3}ms the pool of {} went from {open} to {} connections; its cap was \
+                     {cap}",
+                    now.as_secs_f64() * 1000.0,
+                    w.name,
+                    st.open
+                ));
+            }
+            if i < self.last.len() {
+                self.last[i] = (st.open, st.cap);
+            } else {
+                self.last.push((st.open, st.cap));
+            }
+        }
+    }
+}
+
+fn agree(
+    net: &NetStats,
+    proxy: &ProxySlot,
+    backends: &[(String, String, Incarnations)],
+    partitioned: &[String],
+) -> bool {
     let net = lock(net).clone();
     let workers: Vec<(String, usize)> = lock(proxy)
         .as_ref()
@@ -490,7 +548,39 @@ fn agree(net: &NetStats, proxy: &ProxySlot, backends: &[(String, String, Incarna
         .collect();
     connection_views(&net, &workers, &journals)
         .iter()
-        .all(|(_, live, pooled, journal)| live == pooled && pooled == journal)
+        .all(|(addr, live, pooled, journal)| {
+            views_agree(addr, *live, *pooled, *journal, partitioned)
+        })
+}
+
+/// The proxy's sockets and its pools agree exactly; the backend's journal agrees with them,
+/// except on a link a partition cut: turmoil drops the segments for good (no retransmission),
+/// so a close (either way) may never arrive, and each side may keep a connection the other
+/// closed.
+pub fn views_agree(
+    addr: &str,
+    live: usize,
+    pooled: usize,
+    journal: usize,
+    partitioned: &[String],
+) -> bool {
+    live == pooled && (journal == pooled || partitioned.iter().any(|a| a == addr))
+}
+
+/// The backend addresses whose links a partition fault cuts at some point.
+pub fn partitioned_addrs(s: &Scenario) -> Vec<String> {
+    s.backends
+        .iter()
+        .filter(|b| {
+            s.faults.iter().any(|f| {
+                f.action == FaultAction::Partition
+                    && f.between
+                        .as_ref()
+                        .is_some_and(|(x, y)| *x == b.name || *y == b.name)
+            })
+        })
+        .map(|b| b.authority())
+        .collect()
 }
 
 /// Connections a backend is serving: open, and taken up by a worker. A connection the backend

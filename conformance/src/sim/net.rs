@@ -23,6 +23,8 @@ pub struct AddrStats {
     pub failed: u64,
     /// Open now.
     pub live: usize,
+    /// Connection attempts under way now.
+    pub connecting: usize,
     /// Most open at once.
     pub max_live: usize,
 }
@@ -55,8 +57,17 @@ impl Connector for ObservedConnector {
         let addr = addr.clone();
         async move {
             let key = addr.to_string();
-            update(&this.stats, &key, |s| s.attempts += 1);
-            match SimConnector.connect(&addr).await {
+            update(&this.stats, &key, |s| {
+                s.attempts += 1;
+                s.connecting += 1;
+            });
+            let connecting = Connecting {
+                stats: this.stats.clone(),
+                key: key.clone(),
+            };
+            let result = SimConnector.connect(&addr).await;
+            drop(connecting);
+            match result {
                 Ok(stream) => {
                     let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
                     update(&this.stats, &key, |s| {
@@ -86,6 +97,20 @@ impl Connector for ObservedConnector {
                 }
             }
         }
+    }
+}
+
+/// An attempt under way; counted until it ends, also when the proxy gives up on it.
+struct Connecting {
+    stats: NetStats,
+    key: String,
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        update(&self.stats, &self.key, |s| {
+            s.connecting = s.connecting.saturating_sub(1);
+        });
     }
 }
 
