@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod load;
 pub mod ours;
 pub mod peers;
 pub mod report;

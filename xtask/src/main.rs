@@ -8,6 +8,7 @@ cargo xtask <command>
 COMMANDS:
     sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
     bench [--quick] [--help]               fcgi-proxy side by side with nginx, HAProxy and Apache
+    load [--connections N] [--help]        N (10000) concurrent connections through fcgi-proxy
 ";
 
 fn main() -> ExitCode {
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "bench" => conformance::bench::main(&args[1..]),
+        "load" => conformance::load::main(&args[1..]),
         "sim" => {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()

@@ -1,0 +1,788 @@
+//! `cargo xtask load`: many concurrent client connections through the release proxy on loopback.
+//!
+//! - fcgi-proxy is built in release mode and started as its own process, through
+//!   `sh -c 'ulimit -n ...; exec ...'` so that it may hold every client connection; its
+//!   `/status` (admin listener) is polled during the run for each backend pool's open count and
+//!   cap.
+//! - The backends are fcgi-mock servers in this process, behind a `balancer://` route, each
+//!   with a `worker.max` cap. Their journals give the exact peak of concurrent backend
+//!   connections, which must not exceed the cap.
+//! - The clients (this process, its open-file limit raised with `prlimit`) first open every
+//!   connection and wait until all are established, then each sends its requests over HTTP/1.1
+//!   keep-alive, then holds its connection until every client is done: all connections are open
+//!   at once. Errors are counted by kind: a connect failure, a failed or non-200 response, a
+//!   wrong body.
+//! - Reported: errors, requests/s over the request phase, the pools' peak open connections
+//!   against their caps (sampled and exact), the proxy's peak RSS (VmHWM) and RSS with every
+//!   connection open.
+//!
+//! Everything is bounded: the connection count, the requests per connection and a deadline for
+//! the whole run. Loopback only; the proxy is stopped by its PID.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fcgi_mock::{MockHandle, MockServer, Script};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use crate::bench::procfs;
+use crate::peers::{is_alive, signal};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Client connections, all open at the same time.
+    pub connections: usize,
+    /// Requests on each connection (keep-alive).
+    pub requests_per_connection: usize,
+    /// fcgi-mock backends behind the balancer.
+    pub backends: usize,
+    /// `worker.max` of each backend: the pool cap under test.
+    pub max_per_backend: usize,
+    /// Time each backend takes per request.
+    pub backend_delay_ms: u64,
+    /// Connection attempts in flight at once while opening (the listen backlog is finite).
+    pub connect_parallelism: usize,
+    /// The whole run, building excluded.
+    pub deadline: Duration,
+    pub proxy_bin: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            connections: 10_000,
+            requests_per_connection: 5,
+            backends: 2,
+            max_per_backend: 32,
+            backend_delay_ms: 1,
+            connect_parallelism: 256,
+            deadline: Duration::from_secs(300),
+            proxy_bin: None,
+        }
+    }
+}
+
+const USAGE: &str = "\
+cargo xtask load [OPTIONS]
+
+N concurrent client connections through the release fcgi-proxy to in-process fcgi-mock backends
+on loopback: errors, requests/s, the pools' peak open connections against their caps, and the
+proxy's peak RSS. Exit status 0 only with no errors and every pool within its cap.
+
+OPTIONS:
+    --connections N      client connections, all open at once (default 10000)
+    --requests N         requests per connection, keep-alive (default 5)
+    --backends N         fcgi-mock backends behind the balancer (default 2)
+    --max N              worker.max of each backend (default 32)
+    --delay-ms N         backend time per request (default 1)
+    --deadline SECS      give up after this long (default 300)
+    --proxy-bin PATH     use this fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
+";
+
+/// Parses the command line after `load`; `Ok(None)` for `--help`.
+pub fn parse_args(args: &[String]) -> Result<Option<LoadOptions>, String> {
+    let mut o = LoadOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |name: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {v:?}"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--connections" => o.connections = num(a, value(a)?)? as usize,
+            "--requests" => o.requests_per_connection = num(a, value(a)?)? as usize,
+            "--backends" => o.backends = num(a, value(a)?)? as usize,
+            "--max" => o.max_per_backend = num(a, value(a)?)? as usize,
+            "--delay-ms" => o.backend_delay_ms = num(a, value(a)?)?,
+            "--deadline" => o.deadline = Duration::from_secs(num(a, value(a)?)?),
+            "--proxy-bin" => o.proxy_bin = Some(PathBuf::from(value(a)?)),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if o.connections == 0 || o.backends == 0 || o.max_per_backend == 0 {
+        return Err("--connections, --backends and --max must be at least 1".into());
+    }
+    Ok(Some(o))
+}
+
+/// `cargo xtask load ...`
+pub fn main(args: &[String]) -> ExitCode {
+    let opts = match parse_args(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("xtask load: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(r) => {
+            print!("{}", r.render(&opts));
+            if r.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xtask load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One pool as `/status` reports it, with the peak seen.
+#[derive(Debug, Clone, Default)]
+pub struct PoolPeak {
+    pub name: String,
+    pub cap: usize,
+    /// Highest `open` sampled from `/status`.
+    pub max_open_sampled: usize,
+    /// Peak of concurrent connections the backend itself saw (from its journal).
+    pub max_open_exact: usize,
+    pub opened: u64,
+    pub waits: u64,
+    pub acquire_timeouts: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub connections_established: usize,
+    /// Client connections the proxy side had established at the peak (from /proc/net/tcp).
+    pub proxy_side_established: Option<usize>,
+    pub requests_ok: u64,
+    pub connect_errors: u64,
+    pub request_errors: u64,
+    pub status_errors: u64,
+    pub body_errors: u64,
+    pub first_errors: Vec<String>,
+    pub backend_requests: u64,
+    pub connect_phase: Duration,
+    pub request_phase: Duration,
+    pub pools: Vec<PoolPeak>,
+    pub status_samples: usize,
+    pub proxy_peak_rss_kib: u64,
+    pub proxy_rss_all_open_kib: u64,
+    pub client_nofile: u64,
+    pub timed_out: bool,
+}
+
+impl LoadReport {
+    pub fn errors(&self) -> u64 {
+        self.connect_errors + self.request_errors + self.status_errors + self.body_errors
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        let s = self.request_phase.as_secs_f64();
+        if s > 0.0 {
+            self.requests_ok as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    pub fn within_caps(&self) -> bool {
+        !self.pools.is_empty()
+            && self
+                .pools
+                .iter()
+                .all(|p| p.max_open_sampled <= p.cap && p.max_open_exact <= p.cap)
+    }
+
+    pub fn passed(&self) -> bool {
+        !self.timed_out && self.errors() == 0 && self.within_caps()
+    }
+
+    pub fn render(&self, o: &LoadOptions) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let total = o.connections as u64 * o.requests_per_connection as u64;
+        let _ = writeln!(
+            s,
+            "load: {} connections x {} requests, {} backends (worker.max={}, {} ms per request)",
+            o.connections,
+            o.requests_per_connection,
+            o.backends,
+            o.max_per_backend,
+            o.backend_delay_ms
+        );
+        let _ = writeln!(
+            s,
+            "  connections open at once: {} (proxy side established: {})",
+            self.connections_established,
+            self.proxy_side_established
+                .map_or("n/a".to_owned(), |n| n.to_string())
+        );
+        let _ = writeln!(
+            s,
+            "  requests ok: {} of {total}; backend saw {}",
+            self.requests_ok, self.backend_requests
+        );
+        let _ = writeln!(
+            s,
+            "  errors: {} (connect {}, request {}, status {}, body {})",
+            self.errors(),
+            self.connect_errors,
+            self.request_errors,
+            self.status_errors,
+            self.body_errors
+        );
+        for e in &self.first_errors {
+            let _ = writeln!(s, "    {e}");
+        }
+        let _ = writeln!(
+            s,
+            "  connect phase: {:.2} s; request phase: {:.2} s; {:.0} requests/s",
+            self.connect_phase.as_secs_f64(),
+            self.request_phase.as_secs_f64(),
+            self.requests_per_second()
+        );
+        let _ = writeln!(s, "  pools ({} /status samples):", self.status_samples);
+        for p in &self.pools {
+            let _ = writeln!(
+                s,
+                "    {}: cap {}, max open {} sampled / {} at the backend, opened {}, waits {}, acquire timeouts {}{}",
+                p.name,
+                p.cap,
+                p.max_open_sampled,
+                p.max_open_exact,
+                p.opened,
+                p.waits,
+                p.acquire_timeouts,
+                if p.max_open_sampled <= p.cap && p.max_open_exact <= p.cap {
+                    ""
+                } else {
+                    "  OVER THE CAP"
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  proxy RSS: peak {:.1} MiB, with every connection open {:.1} MiB",
+            self.proxy_peak_rss_kib as f64 / 1024.0,
+            self.proxy_rss_all_open_kib as f64 / 1024.0
+        );
+        let _ = writeln!(s, "  client open-file limit: {}", self.client_nofile);
+        if self.timed_out {
+            let _ = writeln!(s, "  TIMED OUT after {:?}", o.deadline);
+        }
+        let _ = writeln!(s, "{}", if self.passed() { "PASS" } else { "FAIL" });
+        s
+    }
+}
+
+/// The proxy as a child process, stopped (SIGTERM, then SIGKILL) by its PID on drop.
+struct ProxyProcess {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        // `sh` exec'd the proxy, so the child's PID is the proxy's.
+        signal(self.pid, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    signal(self.pid, "KILL");
+                    let _ = self.child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+fn proxy_config(backends: &[String], max: usize) -> String {
+    let mut s = String::from(
+        "listen = [\"127.0.0.1:0\"]\n\
+         [timeouts]\n\
+         header_read = \"120s\"\n\
+         body_read = \"120s\"\n\
+         client_write = \"120s\"\n\
+         backend_io = \"120s\"\n\
+         [[route]]\n\
+         path = \"/load/\"\n\
+         target = \"balancer://loadpool/\"\n\
+         [[balancer]]\n\
+         name = \"loadpool\"\n",
+    );
+    for b in backends {
+        s.push_str(&format!(
+            "[[balancer.member]]\nurl = \"fcgi://{b}\"\nworker.max = {max}\nworker.acquire = \"120s\"\n"
+        ));
+    }
+    s
+}
+
+fn start_proxy(bin: &std::path::Path, config: &str, nofile: u64) -> Result<ProxyProcess, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let path = dir.path().join("load.toml");
+    std::fs::write(&path, config).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let script = format!(
+        "ulimit -n {nofile} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(bin)
+        .args(["--config"])
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().ok_or("no stdout from the proxy")?;
+    // `listening on ADDR` and `admin on ADDR`, from a thread (with a deadline here).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut proc_ = ProxyProcess {
+        child,
+        pid,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .map_err(|_| "fcgi-proxy did not report its addresses in time".to_owned())?;
+        if let Some(a) = line.strip_prefix("listening on ") {
+            addr = a.trim().parse().ok();
+        } else if let Some(a) = line.strip_prefix("admin on ") {
+            admin = a.trim().parse().ok();
+        }
+    }
+    proc_.addr = addr.unwrap_or(proc_.addr);
+    proc_.admin = admin.unwrap_or(proc_.admin);
+    // The reader thread keeps draining stdout; nothing more is expected on it.
+    Ok(proc_)
+}
+
+/// `GET /status` from the admin listener (blocking, short timeouts). HTTP/1.0, so the JSON body
+/// follows the head as is.
+fn admin_status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out);
+    serde_json::from_str(&text[text.find("\r\n\r\n")? + 4..]).ok()
+}
+
+/// Established TCP connections whose local port is `port` (from /proc/net/tcp).
+fn established_on(port: u16) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let want = format!(":{port:04X}");
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c.get(1).is_some_and(|a| a.ends_with(&want)) && c.get(3) == Some(&"01")
+            })
+            .count(),
+    )
+}
+
+/// Peak number of connections open at once, from a backend journal.
+fn peak_concurrency(m: &MockHandle) -> usize {
+    let mut events: Vec<(u64, i64)> = Vec::new();
+    for c in m.journal().connections() {
+        events.push((c.opened_ms, 1));
+        events.push((c.closed_ms.unwrap_or(u64::MAX), -1));
+    }
+    // Closes before opens at the same millisecond: a replacement is not an overlap.
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, d) in events {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    connect_errors: AtomicU64,
+    request_errors: AtomicU64,
+    status_errors: AtomicU64,
+    body_errors: AtomicU64,
+    established: AtomicUsize,
+    first_errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn note(&self, what: String) {
+        let mut v = self.first_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < 5 {
+            v.push(what);
+        }
+    }
+}
+
+const BODY: &str = "load-ok";
+
+/// One client: connect, wait for everyone, send its requests, wait for everyone, close.
+async fn client(
+    i: usize,
+    addr: SocketAddr,
+    requests: usize,
+    connect_gate: Arc<tokio::sync::Semaphore>,
+    all_open: Arc<tokio::sync::Barrier>,
+    all_done: Arc<tokio::sync::Barrier>,
+    c: Arc<Counters>,
+) {
+    let stream = {
+        let _permit = connect_gate.acquire().await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+    };
+    let conn = match stream {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s))
+                .await
+                .ok()
+        }
+        Ok(Err(e)) => {
+            c.note(format!("connect {i}: {e}"));
+            None
+        }
+        Err(_) => {
+            c.note(format!("connect {i}: timed out"));
+            None
+        }
+    };
+    let mut sender = match conn {
+        Some((sender, driver)) => {
+            tokio::spawn(driver);
+            c.established.fetch_add(1, Ordering::Relaxed);
+            Some(sender)
+        }
+        None => {
+            c.connect_errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    };
+    all_open.wait().await;
+    if let Some(tx) = sender.as_mut() {
+        for r in 0..requests {
+            let req = http::Request::get(format!("/load/c{i}/r{r}"))
+                .header("host", "load.test")
+                .body(Empty::<Bytes>::new())
+                .unwrap_or_default();
+            let resp = tokio::time::timeout(Duration::from_secs(120), tx.send_request(req)).await;
+            let resp = match resp {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    c.request_errors.fetch_add(1, Ordering::Relaxed);
+                    c.note(format!("request c{i}/r{r}: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    c.request_errors.fetch_add(1, Ordering::Relaxed);
+                    c.note(format!("request c{i}/r{r}: no response in 120 s"));
+                    break;
+                }
+            };
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+            match body {
+                Err(e) => {
+                    c.body_errors.fetch_add(1, Ordering::Relaxed);
+                    c.note(format!("body c{i}/r{r}: {e}"));
+                    break;
+                }
+                Ok(_) if status != http::StatusCode::OK => {
+                    c.status_errors.fetch_add(1, Ordering::Relaxed);
+                    c.note(format!("status c{i}/r{r}: {status}"));
+                }
+                Ok(b) if b != BODY.as_bytes() => {
+                    c.body_errors.fetch_add(1, Ordering::Relaxed);
+                    c.note(format!("body c{i}/r{r}: {:?}", String::from_utf8_lossy(&b)));
+                }
+                Ok(_) => {
+                    c.ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    all_done.wait().await;
+    drop(sender);
+}
+
+/// Runs the load and reports. Errors are setup failures (build, start), not load errors.
+pub fn run(o: &LoadOptions) -> Result<LoadReport, String> {
+    // Client sockets plus the backends' sockets plus slack; the proxy needs about the same.
+    let want_files = (o.connections + o.backends * o.max_per_backend + 1024) as u64;
+    let nofile = procfs::raise_nofile(want_files);
+    if nofile < want_files {
+        return Err(format!(
+            "{} connections need about {want_files} open files; this process may have {nofile} \
+             (raise the hard limit, e.g. `ulimit -Hn`, or use --connections)",
+            o.connections
+        ));
+    }
+    let bin = match &o.proxy_bin {
+        Some(p) => p.clone(),
+        None => {
+            eprintln!("load: building fcgi-proxy (cargo build --release -p fcgi-proxy)");
+            crate::bench::build_proxy(&crate::bench::workspace_root())?
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(run_async(o, &bin, want_files, nofile))
+}
+
+async fn run_async(
+    o: &LoadOptions,
+    bin: &std::path::Path,
+    want_files: u64,
+    nofile: u64,
+) -> Result<LoadReport, String> {
+    let script = format!(
+        "[default]\nstatus = 200\nheaders = [[\"Content-Type\", \"text/plain\"]]\nbody = [{{ data = \"{BODY}\", delay_ms = {} }}]\n",
+        o.backend_delay_ms
+    );
+    let mut mocks = Vec::new();
+    for _ in 0..o.backends {
+        let s = Script::from_toml_str(&script).map_err(|e| format!("mock script: {e}"))?;
+        mocks.push(
+            MockServer::bind_tcp("127.0.0.1:0", s)
+                .await
+                .map_err(|e| format!("mock: {e}"))?,
+        );
+    }
+    let addrs: Vec<String> = mocks.iter().map(|m| m.addr().to_owned()).collect();
+    let proxy = start_proxy(bin, &proxy_config(&addrs, o.max_per_backend), want_files)?;
+    eprintln!(
+        "load: fcgi-proxy pid {} on {} (admin {}); {} backends; client open-file limit {nofile}",
+        proxy.pid, proxy.addr, proxy.admin, o.backends
+    );
+    let mut report = LoadReport {
+        client_nofile: nofile,
+        ..LoadReport::default()
+    };
+
+    // Sample /status until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let admin = proxy.admin;
+        std::thread::spawn(move || {
+            let mut peaks: Vec<PoolPeak> = Vec::new();
+            let mut samples = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(v) = admin_status(admin) {
+                    samples += 1;
+                    for w in v["workers"].as_array().into_iter().flatten() {
+                        let name = w["name"].as_str().unwrap_or("?").to_owned();
+                        let i = match peaks.iter().position(|p| p.name == name) {
+                            Some(i) => i,
+                            None => {
+                                peaks.push(PoolPeak {
+                                    name,
+                                    ..PoolPeak::default()
+                                });
+                                peaks.len() - 1
+                            }
+                        };
+                        let p = &mut peaks[i];
+                        let n = |k: &str| w[k].as_u64().unwrap_or(0);
+                        p.cap = n("cap") as usize;
+                        p.max_open_sampled = p.max_open_sampled.max(n("open") as usize);
+                        p.opened = n("opened");
+                        p.waits = n("waits");
+                        p.acquire_timeouts = n("acquire_timeouts");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (peaks, samples)
+        })
+    };
+
+    let counters = Arc::new(Counters::default());
+    let all_open = Arc::new(tokio::sync::Barrier::new(o.connections + 1));
+    let all_done = Arc::new(tokio::sync::Barrier::new(o.connections + 1));
+    let gate = Arc::new(tokio::sync::Semaphore::new(o.connect_parallelism.max(1)));
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..o.connections {
+        tasks.spawn(client(
+            i,
+            proxy.addr,
+            o.requests_per_connection,
+            gate.clone(),
+            all_open.clone(),
+            all_done.clone(),
+            counters.clone(),
+        ));
+    }
+    let deadline = started + o.deadline;
+    let phases = async {
+        all_open.wait().await;
+        let connect_phase = started.elapsed();
+        // Every client connection is open: the proxy's view and memory now.
+        let proxy_side = established_on(proxy.addr.port());
+        let rss_open = procfs::memory(&[proxy.pid]).rss_kib;
+        let req_started = tokio::time::Instant::now();
+        all_done.wait().await;
+        let request_phase = req_started.elapsed();
+        (connect_phase, proxy_side, rss_open, request_phase)
+    };
+    match tokio::time::timeout_at(deadline, phases).await {
+        Ok((connect_phase, proxy_side, rss_open, request_phase)) => {
+            report.connect_phase = connect_phase;
+            report.proxy_side_established = proxy_side;
+            report.proxy_rss_all_open_kib = rss_open;
+            report.request_phase = request_phase;
+            while tasks.join_next().await.is_some() {}
+        }
+        Err(_) => {
+            report.timed_out = true;
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut pools, samples) = sampler.join().unwrap_or_default();
+    report.status_samples = samples;
+    if !is_alive(proxy.pid) {
+        report
+            .first_errors
+            .push("fcgi-proxy exited during the run".into());
+        report.request_errors += 1;
+    }
+    report.proxy_peak_rss_kib = procfs::memory(&[proxy.pid]).hwm_kib;
+    // Exact peaks from the backends: pool names are the member URLs.
+    for (m, a) in mocks.iter().zip(&addrs) {
+        let peak = peak_concurrency(m);
+        report.backend_requests += m.journal().snapshot().requests.len() as u64;
+        match pools.iter_mut().find(|p| p.name.contains(a.as_str())) {
+            Some(p) => p.max_open_exact = peak,
+            None => pools.push(PoolPeak {
+                name: format!("fcgi://{a} (no /status sample)"),
+                max_open_exact: peak,
+                ..PoolPeak::default()
+            }),
+        }
+    }
+    report.pools = pools;
+    let c = &counters;
+    report.connections_established = c.established.load(Ordering::Relaxed);
+    report.requests_ok = c.ok.load(Ordering::Relaxed);
+    report.connect_errors = c.connect_errors.load(Ordering::Relaxed);
+    report.request_errors += c.request_errors.load(Ordering::Relaxed);
+    report.status_errors = c.status_errors.load(Ordering::Relaxed);
+    report.body_errors = c.body_errors.load(Ordering::Relaxed);
+    report.first_errors.extend(
+        c.first_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..),
+    );
+    drop(proxy);
+    for m in mocks {
+        m.shutdown().await;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_and_defaults() {
+        let o = parse_args(&[]).unwrap().unwrap();
+        assert_eq!(o.connections, 10_000);
+        let o = parse_args(&[
+            "--connections".into(),
+            "50".into(),
+            "--max".into(),
+            "3".into(),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.connections, o.max_per_backend), (50, 3));
+        assert!(parse_args(&["--help".into()]).unwrap().is_none());
+        assert!(parse_args(&["--max".into(), "0".into()]).is_err());
+        assert!(parse_args(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn config_caps_every_member() {
+        let c = proxy_config(&["127.0.0.1:1".into(), "127.0.0.1:2".into()], 7);
+        assert_eq!(c.matches("worker.max = 7").count(), 2);
+        let cfg = fcgi_proxy::config::Config::from_toml_str(&c, "load.toml").unwrap();
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn report_fails_over_the_cap_or_with_errors() {
+        let mut r = LoadReport {
+            pools: vec![PoolPeak {
+                name: "a".into(),
+                cap: 2,
+                max_open_sampled: 2,
+                max_open_exact: 2,
+                ..PoolPeak::default()
+            }],
+            ..LoadReport::default()
+        };
+        assert!(r.passed());
+        r.pools[0].max_open_exact = 3;
+        assert!(!r.passed());
+        r.pools[0].max_open_exact = 2;
+        r.status_errors = 1;
+        assert!(!r.passed());
+    }
+}
