@@ -91,11 +91,7 @@ pub async fn exchange<C: Connector>(
     let (head_tx, head_rx) = oneshot::channel();
     let reused = conn.reused;
     let pool = pool.clone();
-    tokio::spawn(async move {
-        drive(pool, conn, preamble, body, opts, head_tx).await;
-        // Released only now that the response, body included, is over.
-        drop(hold);
-    });
+    tokio::spawn(drive(pool, conn, preamble, body, opts, head_tx, hold));
     match head_rx.await {
         Ok(r) => r,
         Err(_) => Err(ProxyError::new(
@@ -113,10 +109,15 @@ async fn drive<C: Connector>(
     body: RequestBody,
     opts: ExchangeOptions,
     head_tx: oneshot::Sender<Result<Outcome, ProxyError>>,
+    hold: Option<crate::handler::Hold>,
 ) {
     let reused = conn.reused;
     let mut head = Some(head_tx);
-    let mut announced = None;
+    let mut answered = false;
+    // Released when END_REQUEST arrives, before the client sees the end of the response, so
+    // the next request already counts this one as finished (bybusyness); else when the
+    // exchange ends.
+    let mut hold = hold;
     let preamble = if conn.probe {
         // Ask for the backend's capacity ahead of the first request on this pool: the answer
         // (request id 0) comes back before the response and costs no round trip.
@@ -137,13 +138,21 @@ async fn drive<C: Connector>(
         body,
         opts,
         &mut head,
-        &mut |n| {
-            announced = Some(n);
-            pool.learn_max_conns(n);
+        &mut |signal| match signal {
+            Signal::Capacity(Some(n)) => {
+                answered = true;
+                pool.learn_max_conns(n);
+            }
+            Signal::Capacity(None) => {
+                answered = true;
+                pool.probe_done();
+            }
+            Signal::Ended => drop(hold.take()),
         },
     )
     .await;
-    if probe && announced.is_none() {
+    drop(hold);
+    if probe && !answered {
         pool.probe_done();
     }
     match result {
@@ -172,7 +181,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     body: RequestBody,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
-    announced: &mut (dyn FnMut(usize) + Send),
+    signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
     match body {
         RequestBody::Buffered(data) => {
@@ -188,13 +197,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             );
             fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
             write_all(stream, &out, opts.io_timeout).await?;
-            read_response(stream, opts, head, announced).await
+            read_response(stream, opts, head, signal).await
         }
         RequestBody::Streaming(incoming) => {
             write_all(stream, &preamble, opts.io_timeout).await?;
             let (mut rd, mut wr) = tokio::io::split(stream);
             let write = pump_body(&mut wr, incoming, opts.io_timeout);
-            let read = read_response(&mut rd, opts, head, announced);
+            let read = read_response(&mut rd, opts, head, signal);
             tokio::pin!(write, read);
             let mut written: Option<bool> = None;
             loop {
@@ -283,6 +292,15 @@ async fn pump_body<W: AsyncWrite + Unpin>(
         .map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
 }
 
+/// What the conversation tells the task that owns the connection while it runs.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// The backend answered FCGI_GET_VALUES (with FCGI_MAX_CONNS, or without).
+    Capacity(Option<usize>),
+    /// END_REQUEST arrived.
+    Ended,
+}
+
 /// Where the response is.
 enum Phase {
     /// Collecting CGI headers.
@@ -296,8 +314,8 @@ enum Phase {
 
 enum Event {
     Nothing,
-    /// FCGI_MAX_CONNS from a GET_VALUES_RESULT.
-    Announced(usize),
+    /// A GET_VALUES_RESULT, with FCGI_MAX_CONNS if it had one.
+    Capacity(Option<usize>),
     Body(Bytes),
     End(ProtocolStatus),
 }
@@ -311,7 +329,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     opts: ExchangeOptions,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
-    announced: &mut (dyn FnMut(usize) + Send),
+    signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
     let mut decoder = Decoder::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -365,9 +383,10 @@ async fn read_response<R: AsyncRead + Unpin>(
             };
             match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
                 Event::Nothing => {}
-                Event::Announced(n) => announced(n),
+                Event::Capacity(n) => signal(Signal::Capacity(n)),
                 Event::Body(b) => forward(&mut p, b, opts).await?,
                 Event::End(status) => {
+                    signal(Signal::Ended);
                     finish(p, head, status)?;
                     return Ok(decoder.is_at_boundary());
                 }
@@ -460,11 +479,12 @@ fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Eve
             protocol_status,
             ..
         } => Ok(Event::End(protocol_status)),
-        Record::GetValuesResult { values } => Ok(values
-            .iter()
-            .find(|(n, _)| n.as_ref() == fastcgi::MAX_CONNS.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
-            .map_or(Event::Nothing, Event::Announced)),
+        Record::GetValuesResult { values } => Ok(Event::Capacity(
+            values
+                .iter()
+                .find(|(n, _)| n.as_ref() == fastcgi::MAX_CONNS.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok()),
+        )),
         // Other management records (request id 0) carry no part of this response.
         r if r.request_id() == fastcgi::NULL_REQUEST_ID => {
             tracing::debug!("ignoring management record {}", r.record_type().name());
