@@ -558,6 +558,11 @@ pub struct SimSettings {
     /// leak check.
     #[serde(default = "default_settle")]
     pub settle: Dur,
+    /// Why this scenario runs only in the simulator (its expectations depend on the simulated
+    /// network, e.g. a crashed host that answers nothing, where a real crashed process refuses
+    /// connections). The real runner reports it as SKIP with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
 }
 
 fn default_duration() -> Dur {
@@ -578,6 +583,7 @@ impl Default for SimSettings {
             duration: default_duration(),
             latency: default_latency(),
             settle: default_settle(),
+            only: None,
         }
     }
 }
@@ -1325,6 +1331,10 @@ pub fn find_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
             if p.is_dir() {
+                // `expected/` holds per-target deviation lists, not scenarios.
+                if p.file_name().is_some_and(|n| n == "expected") {
+                    continue;
+                }
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == "toml") {
                 out.push(p);
