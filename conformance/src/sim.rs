@@ -239,14 +239,23 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
     let mut faults: Vec<Fault> = s.faults.clone();
     faults.sort_by_key(|f| f.at);
     let mut faults: VecDeque<Fault> = faults.into();
+    let mut links = Links {
+        // Clients join when they are registered, after the boot.
+        hosts: std::iter::once("proxy".to_string())
+            .chain(s.backends.iter().map(|b| b.name.clone()))
+            .collect(),
+        ..Links::default()
+    };
+    let mut error = None;
     while faults.front().is_some_and(|f| f.at.0.is_zero()) {
-        if let Some(f) = faults.pop_front() {
-            apply(&mut sim, &f, &backends, trace);
+        if let Some(f) = faults.pop_front()
+            && let Err(e) = apply(&mut sim, &f, &backends, &mut links, trace)
+        {
+            error = Some(e);
         }
     }
     // Boot: step until the proxy and every running backend listen. Scenario time starts then.
-    let mut error = None;
-    loop {
+    while error.is_none() {
         let proxy_up = lock(&proxy_slot).is_some();
         let backends_up = backends
             .iter()
@@ -292,11 +301,15 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         );
     }
 
+    links.hosts.extend(s.clients.iter().map(|c| c.name.clone()));
+
     // Run, applying faults at their times.
     while error.is_none() {
-        while faults.front().is_some_and(|f| t0 + f.at.0 <= sim.elapsed()) {
-            if let Some(f) = faults.pop_front() {
-                apply(&mut sim, &f, &backends, trace);
+        while error.is_none() && faults.front().is_some_and(|f| t0 + f.at.0 <= sim.elapsed()) {
+            if let Some(f) = faults.pop_front()
+                && let Err(e) = apply(&mut sim, &f, &backends, &mut links, trace)
+            {
+                error = Some(e);
             }
         }
         let stepped = sim.step();
@@ -318,9 +331,11 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
     let settle_end = sim.elapsed().max(last_fault) + settle;
     let mut settled = false;
     while error.is_none() && sim.elapsed() < settle_end {
-        while faults.front().is_some_and(|f| t0 + f.at.0 <= sim.elapsed()) {
-            if let Some(f) = faults.pop_front() {
-                apply(&mut sim, &f, &backends, trace);
+        while error.is_none() && faults.front().is_some_and(|f| t0 + f.at.0 <= sim.elapsed()) {
+            if let Some(f) = faults.pop_front()
+                && let Err(e) = apply(&mut sim, &f, &backends, &mut links, trace)
+            {
+                error = Some(e);
             }
         }
         settled = faults.is_empty() && agree(&net_stats, &proxy_slot, &backends, &partitioned);
@@ -400,29 +415,52 @@ fn unreachable_script(e: &str) -> fcgi_mock::Script {
     panic!("mock script: {e}")
 }
 
+/// What the scenario's faults did to each link (host names in sorted pairs), so that a crash
+/// leaves held and cut links as they are.
+#[derive(Debug, Default)]
+struct Links {
+    /// The hosts registered so far (a link exists between any two of them).
+    hosts: Vec<String>,
+    held: std::collections::BTreeSet<(String, String)>,
+    cut: std::collections::BTreeSet<(String, String)>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     f: &Fault,
     backends: &[(String, String, Incarnations)],
+    links: &mut Links,
     trace: &Trace,
-) {
+) -> Result<(), String> {
     let now = sim.elapsed();
     let (a, b) = f.between.clone().unwrap_or_default();
     let what = match f.action {
         FaultAction::Hold => {
             sim.hold(a.as_str(), b.as_str());
+            links.held.insert(pair(&a, &b));
             format!("hold {a} <-> {b}")
         }
         FaultAction::Release => {
             sim.release(a.as_str(), b.as_str());
+            links.held.remove(&pair(&a, &b));
             format!("release {a} <-> {b}")
         }
         FaultAction::Partition => {
             sim.partition(a.as_str(), b.as_str());
+            links.cut.insert(pair(&a, &b));
             format!("partition {a} <-> {b}")
         }
         FaultAction::Repair => {
             sim.repair(a.as_str(), b.as_str());
+            links.cut.remove(&pair(&a, &b));
             format!("repair {a} <-> {b}")
         }
         FaultAction::Latency => {
@@ -438,16 +476,92 @@ fn apply(
             {
                 last.1 = Some(now);
             }
-            if f.action == FaultAction::Crash {
-                sim.crash(host.as_str());
-                format!("crash {host}")
-            } else {
-                sim.bounce(host.as_str());
-                format!("restart {host}")
+            trace.log_at(
+                Some(now),
+                "sim",
+                &format!(
+                    "fault: {} {host}",
+                    if f.action == FaultAction::Crash {
+                        "crash"
+                    } else {
+                        "restart"
+                    }
+                ),
+            );
+            if sim.is_host_running(host.as_str()) {
+                crash_in_order(sim, &host, links)?;
             }
+            if f.action == FaultAction::Restart {
+                sim.bounce(host.as_str());
+            }
+            return Ok(());
         }
     };
     trace.log_at(Some(now), "sim", &format!("fault: {what}"));
+    Ok(())
+}
+
+/// Crashes `host` like a process that dies: its sockets close (FIN, or RST with unread data),
+/// as the kernel would send them. Turmoil sends those as the host's runtime drops its tasks,
+/// and that order follows tokio's task ids, which are process-wide and differ from run to run.
+/// So the host's links are held during the crash and the closes are then delivered one per
+/// step, ordered by (source, destination) address, keeping the sending order within a
+/// connection. Links the scenario holds or cuts are left as they are.
+fn crash_in_order(sim: &mut turmoil::Sim<'_>, host: &str, links: &Links) -> Result<(), String> {
+    let others: Vec<String> = links
+        .hosts
+        .iter()
+        .filter(|h| h.as_str() != host)
+        .filter(|h| {
+            let p = pair(host, h);
+            !links.held.contains(&p) && !links.cut.contains(&p)
+        })
+        .cloned()
+        .collect();
+    for o in &others {
+        sim.hold(host, o.as_str());
+    }
+    sim.crash(host);
+    let ip = sim.lookup(host);
+    let others_ip: Vec<std::net::IpAddr> = others.iter().map(|o| sim.lookup(o.as_str())).collect();
+    loop {
+        // The smallest (source, destination) among the crashed host's held messages.
+        let mut next: Option<(std::net::SocketAddr, std::net::SocketAddr)> = None;
+        sim.links(|it| {
+            for link in it {
+                let (x, y) = link.pair();
+                let peer = if x == ip { y } else { x };
+                if (x != ip && y != ip) || !others_ip.contains(&peer) {
+                    continue;
+                }
+                for sent in link {
+                    let p = sent.pair();
+                    if p.0.ip() == ip && next.is_none_or(|n| p < n) {
+                        next = Some(p);
+                    }
+                }
+            }
+        });
+        let Some(target) = next else {
+            break;
+        };
+        // Deliver the first message with that pair (the earliest sent of its connection).
+        sim.links(|it| {
+            for link in it {
+                for sent in link {
+                    if sent.pair() == target {
+                        sent.deliver();
+                        return;
+                    }
+                }
+            }
+        });
+        sim.step().map_err(|e| e.to_string())?;
+    }
+    for o in &others {
+        sim.release(host, o.as_str());
+    }
+    Ok(())
 }
 
 /// The live connections per backend address as (proxy connector, proxy pools, backend
