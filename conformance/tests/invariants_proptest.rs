@@ -448,3 +448,28 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases() / 4,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed() + 1),
+        ..ProptestConfig::default()
+    })]
+
+    /// Random shapes are deterministic too: the same seed gives the same trace.
+    #[test]
+    fn same_seed_same_trace(sh in shape()) {
+        let s = scenario(&sh);
+        let a = sim::run(&s, sh.seed);
+        let b = sim::run(&s, sh.seed);
+        let first = a.trace.iter().zip(&b.trace).position(|(x, y)| x != y);
+        prop_assert!(
+            a.trace == b.trace,
+            "seed {}: traces differ at line {first:?}:\n{}\n---\n{}",
+            sh.seed,
+            first.map_or(String::new(), |i| a.trace[i.saturating_sub(5)..(i + 3).min(a.trace.len())].join("\n")),
+            first.map_or(String::new(), |i| b.trace[i.saturating_sub(5)..(i + 3).min(b.trace.len())].join("\n")),
+        );
+    }
+}
