@@ -2,19 +2,23 @@
 //!
 //! - `max` caps connections open to the backend, idle or busy; a checkout waits up to `acquire`
 //!   for one to free up, then fails (503). Without `max` there is no cap.
-//! - Idle connections are watched: a task reads each one, so a backend that closes an idle
-//!   connection (php-fpm after `pm.max_requests`, or its idle timeout) is noticed at once, and
-//!   the connection is dropped after `ttl` of idleness. This is pingora's idle poll.
+//! - Idle connections are watched: one task per pool is woken when any of them becomes
+//!   readable, so a backend that closes an idle connection (php-fpm after `pm.max_requests`, or
+//!   its idle timeout) is noticed at once; a connection idle for `ttl` is dropped. This is
+//!   pingora's idle poll, without a task per connection: checking a connection in or out is a
+//!   push or pop under the pool lock, with no task to spawn or wake.
 //! - A checkout says whether the connection was reused, so only failures on reused connections
 //!   are retried.
 //! - Connections go back to the pool only after a clean END_REQUEST on a KEEP_CONN request; the
 //!   caller decides that and calls [`Conn::release`].
 
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::sync::{Notify, oneshot};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Notify;
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::net::{BackendAddr, Connector};
@@ -57,10 +61,14 @@ pub struct PoolStats {
 struct State<S> {
     /// Idle connections, most recently used last (checked out LIFO: warm connections stay warm,
     /// the rest age out through `ttl`).
-    idle: Vec<IdleHandle<S>>,
+    idle: Vec<Idle<S>>,
     open: usize,
-    next_id: u64,
     stats: PoolStats,
+    /// The idle watcher's waker: registered on every idle connection's read side.
+    watcher: Option<Waker>,
+    watcher_started: bool,
+    /// The watcher has a timer set for the next `ttl` expiry.
+    ttl_armed: bool,
     /// The first connection asks the backend for FCGI_MAX_CONNS.
     probed: bool,
     /// While the answer is awaited, only one connection is opened, so a backend that can take
@@ -71,10 +79,11 @@ struct State<S> {
 /// Longest time new connections wait for the backend's FCGI_MAX_CONNS answer.
 pub const PROBE_WINDOW: Duration = Duration::from_millis(250);
 
+/// An idle connection. It still counts in `open`: its slot was disarmed, not dropped.
 #[derive(Debug)]
-struct IdleHandle<S> {
-    id: u64,
-    take: oneshot::Sender<oneshot::Sender<(S, Slot<S>)>>,
+struct Idle<S> {
+    stream: S,
+    since: tokio::time::Instant,
 }
 
 #[derive(Debug)]
@@ -124,20 +133,64 @@ pub struct Conn<S: Send + 'static> {
     slot: Slot<S>,
 }
 
-/// Holds one unit of the pool's `open` count; gives it back on drop.
+/// Holds one unit of the pool's `open` count; gives it back on drop unless disarmed (the
+/// connection went idle and the pool counts it from there).
 #[derive(Debug)]
 struct Slot<S> {
     shared: Arc<Shared<S>>,
+    armed: bool,
+}
+
+impl<S> Slot<S> {
+    fn new(shared: Arc<Shared<S>>) -> Self {
+        Slot {
+            shared,
+            armed: true,
+        }
+    }
 }
 
 impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
-        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.open -= 1;
+        if self.armed {
+            self.shared.closed(1);
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<S>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `n` connections were closed: their slots are free.
+    fn closed(&self, n: usize) {
+        let mut st = self.lock();
+        st.open -= n;
         st.stats.open = st.open;
         drop(st);
-        self.shared.freed.notify_one();
+        for _ in 0..n {
+            self.freed.notify_one();
+        }
     }
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        // The watcher holds only a weak reference: wake it so it sees the pool is gone.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = st.watcher.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Whether anything is readable on an idle connection: EOF, a reset or stray bytes all mean it
+/// can no longer carry a request. When nothing is, the read side stays registered with `cx`.
+fn readable<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Context<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(stream).poll_read(cx, &mut buf).is_ready()
 }
 
 impl<C: Connector> Pool<C> {
@@ -155,7 +208,9 @@ impl<C: Connector> Pool<C> {
                 state: Mutex::new(State {
                     idle: Vec::new(),
                     open: 0,
-                    next_id: 0,
+                    watcher: None,
+                    watcher_started: false,
+                    ttl_armed: false,
                     stats: PoolStats {
                         cap,
                         ..PoolStats::default()
@@ -181,7 +236,7 @@ impl<C: Connector> Pool<C> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<C::Stream>> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 
     /// A connection: an idle one if there is one (reused), else a new one if the cap allows,
@@ -217,22 +272,32 @@ impl<C: Connector> Pool<C> {
                 (c, probing)
             };
             match candidate {
-                Some(Ok(handle)) => {
-                    if let Some((stream, slot)) = take_idle(handle).await {
-                        self.lock().stats.reused += 1;
-                        return Ok(Conn {
-                            stream,
-                            reused: true,
-                            probe: false,
-                            slot,
-                        });
+                Some(Ok(mut idle)) => {
+                    // Closed or expired since the watcher last looked: close it, look again.
+                    let expired = self.settings.ttl.is_some_and(|t| now >= idle.since + t);
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if expired || readable(&mut idle.stream, &mut cx) {
+                        drop(idle);
+                        let mut st = self.lock();
+                        if expired {
+                            st.stats.closed_idle_ttl += 1;
+                        } else {
+                            st.stats.closed_idle_by_backend += 1;
+                        }
+                        drop(st);
+                        self.shared.closed(1);
+                        continue;
                     }
-                    // It died while idle; its slot was freed. Look again.
+                    self.lock().stats.reused += 1;
+                    return Ok(Conn {
+                        stream: idle.stream,
+                        reused: true,
+                        probe: false,
+                        slot: Slot::new(self.shared.clone()),
+                    });
                 }
                 Some(Err(probe)) => {
-                    let slot = Slot {
-                        shared: self.shared.clone(),
-                    };
+                    let slot = Slot::new(self.shared.clone());
                     let stream = match self.connect().await {
                         Ok(s) => s,
                         Err(e) => {
@@ -321,79 +386,96 @@ impl<C: Connector> Pool<C> {
     /// Returns a connection after a clean, kept-alive exchange. It waits idle, watched, until
     /// checked out again, closed by the backend, or `ttl` passes.
     pub fn release(&self, conn: Conn<C::Stream>) {
-        let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut st = self.lock();
-            st.next_id += 1;
-            let id = st.next_id;
-            st.idle.push(IdleHandle { id, take: tx });
-            st.stats.idle = st.idle.len();
-            id
+        let Conn {
+            mut stream,
+            mut slot,
+            ..
+        } = conn;
+        let mut st = self.lock();
+        if !st.watcher_started {
+            st.watcher_started = true;
+            tokio::spawn(watch_idle(Arc::downgrade(&self.shared), self.settings.ttl));
+        }
+        // Register the watcher's interest in the connection's read side (this wakes nobody).
+        let mut cx = Context::from_waker(st.watcher.as_ref().unwrap_or(Waker::noop()));
+        if readable(&mut stream, &mut cx) {
+            st.stats.closed_idle_by_backend += 1;
+            drop(st);
+            // Dropping the armed slot frees it.
+            return;
+        }
+        st.idle.push(Idle {
+            stream,
+            since: tokio::time::Instant::now(),
+        });
+        st.stats.idle = st.idle.len();
+        slot.armed = false;
+        // The watcher sets a timer for the oldest idle connection only when it runs.
+        let wake = if self.settings.ttl.is_some() && !st.ttl_armed {
+            st.watcher.clone()
+        } else {
+            None
         };
-        let shared = self.shared.clone();
-        let ttl = self.settings.ttl;
-        tokio::spawn(watch_idle(conn, rx, ttl, shared, id));
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
         self.shared.freed.notify_one();
     }
 }
 
-async fn take_idle<S>(h: IdleHandle<S>) -> Option<(S, Slot<S>)> {
-    let (tx, rx) = oneshot::channel();
-    h.take.send(tx).ok()?;
-    rx.await.ok()
-}
-
-enum IdleEnd {
-    /// The pool dropped its handle (the pool itself is gone).
-    Abandoned,
-    ClosedByBackend,
-    Ttl,
-}
-
-async fn watch_idle<S>(
-    conn: Conn<S>,
-    take: oneshot::Receiver<oneshot::Sender<(S, Slot<S>)>>,
-    ttl: Option<Duration>,
-    shared: Arc<Shared<S>>,
-    id: u64,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+/// The pool's idle watcher: closes idle connections that turned readable or outlived `ttl`.
+/// Its waker sits on every idle connection, so it runs only when one of them needs closing
+/// (or a `ttl` timer is due), and ends with the pool.
+async fn watch_idle<S>(shared: Weak<Shared<S>>, ttl: Option<Duration>)
+where
+    S: AsyncRead + Unpin + Send + 'static,
 {
-    let Conn {
-        mut stream, slot, ..
-    } = conn;
-    let mut byte = [0u8; 1];
-    let ttl_sleep = async {
-        match ttl {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        let Some(shared) = shared.upgrade() else {
+            return Poll::Ready(());
+        };
+        let mut st = shared.lock();
+        if !st.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.watcher = Some(cx.waker().clone());
         }
-    };
-    let end = tokio::select! {
-        biased;
-        t = take => match t {
-            Ok(back) => {
-                // The slot moves with the connection. If the checkout gave up meanwhile, both
-                // come back here and are dropped, which frees the slot.
-                let _ = back.send((stream, slot));
-                return;
+        let now = tokio::time::Instant::now();
+        let (mut by_backend, mut expired) = (0, 0);
+        // Closed outside the lock.
+        let mut closing = Vec::new();
+        let mut i = 0;
+        while i < st.idle.len() {
+            if ttl.is_some_and(|t| now >= st.idle[i].since + t) {
+                expired += 1;
+            } else if readable(&mut st.idle[i].stream, cx) {
+                by_backend += 1;
+            } else {
+                i += 1;
+                continue;
             }
-            Err(_) => IdleEnd::Abandoned,
-        },
-        // Anything readable on an idle FastCGI connection (EOF, reset, or stray bytes) means it
-        // can no longer carry a request.
-        _ = stream.read(&mut byte) => IdleEnd::ClosedByBackend,
-        _ = ttl_sleep => IdleEnd::Ttl,
-    };
-    let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-    st.idle.retain(|h| h.id != id);
-    st.stats.idle = st.idle.len();
-    match end {
-        IdleEnd::ClosedByBackend => st.stats.closed_idle_by_backend += 1,
-        IdleEnd::Ttl => st.stats.closed_idle_ttl += 1,
-        IdleEnd::Abandoned => {}
-    }
-    drop(st);
-    drop(stream);
-    drop(slot);
+            closing.push(st.idle.remove(i));
+        }
+        st.stats.idle = st.idle.len();
+        st.stats.closed_idle_by_backend += by_backend;
+        st.stats.closed_idle_ttl += expired;
+        st.ttl_armed = false;
+        if let (Some(t), Some(oldest)) = (ttl, st.idle.first()) {
+            let due = oldest.since + t;
+            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            sleep.as_mut().reset(due);
+            st.ttl_armed = sleep.as_mut().poll(cx).is_pending();
+            if !st.ttl_armed {
+                cx.waker().wake_by_ref();
+            }
+        }
+        drop(st);
+        let n = closing.len();
+        drop(closing);
+        if n > 0 {
+            shared.closed(n);
+        }
+        Poll::Pending
+    })
+    .await
 }
