@@ -46,6 +46,8 @@ fn every_mutant_fails() {
             survivors.push(format!("{id}: {why}"));
         } else {
             areas.insert(id.split('/').next().unwrap_or("").to_string());
+            let first = r.judgement.reasons().into_iter().next().unwrap_or_default();
+            eprintln!("FAIL as required  {id}  [{why}]  {first}");
         }
     }
     assert!(
