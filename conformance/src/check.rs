@@ -138,7 +138,7 @@ pub fn invariants(s: &Scenario, run: &Run) -> Vec<String> {
         }
     }
     // No leak: connector, pools and journals agree.
-    if run.error.is_none() {
+    if run.error.is_none() && run.connections_observed {
         let views = crate::sim::connection_views(&run.net, &run.pool_open(), &run.journal_open());
         let partitioned: Vec<String> = run
             .backends
@@ -246,7 +246,7 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                 }
             }
             if let Some(b) = &e.elapsed
-                && !b.accepts(r.elapsed())
+                && !b.accepts_within(r.elapsed(), run.timing_slack)
             {
                 fail(format!(
                     "took {}, expected {}..{}",

@@ -63,6 +63,10 @@ pub struct CheckResult {
 pub struct Deviation {
     pub check: String,
     pub reason: String,
+    /// The target fails this check only sometimes (a race it does not guard against): a pass is
+    /// then PASS, not XPASS.
+    #[serde(default)]
+    pub intermittent: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -83,20 +87,18 @@ impl Expected {
         }
     }
 
-    pub fn reason_for(&self, check: &str) -> Option<&str> {
-        self.deviations
-            .iter()
-            .find(|d| glob_match(&d.check, check))
-            .map(|d| d.reason.as_str())
+    pub fn deviation(&self, check: &str) -> Option<&Deviation> {
+        self.deviations.iter().find(|d| glob_match(&d.check, check))
     }
 
     /// Applies the list to a raw verdict.
     pub fn resolve(&self, check: &str, raw: Verdict, detail: String) -> (Verdict, String) {
-        match (self.reason_for(check), raw) {
-            (Some(reason), Verdict::Fail) => (Verdict::Xfail, format!("{reason} ({detail})")),
-            (Some(reason), Verdict::Pass) => (
+        match (self.deviation(check), raw) {
+            (Some(d), Verdict::Fail) => (Verdict::Xfail, format!("{} ({detail})", d.reason)),
+            (Some(d), Verdict::Pass) if d.intermittent => (Verdict::Pass, detail),
+            (Some(d), Verdict::Pass) => (
                 Verdict::Xpass,
-                format!("listed as a deviation ({reason}) but passed"),
+                format!("listed as a deviation ({}) but passed", d.reason),
             ),
             (_, v) => (v, detail),
         }

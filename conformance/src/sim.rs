@@ -105,6 +105,12 @@ pub struct Run {
     pub error: Option<String>,
     /// Connections, pools and journals agreed at the end.
     pub settled: bool,
+    /// The proxy's own backend connections and pools were observed (the simulator sees them;
+    /// a real run of another process only has the backends' journals), so the leak check
+    /// applies.
+    pub connections_observed: bool,
+    /// Extra time allowed above an expectation's `elapsed.max` (zero in the simulator).
+    pub timing_slack: Duration,
     /// Scenario time (from the end of the boot) when the last client finished.
     pub clients_done_at: Duration,
     /// Virtual time at the end (settling included).
@@ -156,6 +162,8 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 trace: Vec::new(),
                 error: Some(format!("topology: {e}")),
                 settled: false,
+                connections_observed: true,
+                timing_slack: Duration::ZERO,
                 clients_done_at: Duration::ZERO,
                 virtual_time: Duration::ZERO,
                 wall_time: Duration::ZERO,
@@ -290,7 +298,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
             c.name.as_str(),
             client::run(client::ClientRun {
                 name: c.name.clone(),
-                t0,
+                dial: client::Dial::Sim { t0 },
                 start: c.start.0,
                 connection: c.connection,
                 timeout: c.timeout.0,
@@ -404,6 +412,8 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         trace: Vec::new(),
         error,
         settled,
+        connections_observed: true,
+        timing_slack: Duration::ZERO,
         clients_done_at,
         virtual_time,
         wall_time: Duration::ZERO,

@@ -6,6 +6,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
 COMMANDS:
+    conformance [--target ours|apache|nginx|all] [PATH...]
+                                           the scenarios for real against proxies (default: ours)
     sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
     bench [--quick] [--help]               fcgi-proxy side by side with nginx, HAProxy and Apache
     load [--connections N] [--help]        N (10000) concurrent connections through fcgi-proxy
@@ -23,6 +25,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "bench" => conformance::bench::main(&args[1..]),
+        "conformance" => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            // The suite runs our proxy as a process: build it first.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let built = std::process::Command::new(cargo)
+                .current_dir(root)
+                .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
+                .status();
+            if !built.is_ok_and(|s| s.success()) {
+                eprintln!("xtask conformance: building fcgi-proxy failed");
+                return ExitCode::FAILURE;
+            }
+            conformance::real::cli::cli(root, &args[1..])
+        }
         "load" => conformance::load::main(&args[1..]),
         "sim" => {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -120,19 +120,77 @@ impl Body for ReqBody {
     }
 }
 
-/// Scenario time: virtual time since the boot ended at `t0`.
-fn now(t0: Duration) -> Duration {
-    turmoil::sim_elapsed()
-        .unwrap_or_default()
-        .saturating_sub(t0)
+/// Where a client's connections go, and the clock scenario time is read from. The same client
+/// runs in the simulator and against a real proxy process.
+#[derive(Debug, Clone, Copy)]
+pub enum Dial {
+    /// The simulated proxy host; scenario time is virtual time since the boot ended at `t0`.
+    Sim { t0: Duration },
+    /// A real proxy listening at `addr`; scenario time is real time since `start`.
+    Real {
+        addr: std::net::SocketAddr,
+        start: Instant,
+    },
+}
+
+impl Dial {
+    /// Scenario time now.
+    fn now(&self) -> Duration {
+        match self {
+            Dial::Sim { t0 } => turmoil::sim_elapsed()
+                .unwrap_or_default()
+                .saturating_sub(*t0),
+            Dial::Real { start, .. } => start.elapsed(),
+        }
+    }
+
+    /// A new HTTP/1.1 connection to the proxy.
+    async fn connect(
+        &self,
+        deadline: Instant,
+    ) -> Result<SendRequest<ReqBody>, (ClientOutcome, String)> {
+        match self {
+            Dial::Sim { .. } => {
+                handshake(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await
+            }
+            Dial::Real { addr, .. } => {
+                handshake(deadline, tokio::net::TcpStream::connect(*addr)).await
+            }
+        }
+    }
+}
+
+async fn handshake<S, F>(
+    deadline: Instant,
+    connect: F,
+) -> Result<SendRequest<ReqBody>, (ClientOutcome, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    let stream = match timeout_at(deadline, connect).await {
+        Err(_) => return Err((ClientOutcome::Timeout, "connect timed out".into())),
+        Ok(Err(e)) => return Err((ClientOutcome::Error, format!("connect: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
+    let (s, conn) = match timeout_at(deadline, hs).await {
+        Err(_) => return Err((ClientOutcome::Timeout, "handshake timed out".into())),
+        Ok(Err(e)) => return Err((ClientOutcome::Error, format!("handshake: {e}"))),
+        Ok(Ok(x)) => x,
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(s)
 }
 
 /// What a client host runs.
 #[derive(Debug)]
 pub struct ClientRun {
     pub name: String,
-    /// Virtual time at which scenario time starts.
-    pub t0: Duration,
+    /// Where to connect, and the scenario clock.
+    pub dial: Dial,
     /// Scenario time the client starts.
     pub start: Duration,
     pub connection: ClientConnection,
@@ -148,7 +206,7 @@ pub struct ClientRun {
 pub async fn run(c: ClientRun) -> turmoil::Result {
     let ClientRun {
         name,
-        t0,
+        dial,
         start,
         connection,
         timeout,
@@ -156,17 +214,17 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         results,
         trace,
     } = c;
-    tokio::time::sleep(start.saturating_sub(now(t0))).await;
+    tokio::time::sleep(start.saturating_sub(dial.now())).await;
     let mut sender: Option<SendRequest<ReqBody>> = None;
     for (index, p) in plan {
         if let Some(at) = p.spec.at {
-            tokio::time::sleep(at.0.saturating_sub(now(t0))).await;
+            tokio::time::sleep(at.0.saturating_sub(dial.now())).await;
         }
         if let Some(after) = p.spec.after {
             tokio::time::sleep(after.0).await;
         }
         let deadline = Instant::now() + timeout;
-        let sent_at = now(t0);
+        let sent_at = dial.now();
         let mut result = RequestResult {
             label: p.label.clone(),
             client: name.clone(),
@@ -186,8 +244,8 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
             &name,
             &format!("-> {} {} [{}]", p.spec.method, p.spec.target, p.label),
         );
-        let keep = exchange(&mut sender, &p, deadline, t0, &mut result).await;
-        result.done_at = now(t0);
+        let keep = exchange(&mut sender, &p, deadline, dial, &mut result).await;
+        result.done_at = dial.now();
         trace.log(&name, &describe(&result));
         if !keep || connection == ClientConnection::PerRequest {
             sender = None;
@@ -223,7 +281,7 @@ async fn exchange(
     sender: &mut Option<SendRequest<ReqBody>>,
     p: &PlannedRequest,
     deadline: Instant,
-    t0: Duration,
+    dial: Dial,
     r: &mut RequestResult,
 ) -> bool {
     let fail = |r: &mut RequestResult, outcome: ClientOutcome, e: String| {
@@ -242,22 +300,10 @@ async fn exchange(
         }
     }
     if sender.is_none() {
-        let stream = match timeout_at(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await
-        {
-            Err(_) => return fail(r, ClientOutcome::Timeout, "connect timed out".into()),
-            Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("connect: {e}")),
-            Ok(Ok(s)) => s,
-        };
-        let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
-        let (s, conn) = match timeout_at(deadline, hs).await {
-            Err(_) => return fail(r, ClientOutcome::Timeout, "handshake timed out".into()),
-            Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("handshake: {e}")),
-            Ok(Ok(x)) => x,
-        };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        *sender = Some(s);
+        match dial.connect(deadline).await {
+            Ok(s) => *sender = Some(s),
+            Err((outcome, e)) => return fail(r, outcome, e),
+        }
     }
     let Some(s) = sender.as_mut() else {
         return false;
@@ -286,7 +332,7 @@ async fn exchange(
         Ok(Err(e)) => return fail(r, ClientOutcome::Error, format!("{e}")),
         Ok(Ok(resp)) => resp,
     };
-    r.head_at = Some(now(t0));
+    r.head_at = Some(dial.now());
     r.status = Some(resp.status().as_u16());
     r.headers = resp
         .headers()

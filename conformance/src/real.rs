@@ -1,0 +1,451 @@
+//! The real runner: the same scenario files against a live proxy process on loopback.
+//!
+//! Backends are `fcgi-mock` servers in this process on ephemeral loopback ports; the target
+//! proxy runs as a process with a config generated from the scenario's neutral topology
+//! ([`targets`]); the clients are the simulator's, dialling real TCP with a real clock. What the
+//! backends saw is normalised (each real `127.0.0.1:port` becomes the scenario's `name:port`) so
+//! that expectations such as `SCRIPT_FILENAME = "proxy:fcgi://${app}/x"` read the same in both
+//! modes, then judged by the same checks as a simulated run.
+//!
+//! Not expressible for real: link faults (hold, partition, latency) need the simulator; such
+//! scenarios are SKIP with that reason.
+
+pub mod cli;
+pub mod targets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcgi_mock::{MockHandle, MockServer, Snapshot};
+
+use crate::check;
+use crate::report::Verdict;
+use crate::scenario::{FaultAction, Scenario};
+use crate::sim::client::{self, Dial, Results};
+use crate::sim::net::AddrStats;
+use crate::sim::trace::Trace;
+use crate::sim::{BackendRun, Incarnation, Run};
+pub use targets::Target;
+
+/// How long a target may take to accept connections.
+const READY: Duration = Duration::from_secs(10);
+/// Allowed above an expected upper time bound: real processes on a shared machine are scheduled
+/// late now and then; lower bounds stay exact (nothing happens early).
+const TIMING_SLACK: Duration = Duration::from_millis(250);
+/// After the clients are done: time for closes to reach the journals.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// What a real run produced: a verdict for the matrix, and the observations behind it.
+#[derive(Debug)]
+pub struct RealOutcome {
+    pub verdict: Verdict,
+    pub detail: String,
+    pub run: Option<Run>,
+}
+
+impl RealOutcome {
+    fn skip(reason: impl Into<String>) -> Self {
+        RealOutcome {
+            verdict: Verdict::Skip,
+            detail: reason.into(),
+            run: None,
+        }
+    }
+}
+
+/// Settings shared by every run.
+#[derive(Debug, Clone)]
+pub struct RealOptions {
+    /// The `fcgi-proxy` binary (for [`Target::Ours`]).
+    pub proxy_bin: PathBuf,
+}
+
+/// Why a scenario cannot run for real, if it cannot.
+pub fn unsupported(s: &Scenario) -> Option<String> {
+    if let Some(why) = &s.sim.only {
+        return Some(format!("simulator only: {why}"));
+    }
+    s.faults.iter().find_map(|f| match f.action {
+        FaultAction::Crash | FaultAction::Restart => None,
+        a => Some(format!(
+            "fault {a:?} acts on a network link: simulator only"
+        )),
+    })
+}
+
+/// A child process stopped by its own PID when dropped.
+#[derive(Debug)]
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        crate::peers::signal(self.child.id(), "TERM");
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Backends of one run: the running mock per scenario backend, and the journals of earlier
+/// incarnations.
+struct Backends {
+    /// (scenario name, scenario authority, real address).
+    names: Vec<(String, String, SocketAddr)>,
+    live: Vec<Option<MockHandle>>,
+    started: Vec<tokio::time::Instant>,
+    incarnations: Vec<Vec<Incarnation>>,
+}
+
+/// Runs `s` against `target`.
+pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
+    if let Some(why) = unsupported(s) {
+        return RealOutcome::skip(why);
+    }
+    if let Some(why) = target.unavailable(opts) {
+        return RealOutcome::skip(why);
+    }
+    if let Some(why) = target.cannot_express(s) {
+        return RealOutcome::skip(why);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return RealOutcome {
+                verdict: Verdict::Fail,
+                detail: format!("runtime: {e}"),
+                run: None,
+            };
+        }
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => return RealOutcome::skip(format!("temp dir: {e}")),
+    };
+    let run = rt.block_on(run_async(s, target, opts, dir.path()));
+    match run {
+        Err(e) => RealOutcome {
+            verdict: Verdict::Fail,
+            detail: e,
+            run: None,
+        },
+        Ok(run) => {
+            let j = check::judge(s, &run);
+            RealOutcome {
+                verdict: j.verdict(s.level),
+                detail: j.reasons().join("; "),
+                run: Some(run),
+            }
+        }
+    }
+}
+
+async fn run_async(
+    s: &Scenario,
+    target: Target,
+    opts: &RealOptions,
+    dir: &Path,
+) -> Result<Run, String> {
+    let wall = std::time::Instant::now();
+    let mut b = Backends {
+        names: Vec::new(),
+        live: Vec::new(),
+        started: Vec::new(),
+        incarnations: Vec::new(),
+    };
+    for backend in &s.backends {
+        let script = backend.mock_script()?;
+        let m = MockServer::bind_tcp("127.0.0.1:0", script)
+            .await
+            .map_err(|e| format!("backend {}: {e}", backend.name))?;
+        let addr = m
+            .socket_addr()
+            .ok_or_else(|| format!("backend {}: no address", backend.name))?;
+        b.names
+            .push((backend.name.clone(), backend.authority(), addr));
+        b.live.push(Some(m));
+        b.started.push(tokio::time::Instant::now());
+        b.incarnations.push(Vec::new());
+    }
+    let listen = crate::peers::free_loopback_port().map_err(|e| format!("port: {e}"))?;
+    let addrs: BTreeMap<String, SocketAddr> =
+        b.names.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+    let generated = target.config(s, &addrs, listen, dir, opts)?;
+    let file = dir.join(generated.file_name);
+    std::fs::write(&file, &generated.text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let log = dir.join("target.log");
+    let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&generated.command[0]);
+    cmd.args(&generated.command[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", generated.command[0]))?;
+    let proc = Proc { child };
+    wait_ready(listen, &log).await?;
+
+    // Traffic, and the backend faults at their times.
+    let start = tokio::time::Instant::now();
+    let planned = s.planned_requests();
+    let results: Results = Arc::new(Mutex::new(vec![None; planned.len()]));
+    let trace = Trace::default();
+    let mut clients = Vec::new();
+    for (ci, c) in s.clients.iter().enumerate() {
+        let plan: Vec<(usize, _)> = planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.client == ci)
+            .map(|(i, p)| (i, p.clone()))
+            .collect();
+        let one = client::run(client::ClientRun {
+            name: c.name.clone(),
+            dial: Dial::Real {
+                addr: listen,
+                start,
+            },
+            start: c.start.0,
+            connection: c.connection,
+            timeout: c.timeout.0,
+            plan,
+            results: results.clone(),
+            trace: trace.clone(),
+        });
+        clients.push(tokio::spawn(async move {
+            // Failures are recorded per request in `results`.
+            let _ = one.await;
+        }));
+    }
+    let mut faults = s.faults.clone();
+    faults.sort_by_key(|f| f.at);
+    let longest = s
+        .clients
+        .iter()
+        .map(|c| {
+            c.start.0
+                + c.timeout.0
+                    * (c.requests.iter().map(|r| r.repeat.max(1)).sum::<usize>() as u32 + 1)
+        })
+        .max()
+        .unwrap_or_default();
+    let all_done = async {
+        for c in clients {
+            let _ = c.await;
+        }
+    };
+    tokio::pin!(all_done);
+    for f in faults {
+        let at = start + f.at.0;
+        tokio::select! {
+            biased;
+            _ = &mut all_done => break,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        let host = f.host.clone().unwrap_or_default();
+        let Some(i) = b.names.iter().position(|(n, _, _)| *n == host) else {
+            continue;
+        };
+        match f.action {
+            FaultAction::Crash => end_incarnation(&mut b, i, start).await,
+            FaultAction::Restart => {
+                end_incarnation(&mut b, i, start).await;
+                let backend = &s.backends[i];
+                let m = MockServer::bind_tcp(&b.names[i].2.to_string(), backend.mock_script()?)
+                    .await
+                    .map_err(|e| format!("restart {host}: {e}"))?;
+                b.live[i] = Some(m);
+                b.started[i] = tokio::time::Instant::now();
+            }
+            _ => {}
+        }
+    }
+    if tokio::time::timeout(longest + Duration::from_secs(5), &mut all_done)
+        .await
+        .is_err()
+    {
+        return Err("clients did not finish in time".into());
+    }
+    let clients_done_at = start.elapsed();
+    settle(s, &b).await;
+    let exited = has_exited(&proc);
+    // The journals as they stand with the proxy still running (as the simulator reads them):
+    // stopping the proxy closes its pooled connections, which is not part of the scenario.
+    for i in 0..b.live.len() {
+        end_incarnation(&mut b, i, start).await;
+    }
+    drop(proc);
+    let backends: Vec<BackendRun> = b
+        .names
+        .iter()
+        .zip(b.incarnations)
+        .map(|((name, authority, real), incarnations)| BackendRun {
+            name: name.clone(),
+            authority: authority.clone(),
+            incarnations: incarnations
+                .into_iter()
+                .map(|mut inc| {
+                    normalise(&mut inc.journal, &b.names);
+                    let _ = real;
+                    inc
+                })
+                .collect(),
+            partitioned: false,
+        })
+        .collect();
+    let net = backends
+        .iter()
+        .map(|b| (b.authority.clone(), journal_stats(b)))
+        .collect();
+    let requests = results.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let config = crate::ours::config(s).unwrap_or_default();
+    Ok(Run {
+        id: s.id.clone(),
+        seed: 0,
+        config,
+        requests,
+        labels: planned.iter().map(|p| p.label.clone()).collect(),
+        backends,
+        workers: Vec::new(),
+        net,
+        pool_cap_violations: Vec::new(),
+        trace: trace.lines(),
+        error: exited.map(|e| format!("the target exited during the run: {e}")),
+        settled: true,
+        connections_observed: false,
+        timing_slack: TIMING_SLACK,
+        clients_done_at,
+        virtual_time: clients_done_at,
+        wall_time: wall.elapsed(),
+    })
+}
+
+fn has_exited(p: &Proc) -> Option<String> {
+    // try_wait needs &mut; a clone of the pid is enough to ask /proc.
+    let alive = crate::peers::is_alive(p.child.id());
+    (!alive).then(|| "process gone".to_string())
+}
+
+async fn end_incarnation(b: &mut Backends, i: usize, start: tokio::time::Instant) {
+    if let Some(m) = b.live[i].take() {
+        let journal = m.journal().snapshot();
+        let started_at = b.started[i].saturating_duration_since(start);
+        let ended_at = Some(start.elapsed());
+        m.shutdown().await;
+        b.incarnations[i].push(Incarnation {
+            started_at,
+            ended_at,
+            journal,
+        });
+    }
+}
+
+/// After the clients: give closes time to reach the journals. When a backend closes idle
+/// connections itself, wait for that, until every connection is closed or the scenario's settle
+/// time runs out.
+async fn settle(s: &Scenario, b: &Backends) {
+    let idle = s
+        .backends
+        .iter()
+        .filter_map(|x| x.idle_timeout.map(|d| d.0))
+        .max();
+    let Some(idle) = idle else {
+        tokio::time::sleep(SETTLE).await;
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + (idle + SETTLE).min(s.sim.settle.0);
+    while tokio::time::Instant::now() < deadline {
+        let open: usize = b
+            .live
+            .iter()
+            .flatten()
+            .map(|m| crate::sim::served_open(&m.journal().snapshot()))
+            .sum();
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Rewrites every real backend address in the params to the scenario's `name:port`.
+fn normalise(j: &mut Snapshot, names: &[(String, String, SocketAddr)]) {
+    for r in &mut j.requests {
+        for (_, v) in &mut r.params {
+            let mut text = String::from_utf8_lossy(v).into_owned();
+            let mut changed = false;
+            for (_, authority, real) in names {
+                let real = real.to_string();
+                if text.contains(&real) {
+                    text = text.replace(&real, authority);
+                    changed = true;
+                }
+            }
+            if changed {
+                *v = Bytes::from(text);
+            }
+        }
+    }
+}
+
+/// Connection counts from a backend's journals (the proxy's side is not observable for real).
+fn journal_stats(b: &BackendRun) -> AddrStats {
+    let mut events: Vec<(Duration, i64)> = Vec::new();
+    let mut opened = 0;
+    for inc in &b.incarnations {
+        for c in &inc.journal.connections {
+            opened += 1;
+            events.push((inc.at(c.opened_ms), 1));
+            events.push((inc.at(c.closed_ms.unwrap_or(u64::MAX / 4)), -1));
+        }
+    }
+    events.sort();
+    let (mut live, mut max_live) = (0i64, 0i64);
+    for (_, d) in events {
+        live += d;
+        max_live = max_live.max(live);
+    }
+    AddrStats {
+        attempts: opened,
+        opened,
+        failed: 0,
+        live: 0,
+        connecting: 0,
+        max_live: max_live as usize,
+    }
+}
+
+async fn wait_ready(addr: SocketAddr, log: &Path) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + READY;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            return Err(format!(
+                "the target did not accept connections on {addr} within {READY:?}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,176 @@
+//! `cargo xtask conformance`: every scenario, for real, against each target; a matrix of checks
+//! x targets with expected deviations shown as XFAIL; reports in target/conformance/.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::report::{CheckResult, Expected, Results, Verdict};
+use crate::sim::suite::{self, par_map};
+
+use super::{RealOptions, Target};
+
+const USAGE: &str = "\
+cargo xtask conformance [--target ours|apache|nginx|all]... [--threads N] [PATH...]
+
+Runs the scenario files (default: scenarios/) for real against each target (default: ours):
+the target proxy as a process with a config generated from each scenario's topology, fcgi-mock
+backends on loopback, real HTTP. Prints the matrix of checks x targets; writes
+target/conformance/{results.json,junit.xml,conformance.md}; with --markdown FILE also writes
+the Markdown report there (docs/conformance.md is that report, committed).
+
+A target whose binary is missing is SKIP for the whole column with an install hint. A check the
+target cannot express is SKIP with the reason. Listed deviations
+(scenarios/expected/<target>.toml) turn FAIL into XFAIL; a listed deviation that passes is
+XPASS. Exit status 1 on any FAIL or XPASS.
+";
+
+pub fn cli(root: &Path, args: &[String]) -> ExitCode {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut threads = 2usize;
+    let mut markdown: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--target" => {
+                let Some(v) = it.next() else {
+                    eprintln!("--target needs a value\n\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                for name in v.split(',') {
+                    if name == "all" {
+                        targets.extend(Target::ALL);
+                    } else if let Some(t) = Target::parse(name) {
+                        targets.push(t);
+                    } else {
+                        eprintln!("unknown target {name:?}\n\n{USAGE}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--threads" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => threads = n,
+                _ => {
+                    eprintln!("--threads needs a positive number");
+                    return ExitCode::from(2);
+                }
+            },
+            "--markdown" => match it.next() {
+                Some(p) => markdown = Some(root.join(p)),
+                None => {
+                    eprintln!("--markdown needs a file");
+                    return ExitCode::from(2);
+                }
+            },
+            flag if flag.starts_with('-') => {
+                eprintln!("unknown option {flag}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+            p => paths.push(root.join(p)),
+        }
+    }
+    if targets.is_empty() {
+        targets.push(Target::Ours);
+    }
+    targets.dedup();
+    if paths.is_empty() {
+        paths.push(suite::scenarios_dir());
+    }
+    let files = match suite::load(&paths) {
+        Ok(f) => f,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let opts = RealOptions {
+        proxy_bin: root.join("target/debug/fcgi-proxy"),
+    };
+    let expected_dir = root.join("scenarios/expected");
+    let started = Instant::now();
+    let mut results = Results::default();
+    for &target in &targets {
+        let expected = match Expected::load(&expected_dir, target.name()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let t0 = Instant::now();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let outcomes = par_map(&files, threads, |f| {
+            let o = super::run(&f.scenario, target, &opts);
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            eprint!(
+                "\r{}: {n}/{} {:<60}",
+                target.name(),
+                files.len(),
+                f.scenario.id
+            );
+            o
+        });
+        eprintln!(
+            "\r{}: {} scenarios in {:.1}s{:40}",
+            target.name(),
+            files.len(),
+            t0.elapsed().as_secs_f64(),
+            ""
+        );
+        for (f, o) in files.iter().zip(outcomes) {
+            let (verdict, detail) = match o.verdict {
+                Verdict::Pass | Verdict::Fail => {
+                    expected.resolve(&f.scenario.id, o.verdict, o.detail)
+                }
+                v => (v, o.detail),
+            };
+            results.push(CheckResult {
+                check: f.scenario.id.clone(),
+                target: target.name().to_string(),
+                verdict,
+                detail,
+            });
+        }
+    }
+    print!("{}", results.to_table());
+    let unexpected = results.unexpected();
+    for r in &unexpected {
+        println!(
+            "{} {} on {}: {}",
+            r.verdict.as_str(),
+            r.check,
+            r.target,
+            r.detail
+        );
+    }
+    println!(
+        "{} checks x {} targets in {:.1}s",
+        results.checks().len(),
+        results.targets().len(),
+        started.elapsed().as_secs_f64()
+    );
+    let out = root.join("target/conformance");
+    let written = std::fs::create_dir_all(&out)
+        .and_then(|()| std::fs::write(out.join("results.json"), results.to_json()))
+        .and_then(|()| std::fs::write(out.join("junit.xml"), results.to_junit()))
+        .and_then(|()| std::fs::write(out.join("conformance.md"), results.to_markdown()))
+        .and_then(|()| match &markdown {
+            Some(p) => std::fs::write(p, results.to_markdown()),
+            None => Ok(()),
+        });
+    if let Err(e) = written {
+        eprintln!("writing reports: {e}");
+    }
+    if unexpected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
