@@ -182,7 +182,7 @@ async fn run_async(
         b.started.push(tokio::time::Instant::now());
         b.incarnations.push(Vec::new());
     }
-    let listen = crate::peers::free_loopback_port().map_err(|e| format!("port: {e}"))?;
+    let listen = listen_port()?;
     let addrs: BTreeMap<String, SocketAddr> =
         b.names.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
     let generated = target.config(s, &addrs, listen, dir, opts)?;
@@ -202,6 +202,12 @@ async fn run_async(
         .map_err(|e| format!("cannot start {}: {e}", generated.command[0]))?;
     let proc = Proc { child };
     wait_ready(listen, &log).await?;
+    if has_exited(&proc).is_some() {
+        return Err(format!(
+            "the target exited right after starting: {}",
+            log_tail(&log)
+        ));
+    }
 
     // Traffic, and the backend faults at their times.
     let start = tokio::time::Instant::now();
@@ -432,6 +438,29 @@ fn journal_stats(b: &BackendRun) -> AddrStats {
     }
 }
 
+/// A port for the target to listen on. Below Linux's ephemeral range (32768 and up), where the
+/// mocks' and clients' ports come from, and distinct across the runs of this process, so two
+/// scenarios running at once never pick the same one.
+fn listen_port() -> Result<SocketAddr, String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20000 + (std::process::id() % 50) * 200;
+    for _ in 0..2000 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10000;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    Err("no free port below 32768 on 127.0.0.1".into())
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
 async fn wait_ready(addr: SocketAddr, log: &Path) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + READY;
     loop {
@@ -439,11 +468,9 @@ async fn wait_ready(addr: SocketAddr, log: &Path) -> Result<(), String> {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
             return Err(format!(
                 "the target did not accept connections on {addr} within {READY:?}: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                log_tail(log)
             ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
