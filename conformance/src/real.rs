@@ -11,6 +11,7 @@
 //! scenarios are SKIP with that reason.
 
 pub mod cli;
+pub mod peers_cli;
 pub mod targets;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@ const HELP: &str = "\
 cargo xtask <command>
 
 COMMANDS:
+    peers [list | install]                 which peer proxies are installed, with versions; install them
     conformance [--target ours|apache|nginx|all] [PATH...]
                                            the scenarios for real against proxies (default: ours)
     sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "bench" => conformance::bench::main(&args[1..]),
+        "peers" => conformance::real::peers_cli::cli(&args[1..]),
         "conformance" => {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()
