@@ -1,23 +1,31 @@
 //! The HTTP/1.1 front end: accepts connections, serves them with hyper, and shuts down
 //! gracefully (stop accepting, let in-flight requests finish, then close).
+//!
+//! Between requests a client connection is parked: hyper's connection state, with its 8 KiB
+//! read and 8 KiB write buffers, is taken apart and only the socket is kept, waiting for the
+//! client's next byte; then hyper takes over again with that byte put back in front. Ten
+//! thousand idle keep-alive clients so cost their tasks and sockets (about 3 KiB each), not
+//! 160 MiB of buffers.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::{Buf, Bytes};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 use crate::handler::Proxy;
 use crate::net::{Acceptor, ConnInfo, Connector};
 
@@ -88,22 +96,10 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let builder = builder.clone();
         let mut shutdown = shutdown.clone();
         let done = conn_done_tx.clone();
+        let header_read = settings.header_read_timeout;
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let proxy = proxy.clone();
-                async move { Ok::<Response<ProxyBody>, Infallible>(proxy.handle(req, info).await) }
-            });
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                biased;
-                r = conn.as_mut() => log_conn_end(r, info),
-                _ = stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    log_conn_end(conn.await, info);
-                }
-            }
+            serve_client(stream, info, proxy, &builder, &mut shutdown, header_read).await;
             drop(done);
         });
     }
@@ -111,6 +107,269 @@ pub async fn serve<A: Acceptor, C: Connector>(
     drop(conn_done_tx);
     let _ = tokio::time::timeout(settings.shutdown_grace, conn_done_rx.recv()).await;
     Ok(())
+}
+
+/// Requests on one client connection, for parking.
+#[derive(Debug)]
+struct Activity {
+    /// Requests started so far.
+    started: AtomicU64,
+    /// Requests whose response hyper has not finished with.
+    in_flight: AtomicUsize,
+    /// A request in this hyper session had a body, or asked to close: hyper alone decides
+    /// what happens after it (it may not be at a message boundary, or must close).
+    unparkable: AtomicBool,
+    /// When `in_flight` last fell to zero (milliseconds after `epoch`).
+    idle_since_ms: AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// One request counted in `in_flight` until dropped (with the response body, or with the
+/// handler if the client went away first).
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0
+                .idle_since_ms
+                .store(self.0.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The response body hyper writes, holding the request's [`InFlight`] until hyper is done.
+#[derive(Debug)]
+struct CountedBody {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
+
+/// Serves one client connection until the client closes, `header_read` passes without a
+/// request head, or shutdown: parked (socket only) until a byte arrives, then hyper until the
+/// request is answered and nothing else is in flight, then parked again.
+async fn serve_client<S, C>(
+    stream: S,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: &http1::Builder,
+    shutdown: &mut watch::Receiver<bool>,
+    header_read: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let activity = Arc::new(Activity {
+        started: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        unparkable: AtomicBool::new(false),
+        idle_since_ms: AtomicU64::new(0),
+        epoch: tokio::time::Instant::now(),
+    });
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    let mut io = Rewind {
+        pre: Bytes::new(),
+        inner: stream,
+    };
+    loop {
+        if io.pre.is_empty() {
+            // Parked. The deadline for the next request head runs from the end of the last
+            // response (from the accept for the first), as it does under hyper.
+            let idle_for = activity
+                .now_ms()
+                .saturating_sub(activity.idle_since_ms.load(Ordering::Relaxed));
+            let remaining = header_read.saturating_sub(Duration::from_millis(idle_for));
+            let mut byte = [0u8; 1];
+            let woke = tokio::select! {
+                biased;
+                () = stop.as_mut() => false,
+                r = tokio::time::timeout(remaining, io.inner.read(&mut byte)) => {
+                    matches!(r, Ok(Ok(1)))
+                }
+            };
+            if !woke {
+                return;
+            }
+            io.pre = Bytes::copy_from_slice(&byte);
+        }
+        let svc = {
+            let proxy = proxy.clone();
+            let activity = activity.clone();
+            service_fn(move |req: Request<Incoming>| -> Handled {
+                activity.started.fetch_add(1, Ordering::Relaxed);
+                activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                if !req.body().is_end_stream()
+                    || req.version() != Version::HTTP_11
+                    || asks_to_close(req.headers())
+                {
+                    activity.unparkable.store(true, Ordering::Relaxed);
+                }
+                let in_flight = InFlight(activity.clone());
+                let proxy = proxy.clone();
+                Box::pin(async move {
+                    let resp = proxy.handle(req, info).await;
+                    Ok(resp.map(|body| CountedBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                })
+            })
+        };
+        let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+        let served_before = activity.started.load(Ordering::Relaxed);
+        activity.unparkable.store(false, Ordering::Relaxed);
+        let (mut parking, mut stopping) = (false, false);
+        let ended = std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                    return Poll::Ready(r);
+                }
+                if !stopping && stop.as_mut().poll(cx).is_ready() {
+                    stopping = true;
+                    Pin::new(&mut conn).graceful_shutdown();
+                    continue;
+                }
+                if !parking
+                    && !stopping
+                    && activity.started.load(Ordering::Relaxed) > served_before
+                    && activity.in_flight.load(Ordering::Relaxed) == 0
+                    && !activity.unparkable.load(Ordering::Relaxed)
+                {
+                    // Answered and idle: hyper ends its side of the connection without
+                    // touching the socket (a response still being flushed finishes first).
+                    parking = true;
+                    Pin::new(&mut conn).graceful_shutdown();
+                    continue;
+                }
+                return Poll::Pending;
+            }
+        })
+        .await;
+        if let Err(e) = ended {
+            log_conn_end(Err(e), info);
+            return;
+        }
+        if stopping || !parking {
+            // Shutdown, or the client closed.
+            return;
+        }
+        let http1::Parts {
+            io: parked,
+            read_buf,
+            ..
+        } = conn.into_parts();
+        io = parked.into_inner();
+        // Part of the next request may have been read already: hyper gets it back first. Even
+        // empty, hyper's read buffer holds its allocation until dropped.
+        io.prepend(read_buf);
+    }
+}
+
+/// `Connection: close` (or any list naming `close`).
+fn asks_to_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// A client stream with bytes already read from it put back in front.
+#[derive(Debug)]
+struct Rewind<S> {
+    pre: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn prepend(&mut self, first: Bytes) {
+        if first.is_empty() {
+            return;
+        }
+        self.pre = if self.pre.is_empty() {
+            first
+        } else {
+            let mut v = first.to_vec();
+            v.extend_from_slice(&self.pre);
+            Bytes::from(v)
+        };
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Serves the admin endpoints (`/metrics`, `/status`) on `acceptor` until shutdown.
