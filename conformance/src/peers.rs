@@ -547,7 +547,7 @@ fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          \x20   use-fcgi-app app\n\
          \x20   server s1 {backend} proto fcgi\n",
         ka_on = o.backend_keepalive,
-        maxconn = o.max_client_connections + 256,
+        maxconn = haproxy_maxconn(o.max_client_connections + 256, open_file_limit()),
         workers = o.workers,
         root = o.document_root,
         backend = o.backend,
@@ -557,6 +557,26 @@ fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
         text,
         command: ["-db", "-f", "{config}"].map(String::from).to_vec(),
     }
+}
+
+/// HAProxy reserves two descriptors per connection (client and server side) and refuses to
+/// start when `maxconn` needs more than the open-file limit it cannot raise.
+fn haproxy_maxconn(wanted: usize, nofile: Option<u64>) -> usize {
+    match nofile {
+        Some(n) => wanted.min((n.saturating_sub(64) / 2) as usize).max(64),
+        None => wanted,
+    }
+}
+
+/// The soft open-file limit of this process (peers inherit it).
+pub fn open_file_limit() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
@@ -638,6 +658,14 @@ mod tests {
         let me = std::process::id();
         assert_eq!(process_tree(me)[0], me);
         assert!(is_alive(me));
+    }
+
+    #[test]
+    fn haproxy_maxconn_fits_the_open_file_limit() {
+        assert_eq!(haproxy_maxconn(1024, Some(20000)), 1024);
+        assert_eq!(haproxy_maxconn(10256, Some(20000)), 9968);
+        assert_eq!(haproxy_maxconn(10256, None), 10256);
+        assert!(open_file_limit().is_some());
     }
 
     #[test]

@@ -711,10 +711,11 @@ impl Bench<'_> {
         let conns = self
             .idle_rt
             .block_on(idle::open(peer.addr(), w.connections, 32));
+        // Let every peer settle (finish writing, park idle connections) before measuring.
         std::thread::sleep(if self.opts.quick {
             Duration::from_millis(300)
         } else {
-            Duration::from_secs(2)
+            Duration::from_secs(3)
         });
         let pids = peer.pids();
         let mem = procfs::memory(&pids);
