@@ -441,7 +441,8 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          [[route]]\n\
          path = \"/\"\n\
          target = \"fcgi://{backend}{root}/\"\n\
-         worker.reuse = {reuse}\n",
+         worker.reuse = {reuse}\n\
+         worker.max = 64   # backend connections, as Apache's ThreadsPerChild and nginx's keepalive here\n",
         reuse = o.backend_keepalive,
         root = o.document_root,
         ka = o.keepalive_timeout.as_secs(),
