@@ -34,6 +34,9 @@ use crate::net::{Acceptor, ConnInfo, Connector};
 pub struct FrontSettings {
     /// Time allowed to receive a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request (Apache
+    /// `KeepAliveTimeout`).
+    pub keep_alive_timeout: Duration,
     /// Longest a write to the client may make no progress (a client that stops reading); then
     /// the connection is dropped.
     pub client_write_timeout: Duration,
@@ -51,6 +54,7 @@ impl Default for FrontSettings {
     fn default() -> Self {
         FrontSettings {
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
             client_write_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
@@ -96,10 +100,13 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let builder = builder.clone();
         let mut shutdown = shutdown.clone();
         let done = conn_done_tx.clone();
-        let header_read = settings.header_read_timeout;
+        let waits = Waits {
+            first: settings.header_read_timeout,
+            next: settings.keep_alive_timeout,
+        };
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
-            serve_client(stream, info, proxy, &builder, &mut shutdown, header_read).await;
+            serve_client(stream, info, proxy, &builder, &mut shutdown, waits).await;
             drop(done);
         });
     }
@@ -172,9 +179,17 @@ impl Body for CountedBody {
     }
 }
 
+/// How long a parked connection waits for the first byte of a request: the first request (the
+/// whole head must come within `header_read` anyway), or a later one on a kept-alive connection.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    first: Duration,
+    next: Duration,
+}
+
 type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
 
-/// Serves one client connection until the client closes, `header_read` passes without a
+/// Serves one client connection until the client closes, its wait for a request (`Waits`) passes without a
 /// request head, or shutdown: parked (socket only) until a byte arrives, then hyper until the
 /// request is answered and nothing else is in flight, then parked again.
 async fn serve_client<S, C>(
@@ -183,7 +198,7 @@ async fn serve_client<S, C>(
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
     shutdown: &mut watch::Receiver<bool>,
-    header_read: Duration,
+    waits: Waits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
@@ -208,7 +223,12 @@ async fn serve_client<S, C>(
             let idle_for = activity
                 .now_ms()
                 .saturating_sub(activity.idle_since_ms.load(Ordering::Relaxed));
-            let remaining = header_read.saturating_sub(Duration::from_millis(idle_for));
+            let limit = if activity.started.load(Ordering::Relaxed) == 0 {
+                waits.first
+            } else {
+                waits.next
+            };
+            let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
             let mut byte = [0u8; 1];
             let woke = tokio::select! {
                 biased;
@@ -417,6 +437,7 @@ impl FrontSettings {
     pub fn from_config(c: &crate::config::Config) -> Self {
         FrontSettings {
             header_read_timeout: c.timeouts.header_read,
+            keep_alive_timeout: c.timeouts.keep_alive,
             client_write_timeout: c.timeouts.client_write,
             max_header_bytes: c.limits.max_header_bytes,
             max_headers: c.limits.max_headers,

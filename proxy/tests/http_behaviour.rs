@@ -261,3 +261,42 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| {
+        c.timeouts.keep_alive = Duration::from_millis(300);
+        c.timeouts.header_read = Duration::from_secs(20);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(b"GET /app/ka HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The response, then EOF once the connection has been idle for keep_alive (not header_read).
+    loop {
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("closed well before the test timeout")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let took = started.elapsed();
+    assert!(
+        all.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
