@@ -166,7 +166,8 @@ pub struct PoolPeak {
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
     pub connections_established: usize,
-    /// Client connections the proxy side had established at the peak (from /proc/net/tcp).
+    /// Connections established on the proxy's side of loopback once every client was connected
+    /// (from /proc/net/tcp; highest count seen while waiting for the proxy to accept them all).
     pub proxy_side_established: Option<usize>,
     pub requests_ok: u64,
     pub connect_errors: u64,
@@ -670,8 +671,20 @@ async fn run_async(
     let phases = async {
         all_open.wait().await;
         let connect_phase = started.elapsed();
-        // Every client connection is open: the proxy's view and memory now.
-        let proxy_side = established_on(proxy.addr.port());
+        // Every client connection is open. The proxy's side lags a little when its accept queue
+        // was full (the kernel then holds the handshake): wait until it has them all (5 s at
+        // most), and keep the highest count seen.
+        let want = counters.established.load(Ordering::Relaxed);
+        let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut proxy_side = None;
+        loop {
+            let n = established_on(proxy.addr.port());
+            proxy_side = proxy_side.max(n);
+            if n.is_none_or(|n| n >= want) || tokio::time::Instant::now() >= settle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let rss_open = procfs::memory(&[proxy.pid]).rss_kib;
         let req_started = tokio::time::Instant::now();
         all_done.wait().await;
