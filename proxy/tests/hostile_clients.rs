@@ -699,3 +699,53 @@ async fn client_vanishing_while_the_backend_is_quiet_frees_the_backend_at_once()
     })
     .await;
 }
+
+/// S21.3: idle connections do not starve real clients.
+#[tokio::test]
+async fn idle_connections_do_not_block_service() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(&f.addr).await.unwrap());
+        }
+        // Some of them half-way through a head.
+        for s in idle.iter_mut().take(100) {
+            s.write_all(b"GET /app/idle HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        assert_eq!(send(&f, get("/app/served")).await.status, StatusCode::OK);
+        assert_eq!(uris_seen(&m), ["/app/served"]);
+        drop(idle);
+    })
+    .await;
+}
+
+/// S13: a chunked body whose last chunk has no final CRLF before the client half-closes is
+/// incomplete: it never reaches the backend.
+#[tokio::test]
+async fn unterminated_chunked_body_never_reaches_the_backend() {
+    within(T, async {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |_| {}).await;
+        for tail in [&b"5\r\nhello\r\n0\r\n"[..], b"5\r\nhel", b"5\r\nhello\r\n"] {
+            let mut s = TcpStream::connect(&f.addr).await.unwrap();
+            s.write_all(b"POST /app/cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            s.write_all(tail).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(T, s.read_to_end(&mut out)).await;
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                out.is_empty() || text.starts_with("HTTP/1.1 400"),
+                "{tail:?}: {text}"
+            );
+        }
+        assert_eq!(m.journal().snapshot().connection_count(), 0);
+    })
+    .await;
+}
