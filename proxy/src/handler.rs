@@ -430,9 +430,18 @@ impl<C: Connector> Proxy<C> {
         let started = tokio::time::Instant::now();
         let method = req.method().clone();
         let target = req.uri().to_string();
-        let (resp, route, member) = match self.proxy(req, info).await {
-            Ok(x) => x,
-            Err(status) => (answers::error(status), None, None),
+        let (resp, route, member) = if !transfer_coding_is_plain_chunked(req.headers()) {
+            // The body's framing is in doubt, so nothing after it on this connection can be
+            // trusted to be a request.
+            let mut r = answers::error(StatusCode::BAD_REQUEST);
+            r.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            (r, None, None)
+        } else {
+            match self.proxy(req, info).await {
+                Ok(x) => x,
+                Err(status) => (answers::error(status), None, None),
+            }
         };
         let status = resp.status().as_u16();
         self.metrics.request(route, status, member.as_deref());
@@ -586,6 +595,24 @@ fn head_over_limits(headers: &HeaderMap, limits: &crate::config::Limits) -> Opti
         }
     }
     None
+}
+
+/// Whether the request's Transfer-Encoding, if any, is exactly `chunked`. hyper accepts any list
+/// ending in `chunked` (`chunked, chunked`, `gzip, chunked`) and de-chunks once; chunked applied
+/// twice is invalid (RFC 9112 7.1) and other codings cannot be passed to a CGI backend, so both
+/// are refused before the body is read, as Apache's `ap_is_chunked` does.
+fn transfer_coding_is_plain_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(c), None) => c.eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 fn status(code: u16) -> StatusCode {

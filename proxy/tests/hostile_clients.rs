@@ -171,6 +171,18 @@ async fn malformed_heads_are_400_and_never_reach_the_backend() {
                 b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
             ),
             (
+                "chunked applied twice",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "chunked twice over two lines",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "a coding before chunked",
+                b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
                 "unknown Transfer-Encoding",
                 b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
             ),
