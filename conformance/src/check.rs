@@ -293,6 +293,71 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                                 None => fail(format!("param {name} absent, expected {want:?}")),
                             }
                         }
+                        for (name, bad) in &p.not_equal {
+                            let bad = s.expand(bad);
+                            if entry.params_named(name).contains(&bad) {
+                                fail(format!("param {name}={bad:?}, expected any other value"));
+                            }
+                        }
+                        for (name, bad) in &p.lacks {
+                            if let Some(v) = entry
+                                .params_named(name)
+                                .into_iter()
+                                .find(|v| v.contains(bad))
+                            {
+                                fail(format!("param {name}={v:?} contains {bad:?}"));
+                            }
+                        }
+                        for (name, want) in &p.starts_with {
+                            let want = s.expand(want);
+                            match entry.param(name) {
+                                Some(v) if v.starts_with(&want) => {}
+                                Some(v) => fail(format!(
+                                    "param {name}={v:?}, expected it to start with {want:?}"
+                                )),
+                                None => fail(format!(
+                                    "param {name} absent, expected it to start with {want:?}"
+                                )),
+                            }
+                        }
+                        for (name, want) in &p.ends_with {
+                            match entry.param(name) {
+                                Some(v) if v.ends_with(want.as_str()) => {}
+                                Some(v) => fail(format!(
+                                    "param {name}={v:?}, expected it to end with {want:?}"
+                                )),
+                                None => fail(format!(
+                                    "param {name} absent, expected it to end with {want:?}"
+                                )),
+                            }
+                        }
+                        for (name, want) in &p.length {
+                            let got: Vec<usize> = entry
+                                .params
+                                .iter()
+                                .filter(|(n, _)| n.as_ref() == name.as_bytes())
+                                .map(|(_, v)| v.len())
+                                .collect();
+                            if got != [*want] {
+                                fail(format!(
+                                    "param {name} value lengths {got:?}, expected [{want}]"
+                                ));
+                            }
+                        }
+                        if p.no_control {
+                            for (n, v) in &entry.params {
+                                if n.iter()
+                                    .chain(v.iter())
+                                    .any(|b| matches!(b, b'\r' | b'\n' | 0))
+                                {
+                                    fail(format!(
+                                        "param {}={:?} holds a CR, LF or NUL",
+                                        String::from_utf8_lossy(n),
+                                        String::from_utf8_lossy(v)
+                                    ));
+                                }
+                            }
+                        }
                         if p.unique {
                             let mut names: Vec<&[u8]> =
                                 entry.params.iter().map(|(n, _)| n.as_ref()).collect();
@@ -336,6 +401,34 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                     Some(v) => fail(format!("header {name}: {v:?}, expected {want:?}")),
                     None => fail(format!("header {name} absent, expected {want:?}")),
                 }
+            }
+            if let Some(want) = e.body_length
+                && r.body.len() != want
+            {
+                fail(format!("body of {} bytes, expected {want}", r.body.len()));
+            }
+            for name in &e.headers_absent {
+                if let Some(v) = r.header(name) {
+                    fail(format!("header {name}: {v:?} present, expected absent"));
+                }
+            }
+            if let Some(c) = &e.responses
+                && !c.accepts(r.responses.len())
+            {
+                fail(format!(
+                    "{} responses on the connection {:?}, expected {c}",
+                    r.responses.len(),
+                    r.responses
+                ));
+            }
+            if let Some(want) = e.closed
+                && r.closed != want
+            {
+                fail(if want {
+                    "the proxy kept the connection open, expected it closed".into()
+                } else {
+                    "the proxy closed the connection, expected it kept open".into()
+                });
             }
         }
     }
@@ -451,6 +544,53 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                     fail(format!(
                         "connection {} closed ({reason}), expected one of {want:?}",
                         c.id
+                    ));
+                }
+            }
+        }
+        if e.well_formed {
+            for (_, c) in &conns {
+                if c.close_reason.as_deref() == Some("protocol_error") {
+                    fail(format!("connection {} closed for a protocol error", c.id));
+                }
+            }
+            for r in &reqs {
+                if r.request_id == 0 || !r.params_complete || !r.stdin_complete {
+                    fail(format!(
+                        "request {}: id {}, PARAMS ended {}, STDIN ended {}",
+                        r.seq, r.request_id, r.params_complete, r.stdin_complete
+                    ));
+                }
+            }
+        }
+        for bad in &e.paths_absent {
+            for r in &reqs {
+                for name in [
+                    "SCRIPT_NAME",
+                    "SCRIPT_FILENAME",
+                    "PATH_INFO",
+                    "PATH_TRANSLATED",
+                ] {
+                    if let Some(v) = r.params_named(name).into_iter().find(|v| v.contains(bad)) {
+                        fail(format!(
+                            "request {} had {name}={v:?}, containing {bad:?}",
+                            r.seq
+                        ));
+                    }
+                }
+            }
+        }
+        if e.stdin_matches_content_length {
+            for r in &reqs {
+                let declared = r
+                    .param("CONTENT_LENGTH")
+                    .and_then(|v| v.parse::<u64>().ok());
+                if r.stdin_complete && declared.is_some_and(|d| d != r.stdin_len) {
+                    fail(format!(
+                        "request {} ended its STDIN after {} bytes, CONTENT_LENGTH {:?}",
+                        r.seq,
+                        r.stdin_len,
+                        r.param("CONTENT_LENGTH")
                     ));
                 }
             }

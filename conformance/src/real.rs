@@ -233,6 +233,11 @@ async fn run_async(
             connection: c.connection,
             timeout: c.timeout.0,
             plan,
+            addresses: b
+                .names
+                .iter()
+                .map(|(n, _, a)| (n.clone(), a.to_string()))
+                .collect(),
             results: results.clone(),
             trace: trace.clone(),
         });

@@ -97,6 +97,7 @@ impl Requirement {
         "mod_proxy_fcgi docs",
         "mod_proxy docs",
         "mod_proxy_balancer docs",
+        "security.md",
         "issue",
     ];
 
@@ -497,9 +498,36 @@ pub struct RequestSpec {
     /// Send the body with `Transfer-Encoding: chunked` (in chunks of this many bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunked: Option<usize>,
+    /// A body of this many `x` bytes (instead of `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size: Option<usize>,
     /// Send this many identical requests in a row.
     #[serde(default = "one_usize")]
     pub repeat: usize,
+    /// The exact bytes to send, on a connection of their own, instead of a request built from
+    /// `method`, `target`, `headers` and `body` (for requests no HTTP library would write:
+    /// smuggling shapes, malformed heads, pipelined requests). The tag header is inserted after
+    /// the first line. `${backend}` becomes the address the proxy reaches that backend at.
+    /// Every response on the connection is read, until the proxy closes it or sends nothing
+    /// more for `quiet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// After sending `raw`, shut down the sending side (a client that will send no more).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub half_close: bool,
+    /// How long a `raw` exchange waits for more bytes after a complete response (default 500ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<Dur>,
+}
+
+impl RequestSpec {
+    /// The request body's bytes.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        match self.body_size {
+            Some(n) => vec![b'x'; n],
+            None => self.body.clone().unwrap_or_default().into_bytes(),
+        }
+    }
 }
 
 fn get() -> String {
@@ -663,9 +691,22 @@ pub struct RequestExpect {
     /// The response body does not contain this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_lacks: Option<String>,
+    /// The response body has exactly this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_length: Option<usize>,
     /// Response headers (name, value), compared case-insensitively on the name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Response headers that must not be there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_absent: Vec<String>,
+    /// For a `raw` request: how many response heads came back on its connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<Count>,
+    /// For a `raw` request: whether the proxy closed the connection (rather than waiting for
+    /// another request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<bool>,
 }
 
 /// CGI param expectations. Values may use `${backend}` for a backend's `name:port`.
@@ -681,6 +722,24 @@ pub struct ParamExpect {
     /// Each name appears at most once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unique: bool,
+    /// No value of the param equals this (absent is fine).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_equal: BTreeMap<String, String>,
+    /// No value of the param contains this (absent is fine).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lacks: BTreeMap<String, String>,
+    /// The param is present and starts with this.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub starts_with: BTreeMap<String, String>,
+    /// The param is present and ends with this.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ends_with: BTreeMap<String, String>,
+    /// The param is present and its value has exactly this many bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub length: BTreeMap<String, usize>,
+    /// No param name or value holds a CR, LF or NUL byte.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_control: bool,
 }
 
 /// Expectations on one backend over the whole run.
@@ -710,6 +769,19 @@ pub struct BackendExpect {
     /// FCGI_GET_VALUES queries received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub get_values: Option<Count>,
+    /// Every request arrived well formed: no connection was closed for a protocol error
+    /// (`protocol_error`), every request id is non-zero, PARAMS and STDIN both ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub well_formed: bool,
+    /// No request reached this backend whose SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO or
+    /// PATH_TRANSLATED contains any of these (a smuggled request, an escaped path). REQUEST_URI
+    /// is not looked at: it is the raw target, as the client sent it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths_absent: Vec<String>,
+    /// Every request that declared a CONTENT_LENGTH and whose STDIN ended (the empty STDIN
+    /// record) carried exactly that many bytes: a short body is never passed on as complete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_matches_content_length: bool,
 }
 
 /// The backends that served the matched requests, in request order.
@@ -1065,6 +1137,25 @@ impl Scenario {
             hosts.push(&c.name);
             if c.requests.is_empty() {
                 return Err(format!("client {} sends no request", c.name));
+            }
+            for r in &c.requests {
+                let what = format!("client {} request {}", c.name, r.target);
+                if r.raw.is_some()
+                    && (r.body.is_some()
+                        || r.body_size.is_some()
+                        || r.chunked.is_some()
+                        || !r.headers.is_empty())
+                {
+                    return Err(format!(
+                        "{what}: `raw` is the whole request; no body, chunked or headers with it"
+                    ));
+                }
+                if r.raw.is_none() && (r.half_close || r.quiet.is_some()) {
+                    return Err(format!("{what}: `half_close` and `quiet` need `raw`"));
+                }
+                if r.body.is_some() && r.body_size.is_some() {
+                    return Err(format!("{what}: give `body` or `body_size`, not both"));
+                }
             }
         }
         if self.clients.is_empty() {

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod net;
 pub mod params;
+pub mod raw;
 pub mod suite;
 pub mod trace;
 
@@ -303,6 +304,11 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 connection: c.connection,
                 timeout: c.timeout.0,
                 plan,
+                addresses: s
+                    .backends
+                    .iter()
+                    .map(|b| (b.name.clone(), b.authority()))
+                    .collect(),
                 results: results.clone(),
                 trace: trace.clone(),
             }),

@@ -16,6 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, timeout_at};
 
+use super::raw::{self, RawOutcome};
 use super::trace::Trace;
 use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSpec};
 
@@ -47,6 +48,10 @@ pub struct RequestResult {
     pub error: Option<String>,
     /// How many times a result was recorded for this request (exactly once is an invariant).
     pub resolutions: usize,
+    /// For a raw request: the status of every response head on its connection.
+    pub responses: Vec<u16>,
+    /// For a raw request: the proxy closed the connection.
+    pub closed: bool,
 }
 
 impl RequestResult {
@@ -74,7 +79,7 @@ pub struct ReqBody {
 
 impl ReqBody {
     fn new(spec: &RequestSpec) -> ReqBody {
-        let data = Bytes::from(spec.body.clone().unwrap_or_default());
+        let data = Bytes::from(spec.body_bytes());
         match spec.chunked {
             Some(n) => ReqBody {
                 chunks: data.chunks(n.max(1)).map(Bytes::copy_from_slice).collect(),
@@ -144,6 +149,37 @@ impl Dial {
         }
     }
 
+    /// A raw exchange on a new connection.
+    async fn raw(
+        &self,
+        bytes: &[u8],
+        half_close: bool,
+        quiet: Duration,
+        deadline: Instant,
+    ) -> RawOutcome {
+        let fail = |timed_out: bool, e: String| RawOutcome {
+            timed_out,
+            error: Some(e),
+            ..RawOutcome::default()
+        };
+        match self {
+            Dial::Sim { .. } => {
+                match timeout_at(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await {
+                    Err(_) => fail(true, "connect timed out".into()),
+                    Ok(Err(e)) => fail(false, format!("connect: {e}")),
+                    Ok(Ok(s)) => raw::talk(s, bytes, half_close, quiet, deadline).await,
+                }
+            }
+            Dial::Real { addr, .. } => {
+                match timeout_at(deadline, tokio::net::TcpStream::connect(*addr)).await {
+                    Err(_) => fail(true, "connect timed out".into()),
+                    Ok(Err(e)) => fail(false, format!("connect: {e}")),
+                    Ok(Ok(s)) => raw::talk(s, bytes, half_close, quiet, deadline).await,
+                }
+            }
+        }
+    }
+
     /// A new HTTP/1.1 connection to the proxy.
     async fn connect(
         &self,
@@ -198,6 +234,9 @@ pub struct ClientRun {
     pub timeout: Duration,
     /// (index into the results, request), in sending order.
     pub plan: Vec<(usize, PlannedRequest)>,
+    /// `${name}` -> the address the proxy reaches that backend at, for request targets,
+    /// header values and raw requests.
+    pub addresses: Vec<(String, String)>,
     pub results: Results,
     pub trace: Trace,
 }
@@ -211,9 +250,17 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         connection,
         timeout,
         plan,
+        addresses,
         results,
         trace,
     } = c;
+    let expand = |text: &str| {
+        let mut out = repeat_runs(text);
+        for (name, addr) in &addresses {
+            out = out.replace(&format!("${{{name}}}"), addr);
+        }
+        out
+    };
     tokio::time::sleep(start.saturating_sub(dial.now())).await;
     let mut sender: Option<SendRequest<ReqBody>> = None;
     for (index, p) in plan {
@@ -239,12 +286,29 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
             body: Vec::new(),
             error: None,
             resolutions: 1,
+            responses: Vec::new(),
+            closed: false,
         };
         trace.log(
             &name,
             &format!("-> {} {} [{}]", p.spec.method, p.spec.target, p.label),
         );
-        let keep = exchange(&mut sender, &p, deadline, dial, &mut result).await;
+        let mut p = p;
+        p.spec.target = expand(&p.spec.target);
+        for (_, v) in &mut p.spec.headers {
+            *v = expand(v);
+        }
+        let keep = match &p.spec.raw {
+            Some(text) => {
+                let bytes = raw::with_tag(expand(text).as_bytes(), TAG_HEADER, &p.label);
+                let quiet = p.spec.quiet.map_or(RAW_QUIET, |d| d.0);
+                let o = dial.raw(&bytes, p.spec.half_close, quiet, deadline).await;
+                record_raw(&mut result, o, dial);
+                // A kept connection is left alone: the raw request had its own.
+                true
+            }
+            None => exchange(&mut sender, &p, deadline, dial, &mut result).await,
+        };
         result.done_at = dial.now();
         trace.log(&name, &describe(&result));
         if !keep || connection == ClientConnection::PerRequest {
@@ -259,6 +323,70 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         }
     }
     Ok(())
+}
+
+/// `${c*N}` (one character, a count) becomes `c` repeated N times: long header values and
+/// targets without writing them out.
+pub fn repeat_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let mut chars = after.chars();
+        let run = chars.next().and_then(|c| {
+            let tail = chars.as_str().strip_prefix('*')?;
+            let end = tail.find('}')?;
+            let n: usize = tail[..end].parse().ok()?;
+            Some((c, n, &tail[end + 1..]))
+        });
+        match run {
+            Some((c, n, tail)) => {
+                out.extend(std::iter::repeat_n(c, n));
+                rest = tail;
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How long a raw exchange waits for more after a complete response.
+const RAW_QUIET: Duration = Duration::from_millis(500);
+
+/// A raw exchange's outcome as the request's result: the first response counts as the answer.
+fn record_raw(r: &mut RequestResult, o: RawOutcome, dial: Dial) {
+    r.responses = o.responses.iter().map(|x| x.status).collect();
+    r.closed = o.closed;
+    r.error = o.error;
+    match o.responses.into_iter().next() {
+        Some(first) => {
+            r.head_at = Some(dial.now());
+            r.status = Some(first.status);
+            r.headers = first.headers;
+            r.body = first.body;
+            r.outcome = if first.complete {
+                ClientOutcome::Complete
+            } else {
+                ClientOutcome::Truncated
+            };
+        }
+        None if o.timed_out => r.outcome = ClientOutcome::Timeout,
+        None => {
+            r.outcome = ClientOutcome::Error;
+            if r.error.is_none() {
+                r.error = Some(if o.garbage > 0 {
+                    format!("{} bytes that are no HTTP response", o.garbage)
+                } else {
+                    "closed without a response".into()
+                });
+            }
+        }
+    }
 }
 
 fn describe(r: &RequestResult) -> String {
@@ -368,4 +496,16 @@ async fn exchange(
     }
     r.outcome = ClientOutcome::Complete;
     !close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeat_runs;
+
+    #[test]
+    fn runs_expand_and_other_text_stays() {
+        assert_eq!(repeat_runs("a${x*3}b${Q*0}c"), "axxxbc");
+        assert_eq!(repeat_runs("${app}:${x*2}"), "${app}:xx");
+        assert_eq!(repeat_runs("${x*}${"), "${x*}${");
+    }
 }

@@ -239,12 +239,13 @@ pub fn table(reports: &[Report]) -> String {
 }
 
 const USAGE: &str = "\
-cargo xtask sim [PATH...] [--seed N | --seeds N] [--threads N] [--trace]
+cargo xtask sim [PATH...] [--seed N | --seeds N] [--threads N] [--trace] [--mutants]
 
 Runs scenario files (default: scenarios/) in the deterministic simulator and prints a table of
 scenario, verdict, virtual time and wall time. --seed N runs seed N (default 1); --seeds N runs
 seeds 1..=N, checking the invariants on every one. --trace prints the trace of each failing run.
-Exit status 1 when a scenario fails.
+--mutants runs every [[mutant]] of the files instead, each of which must FAIL, and prints the
+first reason each one failed for. Exit status 1 when a scenario fails (a mutant passes).
 ";
 
 /// `cargo xtask sim ...`: `root` is the workspace root (default paths and relative paths that
@@ -254,6 +255,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     let mut seeds: Vec<u64> = vec![crate::sim::DEFAULT_SEED];
     let mut threads = threads();
     let mut show_trace = false;
+    let mut mutants = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut number = |what: &str| -> Option<u64> {
@@ -281,6 +283,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
                 _ => return ExitCode::from(2),
             },
             "--trace" => show_trace = true,
+            "--mutants" => mutants = true,
             flag if flag.starts_with('-') => {
                 eprintln!("xtask sim: unknown option {flag}\n\n{USAGE}");
                 return ExitCode::from(2);
@@ -311,6 +314,9 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if mutants {
+        return mutants_cli(&files, threads);
+    }
     let wall = std::time::Instant::now();
     let reports = run_all(&files, &seeds, threads, show_trace);
     println!("{}", table(&reports));
@@ -336,6 +342,46 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         wall.elapsed().as_secs_f64()
     );
     if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs every mutant of `files`; each must fail.
+fn mutants_cli(files: &[ScenarioFile], threads: usize) -> ExitCode {
+    let mut jobs = Vec::new();
+    for f in files {
+        for m in &f.scenario.mutants {
+            match Scenario::mutated(&f.text, &f.path.display().to_string(), m) {
+                Ok(s) => jobs.push((f.scenario.id.clone(), m.why.clone(), Some(s))),
+                Err(e) => {
+                    eprintln!("{}: mutant {:?} does not apply: {e}", f.scenario.id, m.why);
+                    jobs.push((f.scenario.id.clone(), m.why.clone(), None));
+                }
+            }
+        }
+    }
+    let results = par_map(&jobs, threads, |(_, _, s)| {
+        s.as_ref()
+            .map(|s| run_one(s, crate::sim::DEFAULT_SEED, false).judgement)
+    });
+    let mut survivors = 0;
+    for ((id, why, _), j) in jobs.iter().zip(results) {
+        match j {
+            Some(j) if !j.pass() => {
+                let first = j.reasons().into_iter().next().unwrap_or_default();
+                println!("FAIL as required  {id}  [{why}]  {first}");
+            }
+            Some(_) => {
+                survivors += 1;
+                println!("PASSES (wrong)    {id}  [{why}]");
+            }
+            None => survivors += 1,
+        }
+    }
+    println!("\n{} mutants, {survivors} did not fail", jobs.len());
+    if survivors == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
