@@ -161,7 +161,7 @@ pub fn parse_responses(buf: &[u8], eof: bool) -> (Vec<RawResponse>, usize) {
 }
 
 /// A status line and header lines ending in an empty line: (status, headers, bytes used).
-fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+fn parse_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
     let end = find(buf, b"\r\n\r\n").map(|i| i + 4)?;
     let text = String::from_utf8_lossy(&buf[..end - 4]);
     let mut lines = text.split("\r\n");
@@ -215,6 +215,8 @@ fn dechunk(buf: &[u8]) -> (Vec<u8>, usize, bool) {
         at += size + 2;
     }
 }
+
+type Headers = Vec<(String, String)>;
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
