@@ -335,7 +335,11 @@ fn scenario(sh: &Shape) -> Scenario {
                     headers: Vec::new(),
                     body: None,
                     chunked: None,
+                    body_size: None,
                     repeat: 1,
+                    raw: None,
+                    half_close: false,
+                    quiet: None,
                 })
                 .collect(),
         })
