@@ -276,6 +276,7 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                     None => fail("never reached a backend (params expected)".into()),
                     Some(entry) => {
                         for name in &p.present {
+                            let name = &s.expand(name);
                             if entry.param(name).is_none() {
                                 fail(format!("param {name} absent, expected present"));
                             }

@@ -1077,9 +1077,9 @@ impl Scenario {
         out
     }
 
-    /// Replaces `${backend}` with that backend's `name:port`.
+    /// Replaces `${backend}` with that backend's `name:port`, and `${c*N}` runs.
     pub fn expand(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = repeat_runs(text);
         for b in &self.backends {
             out = out.replace(&format!("${{{}}}", b.name), &b.authority());
         }
@@ -1299,6 +1299,36 @@ impl Scenario {
 }
 
 /// `*` matches any run of characters; everything else literally.
+/// `${c*N}` (one character, a count) becomes `c` repeated N times: long header values and
+/// targets without writing them out.
+pub fn repeat_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let mut chars = after.chars();
+        let run = chars.next().and_then(|c| {
+            let tail = chars.as_str().strip_prefix('*')?;
+            let end = tail.find('}')?;
+            let n: usize = tail[..end].parse().ok()?;
+            Some((c, n, &tail[end + 1..]))
+        });
+        match run {
+            Some((c, n, tail)) => {
+                out.extend(std::iter::repeat_n(c, n));
+                rest = tail;
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn glob_match(pattern: &str, s: &str) -> bool {
     fn go(p: &[u8], s: &[u8]) -> bool {
         match p.split_first() {
@@ -1470,6 +1500,13 @@ mod tests {
         }
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
         assert_eq!(Dur(Duration::from_secs(2)).to_string(), "2s");
+    }
+
+    #[test]
+    fn runs_expand_and_other_text_stays() {
+        assert_eq!(repeat_runs("a${x*3}b${Q*0}c"), "axxxbc");
+        assert_eq!(repeat_runs("${app}:${x*2}"), "${app}:xx");
+        assert_eq!(repeat_runs("${x*}${"), "${x*}${");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{BodyError, ProxyBody};
@@ -295,12 +295,19 @@ async fn serve_client<S, C>(
             }
         })
         .await;
+        let failed = ended.is_err();
         if let Err(e) = ended {
             log_conn_end(Err(e), info);
+        }
+        if stopping {
             return;
         }
-        if stopping || !parking {
-            // Shutdown, or the client closed.
+        if failed || !parking {
+            // The proxy ends the connection (a refused head, `Connection: close`) or the client
+            // did. The client may still be sending: close gently so that the answer already
+            // written is not destroyed by a reset (RFC 9112 9.6).
+            let http1::Parts { io: done, .. } = conn.into_parts();
+            linger(done.into_inner().inner).await;
             return;
         }
         let http1::Parts {
@@ -312,6 +319,33 @@ async fn serve_client<S, C>(
         // Part of the next request may have been read already: hyper gets it back first. Even
         // empty, hyper's read buffer holds its allocation until dropped.
         io.prepend(read_buf);
+    }
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes the sending side, then reads and drops what the client sends until it closes, for at
+/// most [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread input resets the
+/// connection, and the reset can destroy a response the client has not read yet (a 400 or 431
+/// for a request it is still writing).
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    if tokio::time::timeout_at(deadline, io.shutdown())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => return,
+        }
     }
 }
 

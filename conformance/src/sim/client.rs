@@ -255,7 +255,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         trace,
     } = c;
     let expand = |text: &str| {
-        let mut out = repeat_runs(text);
+        let mut out = crate::scenario::repeat_runs(text);
         for (name, addr) in &addresses {
             out = out.replace(&format!("${{{name}}}"), addr);
         }
@@ -295,7 +295,8 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         );
         let mut p = p;
         p.spec.target = expand(&p.spec.target);
-        for (_, v) in &mut p.spec.headers {
+        for (n, v) in &mut p.spec.headers {
+            *n = expand(n);
             *v = expand(v);
         }
         let keep = match &p.spec.raw {
@@ -323,36 +324,6 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         }
     }
     Ok(())
-}
-
-/// `${c*N}` (one character, a count) becomes `c` repeated N times: long header values and
-/// targets without writing them out.
-pub fn repeat_runs(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let mut chars = after.chars();
-        let run = chars.next().and_then(|c| {
-            let tail = chars.as_str().strip_prefix('*')?;
-            let end = tail.find('}')?;
-            let n: usize = tail[..end].parse().ok()?;
-            Some((c, n, &tail[end + 1..]))
-        });
-        match run {
-            Some((c, n, tail)) => {
-                out.extend(std::iter::repeat_n(c, n));
-                rest = tail;
-            }
-            None => {
-                out.push_str("${");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// How long a raw exchange waits for more after a complete response.
@@ -496,16 +467,4 @@ async fn exchange(
     }
     r.outcome = ClientOutcome::Complete;
     !close
-}
-
-#[cfg(test)]
-mod tests {
-    use super::repeat_runs;
-
-    #[test]
-    fn runs_expand_and_other_text_stays() {
-        assert_eq!(repeat_runs("a${x*3}b${Q*0}c"), "axxxbc");
-        assert_eq!(repeat_runs("${app}:${x*2}"), "${app}:xx");
-        assert_eq!(repeat_runs("${x*}${"), "${x*}${");
-    }
 }
