@@ -63,6 +63,7 @@ fn every_mutant_fails() {
         "pathinfo",
         "cgi",
         "faults",
+        "security",
     ] {
         assert!(areas.contains(area), "no failing mutant proves area {area}");
     }

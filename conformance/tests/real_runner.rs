@@ -87,6 +87,7 @@ fn mutants_fail_for_real_in_every_area() {
         "pathinfo",
         "reuse",
         "saturation",
+        "security",
     ] {
         assert!(
             areas.contains(&want),
