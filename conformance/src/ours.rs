@@ -40,6 +40,9 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
     if let Some(root) = &s.topology.document_root {
         cfg.document_root = root.clone();
     }
+    if let Some(t) = s.topology.header_timeout {
+        cfg.timeouts.header_read = t.0;
+    }
     for (i, r) in s.topology.routes.iter().enumerate() {
         let path = r.backend_path.as_deref().unwrap_or("/");
         let target = match (&r.backend, &r.balancer) {

@@ -114,6 +114,10 @@ pub struct Topology {
     /// DOCUMENT_ROOT of the front end (default `/var/www/html`, as in apache.md 2.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document_root: Option<String>,
+    /// The longest a client may take to send a whole request head (Apache mod_reqtimeout
+    /// `header=`, nginx `client_header_timeout`). Default: each proxy's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<Dur>,
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
     #[serde(rename = "balancer", default, skip_serializing_if = "Vec::is_empty")]
@@ -515,6 +519,9 @@ pub struct RequestSpec {
     /// After sending `raw`, shut down the sending side (a client that will send no more).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub half_close: bool,
+    /// Send `raw` one byte at a time, pausing this long after each (a slowloris client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trickle: Option<Dur>,
     /// How long a `raw` exchange waits for more bytes after a complete response (default 500ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet: Option<Dur>,
@@ -1150,8 +1157,10 @@ impl Scenario {
                         "{what}: `raw` is the whole request; no body, chunked or headers with it"
                     ));
                 }
-                if r.raw.is_none() && (r.half_close || r.quiet.is_some()) {
-                    return Err(format!("{what}: `half_close` and `quiet` need `raw`"));
+                if r.raw.is_none() && (r.half_close || r.quiet.is_some() || r.trickle.is_some()) {
+                    return Err(format!(
+                        "{what}: `half_close`, `trickle` and `quiet` need `raw`"
+                    ));
                 }
                 if r.body.is_some() && r.body_size.is_some() {
                     return Err(format!("{what}: give `body` or `body_size`, not both"));

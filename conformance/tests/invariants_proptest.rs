@@ -339,6 +339,7 @@ fn scenario(sh: &Shape) -> Scenario {
                     repeat: 1,
                     raw: None,
                     half_close: false,
+                    trickle: None,
                     quiet: None,
                 })
                 .collect(),

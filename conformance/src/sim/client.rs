@@ -153,7 +153,7 @@ impl Dial {
     async fn raw(
         &self,
         bytes: &[u8],
-        half_close: bool,
+        sending: raw::Sending,
         quiet: Duration,
         deadline: Instant,
     ) -> RawOutcome {
@@ -167,14 +167,14 @@ impl Dial {
                 match timeout_at(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await {
                     Err(_) => fail(true, "connect timed out".into()),
                     Ok(Err(e)) => fail(false, format!("connect: {e}")),
-                    Ok(Ok(s)) => raw::talk(s, bytes, half_close, quiet, deadline).await,
+                    Ok(Ok(s)) => raw::talk(s, bytes, sending, quiet, deadline).await,
                 }
             }
             Dial::Real { addr, .. } => {
                 match timeout_at(deadline, tokio::net::TcpStream::connect(*addr)).await {
                     Err(_) => fail(true, "connect timed out".into()),
                     Ok(Err(e)) => fail(false, format!("connect: {e}")),
-                    Ok(Ok(s)) => raw::talk(s, bytes, half_close, quiet, deadline).await,
+                    Ok(Ok(s)) => raw::talk(s, bytes, sending, quiet, deadline).await,
                 }
             }
         }
@@ -303,7 +303,11 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
             Some(text) => {
                 let bytes = raw::with_tag(expand(text).as_bytes(), TAG_HEADER, &p.label);
                 let quiet = p.spec.quiet.map_or(RAW_QUIET, |d| d.0);
-                let o = dial.raw(&bytes, p.spec.half_close, quiet, deadline).await;
+                let sending = raw::Sending {
+                    half_close: p.spec.half_close,
+                    trickle: p.spec.trickle.map(|d| d.0),
+                };
+                let o = dial.raw(&bytes, sending, quiet, deadline).await;
                 record_raw(&mut result, o, dial);
                 // A kept connection is left alone: the raw request had its own.
                 true

@@ -46,12 +46,22 @@ pub fn with_tag(raw: &[u8], header: &str, tag: &str) -> Vec<u8> {
     }
 }
 
+/// How the bytes of a raw exchange are sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// Shut down the sending side afterwards.
+    pub half_close: bool,
+    /// One byte at a time with this pause after each (a slowloris client), reading whatever
+    /// the proxy answers meanwhile.
+    pub trickle: Option<Duration>,
+}
+
 /// Writes `bytes`, optionally shuts down the sending side, then reads until the peer closes,
 /// the deadline passes, or nothing more arrives for `quiet` after a complete response.
 pub async fn talk<S>(
     mut stream: S,
     bytes: &[u8],
-    half_close: bool,
+    sending: Sending,
     quiet: Duration,
     deadline: Instant,
 ) -> RawOutcome
@@ -59,21 +69,44 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = RawOutcome::default();
-    match timeout_at(deadline, stream.write_all(bytes)).await {
-        Err(_) => {
-            out.timed_out = true;
-            return out;
-        }
-        // A proxy may refuse and close before reading everything: read what it answered.
-        Ok(Err(e)) => out.error = Some(format!("write: {e}")),
-        Ok(Ok(())) => {}
-    }
-    if half_close {
-        let _ = timeout_at(deadline, stream.shutdown()).await;
-    }
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    loop {
+    match sending.trickle {
+        None => match timeout_at(deadline, stream.write_all(bytes)).await {
+            Err(_) => {
+                out.timed_out = true;
+                return out;
+            }
+            // A proxy may refuse and close before reading everything: read what it answered.
+            Ok(Err(e)) => out.error = Some(format!("write: {e}")),
+            Ok(Ok(())) => {}
+        },
+        Some(pause) => {
+            for b in bytes {
+                if Instant::now() >= deadline {
+                    out.timed_out = true;
+                    return out;
+                }
+                if let Err(e) = stream.write_all(std::slice::from_ref(b)).await {
+                    out.error = Some(format!("write: {e}"));
+                    break;
+                }
+                // Whatever the proxy says meanwhile; a close ends the trickle.
+                match timeout(pause, stream.read(&mut chunk)).await {
+                    Err(_) => {}
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        out.closed = true;
+                        break;
+                    }
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    }
+    if sending.half_close && !out.closed {
+        let _ = timeout_at(deadline, stream.shutdown()).await;
+    }
+    while !out.closed {
         let (parsed, rest) = parse_responses(&buf, false);
         let settled = !parsed.is_empty() && rest == 0 && parsed.iter().all(|r| r.complete);
         let read = if settled {
