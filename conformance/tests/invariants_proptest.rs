@@ -394,6 +394,7 @@ fn scenario(sh: &Shape) -> Scenario {
         },
         topology: Topology {
             document_root: None,
+            header_timeout: None,
             routes,
             balancers,
         },
