@@ -76,7 +76,10 @@ pub async fn serve<A: Acceptor, C: Connector>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // Not hyper's header_read_timeout: hyper arms its timer each time it starts reading a
+        // head, including right before the connection is parked; `serve_client` keeps the same
+        // deadline itself, with a timer only while a head is actually awaited.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .max_headers(settings.max_headers)
         .auto_date_header(settings.date_header)
@@ -105,6 +108,7 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let waits = Waits {
             first: settings.header_read_timeout,
             next: settings.keep_alive_timeout,
+            head: settings.header_read_timeout,
         };
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
@@ -187,6 +191,8 @@ impl Body for CountedBody {
 struct Waits {
     first: Duration,
     next: Duration,
+    /// A request head must be complete this long after hyper starts on it (`header_read`).
+    head: Duration,
 }
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
@@ -270,10 +276,13 @@ async fn serve_client<S, C>(
         let served_before = activity.started.load(Ordering::Relaxed);
         activity.unparkable.store(false, Ordering::Relaxed);
         let (mut parking, mut stopping) = (false, false);
+        // While no request is in flight, hyper is waiting for a head: the deadline for it, and
+        // the request count it was set at (a new request means a new head, a new deadline).
+        let mut head_deadline: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
         let ended = std::future::poll_fn(|cx| {
             loop {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready(r);
+                    return Poll::Ready(r.map_err(Ended::Hyper));
                 }
                 if !stopping && stop.as_mut().poll(cx).is_ready() {
                     stopping = true;
@@ -292,13 +301,34 @@ async fn serve_client<S, C>(
                     Pin::new(&mut conn).graceful_shutdown();
                     continue;
                 }
+                if !parking && !stopping && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    let started = activity.started.load(Ordering::Relaxed);
+                    let (armed_at, sleep) = head_deadline
+                        .get_or_insert_with(|| (started, Box::pin(tokio::time::sleep(waits.head))));
+                    if *armed_at != started {
+                        *armed_at = started;
+                        sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + waits.head);
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Ended::HeadTimeout));
+                    }
+                }
                 return Poll::Pending;
             }
         })
         .await;
-        if let Err(e) = ended {
-            log_conn_end(Err(e), info);
-            return;
+        match ended {
+            Ok(()) => {}
+            Err(Ended::Hyper(e)) => {
+                log_conn_end(Err(e), info);
+                return;
+            }
+            Err(Ended::HeadTimeout) => {
+                tracing::debug!(peer = %info.peer, "request head not complete within {:?}", waits.head);
+                return;
+            }
         }
         if stopping || !parking {
             // Shutdown, or the client closed.
@@ -333,6 +363,13 @@ fn read_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result
 
 /// Largest read on a parked connection.
 const PARKED_READ: usize = 4096;
+
+/// Why a hyper session ended other than cleanly.
+enum Ended {
+    Hyper(hyper::Error),
+    /// A request head did not complete within `header_read`.
+    HeadTimeout,
+}
 
 /// `Connection: close` (or any list naming `close`).
 fn asks_to_close(headers: &http::HeaderMap) -> bool {
