@@ -290,20 +290,23 @@ fn make_worker<C: Connector>(
     connector: &C,
 ) -> Worker<C> {
     let e = params.effective(config);
-    Worker::new(
+    Worker {
         name,
-        connector.clone(),
-        backend_addr(url),
-        e.reuse,
-        e.io_timeout,
-        PoolSettings {
-            max: params.max.map(|m| m as usize),
-            default_max: e.max as usize,
-            ttl: e.ttl,
-            acquire: e.acquire,
-            connect_timeout: e.connect_timeout,
-        },
-    )
+        pool: Pool::per_thread(
+            connector.clone(),
+            backend_addr(url),
+            PoolSettings {
+                max: params.max.map(|m| m as usize),
+                default_max: e.max as usize,
+                ttl: e.ttl,
+                acquire: e.acquire,
+                connect_timeout: e.connect_timeout,
+            },
+            config.worker_threads(),
+        ),
+        reuse: e.reuse,
+        io_timeout: e.io_timeout,
+    }
 }
 
 /// Why a balancer request moves on to another member: the member could not be reached, or (for
