@@ -432,7 +432,7 @@ impl<C: Connector> Proxy<C> {
     pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
         let started = tokio::time::Instant::now();
         let method = req.method().clone();
-        let target = req.uri().to_string();
+        let target = req.uri().clone();
         let (resp, route, member) = match self.proxy(req, info).await {
             Ok(x) => x,
             Err(status) => (answers::error(status), None, None),
@@ -480,10 +480,17 @@ impl<C: Connector> Proxy<C> {
             self.config.timeouts.body_read,
         )
         .await?;
-        let protocol = format!("{:?}", parts.version);
+        let protocol = match parts.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_11 => "HTTP/1.1",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        };
         let creq = cgi::Request {
             method: parts.method.as_str(),
-            protocol: &protocol,
+            protocol,
             uri: &uri,
             headers: &headers,
             remote: info.peer,
