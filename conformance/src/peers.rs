@@ -42,8 +42,8 @@ pub struct PeerOptions {
     pub max_client_connections: usize,
     /// Idle client keep-alive timeout.
     pub keepalive_timeout: Duration,
-    /// Worker processes or threads (nginx `worker_processes`, HAProxy `nbthread`, tokio worker
-    /// threads for fcgi-proxy). Apache runs 2 processes of 64 threads whatever this says.
+    /// Worker processes or threads (nginx `worker_processes`, HAProxy `nbthread`, fcgi-proxy
+    /// `workers`). Apache runs 2 processes of 64 threads whatever this says.
     pub workers: usize,
     /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read from disk).
     pub document_root: String,
@@ -199,9 +199,6 @@ impl PeerKind {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if self == PeerKind::FcgiProxy {
-            cmd.env("TOKIO_WORKER_THREADS", opts.workers.to_string());
-        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -431,6 +428,7 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
         "# fcgi-proxy: one prefix route, backend keep-alive {reuse}\n\
          listen = [\"{listen}\"]\n\
          document_root = \"{root}\"\n\
+         workers = {workers}   # serving threads, as nginx's worker_processes here\n\
          \n\
          [timeouts]\n\
          keep_alive = \"{ka}s\"\n\
@@ -447,6 +445,7 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
         root = o.document_root,
         ka = o.keepalive_timeout.as_secs(),
         backend = o.backend,
+        workers = o.workers,
     );
     PeerConfig {
         file_name: "proxy.toml",

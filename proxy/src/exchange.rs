@@ -6,13 +6,17 @@
 //! back to the pool only after a clean END_REQUEST on a KEEP_CONN request with nothing left
 //! unread or unwritten; anything else closes it.
 
+use std::future::Future;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fastcgi::{Decoder, ProtocolStatus, Record, RecordType, Role};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::body::{self, BodySender, ProxyBody};
@@ -332,14 +336,11 @@ async fn read_response<R: AsyncRead + Unpin>(
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
     let mut decoder = Decoder::default();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut p = Progress {
         phase: Phase::Head(BytesMut::new()),
         stderr_logged: 0,
     };
     loop {
-        buf.clear();
-        buf.reserve(16 * 1024);
         let read = tokio::select! {
             biased;
             () = client_gone(head, &p.phase) => {
@@ -349,7 +350,7 @@ async fn read_response<R: AsyncRead + Unpin>(
                     ProxyError::new(ErrorKind::ClientBody, "client went away; backend request aborted"),
                 ));
             }
-            r = tokio::time::timeout(opts.io_timeout, r.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout(opts.io_timeout, read_into(r, &mut decoder)) => r,
         };
         let err = match read {
             Ok(Ok(0)) => Some(ProxyError::new(
@@ -369,7 +370,6 @@ async fn read_response<R: AsyncRead + Unpin>(
         if let Some(e) = err {
             return Err(started(&p, e));
         }
-        decoder.feed(&buf);
         loop {
             let rec = match decoder.decode() {
                 Ok(Some(rec)) => rec,
@@ -394,6 +394,29 @@ async fn read_response<R: AsyncRead + Unpin>(
         }
         hand_over_head(&mut p, head, opts).await?;
     }
+}
+
+/// Largest read from a backend.
+const BACKEND_READ: usize = 16 * 1024;
+
+/// One read from the backend, fed to `decoder`; the byte count. The read buffer is on the stack
+/// for the read only: an exchange holds no buffer of its own while it waits.
+fn read_into<'a, R: AsyncRead + Unpin>(
+    r: &'a mut R,
+    decoder: &'a mut Decoder,
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); BACKEND_READ];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                decoder.feed(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// Resolves once nobody waits for the response any more: the handler dropped its end before the

@@ -290,20 +290,23 @@ fn make_worker<C: Connector>(
     connector: &C,
 ) -> Worker<C> {
     let e = params.effective(config);
-    Worker::new(
+    Worker {
         name,
-        connector.clone(),
-        backend_addr(url),
-        e.reuse,
-        e.io_timeout,
-        PoolSettings {
-            max: params.max.map(|m| m as usize),
-            default_max: e.max as usize,
-            ttl: e.ttl,
-            acquire: e.acquire,
-            connect_timeout: e.connect_timeout,
-        },
-    )
+        pool: Pool::per_thread(
+            connector.clone(),
+            backend_addr(url),
+            PoolSettings {
+                max: params.max.map(|m| m as usize),
+                default_max: e.max as usize,
+                ttl: e.ttl,
+                acquire: e.acquire,
+                connect_timeout: e.connect_timeout,
+            },
+            config.worker_threads(),
+        ),
+        reuse: e.reuse,
+        io_timeout: e.io_timeout,
+    }
 }
 
 /// Why a balancer request moves on to another member: the member could not be reached, or (for
@@ -429,7 +432,7 @@ impl<C: Connector> Proxy<C> {
     pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
         let started = tokio::time::Instant::now();
         let method = req.method().clone();
-        let target = req.uri().to_string();
+        let target = req.uri().clone();
         let (resp, route, member) = if !transfer_coding_is_plain_chunked(req.headers()) {
             // The body's framing is in doubt, so nothing after it on this connection can be
             // trusted to be a request.
@@ -486,10 +489,17 @@ impl<C: Connector> Proxy<C> {
             self.config.timeouts.body_read,
         )
         .await?;
-        let protocol = format!("{:?}", parts.version);
+        let protocol = match parts.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_11 => "HTTP/1.1",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        };
         let creq = cgi::Request {
             method: parts.method.as_str(),
-            protocol: &protocol,
+            protocol,
             uri: &uri,
             headers: &headers,
             remote: info.peer,

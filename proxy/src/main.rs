@@ -1,5 +1,6 @@
 //! `fcgi-proxy`: command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,13 @@ use fcgi_proxy::config::{self, Config, ConfigError, Warning};
 use fcgi_proxy::handler::Proxy;
 use fcgi_proxy::net::TokioConnector;
 use fcgi_proxy::server::{self, FrontSettings};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Per-request buffers (hyper's, the params, the response head) come and go on every request;
+/// mimalloc's thread-local free lists serve them for about a tenth less CPU per request than
+/// glibc malloc, which also trims and regrows its heap under this pattern.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HELP: &str = "\
 fcgi-proxy: HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd's mod_proxy_fcgi
@@ -146,17 +154,7 @@ fn main() -> ExitCode {
     if args.admin.is_some() {
         config.admin_listen = args.admin.clone();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fcgi-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(config)) {
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fcgi-proxy: {e}");
@@ -165,51 +163,128 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// Everything is bound before any thread starts, so a bad address fails at once and port 0 is
+/// chosen once (by the first thread's socket). Thread 0 is this one; it also serves the admin
+/// listener and waits for the stop signal.
+fn run(config: Config) -> Result<(), String> {
+    let threads = config.worker_threads();
     let addrs = config.listen_addrs().map_err(|e| e.to_string())?;
     if addrs.is_empty() {
         return Err("no listen address configured".into());
     }
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    for addr in addrs {
+        let mut addr = addr;
+        for (t, mine) in sockets.iter_mut().enumerate() {
+            let l =
+                listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            if t == 0 {
+                addr = l.local_addr().map_err(|e| e.to_string())?;
+                println!("listening on {addr}");
+            }
+            mine.push(l);
+        }
+    }
+    let admin = match &config.admin_listen {
+        None => None,
+        Some(a) => {
+            let addr = config::parse_listen(a).map_err(|e| format!("admin address {a:?}: {e}"))?;
+            let l = listen(addr, false).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            println!("admin on {}", l.local_addr().map_err(|e| e.to_string())?);
+            Some(l)
+        }
+    };
     let front = FrontSettings::from_config(&config);
-    let config_admin = config.admin_listen.clone();
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
-    for addr in addrs {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("listening on {local}");
-        servers.push(tokio::spawn(server::serve(
-            listener,
-            proxy.clone(),
-            front.clone(),
-            stop_rx.clone(),
-        )));
+    let mut sockets = sockets.into_iter();
+    let mine = sockets.next().unwrap_or_default();
+    let mut others = Vec::new();
+    for (i, listeners) in sockets.enumerate() {
+        let slot = i + 1;
+        let (proxy, front, stop) = (proxy.clone(), front.clone(), stop_rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("fcgi-proxy-{slot}"))
+            .spawn(move || serve_thread(slot, listeners, proxy, front, stop, None))
+            .map_err(|e| format!("cannot start a serving thread: {e}"))?;
+        others.push(t);
     }
-    if let Some(a) = &config_admin {
-        let addr = config::parse_listen(a).map_err(|e| format!("admin address {a:?}: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        println!(
-            "admin on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
-        servers.push(tokio::spawn(server::serve_admin(
-            listener,
-            proxy.clone(),
-            stop_rx.clone(),
-        )));
+    let r = serve_thread(0, mine, proxy, front, stop_rx, Some((admin, stop_tx)));
+    for t in others {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("fcgi-proxy: {e}"),
+            Err(_) => eprintln!("fcgi-proxy: a serving thread panicked"),
+        }
     }
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    r
+}
+
+/// A listening socket; SO_REUSEPORT when several threads listen on the same address (the kernel
+/// then spreads new connections over them).
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
-    Ok(())
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// One serving thread: a current-thread runtime serving its own sockets. A connection, its
+/// requests and their backend exchanges all stay on this thread. The thread given `control`
+/// also serves the admin listener and, on SIGTERM or SIGINT, tells every thread to stop.
+fn serve_thread(
+    slot: usize,
+    listeners: Vec<std::net::TcpListener>,
+    proxy: Arc<Proxy<TokioConnector>>,
+    front: FrontSettings,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    control: Option<(
+        Option<std::net::TcpListener>,
+        tokio::sync::watch::Sender<bool>,
+    )>,
+) -> Result<(), String> {
+    fcgi_proxy::pool::set_thread_slot(slot);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut servers = Vec::new();
+        for l in listeners {
+            let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+            servers.push(tokio::spawn(server::serve(
+                l,
+                proxy.clone(),
+                front.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some((admin, stop_tx)) = control {
+            if let Some(l) = admin {
+                let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+                servers.push(tokio::spawn(server::serve_admin(
+                    l,
+                    proxy.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+        Ok(())
+    })
 }
 
 async fn wait_for_signal() {

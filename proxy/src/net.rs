@@ -39,6 +39,11 @@ pub struct ConnInfo {
 pub trait Connector: Clone + Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn connect(&self, addr: &BackendAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Moves a connection opened on another serving thread's runtime to the calling one, so its
+    /// events are delivered where it is used. The default keeps it as it is.
+    fn adopt(&self, stream: Self::Stream) -> io::Result<Self::Stream> {
+        Ok(stream)
+    }
 }
 
 pub trait Acceptor: Send + Sync + 'static {
@@ -79,6 +84,19 @@ impl Connector for TokioConnector {
                 "unix sockets are not available on this platform",
             )),
         }
+    }
+
+    fn adopt(&self, stream: TokioStream) -> io::Result<TokioStream> {
+        // Deregistered from the old runtime's reactor, registered with the current one.
+        Ok(match stream {
+            TokioStream::Tcp(s) => {
+                TokioStream::Tcp(tokio::net::TcpStream::from_std(s.into_std()?)?)
+            }
+            #[cfg(unix)]
+            TokioStream::Unix(s) => {
+                TokioStream::Unix(tokio::net::UnixStream::from_std(s.into_std()?)?)
+            }
+        })
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! Between requests a client connection is parked: hyper's connection state, with its 8 KiB
 //! read and 8 KiB write buffers, is taken apart and only the socket is kept, waiting for the
-//! client's next byte; then hyper takes over again with that byte put back in front. Ten
+//! client's next bytes; then hyper takes over again with what that read returned put back in
+//! front (usually the whole request head, so hyper needs no read of its own). Ten
 //! thousand idle keep-alive clients so cost their tasks and sockets (about 3 KiB each), not
 //! 160 MiB of buffers.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -74,7 +76,10 @@ pub async fn serve<A: Acceptor, C: Connector>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // Not hyper's header_read_timeout: hyper arms its timer each time it starts reading a
+        // head, including right before the connection is parked; `serve_client` keeps the same
+        // deadline itself, with a timer only while a head is actually awaited.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .max_headers(settings.max_headers)
         .auto_date_header(settings.date_header)
@@ -103,6 +108,7 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let waits = Waits {
             first: settings.header_read_timeout,
             next: settings.keep_alive_timeout,
+            head: settings.header_read_timeout,
         };
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
@@ -185,6 +191,8 @@ impl Body for CountedBody {
 struct Waits {
     first: Duration,
     next: Duration,
+    /// A request head must be complete this long after hyper starts on it (`header_read`).
+    head: Duration,
 }
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
@@ -229,18 +237,17 @@ async fn serve_client<S, C>(
                 waits.next
             };
             let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
-            let mut byte = [0u8; 1];
-            let woke = tokio::select! {
+            let first = tokio::select! {
                 biased;
-                () = stop.as_mut() => false,
-                r = tokio::time::timeout(remaining, io.inner.read(&mut byte)) => {
-                    matches!(r, Ok(Ok(1)))
+                () = stop.as_mut() => None,
+                r = tokio::time::timeout(remaining, read_some(&mut io.inner)) => {
+                    r.ok().and_then(Result::ok).filter(|b| !b.is_empty())
                 }
             };
-            if !woke {
+            let Some(first) = first else {
                 return;
-            }
-            io.pre = Bytes::copy_from_slice(&byte);
+            };
+            io.pre = first;
         }
         let svc = {
             let proxy = proxy.clone();
@@ -269,10 +276,13 @@ async fn serve_client<S, C>(
         let served_before = activity.started.load(Ordering::Relaxed);
         activity.unparkable.store(false, Ordering::Relaxed);
         let (mut parking, mut stopping) = (false, false);
+        // While no request is in flight, hyper is waiting for a head: the deadline for it, and
+        // the request count it was set at (a new request means a new head, a new deadline).
+        let mut head_deadline: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
         let ended = std::future::poll_fn(|cx| {
             loop {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready(r);
+                    return Poll::Ready(r.map_err(Ended::Hyper));
                 }
                 if !stopping && stop.as_mut().poll(cx).is_ready() {
                     stopping = true;
@@ -291,14 +301,35 @@ async fn serve_client<S, C>(
                     Pin::new(&mut conn).graceful_shutdown();
                     continue;
                 }
+                if !parking && !stopping && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    let started = activity.started.load(Ordering::Relaxed);
+                    let (armed_at, sleep) = head_deadline
+                        .get_or_insert_with(|| (started, Box::pin(tokio::time::sleep(waits.head))));
+                    if *armed_at != started {
+                        *armed_at = started;
+                        sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + waits.head);
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Ended::HeadTimeout));
+                    }
+                }
                 return Poll::Pending;
             }
         })
         .await;
-        let failed = ended.is_err();
-        if let Err(e) = ended {
-            log_conn_end(Err(e), info);
-        }
+        let failed = match ended {
+            Ok(()) => false,
+            Err(Ended::Hyper(e)) => {
+                log_conn_end(Err(e), info);
+                true
+            }
+            Err(Ended::HeadTimeout) => {
+                tracing::debug!(peer = %info.peer, "request head not complete within {:?}", waits.head);
+                return;
+            }
+        };
         if stopping {
             return;
         }
@@ -347,6 +378,31 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
             _ => return,
         }
     }
+}
+
+/// Bytes read from a parked connection: what one read returns, up to [`PARKED_READ`]. The
+/// buffer lives on the stack only for the read itself, so a parked connection holds none; a
+/// whole request head usually comes in this one read, and hyper then parses it without another.
+fn read_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result<Bytes>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *s).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(rb.filled()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// Largest read on a parked connection.
+const PARKED_READ: usize = 4096;
+
+/// Why a hyper session ended other than cleanly.
+enum Ended {
+    Hyper(hyper::Error),
+    /// A request head did not complete within `header_read`.
+    HeadTimeout,
 }
 
 /// `Connection: close` (or any list naming `close`).

@@ -85,6 +85,10 @@ fn defaults() {
     assert_eq!(w.acquire, None);
     assert_eq!(w.retry, Duration::from_secs(60));
     assert_eq!(cfg.limits.max_body_buffer, 8 * 1024 * 1024);
+    assert_eq!(cfg.workers, None, "one serving thread per core");
+    assert!(cfg.worker_threads() >= 1);
+    let cfg = parse(&format!("workers = 3\n{MINIMAL}")).unwrap();
+    assert_eq!(cfg.worker_threads(), 3);
 }
 
 #[test]
@@ -282,6 +286,11 @@ fn validation_errors() {
             format!("{base}server_name = \"a b\"\n"),
             None,
             "invalid server_name",
+        ),
+        (
+            format!("{base}workers = 0\n"),
+            None,
+            "workers must be at least 1",
         ),
     ];
     for (text, line, needle) in cases {

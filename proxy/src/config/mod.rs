@@ -171,6 +171,13 @@ impl Config {
     }
 
     /// The listen addresses, parsed.
+    /// Serving threads: `workers`, else the number of available cores.
+    pub fn worker_threads(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         self.listen
             .iter()
@@ -233,6 +240,9 @@ impl Config {
         }
         if l.default_max_connections == 0 {
             return Err(self.err("limits.default_max_connections must be at least 1".into()));
+        }
+        if self.workers == Some(0) {
+            return Err(self.err("workers must be at least 1".into()));
         }
         if self.routes.is_empty() {
             warnings.push(Warning::located(
@@ -398,7 +408,14 @@ impl Config {
                 .map(|o| format!(" from {o}"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(s, "  listen: {}", self.listen.join(", "));
+        let _ = writeln!(
+            s,
+            "  listen: {}{}",
+            self.listen.join(", "),
+            self.workers
+                .map(|n| format!("; workers: {n}"))
+                .unwrap_or_default()
+        );
         let _ = writeln!(
             s,
             "  server_name: {}; server_admin: {}; document_root: {}",

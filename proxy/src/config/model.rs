@@ -77,6 +77,11 @@ pub struct Config {
     /// (JSON, read-only, like balancer-manager) on this address. Off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
+    /// `workers = 4`: serving threads, each with its own runtime and its own listening socket
+    /// (SO_REUSEPORT) on every address, so a connection and its backend exchanges stay on one
+    /// thread. Default: the number of available cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
     /// The file this came from (for messages).
     #[serde(skip)]
     pub origin: Option<String>,
@@ -114,6 +119,7 @@ impl Default for Config {
             routes: Vec::new(),
             balancers: Vec::new(),
             admin_listen: None,
+            workers: None,
             origin: None,
         }
     }

@@ -1,0 +1,154 @@
+//! The pool used from several serving threads, each with its own current-thread runtime (as
+//! `fcgi-proxy` runs): one cap over all threads, idle connections kept per thread and moved to
+//! the thread that needs one. The backend is a plain TCP listener that accepts and stays silent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fcgi_proxy::error::ErrorKind;
+use fcgi_proxy::net::{BackendAddr, TokioConnector};
+use fcgi_proxy::pool::{Pool, PoolSettings, set_thread_slot};
+
+/// A backend that accepts connections and keeps them open; the count of accepted connections.
+fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            let Ok(s) = s else { break };
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (addr, accepted)
+}
+
+fn pool(addr: SocketAddr, max: usize, acquire: Duration) -> Pool<TokioConnector> {
+    Pool::per_thread(
+        TokioConnector,
+        BackendAddr::Tcp(addr.to_string()),
+        PoolSettings {
+            max: Some(max),
+            default_max: 25,
+            ttl: None,
+            acquire: Some(acquire),
+            connect_timeout: Duration::from_secs(2),
+        },
+        2,
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Two runtimes on this thread stand for two serving threads: `set_thread_slot` says which one
+/// is running.
+#[test]
+fn an_idle_connection_of_another_thread_is_reused_not_a_new_one_opened() {
+    let (addr, accepted) = silent_backend();
+    let p = pool(addr, 1, Duration::from_millis(200));
+    let (rt0, rt1) = (runtime(), runtime());
+    set_thread_slot(0);
+    rt0.block_on(async {
+        let c = p.checkout(Duration::from_secs(1)).await.expect("opens");
+        assert!(!c.reused);
+        p.release(c);
+    });
+    set_thread_slot(1);
+    rt1.block_on(async {
+        let c = p.checkout(Duration::from_secs(1)).await.expect("reuses");
+        assert!(c.reused, "thread 0's idle connection is moved over");
+        p.release(c);
+    });
+    let s = p.stats();
+    assert_eq!((s.opened, s.reused, s.idle, s.open), (1, 1, 1, 1));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_cap_counts_the_connections_of_every_thread() {
+    let (addr, _) = silent_backend();
+    let p = pool(addr, 2, Duration::from_millis(200));
+    let (rt0, rt1) = (runtime(), runtime());
+    set_thread_slot(0);
+    let (a, b) = rt0.block_on(async {
+        let a = p.checkout(Duration::from_secs(1)).await.expect("first");
+        let b = p.checkout(Duration::from_secs(1)).await.expect("second");
+        (a, b)
+    });
+    set_thread_slot(1);
+    let e = rt1
+        .block_on(p.checkout(Duration::from_secs(1)))
+        .expect_err("the cap is reached on thread 0");
+    assert_eq!(e.kind, ErrorKind::AcquireTimeout);
+    set_thread_slot(0);
+    rt0.block_on(async { p.release(a) });
+    set_thread_slot(1);
+    let c = rt1
+        .block_on(p.checkout(Duration::from_secs(1)))
+        .expect("the released one");
+    assert!(c.reused);
+    let s = p.stats();
+    assert_eq!((s.opened, s.open, s.acquire_timeouts), (2, 2, 1));
+    drop((b, c));
+    assert_eq!(p.stats().open, 0);
+}
+
+/// Real threads checking out and releasing concurrently never open more than `max`.
+#[test]
+fn concurrent_threads_never_exceed_the_cap() {
+    const MAX: usize = 3;
+    let (addr, accepted) = silent_backend();
+    let p = Arc::new(pool(addr, MAX, Duration::from_secs(10)));
+    // Every runtime lives until all are done, as in the proxy: a connection registered with a
+    // runtime that is gone cannot be moved.
+    let done = Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|slot| {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                set_thread_slot(slot);
+                let rt = runtime();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..4)
+                        .map(|_| {
+                            let p = p.clone();
+                            tokio::spawn(async move {
+                                for _ in 0..50 {
+                                    let c = p
+                                        .checkout(Duration::from_secs(5))
+                                        .await
+                                        .expect("a slot frees up");
+                                    assert!(p.stats().open <= MAX);
+                                    tokio::task::yield_now().await;
+                                    p.release(c);
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                });
+                done.wait();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let s = p.stats();
+    assert!(s.opened as usize <= MAX, "{s:?}");
+    assert!(accepted.load(Ordering::SeqCst) <= MAX);
+    assert_eq!(s.opened + s.reused, 400);
+}
