@@ -75,7 +75,11 @@ pub(super) fn config(
                 }
             }
             (None, Some(re)) => {
-                matchers.push_str(&format!("\t@r{i} path_regexp {}\n", quote(re)));
+                // A backquoted Caddyfile token keeps backslashes as written.
+                if re.contains('`') {
+                    return Err("a regex with a backquote".into());
+                }
+                matchers.push_str(&format!("\t@r{i} path_regexp `{re}`\n"));
                 format!("@r{i}")
             }
             (None, None) => return Err("route without path".into()),
@@ -129,6 +133,8 @@ pub(super) fn config(
         p.push_str("\t\t\t}\n\t\t}\n");
         routes.push_str(&p);
     }
+    // A path no route maps is not found (Caddy would answer an empty 200).
+    routes.push_str("\t\trespond 404\n");
     let text = format!(
         "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\
          http://:{port} {{\n\tbind {ip}\n{matchers}\troute {{\n{routes}\t}}\n}}\n",

@@ -161,6 +161,9 @@ pub(super) fn config(
         }
         bes.push_str(&b);
     }
+    // A path no route maps is not found (HAProxy would answer 503, no backend).
+    fe.push_str("    default_backend notfound\n");
+    bes.push_str("backend notfound\n    http-request return status 404\n");
     c.push_str(&fe);
     c.push_str(&bes);
     Ok(Generated::new(

@@ -75,6 +75,11 @@ pub(super) fn cannot_express(s: &Scenario) -> Option<String> {
     None
 }
 
+/// A regex as a lighttpd string: backslashes are kept as written, only `"` is escaped.
+fn regex_string(re: &str) -> String {
+    format!("\"{}\"", re.replace('"', "\\\""))
+}
+
 pub(super) fn config(
     s: &Scenario,
     backends: &BTreeMap<String, SocketAddr>,
@@ -152,7 +157,7 @@ pub(super) fn config(
                 settings.push(format!("fastcgi.server = ( \"/\" => ( {hosts} ) )"));
                 blocks.push(format!(
                     "$HTTP[\"url\"] =~ {} {{\n  {}\n}}\n",
-                    quote(re),
+                    regex_string(re),
                     settings.join("\n  ")
                 ));
             }
