@@ -11,7 +11,8 @@ use crate::sim::suite::{self, par_map};
 use super::{RealOptions, Target};
 
 const USAGE: &str = "\
-cargo xtask conformance [--target TARGET[,TARGET...]]... [--threads N] [--markdown FILE] [PATH...]
+cargo xtask conformance [--target TARGET[,TARGET...]]... [--threads N] [--markdown FILE]
+                        [--keep DIR] [PATH...]
 cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
 
 TARGET: ours, apache, nginx, caddy, haproxy, lighttpd, h2o, all (= every one of these), or
@@ -21,7 +22,9 @@ Runs the scenario files (default: scenarios/) for real against each target (defa
 the target proxy as a process with a config generated from each scenario's topology, fcgi-mock
 backends on loopback, real HTTP. Prints the matrix of checks x targets; writes
 target/conformance/{results.json,junit.xml,conformance.md}; with --markdown FILE also writes
-the Markdown report there (docs/conformance.md is that report, committed).
+the Markdown report there (docs/conformance.md is that report, committed). --keep DIR keeps
+each run's generated config, the target's log and journal.txt (what the clients got and every
+FastCGI record the backends saw: params, connections) in DIR/<target>/<area>/<check>/.
 
 A target whose binary is missing is SKIP for the whole column with an install hint (cargo
 xtask peers install gets the Debian packages). A check the target cannot express is SKIP with
@@ -44,6 +47,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     let mut threads = 2usize;
     let mut markdown: Option<PathBuf> = None;
     let mut url: Option<String> = None;
+    let mut keep: Option<PathBuf> = None;
     let mut backend: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,6 +76,13 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
                 Some(n) if n > 0 => threads = n,
                 _ => {
                     eprintln!("--threads needs a positive number");
+                    return ExitCode::from(2);
+                }
+            },
+            "--keep" => match it.next() {
+                Some(p) => keep = Some(root.join(p)),
+                None => {
+                    eprintln!("--keep needs a directory");
                     return ExitCode::from(2);
                 }
             },
@@ -144,6 +155,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     let opts = RealOptions {
         proxy_bin: target_dir.join("debug/fcgi-proxy"),
         external,
+        keep,
     };
     let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
