@@ -120,7 +120,17 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     targets.dedup();
     let external = match (targets.contains(&Target::External), url, backend) {
         (true, Some(u), Some(b)) => match super::External::parse(&u, &b) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                // Every check would wait for it otherwise.
+                if let Err(err) = std::net::TcpStream::connect_timeout(
+                    &e.proxy,
+                    std::time::Duration::from_secs(2),
+                ) {
+                    eprintln!("nothing accepts connections at {u} ({err}): start the proxy first");
+                    return ExitCode::from(2);
+                }
+                Some(e)
+            }
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(2);
