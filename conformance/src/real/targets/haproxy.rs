@@ -103,14 +103,16 @@ pub(super) fn config(
                 LbMethod::Byrequests => "    balance roundrobin\n",
                 LbMethod::Bybusyness => "    balance leastconn\n",
             });
-            // On a connection failure, retry on another server (Apache tries each member).
+            // When a member fails before answering (connection refused, or accepted and closed
+            // without a response, as a dying backend does), retry on another server: Apache
+            // tries each member.
             let members = up.members.iter().filter(|m| !m.disabled()).count();
             let attempts = up
                 .balancer
                 .and_then(|b| b.max_attempts)
                 .unwrap_or(members.saturating_sub(1) as u32);
             b.push_str(&format!(
-                "    retries {attempts}\n    option redispatch 1\n"
+                "    retries {attempts}\n    option redispatch 1\n    retry-on conn-failure empty-response\n"
             ));
         }
         if let Some(t) = w.timeout {
