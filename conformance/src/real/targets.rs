@@ -442,3 +442,90 @@ fn route_limits(s: &Scenario, peer: &str) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(id: &str) -> Scenario {
+        let path = crate::sim::suite::scenarios_dir().join(format!("{id}.toml"));
+        Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn names_parse_back_and_all_leaves_out_external() {
+        for t in Target::ALL.into_iter().chain([Target::External]) {
+            assert_eq!(Target::parse(t.name()), Some(t));
+        }
+        assert!(!Target::ALL.contains(&Target::External));
+        assert_eq!(Target::parse("iis"), None);
+    }
+
+    #[test]
+    fn external_takes_a_root_url_and_a_backend_address() {
+        let e = External::parse("http://127.0.0.1:8080", "127.0.0.1:9001").unwrap();
+        assert_eq!(e.proxy, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(e.backend, "127.0.0.1:9001".parse().unwrap());
+        assert!(External::parse("http://127.0.0.1:8080/", "127.0.0.1:9001").is_ok());
+        assert!(External::parse("https://127.0.0.1:8443", "127.0.0.1:9001").is_err());
+        assert!(External::parse("http://127.0.0.1:8080/app/", "127.0.0.1:9001").is_err());
+        assert!(External::parse("http://127.0.0.1:8080", "127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn external_runs_only_what_one_backend_with_its_own_settings_can_show() {
+        assert_eq!(
+            Target::External.cannot_express(&scenario("cgi/meta-variables")),
+            None
+        );
+        for (id, why) in [
+            ("balance/byrequests-equal", "backends"),
+            ("pathinfo/first-dot", "proxy-fcgi-pathinfo"),
+            ("faults/stalled-backend-504", "timeouts"),
+            ("reuse/sequential-one-connection", "reuse"),
+            ("cgi/authorization-passed-when-configured", "Authorization"),
+        ] {
+            let got = Target::External.cannot_express(&scenario(id));
+            assert!(
+                got.as_deref().is_some_and(|g| g.contains(why)),
+                "{id}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_say_what_they_lack() {
+        let cases = [
+            (
+                Target::H2o,
+                "balance/byrequests-equal",
+                Some("cannot balance"),
+            ),
+            (Target::Caddy, "balance/byrequests-70-30", Some("weighted")),
+            (Target::Lighttpd, "balance/lbset-order", Some("lbsets")),
+            (Target::Caddy, "balance/lbset-order", None),
+            (Target::Haproxy, "balance/lbset-order", None),
+            (Target::Haproxy, "reuse/ttl-expiry", Some("idle")),
+            (Target::H2o, "reuse/ttl-expiry", None),
+            (
+                Target::Caddy,
+                "reuse/sequential-one-connection",
+                Some("reuse"),
+            ),
+            // reuse = true, but nothing observed depends on it.
+            (Target::Caddy, "cgi/meta-variables", None),
+            (Target::Lighttpd, "cgi/meta-variables", None),
+        ];
+        for (t, id, want) in cases {
+            let got = t.cannot_express(&scenario(id));
+            match want {
+                None => assert_eq!(got, None, "{} {id}", t.name()),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{} {id}: {got:?}",
+                    t.name()
+                ),
+            }
+        }
+    }
+}
