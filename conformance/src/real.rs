@@ -11,6 +11,7 @@
 //! scenarios are SKIP with that reason.
 
 pub mod cli;
+mod keep;
 pub mod peers_cli;
 pub mod targets;
 
@@ -31,7 +32,8 @@ use crate::sim::client::{self, Dial, Results};
 use crate::sim::net::AddrStats;
 use crate::sim::trace::Trace;
 use crate::sim::{BackendRun, Incarnation, Run};
-pub use targets::Target;
+pub use keep::journal_text;
+pub use targets::{External, Target};
 
 /// How long a target may take to accept connections.
 const READY: Duration = Duration::from_secs(10);
@@ -64,6 +66,11 @@ impl RealOutcome {
 pub struct RealOptions {
     /// The `fcgi-proxy` binary (for [`Target::Ours`]).
     pub proxy_bin: PathBuf,
+    /// The user's proxy (for [`Target::External`]).
+    pub external: Option<External>,
+    /// Keep each run's files (generated config, the target's log) and what the backends and
+    /// clients saw (`journal.txt`) in `<keep>/<target>/<area>/<slug>/`.
+    pub keep: Option<PathBuf>,
 }
 
 /// Why a scenario cannot run for real, if it cannot.
@@ -83,19 +90,76 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
 #[derive(Debug)]
 struct Proc {
     child: Child,
+    /// Processes the target started, seen while it ran.
+    helpers: Vec<u32>,
+}
+
+impl Proc {
+    /// How the process ended, if it did (reaps it).
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(describe_exit(status)),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = match sig {
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            return format!("killed by signal {sig}{name}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exit status {c}"),
+        None => status.to_string(),
+    }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Helpers the target started (h2o's crash-handler process, workers) are stopped by
+        // their own PIDs once the target is gone.
+        let mut tree = crate::peers::process_tree(self.child.id());
+        for &h in &self.helpers {
+            if !tree.contains(&h) {
+                tree.push(h);
+            }
+        }
         crate::peers::signal(self.child.id(), "TERM");
-        for _ in 0..50 {
+        let mut gone = false;
+        for _ in 0..100 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+                gone = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !gone {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for &pid in tree.iter().skip(1) {
+            for _ in 0..50 {
+                if !crate::peers::is_alive(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if crate::peers::is_alive(pid) {
+                crate::peers::signal(pid, "KILL");
+            }
+        }
     }
 }
 
@@ -139,6 +203,9 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
         Err(e) => return RealOutcome::skip(format!("temp dir: {e}")),
     };
     let run = rt.block_on(run_async(s, target, opts, dir.path()));
+    if let Some(keep) = &opts.keep {
+        keep::keep_run(&keep.join(target.name()).join(&s.id), dir.path(), &run);
+    }
     match run {
         Err(e) => RealOutcome {
             verdict: Verdict::Fail,
@@ -169,11 +236,20 @@ async fn run_async(
         started: Vec::new(),
         incarnations: Vec::new(),
     };
+    let external = match target {
+        Target::External => opts.external.clone(),
+        _ => None,
+    };
     for backend in &s.backends {
         let script = backend.mock_script()?;
-        let m = MockServer::bind_tcp("127.0.0.1:0", script)
+        // The user's proxy sends to one fixed address; every other mock takes a free port.
+        let bind = match &external {
+            Some(e) => e.backend.to_string(),
+            None => "127.0.0.1:0".to_string(),
+        };
+        let m = MockServer::bind_tcp(&bind, script)
             .await
-            .map_err(|e| format!("backend {}: {e}", backend.name))?;
+            .map_err(|e| format!("backend {} on {bind}: {e}", backend.name))?;
         let addr = m
             .socket_addr()
             .ok_or_else(|| format!("backend {}: no address", backend.name))?;
@@ -183,32 +259,20 @@ async fn run_async(
         b.started.push(tokio::time::Instant::now());
         b.incarnations.push(Vec::new());
     }
-    let listen = listen_port()?;
-    let addrs: BTreeMap<String, SocketAddr> =
-        b.names.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
-    let generated = target.config(s, &addrs, listen, dir, opts)?;
-    let file = dir.join(generated.file_name);
-    std::fs::write(&file, &generated.text).map_err(|e| format!("{}: {e}", file.display()))?;
     let log = dir.join("target.log");
-    let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&generated.command[0]);
-    cmd.args(&generated.command[1..])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", generated.command[0]))?;
-    let proc = Proc { child };
-    wait_ready(listen, &log).await?;
-    if has_exited(&proc).is_some() {
-        return Err(format!(
-            "the target exited right after starting: {}",
-            log_tail(&log)
-        ));
-    }
+    let (listen, mut proc) = match &external {
+        Some(e) => {
+            wait_ready(e.proxy, &log).await?;
+            (e.proxy, None)
+        }
+        None => {
+            let listen = listen_port()?;
+            let addrs: BTreeMap<String, SocketAddr> =
+                b.names.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+            let proc = start_target(s, target, opts, dir, &addrs, listen, &log).await?;
+            (listen, Some(proc))
+        }
+    };
 
     // Traffic, and the backend faults at their times.
     let start = tokio::time::Instant::now();
@@ -297,7 +361,10 @@ async fn run_async(
     }
     let clients_done_at = start.elapsed();
     settle(s, &b).await;
-    let exited = has_exited(&proc);
+    let exited = proc.as_mut().and_then(|p| {
+        p.exited()
+            .map(|how| format!("{how}; its log: {}", log_tail(dir)))
+    });
     // The journals as they stand with the proxy still running (as the simulator reads them):
     // stopping the proxy closes its pooled connections, which is not part of the scenario.
     for i in 0..b.live.len() {
@@ -339,7 +406,7 @@ async fn run_async(
         net,
         pool_cap_violations: Vec::new(),
         trace: trace.lines(),
-        error: exited.map(|e| format!("the target exited during the run: {e}")),
+        error: exited.map(|e| format!("the target crashed or exited during the run: {e}")),
         settled: true,
         connections_observed: false,
         timing_slack: TIMING_SLACK,
@@ -349,10 +416,45 @@ async fn run_async(
     })
 }
 
-fn has_exited(p: &Proc) -> Option<String> {
-    // try_wait needs &mut; a clone of the pid is enough to ask /proc.
-    let alive = crate::peers::is_alive(p.child.id());
-    (!alive).then(|| "process gone".to_string())
+/// Writes the target's configuration into `dir`, starts it there in the foreground with its
+/// output in `log`, and waits until it accepts connections on `listen`.
+async fn start_target(
+    s: &Scenario,
+    target: Target,
+    opts: &RealOptions,
+    dir: &Path,
+    backends: &BTreeMap<String, SocketAddr>,
+    listen: SocketAddr,
+    log: &Path,
+) -> Result<Proc, String> {
+    let generated = target.config(s, backends, listen, dir, opts)?;
+    let file = dir.join(generated.file_name);
+    std::fs::write(&file, &generated.text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&generated.command[0]);
+    cmd.args(&generated.command[1..])
+        .envs(generated.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", generated.command[0]))?;
+    let mut proc = Proc {
+        child,
+        helpers: Vec::new(),
+    };
+    wait_ready(listen, log).await?;
+    if let Some(how) = proc.exited() {
+        return Err(format!(
+            "the target exited right after starting ({how}): {}",
+            log_tail(dir)
+        ));
+    }
+    proc.helpers = crate::peers::process_tree(proc.child.id());
+    Ok(proc)
 }
 
 async fn end_incarnation(b: &mut Backends, i: usize, start: tokio::time::Instant) {
@@ -461,9 +563,21 @@ fn listen_port() -> Result<SocketAddr, String> {
     Err("no free port below 32768 on 127.0.0.1".into())
 }
 
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+/// The last lines the target wrote: its output (`target.log`) and the error log some targets
+/// write into the run directory themselves.
+fn log_tail(dir: &Path) -> String {
+    let mut text = String::new();
+    for name in ["target.log", "error.log"] {
+        if let Ok(t) = std::fs::read_to_string(dir.join(name)) {
+            text.push_str(&t);
+        }
+    }
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(15)
+        .collect();
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
@@ -476,7 +590,7 @@ async fn wait_ready(addr: SocketAddr, log: &Path) -> Result<(), String> {
         if tokio::time::Instant::now() > deadline {
             return Err(format!(
                 "the target did not accept connections on {addr} within {READY:?}: {}",
-                log_tail(log)
+                log.parent().map(log_tail).unwrap_or_default()
             ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

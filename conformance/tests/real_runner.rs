@@ -32,6 +32,8 @@ fn files() -> Vec<suite::ScenarioFile> {
 fn simulated_and_real_verdicts_agree_for_our_proxy() {
     let opts = RealOptions {
         proxy_bin: proxy_bin(),
+        external: None,
+        keep: None,
     };
     let files = files();
     let results = suite::par_map(&files, 2, |f| {
@@ -62,6 +64,8 @@ fn simulated_and_real_verdicts_agree_for_our_proxy() {
 fn mutants_fail_for_real_in_every_area() {
     let opts = RealOptions {
         proxy_bin: proxy_bin(),
+        external: None,
+        keep: None,
     };
     let files = files();
     // One mutant per area is enough to show the real runner can fail there.

@@ -11,18 +11,34 @@ use crate::sim::suite::{self, par_map};
 use super::{RealOptions, Target};
 
 const USAGE: &str = "\
-cargo xtask conformance [--target ours|apache|nginx|all]... [--threads N] [PATH...]
+cargo xtask conformance [--target TARGET[,TARGET...]]... [--threads N] [--markdown FILE]
+                        [--keep DIR] [PATH...]
+cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
+
+TARGET: ours, apache, nginx, caddy, haproxy, lighttpd, h2o, all (= every one of these), or
+external.
 
 Runs the scenario files (default: scenarios/) for real against each target (default: ours):
 the target proxy as a process with a config generated from each scenario's topology, fcgi-mock
 backends on loopback, real HTTP. Prints the matrix of checks x targets; writes
 target/conformance/{results.json,junit.xml,conformance.md}; with --markdown FILE also writes
-the Markdown report there (docs/conformance.md is that report, committed).
+the Markdown report there (docs/conformance.md is that report, committed). --keep DIR keeps
+each run's generated config, the target's log and journal.txt (what the clients got and every
+FastCGI record the backends saw: params, connections) in DIR/<target>/<area>/<check>/.
 
-A target whose binary is missing is SKIP for the whole column with an install hint. A check the
-target cannot express is SKIP with the reason. Listed deviations
-(scenarios/expected/<target>.toml) turn FAIL into XFAIL; a listed deviation that passes is
-XPASS. Exit status 1 on any FAIL or XPASS.
+A target whose binary is missing is SKIP for the whole column with an install hint (cargo
+xtask peers install gets the Debian packages). A check the target cannot express is SKIP with
+the reason. A target that crashes during a check fails it, with the tail of its log; each check
+starts a fresh target process. Listed deviations (scenarios/expected/<target>.toml) turn FAIL
+into XFAIL; a listed deviation that passes is XPASS. Exit status 1 on any FAIL or XPASS.
+
+External proxy (--target external): a proxy you run and configured yourself. Configure it to
+send every request path, unchanged, to the one FastCGI backend at --backend (the suite starts
+its mock backend there, so nothing else may listen on it), with its default settings otherwise,
+e.g. nginx: `location / { include fastcgi_params; fastcgi_pass 127.0.0.1:PORT2; }`. --url is
+where it listens for HTTP (http://HOST:PORT, no path). Scenarios that need more than one
+backend, a balancer, regex routes, path-info modes, caps, timeouts, specific reuse settings or
+other settings of the proxy are SKIP with the reason. The checks run one at a time.
 ";
 
 pub fn cli(root: &Path, args: &[String]) -> ExitCode {
@@ -30,6 +46,9 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut threads = 2usize;
     let mut markdown: Option<PathBuf> = None;
+    let mut url: Option<String> = None;
+    let mut keep: Option<PathBuf> = None;
+    let mut backend: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -60,6 +79,27 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--keep" => match it.next() {
+                Some(p) => keep = Some(root.join(p)),
+                None => {
+                    eprintln!("--keep needs a directory");
+                    return ExitCode::from(2);
+                }
+            },
+            "--url" => match it.next() {
+                Some(v) => url = Some(v.clone()),
+                None => {
+                    eprintln!("--url needs a value");
+                    return ExitCode::from(2);
+                }
+            },
+            "--backend" => match it.next() {
+                Some(v) => backend = Some(v.clone()),
+                None => {
+                    eprintln!("--backend needs a value");
+                    return ExitCode::from(2);
+                }
+            },
             "--markdown" => match it.next() {
                 Some(p) => markdown = Some(root.join(p)),
                 None => {
@@ -78,6 +118,34 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         targets.push(Target::Ours);
     }
     targets.dedup();
+    let external = match (targets.contains(&Target::External), url, backend) {
+        (true, Some(u), Some(b)) => match super::External::parse(&u, &b) {
+            Ok(e) => {
+                // Every check would wait for it otherwise.
+                if let Err(err) = std::net::TcpStream::connect_timeout(
+                    &e.proxy,
+                    std::time::Duration::from_secs(2),
+                ) {
+                    eprintln!("nothing accepts connections at {u} ({err}): start the proxy first");
+                    return ExitCode::from(2);
+                }
+                Some(e)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        (true, _, _) => {
+            eprintln!("--target external needs --url and --backend\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        (false, None, None) => None,
+        (false, _, _) => {
+            eprintln!("--url and --backend go with --target external");
+            return ExitCode::from(2);
+        }
+    };
     if paths.is_empty() {
         paths.push(suite::scenarios_dir());
     }
@@ -90,8 +158,14 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
     let opts = RealOptions {
-        proxy_bin: root.join("target/debug/fcgi-proxy"),
+        proxy_bin: target_dir.join("debug/fcgi-proxy"),
+        external,
+        keep,
     };
     let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
@@ -106,6 +180,12 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         };
         let t0 = Instant::now();
         let done = std::sync::atomic::AtomicUsize::new(0);
+        // The external proxy's one backend address can serve one check at a time.
+        let threads = if target == Target::External {
+            1
+        } else {
+            threads
+        };
         let outcomes = par_map(&files, threads, |f| {
             let o = super::run(&f.scenario, target, &opts);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

@@ -1,14 +1,25 @@
 //! Target adapters: a scenario's neutral topology as each proxy's own configuration, with what
-//! each can and cannot express.
+//! each can and cannot express. One module per proxy; this one has what they share.
+
+mod apache;
+mod caddy;
+mod external;
+mod h2o;
+mod haproxy;
+mod lighttpd;
+mod nginx;
+mod ours;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::scenario::{BackendType, LbMethod, Route, Scenario, WorkerSettings};
+use crate::scenario::{Balancer, Dur, LbMethod, Route, Scenario, WorkerSettings};
 
 use super::RealOptions;
+
+pub use external::External;
 
 /// A proxy the suite can run scenarios against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,6 +30,17 @@ pub enum Target {
     Apache,
     /// nginx with `fastcgi_pass`.
     Nginx,
+    /// Caddy 2 with `reverse_proxy` and the fastcgi transport.
+    Caddy,
+    /// HAProxy with an `fcgi-app`.
+    Haproxy,
+    /// lighttpd with mod_fastcgi.
+    Lighttpd,
+    /// h2o with `fastcgi.connect`.
+    H2o,
+    /// A proxy the user runs, sending everything to one FastCGI backend
+    /// ([`RealOptions::external`]).
+    External,
 }
 
 /// A generated configuration and the command that runs the target on it (in the foreground,
@@ -28,100 +50,120 @@ pub struct Generated {
     pub file_name: &'static str,
     pub text: String,
     pub command: Vec<String>,
+    /// Environment variables set for the process (on top of the runner's).
+    pub env: Vec<(String, String)>,
+}
+
+impl Generated {
+    fn new(file_name: &'static str, text: String, command: Vec<String>) -> Generated {
+        Generated {
+            file_name,
+            text,
+            command,
+            env: Vec::new(),
+        }
+    }
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Ours, Target::Apache, Target::Nginx];
+    /// What `--target all` runs (`external` needs a URL, so it is named on its own).
+    pub const ALL: [Target; 7] = [
+        Target::Ours,
+        Target::Apache,
+        Target::Nginx,
+        Target::Caddy,
+        Target::Haproxy,
+        Target::Lighttpd,
+        Target::H2o,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Target::Ours => "ours",
             Target::Apache => "apache",
             Target::Nginx => "nginx",
+            Target::Caddy => "caddy",
+            Target::Haproxy => "haproxy",
+            Target::Lighttpd => "lighttpd",
+            Target::H2o => "h2o",
+            Target::External => "external",
         }
     }
 
     pub fn parse(s: &str) -> Option<Target> {
-        Target::ALL.into_iter().find(|t| t.name() == s)
+        Target::ALL
+            .into_iter()
+            .chain([Target::External])
+            .find(|t| t.name() == s)
+    }
+
+    /// The program and the Debian package it comes in (for peers).
+    fn program(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Target::Ours | Target::External => None,
+            Target::Apache => Some(("apache2", "apache2")),
+            Target::Nginx => Some(("nginx", "nginx")),
+            Target::Caddy => Some(("caddy", "caddy")),
+            Target::Haproxy => Some(("haproxy", "haproxy")),
+            Target::Lighttpd => Some(("lighttpd", "lighttpd")),
+            Target::H2o => Some(("h2o", "h2o")),
+        }
     }
 
     fn binary(self, opts: &RealOptions) -> Option<PathBuf> {
         match self {
             Target::Ours => Some(opts.proxy_bin.clone()).filter(|p| p.exists()),
-            Target::Apache => crate::peers::find_program("apache2"),
-            Target::Nginx => crate::peers::find_program("nginx"),
+            Target::External => None,
+            t => t
+                .program()
+                .and_then(|(bin, _)| crate::peers::find_program(bin)),
         }
     }
 
     /// Why the whole column is skipped, with an install hint.
     pub fn unavailable(self, opts: &RealOptions) -> Option<String> {
+        if self == Target::External {
+            return match &opts.external {
+                Some(_) => None,
+                None => Some(
+                    "no external proxy given (--target external --url http://127.0.0.1:PORT \
+                     --backend 127.0.0.1:PORT)"
+                        .into(),
+                ),
+            };
+        }
         if self.binary(opts).is_some() {
             return None;
         }
-        Some(match self {
-            Target::Ours => format!(
+        Some(match (self, self.program()) {
+            (_, Some((bin, package))) => {
+                format!(
+                    "{bin} not installed (apt-get install {package}, or cargo xtask peers install)"
+                )
+            }
+            _ => format!(
                 "{} not built (cargo build -p fcgi-proxy)",
                 opts.proxy_bin.display()
             ),
-            Target::Apache => "apache2 not installed (apt-get install apache2)".into(),
-            Target::Nginx => "nginx not installed (apt-get install nginx)".into(),
         })
     }
 
     /// Why this target cannot express the scenario's topology, if it cannot.
     pub fn cannot_express(self, s: &Scenario) -> Option<String> {
-        let workers = || {
-            s.topology.routes.iter().map(Route::worker).chain(
-                s.topology
-                    .balancers
-                    .iter()
-                    .flat_map(|b| b.members.iter().map(|m| m.worker().or(&b.worker()))),
-            )
-        };
-        let sub_second =
-            |d: Option<crate::scenario::Dur>| d.is_some_and(|d| d.0.subsec_millis() != 0);
         match self {
             Target::Ours => None,
-            Target::Apache => {
-                if let Some(root) = &s.topology.document_root
-                    && !Path::new(root).is_dir()
-                {
-                    return Some(format!(
-                        "Apache refuses to start with a DocumentRoot that is not a directory ({root})"
-                    ));
-                }
-                if workers().any(|w| sub_second(w.timeout) || sub_second(w.ttl)) {
-                    return Some("Apache takes timeout= and ttl= in whole seconds".into());
-                }
-                None
-            }
-            Target::Nginx => {
-                if s.topology
-                    .balancers
-                    .iter()
-                    .any(|b| b.members.iter().any(|m| m.lbset != 0))
-                {
-                    return Some("nginx has no lbsets (only backup servers)".into());
-                }
-                let r = &s.topology.routes;
-                if r.iter().any(|r| r.pathinfo.is_some()) {
-                    return Some("nginx has no proxy-fcgi-pathinfo modes".into());
-                }
-                if r.iter()
-                    .any(|r| !r.env.is_empty() || !r.fcgi_unset.is_empty())
-                {
-                    return Some("nginx cannot set or unset CGI variables per request like SetEnv/ProxyFCGISetEnvIf".into());
-                }
-                if r.iter().any(|r| r.acquire.is_some())
-                    || s.topology.balancers.iter().any(|b| b.acquire.is_some())
-                {
-                    return Some("nginx has no wait-for-a-free-connection (acquire)".into());
-                }
-                None
-            }
+            Target::Apache => apache::cannot_express(s),
+            Target::Nginx => nginx::cannot_express(s),
+            Target::Caddy => caddy::cannot_express(s),
+            Target::Haproxy => haproxy::cannot_express(s),
+            Target::Lighttpd => lighttpd::cannot_express(s),
+            Target::H2o => h2o::cannot_express(s),
+            Target::External => external::cannot_express(s),
         }
     }
 
+    /// The configuration file and command for a run. `External` has none: the runner talks to
+    /// the user's proxy.
     pub fn config(
         self,
         s: &Scenario,
@@ -131,73 +173,90 @@ impl Target {
         opts: &RealOptions,
     ) -> Result<Generated, String> {
         match self {
-            Target::Ours => ours(s, backends, listen, opts),
-            Target::Apache => apache(s, backends, listen, dir),
-            Target::Nginx => nginx(s, backends, listen, dir),
+            Target::Ours => ours::config(s, backends, listen, opts),
+            Target::Apache => apache::config(s, backends, listen, dir),
+            Target::Nginx => nginx::config(s, backends, listen, dir),
+            Target::Caddy => caddy::config(s, backends, listen, dir),
+            Target::Haproxy => haproxy::config(s, backends, listen, dir),
+            Target::Lighttpd => lighttpd::config(s, backends, listen, dir),
+            Target::H2o => h2o::config(s, backends, listen, dir),
+            Target::External => Err("the external proxy is configured by its user".into()),
         }
     }
 }
 
-fn ours(
-    s: &Scenario,
-    backends: &BTreeMap<String, SocketAddr>,
-    listen: SocketAddr,
-    opts: &RealOptions,
-) -> Result<Generated, String> {
-    let mut cfg = crate::ours::config(s)?;
-    cfg.listen = vec![listen.to_string()];
-    let mut text = toml::to_string(&cfg).map_err(|e| format!("config as TOML: {e}"))?;
-    for b in &s.backends {
-        if let Some(real) = backends.get(&b.name) {
-            text = text.replace(
-                &format!("fcgi://{}", b.authority()),
-                &format!("fcgi://{real}"),
-            );
-        }
-    }
-    Ok(Generated {
-        file_name: "proxy.toml",
-        text,
-        command: vec![
-            opts.proxy_bin.display().to_string(),
-            "--config".into(),
-            "proxy.toml".into(),
-        ],
-    })
+// ---- helpers shared by the adapters ----
+
+/// Every worker's settings: each route's own and each balancer member's (merged with its
+/// balancer's).
+fn workers(s: &Scenario) -> impl Iterator<Item = WorkerSettings> + '_ {
+    s.topology.routes.iter().map(Route::worker).chain(
+        s.topology
+            .balancers
+            .iter()
+            .flat_map(|b| b.members.iter().map(|m| m.worker().or(&b.worker()))),
+    )
+}
+
+fn sub_second(d: Option<Dur>) -> bool {
+    d.is_some_and(|d| d.0.subsec_nanos() != 0)
 }
 
 fn secs_ceil(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }
 
-/// Apache worker keys (`ProxyPass ... key=value`) for the neutral settings.
-fn apache_keys(w: &WorkerSettings) -> String {
-    let mut k = Vec::new();
-    match w.reuse {
-        Some(true) => k.push("enablereuse=on".to_string()),
-        Some(false) => k.push("disablereuse=on".to_string()),
-        None => {}
-    }
-    if let Some(m) = w.max {
-        k.push(format!("max={m}"));
-    }
-    if let Some(a) = w.acquire {
-        k.push(format!("acquire={}", a.0.as_millis().max(1)));
-    }
-    if let Some(t) = w.timeout {
-        // Whole seconds: Apache reads `timeout=` with atoi.
-        k.push(format!("timeout={}", secs_ceil(t.0).max(1)));
-    }
-    if let Some(t) = w.connect_timeout {
-        k.push(format!("connectiontimeout={}ms", t.0.as_millis().max(1)));
-    }
-    if let Some(t) = w.ttl {
-        k.push(format!("ttl={}", secs_ceil(t.0).max(1)));
-    }
-    if let Some(r) = w.retry {
-        k.push(format!("retry={}", secs_ceil(r.0)));
-    }
-    k.join(" ")
+fn ms(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// Whether the scenario's expectations look at backend connections (counts, reuse, the
+/// KEEP_CONN flag, close reasons), so a peer that cannot keep connections open cannot run it
+/// with `reuse = true`. A count of 0 (a member never contacted) does not depend on reuse.
+fn observes_connections(s: &Scenario) -> bool {
+    let e = &s.expect;
+    e.requests
+        .iter()
+        .any(|r| r.keep_conn.is_some() || r.attempts.is_some())
+        || e.backends.iter().any(|b| {
+            b.connections
+                .as_ref()
+                .is_some_and(|c| *c != crate::scenario::Count::Exactly(0))
+                || b.requests_per_connection.is_some()
+                || b.max_concurrent_connections.is_some()
+                || b.keep_conn.is_some()
+                || b.close_reasons.is_some()
+                || b.get_values.is_some()
+        })
+        || s.backends.iter().any(|b| b.idle_timeout.is_some())
+}
+
+/// The reason a peer that never keeps backend connections open cannot run `s`, if any.
+fn no_reuse_reason(s: &Scenario, peer: &str) -> Option<String> {
+    (workers(s).any(|w| w.reuse == Some(true)) && observes_connections(s)).then(|| {
+        format!(
+            "{peer} cannot keep FastCGI connections open for reuse, and this scenario observes \
+             backend connections"
+        )
+    })
+}
+
+fn docroot(s: &Scenario) -> String {
+    s.topology
+        .document_root
+        .clone()
+        .unwrap_or_else(|| "/var/www/html".into())
+}
+
+/// The directory a peer prefixes to SCRIPT_NAME for SCRIPT_FILENAME on route `r`. Peers have no
+/// backend path (the path part of Apache's `fcgi://host/path`), so a route's backend path
+/// stands in for the document root there.
+fn root_for(s: &Scenario, r: &Route) -> String {
+    r.backend_path
+        .as_deref()
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| docroot(s), str::to_string)
 }
 
 fn backend_addr(backends: &BTreeMap<String, SocketAddr>, name: &str) -> Result<SocketAddr, String> {
@@ -205,15 +264,6 @@ fn backend_addr(backends: &BTreeMap<String, SocketAddr>, name: &str) -> Result<S
         .get(name)
         .copied()
         .ok_or_else(|| format!("unknown backend {name}"))
-}
-
-fn route_url(r: &Route, backends: &BTreeMap<String, SocketAddr>) -> Result<String, String> {
-    let path = r.backend_path.as_deref().unwrap_or("/");
-    match (&r.backend, &r.balancer) {
-        (Some(b), _) => Ok(format!("fcgi://{}{path}", backend_addr(backends, b)?)),
-        (None, Some(name)) => Ok(format!("balancer://{name}{path}")),
-        (None, None) => Err("route without backend".into()),
-    }
 }
 
 fn quote(s: &str) -> String {
@@ -231,288 +281,251 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-fn apache(
-    s: &Scenario,
-    backends: &BTreeMap<String, SocketAddr>,
-    listen: SocketAddr,
-    dir: &Path,
-) -> Result<Generated, String> {
-    let d = dir.display();
-    std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    }
-    let docroot = s
-        .topology
-        .document_root
-        .clone()
-        .unwrap_or_else(|| "/var/www/html".into());
-    let modules = [
-        "mpm_event",
-        "authz_core",
-        "setenvif",
-        "env",
-        "proxy",
-        "proxy_fcgi",
-        "proxy_balancer",
-        "slotmem_shm",
-        "lbmethod_byrequests",
-        "lbmethod_bybusyness",
-    ];
-    let mut c = format!(
-        "ServerRoot \"{d}\"\nPidFile \"{d}/httpd.pid\"\nDefaultRuntimeDir \"{d}/run\"\n\
-         ErrorLog \"{d}/error.log\"\nLogLevel warn\nMutex file:{d}/run default\n"
-    );
-    if crate::peers::running_as_root() {
-        c.push_str("User www-data\nGroup www-data\n");
-    }
-    for m in modules {
-        c.push_str(&format!(
-            "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
-        ));
-    }
-    c.push_str(
-        "StartServers 1\nServerLimit 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n\
-         MinSpareThreads 1\nMaxSpareThreads 25\n",
-    );
-    c.push_str(&format!(
-        "Listen {listen}\nServerName example.com\nDocumentRoot {}\n",
-        quote(&docroot)
-    ));
-    for b in &s.topology.balancers {
-        c.push_str(&format!("<Proxy \"balancer://{}\">\n", b.name));
-        for m in &b.members {
-            let mut keys = vec![format!("loadfactor={}", m.loadfactor)];
-            if m.lbset != 0 {
-                keys.push(format!("lbset={}", m.lbset));
-            }
-            if !m.status.is_empty() {
-                keys.push(format!("status={}", m.status));
-            }
-            let k = apache_keys(&m.worker().or(&b.worker()));
-            if !k.is_empty() {
-                keys.push(k);
-            }
-            c.push_str(&format!(
-                "  BalancerMember \"fcgi://{}\" {}\n",
-                backend_addr(backends, &m.backend)?,
-                keys.join(" ")
-            ));
-        }
-        let method = match b.method {
-            LbMethod::Byrequests => "byrequests",
-            LbMethod::Bybusyness => "bybusyness",
-        };
-        let attempts = b
-            .max_attempts
-            .map(|m| format!(" maxattempts={m}"))
-            .unwrap_or_default();
-        c.push_str(&format!(
-            "  ProxySet lbmethod={method}{attempts}\n</Proxy>\n"
-        ));
-    }
-    for r in &s.topology.routes {
-        let url = route_url(r, backends)?;
-        let keys = if r.backend.is_some() {
-            apache_keys(&r.worker())
-        } else {
-            String::new()
-        };
-        let (directive, pattern, location) = match (&r.path, &r.regex) {
-            (Some(p), _) => ("ProxyPass", p.clone(), format!("^{}", regex_escape(p))),
-            (None, Some(re)) => ("ProxyPassMatch", re.clone(), re.clone()),
-            (None, None) => return Err("route without path".into()),
-        };
-        if let Some(pi) = &r.pathinfo {
-            c.push_str(&format!(
-                "SetEnvIf Request_URI {} proxy-fcgi-pathinfo={pi}\n",
-                quote(&location)
-            ));
-        }
-        let mut inside = Vec::new();
-        if r.backend_type == Some(BackendType::Generic) {
-            inside.push("ProxyFCGIBackendType GENERIC".to_string());
-        }
-        if r.pass_authorization == Some(true) {
-            inside.push("CGIPassAuth On".to_string());
-        }
-        for (n, v) in &r.env {
-            inside.push(format!("SetEnv {n} {}", quote(v)));
-        }
-        for (n, v) in &r.fcgi_set {
-            inside.push(format!("ProxyFCGISetEnvIf \"true\" {n} {}", quote(v)));
-        }
-        for n in &r.fcgi_unset {
-            inside.push(format!("ProxyFCGISetEnvIf \"true\" !{n}"));
-        }
-        if !inside.is_empty() {
-            c.push_str(&format!("<LocationMatch {}>\n", quote(&location)));
-            for l in inside {
-                c.push_str(&format!("  {l}\n"));
-            }
-            c.push_str("</LocationMatch>\n");
-        }
-        c.push_str(&format!(
-            "{directive} {} {} {keys}\n",
-            quote(&pattern),
-            quote(&url)
-        ));
-    }
-    Ok(Generated {
-        file_name: "httpd.conf",
-        text: c,
-        command: vec![
-            "apache2".into(),
-            "-f".into(),
-            dir.join("httpd.conf").display().to_string(),
-            "-DFOREGROUND".into(),
-        ],
-    })
+/// A route's target resolved: its members (one for a plain backend route), the balancing
+/// method and the worker settings that apply to all of them.
+struct Upstream<'a> {
+    members: Vec<UpMember<'a>>,
+    method: LbMethod,
+    balancer: Option<&'a Balancer>,
+    /// The route's settings, or the balancer's merged with its first member's.
+    worker: WorkerSettings,
 }
 
-fn nginx(
-    s: &Scenario,
-    backends: &BTreeMap<String, SocketAddr>,
-    listen: SocketAddr,
-    dir: &Path,
-) -> Result<Generated, String> {
-    let d = dir.display();
-    for sub in ["body", "fastcgi", "proxy", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+struct UpMember<'a> {
+    backend: &'a str,
+    loadfactor: u32,
+    lbset: u8,
+    status: &'a str,
+    worker: WorkerSettings,
+}
+
+impl UpMember<'_> {
+    fn standby(&self) -> bool {
+        self.status.contains('H')
     }
-    let docroot = s
-        .topology
-        .document_root
-        .clone()
-        .unwrap_or_else(|| "/var/www/html".into());
-    let mut upstreams = String::new();
-    let mut locations = String::new();
-    for (i, r) in s.topology.routes.iter().enumerate() {
-        let (servers, method, w) = match (&r.backend, &r.balancer) {
-            (Some(b), _) => (
-                vec![format!(
-                    "server {}{};",
-                    backend_addr(backends, b)?,
-                    r.max.map(|m| format!(" max_conns={m}")).unwrap_or_default()
-                )],
-                LbMethod::Byrequests,
-                r.worker(),
-            ),
-            (None, Some(name)) => {
-                let bal = s
-                    .topology
-                    .balancers
-                    .iter()
-                    .find(|b| b.name == *name)
-                    .ok_or_else(|| format!("unknown balancer {name}"))?;
-                let mut v = Vec::new();
-                for m in &bal.members {
-                    let mut line = format!(
-                        "server {} weight={}",
-                        backend_addr(backends, &m.backend)?,
-                        m.loadfactor
-                    );
-                    if let Some(max) = m.worker().or(&bal.worker()).max {
-                        line.push_str(&format!(" max_conns={max}"));
-                    }
-                    if m.status.contains('H') {
-                        line.push_str(" backup");
-                    }
-                    if m.status.contains('D') {
-                        line.push_str(" down");
-                    }
-                    let retry = m.worker().or(&bal.worker()).retry;
-                    if let Some(rt) = retry {
-                        line.push_str(&format!(
-                            " max_fails=1 fail_timeout={}s",
-                            secs_ceil(rt.0).max(1)
-                        ));
-                    }
-                    v.push(format!("{line};"));
-                }
-                let w = bal
-                    .members
-                    .first()
-                    .map(|m| m.worker().or(&bal.worker()))
-                    .unwrap_or_default();
-                (v, bal.method, w)
+
+    fn disabled(&self) -> bool {
+        self.status.contains('D')
+    }
+}
+
+fn upstream<'a>(s: &'a Scenario, r: &'a Route) -> Result<Upstream<'a>, String> {
+    match (&r.backend, &r.balancer) {
+        (Some(b), _) => Ok(Upstream {
+            members: vec![UpMember {
+                backend: b,
+                loadfactor: 1,
+                lbset: 0,
+                status: "",
+                worker: r.worker(),
+            }],
+            method: LbMethod::Byrequests,
+            balancer: None,
+            worker: r.worker(),
+        }),
+        (None, Some(name)) => {
+            let bal = s
+                .topology
+                .balancers
+                .iter()
+                .find(|b| b.name == *name)
+                .ok_or_else(|| format!("unknown balancer {name}"))?;
+            let members: Vec<UpMember> = bal
+                .members
+                .iter()
+                .map(|m| UpMember {
+                    backend: &m.backend,
+                    loadfactor: m.loadfactor,
+                    lbset: m.lbset,
+                    status: &m.status,
+                    worker: m.worker().or(&bal.worker()),
+                })
+                .collect();
+            let worker = members
+                .first()
+                .map(|m| m.worker.clone())
+                .unwrap_or_else(|| bal.worker());
+            Ok(Upstream {
+                members,
+                method: bal.method,
+                balancer: Some(bal),
+                worker,
+            })
+        }
+        (None, None) => Err("route without backend".into()),
+    }
+}
+
+/// Checks shared by the peers on balancers: which member flags and layouts they can express.
+struct BalancerCaps {
+    peer: &'static str,
+    /// Unequal `loadfactor`s.
+    weights: bool,
+    /// `H` members and `lbset`s as an ordered list where each level has one member (first
+    /// available wins).
+    ordered_levels: bool,
+}
+
+fn balancer_limits(s: &Scenario, caps: &BalancerCaps) -> Option<String> {
+    let peer = caps.peer;
+    for b in &s.topology.balancers {
+        if let Some(m) = b
+            .members
+            .iter()
+            .find(|m| m.status.chars().any(|c| !"+DH".contains(c)))
+        {
+            return Some(format!(
+                "{peer} has no equivalent of member status {:?}",
+                m.status
+            ));
+        }
+        let active: Vec<_> = b
+            .members
+            .iter()
+            .filter(|m| !m.status.contains('D'))
+            .collect();
+        if !caps.weights
+            && active
+                .windows(2)
+                .any(|w| w[0].loadfactor != w[1].loadfactor)
+        {
+            return Some(format!("{peer} has no weighted balancing (loadfactor)"));
+        }
+        let levels = active
+            .iter()
+            .any(|m| m.lbset != 0 || m.status.contains('H'));
+        if levels {
+            if !caps.ordered_levels {
+                return Some(format!("{peer} has no lbsets or hot standby members"));
             }
-            (None, None) => return Err("route without backend".into()),
-        };
-        let reuse = w.reuse == Some(true);
-        upstreams.push_str(&format!("  upstream u{i} {{\n"));
-        if method == LbMethod::Bybusyness {
-            upstreams.push_str("    least_conn;\n");
-        }
-        for srv in servers {
-            upstreams.push_str(&format!("    {srv}\n"));
-        }
-        if reuse {
-            upstreams.push_str(&format!("    keepalive {};\n", w.max.unwrap_or(16)));
-            if let Some(ttl) = w.ttl {
-                upstreams.push_str(&format!(
-                    "    keepalive_timeout {}ms;\n",
-                    ttl.0.as_millis().max(1)
+            let mut keys: Vec<(u8, bool)> = active
+                .iter()
+                .map(|m| (m.lbset, m.status.contains('H')))
+                .collect();
+            keys.sort();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return Some(format!(
+                    "{peer} orders members only one by one (first available): lbsets or standby \
+                     groups of several members cannot be expressed"
                 ));
             }
         }
-        upstreams.push_str("  }\n");
-        let loc = match (&r.path, &r.regex) {
-            (Some(p), _) => format!("location ^~ {p}"),
-            (None, Some(re)) => format!("location ~ {}", quote(re)),
-            (None, None) => return Err("route without path".into()),
-        };
-        let backend_path = r.backend_path.as_deref().unwrap_or("/");
-        let mut l = format!("    {loc} {{\n      include /etc/nginx/fastcgi_params;\n");
-        l.push_str(&format!(
-            "      fastcgi_param SCRIPT_FILENAME {}$fastcgi_script_name;\n",
-            backend_path.trim_end_matches('/')
-        ));
-        l.push_str(&format!("      fastcgi_pass u{i};\n"));
-        if reuse {
-            l.push_str("      fastcgi_keep_conn on;\n");
-        }
-        if let Some(t) = w.timeout {
-            l.push_str(&format!(
-                "      fastcgi_read_timeout {}ms;\n      fastcgi_send_timeout {}ms;\n",
-                t.0.as_millis(),
-                t.0.as_millis()
-            ));
-        }
-        if let Some(t) = w.connect_timeout {
-            l.push_str(&format!(
-                "      fastcgi_connect_timeout {}ms;\n",
-                t.0.as_millis()
-            ));
-        }
-        for (n, v) in &r.fcgi_set {
-            l.push_str(&format!("      fastcgi_param {n} {};\n", quote(v)));
-        }
-        l.push_str("    }\n");
-        locations.push_str(&l);
     }
-    let text = format!(
-        "pid {d}/nginx.pid;\nerror_log stderr notice;\nworker_processes 1;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  fastcgi_temp_path {d}/fastcgi;\n\
-         proxy_temp_path {d}/proxy;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         {upstreams}  server {{\n    listen {listen};\n    server_name example.com;\n    root {docroot};\n{locations}  }}\n}}\n"
-    );
-    Ok(Generated {
-        file_name: "nginx.conf",
-        text,
-        command: vec![
-            "nginx".into(),
-            "-p".into(),
-            format!("{d}/"),
-            "-c".into(),
-            "nginx.conf".into(),
-            "-e".into(),
-            "stderr".into(),
-            "-g".into(),
-            "daemon off;".into(),
-        ],
-    })
+    None
+}
+
+/// Members in the order of use for [`BalancerCaps::ordered_levels`]: by lbset, hot standbys
+/// after the others of their set.
+fn ordered<'a, 'b>(members: &'b [UpMember<'a>]) -> Vec<&'b UpMember<'a>> {
+    let mut v: Vec<&UpMember> = members.iter().filter(|m| !m.disabled()).collect();
+    v.sort_by_key(|m| (m.lbset, m.standby()));
+    v
+}
+
+/// Routes and balancer settings a peer has no directive for.
+fn route_limits(s: &Scenario, peer: &str) -> Option<String> {
+    let r = &s.topology.routes;
+    if r.iter().any(|r| r.pathinfo.is_some()) {
+        return Some(format!("{peer} has no proxy-fcgi-pathinfo modes"));
+    }
+    if r.iter().any(|r| !r.fcgi_unset.is_empty()) {
+        return Some(format!(
+            "{peer} cannot remove a CGI variable it computed (ProxyFCGISetEnvIf !NAME)"
+        ));
+    }
+    if r.iter()
+        .any(|r| r.backend_path.as_deref().is_some_and(|p| p.contains('$')))
+    {
+        return Some(format!(
+            "{peer} has no ProxyPassMatch substitution of regex groups into the backend path"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(id: &str) -> Scenario {
+        let path = crate::sim::suite::scenarios_dir().join(format!("{id}.toml"));
+        Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn names_parse_back_and_all_leaves_out_external() {
+        for t in Target::ALL.into_iter().chain([Target::External]) {
+            assert_eq!(Target::parse(t.name()), Some(t));
+        }
+        assert!(!Target::ALL.contains(&Target::External));
+        assert_eq!(Target::parse("iis"), None);
+    }
+
+    #[test]
+    fn external_takes_a_root_url_and_a_backend_address() {
+        let e = External::parse("http://127.0.0.1:8080", "127.0.0.1:9001").unwrap();
+        assert_eq!(e.proxy, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(e.backend, "127.0.0.1:9001".parse().unwrap());
+        assert!(External::parse("http://127.0.0.1:8080/", "127.0.0.1:9001").is_ok());
+        assert!(External::parse("https://127.0.0.1:8443", "127.0.0.1:9001").is_err());
+        assert!(External::parse("http://127.0.0.1:8080/app/", "127.0.0.1:9001").is_err());
+        assert!(External::parse("http://127.0.0.1:8080", "127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn external_runs_only_what_one_backend_with_its_own_settings_can_show() {
+        assert_eq!(
+            Target::External.cannot_express(&scenario("cgi/meta-variables")),
+            None
+        );
+        for (id, why) in [
+            ("balance/byrequests-equal", "backends"),
+            ("pathinfo/first-dot", "proxy-fcgi-pathinfo"),
+            ("faults/stalled-backend-504", "timeouts"),
+            ("reuse/sequential-one-connection", "reuse"),
+            ("cgi/authorization-passed-when-configured", "Authorization"),
+        ] {
+            let got = Target::External.cannot_express(&scenario(id));
+            assert!(
+                got.as_deref().is_some_and(|g| g.contains(why)),
+                "{id}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_say_what_they_lack() {
+        let cases = [
+            (
+                Target::H2o,
+                "balance/byrequests-equal",
+                Some("cannot balance"),
+            ),
+            (Target::Caddy, "balance/byrequests-70-30", Some("weighted")),
+            (Target::Lighttpd, "balance/lbset-order", Some("lbsets")),
+            (Target::Caddy, "balance/lbset-order", None),
+            (Target::Haproxy, "balance/lbset-order", None),
+            (Target::Haproxy, "reuse/ttl-expiry", Some("idle")),
+            (Target::H2o, "reuse/ttl-expiry", None),
+            (
+                Target::Caddy,
+                "reuse/sequential-one-connection",
+                Some("reuse"),
+            ),
+            // reuse = true, but nothing observed depends on it.
+            (Target::Caddy, "cgi/meta-variables", None),
+            (Target::Lighttpd, "cgi/meta-variables", None),
+        ];
+        for (t, id, want) in cases {
+            let got = t.cannot_express(&scenario(id));
+            match want {
+                None => assert_eq!(got, None, "{} {id}", t.name()),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{} {id}: {got:?}",
+                    t.name()
+                ),
+            }
+        }
+    }
 }

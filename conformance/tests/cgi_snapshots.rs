@@ -1,0 +1,118 @@
+//! Per target, run for real: the CGI params every backend request of the `scenarios/cgi`
+//! scenarios received, as YAML snapshots in `snapshots/cgi_real/` (one per target and
+//! scenario), so that a change in a peer's behaviour (a new version, another default) shows up
+//! as a snapshot diff to review.
+//!
+//! Params are sorted by name (Caddy sends them in random order); a repeated name keeps its
+//! values in the order received (`NAME #2`). Ports that change from run to run (the proxy's
+//! listening port, REMOTE_PORT, backend ports) read `[port]`; the proxy's PATH is redacted.
+//! A target whose program is not installed is skipped with the reason printed; so is a
+//! scenario the target cannot express.
+
+use std::path::PathBuf;
+
+use conformance::real::{self, RealOptions, Target};
+use conformance::report::Verdict;
+use conformance::sim::params::{self, Params};
+use conformance::sim::suite;
+
+fn proxy_bin() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building fcgi-proxy failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug/fcgi-proxy")
+}
+
+/// Params whose value a target picks at random from run to run, with what it picks from.
+const UNSTABLE: &[(&str, &str, &str)] = &[(
+    // Caddy builds the params in a Go map: the client's `X_Forwarded_For` and Caddy's own
+    // X-Forwarded-For both become this name, and either may win.
+    "caddy",
+    "HTTP_X_FORWARDED_FOR",
+    "[random: Caddy's own or the client's X_Forwarded_For]",
+)];
+
+/// `127.0.0.1:PORT` anywhere in a value, and a whole value that is a port of this machine's
+/// run (10000 and up: listening ports are 20000-29999, ephemeral ones 32768 and up; ports
+/// the scenarios put in Host headers, such as 8080, stay).
+fn redact(target: Target, name: &str, value: &str) -> String {
+    if let Some((_, _, why)) = UNSTABLE
+        .iter()
+        .find(|(t, n, _)| *t == target.name() && *n == name)
+    {
+        return (*why).to_string();
+    }
+    if name.ends_with("_PORT") && value.parse::<u32>().is_ok_and(|p| p >= 10_000) {
+        return "[port]".into();
+    }
+    let re = regex::Regex::new(r"127\.0\.0\.1:\d+").expect("regex");
+    re.replace_all(value, "127.0.0.1:[port]").into_owned()
+}
+
+#[test]
+fn cgi_params_per_target() {
+    let opts = RealOptions {
+        proxy_bin: proxy_bin(),
+        external: None,
+        keep: None,
+    };
+    let files = suite::load(&[suite::scenarios_dir().join("cgi")]).expect("scenarios load");
+    assert!(!files.is_empty(), "no cgi scenarios");
+    for target in Target::ALL {
+        if let Some(why) = target.unavailable(&opts) {
+            eprintln!("{}: skipped: {why}", target.name());
+            continue;
+        }
+        let outcomes = suite::par_map(&files, 2, |f| real::run(&f.scenario, target, &opts));
+        for (f, o) in files.iter().zip(outcomes) {
+            let s = &f.scenario;
+            let Some(run) = o.run else {
+                assert_eq!(
+                    o.verdict,
+                    Verdict::Skip,
+                    "{} on {}: the run failed: {}",
+                    s.id,
+                    target.name(),
+                    o.detail
+                );
+                eprintln!("{} on {}: skipped: {}", s.id, target.name(), o.detail);
+                continue;
+            };
+            let mut received = params::received(&run);
+            for r in &mut received {
+                let mut p = std::mem::take(&mut r.params.0);
+                // Stable: repeated names keep the order they were received in.
+                p.sort_by(|a, b| a.0.cmp(&b.0));
+                r.params = Params(
+                    p.into_iter()
+                        .map(|(n, v)| {
+                            let v = redact(target, &n, &v);
+                            (n, v)
+                        })
+                        .collect(),
+                );
+            }
+            let slug = s.id.rsplit('/').next().unwrap_or(&s.id);
+            let mut settings = insta::Settings::clone_current();
+            settings.set_snapshot_path("snapshots/cgi_real");
+            settings.set_prepend_module_to_snapshot(false);
+            settings.set_omit_expression(true);
+            settings.set_description(format!(
+                "{} on {}: CGI params each backend request received, sorted by name, run for real",
+                s.id,
+                target.name()
+            ));
+            settings.bind(|| {
+                insta::assert_yaml_snapshot!(format!("{}__{slug}", target.name()), received);
+            });
+        }
+    }
+}
