@@ -104,6 +104,14 @@ pub(super) fn config(
             "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
         ));
     }
+    if let Some(t) = s.topology.header_timeout {
+        // A fixed deadline for the whole head (no MinRate extension).
+        c.push_str(&format!(
+            "LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so\n\
+             RequestReadTimeout header={}\n",
+            t.0.as_secs().max(1)
+        ));
+    }
     c.push_str(
         "StartServers 1\nServerLimit 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n\
          MinSpareThreads 1\nMaxSpareThreads 25\n",

@@ -135,8 +135,18 @@ pub(super) fn config(
     }
     // A path no route maps is not found (Caddy would answer an empty 200).
     routes.push_str("\t\trespond 404\n");
+    let servers = s
+        .topology
+        .header_timeout
+        .map(|t| {
+            format!(
+                "\tservers {{\n\t\ttimeouts {{\n\t\t\tread_header {}ms\n\t\t}}\n\t}}\n",
+                t.0.as_millis()
+            )
+        })
+        .unwrap_or_default();
     let text = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\
+        "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n{servers}}}\n\
          http://:{port} {{\n\tbind {ip}\n{matchers}\troute {{\n{routes}\t}}\n}}\n",
         quote(&dir.join("data").display().to_string()),
         port = listen.port(),

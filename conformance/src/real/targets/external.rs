@@ -77,6 +77,7 @@ pub(super) fn cannot_express(s: &Scenario) -> Option<String> {
         (!r.fcgi_set.is_empty(), "variables set"),
         (!r.fcgi_unset.is_empty(), "variables removed"),
         (t.document_root.is_some(), "a document root"),
+        (t.header_timeout.is_some(), "a request head deadline"),
     ];
     if let Some((_, what)) = specific.iter().find(|(yes, _)| *yes) {
         return Some(format!("needs {what}; {WHY}"));

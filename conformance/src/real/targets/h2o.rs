@@ -91,8 +91,13 @@ pub(super) fn config(
             }
         }
     }
+    let header_timeout = s
+        .topology
+        .header_timeout
+        .map(|t| format!("http1-request-timeout: {}\n", t.0.as_secs().max(1)))
+        .unwrap_or_default();
     let text = format!(
-        "listen:\n  host: {}\n  port: {}\nnum-threads: 1\nerror-log: /dev/stderr\n\
+        "listen:\n  host: {}\n  port: {}\nnum-threads: 1\nerror-log: /dev/stderr\n{header_timeout}\
          hosts:\n  \"example.com\":\n    paths:\n{paths}",
         listen.ip(),
         listen.port()

@@ -68,6 +68,9 @@ pub(super) fn config(
          defaults\n    mode http\n    log global\n    option httplog\n    timeout connect 5s\n\
          \x20   timeout client 30s\n    timeout server 30s\n    timeout queue 60s\n",
     );
+    if let Some(t) = s.topology.header_timeout {
+        c.push_str(&format!("    timeout http-request {}ms\n", t.0.as_millis()));
+    }
     let mut fe = format!("frontend fe\n    bind {listen}\n");
     let mut bes = String::new();
     for (i, r) in s.topology.routes.iter().enumerate() {

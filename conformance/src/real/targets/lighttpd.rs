@@ -95,6 +95,13 @@ pub(super) fn config(
         listen.ip(),
         listen.port()
     );
+    if let Some(t) = s.topology.header_timeout {
+        // lighttpd has only an idle timeout for reading a request, no deadline for the head.
+        c.push_str(&format!(
+            "server.max-read-idle = {}\n",
+            t.0.as_secs().max(1)
+        ));
+    }
     let method = s
         .topology
         .balancers

@@ -158,10 +158,15 @@ pub(super) fn config(
         l.push_str("    }\n");
         locations.push_str(&l);
     }
+    let header_timeout = s
+        .topology
+        .header_timeout
+        .map(|t| format!("  client_header_timeout {}ms;\n", t.0.as_millis()))
+        .unwrap_or_default();
     let text = format!(
         "pid {d}/nginx.pid;\nerror_log stderr notice;\nworker_processes 1;\n\
          events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         http {{\n  access_log off;\n{header_timeout}  client_body_temp_path {d}/body;\n  fastcgi_temp_path {d}/fastcgi;\n\
          proxy_temp_path {d}/proxy;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          {upstreams}  server {{\n    listen {listen};\n    server_name example.com;\n    root {docroot};\n{locations}  }}\n}}\n"
     );
