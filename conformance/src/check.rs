@@ -108,7 +108,7 @@ pub fn judge(s: &Scenario, run: &Run) -> Judgement {
         violations: invariants(s, run),
     };
     if let Some(e) = &run.error {
-        v.failures.push(format!("simulation: {e}"));
+        v.failures.push(format!("run: {e}"));
     }
     expectations(s, run, &mut v.failures);
     v
