@@ -1060,6 +1060,11 @@ impl Scenario {
         self.backends.iter().find(|b| b.name == name)
     }
 
+    /// The balancer of that name.
+    pub fn balancer(&self, name: &str) -> Option<&Balancer> {
+        self.topology.balancers.iter().find(|b| b.name == name)
+    }
+
     /// Every request of the traffic, repeats expanded, labels assigned.
     pub fn planned_requests(&self) -> Vec<PlannedRequest> {
         let mut out = Vec::new();

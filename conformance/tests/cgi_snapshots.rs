@@ -9,27 +9,12 @@
 //! A target whose program is not installed is skipped with the reason printed; so is a
 //! scenario the target cannot express.
 
-use std::path::PathBuf;
+mod common;
 
 use conformance::real::{self, RealOptions, Target};
 use conformance::report::Verdict;
 use conformance::sim::params::{self, Params};
 use conformance::sim::suite;
-
-fn proxy_bin() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building fcgi-proxy failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/fcgi-proxy")
-}
 
 /// Params whose value a target picks at random from run to run, with what it picks from.
 const UNSTABLE: &[(&str, &str, &str)] = &[(
@@ -60,7 +45,7 @@ fn redact(target: Target, name: &str, value: &str) -> String {
 #[test]
 fn cgi_params_per_target() {
     let opts = RealOptions {
-        proxy_bin: proxy_bin(),
+        proxy_bin: common::proxy_bin(),
         external: None,
         keep: None,
     };

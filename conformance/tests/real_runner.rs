@@ -2,27 +2,12 @@
 //! the simulator, and per area the scenarios' mutants (a wrong proxy setting or backend
 //! behaviour) turn the verdict to FAIL for real too.
 
-use std::path::PathBuf;
+mod common;
 
 use conformance::real::{self, RealOptions, Target};
 use conformance::report::Verdict;
 use conformance::scenario::Scenario;
 use conformance::sim::suite;
-
-fn proxy_bin() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building fcgi-proxy failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/fcgi-proxy")
-}
 
 fn files() -> Vec<suite::ScenarioFile> {
     suite::load(&[suite::scenarios_dir()]).expect("scenarios load")
@@ -31,7 +16,7 @@ fn files() -> Vec<suite::ScenarioFile> {
 #[test]
 fn simulated_and_real_verdicts_agree_for_our_proxy() {
     let opts = RealOptions {
-        proxy_bin: proxy_bin(),
+        proxy_bin: common::proxy_bin(),
         external: None,
         keep: None,
     };
@@ -63,7 +48,7 @@ fn simulated_and_real_verdicts_agree_for_our_proxy() {
 #[test]
 fn mutants_fail_for_real_in_every_area() {
     let opts = RealOptions {
-        proxy_bin: proxy_bin(),
+        proxy_bin: common::proxy_bin(),
         external: None,
         keep: None,
     };

@@ -325,10 +325,7 @@ fn upstream<'a>(s: &'a Scenario, r: &'a Route) -> Result<Upstream<'a>, String> {
         }),
         (None, Some(name)) => {
             let bal = s
-                .topology
-                .balancers
-                .iter()
-                .find(|b| b.name == *name)
+                .balancer(name)
                 .ok_or_else(|| format!("unknown balancer {name}"))?;
             let members: Vec<UpMember> = bal
                 .members

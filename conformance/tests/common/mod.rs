@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test target uses a part of this module
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use conformance::scenario::Scenario;
 use conformance::sim::suite::{self, ScenarioFile};
@@ -32,4 +32,20 @@ pub fn received(path: &Path) -> (insta::Settings, Vec<params::Received>) {
     ));
     settings.set_omit_expression(true);
     (settings, params::received(&run))
+}
+
+/// The debug fcgi-proxy binary, built first (the real runner starts it as a process).
+pub fn proxy_bin() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building fcgi-proxy failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug/fcgi-proxy")
 }

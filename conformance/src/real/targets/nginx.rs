@@ -67,10 +67,7 @@ pub(super) fn config(
             ),
             (None, Some(name)) => {
                 let bal = s
-                    .topology
-                    .balancers
-                    .iter()
-                    .find(|b| b.name == *name)
+                    .balancer(name)
                     .ok_or_else(|| format!("unknown balancer {name}"))?;
                 let mut v = Vec::new();
                 for m in &bal.members {
