@@ -5,7 +5,8 @@
 //!
 //! Params are sorted by name (Caddy sends them in random order); a repeated name keeps its
 //! values in the order received (`NAME #2`). Ports that change from run to run (the proxy's
-//! listening port, REMOTE_PORT, backend ports) read `[port]`; the proxy's PATH is redacted.
+//! listening port, REMOTE_PORT, backend ports) read `[port]`; the PATH and LD_LIBRARY_PATH a
+//! proxy copies from its environment are redacted.
 //! A target whose program is not installed is skipped with the reason printed; so is a
 //! scenario the target cannot express.
 

@@ -1,12 +1,17 @@
 //! What every backend received, per request, in a form fit for YAML snapshots: the CGI params
 //! in wire order (a map; a repeated name gets a ` #2` suffix), the FCGI_KEEP_CONN flag and the
-//! connection. The proxy's `PATH` comes from its process environment, so it is redacted.
+//! connection. The proxy's `PATH` (and Apache's `LD_LIBRARY_PATH`) come from its process
+//! environment, so they are redacted.
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::Run;
 use super::client::TAG_PARAM;
+
+/// Params a proxy copies from its own process environment (Apache: `PATH` and the shared
+/// library path), whose values depend on the machine and on how the tests were started.
+const PROCESS_ENV: &[&str] = &["PATH", "LD_LIBRARY_PATH"];
 
 /// Params in wire order.
 #[derive(Debug, Clone)]
@@ -55,8 +60,9 @@ pub fn received(run: &Run) -> Vec<Received> {
                     .params_lossy()
                     .into_iter()
                     .map(|(n, v)| {
-                        if n == "PATH" {
-                            (n, "[process PATH]".to_string())
+                        if PROCESS_ENV.contains(&n.as_str()) {
+                            let v = format!("[process {n}]");
+                            (n, v)
                         } else {
                             (n, v)
                         }
