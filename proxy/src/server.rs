@@ -24,7 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{BodyError, ProxyBody};
@@ -370,14 +370,26 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     {
         return;
     }
-    let mut sink = [0u8; 4096];
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+        match tokio::time::timeout_at(deadline, discard_some(&mut io)).await {
             Ok(Ok(n)) if n > 0 => dropped += n,
             _ => return,
         }
     }
+}
+
+/// Reads and drops what one read returns, up to [`PARKED_READ`] bytes; the count. The buffer is
+/// on the stack for the read only: a buffer held across the await would be part of every
+/// connection's task, idle ones included.
+fn discard_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        Pin::new(&mut *s)
+            .poll_read(cx, &mut rb)
+            .map_ok(|()| rb.filled().len())
+    })
 }
 
 /// Bytes read from a parked connection: what one read returns, up to [`PARKED_READ`]. The
