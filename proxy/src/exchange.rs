@@ -1,8 +1,9 @@
 //! One request over one backend connection: BEGIN_REQUEST, PARAMS and STDIN out; STDOUT,
 //! STDERR and END_REQUEST in; CGI headers mapped to an HTTP response head; the body streamed.
 //!
-//! The conversation runs in its own task that owns the connection, so the response can be
-//! returned as soon as its headers are parsed while the body keeps flowing. The connection goes
+//! The conversation is driven by the request until the response head is known; if the body
+//! still streams then, it continues in its own task that owns the connection, so the response
+//! can be returned as soon as its headers are parsed while the body keeps flowing. The connection goes
 //! back to the pool only after a clean END_REQUEST on a KEEP_CONN request with nothing left
 //! unread or unwritten; anything else closes it.
 
@@ -92,17 +93,48 @@ pub async fn exchange<C: Connector>(
     opts: ExchangeOptions,
     hold: Option<crate::handler::Hold>,
 ) -> Result<Outcome, ProxyError> {
-    let (head_tx, head_rx) = oneshot::channel();
+    let (head_tx, mut head_rx) = oneshot::channel();
     let reused = conn.reused;
     let pool = pool.clone();
-    tokio::spawn(drive(pool, conn, preamble, body, opts, head_tx, hold));
-    match head_rx.await {
+    // Driven here until the head is known: a response complete by then (the usual small one)
+    // needs no task of its own. If its body still streams, the rest runs in a task; also if
+    // this request is dropped first (the client went away), so that the exchange sees nobody
+    // waiting and aborts the backend request as it would in its own task.
+    let mut drive = Detached(Some(Box::pin(drive(
+        pool, conn, preamble, body, opts, head_tx, hold,
+    ))));
+    let head = std::future::poll_fn(|cx| {
+        if let Some(d) = &mut drive.0
+            && d.as_mut().poll(cx).is_ready()
+        {
+            drive.0 = None;
+        }
+        // Ready once the head is sent, or the exchange ended (and dropped the sender).
+        Pin::new(&mut head_rx).poll(cx)
+    })
+    .await;
+    drop(drive);
+    match head {
         Ok(r) => r,
         Err(_) => Err(ProxyError::new(
             ErrorKind::BackendClosed,
             "exchange ended without a response",
         )
         .on_reused(reused)),
+    }
+}
+
+/// An exchange driven by the request that started it; if it is still running when dropped,
+/// it continues in a task of its own.
+struct Detached<F: Future<Output = ()> + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output = ()> + Send + 'static> Drop for Detached<F> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(rest);
+        }
     }
 }
 

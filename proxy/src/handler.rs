@@ -430,9 +430,14 @@ impl<C: Connector> Proxy<C> {
 
     /// Serves one client request. Never fails: errors become error responses.
     pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
-        let started = tokio::time::Instant::now();
-        let method = req.method().clone();
-        let target = req.uri().clone();
+        // What the access line needs, only if it is written.
+        let access = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+            (
+                tokio::time::Instant::now(),
+                req.method().clone(),
+                req.uri().clone(),
+            )
+        });
         let (resp, route, member) = if !transfer_coding_is_plain_chunked(req.headers()) {
             // The body's framing is in doubt, so nothing after it on this connection can be
             // trusted to be a request.
@@ -448,16 +453,18 @@ impl<C: Connector> Proxy<C> {
         };
         let status = resp.status().as_u16();
         self.metrics.request(route, status, member.as_deref());
-        tracing::info!(
-            target: "access",
-            "{} \"{} {}\" {} {}ms {}",
-            info.peer,
-            method,
-            target,
-            status,
-            started.elapsed().as_millis(),
-            member.as_deref().unwrap_or("-"),
-        );
+        if let Some((started, method, target)) = access {
+            tracing::info!(
+                target: "access",
+                "{} \"{} {}\" {} {}ms {}",
+                info.peer,
+                method,
+                target,
+                status,
+                started.elapsed().as_millis(),
+                member.as_deref().unwrap_or("-"),
+            );
+        }
         resp
     }
 

@@ -3,33 +3,73 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::balancer::BalancerState;
 use crate::pool::PoolStats;
 
-/// Requests by (route, status, member). A BTreeMap so output order is stable.
-#[derive(Debug, Default)]
+/// Requests by (route, status, member), counted per serving thread (a shard each, so threads
+/// share no lock and no cache line) and merged when shown. BTreeMaps, so output order is stable.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16, String), u64>>,
+    shards: Box<[Shard]>,
+}
+
+/// Shards; serving threads take them in turn.
+const SHARDS: usize = 16;
+
+type Counts = BTreeMap<(Option<usize>, u16), BTreeMap<Box<str>, u64>>;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Counts>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+/// This thread's shard.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
 }
 
 impl Metrics {
     pub fn request(&self, route: Option<usize>, status: u16, member: Option<&str>) {
-        let route = route.map_or_else(|| "-".to_string(), |r| (r + 1).to_string());
-        let key = (route, status, member.unwrap_or("-").to_string());
-        *self
-            .requests
+        let member = member.unwrap_or("-");
+        let mut counts = self.shards[shard_index()]
+            .0
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default() += 1;
+            .unwrap_or_else(|e| e.into_inner());
+        let by_member = counts.entry((route, status)).or_default();
+        match by_member.get_mut(member) {
+            Some(n) => *n += 1,
+            None => {
+                by_member.insert(member.into(), 1);
+            }
+        }
     }
 
     pub fn requests(&self) -> BTreeMap<(String, u16, String), u64> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut all = BTreeMap::new();
+        for shard in &self.shards {
+            let counts = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+            for (&(route, status), by_member) in counts.iter() {
+                let route = route.map_or_else(|| "-".to_string(), |r| (r + 1).to_string());
+                for (member, n) in by_member {
+                    *all.entry((route.clone(), status, member.to_string()))
+                        .or_default() += n;
+                }
+            }
+        }
+        all
     }
 }
 

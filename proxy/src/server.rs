@@ -1,12 +1,13 @@
 //! The HTTP/1.1 front end: accepts connections, serves them with hyper, and shuts down
 //! gracefully (stop accepting, let in-flight requests finish, then close).
 //!
-//! Between requests a client connection is parked: hyper's connection state, with its 8 KiB
-//! read and 8 KiB write buffers, is taken apart and only the socket is kept, waiting for the
-//! client's next bytes; then hyper takes over again with what that read returned put back in
-//! front (usually the whole request head, so hyper needs no read of its own). Ten
-//! thousand idle keep-alive clients so cost their tasks and sockets (about 3 KiB each), not
-//! 160 MiB of buffers.
+//! An idle client connection is parked: hyper's connection state, with its 8 KiB read and
+//! 8 KiB write buffers, is taken apart and only the socket is kept, waiting for the client's
+//! next bytes; then hyper takes over again with what that read returned put back in front
+//! (usually the whole request head, so hyper needs no read of its own). Ten thousand idle
+//! keep-alive clients so cost their tasks and sockets (about 3 KiB each), not 160 MiB of
+//! buffers. A connection parks right after its first answer, and after later ones once it has
+//! been idle for [`PARK_AFTER`], so back-to-back requests share one hyper session.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,7 +25,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{BodyError, ProxyBody};
@@ -134,6 +135,11 @@ struct Activity {
     unparkable: AtomicBool,
     /// When `in_flight` last fell to zero (milliseconds after `epoch`).
     idle_since_ms: AtomicU64,
+    /// Bytes hyper has read from the socket in this connection's sessions.
+    bytes_read: AtomicU64,
+    /// `bytes_read` when `in_flight` last fell to zero: more since means the next request has
+    /// begun to arrive.
+    idle_bytes: AtomicU64,
     epoch: tokio::time::Instant,
 }
 
@@ -154,6 +160,9 @@ impl Drop for InFlight {
             self.0
                 .idle_since_ms
                 .store(self.0.now_ms(), Ordering::Relaxed);
+            self.0
+                .idle_bytes
+                .store(self.0.bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 }
@@ -197,9 +206,32 @@ struct Waits {
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
 
+/// How long an answered connection that has been parked before keeps its hyper session (with
+/// hyper's read and write buffers) waiting for the next request before it is parked again. A
+/// client under keep-alive load sends its next request within microseconds to a few
+/// milliseconds, and taking hyper's connection apart and building a new one for each request
+/// was a large part of the proxy's own CPU per request; a client that pauses longer costs one
+/// rebuild. The buffers of an idle connection are held this long at most. A connection's first
+/// parking is immediate: most connections that stop after their first request (one-shot
+/// clients, the bulk of many idle ones) never come back, and holding buffers for all of them at
+/// once costs memory that the allocator does not get back.
+const PARK_AFTER: Duration = Duration::from_millis(50);
+
+/// What a hyper session with nothing in flight is waiting for, with the request count it
+/// started at (a new request starts a new wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A request head being received: complete within `header_read`, or the connection ends.
+    Head(u64),
+    /// Nothing yet after an answer: parked after [`PARK_AFTER`] (or at the keep-alive deadline
+    /// if that comes first).
+    Park(u64),
+}
+
 /// Serves one client connection until the client closes, its wait for a request (`Waits`) passes without a
 /// request head, or shutdown: parked (socket only) until a byte arrives, then hyper until the
-/// request is answered and nothing else is in flight, then parked again.
+/// connection has been idle (answered, nothing in flight, no new bytes) for [`PARK_AFTER`],
+/// then parked again.
 async fn serve_client<S, C>(
     stream: S,
     info: ConnInfo,
@@ -216,6 +248,8 @@ async fn serve_client<S, C>(
         in_flight: AtomicUsize::new(0),
         unparkable: AtomicBool::new(false),
         idle_since_ms: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+        idle_bytes: AtomicU64::new(0),
         epoch: tokio::time::Instant::now(),
     });
     let stop = stopped(shutdown);
@@ -223,7 +257,13 @@ async fn serve_client<S, C>(
     let mut io = Rewind {
         pre: Bytes::new(),
         inner: stream,
+        activity: activity.clone(),
     };
+    // Where the deadline for a session's first head runs from, if not from the session's start:
+    // the end of the last response, for part of a head hyper had already read when it parked.
+    let mut head_from: Option<tokio::time::Instant> = None;
+    // Parked before and back: from now on, parked only after PARK_AFTER idle.
+    let mut returned = false;
     loop {
         if io.pre.is_empty() {
             // Parked. The deadline for the next request head runs from the end of the last
@@ -276,9 +316,8 @@ async fn serve_client<S, C>(
         let served_before = activity.started.load(Ordering::Relaxed);
         activity.unparkable.store(false, Ordering::Relaxed);
         let (mut parking, mut stopping) = (false, false);
-        // While no request is in flight, hyper is waiting for a head: the deadline for it, and
-        // the request count it was set at (a new request means a new head, a new deadline).
-        let mut head_deadline: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
+        // While no request is in flight: what hyper waits for, and the timer for it.
+        let mut timer: Option<(Wait, Pin<Box<tokio::time::Sleep>>)> = None;
         let ended = std::future::poll_fn(|cx| {
             loop {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
@@ -289,33 +328,65 @@ async fn serve_client<S, C>(
                     Pin::new(&mut conn).graceful_shutdown();
                     continue;
                 }
-                if !parking
-                    && !stopping
-                    && activity.started.load(Ordering::Relaxed) > served_before
-                    && activity.in_flight.load(Ordering::Relaxed) == 0
-                    && !activity.unparkable.load(Ordering::Relaxed)
+                if parking || stopping || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                    return Poll::Pending;
+                }
+                let started = activity.started.load(Ordering::Relaxed);
+                // The session's first head, and every head in a session hyper alone keeps, must
+                // be complete within `header_read`; an answered parkable session waits
+                // PARK_AFTER for the next request to begin, then parks.
+                let wait = if started == served_before
+                    || activity.unparkable.load(Ordering::Relaxed)
+                    || activity.bytes_read.load(Ordering::Relaxed)
+                        > activity.idle_bytes.load(Ordering::Relaxed)
                 {
-                    // Answered and idle: hyper ends its side of the connection without
-                    // touching the socket (a response still being flushed finishes first).
+                    Wait::Head(started)
+                } else {
+                    Wait::Park(started)
+                };
+                if matches!(wait, Wait::Park(_)) && !returned {
+                    // A connection's first parking is at once (see PARK_AFTER): hyper ends its
+                    // side of the connection without touching the socket.
                     parking = true;
                     Pin::new(&mut conn).graceful_shutdown();
                     continue;
                 }
-                if !parking && !stopping && activity.in_flight.load(Ordering::Relaxed) == 0 {
-                    let started = activity.started.load(Ordering::Relaxed);
-                    let (armed_at, sleep) = head_deadline
-                        .get_or_insert_with(|| (started, Box::pin(tokio::time::sleep(waits.head))));
-                    if *armed_at != started {
-                        *armed_at = started;
-                        sleep
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + waits.head);
-                    }
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(Ended::HeadTimeout));
+                if timer.as_ref().is_none_or(|(w, _)| *w != wait) {
+                    let deadline = match wait {
+                        Wait::Head(_) if started == served_before => {
+                            head_from.take().unwrap_or_else(tokio::time::Instant::now) + waits.head
+                        }
+                        Wait::Head(_) => tokio::time::Instant::now() + waits.head,
+                        Wait::Park(_) => {
+                            activity.epoch
+                                + Duration::from_millis(
+                                    activity.idle_since_ms.load(Ordering::Relaxed),
+                                )
+                                + PARK_AFTER.min(waits.next)
+                        }
+                    };
+                    match &mut timer {
+                        Some((w, sleep)) => {
+                            *w = wait;
+                            sleep.as_mut().reset(deadline);
+                        }
+                        None => timer = Some((wait, Box::pin(tokio::time::sleep_until(deadline)))),
                     }
                 }
-                return Poll::Pending;
+                let Some((_, sleep)) = &mut timer else {
+                    return Poll::Pending;
+                };
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match wait {
+                    Wait::Head(_) => return Poll::Ready(Err(Ended::HeadTimeout)),
+                    Wait::Park(_) => {
+                        // Idle for PARK_AFTER.
+                        parking = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                }
             }
         })
         .await;
@@ -347,9 +418,18 @@ async fn serve_client<S, C>(
             ..
         } = conn.into_parts();
         io = parked.into_inner();
-        // Part of the next request may have been read already: hyper gets it back first. Even
-        // empty, hyper's read buffer holds its allocation until dropped.
+        // Part of the next request may have been read already (before the last response
+        // ended: nothing came since): hyper gets it back first, its head deadline running
+        // from the end of that response. Even empty, hyper's read buffer holds its allocation
+        // until dropped.
+        if !read_buf.is_empty() {
+            head_from = Some(
+                activity.epoch
+                    + Duration::from_millis(activity.idle_since_ms.load(Ordering::Relaxed)),
+            );
+        }
         io.prepend(read_buf);
+        returned = true;
     }
 }
 
@@ -370,14 +450,26 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     {
         return;
     }
-    let mut sink = [0u8; 4096];
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+        match tokio::time::timeout_at(deadline, discard_some(&mut io)).await {
             Ok(Ok(n)) if n > 0 => dropped += n,
             _ => return,
         }
     }
+}
+
+/// Reads and drops what one read returns, up to [`PARKED_READ`] bytes; the count. The buffer is
+/// on the stack for the read only: a buffer held across the await would be part of every
+/// connection's task, idle ones included.
+fn discard_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        Pin::new(&mut *s)
+            .poll_read(cx, &mut rb)
+            .map_ok(|()| rb.filled().len())
+    })
 }
 
 /// Bytes read from a parked connection: what one read returns, up to [`PARKED_READ`]. The
@@ -419,6 +511,8 @@ fn asks_to_close(headers: &http::HeaderMap) -> bool {
 struct Rewind<S> {
     pre: Bytes,
     inner: S,
+    /// Counts the bytes read from `inner`.
+    activity: Arc<Activity>,
 }
 
 impl<S> Rewind<S> {
@@ -448,7 +542,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             self.pre.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.activity
+                .bytes_read
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 }
 

@@ -300,3 +300,110 @@ async fn an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout() {
         "closed after {took:?}"
     );
 }
+
+/// Reads one response with a Content-Length body from `s`; its head.
+async fn read_one(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if all.len() >= end + 4 + len {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&all));
+        all.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How long after `since` the proxy closes `s` (EOF or reset), reading and dropping anything.
+async fn closed_after(s: &mut tokio::net::TcpStream, since: tokio::time::Instant) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("closed well before the test timeout")
+        {
+            Ok(0) | Err(_) => return since.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Back-to-back requests keep the connection's hyper session between them; once it goes quiet
+/// the keep-alive deadline still runs from the end of the last response.
+#[tokio::test]
+async fn back_to_back_requests_then_the_keep_alive_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| {
+        c.timeouts.keep_alive = Duration::from_millis(300);
+        c.timeouts.header_read = Duration::from_secs(20);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    for i in 0..5 {
+        s.write_all(format!("GET /app/b{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
+        if i == 2 {
+            // Long enough for a kept session to be parked; the next request wakes it.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+    }
+    let took = closed_after(&mut s, tokio::time::Instant::now()).await;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    assert_eq!(m.journal().snapshot().requests.len(), 5);
+}
+
+/// A head that starts arriving right after an answer on a connection in use must still be
+/// complete within `header_read` of its first bytes.
+#[tokio::test]
+async fn a_trickled_head_right_after_an_answer_is_cut_off_at_header_read() {
+    use tokio::io::AsyncWriteExt;
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| {
+        c.timeouts.keep_alive = Duration::from_secs(20);
+        c.timeouts.header_read = Duration::from_millis(500);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    for i in 0..3 {
+        s.write_all(format!("GET /app/t{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
+    }
+    let started = tokio::time::Instant::now();
+    s.write_all(b"GET /app/slow HTTP/1.1\r\n").await.unwrap();
+    let trickle = async {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if s.write_all(b"X-A: b\r\n").await.is_err() {
+                break;
+            }
+        }
+    };
+    // The proxy closes within header_read of the head's first bytes; writes then fail.
+    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    let took = closed_after(&mut s, started).await;
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(2500),
+        "closed after {took:?}"
+    );
+}
