@@ -341,11 +341,31 @@ async fn closed_after(s: &mut tokio::net::TcpStream, since: tokio::time::Instant
     }
 }
 
+/// Sends `n` GETs on `s`, one after the other, each answered 200; `pause` = (after which one,
+/// how long) waits between two of them.
+async fn answered_in_a_row(
+    s: &mut tokio::net::TcpStream,
+    n: usize,
+    pause: Option<(usize, Duration)>,
+) {
+    use tokio::io::AsyncWriteExt;
+    for i in 0..n {
+        s.write_all(format!("GET /app/r{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert!(read_one(s).await.starts_with("http/1.1 200"));
+        if let Some((after, d)) = pause
+            && after == i
+        {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
 /// Back-to-back requests keep the connection's hyper session between them; once it goes quiet
 /// the keep-alive deadline still runs from the end of the last response.
 #[tokio::test]
 async fn back_to_back_requests_then_the_keep_alive_timeout() {
-    use tokio::io::AsyncWriteExt;
     let m = mock("").await;
     let f = start(&conf(&m, ""), |c| {
         c.timeouts.keep_alive = Duration::from_millis(300);
@@ -353,16 +373,8 @@ async fn back_to_back_requests_then_the_keep_alive_timeout() {
     })
     .await;
     let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    for i in 0..5 {
-        s.write_all(format!("GET /app/b{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
-        if i == 2 {
-            // Long enough for a kept session to be parked; the next request wakes it.
-            tokio::time::sleep(Duration::from_millis(120)).await;
-        }
-    }
+    // Long enough after the third for a kept session to be parked; the next request wakes it.
+    answered_in_a_row(&mut s, 5, Some((2, Duration::from_millis(120)))).await;
     let took = closed_after(&mut s, tokio::time::Instant::now()).await;
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
@@ -383,12 +395,7 @@ async fn a_trickled_head_right_after_an_answer_is_cut_off_at_header_read() {
     })
     .await;
     let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
-    for i in 0..3 {
-        s.write_all(format!("GET /app/t{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
-    }
+    answered_in_a_row(&mut s, 3, None).await;
     let started = tokio::time::Instant::now();
     s.write_all(b"GET /app/slow HTTP/1.1\r\n").await.unwrap();
     let trickle = async {
