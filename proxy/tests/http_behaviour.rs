@@ -265,13 +265,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let m = mock("").await;
-    let f = start(&conf(&m, ""), |c| {
-        c.timeouts.keep_alive = Duration::from_millis(300);
-        c.timeouts.header_read = Duration::from_secs(20);
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    let (_m, _f, mut s) = connected(Duration::from_millis(300), Duration::from_secs(20)).await;
     s.write_all(b"GET /app/ka HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -341,6 +335,22 @@ async fn closed_after(s: &mut tokio::net::TcpStream, since: tokio::time::Instant
     }
 }
 
+/// A mock, a proxy with these keep-alive and head deadlines in front of it, and a client
+/// connection to the proxy.
+async fn connected(
+    keep_alive: Duration,
+    header_read: Duration,
+) -> (MockHandle, front::Front, tokio::net::TcpStream) {
+    let m = mock("").await;
+    let f = start(&conf(&m, ""), |c| {
+        c.timeouts.keep_alive = keep_alive;
+        c.timeouts.header_read = header_read;
+    })
+    .await;
+    let s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    (m, f, s)
+}
+
 /// Sends `n` GETs on `s`, one after the other, each answered 200; `pause` = (after which one,
 /// how long) waits between two of them.
 async fn answered_in_a_row(
@@ -366,13 +376,7 @@ async fn answered_in_a_row(
 /// the keep-alive deadline still runs from the end of the last response.
 #[tokio::test]
 async fn back_to_back_requests_then_the_keep_alive_timeout() {
-    let m = mock("").await;
-    let f = start(&conf(&m, ""), |c| {
-        c.timeouts.keep_alive = Duration::from_millis(300);
-        c.timeouts.header_read = Duration::from_secs(20);
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    let (m, _f, mut s) = connected(Duration::from_millis(300), Duration::from_secs(20)).await;
     // Long enough after the third for a kept session to be parked; the next request wakes it.
     answered_in_a_row(&mut s, 5, Some((2, Duration::from_millis(120)))).await;
     let took = closed_after(&mut s, tokio::time::Instant::now()).await;
@@ -388,13 +392,7 @@ async fn back_to_back_requests_then_the_keep_alive_timeout() {
 #[tokio::test]
 async fn a_trickled_head_right_after_an_answer_is_cut_off_at_header_read() {
     use tokio::io::AsyncWriteExt;
-    let m = mock("").await;
-    let f = start(&conf(&m, ""), |c| {
-        c.timeouts.keep_alive = Duration::from_secs(20);
-        c.timeouts.header_read = Duration::from_millis(500);
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    let (_m, _f, mut s) = connected(Duration::from_secs(20), Duration::from_millis(500)).await;
     answered_in_a_row(&mut s, 3, None).await;
     let started = tokio::time::Instant::now();
     s.write_all(b"GET /app/slow HTTP/1.1\r\n").await.unwrap();
