@@ -51,6 +51,11 @@ pub struct FrontSettings {
     pub shutdown_grace: Duration,
     /// Date header on responses (off in the simulator, where wall time is not virtual).
     pub date_header: bool,
+    /// Client keep-alive (Apache `KeepAlive`); off: one request per connection.
+    pub keep_alive: bool,
+    /// Requests per client connection (Apache `MaxKeepAliveRequests`); the last one is
+    /// answered with `Connection: close`. 0 = unlimited.
+    pub max_keep_alive_requests: u32,
 }
 
 impl Default for FrontSettings {
@@ -63,6 +68,8 @@ impl Default for FrontSettings {
             max_headers: 100,
             shutdown_grace: Duration::from_secs(30),
             date_header: true,
+            keep_alive: true,
+            max_keep_alive_requests: 100,
         }
     }
 }
@@ -110,6 +117,11 @@ pub async fn serve<A: Acceptor, C: Connector>(
             first: settings.header_read_timeout,
             next: settings.keep_alive_timeout,
             head: settings.header_read_timeout,
+            last_request: if !settings.keep_alive {
+                1
+            } else {
+                u64::from(settings.max_keep_alive_requests)
+            },
         };
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
@@ -202,6 +214,8 @@ struct Waits {
     next: Duration,
     /// A request head must be complete this long after hyper starts on it (`header_read`).
     head: Duration,
+    /// The request after which the connection is closed (0: none).
+    last_request: u64,
 }
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response<CountedBody>, Infallible>> + Send>>;
@@ -292,10 +306,13 @@ async fn serve_client<S, C>(
         let svc = {
             let proxy = proxy.clone();
             let activity = activity.clone();
+            let last_request = waits.last_request;
             service_fn(move |req: Request<Incoming>| -> Handled {
-                activity.started.fetch_add(1, Ordering::Relaxed);
+                let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
                 activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                if !req.body().is_end_stream()
+                let last = last_request != 0 && n >= last_request;
+                if last
+                    || !req.body().is_end_stream()
                     || req.version() != Version::HTTP_11
                     || asks_to_close(req.headers())
                 {
@@ -304,7 +321,15 @@ async fn serve_client<S, C>(
                 let in_flight = InFlight(activity.clone());
                 let proxy = proxy.clone();
                 Box::pin(async move {
-                    let resp = proxy.handle(req, info).await;
+                    let mut resp = proxy.handle(req, info).await;
+                    if last {
+                        // MaxKeepAliveRequests reached (or KeepAlive Off): hyper closes after
+                        // a response that says so.
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     Ok(resp.map(|body| CountedBody {
                         body,
                         _in_flight: in_flight,
@@ -633,6 +658,8 @@ impl FrontSettings {
             client_write_timeout: c.timeouts.client_write,
             max_header_bytes: c.limits.max_header_bytes,
             max_headers: c.limits.max_headers,
+            keep_alive: c.limits.keep_alive,
+            max_keep_alive_requests: c.limits.max_keep_alive_requests,
             ..FrontSettings::default()
         }
     }

@@ -412,3 +412,41 @@ async fn a_trickled_head_right_after_an_answer_is_cut_off_at_header_read() {
         "closed after {took:?}"
     );
 }
+
+/// MaxKeepAliveRequests: the last request a connection may carry is answered with
+/// `Connection: close` and the connection is closed; KeepAlive Off makes that the first.
+#[tokio::test]
+async fn a_connection_carries_at_most_max_keep_alive_requests() {
+    use tokio::io::AsyncWriteExt;
+    for (keep_alive, max, served) in [(true, 3, 3), (false, 100, 1), (true, 0, 6)] {
+        let m = mock("").await;
+        let f = start(&conf(&m, ""), |c| {
+            c.limits.keep_alive = keep_alive;
+            c.limits.max_keep_alive_requests = max;
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+        let mut heads = Vec::new();
+        for i in 0..served {
+            s.write_all(format!("GET /app/k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            heads.push(read_one(&mut s).await);
+        }
+        let closing: Vec<bool> = heads
+            .iter()
+            .map(|h| h.contains("connection: close"))
+            .collect();
+        let mut want = vec![false; served];
+        if max != 0 {
+            want[served - 1] = true;
+        }
+        assert_eq!(closing, want, "KeepAlive {keep_alive}, max {max}");
+        assert!(heads.iter().all(|h| h.starts_with("http/1.1 200")));
+        if max != 0 {
+            let took = closed_after(&mut s, tokio::time::Instant::now()).await;
+            assert!(took < Duration::from_secs(2), "closed after {took:?}");
+        }
+        assert_eq!(m.journal().snapshot().requests.len(), served);
+    }
+}
