@@ -106,9 +106,23 @@ where
     if sending.half_close && !out.closed {
         let _ = timeout_at(deadline, stream.shutdown()).await;
     }
+    // Responses are parsed once complete; only the bytes after them are looked at again.
+    let mut responses = Vec::new();
+    // The bytes of `buf` those responses (and interim heads after them) took.
+    let mut done = 0;
     while !out.closed {
-        let (parsed, rest) = parse_responses(&buf, false);
-        let settled = !parsed.is_empty() && rest == 0 && parsed.iter().all(|r| r.complete);
+        loop {
+            let (r, used) = next_response(&buf[done..], false);
+            if r.as_ref().is_some_and(|r| !r.complete) {
+                break; // parsed again after the next read
+            }
+            done += used;
+            let Some(r) = r else {
+                break;
+            };
+            responses.push(r);
+        }
+        let settled = !responses.is_empty() && done == buf.len();
         let read = if settled {
             match timeout(quiet, stream.read(&mut chunk)).await {
                 Err(_) => break,
@@ -138,9 +152,10 @@ where
             }
         }
     }
-    let (responses, rest) = parse_responses(&buf, out.closed);
+    let (rest, garbage) = parse_responses(&buf[done..], out.closed);
+    responses.extend(rest);
     out.responses = responses;
-    out.garbage = rest;
+    out.garbage = garbage;
     if out.responses.iter().any(|r| r.complete) {
         out.timed_out = false;
     }
@@ -152,9 +167,29 @@ where
 pub fn parse_responses(buf: &[u8], eof: bool) -> (Vec<RawResponse>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while at < buf.len() {
-        let Some((status, headers, head_len)) = parse_head(&buf[at..]) else {
+    loop {
+        let (r, used) = next_response(&buf[at..], eof);
+        at += used;
+        let Some(r) = r else {
             break;
+        };
+        let complete = r.complete;
+        out.push(r);
+        if !complete {
+            break;
+        }
+    }
+    (out, buf.len() - at)
+}
+
+/// The first final response in `buf`, interim (1xx) ones before it skipped: the response, if
+/// its whole head is there, and the bytes used (interim heads, the head, the body as far as it
+/// is there).
+fn next_response(buf: &[u8], eof: bool) -> (Option<RawResponse>, usize) {
+    let mut at = 0;
+    loop {
+        let Some((status, headers, head_len)) = parse_head(&buf[at..]) else {
+            return (None, at);
         };
         at += head_len;
         if (100..200).contains(&status) {
@@ -179,18 +214,14 @@ pub fn parse_responses(buf: &[u8], eof: bool) -> (Vec<RawResponse>, usize) {
         } else {
             (buf[at..].to_vec(), buf.len() - at, eof)
         };
-        at += used;
-        out.push(RawResponse {
+        let r = RawResponse {
             status,
             headers,
             body,
             complete,
-        });
-        if !complete {
-            break;
-        }
+        };
+        return (Some(r), at + used);
     }
-    (out, buf.len() - at)
 }
 
 /// A status line and header lines ending in an empty line: (status, headers, bytes used).
