@@ -5,6 +5,12 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 
+/// Makes hyper close the client connection once `r` is sent (`Connection: close`).
+pub fn close_after(r: &mut Response<ProxyBody>) {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 pub fn error(status: StatusCode) -> Response<ProxyBody> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let body = format!(

@@ -8,21 +8,19 @@
 //! unread or unwritten; anything else closes it.
 
 use std::future::Future;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fastcgi::{Decoder, ProtocolStatus, Record, RecordType, Role};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::body::{self, BodySender, ProxyBody};
 use crate::error::{ErrorKind, ProxyError};
-use crate::net::Connector;
+use crate::net::{Connector, read_on_stack};
 use crate::pool::{Conn, Pool};
 use crate::response::{self, ResponseHead};
 
@@ -431,23 +429,15 @@ async fn read_response<R: AsyncRead + Unpin>(
 /// Largest read from a backend.
 const BACKEND_READ: usize = 16 * 1024;
 
-/// One read from the backend, fed to `decoder`; the byte count. The read buffer is on the stack
-/// for the read only: an exchange holds no buffer of its own while it waits.
+/// One read from the backend, fed to `decoder`; the byte count. An exchange holds no read
+/// buffer of its own while it waits.
 fn read_into<'a, R: AsyncRead + Unpin>(
     r: &'a mut R,
     decoder: &'a mut Decoder,
 ) -> impl Future<Output = std::io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| {
-        let mut buf = [MaybeUninit::<u8>::uninit(); BACKEND_READ];
-        let mut rb = ReadBuf::uninit(&mut buf);
-        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                decoder.feed(rb.filled());
-                Poll::Ready(Ok(rb.filled().len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+    read_on_stack::<BACKEND_READ, _, _>(r, move |data| {
+        decoder.feed(data);
+        data.len()
     })
 }
 

@@ -442,8 +442,7 @@ impl<C: Connector> Proxy<C> {
             // The body's framing is in doubt, so nothing after it on this connection can be
             // trusted to be a request.
             let mut r = answers::error(StatusCode::BAD_REQUEST);
-            r.headers_mut()
-                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            answers::close_after(&mut r);
             (r, None, None)
         } else {
             match self.proxy(req, info).await {

@@ -195,3 +195,22 @@ mod sim {
 
 #[cfg(feature = "sim")]
 pub use sim::SimConnector;
+
+/// One read of at most `N` bytes into a buffer on the stack, handed to `take`. The buffer exists
+/// for the read only: a buffer held across an await would be part of the task's future, idle
+/// connections included.
+pub(crate) fn read_on_stack<'a, const N: usize, R, T>(
+    r: &'a mut R,
+    mut take: impl FnMut(&[u8]) -> T + 'a,
+) -> impl Future<Output = io::Result<T>> + 'a
+where
+    R: AsyncRead + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); N];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        Pin::new(&mut *r)
+            .poll_read(cx, &mut rb)
+            .map_ok(|()| take(rb.filled()))
+    })
+}

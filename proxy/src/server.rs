@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,9 +27,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use crate::answers;
 use crate::body::{BodyError, ProxyBody};
 use crate::handler::Proxy;
-use crate::net::{Acceptor, ConnInfo, Connector};
+use crate::net::{Acceptor, ConnInfo, Connector, read_on_stack};
 
 /// Front-end limits and timeouts.
 #[derive(Debug, Clone)]
@@ -294,7 +294,10 @@ async fn serve_client<S, C>(
             let first = tokio::select! {
                 biased;
                 () = stop.as_mut() => None,
-                r = tokio::time::timeout(remaining, read_some(&mut io.inner)) => {
+                r = tokio::time::timeout(
+                    remaining,
+                    read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
+                ) => {
                     r.ok().and_then(Result::ok).filter(|b| !b.is_empty())
                 }
             };
@@ -323,12 +326,8 @@ async fn serve_client<S, C>(
                 Box::pin(async move {
                     let mut resp = proxy.handle(req, info).await;
                     if last {
-                        // MaxKeepAliveRequests reached (or KeepAlive Off): hyper closes after
-                        // a response that says so.
-                        resp.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
+                        // MaxKeepAliveRequests reached (or KeepAlive Off).
+                        answers::close_after(&mut resp);
                     }
                     Ok(resp.map(|body| CountedBody {
                         body,
@@ -477,42 +476,16 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     }
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, discard_some(&mut io)).await {
+        let discard = read_on_stack::<PARKED_READ, _, _>(&mut io, <[u8]>::len);
+        match tokio::time::timeout_at(deadline, discard).await {
             Ok(Ok(n)) if n > 0 => dropped += n,
             _ => return,
         }
     }
 }
 
-/// Reads and drops what one read returns, up to [`PARKED_READ`] bytes; the count. The buffer is
-/// on the stack for the read only: a buffer held across the await would be part of every
-/// connection's task, idle ones included.
-fn discard_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result<usize>> + '_ {
-    std::future::poll_fn(move |cx| {
-        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ];
-        let mut rb = ReadBuf::uninit(&mut buf);
-        Pin::new(&mut *s)
-            .poll_read(cx, &mut rb)
-            .map_ok(|()| rb.filled().len())
-    })
-}
-
-/// Bytes read from a parked connection: what one read returns, up to [`PARKED_READ`]. The
-/// buffer lives on the stack only for the read itself, so a parked connection holds none; a
-/// whole request head usually comes in this one read, and hyper then parses it without another.
-fn read_some<S: AsyncRead + Unpin>(s: &mut S) -> impl Future<Output = io::Result<Bytes>> + '_ {
-    std::future::poll_fn(move |cx| {
-        let mut buf = [MaybeUninit::<u8>::uninit(); PARKED_READ];
-        let mut rb = ReadBuf::uninit(&mut buf);
-        match Pin::new(&mut *s).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(rb.filled()))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-}
-
-/// Largest read on a parked connection.
+/// Largest read on a parked connection (a whole request head usually comes in this one read,
+/// and hyper then parses it without another), and while lingering.
 const PARKED_READ: usize = 4096;
 
 /// Why a hyper session ended other than cleanly.
