@@ -114,7 +114,6 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let mut shutdown = shutdown.clone();
         let done = conn_done_tx.clone();
         let waits = Waits {
-            first: settings.header_read_timeout,
             next: settings.keep_alive_timeout,
             head: settings.header_read_timeout,
             last_request: if !settings.keep_alive {
@@ -206,13 +205,13 @@ impl Body for CountedBody {
     }
 }
 
-/// How long a parked connection waits for the first byte of a request: the first request (the
-/// whole head must come within `header_read` anyway), or a later one on a kept-alive connection.
+/// How long a connection waits for a request.
 #[derive(Debug, Clone, Copy)]
 struct Waits {
-    first: Duration,
+    /// For the first byte of a request on a kept-alive connection (`keep_alive`).
     next: Duration,
-    /// A request head must be complete this long after hyper starts on it (`header_read`).
+    /// A request head must be complete this long after hyper starts on it, and the first
+    /// request's head this long after the accept (`header_read`).
     head: Duration,
     /// The request after which the connection is closed (0: none).
     last_request: u64,
@@ -286,7 +285,7 @@ async fn serve_client<S, C>(
                 .now_ms()
                 .saturating_sub(activity.idle_since_ms.load(Ordering::Relaxed));
             let limit = if activity.started.load(Ordering::Relaxed) == 0 {
-                waits.first
+                waits.head
             } else {
                 waits.next
             };
@@ -417,7 +416,7 @@ async fn serve_client<S, C>(
         let failed = match ended {
             Ok(()) => false,
             Err(Ended::Hyper(e)) => {
-                log_conn_end(Err(e), info);
+                tracing::debug!(peer = %info.peer, "client connection ended: {e}");
                 true
             }
             Err(Ended::HeadTimeout) => {
@@ -615,12 +614,6 @@ pub async fn serve_admin<A: Acceptor, C: Connector>(
 /// Resolves once shutdown is requested (or the controller is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-fn log_conn_end(r: Result<(), hyper::Error>, info: ConnInfo) {
-    if let Err(e) = r {
-        tracing::debug!(peer = %info.peer, "client connection ended: {e}");
-    }
 }
 
 impl FrontSettings {

@@ -170,7 +170,6 @@ impl Config {
         toml::parse(text, origin)
     }
 
-    /// The listen addresses, parsed.
     /// Serving threads: `workers`, else the number of available cores.
     pub fn worker_threads(&self) -> usize {
         self.workers
@@ -178,6 +177,7 @@ impl Config {
             .max(1)
     }
 
+    /// The listen addresses, parsed.
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         self.listen
             .iter()
