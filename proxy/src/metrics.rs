@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::balancer::BalancerState;
 use crate::pool::PoolStats;
@@ -15,7 +14,7 @@ pub struct Metrics {
     shards: Box<[Shard]>,
 }
 
-/// Shards; serving threads take them in turn.
+/// Shards, by serving thread (more threads share them in turn).
 const SHARDS: usize = 16;
 
 type Counts = BTreeMap<(Option<usize>, u16), BTreeMap<Box<str>, u64>>;
@@ -32,13 +31,9 @@ impl Default for Metrics {
     }
 }
 
-/// This thread's shard.
+/// This thread's shard: its serving-thread slot, the same one that picks its idle connections.
 fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    INDEX.with(|i| *i)
+    crate::pool::thread_slot() % SHARDS
 }
 
 impl Metrics {

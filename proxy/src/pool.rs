@@ -150,6 +150,11 @@ pub fn set_thread_slot(slot: usize) {
     THREAD_SLOT.with(|c| c.set(slot));
 }
 
+/// The calling serving thread's slot (0 on any other thread).
+pub fn thread_slot() -> usize {
+    THREAD_SLOT.with(Cell::get)
+}
+
 /// A pool of connections to one backend.
 pub struct Pool<C: Connector> {
     connector: C,
@@ -227,7 +232,7 @@ impl<S> Shared<S> {
 
     /// This thread's idle list.
     fn my_slot(&self) -> usize {
-        THREAD_SLOT.with(Cell::get) % self.locals.len()
+        thread_slot() % self.locals.len()
     }
 
     /// `n` connections were closed: their slots are free.
@@ -435,33 +440,36 @@ impl<C: Connector> Pool<C> {
         };
         let Idle { mut stream, since } = idle;
         let mut cx = Context::from_waker(Waker::noop());
-        if self.settings.ttl.is_some_and(|t| now >= since + t) {
+        // A connection not used is closed before its slot is freed, so the cap holds.
+        let usable = if self.settings.ttl.is_some_and(|t| now >= since + t) {
             local.closed_idle_ttl += 1;
+            drop(stream);
+            None
         } else if readable(&mut stream, &mut cx) {
             local.closed_idle_by_backend += 1;
+            drop(stream);
+            None
+        } else if foreign {
+            self.connector
+                .adopt(stream)
+                .map_err(
+                    |e| tracing::debug!(backend = %self.addr, "idle connection not moved: {e}"),
+                )
+                .ok()
         } else {
-            let adopted = if foreign {
-                self.connector.adopt(stream)
-            } else {
-                Ok(stream)
-            };
-            match adopted {
-                Ok(stream) => {
-                    local.reused += 1;
-                    return Taken::Reused(stream);
-                }
-                Err(e) => {
-                    tracing::debug!(backend = %self.addr, "idle connection not moved: {e}");
-                }
+            Some(stream)
+        };
+        match usable {
+            Some(stream) => {
+                local.reused += 1;
+                Taken::Reused(stream)
             }
-            drop(local);
-            self.shared.closed(1);
-            return Taken::Dead;
+            None => {
+                drop(local);
+                self.shared.closed(1);
+                Taken::Dead
+            }
         }
-        drop(local);
-        drop(stream);
-        self.shared.closed(1);
-        Taken::Dead
     }
 
     async fn connect(&self) -> Result<C::Stream, ProxyError> {
