@@ -1091,11 +1091,7 @@ impl Scenario {
 
     /// Replaces `${backend}` with that backend's `name:port`, and `${c*N}` runs.
     pub fn expand(&self, text: &str) -> String {
-        let mut out = repeat_runs(text);
-        for b in &self.backends {
-            out = out.replace(&format!("${{{}}}", b.name), &b.authority());
-        }
-        out
+        expand_names(text, self.backends.iter().map(|b| (&b.name, b.authority())))
     }
 
     /// Checks what serde cannot: references, names, required settings.
@@ -1312,7 +1308,19 @@ impl Scenario {
     }
 }
 
-/// `*` matches any run of characters; everything else literally.
+/// `text` with its `${c*N}` runs expanded and each `${name}` replaced with that name's value.
+pub fn expand_names<N, V>(text: &str, names: impl IntoIterator<Item = (N, V)>) -> String
+where
+    N: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut out = repeat_runs(text);
+    for (name, value) in names {
+        out = out.replace(&format!("${{{}}}", name.as_ref()), value.as_ref());
+    }
+    out
+}
+
 /// `${c*N}` (one character, a count) becomes `c` repeated N times: long header values and
 /// targets without writing them out.
 pub fn repeat_runs(text: &str) -> String {
@@ -1343,6 +1351,7 @@ pub fn repeat_runs(text: &str) -> String {
     out
 }
 
+/// `*` matches any run of characters; everything else literally.
 pub fn glob_match(pattern: &str, s: &str) -> bool {
     fn go(p: &[u8], s: &[u8]) -> bool {
         match p.split_first() {

@@ -254,13 +254,8 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         results,
         trace,
     } = c;
-    let expand = |text: &str| {
-        let mut out = crate::scenario::repeat_runs(text);
-        for (name, addr) in &addresses {
-            out = out.replace(&format!("${{{name}}}"), addr);
-        }
-        out
-    };
+    let expand =
+        |text: &str| crate::scenario::expand_names(text, addresses.iter().map(|(n, a)| (n, a)));
     tokio::time::sleep(start.saturating_sub(dial.now())).await;
     let mut sender: Option<SendRequest<ReqBody>> = None;
     for (index, p) in plan {
