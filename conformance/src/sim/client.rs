@@ -157,25 +157,14 @@ impl Dial {
         quiet: Duration,
         deadline: Instant,
     ) -> RawOutcome {
-        let fail = |timed_out: bool, e: String| RawOutcome {
-            timed_out,
-            error: Some(e),
-            ..RawOutcome::default()
-        };
         match self {
             Dial::Sim { .. } => {
-                match timeout_at(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await {
-                    Err(_) => fail(true, "connect timed out".into()),
-                    Ok(Err(e)) => fail(false, format!("connect: {e}")),
-                    Ok(Ok(s)) => raw::talk(s, bytes, sending, quiet, deadline).await,
-                }
+                let connect = turmoil::net::TcpStream::connect(PROXY_ADDR);
+                raw_exchange(connect, bytes, sending, quiet, deadline).await
             }
             Dial::Real { addr, .. } => {
-                match timeout_at(deadline, tokio::net::TcpStream::connect(*addr)).await {
-                    Err(_) => fail(true, "connect timed out".into()),
-                    Ok(Err(e)) => fail(false, format!("connect: {e}")),
-                    Ok(Ok(s)) => raw::talk(s, bytes, sending, quiet, deadline).await,
-                }
+                let connect = tokio::net::TcpStream::connect(*addr);
+                raw_exchange(connect, bytes, sending, quiet, deadline).await
             }
         }
     }
@@ -196,6 +185,40 @@ impl Dial {
     }
 }
 
+/// The connection `connect` makes, by `deadline`.
+async fn open<S, F>(deadline: Instant, connect: F) -> Result<S, (ClientOutcome, String)>
+where
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    match timeout_at(deadline, connect).await {
+        Err(_) => Err((ClientOutcome::Timeout, "connect timed out".into())),
+        Ok(Err(e)) => Err((ClientOutcome::Error, format!("connect: {e}"))),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// A raw exchange on the connection `connect` makes.
+async fn raw_exchange<S, F>(
+    connect: F,
+    bytes: &[u8],
+    sending: raw::Sending,
+    quiet: Duration,
+    deadline: Instant,
+) -> RawOutcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    match open(deadline, connect).await {
+        Ok(s) => raw::talk(s, bytes, sending, quiet, deadline).await,
+        Err((outcome, e)) => RawOutcome {
+            timed_out: outcome == ClientOutcome::Timeout,
+            error: Some(e),
+            ..RawOutcome::default()
+        },
+    }
+}
+
 async fn handshake<S, F>(
     deadline: Instant,
     connect: F,
@@ -204,11 +227,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: std::future::Future<Output = std::io::Result<S>>,
 {
-    let stream = match timeout_at(deadline, connect).await {
-        Err(_) => return Err((ClientOutcome::Timeout, "connect timed out".into())),
-        Ok(Err(e)) => return Err((ClientOutcome::Error, format!("connect: {e}"))),
-        Ok(Ok(s)) => s,
-    };
+    let stream = open(deadline, connect).await?;
     let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
     let (s, conn) = match timeout_at(deadline, hs).await {
         Err(_) => return Err((ClientOutcome::Timeout, "handshake timed out".into())),
