@@ -279,37 +279,24 @@ async fn run_async(
     let planned = s.planned_requests();
     let results: Results = Arc::new(Mutex::new(vec![None; planned.len()]));
     let trace = Trace::default();
-    let mut clients = Vec::new();
-    for (ci, c) in s.clients.iter().enumerate() {
-        let plan: Vec<(usize, _)> = planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.client == ci)
-            .map(|(i, p)| (i, p.clone()))
-            .collect();
-        let one = client::run(client::ClientRun {
-            name: c.name.clone(),
-            dial: Dial::Real {
-                addr: listen,
-                start,
-            },
-            start: c.start.0,
-            connection: c.connection,
-            timeout: c.timeout.0,
-            plan,
-            addresses: b
-                .names
-                .iter()
-                .map(|(n, _, a)| (n.clone(), a.to_string()))
-                .collect(),
-            results: results.clone(),
-            trace: trace.clone(),
-        });
-        clients.push(tokio::spawn(async move {
-            // Failures are recorded per request in `results`.
-            let _ = one.await;
-        }));
-    }
+    let addresses: Vec<(String, String)> = b
+        .names
+        .iter()
+        .map(|(n, _, a)| (n.clone(), a.to_string()))
+        .collect();
+    let dial = Dial::Real {
+        addr: listen,
+        start,
+    };
+    let clients: Vec<_> = client::runs(s, &planned, dial, &addresses, &results, &trace)
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                // Failures are recorded per request in `results`.
+                let _ = client::run(c).await;
+            })
+        })
+        .collect();
     let mut faults = s.faults.clone();
     faults.sort_by_key(|f| f.at);
     let longest = s

@@ -288,31 +288,14 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
 
     // The clients.
     let results: Results = Arc::new(Mutex::new(vec![None; planned.len()]));
-    for (ci, c) in s.clients.iter().enumerate() {
-        let plan: Vec<(usize, _)> = planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.client == ci)
-            .map(|(i, p)| (i, p.clone()))
-            .collect();
-        sim.client(
-            c.name.as_str(),
-            client::run(client::ClientRun {
-                name: c.name.clone(),
-                dial: client::Dial::Sim { t0 },
-                start: c.start.0,
-                connection: c.connection,
-                timeout: c.timeout.0,
-                plan,
-                addresses: s
-                    .backends
-                    .iter()
-                    .map(|b| (b.name.clone(), b.authority()))
-                    .collect(),
-                results: results.clone(),
-                trace: trace.clone(),
-            }),
-        );
+    let addresses: Vec<(String, String)> = s
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.authority()))
+        .collect();
+    let dial = client::Dial::Sim { t0 };
+    for c in client::runs(s, &planned, dial, &addresses, &results, trace) {
+        sim.client(c.name.clone(), client::run(c));
     }
 
     links.hosts.extend(s.clients.iter().map(|c| c.name.clone()));

@@ -18,7 +18,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::raw::{self, RawOutcome};
 use super::trace::Trace;
-use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSpec};
+use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSpec, Scenario};
 
 /// The header that tags every request with its label, so that the request can be found in the
 /// backends' journals (it arrives as the CGI param `HTTP_X_REQUEST_TAG`).
@@ -258,6 +258,39 @@ pub struct ClientRun {
     pub addresses: Vec<(String, String)>,
     pub results: Results,
     pub trace: Trace,
+}
+
+/// What each of the scenario's clients runs: its requests out of `planned` (with their indexes
+/// into `results`), connecting as `dial` says, `${name}` standing for the address in
+/// `addresses`.
+pub fn runs(
+    s: &Scenario,
+    planned: &[PlannedRequest],
+    dial: Dial,
+    addresses: &[(String, String)],
+    results: &Results,
+    trace: &Trace,
+) -> Vec<ClientRun> {
+    s.clients
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| ClientRun {
+            name: c.name.clone(),
+            dial,
+            start: c.start.0,
+            connection: c.connection,
+            timeout: c.timeout.0,
+            plan: planned
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.client == ci)
+                .map(|(i, p)| (i, p.clone()))
+                .collect(),
+            addresses: addresses.to_vec(),
+            results: results.clone(),
+            trace: trace.clone(),
+        })
+        .collect()
 }
 
 /// One client's whole sequence.
