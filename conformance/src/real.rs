@@ -362,18 +362,16 @@ async fn run_async(
         .names
         .iter()
         .zip(b.incarnations)
-        .map(|((name, authority, real), incarnations)| BackendRun {
-            name: name.clone(),
-            authority: authority.clone(),
-            incarnations: incarnations
-                .into_iter()
-                .map(|mut inc| {
-                    normalise(&mut inc.journal, &b.names);
-                    let _ = real;
-                    inc
-                })
-                .collect(),
-            partitioned: false,
+        .map(|((name, authority, _), mut incarnations)| {
+            for inc in &mut incarnations {
+                normalise(&mut inc.journal, &b.names);
+            }
+            BackendRun {
+                name: name.clone(),
+                authority: authority.clone(),
+                incarnations,
+                partitioned: false,
+            }
         })
         .collect();
     let net = backends
