@@ -20,56 +20,13 @@ use std::time::Duration;
 use fastcgi::{Decoder, Padding, ProtocolStatus, Record, RecordType, encode};
 use fcgi_mock::MockHandle;
 use fcgi_mock::journal::ClosedBy;
-use front::{Front, T, get, mock, send, start};
+use front::{
+    T, assert_pool_empty, conf, conf_at, get, mock, pool_stats, send, start, talk, wait_closed,
+    within,
+};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn conf_at(addr: &str, extra: &str) -> String {
-    format!("Listen 127.0.0.1:0\nProxyPass /app/ fcgi://{addr}/ {extra}\n")
-}
-
-fn conf(m: &MockHandle, extra: &str) -> String {
-    conf_at(m.addr(), extra)
-}
-
-async fn within<F: std::future::Future>(budget: Duration, f: F) -> F::Output {
-    tokio::time::timeout(budget, f)
-        .await
-        .expect("test finished within its time budget")
-}
-
-/// Raw HTTP on one connection: writes `req`, reads until the proxy closes or `wait` passes.
-async fn raw_http(addr: &str, req: &[u8], wait: Duration) -> (Vec<u8>, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    let deadline = tokio::time::Instant::now() + wait;
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    };
-    (out, closed)
-}
-
-async fn wait_closed(m: &MockHandle, conn: usize) -> fcgi_mock::journal::ConnectionEntry {
-    let j = m.journal();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        j.wait_for(|s| s.connections.get(conn).is_some_and(|c| !c.is_open())),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("backend connection {conn} still open: {:?}", j.snapshot()));
-    j.snapshot().connections[conn].clone()
-}
-
-fn pool(f: &Front) -> fcgi_proxy::pool::PoolStats {
-    f.proxy.workers()[0].pool.stats()
-}
 
 /// Scripted rule for one path prefix plus a clean default answer.
 async fn mock_with(rule: &str) -> MockHandle {
@@ -94,7 +51,7 @@ async fn bad_answer_is_contained(rule: &str, expect: &[StatusCode]) -> front::Re
         bad.status,
         bad.body
     );
-    let c = wait_closed(&m, 0).await;
+    let c = wait_closed(&m, 0, Duration::from_secs(5)).await;
     assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{rule}: {c:?}");
     let after = send(&f, get("/app/after")).await;
     assert_eq!(after.status, StatusCode::OK, "{rule}");
@@ -366,9 +323,9 @@ async fn silent_backend_is_504_and_its_connection_closed() {
         let r = send(&f, get("/app/bad")).await;
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
         assert!(started.elapsed() < Duration::from_secs(3));
-        let c = wait_closed(&m, 0).await;
+        let c = wait_closed(&m, 0, Duration::from_secs(5)).await;
         assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        assert_eq!((pool(&f).open, pool(&f).idle), (0, 0));
+        assert_pool_empty(&f);
     })
     .await;
 }
@@ -381,22 +338,21 @@ async fn backend_stalling_after_the_head_truncates_visibly() {
         )
         .await;
         let f = start(&conf(&m, "timeout=1"), |_| {}).await;
-        let started = tokio::time::Instant::now();
-        let (out, closed) = raw_http(
+        let t = talk(
             &f.addr,
             b"GET /app/bad HTTP/1.1\r\nHost: x\r\n\r\n",
             Duration::from_secs(5),
         )
         .await;
-        let text = String::from_utf8_lossy(&out);
-        assert!(closed, "client connection left hanging: {text}");
-        assert!(started.elapsed() < Duration::from_secs(4));
+        let text = t.text();
+        assert!(t.closed, "client connection left hanging: {text}");
+        assert!(t.took < Duration::from_secs(4));
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("partial"), "{text}");
         assert!(!text.ends_with("0\r\n\r\n"), "looks complete: {text}");
-        let c = wait_closed(&m, 0).await;
+        let c = wait_closed(&m, 0, Duration::from_secs(5)).await;
         assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        assert_eq!((pool(&f).open, pool(&f).idle), (0, 0));
+        assert_pool_empty(&f);
     })
     .await;
 }
@@ -559,7 +515,7 @@ async fn data_after_end_request_never_reaches_the_next_request() {
                 "delayed={delayed}: the second request must get the first answer of a new connection"
             );
             assert_eq!(b.accepted.load(Ordering::SeqCst), 2, "delayed={delayed}");
-            assert_eq!(pool(&f).open, 1, "only the clean connection stays");
+            assert_eq!(pool_stats(&f).open, 1, "only the clean connection stays");
             eventually("the proxy closed the dirty connection", || {
                 b.peer_closed.load(Ordering::SeqCst) == 1
             })
@@ -687,14 +643,14 @@ async fn end_request_abuse_and_maximal_records() {
         .await;
         // One connection per request, so each request meets the answer of its number.
         let f = start(&conf_at(&b.addr, "disablereuse=on timeout=2"), |_| {}).await;
-        let (out, closed) = raw_http(
+        let t = talk(
             &f.addr,
             b"GET /app/end4 HTTP/1.1\r\nHost: x\r\n\r\n",
             Duration::from_secs(5),
         )
         .await;
-        let text = String::from_utf8_lossy(&out);
-        assert!(closed);
+        let text = t.text();
+        assert!(t.closed);
         assert!(
             text.starts_with("HTTP/1.1 502") || !text.ends_with("0\r\n\r\n"),
             "a response without a proper END_REQUEST looks complete: {text}"

@@ -9,73 +9,10 @@ use std::time::Duration;
 
 use fcgi_mock::MockHandle;
 use fcgi_mock::journal::ClosedBy;
-use front::{Front, T, get, mock, send, start};
+use front::{T, assert_pool_empty, conf, get, mock, send, start, talk, wait_closed, within};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn conf(m: &MockHandle, extra: &str) -> String {
-    format!(
-        "Listen 127.0.0.1:0\nProxyPass /app/ fcgi://{}/ {extra}\n",
-        m.addr()
-    )
-}
-
-/// What came back on one raw connection.
-struct Talk {
-    out: Vec<u8>,
-    /// The proxy closed the connection (EOF or reset) within the wait.
-    closed: bool,
-    took: Duration,
-}
-
-impl Talk {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out).into_owned()
-    }
-
-    /// Status codes of the responses in the output, in order.
-    fn statuses(&self) -> Vec<u16> {
-        let t = self.text();
-        t.match_indices("HTTP/1.1 ")
-            .filter(|&(i, _)| i == 0 || t.as_bytes()[i - 1] == b'\n')
-            .filter_map(|(i, _)| t.get(i + 9..i + 12)?.parse().ok())
-            .collect()
-    }
-}
-
-/// Writes `bytes` (write errors ignored: the proxy may close early) and reads until the proxy
-/// closes the connection or `wait` passes.
-async fn talk(addr: &str, bytes: &[u8], wait: Duration) -> Talk {
-    let started = tokio::time::Instant::now();
-    let mut s = tokio::time::timeout(T, TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let _ = tokio::time::timeout(T, s.write_all(bytes)).await;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    let deadline = started + wait;
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    };
-    Talk {
-        out,
-        closed,
-        took: started.elapsed(),
-    }
-}
-
-/// Runs `f` with a time budget, so that no test can hang.
-async fn within<F: std::future::Future>(budget: Duration, f: F) -> F::Output {
-    tokio::time::timeout(budget, f)
-        .await
-        .expect("test finished within its time budget")
-}
 
 fn uris_seen(m: &MockHandle) -> Vec<String> {
     m.journal()
@@ -518,8 +455,7 @@ async fn slow_reader_frees_the_backend_and_is_disconnected() {
         .expect("backend connection closed after the backend timeout");
         let c = j.snapshot().connections[0].clone();
         assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        let stats = f.proxy.workers()[0].pool.stats();
-        assert_eq!((stats.open, stats.idle), (0, 0), "{stats:?}");
+        assert_pool_empty(&f);
         // The proxy's end of the client connection is no longer established: it gave up
         // sending (the kernel may still hold unsent bytes in FIN_WAIT1).
         let client = s.local_addr().unwrap();
@@ -549,27 +485,6 @@ async fn slow_reader_frees_the_backend_and_is_disconnected() {
 
 // ---------------------------------------------------------------------------------------------
 // Clients that go away (S13, R8)
-
-async fn wait_closed(
-    m: &MockHandle,
-    conn: usize,
-    budget: Duration,
-) -> fcgi_mock::journal::ConnectionEntry {
-    let j = m.journal();
-    tokio::time::timeout(
-        budget,
-        j.wait_for(|s| s.connections.get(conn).is_some_and(|c| !c.is_open())),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("backend connection {conn} still open: {:?}", j.snapshot()));
-    j.snapshot().connections[conn].clone()
-}
-
-fn assert_pool_empty(f: &Front) {
-    let stats = f.proxy.workers()[0].pool.stats();
-    assert_eq!(stats.open, 0, "{stats:?}");
-    assert_eq!(stats.idle, 0, "{stats:?}");
-}
 
 /// A client that vanishes in the middle of a streamed request body: the backend request is
 /// aborted by closing its connection (no STDIN end-of-stream), and the connection is not pooled.

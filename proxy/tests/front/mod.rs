@@ -1,15 +1,18 @@
 //! The proxy in-process on a loopback port, fed from an Apache-style config, and a small HTTP
-//! client that uses one connection per request.
+//! client that uses one connection per request; raw connections and what the mock's journal and
+//! the pool say afterwards.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fcgi_mock::journal::ConnectionEntry;
 use fcgi_mock::{MockHandle, MockServer, Script};
 use fcgi_proxy::config::{self, Config};
 use fcgi_proxy::handler::Proxy;
 use fcgi_proxy::net::TokioConnector;
+use fcgi_proxy::pool::PoolStats;
 use fcgi_proxy::server::{self, FrontSettings};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -23,6 +26,23 @@ pub struct Front {
     pub proxy: Arc<Proxy<TokioConnector>>,
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// `/app/` proxied to the FastCGI backend at `addr`, with `extra` ProxyPass parameters.
+pub fn conf_at(addr: &str, extra: &str) -> String {
+    format!("Listen 127.0.0.1:0\nProxyPass /app/ fcgi://{addr}/ {extra}\n")
+}
+
+/// `/app/` proxied to the mock `m`, with `extra` ProxyPass parameters.
+pub fn conf(m: &MockHandle, extra: &str) -> String {
+    conf_at(m.addr(), extra)
+}
+
+/// Runs `f` with a time budget, so that no test can hang.
+pub async fn within<F: std::future::Future>(budget: Duration, f: F) -> F::Output {
+    tokio::time::timeout(budget, f)
+        .await
+        .expect("test finished within its time budget")
 }
 
 pub async fn start(conf: &str, tweak: impl FnOnce(&mut Config)) -> Front {
@@ -120,4 +140,77 @@ pub async fn raw(front: &Front, bytes: &[u8]) -> Vec<u8> {
         .await
         .expect("the proxy answers and closes within the test timeout");
     out
+}
+
+/// What came back on one raw connection.
+pub struct Talk {
+    pub out: Vec<u8>,
+    /// The proxy closed the connection (EOF or reset) within the wait.
+    pub closed: bool,
+    pub took: Duration,
+}
+
+impl Talk {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// Status codes of the responses in the output, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        let t = self.text();
+        t.match_indices("HTTP/1.1 ")
+            .filter(|&(i, _)| i == 0 || t.as_bytes()[i - 1] == b'\n')
+            .filter_map(|(i, _)| t.get(i + 9..i + 12)?.parse().ok())
+            .collect()
+    }
+}
+
+/// Writes `bytes` (write errors ignored: the proxy may close early) and reads until the proxy
+/// closes the connection or `wait` passes.
+pub async fn talk(addr: &str, bytes: &[u8], wait: Duration) -> Talk {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let _ = tokio::time::timeout(T, s.write_all(bytes)).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = started + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    };
+    Talk {
+        out,
+        closed,
+        took: started.elapsed(),
+    }
+}
+
+/// Waits up to `budget` for the mock's backend connection `conn` (0-based) to close; its entry.
+pub async fn wait_closed(m: &MockHandle, conn: usize, budget: Duration) -> ConnectionEntry {
+    let j = m.journal();
+    tokio::time::timeout(
+        budget,
+        j.wait_for(|s| s.connections.get(conn).is_some_and(|c| !c.is_open())),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("backend connection {conn} still open: {:?}", j.snapshot()));
+    j.snapshot().connections[conn].clone()
+}
+
+/// The pool of the first (only) worker.
+pub fn pool_stats(f: &Front) -> PoolStats {
+    f.proxy.workers()[0].pool.stats()
+}
+
+/// No backend connection is open, in use or idle.
+pub fn assert_pool_empty(f: &Front) {
+    let stats = pool_stats(f);
+    assert_eq!((stats.open, stats.idle), (0, 0), "{stats:?}");
 }
