@@ -17,7 +17,7 @@ use fcgi_mock::{ManagementKind, RequestEntry};
 
 use crate::ours;
 use crate::report::Verdict;
-use crate::scenario::{ClientOutcome, Level, Scenario, glob_match};
+use crate::scenario::{ClientOutcome, Level, ParamExpect, Scenario, glob_match};
 use crate::sim::Run;
 use crate::sim::client::{RequestResult, TAG_PARAM};
 
@@ -201,6 +201,96 @@ fn result<'a>(run: &'a Run, label: &str) -> Option<&'a RequestResult> {
     run.requests.iter().flatten().find(|r| r.label == label)
 }
 
+/// What `entry`'s params break of `p`.
+fn param_failures(s: &Scenario, p: &ParamExpect, entry: &RequestEntry) -> Vec<String> {
+    let mut out = Vec::new();
+    // The param is present with a value `ok` accepts; `what` says what was expected.
+    let value = |name: &str, what: String, ok: &dyn Fn(&str) -> bool| match entry.param(name) {
+        Some(v) if ok(&v) => None,
+        Some(v) => Some(format!("param {name}={v:?}, expected {what}")),
+        None => Some(format!("param {name} absent, expected {what}")),
+    };
+    for name in &p.present {
+        let name = &s.expand(name);
+        if entry.param(name).is_none() {
+            out.push(format!("param {name} absent, expected present"));
+        }
+    }
+    for name in &p.absent {
+        if let Some(v) = entry.param(name) {
+            out.push(format!("param {name}={v:?} present, expected absent"));
+        }
+    }
+    for (name, want) in &p.equal {
+        let want = s.expand(want);
+        out.extend(value(name, format!("{want:?}"), &|v| v == want));
+    }
+    for (name, bad) in &p.not_equal {
+        let bad = s.expand(bad);
+        if entry.params_named(name).contains(&bad) {
+            out.push(format!("param {name}={bad:?}, expected any other value"));
+        }
+    }
+    for (name, bad) in &p.lacks {
+        if let Some(v) = entry
+            .params_named(name)
+            .into_iter()
+            .find(|v| v.contains(bad))
+        {
+            out.push(format!("param {name}={v:?} contains {bad:?}"));
+        }
+    }
+    for (name, want) in &p.starts_with {
+        let want = s.expand(want);
+        let what = format!("it to start with {want:?}");
+        out.extend(value(name, what, &|v| v.starts_with(&want)));
+    }
+    for (name, want) in &p.ends_with {
+        let what = format!("it to end with {want:?}");
+        out.extend(value(name, what, &|v| v.ends_with(want.as_str())));
+    }
+    for (name, want) in &p.length {
+        let got: Vec<usize> = entry
+            .params
+            .iter()
+            .filter(|(n, _)| n.as_ref() == name.as_bytes())
+            .map(|(_, v)| v.len())
+            .collect();
+        if got != [*want] {
+            out.push(format!(
+                "param {name} value lengths {got:?}, expected [{want}]"
+            ));
+        }
+    }
+    if p.no_control {
+        for (n, v) in &entry.params {
+            if n.iter()
+                .chain(v.iter())
+                .any(|b| matches!(b, b'\r' | b'\n' | 0))
+            {
+                out.push(format!(
+                    "param {}={:?} holds a CR, LF or NUL",
+                    String::from_utf8_lossy(n),
+                    String::from_utf8_lossy(v)
+                ));
+            }
+        }
+    }
+    if p.unique {
+        let mut names: Vec<&[u8]> = entry.params.iter().map(|(n, _)| n.as_ref()).collect();
+        names.sort_unstable();
+        for w in names.windows(2) {
+            if w[0] == w[1] {
+                out.push(format!(
+                    "param {} sent more than once",
+                    String::from_utf8_lossy(w[0])
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
     for e in &s.expect.requests {
         for label in run.labels.iter().filter(|l| glob_match(&e.requests, l)) {
@@ -274,105 +364,7 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
             if let Some(p) = &e.params {
                 match last {
                     None => fail("never reached a backend (params expected)".into()),
-                    Some(entry) => {
-                        for name in &p.present {
-                            let name = &s.expand(name);
-                            if entry.param(name).is_none() {
-                                fail(format!("param {name} absent, expected present"));
-                            }
-                        }
-                        for name in &p.absent {
-                            if let Some(v) = entry.param(name) {
-                                fail(format!("param {name}={v:?} present, expected absent"));
-                            }
-                        }
-                        for (name, want) in &p.equal {
-                            let want = s.expand(want);
-                            match entry.param(name) {
-                                Some(v) if v == want => {}
-                                Some(v) => fail(format!("param {name}={v:?}, expected {want:?}")),
-                                None => fail(format!("param {name} absent, expected {want:?}")),
-                            }
-                        }
-                        for (name, bad) in &p.not_equal {
-                            let bad = s.expand(bad);
-                            if entry.params_named(name).contains(&bad) {
-                                fail(format!("param {name}={bad:?}, expected any other value"));
-                            }
-                        }
-                        for (name, bad) in &p.lacks {
-                            if let Some(v) = entry
-                                .params_named(name)
-                                .into_iter()
-                                .find(|v| v.contains(bad))
-                            {
-                                fail(format!("param {name}={v:?} contains {bad:?}"));
-                            }
-                        }
-                        for (name, want) in &p.starts_with {
-                            let want = s.expand(want);
-                            match entry.param(name) {
-                                Some(v) if v.starts_with(&want) => {}
-                                Some(v) => fail(format!(
-                                    "param {name}={v:?}, expected it to start with {want:?}"
-                                )),
-                                None => fail(format!(
-                                    "param {name} absent, expected it to start with {want:?}"
-                                )),
-                            }
-                        }
-                        for (name, want) in &p.ends_with {
-                            match entry.param(name) {
-                                Some(v) if v.ends_with(want.as_str()) => {}
-                                Some(v) => fail(format!(
-                                    "param {name}={v:?}, expected it to end with {want:?}"
-                                )),
-                                None => fail(format!(
-                                    "param {name} absent, expected it to end with {want:?}"
-                                )),
-                            }
-                        }
-                        for (name, want) in &p.length {
-                            let got: Vec<usize> = entry
-                                .params
-                                .iter()
-                                .filter(|(n, _)| n.as_ref() == name.as_bytes())
-                                .map(|(_, v)| v.len())
-                                .collect();
-                            if got != [*want] {
-                                fail(format!(
-                                    "param {name} value lengths {got:?}, expected [{want}]"
-                                ));
-                            }
-                        }
-                        if p.no_control {
-                            for (n, v) in &entry.params {
-                                if n.iter()
-                                    .chain(v.iter())
-                                    .any(|b| matches!(b, b'\r' | b'\n' | 0))
-                                {
-                                    fail(format!(
-                                        "param {}={:?} holds a CR, LF or NUL",
-                                        String::from_utf8_lossy(n),
-                                        String::from_utf8_lossy(v)
-                                    ));
-                                }
-                            }
-                        }
-                        if p.unique {
-                            let mut names: Vec<&[u8]> =
-                                entry.params.iter().map(|(n, _)| n.as_ref()).collect();
-                            names.sort_unstable();
-                            for w in names.windows(2) {
-                                if w[0] == w[1] {
-                                    fail(format!(
-                                        "param {} sent more than once",
-                                        String::from_utf8_lossy(w[0])
-                                    ));
-                                }
-                            }
-                        }
-                    }
+                    Some(entry) => param_failures(s, p, entry).into_iter().for_each(&mut fail),
                 }
             }
             if let Some(want) = &e.stdin {
