@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fcgi_mock::MockHandle;
 use fcgi_mock::journal::ClosedBy;
-use front::{T, assert_pool_empty, conf, get, mock, send, start, talk, wait_closed, within};
+use front::{Front, T, assert_pool_empty, conf, get, mock, send, start, talk, wait_closed, within};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +21,38 @@ fn uris_seen(m: &MockHandle) -> Vec<String> {
         .iter()
         .map(|r| r.param("REQUEST_URI").unwrap_or_default())
         .collect()
+}
+
+/// A GET for `path` on a new connection to the proxy; the response is not read.
+async fn get_on_new_connection(f: &Front, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(&f.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
+
+/// Reads the first bytes of the response on `s`, which must be a 200; how many were read.
+async fn read_start_of_200(s: &mut TcpStream) -> usize {
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(T, s.read(&mut buf))
+        .await
+        .expect("the response starts in time")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    n
+}
+
+/// Within `budget` the proxy, not the backend, closes the (only) backend connection, and
+/// nothing is left in the pool.
+async fn backend_freed(m: &MockHandle, f: &Front, budget: Duration) {
+    let c = wait_closed(m, 0, budget).await;
+    assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+    assert_pool_empty(f);
 }
 
 /// Pipelined after every malformed request: it must never be served on that connection.
@@ -435,27 +467,11 @@ async fn slow_reader_frees_the_backend_and_is_disconnected() {
         let m =
             mock("[default]\nbody = [{ data = \"0123456789abcdef\", repeat = 2097152 }]\n").await;
         let f = start(&format!("Timeout 1\n{}", conf(&m, "timeout=1")), |_| {}).await;
-        let mut s = TcpStream::connect(&f.addr).await.unwrap();
-        s.write_all(b"GET /app/huge HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let mut s = get_on_new_connection(&f, "/app/huge").await;
         // Read the head and a little body, then stop reading.
-        let mut first = vec![0u8; 4096];
-        let n = tokio::time::timeout(T, s.read(&mut first))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
-        let j = m.journal();
-        tokio::time::timeout(
-            Duration::from_secs(8),
-            j.wait_for(|s| s.connections.first().is_some_and(|c| !c.is_open())),
-        )
-        .await
-        .expect("backend connection closed after the backend timeout");
-        let c = j.snapshot().connections[0].clone();
-        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        assert_pool_empty(&f);
+        let n = read_start_of_200(&mut s).await;
+        // The backend connection is closed after the backend timeout.
+        backend_freed(&m, &f, Duration::from_secs(8)).await;
         // The proxy's end of the client connection is no longer established: it gave up
         // sending (the kernel may still hold unsent bytes in FIN_WAIT1).
         let client = s.local_addr().unwrap();
@@ -555,19 +571,12 @@ body = [{ data = "clean" }]
         )
         .await;
         let f = start(&conf(&m, ""), |_| {}).await;
-        let mut s = TcpStream::connect(&f.addr).await.unwrap();
-        s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let mut s = get_on_new_connection(&f, "/app/stream").await;
+        read_start_of_200(&mut s).await;
         drop(s);
-        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
-        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
+        backend_freed(&m, &f, Duration::from_secs(3)).await;
         let r = m.journal().request(1).unwrap();
         assert!(!r.is_finished() || r.aborted() || r.outcome != fcgi_mock::journal::Outcome::Complete);
-        assert_pool_empty(&f);
         let r = send(&f, get("/app/clean")).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body.unwrap(), "clean", "no bytes of the aborted response");
@@ -583,18 +592,13 @@ async fn client_vanishing_before_the_response_frees_the_backend_at_once() {
     within(T, async {
         let m = mock("[default]\naction = \"never_answer\"\n").await;
         let f = start(&conf(&m, "timeout=30"), |_| {}).await;
-        let mut s = TcpStream::connect(&f.addr).await.unwrap();
-        s.write_all(b"GET /app/think HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let s = get_on_new_connection(&f, "/app/think").await;
         tokio::time::timeout(T, m.journal().wait_for(|j| j.requests.len() == 1))
             .await
             .expect("the request reached the backend");
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(s);
-        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
-        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        assert_pool_empty(&f);
+        backend_freed(&m, &f, Duration::from_secs(3)).await;
     })
     .await;
 }
@@ -609,20 +613,10 @@ async fn client_vanishing_while_the_backend_is_quiet_frees_the_backend_at_once()
         )
         .await;
         let f = start(&conf(&m, "timeout=30"), |_| {}).await;
-        let mut s = TcpStream::connect(&f.addr).await.unwrap();
-        s.write_all(b"GET /app/quiet HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(T, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let mut s = get_on_new_connection(&f, "/app/quiet").await;
+        read_start_of_200(&mut s).await;
         drop(s);
-        let c = wait_closed(&m, 0, Duration::from_secs(3)).await;
-        assert_ne!(c.closed_by, Some(ClosedBy::Backend), "{c:?}");
-        assert_pool_empty(&f);
+        backend_freed(&m, &f, Duration::from_secs(3)).await;
     })
     .await;
 }
