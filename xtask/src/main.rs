@@ -29,9 +29,7 @@ fn main() -> ExitCode {
         "bench" => conformance::bench::main(&args[1..]),
         "peers" => conformance::real::peers_cli::cli(&args[1..]),
         "conformance" => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(std::path::Path::new("."));
+            let root = workspace_root();
             // The suite runs our proxy as a process: build it first.
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let built = std::process::Command::new(cargo)
@@ -45,15 +43,17 @@ fn main() -> ExitCode {
             conformance::real::cli::cli(root, &args[1..])
         }
         "load" => conformance::load::main(&args[1..]),
-        "sim" => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(std::path::Path::new("."));
-            conformance::sim::suite::cli(root, &args[1..])
-        }
+        "sim" => conformance::sim::suite::cli(workspace_root(), &args[1..]),
         other => {
             eprintln!("xtask: unknown command {other:?}\n\n{HELP}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The workspace root: scenario paths and reports are relative to it.
+fn workspace_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
 }
