@@ -237,12 +237,13 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     let out = root.join("target/conformance");
+    let report = results.to_markdown();
     let written = std::fs::create_dir_all(&out)
         .and_then(|()| std::fs::write(out.join("results.json"), results.to_json()))
         .and_then(|()| std::fs::write(out.join("junit.xml"), results.to_junit()))
-        .and_then(|()| std::fs::write(out.join("conformance.md"), results.to_markdown()))
+        .and_then(|()| std::fs::write(out.join("conformance.md"), &report))
         .and_then(|()| match &markdown {
-            Some(p) => std::fs::write(p, results.to_markdown()),
+            Some(p) => std::fs::write(p, &report),
             None => Ok(()),
         });
     if let Err(e) = written {
