@@ -12,6 +12,8 @@
 
 mod common;
 
+use std::sync::LazyLock;
+
 use conformance::real::{self, RealOptions, Target};
 use conformance::report::Verdict;
 use conformance::sim::params::{self, Params};
@@ -39,8 +41,9 @@ fn redact(target: Target, name: &str, value: &str) -> String {
     if name.ends_with("_PORT") && value.parse::<u32>().is_ok_and(|p| p >= 10_000) {
         return "[port]".into();
     }
-    let re = regex::Regex::new(r"127\.0\.0\.1:\d+").expect("regex");
-    re.replace_all(value, "127.0.0.1:[port]").into_owned()
+    static LOOPBACK: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"127\.0\.0\.1:\d+").expect("regex"));
+    LOOPBACK.replace_all(value, "127.0.0.1:[port]").into_owned()
 }
 
 #[test]
