@@ -21,12 +21,12 @@ use fastcgi::{Decoder, Padding, ProtocolStatus, Record, RecordType, encode};
 use fcgi_mock::MockHandle;
 use fcgi_mock::journal::ClosedBy;
 use front::{
-    T, assert_pool_empty, conf, conf_at, get, mock, pool_stats, send, start, talk, wait_closed,
-    within,
+    T, assert_pool_empty, conf, conf_at, get, mock, on_one_connection, pool_stats, send, start,
+    talk, wait_closed, within,
 };
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Scripted rule for one path prefix plus a clean default answer.
 async fn mock_with(rule: &str) -> MockHandle {
@@ -223,69 +223,39 @@ body = [{ data = "canary" }]
         // One client connection: if any response were mis-framed, the next would be garbage.
         let rs =
             on_one_connection(&f.addr, &["/app/cl", "/app/te", "/app/two", "/app/canary"]).await;
-        let (st, h, body) = &rs[0];
-        assert_eq!(*st, StatusCode::OK);
+        let r = &rs[0];
+        assert_eq!(r.status, StatusCode::OK);
         assert_eq!(
-            body, "HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\n\r\n",
+            r.body.as_ref().unwrap(),
+            "HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\n\r\n",
             "passed as body bytes"
         );
-        assert!(h.get("x-smuggled").is_none());
+        assert!(r.headers.get("x-smuggled").is_none());
         assert_ne!(
-            h.get("content-length").map(|v| v.as_bytes()),
+            r.headers.get("content-length").map(|v| v.as_bytes()),
             Some(&b"2"[..])
         );
-        let (st, h, body) = &rs[1];
-        assert_eq!(*st, StatusCode::OK);
+        let r = &rs[1];
+        assert_eq!(r.status, StatusCode::OK);
         assert_eq!(
-            body, "5\r\nhello\r\n0\r\n\r\n",
+            r.body.as_ref().unwrap(),
+            "5\r\nhello\r\n0\r\n\r\n",
             "the backend's chunking is not interpreted"
         );
-        assert!(h.get("connection").is_none());
-        let (st, h, _) = &rs[2];
+        assert!(r.headers.get("connection").is_none());
+        let r = &rs[2];
         assert_eq!(
-            *st,
+            r.status,
             StatusCode::FOUND,
             "one status line, the last Status wins (Apache)"
         );
-        assert!(h.get("status").is_none());
-        assert_eq!(h["location"], "/x");
-        let (st, _, body) = &rs[3];
-        assert_eq!(*st, StatusCode::OK);
-        assert_eq!(body, "canary");
+        assert!(r.headers.get("status").is_none());
+        assert_eq!(r.headers["location"], "/x");
+        let r = &rs[3];
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body.as_ref().unwrap(), "canary");
     })
     .await;
-}
-
-/// GETs `paths` one after the other on one client connection.
-async fn on_one_connection(
-    addr: &str,
-    paths: &[&str],
-) -> Vec<(StatusCode, http::HeaderMap, String)> {
-    use http_body_util::BodyExt;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let mut out = Vec::new();
-    for p in paths {
-        let r = tokio::time::timeout(T, tx.send_request(get(p)))
-            .await
-            .expect("response in time")
-            .expect("response");
-        let st = r.status();
-        let h = r.headers().clone();
-        let body = r
-            .into_body()
-            .collect()
-            .await
-            .expect("complete body")
-            .to_bytes();
-        out.push((st, h, String::from_utf8_lossy(&body).into_owned()));
-    }
-    conn.abort();
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -104,23 +104,46 @@ pub async fn send_to(addr: &str, req: Request<Full<Bytes>>) -> Reply {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let resp = tx.send_request(req).await.expect("response head");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string());
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        reply(tx.send_request(req).await.expect("response head")).await
     })
     .await
     .expect("request finishes within the test timeout")
+}
+
+/// GETs `paths` one after the other on one client connection.
+pub async fn on_one_connection(addr: &str, paths: &[&str]) -> Vec<Reply> {
+    tokio::time::timeout(T, async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let mut out = Vec::new();
+        for p in paths {
+            out.push(reply(tx.send_request(get(p)).await.expect("response head")).await);
+        }
+        conn.abort();
+        out
+    })
+    .await
+    .expect("requests finish within the test timeout")
+}
+
+/// The status, headers and whole body of `resp`.
+async fn reply(resp: http::Response<hyper::body::Incoming>) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn get(path: &str) -> Request<Full<Bytes>> {
