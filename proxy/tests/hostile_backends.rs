@@ -337,6 +337,16 @@ struct Answer {
     close: bool,
 }
 
+impl Answer {
+    /// `bytes` at once, the connection kept.
+    fn kept(bytes: Vec<u8>) -> Answer {
+        Answer {
+            writes: vec![(0, bytes)],
+            close: false,
+        }
+    }
+}
+
 struct Raw {
     addr: String,
     accepted: Arc<AtomicUsize>,
@@ -449,27 +459,17 @@ fn response(body: &str) -> Vec<u8> {
 async fn data_after_end_request_never_reaches_the_next_request() {
     within(T, async {
         for delayed in [false, true] {
-            // Only the first connection misbehaves.
             let b = raw_backend(Arc::new(move |c, r| {
-                let mut first = response(&format!("response-{r}"));
+                let answer = response(&format!("response-{r}"));
                 let junk = stdout(1, b"junk-after-end");
-                if c > 0 {
-                    return Answer {
-                        writes: vec![(0, first)],
+                match c {
+                    // Only the first connection misbehaves.
+                    0 if delayed => Answer {
+                        writes: vec![(0, answer), (10, junk)],
                         close: false,
-                    };
-                }
-                if delayed {
-                    Answer {
-                        writes: vec![(0, first), (10, junk)],
-                        close: false,
-                    }
-                } else {
-                    first.extend(junk);
-                    Answer {
-                        writes: vec![(0, first)],
-                        close: false,
-                    }
+                    },
+                    0 => Answer::kept([answer, junk].concat()),
+                    _ => Answer::kept(answer),
                 }
             }))
             .await;
@@ -505,22 +505,15 @@ async fn foreign_and_management_records_mid_response() {
             let mut out = Vec::new();
             if c == 0 {
                 out.extend(stdout(2, b"Status: 200 OK\r\n\r\nEVIL"));
+                out.extend(response("after-evil"));
             } else {
                 out.extend(stdout(1, b"Status: 200 OK\r\n\r\nfirst,"));
                 encode::get_values_result(&mut out, &[("FCGI_MPXS_CONNS", "0")]);
                 encode::unknown_type(&mut out, 99);
                 out.extend(stdout(1, b"second"));
                 out.extend(end(1, ProtocolStatus::RequestComplete));
-                return Answer {
-                    writes: vec![(0, out)],
-                    close: false,
-                };
             }
-            out.extend(response("after-evil"));
-            Answer {
-                writes: vec![(0, out)],
-                close: false,
-            }
+            Answer::kept(out)
         }))
         .await;
         let f = start(&conf_at(&b.addr, ""), |_| {}).await;
@@ -567,18 +560,12 @@ async fn end_request_abuse_and_maximal_records() {
                 // Refused before any STDOUT.
                 1 => {
                     encode::end_request(&mut out, 1, 0, ProtocolStatus::Overloaded);
-                    Answer {
-                        writes: vec![(0, out)],
-                        close: false,
-                    }
+                    Answer::kept(out)
                 }
                 // END_REQUEST before any STDOUT, complete: no response at all.
                 2 => {
                     encode::end_request(&mut out, 1, 0, ProtocolStatus::RequestComplete);
-                    Answer {
-                        writes: vec![(0, out)],
-                        close: false,
-                    }
+                    Answer::kept(out)
                 }
                 // 65535 bytes of content and 255 of padding, header split a byte at a time.
                 _ => {
