@@ -14,7 +14,7 @@ mod common;
 
 use std::sync::LazyLock;
 
-use conformance::real::{self, RealOptions, Target};
+use conformance::real::{self, Target};
 use conformance::report::Verdict;
 use conformance::sim::params::{self, Params};
 use conformance::sim::suite;
@@ -48,11 +48,7 @@ fn redact(target: Target, name: &str, value: &str) -> String {
 
 #[test]
 fn cgi_params_per_target() {
-    let opts = RealOptions {
-        proxy_bin: common::proxy_bin(),
-        external: None,
-        keep: None,
-    };
+    let opts = common::real_options();
     let files = suite::load(&[suite::scenarios_dir().join("cgi")]).expect("scenarios load");
     assert!(!files.is_empty(), "no cgi scenarios");
     for target in Target::ALL {

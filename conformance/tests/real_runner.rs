@@ -4,23 +4,15 @@
 
 mod common;
 
-use conformance::real::{self, RealOptions, Target};
+use conformance::real::{self, Target};
 use conformance::report::Verdict;
 use conformance::scenario::Scenario;
 use conformance::sim::suite;
 
-fn files() -> Vec<suite::ScenarioFile> {
-    suite::load(&[suite::scenarios_dir()]).expect("scenarios load")
-}
-
 #[test]
 fn simulated_and_real_verdicts_agree_for_our_proxy() {
-    let opts = RealOptions {
-        proxy_bin: common::proxy_bin(),
-        external: None,
-        keep: None,
-    };
-    let files = files();
+    let opts = common::real_options();
+    let files = common::all_scenarios();
     let results = suite::par_map(&files, 2, |f| {
         let s = &f.scenario;
         if real::unsupported(s).is_some() {
@@ -47,12 +39,8 @@ fn simulated_and_real_verdicts_agree_for_our_proxy() {
 
 #[test]
 fn mutants_fail_for_real_in_every_area() {
-    let opts = RealOptions {
-        proxy_bin: common::proxy_bin(),
-        external: None,
-        keep: None,
-    };
-    let files = files();
+    let opts = common::real_options();
+    let files = common::all_scenarios();
     // One mutant per area is enough to show the real runner can fail there.
     let mut picked: Vec<(String, Scenario)> = Vec::new();
     for f in &files {

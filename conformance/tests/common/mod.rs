@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use conformance::real::RealOptions;
 use conformance::scenario::Scenario;
 use conformance::sim::suite::{self, ScenarioFile};
 use conformance::sim::{self, params};
@@ -48,4 +49,13 @@ pub fn proxy_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     target.join("debug/fcgi-proxy")
+}
+
+/// Options for running our proxy for real: the binary built by [`proxy_bin`].
+pub fn real_options() -> RealOptions {
+    RealOptions {
+        proxy_bin: proxy_bin(),
+        external: None,
+        keep: None,
+    }
 }
