@@ -52,19 +52,31 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Two runtimes on this thread stand for two serving threads: `set_thread_slot` says which one
 /// is running.
+struct TwoThreads([tokio::runtime::Runtime; 2]);
+
+impl TwoThreads {
+    fn new() -> TwoThreads {
+        TwoThreads([runtime(), runtime()])
+    }
+
+    /// Runs `f` as serving thread `slot`.
+    fn on<F: std::future::Future>(&self, slot: usize, f: F) -> F::Output {
+        set_thread_slot(slot);
+        self.0[slot].block_on(f)
+    }
+}
+
 #[test]
 fn an_idle_connection_of_another_thread_is_reused_not_a_new_one_opened() {
     let (addr, accepted) = silent_backend();
     let p = pool(addr, 1, Duration::from_millis(200));
-    let (rt0, rt1) = (runtime(), runtime());
-    set_thread_slot(0);
-    rt0.block_on(async {
+    let threads = TwoThreads::new();
+    threads.on(0, async {
         let c = p.checkout(Duration::from_secs(1)).await.expect("opens");
         assert!(!c.reused);
         p.release(c);
     });
-    set_thread_slot(1);
-    rt1.block_on(async {
+    threads.on(1, async {
         let c = p.checkout(Duration::from_secs(1)).await.expect("reuses");
         assert!(c.reused, "thread 0's idle connection is moved over");
         p.release(c);
@@ -79,23 +91,19 @@ fn an_idle_connection_of_another_thread_is_reused_not_a_new_one_opened() {
 fn the_cap_counts_the_connections_of_every_thread() {
     let (addr, _) = silent_backend();
     let p = pool(addr, 2, Duration::from_millis(200));
-    let (rt0, rt1) = (runtime(), runtime());
-    set_thread_slot(0);
-    let (a, b) = rt0.block_on(async {
+    let threads = TwoThreads::new();
+    let (a, b) = threads.on(0, async {
         let a = p.checkout(Duration::from_secs(1)).await.expect("first");
         let b = p.checkout(Duration::from_secs(1)).await.expect("second");
         (a, b)
     });
-    set_thread_slot(1);
-    let e = rt1
-        .block_on(p.checkout(Duration::from_secs(1)))
+    let e = threads
+        .on(1, p.checkout(Duration::from_secs(1)))
         .expect_err("the cap is reached on thread 0");
     assert_eq!(e.kind, ErrorKind::AcquireTimeout);
-    set_thread_slot(0);
-    rt0.block_on(async { p.release(a) });
-    set_thread_slot(1);
-    let c = rt1
-        .block_on(p.checkout(Duration::from_secs(1)))
+    threads.on(0, async { p.release(a) });
+    let c = threads
+        .on(1, p.checkout(Duration::from_secs(1)))
         .expect("the released one");
     assert!(c.reused);
     let s = p.stats();
