@@ -607,11 +607,18 @@ async fn end_request_abuse_and_maximal_records() {
         )
         .await;
         let text = t.text();
-        assert!(t.closed);
+        // Nothing, a 502, or a chunked 200 that visibly lacks its last chunk; never one that
+        // looks complete (a Content-Length body, or a chunked one with its last chunk).
+        let chunked = text
+            .to_ascii_lowercase()
+            .contains("\r\ntransfer-encoding: chunked\r\n");
         assert!(
-            text.starts_with("HTTP/1.1 502") || !text.ends_with("0\r\n\r\n"),
+            text.is_empty()
+                || text.starts_with("HTTP/1.1 502")
+                || (chunked && !text.ends_with("0\r\n\r\n")),
             "a response without a proper END_REQUEST looks complete: {text}"
         );
+        assert!(t.closed, "{text}");
         let r = send(&f, get("/app/overloaded")).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         let r = send(&f, get("/app/empty")).await;
