@@ -1304,6 +1304,23 @@ impl Scenario {
                 }
             }
         }
+        // Only a raw exchange sees every response and the close; on any other request these
+        // would hold whatever the proxy did.
+        let planned = self.planned_requests();
+        for e in &self.expect.requests {
+            if e.responses.is_none() && e.closed.is_none() {
+                continue;
+            }
+            if let Some(p) = planned
+                .iter()
+                .find(|p| glob_match(&e.requests, &p.label) && p.spec.raw.is_none())
+            {
+                return Err(format!(
+                    "expect.request {:?}: `responses` and `closed` need `raw` requests; {} is not one",
+                    e.requests, p.label
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -1583,5 +1600,43 @@ mod tests {
             Some("reuse/one")
         );
         assert_eq!(id_from_path(Path::new("x/one.toml")), None);
+    }
+
+    #[test]
+    fn closed_and_responses_need_raw_requests() {
+        let text = |request: &str| {
+            format!(
+                r#"
+id = "security/x"
+description = "d"
+level = "MUST"
+[requirement]
+quote = "q"
+source = "issue"
+section = "1"
+[topology]
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+[[backend]]
+name = "app"
+[[client]]
+name = "c1"
+[[client.request]]
+{request}
+[[expect.request]]
+requests = "c1.1"
+closed = true
+"#
+            )
+        };
+        let raw = r#"target = "/app/x"
+raw = "GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n""#;
+        if let Err(e) = Scenario::parse(&text(raw), "raw") {
+            panic!("{e}");
+        }
+        let err = Scenario::parse(&text(r#"target = "/app/x""#), "plain").unwrap_err();
+        assert!(err.message.contains("need `raw`"), "{err}");
     }
 }
