@@ -217,6 +217,7 @@ fn param_failures(s: &Scenario, p: &ParamExpect, entry: &RequestEntry) -> Vec<St
         }
     }
     for name in &p.absent {
+        let name = &s.expand(name);
         if let Some(v) = entry.param(name) {
             out.push(format!("param {name}={v:?} present, expected absent"));
         }
@@ -232,6 +233,7 @@ fn param_failures(s: &Scenario, p: &ParamExpect, entry: &RequestEntry) -> Vec<St
         }
     }
     for (name, bad) in &p.lacks {
+        let bad = &s.expand(bad);
         if let Some(v) = entry
             .params_named(name)
             .into_iter()
@@ -246,6 +248,7 @@ fn param_failures(s: &Scenario, p: &ParamExpect, entry: &RequestEntry) -> Vec<St
         out.extend(value(name, what, &|v| v.starts_with(&want)));
     }
     for (name, want) in &p.ends_with {
+        let want = s.expand(want);
         let what = format!("it to end with {want:?}");
         out.extend(value(name, what, &|v| v.ends_with(want.as_str())));
     }
