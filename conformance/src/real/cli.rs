@@ -117,7 +117,13 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     if targets.is_empty() {
         targets.push(Target::Ours);
     }
-    targets.dedup();
+    // In the order given, each once (`all,ours` runs ours once).
+    let mut seen = Vec::new();
+    targets.retain(|t| {
+        let first = !seen.contains(t);
+        seen.push(*t);
+        first
+    });
     let external = match (targets.contains(&Target::External), url, backend) {
         (true, Some(u), Some(b)) => match super::External::parse(&u, &b) {
             Ok(e) => {
