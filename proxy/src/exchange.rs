@@ -152,9 +152,11 @@ async fn drive<C: Connector>(
     // the next request already counts this one as finished (bybusyness); else when the
     // exchange ends.
     let mut hold = hold;
-    let preamble = if conn.probe {
-        // Ask for the backend's capacity ahead of the first request on this pool: the answer
-        // (request id 0) comes back before the response and costs no round trip.
+    let ask_values = conn.ask_values;
+    let preamble = if ask_values {
+        // Asked ahead of the request on every fresh connection: backends answer as soon as a
+        // worker reads the connection, so the answer proves it was accepted (and may carry
+        // FCGI_MAX_CONNS). It costs no round trip.
         let mut out = Vec::with_capacity(64 + preamble.len());
         fastcgi::encode::get_values(
             &mut out,
@@ -165,30 +167,32 @@ async fn drive<C: Connector>(
     } else {
         preamble
     };
-    let probe = conn.probe;
+    let id = conn.id();
+    let accept = conn.accept_deadline();
     let result = converse(
         &mut conn.stream,
         preamble,
         body,
         opts,
+        accept,
         &mut head,
         &mut |signal| match signal {
-            Signal::Capacity(Some(n)) => {
+            Signal::FirstByte => pool.accepted(id),
+            Signal::Overdue => pool.overdue(id),
+            Signal::Capacity(n) => {
                 answered = true;
-                pool.learn_max_conns(n);
+                pool.values_answered(n);
             }
-            Signal::Capacity(None) => {
-                answered = true;
-                pool.probe_done();
+            Signal::Ended => {
+                if ask_values && !answered {
+                    pool.values_unanswered();
+                }
+                drop(hold.take());
             }
-            Signal::Ended => drop(hold.take()),
         },
     )
     .await;
     drop(hold);
-    if probe && !answered {
-        pool.probe_done();
-    }
     match result {
         Ok(reusable) => {
             if reusable && opts.keep_conn {
@@ -214,6 +218,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     preamble: Bytes,
     body: RequestBody,
     opts: ExchangeOptions,
+    accept: Option<tokio::time::Instant>,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
@@ -231,13 +236,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             );
             fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
             write_all(stream, &out, opts.io_timeout).await?;
-            read_response(stream, opts, head, signal).await
+            read_response(stream, opts, accept, head, signal).await
         }
         RequestBody::Streaming(incoming) => {
             write_all(stream, &preamble, opts.io_timeout).await?;
             let (mut rd, mut wr) = tokio::io::split(stream);
             let write = pump_body(&mut wr, incoming, opts.io_timeout);
-            let read = read_response(&mut rd, opts, head, signal);
+            let read = read_response(&mut rd, opts, accept, head, signal);
             tokio::pin!(write, read);
             let mut written: Option<bool> = None;
             loop {
@@ -329,6 +334,10 @@ async fn pump_body<W: AsyncWrite + Unpin>(
 /// What the conversation tells the task that owns the connection while it runs.
 #[derive(Debug, Clone, Copy)]
 enum Signal {
+    /// The first byte arrived on a fresh connection: a worker accepted it.
+    FirstByte,
+    /// Nothing arrived on a fresh connection within the accept grace.
+    Overdue,
     /// The backend answered FCGI_GET_VALUES (with FCGI_MAX_CONNS, or without).
     Capacity(Option<usize>),
     /// END_REQUEST arrived.
@@ -362,6 +371,7 @@ struct Progress {
 async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     opts: ExchangeOptions,
+    mut accept: Option<tokio::time::Instant>,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
@@ -370,6 +380,10 @@ async fn read_response<R: AsyncRead + Unpin>(
         phase: Phase::Head(BytesMut::new()),
         stderr_logged: 0,
     };
+    // A fresh connection waits for its first byte: `accept` is when silence means the backend
+    // had no worker for it, which the pool hears about while the wait goes on.
+    let mut awaiting_first = accept.is_some();
+    let mut deadline = tokio::time::Instant::now() + opts.io_timeout;
     loop {
         let read = tokio::select! {
             biased;
@@ -380,8 +394,19 @@ async fn read_response<R: AsyncRead + Unpin>(
                     ProxyError::new(ErrorKind::ClientBody, "client went away; backend request aborted"),
                 ));
             }
-            r = tokio::time::timeout(opts.io_timeout, read_into(r, &mut decoder)) => r,
+            r = tokio::time::timeout_at(deadline, read_into(r, &mut decoder)) => r,
+            () = sleep_until_some(accept) => {
+                accept = None;
+                signal(Signal::Overdue);
+                continue;
+            }
         };
+        deadline = tokio::time::Instant::now() + opts.io_timeout;
+        if awaiting_first && matches!(read, Ok(Ok(n)) if n > 0) {
+            awaiting_first = false;
+            accept = None;
+            signal(Signal::FirstByte);
+        }
         let err = match read {
             Ok(Ok(0)) => Some(ProxyError::new(
                 ErrorKind::BackendClosed,
@@ -423,6 +448,14 @@ async fn read_response<R: AsyncRead + Unpin>(
             }
         }
         hand_over_head(&mut p, head, opts).await?;
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no such time.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -301,6 +301,7 @@ fn make_worker<C: Connector>(
                 ttl: e.ttl,
                 acquire: e.acquire,
                 connect_timeout: e.connect_timeout,
+                reuse: e.reuse,
             },
             config.worker_threads(),
         ),

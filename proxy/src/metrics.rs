@@ -99,7 +99,7 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
         );
     }
     type Get = fn(&PoolStats) -> u64;
-    let series: [(&str, &str, &str, Get); 9] = [
+    let series: [(&str, &str, &str, Get); 15] = [
         (
             "fcgi_proxy_backend_connections_opened_total",
             "counter",
@@ -153,6 +153,42 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
             "counter",
             "Checkouts that gave up after acquire (503).",
             |s| s.acquire_timeouts,
+        ),
+        (
+            "fcgi_proxy_backend_connections_pending",
+            "gauge",
+            "Fresh backend connections with nothing back yet (possibly in the backend's backlog).",
+            |s| s.pending as u64,
+        ),
+        (
+            "fcgi_proxy_pool_limit",
+            "gauge",
+            "Learned limit: connections the backend serves at once as far as shown (0: none learned).",
+            |s| s.limit.unwrap_or(0) as u64,
+        ),
+        (
+            "fcgi_proxy_pool_demonstrated",
+            "gauge",
+            "Most backend connections accepted at once.",
+            |s| s.demonstrated as u64,
+        ),
+        (
+            "fcgi_proxy_pool_saturations_total",
+            "counter",
+            "Fresh connections the backend left unaccepted past the accept grace.",
+            |s| s.saturations,
+        ),
+        (
+            "fcgi_proxy_pool_yields_total",
+            "counter",
+            "Connections closed to free a backend worker for a waiting connection.",
+            |s| s.yields,
+        ),
+        (
+            "fcgi_proxy_pool_probes_total",
+            "counter",
+            "Connections opened beyond the learned limit to test for more capacity.",
+            |s| s.probes,
         ),
     ];
     for (name, kind, help, get) in series {
@@ -226,8 +262,17 @@ pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> Stri
                 "name": w.name,
                 "reuse": w.reuse,
                 "cap": s.cap,
+                "limit": s.limit,
+                "demonstrated": s.demonstrated,
                 "announced_max_conns": s.announced_max_conns,
+                "answers_get_values": s.answers_get_values,
                 "open": s.open,
+                "accepted": s.accepted,
+                "pending": s.pending,
+                "saturations": s.saturations,
+                "yields": s.yields,
+                "probes": s.probes,
+                "probes_accepted": s.probes_accepted,
                 "idle": s.idle,
                 "opened": s.opened,
                 "reused": s.reused,

@@ -1,21 +1,39 @@
 //! Backend connection pool, one per worker (backend address + its settings).
 //!
 //! - `max` caps connections open to the backend, idle or busy, over all serving threads; a
-//!   checkout waits up to `acquire` for one to free up, then fails (503). Without `max` there is
-//!   no cap.
+//!   checkout waits up to `acquire` for one to free up, then fails (503).
+//! - Below that hard cap the pool learns how many connections the backend really serves at
+//!   once, because a FastCGI backend with a fixed set of workers (php-fpm, pre-forked libfcgi)
+//!   binds each worker to one connection until the proxy closes it; further connections wait
+//!   unaccepted in the kernel backlog. The rules (docs/architecture.md, "Saturation"):
+//!   - every fresh connection asks FCGI_GET_VALUES ahead of its request; backends answer as
+//!     soon as a worker reads the connection, so the first byte back proves it was *accepted*;
+//!     until then it is *pending*;
+//!   - a connection pending longer than [`ACCEPT_GRACE`] is *overdue*: the backend is saturated.
+//!     Idle connections are closed (*yield*) so their workers take the waiting ones, and a
+//!     connection that finishes a request is closed instead of pooled while any is overdue. A
+//!     request already written is never sent elsewhere: it is served where it waits;
+//!   - the number of connections accepted at that moment becomes the *limit*: further requests
+//!     wait inside the proxy for a pooled connection (bounded by `acquire`) instead of in the
+//!     backlog. While requests wait at the limit, one extra connection at a time (a *probe*)
+//!     tests for more capacity; an accepted probe raises the limit, an overdue one backs off;
+//!   - an announced FCGI_MAX_CONNS starts the limit, but never below the concurrency the
+//!     backend has demonstrated (libfcgi announces 1 per process, however many share a socket);
+//!   - while the backend's acceptance is unknown, at most [`PENDING_MIN`] (or as many as are
+//!     accepted) connections may be pending at once, so a burst does not fill the backlog;
+//!   - idle connections are kept [`DEFAULT_IDLE_TTL`] unless `ttl` says otherwise: an idle
+//!     connection pins a worker that another proxy instance may be waiting for.
 //! - Idle connections are kept per serving thread (each thread runs its own runtime, and a
 //!   socket is registered with the runtime that uses it). A thread with none idle of its own
-//!   takes another thread's and moves it over ([`Connector::adopt`]) before it opens one: an idle
-//!   connection is reused whichever thread needs it, and ends up where it is used.
+//!   takes another thread's and moves it over ([`Connector::adopt`]) before it opens one.
 //! - Idle connections are watched: one task per pool and thread is woken when any of them
 //!   becomes readable, so a backend that closes an idle connection (php-fpm after
-//!   `pm.max_requests`, or its idle timeout) is noticed at once; a connection idle for `ttl` is
-//!   dropped. This is pingora's idle poll, without a task per connection: checking a connection
-//!   in or out is a push or pop under the thread's lock, with no task to spawn or wake.
+//!   `pm.max_requests`) is noticed at once; a connection idle for `ttl` is dropped. This is
+//!   pingora's idle poll, without a task per connection.
 //! - A checkout says whether the connection was reused, so only failures on reused connections
 //!   are retried.
 //! - Connections go back to the pool only after a clean END_REQUEST on a KEEP_CONN request; the
-//!   caller decides that and calls [`Conn::release`].
+//!   caller decides that and calls [`Pool::release`].
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -29,19 +47,37 @@ use tokio::sync::Notify;
 use crate::error::{ErrorKind, ProxyError};
 use crate::net::{BackendAddr, Connector};
 
+/// How long a fresh connection may go without a byte back before the backend counts as
+/// saturated. A worker that is free answers FCGI_GET_VALUES within a millisecond or two.
+pub const ACCEPT_GRACE: Duration = Duration::from_millis(50);
+/// Pending connections allowed at once while few are proven accepted.
+pub const PENDING_MIN: usize = 8;
+/// How long an idle connection is kept when no `ttl` is configured.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(2);
+/// After the backend showed saturation, idle connections are kept at most this long for
+/// [`SATURATED_MEMORY`]: a worker held idle is one another proxy instance may be waiting for.
+pub const SATURATED_IDLE_TTL: Duration = Duration::from_millis(200);
+pub const SATURATED_MEMORY: Duration = Duration::from_secs(10);
+/// First wait after an overdue probe before the next; doubles up to [`PROBE_BACKOFF_MAX`].
+const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Cap on open connections set in the configuration (`max=`). When absent, the cap is what
-    /// the backend announced as FCGI_MAX_CONNS, else `default_max`.
+    /// Hard cap on open connections set in the configuration (`max=`). When absent,
+    /// `default_max`.
     pub max: Option<usize>,
-    /// The cap when neither the configuration nor the backend says (Apache: threads per child).
+    /// The hard cap when the configuration sets none.
     pub default_max: usize,
-    /// How long an idle connection is kept (`ttl=`). `None`: until the backend closes it.
+    /// How long an idle connection is kept (`ttl=`). `None`: [`DEFAULT_IDLE_TTL`].
     pub ttl: Option<Duration>,
     /// How long a checkout waits for a free slot (`acquire=`). `None`: as long as `timeout`.
     pub acquire: Option<Duration>,
     /// Connect timeout (`connectiontimeout=`).
     pub connect_timeout: Duration,
+    /// Connections are kept for reuse (KEEP_CONN). Only then does the pool ask for and learn
+    /// the backend's capacity: without reuse every worker is freed after each request.
+    pub reuse: bool,
 }
 
 /// Counters for metrics and tests.
@@ -51,30 +87,91 @@ pub struct PoolStats {
     pub reused: u64,
     pub idle: usize,
     pub open: usize,
+    /// Open connections a backend worker is known to have accepted.
+    pub accepted: usize,
+    /// Open connections with nothing back from the backend yet (maybe in its backlog).
+    pub pending: usize,
     pub closed_idle_by_backend: u64,
     pub closed_idle_ttl: u64,
     pub waits: u64,
     /// Total time checkouts spent waiting for a free connection, in milliseconds.
     pub wait_ms: u64,
     pub acquire_timeouts: u64,
-    /// The cap in force.
+    /// The hard cap in force (`max`, or the default bound).
     pub cap: usize,
+    /// The learned limit: connections the backend serves at once, as far as shown.
+    pub limit: Option<usize>,
+    /// Most connections the backend has had accepted at once.
+    pub demonstrated: usize,
     /// FCGI_MAX_CONNS as the backend announced it, if it did.
     pub announced_max_conns: Option<usize>,
+    /// Whether the backend answers FCGI_GET_VALUES (unknown until a fresh connection tells).
+    pub answers_get_values: Option<bool>,
+    /// Fresh connections found overdue: the backend had no free worker for them.
+    pub saturations: u64,
+    /// Connections closed (idle or just finished) to free a worker for an overdue one.
+    pub yields: u64,
+    /// Connections opened beyond the limit to test for more capacity.
+    pub probes: u64,
+    /// Probes the backend accepted at once (each raised or confirmed the limit).
+    pub probes_accepted: u64,
 }
 
-/// What all threads share: the cap and the count it limits.
+/// A fresh connection with nothing back yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: u64,
+    probe: bool,
+    overdue: bool,
+}
+
+/// What all threads share: the cap, the counts it limits, and what was learned.
 #[derive(Debug)]
 struct Common {
-    /// Connections open, idle or busy, on every thread.
+    /// Connections open, idle or busy, on every thread: `accepted` + `pending.len()`.
     open: usize,
+    accepted: usize,
+    pending: Vec<Pending>,
+    next_id: u64,
+    /// No probe before this.
+    probe_after: Option<tokio::time::Instant>,
+    probe_backoff: Duration,
+    /// Idle connections are kept only briefly until then (the backend was saturated).
+    short_idle_until: Option<tokio::time::Instant>,
     /// Counters kept here; `idle`, `reused` and the idle closes live in [`Local`].
     stats: PoolStats,
-    /// The first connection asks the backend for FCGI_MAX_CONNS.
-    probed: bool,
-    /// While the answer is awaited, only one connection is opened, so a backend that can take
-    /// only one is not flooded before it could say so. Bounded by [`PROBE_WINDOW`].
-    probing_until: Option<tokio::time::Instant>,
+}
+
+impl Common {
+    fn sync(&mut self) {
+        self.stats.open = self.open;
+        self.stats.accepted = self.accepted;
+        self.stats.pending = self.pending.len();
+    }
+
+    fn overdue(&self) -> bool {
+        self.pending.iter().any(|p| p.overdue)
+    }
+
+    /// Whether one more connection may be opened now: `Some(probe)` if so.
+    fn may_open(&self, hard_cap: usize, now: tokio::time::Instant) -> Option<bool> {
+        if self.open >= hard_cap {
+            return None;
+        }
+        if self.stats.answers_get_values != Some(false)
+            && self.pending.len() >= PENDING_MIN.max(self.accepted)
+        {
+            return None;
+        }
+        match self.stats.limit {
+            Some(limit) if self.open >= limit => {
+                let probing = self.pending.iter().any(|p| p.probe);
+                let backing_off = self.probe_after.is_some_and(|t| now < t);
+                (!probing && !backing_off).then_some(true)
+            }
+            _ => Some(false),
+        }
+    }
 }
 
 /// One serving thread's idle connections, registered with that thread's runtime (using them
@@ -108,10 +205,7 @@ impl<S> Local<S> {
     }
 }
 
-/// Longest time new connections wait for the backend's FCGI_MAX_CONNS answer.
-pub const PROBE_WINDOW: Duration = Duration::from_millis(250);
-
-/// An idle connection. It still counts in `open`: its slot was disarmed, not dropped.
+/// An idle connection. It counts in `open` and `accepted`: its slot was disarmed, not dropped.
 #[derive(Debug)]
 struct Idle<S> {
     stream: S,
@@ -133,6 +227,8 @@ struct Padded<T>(T);
 
 #[derive(Debug)]
 struct Shared<S> {
+    /// `ttl`, or the default idle lifetime.
+    idle_ttl: Duration,
     common: Mutex<Common>,
     locals: Box<[Padded<Mutex<Local<S>>>]>,
     freed: Notify,
@@ -190,10 +286,23 @@ pub struct Conn<S: Send + 'static> {
     pub stream: S,
     /// It had served a request before.
     pub reused: bool,
-    /// Ask the backend for FCGI_MAX_CONNS on this connection (the pool's first, when no cap is
-    /// configured).
-    pub probe: bool,
+    /// A fresh connection whose acceptance the pool tracks: the exchange asks FCGI_GET_VALUES
+    /// ahead of the request and reports the first byte back ([`Pool::accepted`]) or its absence
+    /// after [`ACCEPT_GRACE`] ([`Pool::overdue`]).
+    pub ask_values: bool,
     slot: Slot<S>,
+}
+
+impl<S: Send + 'static> Conn<S> {
+    /// The pool's name for this connection, for [`Pool::accepted`] and [`Pool::overdue`].
+    pub fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    /// When this connection counts as overdue if nothing came back (fresh connections only).
+    pub fn accept_deadline(&self) -> Option<tokio::time::Instant> {
+        self.slot.since.map(|t| t + ACCEPT_GRACE)
+    }
 }
 
 /// Holds one unit of the pool's `open` count; gives it back on drop unless disarmed (the
@@ -201,22 +310,16 @@ pub struct Conn<S: Send + 'static> {
 #[derive(Debug)]
 struct Slot<S> {
     shared: Arc<Shared<S>>,
+    id: u64,
+    /// Fresh connections: when the request went out (their pending entry's `since`).
+    since: Option<tokio::time::Instant>,
     armed: bool,
-}
-
-impl<S> Slot<S> {
-    fn new(shared: Arc<Shared<S>>) -> Self {
-        Slot {
-            shared,
-            armed: true,
-        }
-    }
 }
 
 impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.closed(1);
+            self.shared.closed_one(self.id);
         }
     }
 }
@@ -230,20 +333,44 @@ impl<S> Shared<S> {
         self.locals[i].0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How long an idle connection is kept now.
+    fn idle_ttl(&self, now: tokio::time::Instant) -> Duration {
+        match self.common().short_idle_until {
+            Some(t) if now < t => self.idle_ttl.min(SATURATED_IDLE_TTL),
+            _ => self.idle_ttl,
+        }
+    }
+
     /// This thread's idle list.
     fn my_slot(&self) -> usize {
         thread_slot() % self.locals.len()
     }
 
-    /// `n` connections were closed: their slots are free.
+    /// `n` accepted (idle) connections were closed: their slots are free.
     fn closed(&self, n: usize) {
         let mut c = self.common();
         c.open -= n;
-        c.stats.open = c.open;
+        c.accepted -= n;
+        c.sync();
         drop(c);
         for _ in 0..n {
             self.freed.notify_one();
         }
+    }
+
+    /// The connection `id` was closed, pending or accepted.
+    fn closed_one(&self, id: u64) {
+        let mut c = self.common();
+        c.open -= 1;
+        match c.pending.iter().position(|p| p.id == id) {
+            Some(i) => {
+                c.pending.swap_remove(i);
+            }
+            None => c.accepted -= 1,
+        }
+        c.sync();
+        drop(c);
+        self.freed.notify_one();
     }
 
     /// Another thread's most recently used idle connection, if any thread has one.
@@ -251,6 +378,28 @@ impl<S> Shared<S> {
         (0..self.locals.len())
             .filter(|&i| i != me)
             .find_map(|i| self.local(i).idle.pop())
+    }
+
+    /// Closes every idle connection on every thread; how many.
+    fn close_all_idle(&self) -> usize {
+        let mut n = 0;
+        for i in 0..self.locals.len() {
+            let mut l = self.local(i);
+            let taken = std::mem::take(&mut l.idle);
+            // Its timer was set for connections that are gone: let it set a new one.
+            l.ttl_armed = false;
+            let watcher = l.watcher.clone();
+            drop(l);
+            n += taken.len();
+            drop(taken);
+            if let Some(w) = watcher {
+                w.wake();
+            }
+        }
+        if n > 0 {
+            self.closed(n);
+        }
+        n
     }
 }
 
@@ -296,22 +445,27 @@ impl<C: Connector> Pool<C> {
         Pool {
             connector,
             addr,
-            settings,
             shared: Arc::new(Shared {
+                idle_ttl: settings.ttl.unwrap_or(DEFAULT_IDLE_TTL),
                 common: Mutex::new(Common {
                     open: 0,
+                    accepted: 0,
+                    pending: Vec::new(),
+                    next_id: 0,
+                    probe_after: None,
+                    probe_backoff: PROBE_BACKOFF_MIN,
+                    short_idle_until: None,
                     stats: PoolStats {
                         cap,
                         ..PoolStats::default()
                     },
-                    probed: false,
-                    probing_until: None,
                 }),
                 locals: (0..threads.max(1))
                     .map(|_| Padded(Mutex::new(Local::new())))
                     .collect(),
                 freed: Notify::new(),
             }),
+            settings,
         }
     }
 
@@ -335,70 +489,88 @@ impl<C: Connector> Pool<C> {
         s
     }
 
+    fn reused_conn(&self, stream: C::Stream) -> Conn<C::Stream> {
+        let id = {
+            let mut c = self.shared.common();
+            c.next_id += 1;
+            c.next_id
+        };
+        Conn {
+            stream,
+            reused: true,
+            ask_values: false,
+            slot: Slot {
+                shared: self.shared.clone(),
+                id,
+                since: None,
+                armed: true,
+            },
+        }
+    }
+
     /// A connection: an idle one of this thread's if there is one (reused), else a new one if
-    /// the cap allows (closing another thread's idle one to make room if need be), else waits
-    /// for one to free up until `acquire` (default: `fallback_wait`).
+    /// the cap and what the pool learned allow (see the module docs), else waits for one to
+    /// free up until `acquire` (default: `fallback_wait`).
     pub async fn checkout(&self, fallback_wait: Duration) -> Result<Conn<C::Stream>, ProxyError> {
         let deadline = tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
         let me = self.shared.my_slot();
+        let hard_cap = self.settings.max.unwrap_or(self.settings.default_max);
         let mut waited = false;
         loop {
             let now = tokio::time::Instant::now();
             match self.take_idle(me, now) {
-                Taken::Reused(stream) => {
-                    return Ok(Conn {
-                        stream,
-                        reused: true,
-                        probe: false,
-                        slot: Slot::new(self.shared.clone()),
-                    });
-                }
+                Taken::Reused(stream) => return Ok(self.reused_conn(stream)),
                 // Closed or expired since the watcher last looked: closed; look again.
                 Taken::Dead => continue,
                 Taken::None => {}
             }
-            // Register interest before looking at the cap, so a slot freed in between is not
-            // missed (a connection released since `take_idle` leaves a permit in `freed`).
+            // Register interest before looking at the counts, so a slot freed in between is
+            // not missed (a connection released since `take_idle` leaves a permit in `freed`).
             let notified = self.shared.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (candidate, probing_until) = {
+            let (opened, wake_at) = {
                 let mut c = self.shared.common();
-                let probing = c.probing_until.filter(|&t| now < t);
-                let cap = if probing.is_some() { 1 } else { c.stats.cap };
-                let candidate = if c.open < cap {
-                    c.open += 1;
-                    c.stats.open = c.open;
-                    let probe = !c.probed && self.settings.max.is_none();
-                    if probe {
-                        c.probed = true;
-                        c.probing_until = Some(now + PROBE_WINDOW);
-                    }
-                    Some(probe)
-                } else {
-                    None
-                };
-                (candidate, probing)
-            };
-            match candidate {
-                Some(probe) => {
-                    let slot = Slot::new(self.shared.clone());
-                    let stream = match self.connect().await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            if probe {
-                                // Ask again on the next connection.
-                                self.shared.common().probed = false;
-                                self.probe_done();
-                            }
-                            return Err(e);
+                match c.may_open(hard_cap, now) {
+                    Some(probe) => {
+                        c.next_id += 1;
+                        let id = c.next_id;
+                        c.open += 1;
+                        let track = self.settings.reuse;
+                        if track {
+                            c.pending.push(Pending {
+                                id,
+                                probe,
+                                overdue: false,
+                            });
+                        } else {
+                            c.accepted += 1;
                         }
+                        if probe {
+                            c.stats.probes += 1;
+                        }
+                        c.sync();
+                        let ask = track && c.stats.answers_get_values != Some(false);
+                        (Some((id, track, ask)), None)
+                    }
+                    // A probe may become possible when the backoff ends.
+                    None => (None, c.probe_after.filter(|&t| t > now)),
+                }
+            };
+            match opened {
+                Some((id, track, ask_values)) => {
+                    let slot = Slot {
+                        shared: self.shared.clone(),
+                        id,
+                        since: track.then_some(now),
+                        armed: true,
                     };
+                    let stream = self.connect().await?;
                     self.shared.common().stats.opened += 1;
                     return Ok(Conn {
                         stream,
                         reused: false,
-                        probe,
+                        ask_values,
                         slot,
                     });
                 }
@@ -408,15 +580,22 @@ impl<C: Connector> Pool<C> {
                         self.shared.common().stats.waits += 1;
                     }
                     let wait_started = tokio::time::Instant::now();
-                    let until = probing_until.map_or(deadline, |p| p.min(deadline));
+                    let until = wake_at.map_or(deadline, |w| w.min(deadline));
                     let woken = tokio::time::timeout_at(until, notified).await.is_ok();
                     let waited_ms = wait_started.elapsed().as_millis() as u64;
                     self.shared.common().stats.wait_ms += waited_ms;
                     if !woken && tokio::time::Instant::now() >= deadline {
                         self.shared.common().stats.acquire_timeouts += 1;
+                        let s = self.stats();
                         return Err(ProxyError::new(
                             ErrorKind::AcquireTimeout,
-                            format!("all {} connections to {} busy", self.stats().cap, self.addr),
+                            format!(
+                                "no connection to {} freed up: {} open, limit {}, cap {}",
+                                self.addr,
+                                s.open,
+                                s.limit.map_or("none".to_string(), |l| l.to_string()),
+                                s.cap
+                            ),
                         ));
                     }
                 }
@@ -426,6 +605,7 @@ impl<C: Connector> Pool<C> {
 
     /// An idle connection for this thread: one of its own, else another thread's, moved here.
     fn take_idle(&self, me: usize, now: tokio::time::Instant) -> Taken<C::Stream> {
+        let ttl = self.shared.idle_ttl(now);
         let mut local = self.shared.local(me);
         let (idle, foreign) = match local.idle.pop() {
             Some(idle) => (idle, false),
@@ -441,7 +621,7 @@ impl<C: Connector> Pool<C> {
         let Idle { mut stream, since } = idle;
         let mut cx = Context::from_waker(Waker::noop());
         // A connection not used is closed before its slot is freed, so the cap holds.
-        let usable = if self.settings.ttl.is_some_and(|t| now >= since + t) {
+        let usable = if now >= since + ttl {
             local.closed_idle_ttl += 1;
             drop(stream);
             None
@@ -494,52 +674,124 @@ impl<C: Connector> Pool<C> {
         }
     }
 
-    /// The backend announced FCGI_MAX_CONNS: it becomes the cap unless one is configured.
-    pub fn learn_max_conns(&self, n: usize) {
+    /// The first byte came back on fresh connection `id`: a worker accepted it.
+    pub fn accepted(&self, id: u64) {
         let mut c = self.shared.common();
-        c.stats.announced_max_conns = Some(n);
-        if self.settings.max.is_none() && n > 0 && c.stats.cap != n {
-            tracing::info!(backend = %self.addr, "backend announced FCGI_MAX_CONNS={n}: capping connections");
-            c.stats.cap = n;
+        let Some(i) = c.pending.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let p = c.pending.swap_remove(i);
+        c.accepted += 1;
+        let accepted = c.accepted;
+        c.stats.demonstrated = c.stats.demonstrated.max(accepted);
+        if p.probe && !p.overdue {
+            c.stats.probes_accepted += 1;
+            c.probe_backoff = PROBE_BACKOFF_MIN;
+            c.probe_after = None;
         }
+        // Capacity shown is capacity: the limit never stays below it.
+        if let Some(l) = c.stats.limit
+            && accepted > l
+            && !p.overdue
+        {
+            c.stats.limit = Some(accepted);
+        }
+        c.sync();
         drop(c);
-        self.probe_done();
+        // More may now be opened (the pending bound, a probe slot).
+        self.shared.freed.notify_waiters();
     }
 
-    /// The capacity question is settled (answered, or the exchange got past the point where an
-    /// answer would have come): connections may open up to the cap.
-    pub fn probe_done(&self) {
+    /// Fresh connection `id` got nothing back within [`ACCEPT_GRACE`]: if the backend is known
+    /// to answer FCGI_GET_VALUES at once, no worker took it; either way idle connections yield.
+    pub fn overdue(&self, id: u64) {
         let mut c = self.shared.common();
-        if c.probing_until.take().is_some() {
+        let Some(p) = c.pending.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        p.overdue = true;
+        let probe = p.probe;
+        if c.stats.answers_get_values == Some(true) {
+            c.stats.saturations += 1;
+            c.short_idle_until = Some(tokio::time::Instant::now() + SATURATED_MEMORY);
+            let limit = c.accepted.max(1);
+            if probe {
+                c.probe_after = Some(tokio::time::Instant::now() + c.probe_backoff);
+                c.probe_backoff = (c.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+            } else if c.stats.limit.is_none_or(|l| limit < l) {
+                tracing::info!(
+                    backend = %self.addr,
+                    "backend saturated: {} connections accepted, a new one waits; limit {limit}",
+                    c.accepted
+                );
+                c.stats.limit = Some(limit);
+                c.probe_after = Some(tokio::time::Instant::now() + c.probe_backoff);
+            }
+        }
+        drop(c);
+        let n = self.shared.close_all_idle();
+        if n > 0 {
+            self.shared.common().stats.yields += n as u64;
+        }
+    }
+
+    /// The backend answered FCGI_GET_VALUES, with FCGI_MAX_CONNS or without.
+    pub fn values_answered(&self, max_conns: Option<usize>) {
+        let mut c = self.shared.common();
+        c.stats.answers_get_values = Some(true);
+        if let Some(n) = max_conns.filter(|&n| n > 0) {
+            c.stats.announced_max_conns = Some(n);
+            if c.stats.limit.is_none() {
+                // A hint about one process: never below what the backend has shown.
+                let limit = n.max(c.stats.demonstrated).max(c.accepted);
+                tracing::debug!(backend = %self.addr, "backend announced FCGI_MAX_CONNS={n}; limit {limit}");
+                c.stats.limit = Some(limit);
+            }
+        }
+    }
+
+    /// A request that asked FCGI_GET_VALUES ended without an answer: this backend does not
+    /// answer, so silence says nothing about acceptance; stop asking.
+    pub fn values_unanswered(&self) {
+        let mut c = self.shared.common();
+        if c.stats.answers_get_values.is_none() {
+            c.stats.answers_get_values = Some(false);
             drop(c);
             self.shared.freed.notify_waiters();
         }
     }
 
     /// Returns a connection after a clean, kept-alive exchange. It waits idle, watched, in this
-    /// thread's list until checked out again, closed by the backend, or `ttl` passes.
+    /// thread's list until checked out again, closed by the backend, or its idle time is up.
+    /// While a fresh connection is overdue it is closed instead, so its worker takes that one.
     pub fn release(&self, conn: Conn<C::Stream>) {
         let Conn {
             mut stream,
             mut slot,
             ..
         } = conn;
+        // A connection that carried a whole exchange was accepted, whatever the exchange told.
+        self.accepted(slot.id);
+        {
+            let mut c = self.shared.common();
+            if c.overdue() {
+                c.stats.yields += 1;
+                drop(c);
+                // Dropping the armed slot frees it.
+                return;
+            }
+        }
         let me = self.shared.my_slot();
         let mut l = self.shared.local(me);
         if !l.watcher_started {
             l.watcher_started = true;
-            tokio::spawn(watch_idle(
-                Arc::downgrade(&self.shared),
-                me,
-                self.settings.ttl,
-            ));
+            tokio::spawn(watch_idle(Arc::downgrade(&self.shared), me));
         }
         // Register the watcher's interest in the connection's read side (this wakes nobody).
         let mut cx = Context::from_waker(l.watcher.as_ref().unwrap_or(Waker::noop()));
         if readable(&mut stream, &mut cx) {
             l.closed_idle_by_backend += 1;
             drop(l);
-            // Dropping the armed slot frees it.
             return;
         }
         l.idle.push(Idle {
@@ -548,7 +800,7 @@ impl<C: Connector> Pool<C> {
         });
         slot.armed = false;
         // The watcher sets a timer for the oldest idle connection only when it runs.
-        let wake = if self.settings.ttl.is_some() && !l.ttl_armed {
+        let wake = if !l.ttl_armed {
             l.watcher.clone()
         } else {
             None
@@ -564,7 +816,7 @@ impl<C: Connector> Pool<C> {
 /// A thread's idle watcher: closes idle connections of list `me` that turned readable or
 /// outlived `ttl`. Its waker sits on every one of them, so it runs only when one needs closing
 /// (or a `ttl` timer is due), and ends with the pool.
-async fn watch_idle<S>(shared: Weak<Shared<S>>, me: usize, ttl: Option<Duration>)
+async fn watch_idle<S>(shared: Weak<Shared<S>>, me: usize)
 where
     S: AsyncRead + Unpin + Send + 'static,
 {
@@ -573,17 +825,19 @@ where
         let Some(shared) = shared.upgrade() else {
             return Poll::Ready(());
         };
+        let now = tokio::time::Instant::now();
+        // Read before the idle list is locked: the shared state is never locked under it.
+        let ttl = shared.idle_ttl(now);
         let mut l = shared.local(me);
         if !l.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             l.watcher = Some(cx.waker().clone());
         }
-        let now = tokio::time::Instant::now();
         let (mut by_backend, mut expired) = (0, 0);
         // Closed outside the lock.
         let mut closing = Vec::new();
         let mut i = 0;
         while i < l.idle.len() {
-            if ttl.is_some_and(|t| now >= l.idle[i].since + t) {
+            if now >= l.idle[i].since + ttl {
                 expired += 1;
             } else if readable(&mut l.idle[i].stream, cx) {
                 by_backend += 1;
@@ -596,8 +850,8 @@ where
         l.closed_idle_by_backend += by_backend;
         l.closed_idle_ttl += expired;
         l.ttl_armed = false;
-        if let (Some(t), Some(oldest)) = (ttl, l.idle.first()) {
-            let due = oldest.since + t;
+        if let Some(oldest) = l.idle.first() {
+            let due = oldest.since + ttl;
             let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
             sleep.as_mut().reset(due);
             l.ttl_armed = sleep.as_mut().poll(cx).is_pending();

@@ -170,23 +170,31 @@ async fn two_at_once(f: &Front, tag: &str) -> (StatusCode, StatusCode) {
     (r1.await.unwrap().status, r2.await.unwrap().status)
 }
 
-/// (a) The documented problem: with reuse on and no cap, the first request's backend
-/// connection stays attached to the only worker, so the second request waits in the backlog
-/// until the timeout.
+/// (a) The documented problem, avoided: reuse on and no cap, and the first request's pooled
+/// connection holds the only worker. The second request's new connection waits in the backlog;
+/// when the first request ends its connection is closed instead of pooled (it yields), the
+/// worker takes the waiting connection, and both are served, each exactly once.
 #[tokio::test]
-async fn saturation_a_reuse_without_cap_blocks_the_second_request_until_504() {
+async fn saturation_a_reuse_without_cap_yields_the_worker_to_the_waiting_connection() {
     let m = mock(CAPACITY_1).await;
     let f = start(
-        &format!("ProxyPass /app/ fcgi://{}/ timeout=1\n", m.addr()),
+        &format!(
+            "ProxyPass /app/ fcgi://{}/ timeout=1
+",
+            m.addr()
+        ),
         |_| {},
     )
     .await;
-    // Steady state: one pooled connection already holds the only worker. (On a cold pool the
-    // proxy opens a single connection until the backend has had the chance to announce
-    // FCGI_MAX_CONNS, which would hide the problem.)
+    // Steady state: one pooled connection already holds the only worker.
     assert_eq!(send(&f, get("/app/warm")).await.status, StatusCode::OK);
     let (s1, s2) = two_at_once(&f, "a").await;
-    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::GATEWAY_TIMEOUT));
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    let j = m.journal().snapshot();
+    assert_eq!(j.requests.len(), 3, "each request executed once");
+    assert_eq!(j.connection_count(), 2);
+    let st = f.proxy.workers()[0].pool.stats();
+    assert!(st.yields >= 1, "{st:?}");
 }
 
 /// (b) disablereuse=on: the worker is released after each request, so both succeed.
@@ -205,10 +213,11 @@ async fn saturation_b_disablereuse_serves_both() {
     assert_eq!(m.journal().connection_count(), 2);
 }
 
-/// (c) The backend announces FCGI_MAX_CONNS=1: the proxy caps itself at one connection, and
-/// both requests succeed on it, one after the other.
+/// (c) The backend announces FCGI_MAX_CONNS=1: that becomes the learned limit, so a request
+/// beyond it waits for the pooled connection or for its own connection to be accepted, never
+/// for the timeout, and none runs twice.
 #[tokio::test]
-async fn saturation_c_cap_learned_from_get_values_serves_both_on_one_connection() {
+async fn saturation_c_announced_max_conns_becomes_the_limit() {
     let m = mock(&format!(
         "[server.values]\nFCGI_MAX_CONNS = \"1\"\n{CAPACITY_1}"
     ))
@@ -218,17 +227,18 @@ async fn saturation_c_cap_learned_from_get_values_serves_both_on_one_connection(
         |_| {},
     )
     .await;
+    assert_eq!(send(&f, get("/app/warm")).await.status, StatusCode::OK);
     assert_eq!(two_at_once(&f, "c").await, (StatusCode::OK, StatusCode::OK));
     let j = m.journal().snapshot();
-    assert_eq!(j.connection_count(), 1);
-    assert_eq!(j.requests.len(), 2);
+    assert_eq!(j.requests.len(), 3);
     assert!(
         !m.journal().management().is_empty(),
         "the proxy asked with FCGI_GET_VALUES"
     );
-    let w = &f.proxy.workers()[0];
-    assert_eq!(w.pool.stats().cap, 1);
-    assert_eq!(w.pool.stats().announced_max_conns, Some(1));
+    let st = f.proxy.workers()[0].pool.stats();
+    assert_eq!(st.announced_max_conns, Some(1));
+    assert_eq!(st.limit, Some(1), "{st:?}");
+    assert!(st.open <= 2, "{st:?}");
 }
 
 /// (d) Cap reached and `acquire` exceeded: 503, within `acquire`.

@@ -79,7 +79,7 @@ fn defaults() {
     assert!(cfg.merge_slashes);
     let w = cfg.routes[0].worker.effective(&cfg);
     assert!(w.reuse, "reuse is on by default");
-    assert_eq!(w.max, 25);
+    assert_eq!(w.max, 256);
     assert_eq!(w.io_timeout, Duration::from_secs(60));
     assert_eq!(w.connect_timeout, Duration::from_secs(60));
     assert_eq!(w.acquire, None);

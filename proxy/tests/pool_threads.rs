@@ -38,6 +38,7 @@ fn pool(addr: SocketAddr, max: usize, acquire: Duration) -> Pool<TokioConnector>
             ttl: None,
             acquire: Some(acquire),
             connect_timeout: Duration::from_secs(2),
+            reuse: true,
         },
         2,
     )

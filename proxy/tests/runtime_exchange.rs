@@ -41,6 +41,7 @@ fn worker(
             ttl: None,
             acquire: Some(Duration::from_millis(200)),
             connect_timeout: Duration::from_secs(1),
+            reuse: true,
         },
     )
 }
@@ -216,6 +217,7 @@ async fn refused_connection_gives_503() {
             ttl: None,
             acquire: None,
             connect_timeout: Duration::from_secs(1),
+            reuse: true,
         },
     );
     let e = get(&w, "/a").await.expect_err("refused");
@@ -290,6 +292,7 @@ async fn a_waiting_request_gets_the_connection_when_it_is_released() {
             ttl: None,
             acquire: Some(Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(1),
+            reuse: true,
         },
     );
     let w = std::sync::Arc::new(w);

@@ -578,7 +578,8 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         format!("{} (configured)", w.max)
     } else {
         format!(
-            "{} (default; the backend's FCGI_MAX_CONNS instead when it announces one)",
+            "{} (default bound; below it the limit is learned from the backend: what it \
+             accepts at once, FCGI_MAX_CONNS as a hint)",
             w.max
         )
     };
@@ -594,7 +595,9 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         d(w.connect_timeout),
         w.acquire.map(d).unwrap_or_else(|| "wait".into()),
         d(w.retry),
-        w.ttl.map(d).unwrap_or_else(|| "none".into()),
+        w.ttl
+            .map(d)
+            .unwrap_or_else(|| format!("{} (default)", d(crate::pool::DEFAULT_IDLE_TTL))),
         w.flush_packets
     )
 }

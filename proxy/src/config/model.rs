@@ -225,9 +225,10 @@ pub struct Limits {
     /// Client keep-alive (Apache `KeepAlive`, on).
     #[serde(default = "yes")]
     pub keep_alive: bool,
-    /// Backend connection cap per worker when a route/member sets no `max` (Apache: the
-    /// thread count of a child, 25 with Debian's event MPM defaults).
-    #[serde(default = "l25")]
+    /// Hard bound on backend connections per worker when a route/member sets no `max`. Below
+    /// it the pool learns the backend's real capacity (pool.rs), so this only bounds a backend
+    /// that keeps accepting.
+    #[serde(default = "l256")]
     pub default_max_connections: u32,
 }
 
@@ -240,8 +241,8 @@ fn l100() -> usize {
 fn l100u32() -> u32 {
     100
 }
-fn l25() -> u32 {
-    25
+fn l256() -> u32 {
+    256
 }
 fn l65536() -> usize {
     65536
@@ -264,7 +265,7 @@ impl Default for Limits {
             max_body: l1g(),
             max_keep_alive_requests: l100u32(),
             keep_alive: true,
-            default_max_connections: l25(),
+            default_max_connections: l256(),
         }
     }
 }
@@ -924,7 +925,7 @@ mod tests {
         let cfg = Config::default();
         let e = WorkerParams::default().effective(&cfg);
         assert!(e.reuse);
-        assert_eq!(e.max, 25);
+        assert_eq!(e.max, 256);
         assert_eq!(e.io_timeout, Duration::from_secs(60));
         assert_eq!(e.connect_timeout, Duration::from_secs(60));
         assert_eq!(e.retry, Duration::from_secs(60));
