@@ -525,19 +525,8 @@ impl Script {
                 rule
             }
         };
-        let server_span = raw.server.span();
-        let server = raw.server.into_inner();
-        if let Err(message) = server.check() {
-            let (l, c) = line_col(src, server_span.start);
-            return Err(ScriptError {
-                origin: origin.to_string(),
-                line: Some(l),
-                column: Some(c),
-                message,
-            });
-        }
         Ok(Script {
-            server,
+            server: raw.server,
             rules: raw.rule,
             default,
         })
@@ -583,16 +572,20 @@ impl Script {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScript {
-    #[serde(default = "default_server")]
-    server: toml::Spanned<ServerSettings>,
+    #[serde(default, deserialize_with = "de_server")]
+    server: ServerSettings,
     #[serde(default)]
     rule: Vec<Rule>,
     #[serde(default)]
     default: Option<toml::Spanned<Rule>>,
 }
 
-fn default_server() -> toml::Spanned<ServerSettings> {
-    toml::Spanned::new(0..0, ServerSettings::default())
+/// `[server]`, checked as a whole (so that an error points at the table).
+fn de_server<'de, D: Deserializer<'de>>(d: D) -> Result<ServerSettings, D::Error> {
+    use serde::de::Error;
+    let s = ServerSettings::deserialize(d)?;
+    s.check().map_err(D::Error::custom)?;
+    Ok(s)
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -326,8 +326,7 @@ fn release(shared: &Shared, worker: usize, conn: u64) {
             NoteKind::Model,
             conn,
             format!(
-                "worker {} exits after {n} requests (max_requests); a new one starts for the \
-                 next connection",
+                "worker {} exits after {n} requests (max_requests); its slot gets a new worker",
                 worker + 1
             ),
         );
