@@ -1574,10 +1574,9 @@ mod tests {
         let e = b.mock_script().unwrap_err();
         assert!(e.contains("lighttpd"), "{e}");
 
-        let b: Backend = toml::from_str(
-            "name = \"x\"\nmax_requests = 2\n[script.server]\nmax_requests = 3\n",
-        )
-        .unwrap();
+        let b: Backend =
+            toml::from_str("name = \"x\"\nmax_requests = 2\n[script.server]\nmax_requests = 3\n")
+                .unwrap();
         let e = b.mock_script().unwrap_err();
         assert!(e.contains("max_requests"), "{e}");
     }
