@@ -792,7 +792,7 @@ pub struct BackendExpect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_conn: Option<bool>,
     /// Acceptable reasons for each closed connection (`keep_conn_clear`, `idle_timeout`,
-    /// `eof`, ...); connections still open are not checked.
+    /// `max_requests`, `eof`, ...); connections still open are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_reasons: Option<Vec<String>>,
     /// FCGI_GET_VALUES queries received.
