@@ -377,6 +377,18 @@ pub struct Backend {
     /// kernel backlog completes the handshake, but not read until a worker frees up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<String>,
+    /// Behave like a real backend: `php-fpm`, `libfcgi` or `threaded` (FCGI_GET_VALUES answers
+    /// and when they are sent; the mock's `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A worker serves at most this many requests, then exits and closes its connection
+    /// (php-fpm `pm.max_requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// A connection given a worker that never served, or whose worker exited, waits this long
+    /// before it is read (a fork; php-fpm `pm = ondemand`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_delay: Option<Dur>,
     /// Close a kept-open connection idle this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Dur>,
@@ -426,6 +438,16 @@ impl Backend {
         }
         if let Some(o) = &self.overflow {
             put("overflow", toml::Value::String(o.clone()))?;
+        }
+        if let Some(m) = &self.model {
+            put("model", toml::Value::String(m.clone()))?;
+        }
+        if let Some(n) = self.max_requests {
+            put("max_requests", toml::Value::Integer(i64::from(n)))?;
+        }
+        if let Some(t) = self.spawn_delay {
+            let ms = i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX);
+            put("spawn_delay_ms", toml::Value::Integer(ms))?;
         }
         if let Some(t) = self.idle_timeout {
             let ms = i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX);
@@ -770,7 +792,7 @@ pub struct BackendExpect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_conn: Option<bool>,
     /// Acceptable reasons for each closed connection (`keep_conn_clear`, `idle_timeout`,
-    /// `eof`, ...); connections still open are not checked.
+    /// `max_requests`, `eof`, ...); connections still open are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_reasons: Option<Vec<String>>,
     /// FCGI_GET_VALUES queries received.
@@ -1528,6 +1550,36 @@ pub fn id_from_path(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_model_shortcuts_reach_the_mock_server_settings() {
+        let b: Backend = toml::from_str(
+            r#"
+            name = "fpm"
+            capacity = 2
+            overflow = "hold"
+            model = "php-fpm"
+            max_requests = 3
+            spawn_delay = "40ms"
+            "#,
+        )
+        .unwrap();
+        let s = b.mock_script().unwrap().server;
+        assert_eq!(s.max_conns.map(|n| n.get()), Some(2));
+        assert_eq!(s.model, Some(fcgi_mock::script::Model::PhpFpm));
+        assert_eq!(s.max_requests.map(|n| n.get()), Some(3));
+        assert_eq!(s.spawn_delay_ms, 40);
+
+        let b: Backend = toml::from_str("name = \"x\"\nmodel = \"lighttpd\"\n").unwrap();
+        let e = b.mock_script().unwrap_err();
+        assert!(e.contains("lighttpd"), "{e}");
+
+        let b: Backend =
+            toml::from_str("name = \"x\"\nmax_requests = 2\n[script.server]\nmax_requests = 3\n")
+                .unwrap();
+        let e = b.mock_script().unwrap_err();
+        assert!(e.contains("max_requests"), "{e}");
+    }
 
     #[test]
     fn durations() {

@@ -738,3 +738,77 @@ impl Run {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A php-fpm-like backend in the simulator: one worker that forks on demand (100 ms) and
+    /// exits after 2 requests.
+    const MODEL: &str = r#"
+id = "sim/php-fpm-model"
+description = "model keys reach the simulated backend"
+level = "MUST"
+
+[requirement]
+quote = "When FCGI_KEEP_CONN is zero the application closes the connection after responding."
+source = "FastCGI 1.0"
+section = "5.1"
+
+[topology]
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+max = 1
+timeout = "5s"
+
+[[backend]]
+name = "app"
+capacity = 1
+overflow = "hold"
+model = "php-fpm"
+max_requests = 2
+spawn_delay = "100ms"
+
+[[client]]
+name = "c"
+[[client.request]]
+target = "/app/index.php"
+repeat = 3
+after = "50ms"
+
+[[expect.statuses]]
+requests = "*"
+counts = { "200" = 3 }
+"#;
+
+    #[test]
+    fn backend_models_run_in_the_simulator() {
+        let s = Scenario::parse(MODEL, "model.toml").unwrap_or_else(|e| panic!("{e}"));
+        let run = run(&s, DEFAULT_SEED);
+        assert!(run.error.is_none(), "{:?}", run.error);
+        let statuses: Vec<Option<u16>> = run
+            .requests
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.status))
+            .collect();
+        assert_eq!(statuses, [Some(200); 3]);
+        let j = &run.backends[0].incarnations[0].journal;
+        let c1 = &j.connections[0];
+        assert_eq!(c1.close_reason.as_deref(), Some("max_requests"), "{j:?}");
+        assert_eq!(c1.requests.len(), 2, "{j:?}");
+        // A cold worker at the start, and again after the first one exited.
+        for c in j.connections.iter().take(2) {
+            let waited = c.served_ms.expect("served") - c.opened_ms;
+            assert!(waited >= 100, "{c:?}");
+        }
+        let model_notes = j
+            .notes
+            .iter()
+            .filter(|n| n.kind == fcgi_mock::NoteKind::Model)
+            .count();
+        assert_eq!(model_notes, 3, "{:?}", j.notes);
+        assert_eq!(run.trace, super::run(&s, DEFAULT_SEED).trace);
+    }
+}

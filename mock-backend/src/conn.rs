@@ -64,22 +64,35 @@ struct Active {
     hung: bool,
 }
 
+/// A FCGI_GET_VALUES_RESULT not sent yet (model libfcgi: it goes out once the header of the
+/// next record has arrived).
+struct HeldValues {
+    bytes: Vec<u8>,
+    /// The journal says it is held (it was still held when the input ran out).
+    noted: bool,
+}
+
 pub(crate) struct Conn<'a> {
     id: u64,
+    /// Index of the worker serving this connection.
+    worker: usize,
     shared: &'a Shared,
     decoder: Decoder,
     active: BTreeMap<u16, Active>,
     last_activity: Instant,
+    held_values: Option<HeldValues>,
 }
 
 impl<'a> Conn<'a> {
-    pub(crate) fn new(id: u64, shared: &'a Shared) -> Self {
+    pub(crate) fn new(id: u64, worker: usize, shared: &'a Shared) -> Self {
         Conn {
             id,
+            worker,
             shared,
             decoder: Decoder::new(Limits::default()),
             active: BTreeMap::new(),
             last_activity: Instant::now(),
+            held_values: None,
         }
     }
 
@@ -196,6 +209,21 @@ impl<'a> Conn<'a> {
         self.last_activity = Instant::now();
         self.decoder.feed(data);
         loop {
+            if self.decoder.buffered() >= fastcgi::HEADER_LEN
+                && let Some(held) = self.held_values.take()
+            {
+                if held.noted {
+                    self.journal().note(
+                        NoteKind::Model,
+                        self.id,
+                        "held FCGI_GET_VALUES_RESULT sent: the next record header arrived",
+                    );
+                }
+                let ctl = Self::write(stream, &held.bytes).await;
+                if !matches!(ctl, Ctl::Continue) {
+                    return ctl;
+                }
+            }
             match self.decoder.decode() {
                 Ok(Some(rec)) => {
                     let ctl = self.record(rec, stream).await;
@@ -203,7 +231,18 @@ impl<'a> Conn<'a> {
                         return ctl;
                     }
                 }
-                Ok(None) => return Ctl::Continue,
+                Ok(None) => {
+                    if let Some(held) = self.held_values.as_mut().filter(|h| !h.noted) {
+                        held.noted = true;
+                        self.journal().note(
+                            NoteKind::Model,
+                            self.id,
+                            "FCGI_GET_VALUES_RESULT held until the next record header arrives \
+                             (model libfcgi)",
+                        );
+                    }
+                    return Ctl::Continue;
+                }
                 Err(e) => return self.protocol_error(format!("undecodable input: {e}")),
             }
         }
@@ -281,6 +320,7 @@ impl<'a> Conn<'a> {
             self.journal().end_request(seq, Outcome::CantMpxConn);
             return Self::write(stream, &out).await;
         }
+        self.shared.workers().count_request(self.worker);
         if let Role::Other(_) = role {
             let mut out = Vec::new();
             encode::end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
@@ -455,7 +495,8 @@ impl<'a> Conn<'a> {
         names: Vec<(Bytes, Bytes)>,
         stream: &mut S,
     ) -> Ctl {
-        let values = &self.shared.script.server.values;
+        let settings = &self.shared.script.server;
+        let values = settings.get_values_table();
         let asked: Vec<String> = names
             .iter()
             .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
@@ -473,6 +514,14 @@ impl<'a> Conn<'a> {
                 reply,
             },
         );
+        if settings.get_values_waits_for_next_header() {
+            // Sent by `input` once the next record header is buffered (at once if it already is).
+            self.held_values = Some(HeldValues {
+                bytes: out,
+                noted: false,
+            });
+            return Ctl::Continue;
+        }
         Self::write(stream, &out).await
     }
 
@@ -540,11 +589,14 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// After an END_REQUEST: FCGI_KEEP_CONN clear means the application closes (spec 5.1).
+    /// After an END_REQUEST: FCGI_KEEP_CONN clear means the application closes (spec 5.1); a
+    /// worker that served its `max_requests` exits, closing the connection.
     fn after_end(&mut self, keep_conn: bool) -> Ctl {
         self.last_activity = Instant::now();
         if !keep_conn {
             Ctl::Close(ClosedBy::Backend, "keep_conn_clear")
+        } else if self.active.is_empty() && self.shared.worker_done(self.worker) {
+            Ctl::Close(ClosedBy::Backend, "max_requests")
         } else if self.shared.script.server.always_close {
             Ctl::Close(ClosedBy::Backend, "always_close")
         } else {

@@ -261,6 +261,9 @@ pub enum NoteKind {
     Ignored,
     /// A server-side problem (accept failed, journal sink failed).
     ServerError,
+    /// The backend model acted: a worker started (spawn delay) or exited (max_requests), a
+    /// FCGI_GET_VALUES answer was held or sent late.
+    Model,
 }
 
 impl NoteKind {
@@ -269,6 +272,7 @@ impl NoteKind {
             NoteKind::ProtocolError => "protocol_error",
             NoteKind::Ignored => "ignored",
             NoteKind::ServerError => "server_error",
+            NoteKind::Model => "model",
         }
     }
 }

@@ -37,7 +37,7 @@ JOURNAL (one JSON object per line):
    \"requests\":[1]}
   {\"event\":\"management\",\"conn\":1,\"at_ms\":3,\"type\":\"get_values\",\"names\":[...],
    \"reply\":[[\"FCGI_MAX_CONNS\",\"2\"]]}
-  {\"event\":\"protocol_error\"|\"ignored\"|\"server_error\",\"conn\":1,\"at_ms\":4,\"message\":\"...\"}
+  {\"event\":\"protocol_error\"|\"ignored\"|\"server_error\"|\"model\",\"conn\":1,\"at_ms\":4,\"message\":\"...\"}
   Times are milliseconds since the server started. A request line is written when the
   request ends; outcome is one of complete, cant_mpx_conn, unknown_role, aborted,
   backend_closed, backend_reset, hung, connection_ended.

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::{NonZeroU16, NonZeroUsize};
+use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
 use std::path::Path;
 
 use fastcgi::Padding;
@@ -71,6 +71,17 @@ pub struct ServerSettings {
     /// STDIN bytes kept per request in the journal (the length is always counted).
     #[serde(default = "default_max_stdin_bytes")]
     pub max_stdin_bytes: usize,
+    /// Which real backend to behave like (FCGI_GET_VALUES answers and when they are sent).
+    #[serde(default)]
+    pub model: Option<Model>,
+    /// A worker serves at most this many requests, then exits: the connection is closed after
+    /// that request's END_REQUEST, even with FCGI_KEEP_CONN (php-fpm `pm.max_requests`).
+    #[serde(default)]
+    pub max_requests: Option<NonZeroU64>,
+    /// A connection given a worker that has not served yet, or whose previous worker exited,
+    /// waits this long before it is read (a fork, php-fpm `pm = ondemand`).
+    #[serde(default)]
+    pub spawn_delay_ms: u64,
 }
 
 fn default_max_params_bytes() -> usize {
@@ -92,6 +103,74 @@ impl Default for ServerSettings {
             values: BTreeMap::new(),
             max_params_bytes: default_max_params_bytes(),
             max_stdin_bytes: default_max_stdin_bytes(),
+            model: None,
+            max_requests: None,
+            spawn_delay_ms: 0,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The FCGI_GET_VALUES answers: `values` when given, else the model's.
+    pub fn get_values_table(&self) -> BTreeMap<String, String> {
+        if !self.values.is_empty() {
+            return self.values.clone();
+        }
+        let pairs: Vec<(&str, String)> = match self.model {
+            None => Vec::new(),
+            Some(Model::PhpFpm) => vec![("FCGI_MPXS_CONNS", "0".into())],
+            Some(Model::Libfcgi) => vec![
+                ("FCGI_MAX_CONNS", "1".into()),
+                ("FCGI_MAX_REQS", "1".into()),
+                ("FCGI_MPXS_CONNS", "0".into()),
+            ],
+            Some(Model::Threaded) => {
+                let n = self.max_conns.map_or(0, NonZeroUsize::get).to_string();
+                vec![
+                    ("FCGI_MAX_CONNS", n.clone()),
+                    ("FCGI_MAX_REQS", n),
+                    ("FCGI_MPXS_CONNS", "0".into()),
+                ]
+            }
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// Whether a FCGI_GET_VALUES answer waits until the next record header has arrived.
+    pub fn get_values_waits_for_next_header(&self) -> bool {
+        self.model == Some(Model::Libfcgi)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.model == Some(Model::Threaded) && self.max_conns.is_none() {
+            return Err("model = \"threaded\" announces its capacity: it needs `max_conns`".into());
+        }
+        Ok(())
+    }
+}
+
+/// A real FastCGI backend the mock behaves like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Model {
+    /// php-fpm: FCGI_GET_VALUES gets FCGI_MPXS_CONNS=0 only, at once.
+    #[serde(rename = "php-fpm")]
+    PhpFpm,
+    /// A libfcgi responder (one process per connection): FCGI_MAX_CONNS=1, FCGI_MAX_REQS=1,
+    /// FCGI_MPXS_CONNS=0, sent only once the header of the next record has been read.
+    #[serde(rename = "libfcgi")]
+    Libfcgi,
+    /// A threaded server serving `max_conns` connections at once, announcing
+    /// FCGI_MAX_CONNS = FCGI_MAX_REQS = max_conns, FCGI_MPXS_CONNS=0.
+    #[serde(rename = "threaded")]
+    Threaded,
+}
+
+impl Model {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::PhpFpm => "php-fpm",
+            Model::Libfcgi => "libfcgi",
+            Model::Threaded => "threaded",
         }
     }
 }
@@ -493,12 +572,20 @@ impl Script {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScript {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_server")]
     server: ServerSettings,
     #[serde(default)]
     rule: Vec<Rule>,
     #[serde(default)]
     default: Option<toml::Spanned<Rule>>,
+}
+
+/// `[server]`, checked as a whole (so that an error points at the table).
+fn de_server<'de, D: Deserializer<'de>>(d: D) -> Result<ServerSettings, D::Error> {
+    use serde::de::Error;
+    let s = ServerSettings::deserialize(d)?;
+    s.check().map_err(D::Error::custom)?;
+    Ok(s)
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -705,5 +792,66 @@ mod tests {
 
         let e = Script::parse("[server\n", "s.toml").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn models_and_their_get_values_answers() {
+        let table = |src: &str| {
+            let s = Script::from_toml_str(src).unwrap_or_else(|e| panic!("{e}"));
+            s.server.get_values_table().into_iter().collect::<Vec<_>>()
+        };
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(table(""), pairs(&[]));
+        assert_eq!(
+            table("[server]\nmodel = \"php-fpm\"\n"),
+            pairs(&[("FCGI_MPXS_CONNS", "0")])
+        );
+        assert_eq!(
+            table("[server]\nmodel = \"libfcgi\"\n"),
+            pairs(&[
+                ("FCGI_MAX_CONNS", "1"),
+                ("FCGI_MAX_REQS", "1"),
+                ("FCGI_MPXS_CONNS", "0")
+            ])
+        );
+        assert_eq!(
+            table("[server]\nmodel = \"threaded\"\nmax_conns = 7\n"),
+            pairs(&[
+                ("FCGI_MAX_CONNS", "7"),
+                ("FCGI_MAX_REQS", "7"),
+                ("FCGI_MPXS_CONNS", "0")
+            ])
+        );
+        // Explicit values replace the model's.
+        assert_eq!(
+            table("[server]\nmodel = \"php-fpm\"\n[server.values]\nFCGI_MAX_CONNS = 3\n"),
+            pairs(&[("FCGI_MAX_CONNS", "3")])
+        );
+        let s = Script::from_toml_str(
+            "[server]\nmodel = \"libfcgi\"\nmax_requests = 3\nspawn_delay_ms = 40\n",
+        )
+        .unwrap();
+        assert!(s.server.get_values_waits_for_next_header());
+        assert_eq!(s.server.max_requests.map(|n| n.get()), Some(3));
+        assert_eq!(s.server.spawn_delay_ms, 40);
+        assert_eq!(s.server.model.map(Model::as_str), Some("libfcgi"));
+    }
+
+    #[test]
+    fn model_errors() {
+        let e = Script::parse("[server]\nmodel = \"nginx\"\n", "s.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("nginx"), "{e}");
+
+        let e = Script::parse("\n[server]\nmodel = \"threaded\"\n", "s.toml").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.message.contains("max_conns"), "{e}");
+
+        let e = Script::parse("[server]\nmax_requests = 0\n", "s.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 }

@@ -3,7 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -18,6 +19,90 @@ use crate::script::{Overflow, Script};
 pub(crate) struct Shared {
     pub(crate) script: Script,
     pub(crate) journal: Journal,
+    workers: Mutex<Workers>,
+}
+
+impl Shared {
+    pub(crate) fn workers(&self) -> MutexGuard<'_, Workers> {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether worker `w` has served its `max_requests`.
+    pub(crate) fn worker_done(&self, w: usize) -> bool {
+        let max = self.script.server.max_requests;
+        max.is_some_and(|m| self.workers().served(w) >= m.get())
+    }
+}
+
+/// The backend's workers (php-fpm children, libfcgi processes, threads): each serves one
+/// connection at a time and counts the requests it served, across connections. There are
+/// `max_conns` of them, or as many as connections served at once when unlimited.
+#[derive(Debug, Default)]
+pub(crate) struct Workers {
+    slots: Vec<Worker>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Worker {
+    busy: bool,
+    /// Running: it served before and has not exited since.
+    warm: bool,
+    served: u64,
+}
+
+impl Workers {
+    fn new(n: usize) -> Self {
+        Workers {
+            slots: vec![Worker::default(); n],
+        }
+    }
+
+    /// A worker for a new connection: the lowest-numbered idle running one, else the
+    /// lowest-numbered idle one that must start first (a new one when every worker is busy).
+    /// Returns its index and whether it had to start.
+    fn take(&mut self) -> (usize, bool) {
+        let idle = |warm: bool| self.slots.iter().position(|w| !w.busy && w.warm == warm);
+        let i = match idle(true).or_else(|| idle(false)) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Worker::default());
+                self.slots.len() - 1
+            }
+        };
+        let w = &mut self.slots[i];
+        let cold = !w.warm;
+        w.busy = true;
+        w.warm = true;
+        (i, cold)
+    }
+
+    /// Counts a request served by worker `w`.
+    pub(crate) fn count_request(&mut self, w: usize) {
+        if let Some(w) = self.slots.get_mut(w) {
+            w.served += 1;
+        }
+    }
+
+    pub(crate) fn served(&self, w: usize) -> u64 {
+        self.slots.get(w).map_or(0, |w| w.served)
+    }
+
+    /// Worker `w`'s connection ended. When it has served `max` requests it exits (the next
+    /// connection given it waits for a new one to start); returns how many it served then.
+    fn release(&mut self, w: usize, max: Option<NonZeroU64>) -> Option<u64> {
+        let w = self.slots.get_mut(w)?;
+        w.busy = false;
+        let served = w.served;
+        if max.is_some_and(|m| served >= m.get()) {
+            w.warm = false;
+            w.served = 0;
+            Some(served)
+        } else {
+            None
+        }
+    }
 }
 
 /// Starts mock servers.
@@ -48,9 +133,11 @@ impl MockServer {
     ) -> io::Result<MockHandle> {
         let addr = acceptor.local_addr()?;
         let (tx, rx) = watch::channel(false);
+        let workers = Workers::new(script.server.max_conns.map_or(0, |n| n.get()));
         let shared = Arc::new(Shared {
             script,
             journal: journal.clone(),
+            workers: Mutex::new(workers),
         });
         let task = tokio::spawn(accept_loop(acceptor, shared, rx));
         Ok(MockHandle {
@@ -182,7 +269,7 @@ async fn connection<S: crate::net::Connection>(
     slot: Slot,
 ) {
     let id = shared.journal.open_connection(&peer);
-    let _permit = match slot {
+    let permit = match slot {
         Slot::Unlimited => None,
         Slot::Taken(p) => Some(p),
         Slot::Wait(sem) => {
@@ -197,6 +284,51 @@ async fn connection<S: crate::net::Connection>(
             }
         }
     };
+    let (worker, cold) = shared.workers().take();
+    let delay = shared.script.server.spawn_delay_ms;
+    if cold && delay > 0 {
+        shared.journal.note(
+            NoteKind::Model,
+            id,
+            format!(
+                "worker {} starts: connection {id} is read after spawn_delay_ms = {delay}",
+                worker + 1
+            ),
+        );
+        let stopped = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => true,
+            () = tokio::time::sleep(Duration::from_millis(delay)) => false,
+        };
+        if stopped {
+            drop(stream);
+            shared
+                .journal
+                .close_connection(id, ClosedBy::Backend, "shutdown");
+            release(&shared, worker, id);
+            return;
+        }
+    }
     shared.journal.serve_connection(id);
-    Conn::new(id, &shared).run(stream, &mut shutdown).await;
+    Conn::new(id, worker, &shared)
+        .run(stream, &mut shutdown)
+        .await;
+    // The worker is free (or gone) before the slot is: the next connection sees its state.
+    release(&shared, worker, id);
+    drop(permit);
+}
+
+fn release(shared: &Shared, worker: usize, conn: u64) {
+    let max = shared.script.server.max_requests;
+    let exited = shared.workers().release(worker, max);
+    if let Some(n) = exited {
+        shared.journal.note(
+            NoteKind::Model,
+            conn,
+            format!(
+                "worker {} exits after {n} requests (max_requests); its slot gets a new worker",
+                worker + 1
+            ),
+        );
+    }
 }
