@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What php-fpm does with connections beyond its free workers, observed over loopback.
 
-Starts php-fpm (static pool of 2, its own temp dir and free port), talks raw FastCGI to it and
+Starts php-fpm (a static pool of 2, then ondemand pools of 3; each in its own temp dir on a free
+port), talks raw FastCGI to it and
 prints what it sees. docs/reference/backends.md quotes its output.
 
     python3 docs/reference/php-fpm-probe.py [/usr/sbin/php-fpm8.2]
@@ -64,7 +65,8 @@ def backlog(port):
     return out[1] if len(out) > 1 else '?'
 
 
-def main():
+def start_fpm(pm_lines):
+    """php-fpm with one pool on a free port in a new temp dir: (process, port, dir, conn())."""
     d = tempfile.mkdtemp(prefix='php-fpm-probe-')
     os.chmod(d, 0o755)
     with socket.socket() as s:
@@ -72,22 +74,30 @@ def main():
         port = s.getsockname()[1]
     with open(f'{d}/php-fpm.conf', 'w') as f:
         f.write(f'[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = no\n'
-                f'[p]\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 2\n'
-                f'pm.status_path = /fpm-status\n')
-    sleep = f'{d}/sleep.php'.encode()
-    with open(sleep, 'w') as f:
+                f'[p]\nlisten = 127.0.0.1:{port}\n{pm_lines}pm.status_path = /fpm-status\n')
+    with open(f'{d}/sleep.php', 'w') as f:
         f.write('<?php file_put_contents(__DIR__."/ran.log", ($_GET["tag"] ?? "")."\\n", FILE_APPEND); '
                 'usleep(200000); echo "ok\\n";')
     args = [FPM, '-n', '-F', '-y', f'{d}/php-fpm.conf'] + (['-R'] if os.geteuid() == 0 else [])
     fpm = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Wait for the pid file rather than connecting: a test connection would start an ondemand
+    # worker.
+    for _ in range(100):
+        if os.path.exists(f'{d}/fpm.pid'):
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return fpm, port, d, lambda: socket.create_connection(('127.0.0.1', port), timeout=2)
+
+
+def children(fpm):
+    return len(subprocess.run(['pgrep', '-P', str(fpm.pid)], capture_output=True, text=True).stdout.split())
+
+
+def static_pool():
+    fpm, port, d, conn = start_fpm('pm = static\npm.max_children = 2\n')
+    sleep = f'{d}/sleep.php'.encode()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        conn = lambda: socket.create_connection(('127.0.0.1', port), timeout=2)
         print(subprocess.run([FPM, '-v'], capture_output=True, text=True).stdout.splitlines()[0])
         print(f'static pool of 2 on 127.0.0.1:{port}')
 
@@ -159,4 +169,33 @@ def main():
         fpm.wait(5)
 
 
-main()
+def ondemand_pool(runs=6):
+    print('8. ondemand pool of at most 3 (fresh php-fpm each run, no worker yet): connections A and B')
+    print('   opened together, a request with FCGI_KEEP_CONN on each, both kept open')
+    stuck = 0
+    for run in range(runs):
+        fpm, port, d, conn = start_fpm('pm = ondemand\npm.max_children = 3\npm.process_idle_timeout = 10s\n')
+        sleep = f'{d}/sleep.php'.encode()
+        try:
+            a, b = conn(), conn()
+            a.sendall(request(sleep, True, b'tag=A'))
+            b.sendall(request(sleep, True, b'tag=B'))
+            ra, _ = read_until(a, 3, 3)
+            rb, db = read_until(b, 3, 3)
+            line = f'   run {run}: A {kinds(ra)[-1]}, B {kinds(rb)[-1]}, workers {children(fpm)}, ss Recv-Q {backlog(port)}'
+            if rb[-1][0] != 3:
+                stuck += 1
+                c = conn()
+                c.sendall(request(sleep, True, b'tag=C'))
+                rb, _ = read_until(b, 3, 2)
+                rc, _ = read_until(c, 3, 2)
+                line += f'; then C connects: B {kinds(rb)[-1]}, C {kinds(rc)[-1]}, workers {children(fpm)}'
+            print(line)
+        finally:
+            fpm.terminate()
+            fpm.wait(5)
+    print(f'   B left in the backlog below pm.max_children in {stuck} of {runs} runs')
+
+
+static_pool()
+ondemand_pool()

@@ -361,7 +361,9 @@ fn static_pool_of_two_serves_three_rounds_of_six() {
 }
 
 /// 9 concurrent requests on an ondemand pool of at most 3 workers, two rounds: 18 of 18 get
-/// php-fpm's 200.
+/// php-fpm's 200. The ondemand master starts at most one worker per wakeup of its listening
+/// socket, so connections opened together can leave one in the backlog below
+/// `pm.max_children` (docs/reference/backends.md): a proxy must not wait on it forever either.
 #[test]
 fn ondemand_pool_of_three_serves_two_rounds_of_nine() {
     const TEST: &str = "ondemand_pool_of_three_serves_two_rounds_of_nine";
