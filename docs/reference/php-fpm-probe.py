@@ -7,7 +7,7 @@ prints what it sees. docs/reference/backends.md quotes its output.
 
     python3 docs/reference/php-fpm-probe.py [/usr/sbin/php-fpm8.2]
 """
-import os, socket, struct, subprocess, sys, tempfile, time
+import os, shutil, socket, struct, subprocess, sys, tempfile, time
 
 FPM = sys.argv[1] if len(sys.argv) > 1 else '/usr/sbin/php-fpm8.2'
 
@@ -167,6 +167,7 @@ def static_pool():
     finally:
         fpm.terminate()
         fpm.wait(5)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def ondemand_pool(runs=6):
@@ -194,6 +195,7 @@ def ondemand_pool(runs=6):
         finally:
             fpm.terminate()
             fpm.wait(5)
+            shutil.rmtree(d, ignore_errors=True)
     print(f'   B left in the backlog below pm.max_children in {stuck} of {runs} runs')
 
 
