@@ -285,6 +285,72 @@ pub fn start_proxy_apache(conf: &Path, dir: &Path, addr: SocketAddr) -> Result<P
     Ok(p)
 }
 
+/// Starts `fcgi-proxy --config conf` (a TOML file) with its log in `log`, and waits for
+/// `listening on` (or a successful connect to `addr`).
+pub fn start_proxy_toml(conf: &Path, log: &Path, addr: SocketAddr) -> Result<Proc, String> {
+    let mut cmd = Command::new(proxy_bin());
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .arg("--config")
+        .arg(conf);
+    let mut p = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, log);
+    p.wait_ready(addr, Some("listening on"))?;
+    Ok(p)
+}
+
+/// A program the test cannot do without: its path, or `None` after saying on stderr that the
+/// test is skipped. When the environment variable `CI` is set a missing program is a failure
+/// naming the Debian package, so that a CI run cannot pass without having run the test.
+pub fn required_program(candidates: &[&str], package: &str, test: &str) -> Option<PathBuf> {
+    if let Some(p) = find_program(candidates) {
+        return Some(p);
+    }
+    let wanted = candidates.join(" or ");
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {wanted} is missing; CI must install the Debian package {package}");
+    }
+    eprintln!("SKIPPED {test}: {wanted} is not installed (apt-get install {package})");
+    None
+}
+
+/// Starts php-fpm in the foreground on `conf` (`-n`: no php.ini, PHP's defaults whatever the
+/// host has; `-R` when running as root), with its stdout and stderr in `dir/php-fpm.out`, and
+/// waits until `addr` accepts. The pool's own error log is whatever `conf` says.
+pub fn start_php_fpm(fpm: &Path, conf: &Path, dir: &Path, addr: SocketAddr) -> Proc {
+    let mut cmd = Command::new(fpm);
+    cmd.args(["-n", "-F", "-y"]).arg(conf);
+    if running_as_root() {
+        cmd.arg("-R");
+    }
+    let mut p = Proc::spawn("php-fpm", cmd, &dir.join("php-fpm.out"));
+    if let Err(e) = p.wait_ready(addr, None) {
+        let log = std::fs::read_to_string(dir.join("php-fpm.log")).unwrap_or_default();
+        panic!("{e}\n--- php-fpm.log ---\n{log}");
+    }
+    p
+}
+
+/// How many IPv4 TCP connections on this machine are ESTABLISHED to `port` on their remote
+/// side (from `/proc/net/tcp`): for a backend port only the proxy connects to, the backend
+/// connections the proxy holds, accepted by the backend or still in its listen backlog.
+pub fn established_to_port(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
+            f.len() > 3
+                && f[3] == "01"
+                && f[2]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/1.1 client
 // ---------------------------------------------------------------------------------------------
