@@ -377,6 +377,15 @@ pub struct Backend {
     /// kernel backlog completes the handshake, but not read until a worker frees up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<String>,
+    /// The preset this backend models: `php-fpm`, `libfcgi` or `threaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// php-fpm's `pm.max_requests`: a worker exits after serving this many requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// php-fpm `pm = ondemand`: how long forking a worker for a new connection takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_delay: Option<Dur>,
     /// Close a kept-open connection idle this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Dur>,

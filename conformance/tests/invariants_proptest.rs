@@ -248,6 +248,9 @@ fn scenario(sh: &Shape) -> Scenario {
             overflow: b
                 .capacity
                 .map(|_| if b.hold { "hold" } else { "backlog" }.to_string()),
+            model: None,
+            max_requests: None,
+            spawn_delay: None,
             idle_timeout: b.idle_ms.map(ms),
             values: if b.announce {
                 BTreeMap::from([(
