@@ -220,7 +220,9 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
     if let Some(why) = target.unavailable(opts) {
         return RealOutcome::skip(why);
     }
-    if let Some(why) = target.cannot_express(s) {
+    // What the proxy is asked to do is the original scenario's (a peer that cannot keep
+    // connections open cannot run a reuse scenario, judged on the wire or not).
+    if let Some(why) = target.cannot_express(original) {
         return RealOutcome::skip(why);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
