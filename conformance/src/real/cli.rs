@@ -168,7 +168,14 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
                 Some(v) if BackendKind::parse(v).is_some() => {
                     kind = BackendKind::parse(v).unwrap_or_default();
                 }
-                Some(v) => backend = Some(v.clone()),
+                Some(v) if v.contains(':') => backend = Some(v.clone()),
+                Some(v) => {
+                    eprintln!(
+                        "--backend {v:?}: mock, php-fpm, libfcgi, or the external proxy's \
+                         backend address (HOST:PORT)"
+                    );
+                    return ExitCode::from(2);
+                }
                 None => {
                     eprintln!("--backend needs a value");
                     return ExitCode::from(2);
