@@ -17,7 +17,9 @@ use fcgi_mock::{ManagementKind, RequestEntry};
 
 use crate::ours;
 use crate::report::Verdict;
-use crate::scenario::{ClientOutcome, Level, ParamExpect, Scenario, glob_match};
+use crate::scenario::{
+    BackendExpect, ClientOutcome, Expect, Level, ParamExpect, Scenario, glob_match,
+};
 use crate::sim::Run;
 use crate::sim::client::{RequestResult, TAG_PARAM};
 
@@ -112,6 +114,89 @@ pub fn judge(s: &Scenario, run: &Run) -> Judgement {
     }
     expectations(s, run, &mut v.failures);
     v
+}
+
+/// The expectations that read the FastCGI wire as a recording backend (the mock) journals it:
+/// connections, the KEEP_CONN flag, params, STDIN, close reasons, management records. A real
+/// backend program only leaves an execution log (which request ran, when, in which process),
+/// so for it these are not judged. Each kind once, in the order of the `Expect` fields.
+pub fn wire_expectations(e: &Expect) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let mut add = |on: bool, name: &'static str| {
+        if on && !out.contains(&name) {
+            out.push(name);
+        }
+    };
+    for r in &e.requests {
+        add(r.keep_conn.is_some(), "keep_conn");
+        add(r.params.is_some(), "params");
+        add(r.stdin.is_some(), "stdin");
+    }
+    for b in &e.backends {
+        add(b.connections.is_some(), "connections");
+        add(
+            b.requests_per_connection.is_some(),
+            "requests_per_connection",
+        );
+        add(
+            b.max_concurrent_connections.is_some(),
+            "max_concurrent_connections",
+        );
+        add(b.keep_conn.is_some(), "keep_conn");
+        add(b.close_reasons.is_some(), "close_reasons");
+        add(b.get_values.is_some(), "get_values");
+        add(b.well_formed, "well_formed");
+        add(!b.paths_absent.is_empty(), "paths_absent");
+        add(
+            b.stdin_matches_content_length,
+            "stdin_matches_content_length",
+        );
+    }
+    out
+}
+
+/// `e` without its [`wire_expectations`]: what an execution log can judge (statuses, outcomes,
+/// times, bodies and headers, which backend ran a request and how often, request counts).
+/// Expectations left with nothing to check are dropped.
+pub fn without_wire(e: &Expect) -> Expect {
+    let mut e = e.clone();
+    for r in &mut e.requests {
+        r.keep_conn = None;
+        r.params = None;
+        r.stdin = None;
+    }
+    e.requests.retain(|r| {
+        r.status.is_some()
+            || r.outcome.is_some()
+            || r.served_by.is_some()
+            || r.elapsed.is_some()
+            || r.attempts.is_some()
+            || r.body_contains.is_some()
+            || r.body_lacks.is_some()
+            || r.body_length.is_some()
+            || !r.headers.is_empty()
+            || !r.headers_absent.is_empty()
+            || r.responses.is_some()
+            || r.closed.is_some()
+    });
+    for b in &mut e.backends {
+        *b = BackendExpect {
+            backend: b.backend.clone(),
+            requests: b.requests.clone(),
+            ..BackendExpect::default()
+        };
+    }
+    e.backends.retain(|b| b.requests.is_some());
+    e
+}
+
+/// Whether `e` expects anything at all (the invariants hold for every run anyway).
+pub fn expects_anything(e: &Expect) -> bool {
+    !(e.requests.is_empty()
+        && e.backends.is_empty()
+        && e.sequences.is_empty()
+        && e.statuses.is_empty()
+        && e.served.is_empty())
 }
 
 /// The invariants alone.

@@ -10,6 +10,7 @@
 //! Not expressible for real: link faults (hold, partition, latency) need the simulator; such
 //! scenarios are SKIP with that reason.
 
+pub mod backend;
 pub mod cli;
 mod keep;
 pub mod peers_cli;
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fcgi_mock::{MockHandle, MockServer, Snapshot};
@@ -32,6 +33,7 @@ use crate::sim::client::{self, Dial, Results};
 use crate::sim::net::AddrStats;
 use crate::sim::trace::Trace;
 use crate::sim::{BackendRun, Incarnation, Run};
+pub use backend::BackendKind;
 pub use keep::journal_text;
 pub use targets::{External, Target};
 
@@ -71,6 +73,8 @@ pub struct RealOptions {
     /// Keep each run's files (generated config, the target's log) and what the backends and
     /// clients saw (`journal.txt`) in `<keep>/<target>/<area>/<slug>/`.
     pub keep: Option<PathBuf>,
+    /// The program behind the scenario's backends: the mock, or a real one ([`backend`]).
+    pub backend: BackendKind,
 }
 
 /// Why a scenario cannot run for real, if it cannot.
@@ -178,10 +182,47 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
     if let Some(why) = unsupported(s) {
         return RealOutcome::skip(why);
     }
+    let kind = opts.backend;
+    let original = s;
+    // With a real backend program: what its execution log can judge.
+    let judged;
+    let s = if kind.is_real() {
+        if let Some(why) = kind.missing() {
+            return RealOutcome {
+                verdict: Verdict::Fail,
+                detail: format!("backend {}: {why}", kind.name()),
+                run: None,
+            };
+        }
+        if target == Target::External {
+            return RealOutcome::skip(
+                "the external proxy sends to the one backend address given with it (the mock)",
+            );
+        }
+        if let Some(why) = backend::unsupported(s, kind) {
+            return RealOutcome::skip(why);
+        }
+        judged = Scenario {
+            expect: check::without_wire(&s.expect),
+            ..s.clone()
+        };
+        if !check::expects_anything(&judged.expect) {
+            return RealOutcome::skip(format!(
+                "every expectation reads the FastCGI wire ({}), which {} does not record",
+                check::wire_expectations(&s.expect).join(", "),
+                kind.name()
+            ));
+        }
+        &judged
+    } else {
+        s
+    };
     if let Some(why) = target.unavailable(opts) {
         return RealOutcome::skip(why);
     }
-    if let Some(why) = target.cannot_express(s) {
+    // What the proxy is asked to do is the original scenario's (a peer that cannot keep
+    // connections open cannot run a reuse scenario, judged on the wire or not).
+    if let Some(why) = target.cannot_express(original) {
         return RealOutcome::skip(why);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -202,9 +243,24 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
         Ok(d) => d,
         Err(e) => return RealOutcome::skip(format!("temp dir: {e}")),
     };
-    let run = rt.block_on(run_async(s, target, opts, dir.path()));
+    // A real backend's script sits under this run's document root, where the target's
+    // SCRIPT_FILENAME points.
+    let docroot = dir.path().join("docroot");
+    let routed;
+    let s_run = if kind.is_real() {
+        routed = backend::with_docroot(s, &docroot);
+        &routed
+    } else {
+        s
+    };
+    let run = start_real(s_run, kind, dir.path(), &docroot)
+        .and_then(|real| rt.block_on(run_async(s_run, target, opts, dir.path(), real)));
     if let Some(keep) = &opts.keep {
-        keep::keep_run(&keep.join(target.name()).join(&s.id), dir.path(), &run);
+        let column = match kind {
+            BackendKind::Mock => target.name().to_string(),
+            k => format!("{}-{}", target.name(), k.name()),
+        };
+        keep::keep_run(&keep.join(column).join(&s.id), dir.path(), &run);
     }
     match run {
         Err(e) => RealOutcome {
@@ -214,13 +270,52 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
         },
         Ok(run) => {
             let j = check::judge(s, &run);
+            let mut reasons = j.reasons();
+            let unjudged = check::wire_expectations(&original.expect);
+            if kind.is_real() && !unjudged.is_empty() {
+                reasons.push(format!(
+                    "not judged with {} (the FastCGI wire is not recorded): {}",
+                    kind.name(),
+                    unjudged.join(", ")
+                ));
+            }
             RealOutcome {
                 verdict: j.verdict(s.level),
-                detail: j.reasons().join("; "),
+                detail: reasons.join("; "),
                 run: Some(run),
             }
         }
     }
+}
+
+/// The real backend programs of `s` (none for the mock), each with its files in
+/// `dir/backend-<name>/` and its script under `docroot`.
+fn start_real(
+    s: &Scenario,
+    kind: BackendKind,
+    dir: &Path,
+    docroot: &Path,
+) -> Result<Vec<backend::RealBackend>, String> {
+    if !kind.is_real() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(docroot).map_err(|e| format!("{}: {e}", docroot.display()))?;
+    let scripts = backend::script_paths(s);
+    if scripts.is_empty() {
+        return Err("no request path to put the backend's script at".into());
+    }
+    s.backends
+        .iter()
+        .map(|b| {
+            let plan = backend::plan(b, kind)?;
+            backend::start(
+                kind,
+                &plan,
+                &dir.join(format!("backend-{}", b.name)),
+                &scripts,
+            )
+        })
+        .collect()
 }
 
 async fn run_async(
@@ -228,6 +323,7 @@ async fn run_async(
     target: Target,
     opts: &RealOptions,
     dir: &Path,
+    real: Vec<backend::RealBackend>,
 ) -> Result<Run, String> {
     let wall = std::time::Instant::now();
     let mut b = Backends {
@@ -240,7 +336,14 @@ async fn run_async(
         Target::External => opts.external.clone(),
         _ => None,
     };
-    for backend in &s.backends {
+    for (backend, r) in s.backends.iter().zip(&real) {
+        b.names
+            .push((backend.name.clone(), backend.authority(), r.addr));
+        b.live.push(None);
+        b.started.push(tokio::time::Instant::now());
+        b.incarnations.push(Vec::new());
+    }
+    for backend in s.backends.iter().skip(real.len()) {
         let script = backend.mock_script()?;
         // The user's proxy sends to one fixed address; every other mock takes a free port.
         let bind = match &external {
@@ -276,6 +379,8 @@ async fn run_async(
 
     // Traffic, and the backend faults at their times.
     let start = tokio::time::Instant::now();
+    // The real backends' execution logs are in wall time.
+    let origin = SystemTime::now();
     let planned = s.planned_requests();
     let results: Results = Arc::new(Mutex::new(vec![None; planned.len()]));
     let trace = Trace::default();
@@ -357,7 +462,15 @@ async fn run_async(
     for i in 0..b.live.len() {
         end_incarnation(&mut b, i, start).await;
     }
+    for (i, r) in real.iter().enumerate() {
+        b.incarnations[i].push(Incarnation {
+            started_at: Duration::ZERO,
+            ended_at: None,
+            journal: r.journal(origin),
+        });
+    }
     drop(proc);
+    drop(real);
     let backends: Vec<BackendRun> = b
         .names
         .iter()

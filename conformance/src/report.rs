@@ -222,6 +222,41 @@ impl Results {
         out
     }
 
+    /// The matrix as a section of a Markdown document (`## title`), between markers that
+    /// [`merge_section`] finds again: the command that generated it, `intro`, the matrix, the
+    /// summary, and the detail of every cell that has one (PASS cells included: with a real
+    /// backend they say what was not judged).
+    pub fn to_markdown_section(&self, key: &str, title: &str, intro: &str) -> String {
+        let (begin, end) = section_markers(key);
+        let mut t = self.matrix().build();
+        t.with(Style::markdown());
+        let mut out = format!("{begin}\n## {title}\n\n{intro}\n\n{t}\n\n### Summary\n\n");
+        for l in self.summary_lines() {
+            let _ = writeln!(out, "- {l}");
+        }
+        let notes: Vec<&CheckResult> = self
+            .results
+            .iter()
+            .filter(|r| !r.detail.is_empty())
+            .collect();
+        if !notes.is_empty() {
+            out.push_str("\n### Details\n\n");
+            for r in notes {
+                let _ = writeln!(
+                    out,
+                    "- `{}` on {}: {} - {}",
+                    r.check,
+                    r.target,
+                    r.verdict.as_str(),
+                    r.detail.replace('\n', " ")
+                );
+            }
+        }
+        out.push_str(&end);
+        out.push('\n');
+        out
+    }
+
     /// The matrix as Markdown, with the details of every non-PASS cell below it.
     pub fn to_markdown(&self) -> String {
         let mut t = self.matrix().build();
@@ -302,6 +337,54 @@ impl Results {
     }
 }
 
+/// The lines that open and close the generated section `key` of a Markdown document.
+pub fn section_markers(key: &str) -> (String, String) {
+    (
+        format!("<!-- section {key}: generated, do not edit -->"),
+        format!("<!-- end of section {key} -->"),
+    )
+}
+
+/// `doc` with its section `key` replaced by `section` (from [`Results::to_markdown_section`]),
+/// or with `section` appended when it has none.
+pub fn merge_section(doc: &str, key: &str, section: &str) -> String {
+    let (begin, end) = section_markers(key);
+    if let Some(a) = doc.find(&begin)
+        && let Some(len) = doc[a..].find(&end)
+    {
+        let mut b = a + len + end.len();
+        if doc[b..].starts_with('\n') {
+            b += 1;
+        }
+        return format!("{}{section}{}", &doc[..a], &doc[b..]);
+    }
+    let mut out = doc.trim_end().to_string();
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    out.push_str(section);
+    out
+}
+
+/// Every generated section of `doc`, markers included, in order.
+pub fn sections(doc: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = doc;
+    while let Some(a) = rest.find("<!-- section ") {
+        let Some(key) = rest[a + "<!-- section ".len()..].split(':').next() else {
+            break;
+        };
+        let (_, end) = section_markers(key);
+        let Some(len) = rest[a..].find(&end) else {
+            break;
+        };
+        let b = a + len + end.len();
+        out.push(format!("{}\n", &rest[a..b]));
+        rest = &rest[b..];
+    }
+    out
+}
+
 fn xml(s: &str) -> String {
     s.chars()
         .filter(|&c| c == '\t' || c == '\n' || c >= ' ')
@@ -379,5 +462,31 @@ mod tests {
         assert!(junit.contains("name=\"cgi/&lt;b&gt;\""), "{junit}");
         assert!(junit.contains("failures=\"1\""));
         assert_eq!(r.unexpected().len(), 1);
+    }
+
+    #[test]
+    fn sections_are_replaced_in_place_and_found_again() {
+        let mut r = Results::default();
+        r.push(CheckResult {
+            check: "reuse/a".into(),
+            target: "ours (php-fpm)".into(),
+            verdict: Verdict::Pass,
+            detail: "not judged: connections".into(),
+        });
+        let section = r.to_markdown_section("php-fpm", "With php-fpm", "Run with `x`.");
+        assert!(section.contains("| ours (php-fpm) |"), "{section}");
+        assert!(section.contains("not judged: connections"), "{section}");
+        let doc = "# Report\n\n| a |\n";
+        let once = merge_section(doc, "php-fpm", &section);
+        assert!(once.starts_with(doc) && once.ends_with(&section), "{once}");
+        let again = merge_section(&once, "php-fpm", &section);
+        assert_eq!(again, once);
+        let other = merge_section(
+            &once,
+            "libfcgi",
+            "<!-- section libfcgi: generated, do not edit -->\nL\n<!-- end of section libfcgi -->\n",
+        );
+        assert_eq!(sections(&other).len(), 2);
+        assert_eq!(sections(&other)[0], section);
     }
 }

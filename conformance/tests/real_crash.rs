@@ -47,6 +47,7 @@ fn opts() -> RealOptions {
         proxy_bin: PathBuf::from("/nonexistent/fcgi-proxy"),
         external: None,
         keep: None,
+        backend: Default::default(),
     }
 }
 

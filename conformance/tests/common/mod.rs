@@ -57,5 +57,6 @@ pub fn real_options() -> RealOptions {
         proxy_bin: proxy_bin(),
         external: None,
         keep: None,
+        backend: Default::default(),
     }
 }
