@@ -98,6 +98,7 @@ impl Requirement {
         "mod_proxy docs",
         "mod_proxy_balancer docs",
         "security.md",
+        "docs/reference/backends.md",
         "issue",
     ];
 
