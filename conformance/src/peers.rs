@@ -425,10 +425,11 @@ const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
 fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     let text = format!(
-        "# fcgi-proxy: one prefix route, backend keep-alive {reuse}\n\
+        "# fcgi-proxy: one prefix route, backend keep-alive {reuse}; serving threads and the\n\
+         # backend connection limit are the defaults a user gets (one thread per core; the\n\
+         # limit learned from the backend)\n\
          listen = [\"{listen}\"]\n\
          document_root = \"{root}\"\n\
-         workers = {workers}   # serving threads, as nginx's worker_processes here\n\
          \n\
          [timeouts]\n\
          keep_alive = \"{ka}s\"\n\
@@ -439,13 +440,11 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          [[route]]\n\
          path = \"/\"\n\
          target = \"fcgi://{backend}{root}/\"\n\
-         worker.reuse = {reuse}\n\
-         worker.max = 64   # backend connections, as Apache's ThreadsPerChild and nginx's keepalive here\n",
+         worker.reuse = {reuse}\n",
         reuse = o.backend_keepalive,
         root = o.document_root,
         ka = o.keepalive_timeout.as_secs(),
         backend = o.backend,
-        workers = o.workers,
     );
     PeerConfig {
         file_name: "proxy.toml",
