@@ -250,7 +250,12 @@ pub fn respond(result: Result<Outcome, ProxyError>, worker: &str) -> Response<Pr
             r
         }
         Err(e) => {
-            tracing::warn!(worker, "backend error: {e}");
+            if matches!(e.kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout) {
+                // The pool logs these, once in a while rather than once per request.
+                tracing::debug!(worker, "backend error: {e}");
+            } else {
+                tracing::warn!(worker, "backend error: {e}");
+            }
             answers::error(e.status())
         }
     }

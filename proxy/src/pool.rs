@@ -58,6 +58,8 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(2);
 /// [`SATURATED_MEMORY`]: a worker held idle is one another proxy instance may be waiting for.
 pub const SATURATED_IDLE_TTL: Duration = Duration::from_millis(200);
 pub const SATURATED_MEMORY: Duration = Duration::from_secs(10);
+/// At most one log line per backend about failing connects in this long.
+pub const CONNECT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// First wait after an overdue probe before the next; doubles up to [`PROBE_BACKOFF_MAX`].
 const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
@@ -138,6 +140,10 @@ struct Common {
     probe_backoff: Duration,
     /// Idle connections are kept only briefly until then (the backend was saturated).
     short_idle_until: Option<tokio::time::Instant>,
+    /// Connect failures are logged once per [`CONNECT_LOG_EVERY`]: when the last line was
+    /// written, and how many failures it did not mention since.
+    connect_logged: Option<tokio::time::Instant>,
+    connect_unlogged: u64,
     /// Counters kept here; `idle`, `reused` and the idle closes live in [`Local`].
     stats: PoolStats,
 }
@@ -455,6 +461,8 @@ impl<C: Connector> Pool<C> {
                     probe_after: None,
                     probe_backoff: PROBE_BACKOFF_MIN,
                     short_idle_until: None,
+                    connect_logged: None,
+                    connect_unlogged: 0,
                     stats: PoolStats {
                         cap,
                         ..PoolStats::default()
@@ -653,24 +661,54 @@ impl<C: Connector> Pool<C> {
     }
 
     async fn connect(&self) -> Result<C::Stream, ProxyError> {
-        match tokio::time::timeout(
+        let e = match tokio::time::timeout(
             self.settings.connect_timeout,
             self.connector.connect(&self.addr),
         )
         .await
         {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(ProxyError::new(
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => ProxyError::new(
                 ErrorKind::ConnectFailed,
-                format!("connect to {}: {e}", self.addr),
-            )),
-            Err(_) => Err(ProxyError::new(
+                format!(
+                    "connect to {}: {}",
+                    self.addr,
+                    connect_reason(&e, &self.addr)
+                ),
+            ),
+            Err(_) => ProxyError::new(
                 ErrorKind::ConnectTimeout,
                 format!(
                     "connect to {} timed out after {:?}",
                     self.addr, self.settings.connect_timeout
                 ),
-            )),
+            ),
+        };
+        self.log_connect_failure(&e);
+        Err(e)
+    }
+
+    /// One line per backend and [`CONNECT_LOG_EVERY`], however many requests fail meanwhile:
+    /// a backend that is down must not flood the log.
+    fn log_connect_failure(&self, e: &ProxyError) {
+        let now = tokio::time::Instant::now();
+        let mut c = self.shared.common();
+        if c.connect_logged
+            .is_some_and(|t| now < t + CONNECT_LOG_EVERY)
+        {
+            c.connect_unlogged += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut c.connect_unlogged);
+        c.connect_logged = Some(now);
+        drop(c);
+        if unlogged > 0 {
+            tracing::error!(
+                "backend unreachable: {} ({unlogged} more failed connects since the last line)",
+                e.detail
+            );
+        } else {
+            tracing::error!("backend unreachable: {}", e.detail);
         }
     }
 
@@ -689,10 +727,10 @@ impl<C: Connector> Pool<C> {
             c.probe_backoff = PROBE_BACKOFF_MIN;
             c.probe_after = None;
         }
-        // Capacity shown is capacity: the limit never stays below it.
+        // Capacity shown is capacity: the limit never stays below what is accepted at once
+        // (an overdue connection let in by a yield replaces one, so it raises nothing).
         if let Some(l) = c.stats.limit
             && accepted > l
-            && !p.overdue
         {
             c.stats.limit = Some(accepted);
         }
@@ -811,6 +849,28 @@ impl<C: Connector> Pool<C> {
         }
         self.shared.freed.notify_one();
     }
+}
+
+/// Why a connect failed, in words that say what to check.
+fn connect_reason(e: &std::io::Error, addr: &BackendAddr) -> String {
+    use std::io::ErrorKind as K;
+    let hint = match (e.kind(), addr) {
+        (K::NotFound, BackendAddr::Unix(_)) => {
+            "the socket does not exist: is the backend running, and is this its `listen` path?"
+        }
+        (K::PermissionDenied, BackendAddr::Unix(_)) => {
+            "permission denied: the proxy's user may not write to the socket (php-fpm: \
+             listen.owner, listen.group, listen.mode)"
+        }
+        (K::ConnectionRefused, BackendAddr::Unix(_)) => {
+            "connection refused: the socket exists but nothing listens on it"
+        }
+        (K::ConnectionRefused, BackendAddr::Tcp(_)) => {
+            "connection refused: nothing listens on this address"
+        }
+        _ => return e.to_string(),
+    };
+    format!("{e} ({hint})")
 }
 
 /// A thread's idle watcher: closes idle connections of list `me` that turned readable or
