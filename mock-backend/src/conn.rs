@@ -514,6 +514,9 @@ impl<'a> Conn<'a> {
                 reply,
             },
         );
+        if settings.ignore_get_values {
+            return Ctl::Continue;
+        }
         if settings.get_values_waits_for_next_header() {
             // Sent by `input` once the next record header is buffered (at once if it already is).
             self.held_values = Some(HeldValues {

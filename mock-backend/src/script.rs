@@ -82,6 +82,15 @@ pub struct ServerSettings {
     /// waits this long before it is read (a fork, php-fpm `pm = ondemand`).
     #[serde(default)]
     pub spawn_delay_ms: u64,
+    /// These connections (1-based, in accept order) are closed as soon as a worker takes them,
+    /// before anything is read: a worker exiting as it accepts, a listener shutting down. What
+    /// was written on them is never run.
+    #[serde(default)]
+    pub drop_unread: Vec<u64>,
+    /// FCGI_GET_VALUES is journaled but never answered, as by FastCGI libraries that ignore
+    /// management records.
+    #[serde(default)]
+    pub ignore_get_values: bool,
 }
 
 fn default_max_params_bytes() -> usize {
@@ -106,6 +115,8 @@ impl Default for ServerSettings {
             model: None,
             max_requests: None,
             spawn_delay_ms: 0,
+            drop_unread: Vec::new(),
+            ignore_get_values: false,
         }
     }
 }

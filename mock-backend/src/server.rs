@@ -309,6 +309,14 @@ async fn connection<S: crate::net::Connection>(
             return;
         }
     }
+    if shared.script.server.drop_unread.contains(&id) {
+        drop(stream);
+        shared
+            .journal
+            .close_connection(id, ClosedBy::Backend, "dropped_unread");
+        release(&shared, worker, id);
+        return;
+    }
     shared.journal.serve_connection(id);
     Conn::new(id, worker, &shared)
         .run(stream, &mut shutdown)

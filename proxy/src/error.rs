@@ -50,6 +50,10 @@ pub struct ProxyError {
     pub reused: bool,
     /// Some of the backend's response had been received.
     pub response_started: bool,
+    /// The backend provably never read the request: a fresh connection that got nothing back,
+    /// not even the FCGI_GET_VALUES answer that a backend known to answer sends as soon as a
+    /// worker reads the connection. Any request may be sent again then.
+    pub undelivered: bool,
 }
 
 impl ProxyError {
@@ -65,6 +69,7 @@ impl ProxyError {
             detail: detail.into(),
             reused: false,
             response_started: false,
+            undelivered: false,
         }
     }
 
@@ -73,13 +78,21 @@ impl ProxyError {
         self
     }
 
-    /// Safe to send the same request again on a fresh connection: it failed on a reused
-    /// connection before any response byte came back (pingora's `ReusedOnly`). Whether the
-    /// request body can be replayed is the caller's half of the decision.
-    pub fn retry_on_fresh_connection(&self) -> bool {
-        self.reused
-            && !self.response_started
+    /// The connection broke (reset, closed, write failed) before any response byte came back.
+    pub fn broke_before_response(&self) -> bool {
+        !self.response_started
             && matches!(self.kind, ErrorKind::WriteFailed | ErrorKind::BackendClosed)
+    }
+
+    /// May this request be sent again on another connection? Only when the connection broke
+    /// before any response byte, and either no worker ever read the request (`undelivered`: a
+    /// backend restarting, a connect into a listener that is closing), or the connection was a
+    /// reused one and the method is idempotent (the backend may have closed it just as the
+    /// request went out: pingora's `ReusedOnly`). A request a worker may have read on a fresh
+    /// connection, or a POST on a reused one, is never sent twice. Whether the body can be
+    /// replayed is the caller's half of the decision.
+    pub fn may_resend(&self, idempotent: bool) -> bool {
+        self.broke_before_response() && (self.undelivered || (self.reused && idempotent))
     }
 
     /// The member failed in a way that says it is down (for balancer error state and failover).
@@ -114,8 +127,55 @@ impl std::fmt::Display for ProxyError {
         if self.reused {
             f.write_str(" [reused connection]")?;
         }
+        if self.undelivered {
+            f.write_str(" [not read by the backend]")?;
+        }
         Ok(())
     }
 }
 
 impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broke(kind: ErrorKind, reused: bool, started: bool, undelivered: bool) -> ProxyError {
+        let mut e = ProxyError::new(kind, "x").on_reused(reused);
+        e.response_started = started;
+        e.undelivered = undelivered;
+        e
+    }
+
+    #[test]
+    fn what_may_be_sent_again() {
+        use ErrorKind::{BackendClosed as Closed, ResponseTimeout, WriteFailed};
+        // (kind, reused, response started, undelivered, idempotent) -> may resend
+        let table = [
+            // A stale pooled connection: idempotent requests only.
+            (Closed, true, false, false, true, true),
+            (Closed, true, false, false, false, false),
+            (WriteFailed, true, false, false, true, true),
+            // A fresh connection a worker may have read: never.
+            (Closed, false, false, false, true, false),
+            (Closed, false, false, false, false, false),
+            // No worker read it: any method.
+            (Closed, false, false, true, false, true),
+            (WriteFailed, false, false, true, false, true),
+            // Part of the response came: never.
+            (Closed, true, true, false, true, false),
+            (Closed, false, true, true, false, false),
+            // A timeout: the request may still run where it waits.
+            (ResponseTimeout, true, false, false, true, false),
+            (ResponseTimeout, false, false, true, false, false),
+        ];
+        for (kind, reused, started, undelivered, idempotent, want) in table {
+            let e = broke(kind, reused, started, undelivered);
+            assert_eq!(
+                e.may_resend(idempotent),
+                want,
+                "{kind:?} reused={reused} started={started} undelivered={undelivered} idempotent={idempotent}"
+            );
+        }
+    }
+}

@@ -169,6 +169,7 @@ async fn drive<C: Connector>(
     };
     let id = conn.id();
     let accept = conn.accept_deadline();
+    let mut got_a_byte = false;
     let result = converse(
         &mut conn.stream,
         preamble,
@@ -177,7 +178,10 @@ async fn drive<C: Connector>(
         accept,
         &mut head,
         &mut |signal| match signal {
-            Signal::FirstByte => pool.accepted(id),
+            Signal::FirstByte => {
+                got_a_byte = true;
+                pool.accepted(id);
+            }
             Signal::Overdue => pool.overdue(id),
             Signal::Capacity(n) => {
                 answered = true;
@@ -200,7 +204,11 @@ async fn drive<C: Connector>(
             }
         }
         Err(e) => {
-            let e = e.on_reused(reused);
+            let mut e = e.on_reused(reused);
+            // Nothing came back on a fresh connection that asked FCGI_GET_VALUES first, from a
+            // backend that answers it as soon as a worker reads: no worker read the request.
+            e.undelivered =
+                ask_values && !got_a_byte && pool.stats().answers_get_values == Some(true);
             match head.take() {
                 Some(tx) => {
                     let _ = tx.send(Err(e));

@@ -185,9 +185,10 @@ impl Shape {
     }
 }
 
-/// Runs the exchange on `worker`, retrying on a fresh connection when a reused one failed
-/// before any response byte, the body can be sent again and the method is idempotent (a POST
-/// the backend may have received is never sent twice: security.md R2c).
+/// Runs the exchange on `worker`, sending the request again on another connection when the
+/// connection broke before any response byte and the body can be sent again, if the method is
+/// idempotent or the backend provably never read the request (a POST the backend may have
+/// received is never sent twice). docs/architecture.md, "Resending".
 pub async fn forward<C: Connector>(
     worker: &Worker<C>,
     params: &[(String, Vec<u8>)],
@@ -216,12 +217,9 @@ pub async fn forward<C: Connector>(
         };
         match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts, hold.take()).await {
             Err(e)
-                if e.retry_on_fresh_connection()
-                    && shape.idempotent
-                    && replay.is_some()
-                    && attempt < MAX_ATTEMPTS =>
+                if e.may_resend(shape.idempotent) && replay.is_some() && attempt < MAX_ATTEMPTS =>
             {
-                tracing::info!(worker = %worker.name, "retrying after failure on a reused connection: {e}");
+                tracing::info!(worker = %worker.name, "sending the request again on another connection: {e}");
             }
             r => return r,
         }
@@ -315,12 +313,11 @@ fn make_worker<C: Connector>(
     }
 }
 
-/// Why a balancer request moves on to another member: the member could not be reached, or (for
-/// an idempotent request) it closed before any response byte (apache.md 6.4: failover on the
+/// Why a balancer request moves on to another member: the member could not be reached, or it
+/// broke the connection before any response byte and the request may be sent again (apache.md 6.4: failover on the
 /// handler's 503; a non-idempotent request it may have received is not sent again).
 fn fails_over(e: &ProxyError, shape: Shape) -> bool {
-    e.member_is_down()
-        || (shape.idempotent && !e.response_started && e.kind == ErrorKind::BackendClosed)
+    e.member_is_down() || e.may_resend(shape.idempotent)
 }
 
 impl<C: Connector> Proxy<C> {

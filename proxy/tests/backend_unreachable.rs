@@ -18,9 +18,7 @@ fn run(dir: &Path, target: &str, n: usize) -> (Vec<u16>, Duration, String) {
     let conf = dir.join("proxy.toml");
     std::fs::write(
         &conf,
-        format!(
-            "listen = [\"{addr}\"]\n\n[[route]]\npath = \"/app/\"\ntarget = \"{target}\"\n"
-        ),
+        format!("listen = [\"{addr}\"]\n\n[[route]]\npath = \"/app/\"\ntarget = \"{target}\"\n"),
     )
     .unwrap();
     let log = dir.join("proxy.log");
@@ -61,7 +59,10 @@ fn check(dir: &Path, target: &str, names: &str, says: &str) {
     assert_eq!(lines.len(), 1, "one line for 12 failed requests:\n{log}");
     assert!(lines[0].contains(names), "names the backend: {}", lines[0]);
     assert!(lines[0].contains(says), "says what to check: {}", lines[0]);
-    assert!(!log.contains('\u{1b}'), "no colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log file:\n{log}"
+    );
 }
 
 #[test]
