@@ -1706,6 +1706,54 @@ mod tests {
     }
 
     #[test]
+    fn proxy_instances_are_counted_and_named() {
+        let text = |proxies: &str, client: &str, fault: &str| {
+            format!(
+                r#"
+id = "saturation/x"
+description = "d"
+level = "SHOULD"
+[requirement]
+quote = "q"
+source = "issue"
+section = "1"
+[topology]
+{proxies}
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+[[backend]]
+name = "app"
+[[client]]
+name = "c1"
+{client}
+[[client.request]]
+target = "/app/x"
+[expect]
+{fault}
+"#
+            )
+        };
+        let one = Scenario::parse(&text("", "", ""), "default").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.topology.proxies, 1);
+        assert_eq!(one.clients[0].proxy, 0);
+        let two = Scenario::parse(&text("proxies = 2", "proxy = 1", ""), "two")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((two.topology.proxies, two.clients[0].proxy), (2, 1));
+        let err = Scenario::parse(&text("proxies = 0", "", ""), "zero").unwrap_err();
+        assert!(err.message.contains("at least 1"), "{err}");
+        let err = Scenario::parse(&text("", "proxy = 1", ""), "beyond").unwrap_err();
+        assert!(err.message.contains("topology.proxies = 1"), "{err}");
+        // Link faults may name any instance's host, and only existing ones.
+        let fault = "[[fault]]\nat = \"1s\"\naction = \"hold\"\nbetween = [\"proxy2\", \"app\"]";
+        assert!(Scenario::parse(&text("proxies = 2", "", fault), "fault").is_ok());
+        assert!(Scenario::parse(&text("", "", fault), "no proxy2").is_err());
+        assert_eq!(proxy_host(0), "proxy");
+        assert_eq!(proxy_host(2), "proxy3");
+    }
+
+    #[test]
     fn closed_and_responses_need_raw_requests() {
         let text = |request: &str| {
             format!(
