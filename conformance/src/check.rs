@@ -6,7 +6,8 @@
 //!   and the backends' journals agree;
 //! - no response went to the wrong client (echoed responses carry the request's own tag);
 //! - no backend got more connections at once than the proxy's caps for it allow: the sum over
-//!   the proxy's workers that target it of each worker's configured `max`; and no pool grew
+//!   the proxy's workers that target it of each worker's configured `max` (times the number of
+//!   proxy instances, `topology.proxies`: each has its own pools); and no pool grew
 //!   beyond the cap it had in force (which includes an `FCGI_MAX_CONNS` it learned), checked
 //!   after every simulation step.
 
@@ -258,11 +259,18 @@ pub fn invariants(s: &Scenario, run: &Run) -> Vec<String> {
     // FCGI_MAX_CONNS included) whenever a connection was attempted.
     for b in &s.backends {
         let authority = b.authority();
-        let cap = ours::connection_cap(&run.config, &authority, None);
+        // Every instance has its own pools, each with the configured caps.
+        let instances = s.topology.proxies.max(1) as usize;
+        let cap = ours::connection_cap(&run.config, &authority, None) * instances;
         let max = run.net.get(&authority).map_or(0, |n| n.max_live);
         if max > cap {
+            let from = if instances == 1 {
+                "the proxy".to_string()
+            } else {
+                format!("the {instances} proxy instances")
+            };
             out.push(format!(
-                "{} had {max} connections from the proxy at once; its configured cap is {cap}",
+                "{} had {max} connections from {from} at once; its configured cap is {cap}",
                 b.name
             ));
         }

@@ -9,6 +9,11 @@
 //!
 //! Not expressible for real: link faults (hold, partition, latency) need the simulator; such
 //! scenarios are SKIP with that reason.
+//!
+//! `topology.proxies = N`: for `ours`, N fcgi-proxy processes run on the same generated
+//! configuration, each on its own listen port (instance `i > 0` in the subdirectory
+//! `proxy<i+1>/` of the run's directory); each client dials its instance. Other targets run
+//! one instance, so such scenarios are SKIP for them ([`Target::cannot_express`]).
 
 pub mod backend;
 pub mod cli;
@@ -363,19 +368,28 @@ async fn run_async(
         b.incarnations.push(Vec::new());
     }
     let log = dir.join("target.log");
-    let (listen, mut proc) = match &external {
+    // One listen address and process per instance (the external proxy: its one address).
+    let mut listens: Vec<SocketAddr> = Vec::new();
+    let mut procs: Vec<(PathBuf, Proc)> = Vec::new();
+    match &external {
         Some(e) => {
             wait_ready(e.proxy, &log).await?;
-            (e.proxy, None)
+            listens.push(e.proxy);
         }
         None => {
-            let listen = listen_port()?;
             let addrs: BTreeMap<String, SocketAddr> =
                 b.names.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
-            let proc = start_target(s, target, opts, dir, &addrs, listen, &log).await?;
-            (listen, Some(proc))
+            for i in 0..s.topology.proxies.max(1) as usize {
+                let dir_i = instance_dir(dir, i);
+                std::fs::create_dir_all(&dir_i).map_err(|e| format!("{}: {e}", dir_i.display()))?;
+                let listen = listen_port()?;
+                let log_i = dir_i.join("target.log");
+                let proc = start_target(s, target, opts, &dir_i, &addrs, listen, &log_i).await?;
+                listens.push(listen);
+                procs.push((dir_i, proc));
+            }
         }
-    };
+    }
 
     // Traffic, and the backend faults at their times.
     let start = tokio::time::Instant::now();
@@ -389,11 +403,11 @@ async fn run_async(
         .iter()
         .map(|(n, _, a)| (n.clone(), a.to_string()))
         .collect();
-    let dial = Dial::Real {
-        addr: listen,
-        start,
-    };
-    let clients: Vec<_> = client::runs(s, &planned, dial, &addresses, &results, &trace)
+    let dials: Vec<Dial> = listens
+        .iter()
+        .map(|&addr| Dial::Real { addr, start })
+        .collect();
+    let clients: Vec<_> = client::runs(s, &planned, &dials, &addresses, &results, &trace)
         .into_iter()
         .map(|c| {
             tokio::spawn(async move {
@@ -453,9 +467,16 @@ async fn run_async(
     }
     let clients_done_at = start.elapsed();
     settle(s, &b).await;
-    let exited = proc.as_mut().and_then(|p| {
-        p.exited()
-            .map(|how| format!("{how}; its log: {}", log_tail(dir)))
+    let several = procs.len() > 1;
+    let exited = procs.iter_mut().enumerate().find_map(|(i, (dir_i, p))| {
+        p.exited().map(|how| {
+            let which = if several {
+                format!("instance {i}: ")
+            } else {
+                String::new()
+            };
+            format!("{which}{how}; its log: {}", log_tail(dir_i))
+        })
     });
     // The journals as they stand with the proxy still running (as the simulator reads them):
     // stopping the proxy closes its pooled connections, which is not part of the scenario.
@@ -469,7 +490,7 @@ async fn run_async(
             journal: r.journal(origin),
         });
     }
-    drop(proc);
+    drop(procs);
     drop(real);
     let backends: Vec<BackendRun> = b
         .names
@@ -512,6 +533,16 @@ async fn run_async(
         virtual_time: clients_done_at,
         wall_time: wall.elapsed(),
     })
+}
+
+/// The directory of proxy instance `i`: the run's own for instance 0, `proxy<i+1>/` in it for
+/// the others.
+fn instance_dir(dir: &Path, i: usize) -> PathBuf {
+    if i == 0 {
+        dir.to_path_buf()
+    } else {
+        dir.join(crate::scenario::proxy_host(i))
+    }
 }
 
 /// Writes the target's configuration into `dir`, starts it there in the foreground with its

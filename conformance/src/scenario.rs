@@ -109,7 +109,7 @@ impl Requirement {
 }
 
 /// Routes and balancers, in proxy-neutral terms.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// DOCUMENT_ROOT of the front end (default `/var/www/html`, as in apache.md 2.6).
@@ -119,10 +119,36 @@ pub struct Topology {
     /// `header=`, nginx `client_header_timeout`). Default: each proxy's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<Dur>,
+    /// How many instances of the proxy under test run with this configuration, each with its
+    /// own pools, in front of the same backends (default 1). Clients pick theirs with `proxy`.
+    /// In the simulator instance 0 is the host `proxy`, instance `i` the host `proxy{i+1}`.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub proxies: u32,
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
     #[serde(rename = "balancer", default, skip_serializing_if = "Vec::is_empty")]
     pub balancers: Vec<Balancer>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            document_root: None,
+            header_timeout: None,
+            proxies: 1,
+            routes: Vec::new(),
+            balancers: Vec::new(),
+        }
+    }
+}
+
+/// The simulator's host name of proxy instance `i` (0-based): `proxy`, `proxy2`, `proxy3`, ...
+pub fn proxy_host(i: usize) -> String {
+    if i == 0 {
+        "proxy".to_string()
+    } else {
+        format!("proxy{}", i + 1)
+    }
 }
 
 /// Connection handling towards one backend (a route's own, or a balancer member's).
@@ -362,6 +388,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 /// A mock FastCGI backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -483,8 +513,15 @@ pub struct Client {
     /// How long the client waits for each complete response.
     #[serde(default = "default_client_timeout")]
     pub timeout: Dur,
+    /// The proxy instance the client talks to (0-based, below `topology.proxies`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proxy: u32,
     #[serde(rename = "request")]
     pub requests: Vec<RequestSpec>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_client_timeout() -> Dur {
@@ -1141,7 +1178,13 @@ impl Scenario {
                 Requirement::SOURCES
             ));
         }
-        let mut hosts: Vec<&str> = vec!["proxy"];
+        if self.topology.proxies == 0 {
+            return Err("topology.proxies: at least 1".into());
+        }
+        let proxy_hosts: Vec<String> = (0..self.topology.proxies as usize)
+            .map(proxy_host)
+            .collect();
+        let mut hosts: Vec<&str> = proxy_hosts.iter().map(String::as_str).collect();
         for b in &self.backends {
             if hosts.contains(&b.name.as_str()) {
                 return Err(format!("host name {:?} is used twice", b.name));
@@ -1166,6 +1209,13 @@ impl Scenario {
                 ));
             }
             hosts.push(&c.name);
+            if c.proxy >= self.topology.proxies {
+                return Err(format!(
+                    "client {}: proxy = {} but topology.proxies = {} (instances are numbered \
+                     from 0)",
+                    c.name, c.proxy, self.topology.proxies
+                ));
+            }
             if c.requests.is_empty() {
                 return Err(format!("client {} sends no request", c.name));
             }
@@ -1653,6 +1703,54 @@ mod tests {
             Some("reuse/one")
         );
         assert_eq!(id_from_path(Path::new("x/one.toml")), None);
+    }
+
+    #[test]
+    fn proxy_instances_are_counted_and_named() {
+        let text = |proxies: &str, client: &str, fault: &str| {
+            format!(
+                r#"
+id = "saturation/x"
+description = "d"
+level = "SHOULD"
+[requirement]
+quote = "q"
+source = "issue"
+section = "1"
+[topology]
+{proxies}
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+[[backend]]
+name = "app"
+[[client]]
+name = "c1"
+{client}
+[[client.request]]
+target = "/app/x"
+[expect]
+{fault}
+"#
+            )
+        };
+        let one = Scenario::parse(&text("", "", ""), "default").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.topology.proxies, 1);
+        assert_eq!(one.clients[0].proxy, 0);
+        let two = Scenario::parse(&text("proxies = 2", "proxy = 1", ""), "two")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((two.topology.proxies, two.clients[0].proxy), (2, 1));
+        let err = Scenario::parse(&text("proxies = 0", "", ""), "zero").unwrap_err();
+        assert!(err.message.contains("at least 1"), "{err}");
+        let err = Scenario::parse(&text("", "proxy = 1", ""), "beyond").unwrap_err();
+        assert!(err.message.contains("topology.proxies = 1"), "{err}");
+        // Link faults may name any instance's host, and only existing ones.
+        let fault = "[[fault]]\nat = \"1s\"\naction = \"hold\"\nbetween = [\"proxy2\", \"app\"]";
+        assert!(Scenario::parse(&text("proxies = 2", "", fault), "fault").is_ok());
+        assert!(Scenario::parse(&text("", "", fault), "no proxy2").is_err());
+        assert_eq!(proxy_host(0), "proxy");
+        assert_eq!(proxy_host(2), "proxy3");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! Hosts, registered in this order (so their addresses are stable): `proxy` (fcgi-proxy, hyper
 //! front end on port 80, backend connections through an observed [`net::ObservedConnector`]),
+//! then `proxy2`, `proxy3`, ... when `topology.proxies` asks for more instances (each its own
+//! [`Proxy`] with its own pools, same configuration; clients dial the one their `proxy` names),
 //! one host per `[[backend]]` (an `fcgi-mock` server whose journal also feeds the trace; a
 //! restart starts a fresh mock with a fresh journal, an *incarnation*), then one client host per
 //! `[[client]]` (hyper client, see [`client`]).
@@ -12,6 +14,13 @@
 //! client is done, the simulation keeps stepping until the proxy's connections, its pools and
 //! the backends' journals agree (or the scenario's `settle` time runs out: a leak), then the
 //! observations are collected for [`crate::check`].
+//!
+//! With several instances, whatever observes "the proxy" covers all of them: the connection
+//! counts per backend address ([`Run::net`]) and the leak check are sums over the instances,
+//! [`Run::workers`] lists every instance's pools (labelled with [`WorkerRun::instance`]), the
+//! pool watch checks each instance's pools against their own caps. A link fault naming `proxy`
+//! acts on instance 0 only (`proxy2` names instance 1, and so on). The connection lines in the
+//! trace name their instance's host; the proxies' own log lines are all from `proxy`.
 
 pub mod client;
 pub mod net;
@@ -34,7 +43,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, filter::Targets};
 
 use crate::ours;
-use crate::scenario::{Fault, FaultAction, Scenario};
+use crate::scenario::{Fault, FaultAction, Scenario, proxy_host};
 use client::{RequestResult, Results};
 use net::{AddrStats, NetStats, ObservedConnector};
 use trace::Trace;
@@ -80,6 +89,8 @@ pub struct BackendRun {
 /// One proxy worker (pool) at the end of the run.
 #[derive(Debug, Clone)]
 pub struct WorkerRun {
+    /// The proxy instance it belongs to (0-based; see [`crate::scenario::proxy_host`]).
+    pub instance: usize,
     pub name: String,
     pub addr: String,
     pub stats: PoolStats,
@@ -183,14 +194,17 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         .enable_random_order()
         .build();
 
-    // The proxy.
+    // The proxy instances, sharing the connection counters (their sums per backend address).
     let net_stats: NetStats = Arc::default();
-    let proxy_slot: ProxySlot = Arc::default();
-    {
+    let proxy_hosts: Vec<String> = (0..s.topology.proxies.max(1) as usize)
+        .map(proxy_host)
+        .collect();
+    let proxy_slots: Vec<ProxySlot> = proxy_hosts.iter().map(|_| ProxySlot::default()).collect();
+    for (host, slot) in proxy_hosts.iter().zip(&proxy_slots) {
         let cfg = Arc::new(config.clone());
-        let connector = ObservedConnector::new(net_stats.clone(), trace.clone());
-        let slot = proxy_slot.clone();
-        sim.host("proxy", move || {
+        let connector = ObservedConnector::for_host(net_stats.clone(), trace.clone(), host);
+        let slot = slot.clone();
+        sim.host(host.as_str(), move || {
             let cfg = cfg.clone();
             let connector = connector.clone();
             let slot = slot.clone();
@@ -250,7 +264,9 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
     let mut faults: VecDeque<Fault> = faults.into();
     let mut links = Links {
         // Clients join when they are registered, after the boot.
-        hosts: std::iter::once("proxy".to_string())
+        hosts: proxy_hosts
+            .iter()
+            .cloned()
             .chain(s.backends.iter().map(|b| b.name.clone()))
             .collect(),
         ..Links::default()
@@ -265,7 +281,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
     }
     // Boot: step until the proxy and every running backend listen. Scenario time starts then.
     while error.is_none() {
-        let proxy_up = lock(&proxy_slot).is_some();
+        let proxy_up = proxy_slots.iter().all(|p| lock(p).is_some());
         let backends_up = backends
             .iter()
             .all(|(name, _, incs)| !sim.is_host_running(name.as_str()) || !lock(incs).is_empty());
@@ -282,7 +298,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         }
     }
     let mut watch = PoolWatch::default();
-    watch.sample(&proxy_slot, sim.elapsed());
+    watch.sample(&proxy_slots, sim.elapsed());
     let t0 = sim.elapsed();
     trace.log_at(Some(t0), "sim", "booted: scenario time 0");
 
@@ -293,8 +309,10 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         .iter()
         .map(|b| (b.name.clone(), b.authority()))
         .collect();
-    let dial = client::Dial::Sim { t0 };
-    for c in client::runs(s, &planned, dial, &addresses, &results, trace) {
+    let dials: Vec<client::Dial> = (0..proxy_hosts.len())
+        .map(|instance| client::Dial::Sim { t0, instance })
+        .collect();
+    for c in client::runs(s, &planned, &dials, &addresses, &results, trace) {
         sim.client(c.name.clone(), client::run(c));
     }
 
@@ -310,7 +328,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
             }
         }
         let stepped = sim.step();
-        watch.sample(&proxy_slot, sim.elapsed());
+        watch.sample(&proxy_slots, sim.elapsed());
         match stepped {
             Ok(true) => break,
             Ok(false) => {}
@@ -335,14 +353,14 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 error = Some(e);
             }
         }
-        settled = faults.is_empty() && agree(&net_stats, &proxy_slot, &backends, &partitioned);
+        settled = faults.is_empty() && agree(&net_stats, &proxy_slots, &backends, &partitioned);
         if settled {
             break;
         }
         if let Err(e) = sim.step() {
             error = Some(e.to_string());
         }
-        watch.sample(&proxy_slot, sim.elapsed());
+        watch.sample(&proxy_slots, sim.elapsed());
     }
     trace.log_at(
         Some(sim.elapsed()),
@@ -354,19 +372,26 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         ),
     );
 
-    let workers = lock(&proxy_slot)
-        .as_ref()
-        .map(|p| {
-            p.workers()
-                .iter()
-                .map(|w| WorkerRun {
-                    name: w.name.clone(),
-                    addr: w.pool.addr().to_string(),
-                    stats: w.pool.stats(),
+    let workers = proxy_slots
+        .iter()
+        .enumerate()
+        .flat_map(|(instance, slot)| {
+            lock(slot)
+                .as_ref()
+                .map(|p| {
+                    p.workers()
+                        .iter()
+                        .map(|w| WorkerRun {
+                            instance,
+                            name: w.name.clone(),
+                            addr: w.pool.addr().to_string(),
+                            stats: w.pool.stats(),
+                        })
+                        .collect::<Vec<_>>()
                 })
-                .collect()
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .collect();
     let backends = backends
         .iter()
         .map(|(name, authority, incs)| BackendRun {
@@ -595,39 +620,50 @@ pub fn connection_views(
         .collect()
 }
 
-/// Watches the proxy's pools between steps: a pool whose open connections (connecting ones
+/// Watches the proxies' pools between steps: a pool whose open connections (connecting ones
 /// included) grew beyond the cap it had in force before the step broke its cap. A cap lowered
-/// later (a learned FCGI_MAX_CONNS) does not make earlier connections a violation.
+/// later (a learned FCGI_MAX_CONNS) does not make earlier connections a violation. Each
+/// instance's pools are held to their own caps.
 #[derive(Debug, Default)]
 struct PoolWatch {
-    /// Per worker: (open, cap) after the previous step.
-    last: Vec<(usize, usize)>,
+    /// Per instance, per worker: (open, cap) after the previous step.
+    last: Vec<Vec<(usize, usize)>>,
     violations: Vec<String>,
 }
 
 impl PoolWatch {
-    fn sample(&mut self, proxy: &ProxySlot, now: Duration) {
-        let Some(p) = lock(proxy).clone() else {
-            return;
-        };
-        for (i, w) in p.workers().iter().enumerate() {
-            let st = w.pool.stats();
-            if let Some(&(open, cap)) = self.last.get(i)
-                && st.open > open
-                && st.open > cap
-            {
-                self.violations.push(format!(
-                    "at {:.3}ms the pool of {} went from {open} to {} connections; its cap was \
-                     {cap}",
-                    now.as_secs_f64() * 1000.0,
-                    w.name,
-                    st.open
-                ));
-            }
-            if i < self.last.len() {
-                self.last[i] = (st.open, st.cap);
-            } else {
-                self.last.push((st.open, st.cap));
+    fn sample(&mut self, proxies: &[ProxySlot], now: Duration) {
+        if self.last.len() < proxies.len() {
+            self.last.resize(proxies.len(), Vec::new());
+        }
+        for (instance, (slot, last)) in proxies.iter().zip(&mut self.last).enumerate() {
+            let Some(p) = lock(slot).clone() else {
+                continue;
+            };
+            for (i, w) in p.workers().iter().enumerate() {
+                let st = w.pool.stats();
+                if let Some(&(open, cap)) = last.get(i)
+                    && st.open > open
+                    && st.open > cap
+                {
+                    // Instance 0 is named as it always was: one proxy reads as before.
+                    let whose = if instance == 0 {
+                        w.name.clone()
+                    } else {
+                        format!("{} in {}", w.name, proxy_host(instance))
+                    };
+                    self.violations.push(format!(
+                        "at {:.3}ms the pool of {whose} went from {open} to {} connections; its \
+                         cap was {cap}",
+                        now.as_secs_f64() * 1000.0,
+                        st.open
+                    ));
+                }
+                if i < last.len() {
+                    last[i] = (st.open, st.cap);
+                } else {
+                    last.push((st.open, st.cap));
+                }
             }
         }
     }
@@ -635,20 +671,26 @@ impl PoolWatch {
 
 fn agree(
     net: &NetStats,
-    proxy: &ProxySlot,
+    proxies: &[ProxySlot],
     backends: &[(String, String, Incarnations)],
     partitioned: &[String],
 ) -> bool {
     let net = lock(net).clone();
-    let workers: Vec<(String, usize)> = lock(proxy)
-        .as_ref()
-        .map(|p| {
-            p.workers()
-                .iter()
-                .map(|w| (w.pool.addr().to_string(), w.pool.stats().open))
-                .collect()
+    // Every instance's pools: the journal's open connections are their sum.
+    let workers: Vec<(String, usize)> = proxies
+        .iter()
+        .flat_map(|slot| {
+            lock(slot)
+                .as_ref()
+                .map(|p| {
+                    p.workers()
+                        .iter()
+                        .map(|w| (w.pool.addr().to_string(), w.pool.stats().open))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .collect();
     let journals: Vec<(String, usize)> = backends
         .iter()
         .map(|(_, authority, incs)| {

@@ -322,6 +322,7 @@ fn scenario(sh: &Shape) -> Scenario {
                 ClientConnection::KeepAlive
             },
             timeout: Dur(Duration::from_secs(30)),
+            proxy: 0,
             requests: c
                 .requests
                 .iter()
@@ -398,6 +399,7 @@ fn scenario(sh: &Shape) -> Scenario {
         topology: Topology {
             document_root: None,
             header_timeout: None,
+            proxies: 1,
             routes,
             balancers,
         },

@@ -16,10 +16,11 @@ pub(super) fn keep_run(to: &Path, dir: &Path, run: &Result<Run, String>) {
             if e.path().is_file() {
                 let _ = std::fs::copy(e.path(), to.join(e.file_name()));
             }
-            // A real backend program's files (its config, execution log, script source).
+            // A real backend program's files (its config, execution log, script source), and
+            // those of proxy instances beyond the first (`proxy2/`, ...).
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_dir()
-                && name.starts_with("backend-")
+                && (name.starts_with("backend-") || name.starts_with("proxy"))
                 && let Ok(files) = std::fs::read_dir(e.path())
             {
                 for f in files.flatten().filter(|f| f.path().is_file()) {

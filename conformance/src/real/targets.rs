@@ -150,6 +150,10 @@ impl Target {
 
     /// Why this target cannot express the scenario's topology, if it cannot.
     pub fn cannot_express(self, s: &Scenario) -> Option<String> {
+        // Only fcgi-proxy is started several times (the runner knows its one config file).
+        if s.topology.proxies > 1 && self != Target::Ours {
+            return Some(format!("runs one instance of {}", self.name()));
+        }
         match self {
             Target::Ours => None,
             Target::Apache => apache::cannot_express(s),

@@ -25,8 +25,11 @@ use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSp
 pub const TAG_HEADER: &str = "X-Request-Tag";
 /// The CGI param the tag header becomes.
 pub const TAG_PARAM: &str = "HTTP_X_REQUEST_TAG";
-/// Where the proxy listens.
+/// Where the proxy listens (instance 0; instance `i` is the host
+/// [`crate::scenario::proxy_host`]`(i)` on the same port).
 pub const PROXY_ADDR: &str = "proxy:80";
+/// The port every simulated proxy instance listens on.
+pub const PROXY_PORT: u16 = 80;
 
 /// What happened to one request, as the client saw it.
 #[derive(Debug, Clone)]
@@ -129,8 +132,9 @@ impl Body for ReqBody {
 /// runs in the simulator and against a real proxy process.
 #[derive(Debug, Clone, Copy)]
 pub enum Dial {
-    /// The simulated proxy host; scenario time is virtual time since the boot ended at `t0`.
-    Sim { t0: Duration },
+    /// The simulated proxy host of instance `instance`; scenario time is virtual time since the
+    /// boot ended at `t0`.
+    Sim { t0: Duration, instance: usize },
     /// A real proxy listening at `addr`; scenario time is real time since `start`.
     Real {
         addr: std::net::SocketAddr,
@@ -142,7 +146,7 @@ impl Dial {
     /// Scenario time now.
     fn now(&self) -> Duration {
         match self {
-            Dial::Sim { t0 } => turmoil::sim_elapsed()
+            Dial::Sim { t0, .. } => turmoil::sim_elapsed()
                 .unwrap_or_default()
                 .saturating_sub(*t0),
             Dial::Real { start, .. } => start.elapsed(),
@@ -158,8 +162,8 @@ impl Dial {
         deadline: Instant,
     ) -> RawOutcome {
         match self {
-            Dial::Sim { .. } => {
-                let connect = turmoil::net::TcpStream::connect(PROXY_ADDR);
+            Dial::Sim { instance, .. } => {
+                let connect = turmoil::net::TcpStream::connect(sim_addr(*instance));
                 raw_exchange(connect, bytes, sending, quiet, deadline).await
             }
             Dial::Real { addr, .. } => {
@@ -175,13 +179,26 @@ impl Dial {
         deadline: Instant,
     ) -> Result<SendRequest<ReqBody>, (ClientOutcome, String)> {
         match self {
-            Dial::Sim { .. } => {
-                handshake(deadline, turmoil::net::TcpStream::connect(PROXY_ADDR)).await
+            Dial::Sim { instance, .. } => {
+                handshake(
+                    deadline,
+                    turmoil::net::TcpStream::connect(sim_addr(*instance)),
+                )
+                .await
             }
             Dial::Real { addr, .. } => {
                 handshake(deadline, tokio::net::TcpStream::connect(*addr)).await
             }
         }
+    }
+}
+
+/// `host:port` of simulated proxy instance `instance`.
+fn sim_addr(instance: usize) -> String {
+    if instance == 0 {
+        PROXY_ADDR.to_string()
+    } else {
+        format!("{}:{PROXY_PORT}", crate::scenario::proxy_host(instance))
     }
 }
 
@@ -261,12 +278,12 @@ pub struct ClientRun {
 }
 
 /// What each of the scenario's clients runs: its requests out of `planned` (with their indexes
-/// into `results`), connecting as `dial` says, `${name}` standing for the address in
-/// `addresses`.
+/// into `results`), connecting as `dials[client.proxy]` says (one per proxy instance),
+/// `${name}` standing for the address in `addresses`.
 pub fn runs(
     s: &Scenario,
     planned: &[PlannedRequest],
-    dial: Dial,
+    dials: &[Dial],
     addresses: &[(String, String)],
     results: &Results,
     trace: &Trace,
@@ -276,7 +293,7 @@ pub fn runs(
         .enumerate()
         .map(|(ci, c)| ClientRun {
             name: c.name.clone(),
-            dial,
+            dial: dials.get(c.proxy as usize).copied().unwrap_or(dials[0]),
             start: c.start.0,
             connection: c.connection,
             timeout: c.timeout.0,

@@ -36,11 +36,23 @@ pub type NetStats = Arc<Mutex<BTreeMap<String, AddrStats>>>;
 pub struct ObservedConnector {
     stats: NetStats,
     trace: Trace,
+    /// Who the trace lines are from: the proxy instance's host name.
+    who: Arc<str>,
 }
 
 impl ObservedConnector {
     pub fn new(stats: NetStats, trace: Trace) -> Self {
-        ObservedConnector { stats, trace }
+        Self::for_host(stats, trace, "proxy")
+    }
+
+    /// A connector whose trace lines name `who` (a proxy instance's host). Several instances
+    /// may share `stats`: the counts are then the sums over them.
+    pub fn for_host(stats: NetStats, trace: Trace, who: &str) -> Self {
+        ObservedConnector {
+            stats,
+            trace,
+            who: Arc::from(who),
+        }
     }
 }
 
@@ -76,7 +88,7 @@ impl Connector for ObservedConnector {
                         s.max_live = s.max_live.max(s.live);
                     });
                     this.trace.log(
-                        "proxy",
+                        &this.who,
                         &format!("net: connected to {key} from port {port}"),
                     );
                     Ok(Observed {
@@ -84,6 +96,7 @@ impl Connector for ObservedConnector {
                         guard: Guard {
                             stats: this.stats.clone(),
                             trace: this.trace.clone(),
+                            who: this.who.clone(),
                             key,
                             port,
                         },
@@ -92,7 +105,7 @@ impl Connector for ObservedConnector {
                 Err(e) => {
                     update(&this.stats, &key, |s| s.failed += 1);
                     this.trace
-                        .log("proxy", &format!("net: connect to {key} failed: {e}"));
+                        .log(&this.who, &format!("net: connect to {key} failed: {e}"));
                     Err(e)
                 }
             }
@@ -126,6 +139,7 @@ pub struct Observed {
 struct Guard {
     stats: NetStats,
     trace: Trace,
+    who: Arc<str>,
     key: String,
     port: u16,
 }
@@ -136,7 +150,7 @@ impl Drop for Guard {
             s.live = s.live.saturating_sub(1)
         });
         self.trace.log(
-            "proxy",
+            &self.who,
             &format!("net: closed {} from port {}", self.key, self.port),
         );
     }
