@@ -37,6 +37,7 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -53,7 +54,7 @@ pub const ACCEPT_GRACE: Duration = Duration::from_millis(50);
 /// Pending connections allowed at once while few are proven accepted.
 pub const PENDING_MIN: usize = 8;
 /// How long an idle connection is kept when no `ttl` is configured.
-pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(2);
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(1);
 /// After the backend showed saturation, idle connections are kept at most this long for
 /// [`SATURATED_MEMORY`]: a worker held idle is one another proxy instance may be waiting for.
 pub const SATURATED_IDLE_TTL: Duration = Duration::from_millis(200);
@@ -134,7 +135,6 @@ struct Common {
     open: usize,
     accepted: usize,
     pending: Vec<Pending>,
-    next_id: u64,
     /// No probe before this.
     probe_after: Option<tokio::time::Instant>,
     probe_backoff: Duration,
@@ -157,6 +157,32 @@ impl Common {
 
     fn overdue(&self) -> bool {
         self.pending.iter().any(|p| p.overdue)
+    }
+
+    /// Fresh connection `id` is accepted: moved from `pending` to `accepted`, with what that
+    /// shows about capacity. False if it was not pending.
+    fn settle(&mut self, id: u64) -> bool {
+        let Some(i) = self.pending.iter().position(|p| p.id == id) else {
+            return false;
+        };
+        let p = self.pending.swap_remove(i);
+        self.accepted += 1;
+        let accepted = self.accepted;
+        self.stats.demonstrated = self.stats.demonstrated.max(accepted);
+        if p.probe && !p.overdue {
+            self.stats.probes_accepted += 1;
+            self.probe_backoff = PROBE_BACKOFF_MIN;
+            self.probe_after = None;
+        }
+        // Capacity shown is capacity: the limit never stays below what is accepted at once
+        // (an overdue connection let in by a yield replaces one, so it raises nothing).
+        if let Some(l) = self.stats.limit
+            && accepted > l
+        {
+            self.stats.limit = Some(accepted);
+        }
+        self.sync();
+        true
     }
 
     /// Whether one more connection may be opened now: `Some(probe)` if so.
@@ -235,6 +261,8 @@ struct Padded<T>(T);
 struct Shared<S> {
     /// `ttl`, or the default idle lifetime.
     idle_ttl: Duration,
+    /// Names connections for [`Pool::accepted`] and [`Pool::overdue`].
+    ids: AtomicU64,
     common: Mutex<Common>,
     locals: Box<[Padded<Mutex<Local<S>>>]>,
     freed: Notify,
@@ -453,11 +481,11 @@ impl<C: Connector> Pool<C> {
             addr,
             shared: Arc::new(Shared {
                 idle_ttl: settings.ttl.unwrap_or(DEFAULT_IDLE_TTL),
+                ids: AtomicU64::new(0),
                 common: Mutex::new(Common {
                     open: 0,
                     accepted: 0,
                     pending: Vec::new(),
-                    next_id: 0,
                     probe_after: None,
                     probe_backoff: PROBE_BACKOFF_MIN,
                     short_idle_until: None,
@@ -498,11 +526,7 @@ impl<C: Connector> Pool<C> {
     }
 
     fn reused_conn(&self, stream: C::Stream) -> Conn<C::Stream> {
-        let id = {
-            let mut c = self.shared.common();
-            c.next_id += 1;
-            c.next_id
-        };
+        let id = self.shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
         Conn {
             stream,
             reused: true,
@@ -541,8 +565,7 @@ impl<C: Connector> Pool<C> {
                 let mut c = self.shared.common();
                 match c.may_open(hard_cap, now) {
                     Some(probe) => {
-                        c.next_id += 1;
-                        let id = c.next_id;
+                        let id = self.shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
                         c.open += 1;
                         let track = self.settings.reuse;
                         if track {
@@ -715,29 +738,12 @@ impl<C: Connector> Pool<C> {
     /// The first byte came back on fresh connection `id`: a worker accepted it.
     pub fn accepted(&self, id: u64) {
         let mut c = self.shared.common();
-        let Some(i) = c.pending.iter().position(|p| p.id == id) else {
-            return;
-        };
-        let p = c.pending.swap_remove(i);
-        c.accepted += 1;
-        let accepted = c.accepted;
-        c.stats.demonstrated = c.stats.demonstrated.max(accepted);
-        if p.probe && !p.overdue {
-            c.stats.probes_accepted += 1;
-            c.probe_backoff = PROBE_BACKOFF_MIN;
-            c.probe_after = None;
-        }
-        // Capacity shown is capacity: the limit never stays below what is accepted at once
-        // (an overdue connection let in by a yield replaces one, so it raises nothing).
-        if let Some(l) = c.stats.limit
-            && accepted > l
-        {
-            c.stats.limit = Some(accepted);
-        }
-        c.sync();
+        let changed = c.settle(id);
         drop(c);
-        // More may now be opened (the pending bound, a probe slot).
-        self.shared.freed.notify_waiters();
+        if changed {
+            // More may now be opened (the pending bound, a probe slot).
+            self.shared.freed.notify_waiters();
+        }
     }
 
     /// Fresh connection `id` got nothing back within [`ACCEPT_GRACE`]: if the backend is known
@@ -808,15 +814,20 @@ impl<C: Connector> Pool<C> {
             mut slot,
             ..
         } = conn;
-        // A connection that carried a whole exchange was accepted, whatever the exchange told.
-        self.accepted(slot.id);
         {
             let mut c = self.shared.common();
+            // A connection that carried a whole exchange was accepted, whatever the exchange
+            // told.
+            let settled = c.settle(slot.id);
             if c.overdue() {
                 c.stats.yields += 1;
                 drop(c);
                 // Dropping the armed slot frees it.
                 return;
+            }
+            drop(c);
+            if settled {
+                self.shared.freed.notify_waiters();
             }
         }
         let me = self.shared.my_slot();
