@@ -163,7 +163,7 @@ async fn client(
                 .map_err(|_| format!("no response within {HUNG:?} (hung)"))?
         }
         .await;
-        if !matches!(&result, Ok(_) if conn.as_ref().is_some_and(KeepAlive::is_open)) {
+        if !(result.is_ok() && conn.as_ref().is_some_and(KeepAlive::is_open)) {
             conn = None;
         }
         records.push(Record {
