@@ -237,13 +237,13 @@ async fn pool_line(proxy: &Proxy) -> String {
     }
 }
 
-/// Lines of the proxy's log at warning level or above, or about retries.
+/// The whole proxy log's lines other than access lines for a 200: warnings, errors, retries,
+/// and the access lines of other statuses.
 fn proxy_warnings(proxy: &Proxy) -> Vec<String> {
-    proxy
-        .proc
-        .output()
+    std::fs::read_to_string(proxy.proc.log_path())
+        .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("retrying"))
+        .filter(|l| !(l.contains(" INFO access: ") && l.contains("\" 200 ")))
         .map(str::to_string)
         .collect()
 }
@@ -409,6 +409,13 @@ fn dynamic_pool_reloads_under_load() {
 
 /// `pm = static` 4 with `pm.max_requests = 5`: besides the reloads, every worker closes its
 /// connection after 5 requests.
+///
+/// Observed: fails in about half the runs with 1 or 2 GETs of ~6000 answered 502, each sent
+/// within a few ms of a USR2. The proxy log shows the request failing on a reused connection
+/// (php-fpm reset it, nothing read back), the retry on a fresh connection then also reset
+/// ("read from backend: Connection reset by peer", not reused, so not retried again). The same
+/// load without reloads, or the reloads without `pm.max_requests`, gave no error in a dozen
+/// runs each. [`posts_during_reloads_with_max_requests`] shows the requests so reset never ran.
 #[test]
 fn static_pool_with_max_requests_reloads_under_load() {
     reloads_under_load(
@@ -596,4 +603,21 @@ fn restart_costs_only_503s_while_down() {
             panic!("{TEST}: did not finish within {WALL:?}");
         }
     });
+}
+
+/// Like [`posts_during_reloads_run_exactly_once`] with `pm = static` 4 and `pm.max_requests =
+/// 5`, all 4 clients sending POSTs. Ignored (run with `--ignored`): it fails every time with
+/// about 10 of 114 POSTs answered 502, each 2-13 ms after being sent at a USR2; the proxy logs
+/// `BackendClosed: read from backend: Connection reset by peer [reused connection]` for each,
+/// and executions.log holds exactly the POSTs answered 200, none of those answered 502: php-fpm
+/// reset the kept connection without reading the request, and the proxy, which never sends a
+/// POST twice, answers 502 for a request that did not run.
+#[test]
+#[ignore = "fails: php-fpm resets kept connections at a reload with pm.max_requests (see doc)"]
+fn posts_during_reloads_with_max_requests() {
+    reloads_under_load(
+        "posts_during_reloads_with_max_requests",
+        graceful(Pm::Static(4), "pm.max_requests = 5\n"),
+        [Send::Append; 4],
+    );
 }

@@ -126,6 +126,11 @@ impl Proc {
         &self.name
     }
 
+    /// The file its stderr (and stdout, unless captured) goes to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
