@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod fpm;
+
 /// How long a server may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one HTTP exchange may take, pauses included.
@@ -124,6 +126,11 @@ impl Proc {
         &self.name
     }
 
+    /// The file its stderr (and stdout, unless captured) goes to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -196,6 +203,42 @@ impl Proc {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (a name `kill` knows: `USR2`, `QUIT`, ...) to its own PID.
+    pub fn signal(&mut self, signal: &str) -> Result<(), String> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(format!("{} was stopped already", self.name));
+        };
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Err(format!("{} exited already ({status})", self.name));
+        }
+        let out = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .output()
+            .map_err(|e| format!("run kill: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "kill -{signal} {}: {}",
+                child.id(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for it to exit by itself; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -444,23 +487,75 @@ impl Budget {
 }
 
 async fn exchange_inner(addr: SocketAddr, req: &RawRequest) -> Result<HttpResponse, String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
+    let s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
-    for (i, part) in req.parts.iter().enumerate() {
-        if i > 0 && !req.pause.is_zero() {
-            tokio::time::sleep(req.pause).await;
-        }
-        s.write_all(part)
-            .await
-            .map_err(|e| format!("write part {i}: {e}"))?;
-    }
     let mut reader = Reader {
         s,
         buf: Vec::new(),
         eof: false,
     };
+    send_and_read(&mut reader, req).await
+}
+
+/// An HTTP/1.1 client connection kept open between requests (keep-alive), for a client that
+/// sends request after request on one connection as browsers and load balancers do.
+pub struct KeepAlive {
+    reader: Reader,
+    open: bool,
+}
+
+impl KeepAlive {
+    /// Connects to `addr`, within [`EXCHANGE_TIMEOUT`].
+    pub async fn connect(addr: SocketAddr) -> Result<KeepAlive, String> {
+        let s = tokio::time::timeout(EXCHANGE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connect {addr}: no answer within {EXCHANGE_TIMEOUT:?}"))?
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = s.set_nodelay(true);
+        Ok(KeepAlive {
+            reader: Reader {
+                s,
+                buf: Vec::new(),
+                eof: false,
+            },
+            open: true,
+        })
+    }
+
+    /// Sends `req` and reads its response. Afterwards [`KeepAlive::is_open`] says whether the
+    /// connection can carry another request (the server did not close it or say it would).
+    /// The caller bounds the wait.
+    pub async fn send(&mut self, req: &RawRequest) -> Result<HttpResponse, String> {
+        if !self.open {
+            return Err("the connection was closed by the previous response".into());
+        }
+        self.open = false;
+        let resp = send_and_read(&mut self.reader, req).await?;
+        let close = resp
+            .header("connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        self.open = !close && !self.reader.eof && self.reader.buf.is_empty();
+        Ok(resp)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
+async fn send_and_read(reader: &mut Reader, req: &RawRequest) -> Result<HttpResponse, String> {
+    for (i, part) in req.parts.iter().enumerate() {
+        if i > 0 && !req.pause.is_zero() {
+            tokio::time::sleep(req.pause).await;
+        }
+        reader
+            .s
+            .write_all(part)
+            .await
+            .map_err(|e| format!("write part {i}: {e}"))?;
+    }
     loop {
         let head = reader.read_head().await?;
         let (status, headers) = parse_head(&head)?;
