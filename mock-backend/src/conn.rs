@@ -81,6 +81,8 @@ pub(crate) struct Conn<'a> {
     active: BTreeMap<u16, Active>,
     last_activity: Instant,
     held_values: Option<HeldValues>,
+    /// BEGIN_REQUESTs received on this connection.
+    begun: u64,
 }
 
 impl<'a> Conn<'a> {
@@ -93,6 +95,7 @@ impl<'a> Conn<'a> {
             active: BTreeMap::new(),
             last_activity: Instant::now(),
             held_values: None,
+            begun: 0,
         }
     }
 
@@ -118,6 +121,10 @@ impl<'a> Conn<'a> {
                 Event::Shutdown => Ctl::Close(ClosedBy::Backend, "shutdown"),
                 Event::Due => self.run_due(&mut stream).await,
                 Event::Read(Ok(0)) => self.eof(),
+                Event::Read(Ok(_)) if self.exits_before_reading() => {
+                    // The worker exits with the bytes unread: the kernel resets the connection.
+                    Ctl::Reset("dropped_unread")
+                }
                 Event::Read(Ok(n)) => self.input(&buf[..n], &mut stream).await,
                 Event::Read(Err(e)) => Ctl::from_io(&e),
                 Event::Idle => Ctl::Close(ClosedBy::Backend, "idle_timeout"),
@@ -127,6 +134,16 @@ impl<'a> Conn<'a> {
             }
         };
         self.close(stream, ctl).await;
+    }
+
+    /// `drop_unread_after`: the connection has carried its requests and sits idle, and the
+    /// worker leaves as the next bytes come (php-fpm's idle child told to exit by a reload).
+    fn exits_before_reading(&self) -> bool {
+        self.shared
+            .script
+            .server
+            .drop_unread_after
+            .is_some_and(|n| self.begun >= n && self.active.is_empty())
     }
 
     fn journal(&self) -> &crate::journal::Journal {
@@ -254,7 +271,10 @@ impl<'a> Conn<'a> {
                 request_id,
                 role,
                 flags,
-            } => self.begin(request_id, role, flags, stream).await,
+            } => {
+                self.begun += 1;
+                self.begin(request_id, role, flags, stream).await
+            }
             Record::AbortRequest { request_id } => self.abort(request_id, stream).await,
             Record::Stream {
                 record_type: t @ (RecordType::Params | RecordType::Stdin | RecordType::Data),

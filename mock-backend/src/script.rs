@@ -91,6 +91,11 @@ pub struct ServerSettings {
     /// management records.
     #[serde(default)]
     pub ignore_get_values: bool,
+    /// A connection that has carried this many requests is reset, unread, when the next bytes
+    /// arrive: a worker idle on a kept connection that exits as a request comes (php-fpm's
+    /// children at a graceful reload). What was written is never run.
+    #[serde(default)]
+    pub drop_unread_after: Option<u64>,
 }
 
 fn default_max_params_bytes() -> usize {
@@ -117,6 +122,7 @@ impl Default for ServerSettings {
             spawn_delay_ms: 0,
             drop_unread: Vec::new(),
             ignore_get_values: false,
+            drop_unread_after: None,
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct ExchangeOptions {
     pub io_timeout: Duration,
     pub head_only: bool,
     pub max_header_bytes: usize,
+    /// The request may not be sent twice (not idempotent): on a reused connection too, ask
+    /// FCGI_GET_VALUES ahead of it when the backend answers, so that a connection closed with
+    /// nothing back proves no worker read the request and it can be sent again.
+    pub prove_delivery: bool,
 }
 
 /// The request body as the exchange gets it.
@@ -152,7 +156,10 @@ async fn drive<C: Connector>(
     // the next request already counts this one as finished (bybusyness); else when the
     // exchange ends.
     let mut hold = hold;
-    let ask_values = conn.ask_values;
+    // Fresh connections always ask (the pool tracks their acceptance); a reused one asks for a
+    // request that must not be sent twice, if the backend is known to answer.
+    let ask_values = conn.ask_values
+        || (conn.reused && opts.prove_delivery && pool.answers_get_values() == Some(true));
     let preamble = if ask_values {
         // Asked ahead of the request on every fresh connection: backends answer as soon as a
         // worker reads the connection, so the answer proves it was accepted (and may carry
@@ -175,7 +182,10 @@ async fn drive<C: Connector>(
         preamble,
         body,
         opts,
-        accept,
+        Watch {
+            accept,
+            first_byte: ask_values,
+        },
         &mut head,
         &mut |signal| match signal {
             Signal::FirstByte => {
@@ -226,7 +236,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     preamble: Bytes,
     body: RequestBody,
     opts: ExchangeOptions,
-    accept: Option<tokio::time::Instant>,
+    watch: Watch,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
@@ -244,13 +254,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             );
             fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
             write_all(stream, &out, opts.io_timeout).await?;
-            read_response(stream, opts, accept, head, signal).await
+            read_response(stream, opts, watch, head, signal).await
         }
         RequestBody::Streaming(incoming) => {
             write_all(stream, &preamble, opts.io_timeout).await?;
             let (mut rd, mut wr) = tokio::io::split(stream);
             let write = pump_body(&mut wr, incoming, opts.io_timeout);
-            let read = read_response(&mut rd, opts, accept, head, signal);
+            let read = read_response(&mut rd, opts, watch, head, signal);
             tokio::pin!(write, read);
             let mut written: Option<bool> = None;
             loop {
@@ -339,10 +349,19 @@ async fn pump_body<W: AsyncWrite + Unpin>(
         .map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
 }
 
+/// What the conversation watches for besides the response.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// A fresh connection: when silence means no worker took it ([`Signal::Overdue`]).
+    accept: Option<tokio::time::Instant>,
+    /// FCGI_GET_VALUES went first: report the first byte back ([`Signal::FirstByte`]).
+    first_byte: bool,
+}
+
 /// What the conversation tells the task that owns the connection while it runs.
 #[derive(Debug, Clone, Copy)]
 enum Signal {
-    /// The first byte arrived on a fresh connection: a worker accepted it.
+    /// The first byte arrived after FCGI_GET_VALUES went first: a worker read the request.
     FirstByte,
     /// Nothing arrived on a fresh connection within the accept grace.
     Overdue,
@@ -379,10 +398,11 @@ struct Progress {
 async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     opts: ExchangeOptions,
-    mut accept: Option<tokio::time::Instant>,
+    watch: Watch,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
+    let mut accept = watch.accept;
     let mut decoder = Decoder::default();
     let mut p = Progress {
         phase: Phase::Head(BytesMut::new()),
@@ -390,7 +410,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     };
     // A fresh connection waits for its first byte: `accept` is when silence means the backend
     // had no worker for it, which the pool hears about while the wait goes on.
-    let mut awaiting_first = accept.is_some();
+    let mut awaiting_first = watch.first_byte;
     let mut deadline = tokio::time::Instant::now() + opts.io_timeout;
     loop {
         let read = tokio::select! {

@@ -205,6 +205,7 @@ pub async fn forward<C: Connector>(
         io_timeout: worker.io_timeout,
         head_only: shape.head_only,
         max_header_bytes: shape.max_header_bytes,
+        prove_delivery: !shape.idempotent && replay.is_some() && worker.reuse,
     };
     let mut attempt = 0;
     loop {

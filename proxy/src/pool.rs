@@ -746,6 +746,11 @@ impl<C: Connector> Pool<C> {
         }
     }
 
+    /// Whether the backend answers FCGI_GET_VALUES, as far as known.
+    pub fn answers_get_values(&self) -> Option<bool> {
+        self.shared.common().stats.answers_get_values
+    }
+
     /// Fresh connection `id` got nothing back within [`ACCEPT_GRACE`]: if the backend is known
     /// to answer FCGI_GET_VALUES at once, no worker took it; either way idle connections yield.
     pub fn overdue(&self, id: u64) {
