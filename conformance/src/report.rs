@@ -239,19 +239,7 @@ impl Results {
             .iter()
             .filter(|r| !r.detail.is_empty())
             .collect();
-        if !notes.is_empty() {
-            out.push_str("\n### Details\n\n");
-            for r in notes {
-                let _ = writeln!(
-                    out,
-                    "- `{}` on {}: {} - {}",
-                    r.check,
-                    r.target,
-                    r.verdict.as_str(),
-                    r.detail.replace('\n', " ")
-                );
-            }
-        }
+        write_details(&mut out, "\n### Details\n\n", &notes);
         out.push_str(&end);
         out.push('\n');
         out
@@ -272,19 +260,7 @@ impl Results {
             .iter()
             .filter(|r| r.verdict != Verdict::Pass)
             .collect();
-        if !notes.is_empty() {
-            out.push_str("\n## Details\n\n");
-            for r in notes {
-                let _ = writeln!(
-                    out,
-                    "- `{}` on {}: {} - {}",
-                    r.check,
-                    r.target,
-                    r.verdict.as_str(),
-                    r.detail.replace('\n', " ")
-                );
-            }
-        }
+        write_details(&mut out, "\n## Details\n\n", &notes);
         out
     }
 
@@ -396,6 +372,24 @@ fn xml(s: &str) -> String {
             c => vec![c],
         })
         .collect()
+}
+
+/// A Markdown list of results with their details under `heading`; nothing when there are none.
+fn write_details(out: &mut String, heading: &str, notes: &[&CheckResult]) {
+    if notes.is_empty() {
+        return;
+    }
+    out.push_str(heading);
+    for r in notes {
+        let _ = writeln!(
+            out,
+            "- `{}` on {}: {} - {}",
+            r.check,
+            r.target,
+            r.verdict.as_str(),
+            r.detail.replace('\n', " ")
+        );
+    }
 }
 
 #[cfg(test)]
