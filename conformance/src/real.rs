@@ -33,7 +33,7 @@ use fcgi_mock::{MockHandle, MockServer, Snapshot};
 
 use crate::check;
 use crate::report::Verdict;
-use crate::scenario::{FaultAction, Scenario};
+use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::sim::client::{self, Dial, Results};
 use crate::sim::net::AddrStats;
 use crate::sim::trace::Trace;
@@ -391,6 +391,17 @@ async fn run_async(
         }
     }
 
+    // Faults at time zero happen before any traffic, as in the simulator: a backend that is
+    // down from the start must not serve the first request by winning a race.
+    let mut faults = s.faults.clone();
+    faults.sort_by_key(|f| f.at);
+    let boot = tokio::time::Instant::now();
+    let later = faults.split_off(faults.partition_point(|f| f.at.0.is_zero()));
+    for f in &faults {
+        apply_fault(s, &mut b, f, boot).await?;
+    }
+    let faults = later;
+
     // Traffic, and the backend faults at their times.
     let start = tokio::time::Instant::now();
     // The real backends' execution logs are in wall time.
@@ -416,8 +427,6 @@ async fn run_async(
             })
         })
         .collect();
-    let mut faults = s.faults.clone();
-    faults.sort_by_key(|f| f.at);
     let longest = s
         .clients
         .iter()
@@ -441,23 +450,7 @@ async fn run_async(
             _ = &mut all_done => break,
             _ = tokio::time::sleep_until(at) => {}
         }
-        let host = f.host.clone().unwrap_or_default();
-        let Some(i) = b.names.iter().position(|(n, _, _)| *n == host) else {
-            continue;
-        };
-        match f.action {
-            FaultAction::Crash => end_incarnation(&mut b, i, start).await,
-            FaultAction::Restart => {
-                end_incarnation(&mut b, i, start).await;
-                let backend = &s.backends[i];
-                let m = MockServer::bind_tcp(&b.names[i].2.to_string(), backend.mock_script()?)
-                    .await
-                    .map_err(|e| format!("restart {host}: {e}"))?;
-                b.live[i] = Some(m);
-                b.started[i] = tokio::time::Instant::now();
-            }
-            _ => {}
-        }
+        apply_fault(s, &mut b, &f, start).await?;
     }
     if tokio::time::timeout(longest + Duration::from_secs(5), &mut all_done)
         .await
@@ -626,6 +619,34 @@ async fn settle(s: &Scenario, b: &Backends) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A backend fault, now: a crash ends the mock's incarnation, a restart starts a new one on the
+/// same address. Link faults are refused before a real run starts.
+async fn apply_fault(
+    s: &Scenario,
+    b: &mut Backends,
+    f: &Fault,
+    start: tokio::time::Instant,
+) -> Result<(), String> {
+    let host = f.host.clone().unwrap_or_default();
+    let Some(i) = b.names.iter().position(|(n, _, _)| *n == host) else {
+        return Ok(());
+    };
+    match f.action {
+        FaultAction::Crash => end_incarnation(b, i, start).await,
+        FaultAction::Restart => {
+            end_incarnation(b, i, start).await;
+            let backend = &s.backends[i];
+            let m = MockServer::bind_tcp(&b.names[i].2.to_string(), backend.mock_script()?)
+                .await
+                .map_err(|e| format!("restart {host}: {e}"))?;
+            b.live[i] = Some(m);
+            b.started[i] = tokio::time::Instant::now();
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Rewrites every real backend address in the params to the scenario's `name:port`.
