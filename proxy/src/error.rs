@@ -85,14 +85,25 @@ impl ProxyError {
     }
 
     /// May this request be sent again on another connection? Only when the connection broke
-    /// before any response byte, and either no worker ever read the request (`undelivered`: a
-    /// backend restarting, a connect into a listener that is closing), or the connection was a
-    /// reused one and the method is idempotent (the backend may have closed it just as the
-    /// request went out: pingora's `ReusedOnly`). A request a worker may have read on a fresh
-    /// connection, or a POST on a reused one, is never sent twice. Whether the body can be
-    /// replayed is the caller's half of the decision.
-    pub fn may_resend(&self, idempotent: bool) -> bool {
-        self.broke_before_response() && (self.undelivered || (self.reused && idempotent))
+    /// before any response byte, and one of:
+    /// - no worker ever read the request (`undelivered`: a backend restarting, a connect into
+    ///   a listener that is closing), whatever the method;
+    /// - the method is idempotent and the connection was a reused one (the backend may have
+    ///   closed it just as the request went out: pingora's `ReusedOnly`);
+    /// - the method is idempotent, the connection was fresh and no fresh-connection failure of
+    ///   this request was resent before (`resent_fresh`): a worker that quits as it reads (a
+    ///   reload) looks like one that crashed, and either gets one more try.
+    ///
+    /// A non-idempotent request a worker may have read is never sent twice. Whether the body
+    /// can be replayed is the caller's half of the decision.
+    pub fn may_resend(&self, idempotent: bool, resent_fresh: bool) -> bool {
+        self.broke_before_response()
+            && (self.undelivered || (idempotent && (self.reused || !resent_fresh)))
+    }
+
+    /// This failure, if resent, uses up the one retry a fresh-connection failure gets.
+    pub fn spends_fresh_retry(&self) -> bool {
+        !self.undelivered && !self.reused
     }
 
     /// The member failed in a way that says it is down (for balancer error state and failover).
@@ -150,31 +161,36 @@ mod tests {
     #[test]
     fn what_may_be_sent_again() {
         use ErrorKind::{BackendClosed as Closed, ResponseTimeout, WriteFailed};
-        // (kind, reused, response started, undelivered, idempotent) -> may resend
+        // (kind, reused, response started, undelivered, idempotent, resent fresh before)
+        //   -> may resend
         let table = [
             // A stale pooled connection: idempotent requests only.
-            (Closed, true, false, false, true, true),
-            (Closed, true, false, false, false, false),
-            (WriteFailed, true, false, false, true, true),
-            // A fresh connection a worker may have read: never.
-            (Closed, false, false, false, true, false),
-            (Closed, false, false, false, false, false),
-            // No worker read it: any method.
-            (Closed, false, false, true, false, true),
-            (WriteFailed, false, false, true, false, true),
+            (Closed, true, false, false, true, false, true),
+            (Closed, true, false, false, true, true, true),
+            (Closed, true, false, false, false, false, false),
+            (WriteFailed, true, false, false, true, false, true),
+            // A fresh connection a worker may have read: idempotent requests, once.
+            (Closed, false, false, false, true, false, true),
+            (Closed, false, false, false, true, true, false),
+            (Closed, false, false, false, false, false, false),
+            // No worker read it: any method, any number of times (bounded by the caller).
+            (Closed, false, false, true, false, false, true),
+            (WriteFailed, false, false, true, false, true, true),
+            (Closed, true, false, true, false, false, true),
             // Part of the response came: never.
-            (Closed, true, true, false, true, false),
-            (Closed, false, true, true, false, false),
+            (Closed, true, true, false, true, false, false),
+            (Closed, false, true, true, false, false, false),
             // A timeout: the request may still run where it waits.
-            (ResponseTimeout, true, false, false, true, false),
-            (ResponseTimeout, false, false, true, false, false),
+            (ResponseTimeout, true, false, false, true, false, false),
+            (ResponseTimeout, false, false, true, false, false, false),
         ];
-        for (kind, reused, started, undelivered, idempotent, want) in table {
+        for (kind, reused, started, undelivered, idempotent, resent_fresh, want) in table {
             let e = broke(kind, reused, started, undelivered);
             assert_eq!(
-                e.may_resend(idempotent),
+                e.may_resend(idempotent, resent_fresh),
                 want,
-                "{kind:?} reused={reused} started={started} undelivered={undelivered} idempotent={idempotent}"
+                "{kind:?} reused={reused} started={started} undelivered={undelivered} \
+                 idempotent={idempotent} resent_fresh={resent_fresh}"
             );
         }
     }

@@ -208,6 +208,7 @@ pub async fn forward<C: Connector>(
         prove_delivery: !shape.idempotent && replay.is_some() && worker.reuse,
     };
     let mut attempt = 0;
+    let mut resent_fresh = false;
     loop {
         attempt += 1;
         let conn = worker.pool.checkout(worker.io_timeout).await?;
@@ -218,8 +219,11 @@ pub async fn forward<C: Connector>(
         };
         match exchange::exchange(&worker.pool, conn, preamble.clone(), b, opts, hold.take()).await {
             Err(e)
-                if e.may_resend(shape.idempotent) && replay.is_some() && attempt < MAX_ATTEMPTS =>
+                if e.may_resend(shape.idempotent, resent_fresh)
+                    && replay.is_some()
+                    && attempt < MAX_ATTEMPTS =>
             {
+                resent_fresh |= e.spends_fresh_retry();
                 tracing::info!(worker = %worker.name, "sending the request again on another connection: {e}");
             }
             r => return r,
@@ -318,7 +322,7 @@ fn make_worker<C: Connector>(
 /// broke the connection before any response byte and the request may be sent again (apache.md 6.4: failover on the
 /// handler's 503; a non-idempotent request it may have received is not sent again).
 fn fails_over(e: &ProxyError, shape: Shape) -> bool {
-    e.member_is_down() || e.may_resend(shape.idempotent)
+    e.member_is_down() || e.may_resend(shape.idempotent, false)
 }
 
 impl<C: Connector> Proxy<C> {
