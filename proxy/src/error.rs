@@ -116,6 +116,10 @@ impl ProxyError {
     }
 
     pub fn status(&self) -> StatusCode {
+        if self.undelivered {
+            // No worker took the request: the backend is unavailable, it sent nothing bad.
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self.kind {
             ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
@@ -159,6 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_no_worker_took_is_503_not_502() {
+        assert_eq!(
+            broke(ErrorKind::BackendClosed, false, false, true).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            broke(ErrorKind::BackendClosed, false, false, false).status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+
+    #[test]
     fn what_may_be_sent_again() {
         use ErrorKind::{BackendClosed as Closed, ResponseTimeout, WriteFailed};
         // (kind, reused, response started, undelivered, idempotent, resent fresh before)
@@ -182,7 +198,6 @@ mod tests {
             (Closed, false, true, true, false, false, false),
             // A timeout: the request may still run where it waits.
             (ResponseTimeout, true, false, false, true, false, false),
-            (ResponseTimeout, false, false, true, false, false, false),
         ];
         for (kind, reused, started, undelivered, idempotent, resent_fresh, want) in table {
             let e = broke(kind, reused, started, undelivered);

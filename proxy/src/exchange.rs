@@ -215,10 +215,14 @@ async fn drive<C: Connector>(
         }
         Err(e) => {
             let mut e = e.on_reused(reused);
-            // Nothing came back on a fresh connection that asked FCGI_GET_VALUES first, from a
-            // backend that answers it as soon as a worker reads: no worker read the request.
-            e.undelivered =
-                ask_values && !got_a_byte && pool.stats().answers_get_values == Some(true);
+            // The connection broke with nothing back after FCGI_GET_VALUES went first, from a
+            // backend that answers it as soon as a worker reads: no worker read the request. A
+            // timeout proves nothing of the kind (the request may still be read where it
+            // waits): only a connection that is gone cannot carry it any more.
+            e.undelivered = e.broke_before_response()
+                && ask_values
+                && !got_a_byte
+                && pool.answers_get_values() == Some(true);
             match head.take() {
                 Some(tx) => {
                     let _ = tx.send(Err(e));
