@@ -209,9 +209,15 @@ pub async fn forward<C: Connector>(
     };
     let mut attempt = 0;
     let mut resent_fresh = false;
+    // After a pooled connection turned out closed, the next try goes on a new one if it may.
+    let mut stale = false;
     loop {
         attempt += 1;
-        let conn = worker.pool.checkout(worker.io_timeout).await?;
+        let conn = if stale {
+            worker.pool.checkout_fresh(worker.io_timeout).await?
+        } else {
+            worker.pool.checkout(worker.io_timeout).await?
+        };
         let b = match (body.take(), &replay) {
             (Some(b), _) => b,
             (None, Some(r)) => RequestBody::Buffered(r.clone()),
@@ -224,6 +230,7 @@ pub async fn forward<C: Connector>(
                     && attempt < MAX_ATTEMPTS =>
             {
                 resent_fresh |= e.spends_fresh_retry();
+                stale = e.reused;
                 tracing::info!(worker = %worker.name, "sending the request again on another connection: {e}");
             }
             r => return r,

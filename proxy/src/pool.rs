@@ -544,17 +544,38 @@ impl<C: Connector> Pool<C> {
     /// the cap and what the pool learned allow (see the module docs), else waits for one to
     /// free up until `acquire` (default: `fallback_wait`).
     pub async fn checkout(&self, fallback_wait: Duration) -> Result<Conn<C::Stream>, ProxyError> {
+        self.checkout_preferring(fallback_wait, false).await
+    }
+
+    /// Like [`Pool::checkout`], but a new connection first if one may be opened: for a request
+    /// sent again after a pooled connection turned out closed, when the others idle since as
+    /// long may be closed too (a backend recycling its workers closes them after each few
+    /// requests, and the close may not have been seen yet).
+    pub async fn checkout_fresh(
+        &self,
+        fallback_wait: Duration,
+    ) -> Result<Conn<C::Stream>, ProxyError> {
+        self.checkout_preferring(fallback_wait, true).await
+    }
+
+    async fn checkout_preferring(
+        &self,
+        fallback_wait: Duration,
+        mut fresh_first: bool,
+    ) -> Result<Conn<C::Stream>, ProxyError> {
         let deadline = tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
         let me = self.shared.my_slot();
         let hard_cap = self.settings.max.unwrap_or(self.settings.default_max);
         let mut waited = false;
         loop {
             let now = tokio::time::Instant::now();
-            match self.take_idle(me, now) {
-                Taken::Reused(stream) => return Ok(self.reused_conn(stream)),
-                // Closed or expired since the watcher last looked: closed; look again.
-                Taken::Dead => continue,
-                Taken::None => {}
+            if !fresh_first {
+                match self.take_idle(me, now) {
+                    Taken::Reused(stream) => return Ok(self.reused_conn(stream)),
+                    // Closed or expired since the watcher last looked: closed; look again.
+                    Taken::Dead => continue,
+                    Taken::None => {}
+                }
             }
             // Register interest before looking at the counts, so a slot freed in between is
             // not missed (a connection released since `take_idle` leaves a permit in `freed`).
@@ -588,6 +609,11 @@ impl<C: Connector> Pool<C> {
                     None => (None, c.probe_after.filter(|&t| t > now)),
                 }
             };
+            if opened.is_none() && fresh_first {
+                // No new connection may be opened: a pooled one it is, as for anyone.
+                fresh_first = false;
+                continue;
+            }
             match opened {
                 Some((id, track, ask_values)) => {
                     let slot = Slot {
