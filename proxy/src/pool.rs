@@ -131,8 +131,7 @@ struct Pending {
 /// What all threads share: the cap, the counts it limits, and what was learned.
 #[derive(Debug)]
 struct Common {
-    /// Connections open, idle or busy, on every thread: `accepted` + `pending.len()`.
-    open: usize,
+    /// Open connections a worker is known to have accepted, idle or busy, on every thread.
     accepted: usize,
     pending: Vec<Pending>,
     /// No probe before this.
@@ -149,8 +148,13 @@ struct Common {
 }
 
 impl Common {
+    /// Connections open, idle or busy, pending or accepted.
+    fn open(&self) -> usize {
+        self.accepted + self.pending.len()
+    }
+
     fn sync(&mut self) {
-        self.stats.open = self.open;
+        self.stats.open = self.open();
         self.stats.accepted = self.accepted;
         self.stats.pending = self.pending.len();
     }
@@ -187,7 +191,7 @@ impl Common {
 
     /// Whether one more connection may be opened now: `Some(probe)` if so.
     fn may_open(&self, hard_cap: usize, now: tokio::time::Instant) -> Option<bool> {
-        if self.open >= hard_cap {
+        if self.open() >= hard_cap {
             return None;
         }
         if self.stats.answers_get_values != Some(false)
@@ -196,7 +200,7 @@ impl Common {
             return None;
         }
         match self.stats.limit {
-            Some(limit) if self.open >= limit => {
+            Some(limit) if self.open() >= limit => {
                 let probing = self.pending.iter().any(|p| p.probe);
                 let backing_off = self.probe_after.is_some_and(|t| now < t);
                 (!probing && !backing_off).then_some(true)
@@ -383,7 +387,6 @@ impl<S> Shared<S> {
     /// `n` accepted (idle) connections were closed: their slots are free.
     fn closed(&self, n: usize) {
         let mut c = self.common();
-        c.open -= n;
         c.accepted -= n;
         c.sync();
         drop(c);
@@ -395,7 +398,6 @@ impl<S> Shared<S> {
     /// The connection `id` was closed, pending or accepted.
     fn closed_one(&self, id: u64) {
         let mut c = self.common();
-        c.open -= 1;
         match c.pending.iter().position(|p| p.id == id) {
             Some(i) => {
                 c.pending.swap_remove(i);
@@ -483,7 +485,6 @@ impl<C: Connector> Pool<C> {
                 idle_ttl: settings.ttl.unwrap_or(DEFAULT_IDLE_TTL),
                 ids: AtomicU64::new(0),
                 common: Mutex::new(Common {
-                    open: 0,
                     accepted: 0,
                     pending: Vec::new(),
                     probe_after: None,
@@ -587,7 +588,6 @@ impl<C: Connector> Pool<C> {
                 match c.may_open(hard_cap, now) {
                     Some(probe) => {
                         let id = self.shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
-                        c.open += 1;
                         let track = self.settings.reuse;
                         if track {
                             c.pending.push(Pending {
