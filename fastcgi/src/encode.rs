@@ -125,16 +125,36 @@ pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     pairs: &[(N, V)],
     max_record: usize,
 ) {
+    params_from(
+        out,
+        request_id,
+        pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
+        max_record,
+    );
+}
+
+/// [`params`] from any sequence of pairs. Records are written in place (the header first,
+/// its length filled in when the record is full), so the pairs are copied once.
+pub fn params_from<'a>(
+    out: &mut Vec<u8>,
+    request_id: u16,
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    max_record: usize,
+) {
     let max = max_record.clamp(1, MAX_CONTENT_LEN);
-    let mut body = Vec::with_capacity(max.min(4096));
+    // Where the header of the record being filled starts.
+    let mut open: Option<usize> = None;
     for (n, v) in pairs {
-        let (n, v) = (n.as_ref(), v.as_ref());
-        if !body.is_empty() && body.len() + nv::encoded_len(n, v) > max {
-            record(out, RecordType::Params, request_id, &body, Padding::None);
-            body.clear();
+        let len = nv::encoded_len(n, v);
+        if let Some(h) = open
+            && out.len() - h - HEADER_LEN + len > max
+        {
+            close_params(out, h);
+            open = None;
         }
-        nv::encode_pair(&mut body, n, v);
-        if body.len() > max {
+        if len > max {
+            let mut body = Vec::with_capacity(len);
+            nv::encode_pair(&mut body, n, v);
             stream(
                 out,
                 RecordType::Params,
@@ -143,12 +163,31 @@ pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
                 max,
                 Padding::None,
             );
-            body.clear();
+            continue;
         }
+        if open.is_none() {
+            open = Some(out.len());
+            let h = Header {
+                version: VERSION_1,
+                record_type: RecordType::Params,
+                request_id,
+                content_length: 0,
+                padding_length: 0,
+            };
+            out.extend_from_slice(&h.to_bytes());
+        }
+        nv::encode_pair(out, n, v);
     }
-    if !body.is_empty() {
-        record(out, RecordType::Params, request_id, &body, Padding::None);
+    if let Some(h) = open {
+        close_params(out, h);
     }
+}
+
+/// Writes the content length of the record whose header starts at `h` (content runs to the end).
+fn close_params(out: &mut [u8], h: usize) {
+    let len = (out.len() - h - HEADER_LEN) as u16;
+    // contentLengthB1, contentLengthB0 follow version, type and the request id.
+    out[h + 4..h + 6].copy_from_slice(&len.to_be_bytes());
 }
 
 /// FCGI_GET_VALUES asking for `names` (values are sent empty).

@@ -36,7 +36,8 @@
 //!   `HTTPS`/`SSL_*` (no DNS lookups, authentication, internal redirects, TLS here).
 
 use core::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::expr::{
     Env, ExprVars, RequestFacts, ServerVar, apply_fcgi_setenvif, apply_setenv, apply_setenvif,
@@ -51,8 +52,8 @@ pub const SERVER_SOFTWARE: &str = concat!("fcgi-proxy/", env!("CARGO_PKG_VERSION
 /// Apache's compiled-in `DEFAULT_PATH`, sent as `PATH` when the process has none.
 pub const DEFAULT_PATH: &str = "/bin:/usr/bin:/usr/ucb:/usr/bsd:/usr/local/bin";
 
-/// One FastCGI parameter.
-pub type Param = (String, Vec<u8>);
+/// One FastCGI parameter (the fixed names are not copied).
+pub type Param = (Cow<'static, str>, Vec<u8>);
 
 /// A request that cannot be passed on, with the status to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,11 +179,30 @@ impl fmt::Debug for CgiInput<'_> {
 fn ip_string(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
+            Some(v4) => ipv4_string(v4),
             None => v6.to_string(),
         },
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => ipv4_string(v4),
     }
+}
+
+/// Dotted quad, without the formatting machinery `Display` goes through (two of these per
+/// request were a tenth of the proxy's own instructions).
+fn ipv4_string(ip: Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        s.push_str(digits.format(octet));
+    }
+    s
+}
+
+/// A number as the bytes of its decimal form.
+fn decimal(n: impl itoa::Integer) -> Vec<u8> {
+    itoa::Buffer::new().format(n).as_bytes().to_vec()
 }
 
 /// Merge duplicate header fields (case-insensitive names) into `"a, b"` at the position of the
@@ -262,23 +282,30 @@ pub fn find_path_info(uri: &[u8], path_info: &[u8]) -> usize {
 /// `pathinfo` shorthand, route SetEnvIf, then server and route SetEnv.
 pub fn request_env(config: &Config, route_match: &RouteMatch, req: &Request<'_>) -> RequestEnv {
     let route = &config.routes[route_match.route];
-    let headers = effective_headers(req);
-    let remote_ip = ip_string(req.remote.ip());
-    let local_ip = ip_string(req.local.ip());
-    let facts = RequestFacts {
-        method: req.method,
-        protocol: req.protocol,
-        path: &req.uri.path,
-        remote_ip: &remote_ip,
-        local_ip: &local_ip,
-        headers: &headers,
-    };
     let mut env = Env::new();
-    apply_setenvif(&config.setenvif, &facts, &mut env);
-    if let Some(pi) = &route.pathinfo {
-        env.set("proxy-fcgi-pathinfo", pi.as_bytes());
+    if config.setenvif.is_empty() && route.setenvif.is_empty() {
+        // The facts SetEnvIf tests are only gathered when there is a rule to test them.
+        if let Some(pi) = &route.pathinfo {
+            env.set_static("proxy-fcgi-pathinfo", pi.as_bytes());
+        }
+    } else {
+        let headers = effective_headers(req);
+        let remote_ip = ip_string(req.remote.ip());
+        let local_ip = ip_string(req.local.ip());
+        let facts = RequestFacts {
+            method: req.method,
+            protocol: req.protocol,
+            path: &req.uri.path,
+            remote_ip: &remote_ip,
+            local_ip: &local_ip,
+            headers: &headers,
+        };
+        apply_setenvif(&config.setenvif, &facts, &mut env);
+        if let Some(pi) = &route.pathinfo {
+            env.set_static("proxy-fcgi-pathinfo", pi.as_bytes());
+        }
+        apply_setenvif(&route.setenvif, &facts, &mut env);
     }
-    apply_setenvif(&route.setenvif, &facts, &mut env);
     let at_canon = env.get("proxy-fcgi-pathinfo").map(<[u8]>::to_vec);
     apply_setenv(&config.setenv, &mut env);
     apply_setenv(&route.setenv, &mut env);
@@ -597,7 +624,7 @@ fn max_forwards(method: &str, value: &[u8]) -> Result<Vec<u8>, CgiError> {
             "Max-Forwards has reached zero - proxy loop?",
         ));
     }
-    Ok((n - 1).max(0).to_string().into_bytes())
+    Ok(decimal((n - 1).max(0)))
 }
 
 /// Build the ordered FCGI_PARAMS for a routed request.
@@ -609,7 +636,9 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
         .routes
         .get(rm.route)
         .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
+    // About 25 variables plus one per header.
     let mut env = input.env.env.clone();
+    env.reserve(req.headers.len() + 28);
 
     // The worker URL and the path canonicalisation encodes.
     let (worker, backend_path): (&WorkerUrl, Vec<u8>) = match (&rm.backend, &route.target) {
@@ -622,9 +651,9 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
                 .balancers
                 .get(*index)
                 .ok_or_else(|| CgiError::new(500, "balancer index out of range"))?;
-            env.set("BALANCER_NAME", balancer.url_name().into_bytes());
-            env.set("BALANCER_WORKER_NAME", member.url.name().into_bytes());
-            env.set(
+            env.set_static("BALANCER_NAME", balancer.url_name().into_bytes());
+            env.set_static("BALANCER_WORKER_NAME", member.url.name().into_bytes());
+            env.set_static(
                 "BALANCER_WORKER_ROUTE",
                 member.route.as_deref().unwrap_or("").as_bytes(),
             );
@@ -657,17 +686,26 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
     }
 
     // Headers (ap_add_common_vars).
-    let headers = effective_headers(req);
+    let mut headers = effective_headers(req);
     let pass_auth = route.pass_authorization(cfg);
     let (server_name, server_port) = server_name_port(cfg, req, &headers)?;
+    // ProxyFCGISetEnvIf reads the headers afterwards; without rules their values move.
+    let keep_headers = !(cfg.fcgi_setenvif.is_empty() && route.fcgi_setenvif.is_empty());
+    let take = |v: &mut Vec<u8>| {
+        if keep_headers {
+            v.clone()
+        } else {
+            std::mem::take(v)
+        }
+    };
     let mut saw_content_length = false;
-    for (name, value) in &headers {
+    for (name, value) in &mut headers {
         if name.eq_ignore_ascii_case("content-type") {
-            env.set("CONTENT_TYPE", value.clone());
+            env.set_static("CONTENT_TYPE", take(value));
         } else if name.eq_ignore_ascii_case("content-length") {
             saw_content_length = true;
             if let Some(cl) = req.content_length {
-                env.set("CONTENT_LENGTH", cl.to_string().into_bytes());
+                env.set_static("CONTENT_LENGTH", decimal(cl));
             }
         } else if name.eq_ignore_ascii_case("proxy") {
             // httpoxy (CVE-2016-5387): never HTTP_PROXY.
@@ -675,19 +713,19 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
             || name.eq_ignore_ascii_case("proxy-authorization")
         {
             if pass_auth && let Some(n) = http2env(name) {
-                env.set(&n, value.clone());
+                env.set_owned(n, take(value));
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
             // The body is passed with a Content-Length; the coding is gone.
         } else if name.eq_ignore_ascii_case("max-forwards") {
             let v = max_forwards(req.method, value)?;
-            env.set("HTTP_MAX_FORWARDS", v);
+            env.set_static("HTTP_MAX_FORWARDS", v);
         } else if let Some(n) = http2env(name) {
-            env.set(&n, value.clone());
+            env.set_owned(n, take(value));
         }
     }
     if let (Some(cl), false) = (req.content_length, saw_content_length) {
-        env.set("CONTENT_LENGTH", cl.to_string().into_bytes());
+        env.set_static("CONTENT_LENGTH", decimal(cl));
     }
 
     let path_var = env
@@ -695,37 +733,37 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
         .map(<[u8]>::to_vec)
         .or_else(|| input.process_path.map(<[u8]>::to_vec))
         .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
-    env.set("PATH", path_var);
-    env.set("SERVER_SIGNATURE", "");
-    env.set("SERVER_SOFTWARE", SERVER_SOFTWARE);
-    env.set("SERVER_NAME", server_name.clone().into_bytes());
-    env.set("SERVER_ADDR", ip_string(req.local.ip()).into_bytes());
-    env.set("SERVER_PORT", server_port.to_string().into_bytes());
-    env.set("REMOTE_ADDR", ip_string(req.remote.ip()).into_bytes());
-    env.set("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set("REQUEST_SCHEME", req.scheme);
-    env.set("CONTEXT_PREFIX", "");
-    env.set("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set("SERVER_ADMIN", server_admin(cfg));
-    env.set("SCRIPT_FILENAME", script_filename.as_bytes());
-    env.set("REMOTE_PORT", req.remote.port().to_string().into_bytes());
+    env.set_static("PATH", path_var);
+    env.set_static("SERVER_SIGNATURE", "");
+    env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE);
+    env.set_static("SERVER_NAME", server_name.as_bytes());
+    env.set_static("SERVER_ADDR", ip_string(req.local.ip()).into_bytes());
+    env.set_static("SERVER_PORT", decimal(server_port));
+    env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).into_bytes());
+    env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
+    env.set_static("REQUEST_SCHEME", req.scheme);
+    env.set_static("CONTEXT_PREFIX", "");
+    env.set_static("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
+    env.set_static("SERVER_ADMIN", server_admin(cfg));
+    env.set_static("SCRIPT_FILENAME", script_filename.as_bytes());
+    env.set_static("REMOTE_PORT", decimal(req.remote.port()));
 
     // ap_add_cgi_vars.
-    env.set("GATEWAY_INTERFACE", "CGI/1.1");
-    env.set("SERVER_PROTOCOL", req.protocol);
-    env.set("REQUEST_METHOD", req.method);
-    env.set("QUERY_STRING", req.uri.query.as_deref().unwrap_or(""));
-    env.set("REQUEST_URI", req.uri.raw.as_bytes());
+    env.set_static("GATEWAY_INTERFACE", "CGI/1.1");
+    env.set_static("SERVER_PROTOCOL", req.protocol);
+    env.set_static("REQUEST_METHOD", req.method);
+    env.set_static("QUERY_STRING", req.uri.query.as_deref().unwrap_or(""));
+    env.set_static("REQUEST_URI", req.uri.raw.as_bytes());
     let uri_path = &req.uri.path;
     match canon.path_info.as_deref().filter(|p| !p.is_empty()) {
-        None => env.set("SCRIPT_NAME", uri_path.clone()),
+        None => env.set_static("SCRIPT_NAME", uri_path.clone()),
         Some(pi) => {
             let cut = find_path_info(uri_path, pi);
-            env.set("SCRIPT_NAME", uri_path[..cut].to_vec());
-            env.set("PATH_INFO", pi.to_vec());
+            env.set_static("SCRIPT_NAME", uri_path[..cut].to_vec());
+            env.set_static("PATH_INFO", pi.to_vec());
             let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
             pt.extend_from_slice(&merge_slashes(pi));
-            env.set("PATH_TRANSLATED", pt);
+            env.set_static("PATH_TRANSLATED", pt);
         }
     }
 

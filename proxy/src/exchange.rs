@@ -72,14 +72,24 @@ pub struct Outcome {
 }
 
 /// BEGIN_REQUEST + PARAMS + empty PARAMS, encoded once per request (and reused on retry).
-pub fn encode_preamble<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    params: &[(N, V)],
-    keep_conn: bool,
-) -> Bytes {
-    let mut out = Vec::with_capacity(1024);
+pub fn encode_preamble<N: AsRef<str>, V: AsRef<[u8]>>(params: &[(N, V)], keep_conn: bool) -> Bytes {
+    // Headers, the 8-byte records around them and the pairs' length bytes.
+    let size = params
+        .iter()
+        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 8)
+        .sum::<usize>()
+        + 32;
+    let mut out = Vec::with_capacity(size);
     let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
     fastcgi::encode::begin_request(&mut out, REQUEST_ID, Role::Responder, flags);
-    fastcgi::encode::params(&mut out, REQUEST_ID, params, PARAMS_RECORD_MAX);
+    fastcgi::encode::params_from(
+        &mut out,
+        REQUEST_ID,
+        params
+            .iter()
+            .map(|(n, v)| (n.as_ref().as_bytes(), v.as_ref())),
+        PARAMS_RECORD_MAX,
+    );
     fastcgi::encode::stream_end(&mut out, RecordType::Params, REQUEST_ID);
     Bytes::from(out)
 }

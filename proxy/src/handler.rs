@@ -191,7 +191,7 @@ impl Shape {
 /// received is never sent twice). docs/architecture.md, "Resending".
 pub async fn forward<C: Connector>(
     worker: &Worker<C>,
-    params: &[(String, Vec<u8>)],
+    params: &[cgi::Param],
     body: RequestBody,
     shape: Shape,
     hold: Option<Hold>,
@@ -446,7 +446,7 @@ impl<C: Connector> Proxy<C> {
     /// Serves one client request. Never fails: errors become error responses.
     pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
         // What the access line needs, only if it is written.
-        let access = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+        let access = crate::access_log::enabled().then(|| {
             (
                 tokio::time::Instant::now(),
                 req.method().clone(),
@@ -468,15 +468,13 @@ impl<C: Connector> Proxy<C> {
         let status = resp.status().as_u16();
         self.metrics.request(route, status, member.as_deref());
         if let Some((started, method, target)) = access {
-            tracing::info!(
-                target: "access",
-                "{} \"{} {}\" {} {}ms {}",
+            crate::access_log::line(
                 info.peer,
-                method,
-                target,
+                &method,
+                &target,
                 status,
-                started.elapsed().as_millis(),
-                member.as_deref().unwrap_or("-"),
+                started.elapsed(),
+                member.as_deref(),
             );
         }
         resp

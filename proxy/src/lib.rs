@@ -1,6 +1,7 @@
 //! `fcgi-proxy`: an HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd 2.4's
 //! `mod_proxy_fcgi`. See `docs/architecture.md` for the map of the request path.
 
+pub mod access_log;
 pub mod answers;
 pub mod balancer;
 pub mod body;

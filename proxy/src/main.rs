@@ -260,7 +260,8 @@ fn serve_thread(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
+        tokio::spawn(fcgi_proxy::access_log::install());
         let mut servers = Vec::new();
         for l in listeners {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
@@ -288,7 +289,9 @@ fn serve_thread(
             let _ = s.await;
         }
         Ok(())
-    })
+    });
+    fcgi_proxy::access_log::flush();
+    served
 }
 
 async fn wait_for_signal() {

@@ -46,7 +46,7 @@ fn worker(
     )
 }
 
-fn params(uri: &str) -> Vec<(String, Vec<u8>)> {
+fn params(uri: &str) -> Vec<fcgi_proxy::cgi::Param> {
     vec![
         ("REQUEST_METHOD".into(), b"GET".to_vec()),
         ("SCRIPT_NAME".into(), uri.as_bytes().to_vec()),

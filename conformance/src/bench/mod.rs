@@ -174,7 +174,11 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                 let v = value(a)?;
                 o.workloads = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
             }
-            "--proxy-bin" => o.proxy_bin = Some(PathBuf::from(value(a)?)),
+            "--proxy-bin" => {
+                // Peers start in their own directories: a relative path must not follow them.
+                let p = PathBuf::from(value(a)?);
+                o.proxy_bin = Some(std::path::absolute(&p).unwrap_or(p));
+            }
             "--out" => o.out_dir = PathBuf::from(value(a)?),
             other => return Err(format!("unknown option {other:?}")),
         }

@@ -3,6 +3,7 @@
 //! case-insensitive environment table they act on (Apache's `r->subprocess_env`).
 
 use core::fmt;
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,31 @@ use super::model::Pattern;
 /// An ordered environment table with APR table semantics: names compare case-insensitively,
 /// `set` replaces the value of the first entry in place (keeping its spelling) and removes later
 /// duplicates, or appends; `unset` removes every entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Built once per request with about thirty entries, so it avoids the work a table lookup
+/// would repeat: fixed names are not copied, and a summary of the names present (`seen`)
+/// answers most "is it there?" questions without comparing any name.
+#[derive(Debug, Clone, Default)]
 pub struct Env {
-    vars: Vec<(String, Vec<u8>)>,
+    vars: Vec<(Cow<'static, str>, Vec<u8>)>,
+    /// Bit `name_class(n)` is set for every name `n` present (and maybe for removed ones).
+    seen: u64,
+}
+
+impl PartialEq for Env {
+    fn eq(&self, other: &Env) -> bool {
+        self.vars == other.vars
+    }
+}
+
+impl Eq for Env {}
+
+/// A case-insensitive class of a name, one of 64.
+fn name_class(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let last = b.last().map_or(0, u8::to_ascii_uppercase) as usize;
+    let mid = b.get(b.len() / 2).map_or(0, u8::to_ascii_uppercase) as usize;
+    1 << ((b.len() * 7 + last * 3 + mid) % 64)
 }
 
 impl Env {
@@ -26,36 +49,66 @@ impl Env {
         Env::default()
     }
 
+    /// Room for `n` more entries.
+    pub fn reserve(&mut self, n: usize) {
+        self.vars.reserve(n);
+    }
+
     /// `apr_table_set`.
     pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        let value = value.into();
-        match self
-            .vars
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
+        self.set_name(Cow::Owned(name.to_owned()), value.into());
+    }
+
+    /// `apr_table_set` with a name known at compile time (not copied).
+    pub fn set_static(&mut self, name: &'static str, value: impl Into<Vec<u8>>) {
+        self.set_name(Cow::Borrowed(name), value.into());
+    }
+
+    /// `apr_table_set` with a name already owned.
+    pub fn set_owned(&mut self, name: String, value: impl Into<Vec<u8>>) {
+        self.set_name(Cow::Owned(name), value.into());
+    }
+
+    fn set_name(&mut self, name: Cow<'static, str>, value: Vec<u8>) {
+        let class = name_class(&name);
+        let found = if self.seen & class == 0 {
+            None
+        } else {
+            self.vars
+                .iter()
+                .position(|(n, _)| n.eq_ignore_ascii_case(&name))
+        };
+        match found {
             Some(i) => {
                 self.vars[i].1 = value;
                 let mut j = i + 1;
                 while j < self.vars.len() {
-                    if self.vars[j].0.eq_ignore_ascii_case(name) {
+                    if self.vars[j].0.eq_ignore_ascii_case(&name) {
                         self.vars.remove(j);
                     } else {
                         j += 1;
                     }
                 }
             }
-            None => self.vars.push((name.to_owned(), value)),
+            None => {
+                self.seen |= class;
+                self.vars.push((name, value));
+            }
         }
     }
 
     /// `apr_table_unset`.
     pub fn unset(&mut self, name: &str) {
-        self.vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if self.seen & name_class(name) != 0 {
+            self.vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        }
     }
 
     /// `apr_table_get`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        if self.seen & name_class(name) == 0 {
+            return None;
+        }
         self.vars
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -64,7 +117,7 @@ impl Env {
 
     /// Entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.vars.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.vars.iter().map(|(n, v)| (&**n, v.as_slice()))
     }
 
     /// Number of entries.
@@ -78,7 +131,7 @@ impl Env {
     }
 
     /// The entries.
-    pub fn into_vec(self) -> Vec<(String, Vec<u8>)> {
+    pub fn into_vec(self) -> Vec<(Cow<'static, str>, Vec<u8>)> {
         self.vars
     }
 }
@@ -1017,6 +1070,50 @@ mod tests {
                 ServerVar::DocumentRoot => b"/var/www/html".to_vec(),
                 ServerVar::RequestUri => b"/a b".to_vec(),
                 _ => Vec::new(),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The name summary never changes what the table does: same as a plain list with APR
+        /// table semantics, for any mix of set, unset and get over names differing in case.
+        #[test]
+        fn env_matches_a_plain_table(ops in proptest::collection::vec(
+            (0u8..3, "[aAbBcC_]{0,3}", "[0-9]{0,2}"), 0..60)) {
+            let mut env = Env::new();
+            let mut model: Vec<(String, Vec<u8>)> = Vec::new();
+            for (op, name, value) in ops {
+                match op {
+                    0 => {
+                        env.set(&name, value.as_bytes());
+                        match model.iter().position(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                            Some(i) => {
+                                model[i].1 = value.clone().into_bytes();
+                                let keep = model[i].0.clone();
+                                let mut j = 0;
+                                model.retain(|(n, _)| {
+                                    j += 1;
+                                    j - 1 <= i || !n.eq_ignore_ascii_case(&keep)
+                                });
+                            }
+                            None => model.push((name.clone(), value.into_bytes())),
+                        }
+                    }
+                    1 => {
+                        env.unset(&name);
+                        model.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                    }
+                    _ => {
+                        let want = model
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                            .map(|(_, v)| v.as_slice());
+                        proptest::prop_assert_eq!(env.get(&name), want);
+                    }
+                }
+                let got: Vec<(String, Vec<u8>)> =
+                    env.iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
+                proptest::prop_assert_eq!(&got, &model);
             }
         }
     }

@@ -135,7 +135,7 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
     let params = cgi::build_params(&input).map_err(|e| e.status)?;
     Ok(params
         .into_iter()
-        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .map(|(n, v)| (n.into_owned(), String::from_utf8_lossy(&v).into_owned()))
         .collect())
 }
 
