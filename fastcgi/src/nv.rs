@@ -52,6 +52,7 @@ fn put_len(out: &mut Vec<u8>, len: usize) {
 /// # Panics
 /// If a length exceeds 2^31-1, which no caller can reach with in-memory data of sane size.
 pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(encoded_len(name, value));
     put_len(out, name.len());
     put_len(out, value.len());
     out.extend_from_slice(name);

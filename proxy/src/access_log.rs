@@ -101,7 +101,24 @@ pub fn line(
         sink.timestamp(SystemTime::now());
         sink.buf.extend_from_slice(b"  INFO access: ");
         push_addr(&mut sink.buf, peer);
-        let _ = writeln!(sink.buf, " \"{method} {target}\" {status} {ms}ms {member}");
+        let buf = &mut sink.buf;
+        buf.extend_from_slice(b" \"");
+        buf.extend_from_slice(method.as_str().as_bytes());
+        buf.push(b' ');
+        match origin_form(target) {
+            Some(t) => buf.extend_from_slice(t.as_bytes()),
+            None => {
+                let _ = write!(buf, "{target}");
+            }
+        }
+        buf.extend_from_slice(b"\" ");
+        let mut digits = itoa::Buffer::new();
+        buf.extend_from_slice(digits.format(status).as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(digits.format(ms).as_bytes());
+        buf.extend_from_slice(b"ms ");
+        buf.extend_from_slice(member.as_bytes());
+        buf.push(b'\n');
         if sink.buf.len() >= FLUSH_BYTES {
             write_out(&mut sink.buf);
         } else if was_empty {
@@ -114,6 +131,15 @@ pub fn line(
             target: "access",
             "{peer} \"{method} {target}\" {status} {ms}ms {member}"
         );
+    }
+}
+
+/// The request target as received when it is in origin form (`/path?query`), without
+/// formatting; `None` for the other forms.
+pub fn origin_form(uri: &http::Uri) -> Option<&str> {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => Some(pq.as_str()),
+        _ => None,
     }
 }
 

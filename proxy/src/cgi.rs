@@ -427,7 +427,11 @@ pub fn canonicalize(
         uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
             .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?
     };
-    let filename = format!("proxy:{}/{}", worker.canonical_authority(), path);
+    let mut filename = String::with_capacity(worker.host.len() + path.len() + 20);
+    filename.push_str("proxy:");
+    worker.push_canonical_authority(&mut filename);
+    filename.push('/');
+    filename.push_str(&path);
     let mode = pathinfo.map(|m| String::from_utf8_lossy(m).to_ascii_lowercase());
     let mut canon = Canon {
         filename,

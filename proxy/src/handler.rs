@@ -488,7 +488,10 @@ impl<C: Connector> Proxy<C> {
         if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
             return Err(refused);
         }
-        let target = req.uri().to_string();
+        let target = match crate::access_log::origin_form(req.uri()) {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(req.uri().to_string()),
+        };
         if target == "*" && req.method() == Method::OPTIONS {
             // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
             return Ok((Response::new(ProxyBody::empty()), None, None));

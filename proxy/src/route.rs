@@ -46,6 +46,8 @@ pub struct RouteMatch {
 struct Entry {
     index: usize,
     backend: Option<Backend>,
+    /// Where the target's path starts (after its authority).
+    split: usize,
 }
 
 /// Compiled routing table.
@@ -139,7 +141,12 @@ impl Router {
                     index + 1
                 )));
             }
-            entries.push(Entry { index, backend });
+            let split = split_authority(r.target.as_str()).0.len();
+            entries.push(Entry {
+                index,
+                backend,
+                split,
+            });
         }
         Ok(Router {
             config: config.clone(),
@@ -179,7 +186,7 @@ impl Router {
                     (Some(c), Some(raw)) => (raw, c),
                     _ => (path, &decoded_caps),
                 };
-                let (authority, tpath) = split_authority(target);
+                let (authority, tpath) = target.split_at(e.split);
                 let substituted = pregsub(tpath, Some(caps));
                 // Apache: when substitution changed nothing, the whole URI is appended.
                 let new_path = if substituted == tpath.as_bytes() {
@@ -215,10 +222,12 @@ impl Router {
                 (true, Some(raw)) => &raw[len..],
                 _ => &path[len..],
             };
-            let (authority, tpath) = split_authority(target);
-            let mut new_path = tpath.as_bytes().to_vec();
+            let (authority, tpath) = target.split_at(e.split);
+            let mut new_path = Vec::with_capacity(tpath.len() + remainder.len());
+            new_path.extend_from_slice(tpath.as_bytes());
             new_path.extend_from_slice(remainder);
-            let mut filename = authority.as_bytes().to_vec();
+            let mut filename = Vec::with_capacity(authority.len() + new_path.len());
+            filename.extend_from_slice(authority.as_bytes());
             filename.extend_from_slice(&new_path);
             return Some(RouteMatch {
                 route: e.index,

@@ -53,10 +53,18 @@ pub struct WorkerUrl {
 impl WorkerUrl {
     /// `fcgi://host[:port]` as it appears in SCRIPT_FILENAME (port omitted when 8000).
     pub fn canonical_authority(&self) -> String {
-        if self.port == FCGI_DEFAULT_PORT {
-            format!("fcgi://{}", self.host)
-        } else {
-            format!("fcgi://{}:{}", self.host, self.port)
+        let mut s = String::with_capacity(self.host.len() + 13);
+        self.push_canonical_authority(&mut s);
+        s
+    }
+
+    /// Appends [`WorkerUrl::canonical_authority`] to `out`.
+    pub fn push_canonical_authority(&self, out: &mut String) {
+        out.push_str("fcgi://");
+        out.push_str(&self.host);
+        if self.port != FCGI_DEFAULT_PORT {
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(self.port));
         }
     }
 
