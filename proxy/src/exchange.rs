@@ -8,6 +8,7 @@
 //! unread or unwritten; anything else closes it.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -50,17 +51,89 @@ pub struct ExchangeOptions {
 #[derive(Debug)]
 pub enum RequestBody {
     /// Complete in memory: can be sent again if a reused connection fails.
-    Buffered(Bytes),
+    Buffered(BodyBytes),
     /// Read from the client while the backend runs: not replayable.
     Streaming(Incoming),
 }
 
 impl RequestBody {
-    pub fn replayable(&self) -> Option<Bytes> {
+    pub fn replayable(&self) -> Option<BodyBytes> {
         match self {
             RequestBody::Buffered(b) => Some(b.clone()),
             RequestBody::Streaming(_) => None,
         }
+    }
+}
+
+/// A complete request body kept in the pieces it was read in, so that it is never copied on
+/// its way to the backend (each STDIN record's header is written beside its piece). Pieces
+/// under [`BodyBytes::KEEP`] bytes are gathered into one, which bounds the number of pieces
+/// (and records) a body of tiny chunks can make.
+#[derive(Debug, Clone, Default)]
+pub struct BodyBytes {
+    pieces: Vec<Bytes>,
+    /// Small pieces gathered since the last large one.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl BodyBytes {
+    /// Pieces at least this long are kept as they are.
+    pub const KEEP: usize = 8 * 1024;
+
+    /// Appends a piece.
+    pub fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        if piece.len() >= Self::KEEP {
+            if !self.tail.is_empty() {
+                self.pieces.push(self.tail.split().freeze());
+            }
+            self.pieces.push(piece);
+        } else {
+            self.tail.extend_from_slice(&piece);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces
+            .iter()
+            .map(|b| &b[..])
+            .chain((!self.tail.is_empty()).then_some(&self.tail[..]))
+    }
+
+    /// The whole body in one buffer (copies when there is more than one piece).
+    pub fn to_bytes(&self) -> Bytes {
+        match (self.pieces.as_slice(), self.tail.is_empty()) {
+            ([], _) => Bytes::copy_from_slice(&self.tail),
+            ([one], true) => one.clone(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.len);
+                for p in self.pieces() {
+                    all.extend_from_slice(p);
+                }
+                all.freeze()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for BodyBytes {
+    fn from(b: Bytes) -> BodyBytes {
+        let mut body = BodyBytes::default();
+        if !b.is_empty() {
+            body.len = b.len();
+            body.pieces.push(b);
+        }
+        body
     }
 }
 
@@ -256,18 +329,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<bool, ProxyError> {
     match body {
         RequestBody::Buffered(data) => {
-            let mut out = Vec::with_capacity(preamble.len() + data.len() + 32);
-            out.extend_from_slice(&preamble);
-            fastcgi::encode::stream(
-                &mut out,
-                RecordType::Stdin,
-                REQUEST_ID,
-                &data,
-                fastcgi::MAX_CONTENT_LEN,
-                fastcgi::Padding::None,
-            );
-            fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
-            write_all(stream, &out, opts.io_timeout).await?;
+            // The request in one gathered write: the body is not copied into records, each
+            // record's header is written beside its slice of the body.
+            let headers = stdin_headers(&data);
+            let mut slices = request_slices(&preamble, &data, &headers);
+            write_all_vectored(stream, &mut slices, opts.io_timeout).await?;
             read_response(stream, opts, watch, head, signal).await
         }
         RequestBody::Streaming(incoming) => {
@@ -297,6 +363,79 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// STDIN records of at most 65535 bytes over the body's pieces.
+fn stdin_records(data: &BodyBytes) -> impl Iterator<Item = &[u8]> {
+    data.pieces()
+        .flat_map(|p| p.chunks(fastcgi::MAX_CONTENT_LEN))
+}
+
+/// The headers of the body's STDIN records, then of the empty one that ends the stream.
+fn stdin_headers(data: &BodyBytes) -> Vec<[u8; fastcgi::HEADER_LEN]> {
+    stdin_records(data)
+        .map(|r| stdin_header(r.len()))
+        .chain(std::iter::once(stdin_header(0)))
+        .collect()
+}
+
+/// The whole request as slices for one gathered write: the preamble, each STDIN record's
+/// header beside its piece of the body, the end of the stream.
+fn request_slices<'a>(
+    preamble: &'a [u8],
+    data: &'a BodyBytes,
+    headers: &'a [[u8; fastcgi::HEADER_LEN]],
+) -> Vec<IoSlice<'a>> {
+    let mut slices = Vec::with_capacity(2 * headers.len() + 1);
+    slices.push(IoSlice::new(preamble));
+    for (h, record) in headers.iter().zip(stdin_records(data)) {
+        slices.push(IoSlice::new(h));
+        slices.push(IoSlice::new(record));
+    }
+    if let Some(end) = headers.last() {
+        slices.push(IoSlice::new(end));
+    }
+    slices
+}
+
+/// The header of a STDIN record of `len` content bytes, no padding.
+fn stdin_header(len: usize) -> [u8; fastcgi::HEADER_LEN] {
+    fastcgi::Header {
+        version: fastcgi::VERSION_1,
+        record_type: RecordType::Stdin,
+        request_id: REQUEST_ID,
+        content_length: len as u16,
+        padding_length: 0,
+    }
+    .to_bytes()
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+    t: Duration,
+) -> Result<(), ProxyError> {
+    let write = async {
+        while !slices.is_empty() {
+            let n = w.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(t, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ProxyError::new(
+            ErrorKind::WriteFailed,
+            format!("write to backend: {e}"),
+        )),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ResponseTimeout,
+            "backend did not accept the request in time",
+        )),
     }
 }
 
@@ -746,5 +885,89 @@ fn finish(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(pieces: &[usize]) -> BodyBytes {
+        let mut b = BodyBytes::default();
+        let mut n = 0u8;
+        for &len in pieces {
+            b.push(Bytes::from(
+                (0..len)
+                    .map(|_| {
+                        n = n.wrapping_add(1);
+                        n
+                    })
+                    .collect::<Vec<u8>>(),
+            ));
+        }
+        b
+    }
+
+    proptest::proptest! {
+        /// The gathered write carries exactly the records the encoder makes of the whole body.
+        #[test]
+        fn gathered_request_equals_encoded_records(
+            pieces in proptest::collection::vec(0usize..70_000, 0..6)
+        ) {
+            let data = body(&pieces);
+            proptest::prop_assert_eq!(data.len(), pieces.iter().sum::<usize>());
+            let whole = data.to_bytes();
+            proptest::prop_assert_eq!(whole.len(), data.len());
+            let preamble = b"preamble".to_vec();
+            let headers = stdin_headers(&data);
+            let sent: Vec<u8> = request_slices(&preamble, &data, &headers)
+                .iter()
+                .flat_map(|s| s.to_vec())
+                .collect();
+            let mut want = preamble.clone();
+            fastcgi::encode::stream(
+                &mut want,
+                RecordType::Stdin,
+                REQUEST_ID,
+                &whole,
+                fastcgi::MAX_CONTENT_LEN,
+                fastcgi::Padding::None,
+            );
+            fastcgi::encode::stream_end(&mut want, RecordType::Stdin, REQUEST_ID);
+            // Record boundaries may differ (pieces are not merged); the content may not.
+            let mut d = Decoder::default();
+            let decode = |bytes: &[u8], d: &mut Decoder| {
+                d.feed(bytes);
+                let mut stdin = Vec::new();
+                let mut ended = false;
+                while let Ok(Some(r)) = d.decode() {
+                    if let Record::Stream {
+                        record_type: RecordType::Stdin,
+                        content,
+                        ..
+                    } = r
+                    {
+                        if content.is_empty() {
+                            ended = true;
+                        }
+                        stdin.extend_from_slice(&content);
+                    }
+                }
+                (stdin, ended)
+            };
+            let got = decode(&sent[preamble.len()..], &mut d);
+            let mut d2 = Decoder::default();
+            let expected = decode(&want[preamble.len()..], &mut d2);
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert!(sent.starts_with(&preamble));
+        }
+    }
+
+    #[test]
+    fn small_pieces_are_gathered() {
+        let data = body(&[10, 20, 9000, 5, 5]);
+        let pieces: Vec<usize> = data.pieces().map(<[u8]>::len).collect();
+        assert_eq!(pieces, vec![30, 9000, 10]);
+        assert_eq!(data.len(), 9040);
     }
 }

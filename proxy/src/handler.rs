@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -18,7 +17,7 @@ use crate::body::ProxyBody;
 use crate::cgi::{self, CgiInput, RealFs};
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
 use crate::error::{ErrorKind, ProxyError};
-use crate::exchange::{self, ExchangeOptions, Outcome, RequestBody};
+use crate::exchange::{self, BodyBytes, ExchangeOptions, Outcome, RequestBody};
 use crate::metrics::{self, Metrics, WorkerView};
 use crate::net::{BackendAddr, ConnInfo, Connector};
 use crate::pool::{Pool, PoolSettings};
@@ -134,19 +133,20 @@ pub async fn prepare_body(
     }
 }
 
-async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<Bytes, StatusCode> {
-    let mut out = BytesMut::new();
+/// Reads the whole body (at most `limit` bytes), keeping the pieces hyper read.
+async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<BodyBytes, StatusCode> {
+    let mut out = BodyBytes::default();
     loop {
         match tokio::time::timeout(t, body.frame()).await {
             Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
-            Ok(None) => return Ok(out.freeze()),
+            Ok(None) => return Ok(out),
             Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
             Ok(Some(Ok(f))) => {
                 if let Ok(d) = f.into_data() {
                     if out.len() as u64 + d.len() as u64 > limit {
                         return Err(StatusCode::PAYLOAD_TOO_LARGE);
                     }
-                    out.extend_from_slice(&d);
+                    out.push(d);
                 }
             }
         }
@@ -241,7 +241,7 @@ pub async fn forward<C: Connector>(
 fn unreachable_body() -> RequestBody {
     // A retry happens only when the body is replayable, so `replay` is set whenever the
     // original body was consumed.
-    RequestBody::Buffered(Bytes::new())
+    RequestBody::Buffered(BodyBytes::default())
 }
 
 /// Turns an exchange result into the client's response.

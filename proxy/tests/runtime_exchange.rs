@@ -64,7 +64,7 @@ async fn get(
         forward(
             w,
             &params(uri),
-            RequestBody::Buffered(Bytes::new()),
+            RequestBody::Buffered(Bytes::new().into()),
             Shape::of(&http::Method::GET, 64 * 1024),
             None,
         ),
@@ -338,7 +338,7 @@ async fn a_post_the_backend_may_have_received_is_not_sent_again() {
         forward(
             &w,
             &params("/post"),
-            RequestBody::Buffered(Bytes::from_static(b"x=1")),
+            RequestBody::Buffered(Bytes::from_static(b"x=1").into()),
             Shape::of(&http::Method::POST, 64 * 1024),
             None,
         ),
