@@ -483,16 +483,17 @@ async fn pump_body<W: AsyncWrite + Unpin>(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        out.clear();
-        fastcgi::encode::stream(
-            &mut out,
-            RecordType::Stdin,
-            REQUEST_ID,
-            &data,
-            fastcgi::MAX_CONTENT_LEN,
-            fastcgi::Padding::None,
-        );
-        write_all(w, &out, t).await?;
+        // Each record's header beside its slice of the frame, in one gathered write.
+        let headers: Vec<_> = data
+            .chunks(fastcgi::MAX_CONTENT_LEN)
+            .map(|c| stdin_header(c.len()))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(data.chunks(fastcgi::MAX_CONTENT_LEN))
+            .flat_map(|(h, c)| [IoSlice::new(h), IoSlice::new(c)])
+            .collect();
+        write_all_vectored(w, &mut slices, t).await?;
     }
     out.clear();
     fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
