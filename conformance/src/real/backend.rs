@@ -725,14 +725,14 @@ fn start_libfcgi(
     let exe = dir.join("responder");
     std::fs::write(&src, c_source(&plan.reply, &log))
         .map_err(|e| format!("{}: {e}", src.display()))?;
-    let mut cc = Command::new("cc");
+    let mut cc = Command::new(programs::program_path("cc"));
     cc.arg("-O2").arg("-o").arg(&exe).arg(&src).arg("-lfcgi");
     let (ok, output) = run_bounded(cc, dir, "cc")?;
     if !ok {
         return Err(format!("cc failed on {}: {output}", src.display()));
     }
     let pid_file = dir.join("responders.pid");
-    let mut sp = Command::new("spawn-fcgi");
+    let mut sp = Command::new(programs::program_path("spawn-fcgi"));
     sp.arg("-a")
         .arg(addr.ip().to_string())
         .arg("-p")
