@@ -137,6 +137,7 @@ impl Required {
 
 /// `program`, found by [`find_program`]; or, when it is missing, `None` after printing that the
 /// calling test is skipped. Panics instead when `FCGI_REQUIRE` (or `CI`) requires it.
+#[track_caller]
 pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
     let found = find_program(program);
     if found.is_none() {
@@ -162,6 +163,7 @@ pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
 
 /// Whether the file `path` (from the Debian `package`) exists; when it does not, the calling
 /// test is skipped or fails as for [`require_program`].
+#[track_caller]
 pub fn require_file(path: &Path, package: &str) -> bool {
     let there = path.is_file();
     if !there {
@@ -172,10 +174,12 @@ pub fn require_file(path: &Path, package: &str) -> bool {
 
 /// For a test that found `what` missing by its own means: panics when `FCGI_REQUIRE` (or `CI`)
 /// requires it, else prints that the calling test is skipped.
+#[track_caller]
 pub fn missing(what: &str, package: &str) {
     report_missing(what, package, "");
 }
 
+#[track_caller]
 fn report_missing(what: &str, package: &str, detail: &str) {
     let test = current_test();
     let required = Required::from_env();
