@@ -78,14 +78,20 @@ impl BackendKind {
         self != BackendKind::Mock
     }
 
-    /// What is missing to run this backend here, with the install hint.
-    pub fn missing(self) -> Option<String> {
-        let need: &[(&str, &str)] = match self {
+    /// The programs this backend runs, each with the Debian package it comes in (libfcgi also
+    /// needs [`FCGI_HEADER`], from libfcgi-dev).
+    pub fn programs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
             BackendKind::Mock => &[],
             BackendKind::PhpFpm => &[(PHP_FPM, "php8.2-fpm")],
             BackendKind::Libfcgi => &[("spawn-fcgi", "spawn-fcgi"), ("cc", "gcc")],
-        };
-        let mut missing: Vec<String> = need
+        }
+    }
+
+    /// What is missing to run this backend here, with the install hint.
+    pub fn missing(self) -> Option<String> {
+        let mut missing: Vec<String> = self
+            .programs()
             .iter()
             .filter(|(bin, _)| find_program(bin).is_none())
             .map(|(bin, package)| format!("{bin} not installed (apt-get install {package})"))
