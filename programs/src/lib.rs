@@ -196,11 +196,9 @@ fn report_missing(what: &str, package: &str, detail: &str) {
         );
     }
     // Straight to stderr, past the test harness's capture, so that a skip shows in the output
-    // of a run that passes.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {what} is not installed (apt-get install {package})"
-    );
+    // of a run that passes; in one write, so that other tests' lines do not split it.
+    let line = format!("SKIPPED {test}: {what} is not installed (apt-get install {package})\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The running test's name: the test harness names each test's thread after it. Elsewhere, the
