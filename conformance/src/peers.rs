@@ -400,14 +400,9 @@ pub fn free_loopback_port() -> io::Result<SocketAddr> {
     l.local_addr()
 }
 
-/// Looks `name` up in PATH, then in the sbin directories (not always on a user's PATH).
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+/// Looks `name` up in PATH, then in the sbin directories (not always on a user's PATH); see
+/// the `programs` crate.
+pub use programs::find_program;
 
 /// Running as root (Apache then needs `User`/`Group` for its children).
 pub fn running_as_root() -> bool {

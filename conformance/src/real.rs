@@ -554,7 +554,8 @@ async fn start_target(
     std::fs::write(&file, &generated.text).map_err(|e| format!("{}: {e}", file.display()))?;
     let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&generated.command[0]);
+    // By its path: the sbin directories where Debian puts the peers may not be on PATH.
+    let mut cmd = Command::new(programs::program_path(&generated.command[0]));
     cmd.args(&generated.command[1..])
         .envs(generated.env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)

@@ -1,14 +1,17 @@
 //! `cargo xtask bench --quick` end to end against fcgi-proxy and nginx: checks that it runs and
 //! writes its results, not what the numbers are. Skips (with the reason printed) when wrk,
-//! nginx, spawn-fcgi, cc or libfcgi-dev are missing, or when the fcgi-proxy binary was not built
-//! (`cargo test --workspace` builds it).
+//! nginx, spawn-fcgi, cc or libfcgi-dev are missing, unless `FCGI_REQUIRE` (or `CI`) requires
+//! them: then it fails (see the `programs` crate).
+
+mod common;
 
 use std::path::PathBuf;
 
 use conformance::bench::{self, Options};
 use conformance::peers::PeerKind;
 
-/// `target/<profile>/fcgi-proxy` next to this test's `deps/` directory.
+/// `target/<profile>/fcgi-proxy` next to this test's `deps/` directory (`cargo test
+/// --workspace` builds it).
 fn proxy_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let profile_dir = exe.parent()?.parent()?;
@@ -20,13 +23,17 @@ fn proxy_binary() -> Option<PathBuf> {
 fn quick_bench_runs_and_writes_results() {
     let missing = bench::missing_prerequisites();
     if !missing.is_empty() {
-        println!("skipped: missing {}", missing.join(", "));
+        for m in &missing {
+            // `PROGRAM (apt-get install PACKAGE)`
+            let (what, package) = m
+                .strip_suffix(')')
+                .and_then(|m| m.split_once(" (apt-get install "))
+                .unwrap_or((m.as_str(), "?"));
+            programs::missing(what, package);
+        }
         return;
     }
-    let Some(bin) = proxy_binary() else {
-        println!("skipped: fcgi-proxy binary not built (run `cargo build -p fcgi-proxy`)");
-        return;
-    };
+    let bin = proxy_binary().unwrap_or_else(common::proxy_bin);
     let out = tempfile::tempdir().unwrap();
     let opts = Options {
         targets: vec![PeerKind::FcgiProxy, PeerKind::Nginx],

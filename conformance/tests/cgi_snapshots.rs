@@ -7,8 +7,10 @@
 //! values in the order received (`NAME #2`). Ports that change from run to run (the proxy's
 //! listening port, REMOTE_PORT, backend ports) read `[port]`; the PATH and LD_LIBRARY_PATH a
 //! proxy copies from its environment are redacted.
-//! A target whose program is not installed is skipped with the reason printed; so is a
-//! scenario the target cannot express.
+//! A target whose program is not installed is skipped with the reason printed, or fails the
+//! test when `FCGI_REQUIRE` (or `CI`) requires it (see the `programs` crate); a scenario the
+//! target cannot express is skipped. `snapshot_files.rs` checks that every snapshot here
+//! belongs to a target and scenario that still produce it.
 
 mod common;
 
@@ -52,9 +54,14 @@ fn cgi_params_per_target() {
     let files = suite::load(&[suite::scenarios_dir().join("cgi")]).expect("scenarios load");
     assert!(!files.is_empty(), "no cgi scenarios");
     for target in Target::ALL {
-        if let Some(why) = target.unavailable(&opts) {
-            eprintln!("{}: skipped: {why}", target.name());
+        let installed = target
+            .program()
+            .is_none_or(|(program, package)| programs::require_program(program, package).is_some());
+        if !installed {
             continue;
+        }
+        if let Some(why) = target.unavailable(&opts) {
+            panic!("{}: {why}", target.name());
         }
         let outcomes = suite::par_map(&files, 2, |f| real::run(&f.scenario, target, &opts));
         for (f, o) in files.iter().zip(outcomes) {

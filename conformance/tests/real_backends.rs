@@ -4,13 +4,14 @@
 //! judged, wire-level expectations are named as not judged), not the verdict: the scenario's
 //! outcome is the proxy's business.
 //!
-//! Skipped (with a message) when php-fpm8.2 is not installed, unless CI is set: then it fails.
+//! A missing program skips the test with a message, or fails it when `FCGI_REQUIRE` (or `CI`)
+//! requires it (see the `programs` crate).
 
 mod common;
 
 use std::path::Path;
 
-use conformance::real::{self, BackendKind, Target};
+use conformance::real::{self, BackendKind, Target, backend};
 use conformance::report::Verdict;
 use conformance::scenario::Scenario;
 
@@ -21,16 +22,13 @@ fn scenario(path: &str) -> Scenario {
     Scenario::parse(&text, path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The program is there, or the test is skipped outside CI and fails in CI.
-fn require(kind: BackendKind, test: &str) -> bool {
-    let Some(why) = kind.missing() else {
-        return true;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI must run the {kind:?} backend: {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
+/// The backend's programs are there; or the test is skipped, or fails when they are required.
+fn require(kind: BackendKind) -> bool {
+    kind.programs()
+        .iter()
+        .all(|(program, package)| programs::require_program(program, package).is_some())
+        && (kind != BackendKind::Libfcgi
+            || programs::require_file(Path::new(backend::FCGI_HEADER), "libfcgi-dev"))
 }
 
 /// saturation/reuse-trap-avoided with real php-fpm (one worker, reuse on, a warm pooled
@@ -38,10 +36,7 @@ fn require(kind: BackendKind, test: &str) -> bool {
 /// request ran once, in the one worker.
 #[test]
 fn the_reuse_trap_is_avoided_with_real_php_fpm() {
-    if !require(
-        BackendKind::PhpFpm,
-        "the_reuse_trap_is_avoided_with_real_php_fpm",
-    ) {
+    if !require(BackendKind::PhpFpm) {
         return;
     }
     let s = scenario("scenarios/saturation/reuse-trap-avoided.toml");
@@ -85,10 +80,7 @@ fn the_reuse_trap_is_avoided_with_real_php_fpm() {
 
 #[test]
 fn wire_only_scenarios_are_skipped_with_real_backends() {
-    if !require(
-        BackendKind::Libfcgi,
-        "wire_only_scenarios_are_skipped_with_real_backends",
-    ) {
+    if !require(BackendKind::Libfcgi) {
         return;
     }
     // Only expectations a real backend cannot give: the FastCGI wire.

@@ -1,7 +1,8 @@
 //! A target that crashes during a check fails that check, with its log tail in the detail, and
 //! the next check runs against a fresh process. HAProxy 2.6.12 (Debian 12) aborts when a
 //! FastCGI application's STDOUT has no blank line ending the headers (haproxy/haproxy#2150,
-//! fixed in 2.6.14); skipped where HAProxy is not installed or no longer crashes.
+//! fixed in 2.6.14); skipped where HAProxy no longer crashes, and where it is not installed
+//! unless `FCGI_REQUIRE` (or `CI`) requires it (see the `programs` crate).
 
 use std::path::PathBuf;
 
@@ -54,8 +55,7 @@ fn opts() -> RealOptions {
 #[test]
 fn a_crashed_target_fails_the_check_and_the_next_check_starts_a_fresh_one() {
     let opts = opts();
-    if let Some(why) = Target::Haproxy.unavailable(&opts) {
-        eprintln!("skipped: {why}");
+    if programs::require_program("haproxy", "haproxy").is_none() {
         return;
     }
     let crashing = Scenario::parse(TINY_RECORDS, "no-header-terminator.toml").expect("scenario");

@@ -5,13 +5,12 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{T, find_program, mock};
+use common::{T, mock};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn cgi_fcgi_gets_the_scripted_reply_and_the_journal_shows_its_params() {
-    let Some(cgi_fcgi) = find_program("cgi-fcgi") else {
-        eprintln!("skipping: cgi-fcgi not installed (apt-get install libfcgi-bin)");
+    let Some(cgi_fcgi) = programs::require_program("cgi-fcgi", "libfcgi-bin") else {
         return;
     };
     let m = mock(

@@ -6,8 +6,8 @@
 //! - a libfcgi responder (`conformance/src/bench/responder.c`) run by `spawn-fcgi -F 2`
 //!   against `model = "libfcgi"`, `max_conns = 2`, `overflow = "backlog"`.
 //!
-//! A missing program skips the test, unless the environment variable `CI` is set: then the
-//! test fails and names the package to install. Processes are stopped by their own PIDs.
+//! A missing program skips the test, unless `FCGI_REQUIRE` (or `CI`) requires it: then the test
+//! fails and names the package to install (see the `programs` crate). Processes are stopped by their own PIDs.
 //! Everything is on loopback.
 
 mod common;
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, T, find_program, mock};
+use common::{Client, T, mock};
 use fastcgi::{KEEP_CONN, Record, RecordType, encode};
 
 const ASKED: [&str; 3] = ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"];
@@ -40,24 +40,6 @@ overflow = "backlog"
 "#;
 
 const RESPONDER_C: &str = include_str!("../../conformance/src/bench/responder.c");
-
-// ---- finding programs ----
-
-/// `program`, or `None` (skip) when it is missing; with `CI` set a missing program fails.
-fn require(program: &str, package: &str) -> Option<PathBuf> {
-    if let Some(p) = find_program(program) {
-        return Some(p);
-    }
-    missing(program, package);
-    None
-}
-
-fn missing(what: &str, package: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is missing: install the Debian package {package}");
-    }
-    eprintln!("skipping: {what} is missing (apt-get install {package})");
-}
 
 // ---- processes, stopped by PID ----
 
@@ -205,7 +187,7 @@ impl Responders {
         let src = dir.path().join("responder.c");
         let exe = dir.path().join("responder");
         std::fs::write(&src, RESPONDER_C).expect("write responder.c");
-        let out = Command::new("cc")
+        let out = Command::new(programs::program_path("cc"))
             .arg("-O2")
             .arg("-o")
             .arg(&exe)
@@ -468,12 +450,9 @@ fn values(p: &[(&str, &str)]) -> First {
 // ---- php-fpm ----
 
 fn php_fpm() -> Option<PathBuf> {
-    find_program("php-fpm8.2")
-        .or_else(|| find_program("php-fpm"))
-        .or_else(|| {
-            missing("php-fpm8.2", "php8.2-fpm");
-            None
-        })
+    programs::find_program("php-fpm8.2")
+        .or_else(|| programs::find_program("php-fpm"))
+        .or_else(|| programs::require_program("php-fpm8.2", "php8.2-fpm"))
 }
 
 /// Runs `check` against a fresh php-fpm and a fresh mock; returns (real, mock).
@@ -553,13 +532,10 @@ async fn php_fpm_max_requests_closes_after_the_third_request() {
 
 /// spawn-fcgi, once cc and the libfcgi header are there too.
 fn libfcgi() -> Option<PathBuf> {
-    let spawn_fcgi = require("spawn-fcgi", "spawn-fcgi")?;
-    require("cc", "gcc")?;
-    if !Path::new("/usr/include/fcgi_stdio.h").is_file() {
-        missing("/usr/include/fcgi_stdio.h", "libfcgi-dev");
-        return None;
-    }
-    Some(spawn_fcgi)
+    let spawn_fcgi = programs::require_program("spawn-fcgi", "spawn-fcgi")?;
+    programs::require_program("cc", "gcc")?;
+    programs::require_file(Path::new("/usr/include/fcgi_stdio.h"), "libfcgi-dev")
+        .then_some(spawn_fcgi)
 }
 
 async fn libfcgi_both<R, F, Fut>(spawn_fcgi: &Path, check: F) -> (R, R)

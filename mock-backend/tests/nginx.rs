@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{T, find_program, mock, within};
+use common::{T, mock, within};
 use fcgi_mock::ClosedBy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,8 +101,7 @@ async fn http(port: u16, request: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_forwards_and_the_journal_shows_its_params() {
-    let Some(nginx) = find_program("nginx") else {
-        eprintln!("skipping: nginx not installed");
+    let Some(nginx) = programs::require_program("nginx", "nginx") else {
         return;
     };
     let m = mock(

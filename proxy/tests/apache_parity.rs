@@ -5,15 +5,17 @@
 //! reuse) and the status the client saw are compared. A difference fails the test unless it is on
 //! [`ALLOWED`], each entry with its reason. The params our proxy sent are also kept as insta
 //! snapshots (`snapshots/apache_parity__*.snap`, ports and temp paths redacted) so that any change
-//! shows up in review.
+//! shows up in review: `proxy_sends_what_its_snapshots_show` checks them without Apache, and
+//! `every_snapshot_is_a_shape` that no snapshot is left of a shape that is gone.
 //!
 //! The proxy runs first and Apache second, on the same front port: SERVER_PORT and HTTP_HOST then
 //! compare exactly, and Apache (which sets SO_REUSEADDR) binds past the proxy's TIME_WAIT sockets.
 //! Requests are attributed to shapes by an `X-Parity-Case` header (param HTTP_X_PARITY_CASE), not
 //! by arrival order, so a late or missing backend request cannot shift the comparison.
 //!
-//! Skipped (with a message) only when `apache2` is not installed. `PARITY_DUMP=1` prints every
-//! param each backend received through each front end.
+//! The comparison is skipped (with a message) only when `apache2` is not installed, and fails
+//! instead when `FCGI_REQUIRE` (or `CI`) requires it (see the `programs` crate). `PARITY_DUMP=1`
+//! prints every param each backend received through each front end.
 
 mod support;
 
@@ -836,13 +838,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_sends_what_apache_sends() {
-    let Some(apache) = support::find_program(&["/usr/sbin/apache2", "/usr/sbin/httpd"]) else {
-        eprintln!("SKIPPED apache_parity: apache2 is not installed (apt-get install apache2)");
-        return;
-    };
-
+/// The config in a fresh temp dir, a free front port, and the two echo backends it names.
+async fn setup() -> (Env, Backends) {
     let p1 = MockServer::bind_tcp("127.0.0.1:0", Script::default())
         .await
         .expect("mock P1");
@@ -868,20 +865,84 @@ async fn proxy_sends_what_apache_sends() {
     let backends = Backends {
         mocks: vec![("P1", p1), ("P2", p2)],
     };
-    let t0 = std::time::Instant::now();
+    (env, backends)
+}
 
-    // 1. The proxy.
-    let (conf, dpath) = (env.conf.clone(), env.dir.path().to_path_buf());
+/// Every shape through `fcgi-proxy --apache` on `env`'s config: what the backends received,
+/// the proxy's output, and why it did not start if it did not.
+async fn run_proxy(env: &Env, backends: &Backends) -> (SideRun, String, Option<String>) {
+    let (conf, dpath, front) = (env.conf.clone(), env.dir.path().to_path_buf(), env.front);
     let started = blocking(move || support::start_proxy_apache(&conf, &dpath, front)).await;
-    let (proxy_run, proxy_output, proxy_problem) = match started {
+    match started {
         Ok(proc) => {
-            let run = run_side(env.front, &backends).await;
+            let run = run_side(env.front, backends).await;
             let output = proc.output();
             blocking(move || drop(proc)).await;
             (run, output, None)
         }
         Err(e) => (SideRun::default(), String::new(), Some(e)),
+    }
+}
+
+/// Our proxy alone (no Apache needed): what it sent for each shape is what its snapshot holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_sends_what_its_snapshots_show() {
+    let (env, backends) = setup().await;
+    let (run, output, problem) = run_proxy(&env, &backends).await;
+    if let Some(problem) = problem {
+        panic!("fcgi-proxy did not start: {problem}\n{output}");
+    }
+    let failures = assert_snapshots(&run, &env);
+    assert!(
+        failures.is_empty(),
+        "snapshots changed for: {} (review with cargo insta review)\n{output}",
+        failures.join(", ")
+    );
+}
+
+/// Every `apache_parity__<name>.snap` is the snapshot of a shape in [`SHAPES`], and every shape
+/// has one: a shape renamed or removed leaves no snapshot behind.
+#[test]
+fn every_snapshot_is_a_shape() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let files: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter_map(|n| {
+            n.strip_prefix("apache_parity__")
+                .and_then(|n| n.strip_suffix(".snap"))
+                .map(str::to_owned)
+        })
+        .collect();
+    let shapes: BTreeSet<String> = SHAPES.iter().map(|s| s.name.to_owned()).collect();
+    assert_eq!(shapes.len(), SHAPES.len(), "two shapes share a name");
+    let stale: Vec<&String> = files.difference(&shapes).collect();
+    let absent: Vec<&String> = shapes.difference(&files).collect();
+    assert!(
+        stale.is_empty() && absent.is_empty(),
+        "snapshots of no shape (delete them): {stale:?}; shapes without a snapshot (cargo insta \
+         test, then review): {absent:?}"
+    );
+}
+
+/// Our proxy and real Apache, same config, same front port, same backends: what each backend
+/// request carried and what the client got compare, but for [`ALLOWED`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_sends_what_apache_sends() {
+    let Some(apache) = programs::require_program("apache2", "apache2") else {
+        return;
     };
+    let (env, backends) = setup().await;
+    let front = env.front;
+    let t0 = std::time::Instant::now();
+
+    // 1. The proxy.
+    let (proxy_run, proxy_output, proxy_problem) = run_proxy(&env, &backends).await;
     let t_proxy = t0.elapsed();
 
     // 2. Real Apache, same config, same front port, same backends.
@@ -1003,8 +1064,6 @@ async fn proxy_sends_what_apache_sends() {
         report.push_str(&proxy_output);
     }
 
-    // Snapshots first (insta prints its diffs), then the report, so the table ends the output.
-    let snapshot_failures = assert_snapshots(&proxy_run, &env);
     eprintln!("{report}");
 
     assert!(
@@ -1016,10 +1075,5 @@ async fn proxy_sends_what_apache_sends() {
         "fcgi-proxy differs from Apache for {} shape(s): {}; see the table above",
         differing.len(),
         differing.join(", ")
-    );
-    assert!(
-        snapshot_failures.is_empty(),
-        "snapshots changed for: {} (review with cargo insta review)",
-        snapshot_failures.join(", ")
     );
 }

@@ -312,8 +312,7 @@ async fn metrics_move_with_traffic() {
 /// same order as the proxy.
 #[tokio::test]
 async fn apache_picks_the_same_weighted_sequence() {
-    let Some(apache) = support::find_program(&["/usr/sbin/apache2", "apache2"]) else {
-        eprintln!("skipping: apache2 not installed (apt-get install apache2)");
+    let Some(apache) = programs::require_program("apache2", "apache2") else {
         return;
     };
     let (a, b) = (mock("").await, mock("").await);

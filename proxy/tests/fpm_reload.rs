@@ -13,7 +13,8 @@
 //!
 //! Each test starts its own php-fpm and proxy processes on free loopback ports, runs alone, has
 //! a wall-time bound, and bounds every network wait: a hung request is counted, not waited for.
-//! Skipped with a message when php-fpm8.2 is not installed, unless `CI` is set (then it fails).
+//! Skipped with a message when php-fpm8.2 is not installed, unless `FCGI_REQUIRE` (or `CI`)
+//! requires it: then it fails.
 
 mod support;
 
@@ -255,7 +256,7 @@ fn proxy_warnings(proxy: &Proxy) -> Vec<String> {
 /// 4 clients (those given by `sends`) for [`LOAD_FOR`] with [`RELOADS`] graceful reloads: no
 /// request may get anything but php-fpm's 200, and every POST answered 200 ran exactly once.
 fn reloads_under_load(test: &str, conf: FpmConf, sends: [Send; 4]) {
-    let Some(bin) = php_fpm_bin(test) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let run = async {
@@ -450,7 +451,7 @@ const BACK_WITHIN: Duration = Duration::from_millis(100);
 #[test]
 fn restart_costs_only_503s_while_down() {
     const TEST: &str = "restart_costs_only_503s_while_down";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let run = async {

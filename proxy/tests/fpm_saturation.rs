@@ -12,7 +12,8 @@
 //! written into a temp dir, and runs alone (the timing bounds assume an otherwise idle pair).
 //! Every client wait is bounded: a request the proxy leaves hanging fails the test.
 //!
-//! Skipped with a message when php-fpm8.2 is not installed, unless `CI` is set (then it fails).
+//! Skipped with a message when php-fpm8.2 is not installed, unless `FCGI_REQUIRE` (or `CI`)
+//! requires it: then it fails.
 
 mod support;
 
@@ -33,7 +34,7 @@ use support::fpm::{
 #[test]
 fn static_pool_of_two_serves_three_rounds_of_six() {
     const TEST: &str = "static_pool_of_two_serves_three_rounds_of_six";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let fpm = Fpm::start(&bin, Pm::Static(2));
@@ -55,7 +56,7 @@ fn static_pool_of_two_serves_three_rounds_of_six() {
 #[test]
 fn ondemand_pool_of_three_serves_two_rounds_of_nine() {
     const TEST: &str = "ondemand_pool_of_three_serves_two_rounds_of_nine";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let fpm = Fpm::start(&bin, Pm::Ondemand(3));
@@ -77,7 +78,7 @@ fn ondemand_pool_of_three_serves_two_rounds_of_nine() {
 #[test]
 fn two_proxies_share_a_static_pool_of_two() {
     const TEST: &str = "two_proxies_share_a_static_pool_of_two";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let fpm = Fpm::start(&bin, Pm::Static(2));
@@ -109,7 +110,7 @@ fn two_proxies_share_a_static_pool_of_two() {
 #[test]
 fn posts_on_a_saturated_pool_run_exactly_once() {
     const TEST: &str = "posts_on_a_saturated_pool_run_exactly_once";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let fpm = Fpm::start(&bin, Pm::Static(2));
@@ -162,7 +163,7 @@ fn posts_on_a_saturated_pool_run_exactly_once() {
 #[test]
 fn at_rest_the_proxy_holds_no_more_connections_than_workers() {
     const TEST: &str = "at_rest_the_proxy_holds_no_more_connections_than_workers";
-    let Some(bin) = php_fpm_bin(TEST) else { return };
+    let Some(bin) = php_fpm_bin() else { return };
     let _serial = serial();
     runtime().block_on(async {
         let fpm = Fpm::start(&bin, Pm::Static(2));

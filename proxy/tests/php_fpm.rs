@@ -5,7 +5,7 @@
 //! with the same front-end config, so the expectations cannot drift from the reference.
 //!
 //! Skipped (with a message) only when php-fpm8.2 is not installed; the Apache check also needs
-//! apache2.
+//! apache2. A missing program fails the test instead when `FCGI_REQUIRE` (or `CI`) requires it.
 
 mod support;
 
@@ -449,13 +449,12 @@ async fn run_cases(front: SocketAddr, docroot: &Path, as_apache: bool) -> Vec<St
 }
 
 fn php_fpm_bin() -> Option<PathBuf> {
-    support::find_program(&["/usr/sbin/php-fpm8.2"])
+    programs::require_program("php-fpm8.2", "php8.2-fpm")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_gives_php_the_right_server_vars() {
     let Some(fpm_bin) = php_fpm_bin() else {
-        eprintln!("SKIPPED php_fpm: php-fpm8.2 is not installed (apt-get install php8.2-fpm)");
         return;
     };
     let t0 = Instant::now();
@@ -494,11 +493,9 @@ async fn proxy_gives_php_the_right_server_vars() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apache_gives_php_the_expected_values() {
     let Some(fpm_bin) = php_fpm_bin() else {
-        eprintln!("SKIPPED php_fpm: php-fpm8.2 is not installed (apt-get install php8.2-fpm)");
         return;
     };
-    let Some(apache) = support::find_program(&["/usr/sbin/apache2", "/usr/sbin/httpd"]) else {
-        eprintln!("SKIPPED php_fpm reference check: apache2 is not installed");
+    let Some(apache) = programs::require_program("apache2", "apache2") else {
         return;
     };
     let t0 = Instant::now();

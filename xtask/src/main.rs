@@ -9,7 +9,8 @@ COMMANDS:
     peers [list | install]                 which peer proxies are installed, with versions; install them
     conformance [--target ours|apache|nginx|caddy|haproxy|lighttpd|h2o|all|external] [PATH...]
                                            the scenarios for real against proxies (default: ours;
-                                           external: --url URL --backend ADDR, see --help)
+                                           external: --url URL --backend ADDR; --require-targets:
+                                           a target not installed is an error; see --help)
     sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
     bench [--quick] [--help]               fcgi-proxy side by side with nginx, HAProxy and Apache
     load [--connections N] [--help]        N (10000) concurrent connections through fcgi-proxy

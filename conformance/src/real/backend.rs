@@ -78,14 +78,20 @@ impl BackendKind {
         self != BackendKind::Mock
     }
 
-    /// What is missing to run this backend here, with the install hint.
-    pub fn missing(self) -> Option<String> {
-        let need: &[(&str, &str)] = match self {
+    /// The programs this backend runs, each with the Debian package it comes in (libfcgi also
+    /// needs [`FCGI_HEADER`], from libfcgi-dev).
+    pub fn programs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
             BackendKind::Mock => &[],
             BackendKind::PhpFpm => &[(PHP_FPM, "php8.2-fpm")],
             BackendKind::Libfcgi => &[("spawn-fcgi", "spawn-fcgi"), ("cc", "gcc")],
-        };
-        let mut missing: Vec<String> = need
+        }
+    }
+
+    /// What is missing to run this backend here, with the install hint.
+    pub fn missing(self) -> Option<String> {
+        let mut missing: Vec<String> = self
+            .programs()
             .iter()
             .filter(|(bin, _)| find_program(bin).is_none())
             .map(|(bin, package)| format!("{bin} not installed (apt-get install {package})"))
@@ -725,14 +731,14 @@ fn start_libfcgi(
     let exe = dir.join("responder");
     std::fs::write(&src, c_source(&plan.reply, &log))
         .map_err(|e| format!("{}: {e}", src.display()))?;
-    let mut cc = Command::new("cc");
+    let mut cc = Command::new(programs::program_path("cc"));
     cc.arg("-O2").arg("-o").arg(&exe).arg(&src).arg("-lfcgi");
     let (ok, output) = run_bounded(cc, dir, "cc")?;
     if !ok {
         return Err(format!("cc failed on {}: {output}", src.display()));
     }
     let pid_file = dir.join("responders.pid");
-    let mut sp = Command::new("spawn-fcgi");
+    let mut sp = Command::new(programs::program_path("spawn-fcgi"));
     sp.arg("-a")
         .arg(addr.ip().to_string())
         .arg("-p")

@@ -67,7 +67,8 @@ fn section_intro(kind: BackendKind, args: &[String]) -> String {
 
 const USAGE: &str = "\
 cargo xtask conformance [--target TARGET[,TARGET...]]... [--backend mock|php-fpm|libfcgi]
-                        [--threads N] [--markdown FILE] [--keep DIR] [PATH...]
+                        [--require-targets] [--threads N] [--markdown FILE] [--keep DIR]
+                        [PATH...]
 cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
 
 TARGET: ours, apache, nginx, caddy, haproxy, lighttpd, h2o, all (= every one of these), or
@@ -82,7 +83,8 @@ each run's generated config, the target's log and journal.txt (what the clients 
 FastCGI record the backends saw: params, connections) in DIR/<target>/<area>/<check>/.
 
 A target whose binary is missing is SKIP for the whole column with an install hint (cargo
-xtask peers install gets the Debian packages). A check the target cannot express is SKIP with
+xtask peers install gets the Debian packages); with --require-targets it is an error instead
+(exit status 2, naming the program, before any check runs). A check the target cannot express is SKIP with
 the reason. A target that crashes during a check fails it, with the tail of its log; each check
 starts a fresh target process. Listed deviations (scenarios/expected/<target>.toml) turn FAIL
 into XFAIL; a listed deviation that passes is XPASS. Exit status 1 on any FAIL or XPASS.
@@ -119,6 +121,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     let mut keep: Option<PathBuf> = None;
     let mut backend: Option<String> = None;
     let mut kind = BackendKind::Mock;
+    let mut require_targets = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -142,6 +145,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
                     }
                 }
             }
+            "--require-targets" => require_targets = true,
             "--threads" => match it.next().and_then(|v| v.parse().ok()) {
                 Some(n) if n > 0 => threads = n,
                 _ => {
@@ -270,6 +274,21 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         keep,
         backend: kind,
     };
+    if require_targets {
+        let missing: Vec<String> = targets
+            .iter()
+            .filter_map(|t| {
+                t.unavailable(&opts)
+                    .map(|why| format!("{}: {why}", t.name()))
+            })
+            .collect();
+        if !missing.is_empty() {
+            for m in &missing {
+                eprintln!("--require-targets: target {m}");
+            }
+            return ExitCode::from(2);
+        }
+    }
     let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
     let mut results = Results::default();

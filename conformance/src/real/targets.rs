@@ -98,7 +98,7 @@ impl Target {
     }
 
     /// The program and the Debian package it comes in (for peers).
-    fn program(self) -> Option<(&'static str, &'static str)> {
+    pub fn program(self) -> Option<(&'static str, &'static str)> {
         match self {
             Target::Ours | Target::External => None,
             Target::Apache => Some(("apache2", "apache2")),

@@ -183,12 +183,3 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 }
-
-/// Where an external program is, if installed (PATH, then the sbin/bin dirs CI may not list).
-pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(std::path::PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}

@@ -54,9 +54,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// php-fpm 8.2, or `None` after saying the test is skipped (a failure when `CI` is set).
-pub fn php_fpm_bin(test: &str) -> Option<PathBuf> {
-    super::required_program(&["/usr/sbin/php-fpm8.2"], "php8.2-fpm", test)
+/// php-fpm 8.2, or `None` after saying the test is skipped (a failure when `FCGI_REQUIRE` or
+/// `CI` requires it; see the `programs` crate).
+pub fn php_fpm_bin() -> Option<PathBuf> {
+    programs::require_program("php-fpm8.2", "php8.2-fpm")
 }
 
 // ---------------------------------------------------------------------------------------------

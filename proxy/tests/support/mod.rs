@@ -25,11 +25,6 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopped process may take to exit before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The first of `candidates` that is an existing file.
-pub fn find_program(candidates: &[&str]) -> Option<PathBuf> {
-    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
 /// The proxy binary under test.
 pub fn proxy_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fcgi-proxy"))
@@ -339,21 +334,6 @@ pub fn start_proxy_toml(conf: &Path, log: &Path, addr: SocketAddr) -> Result<Pro
     let mut p = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, log);
     p.wait_ready(addr, Some("listening on"))?;
     Ok(p)
-}
-
-/// A program the test cannot do without: its path, or `None` after saying on stderr that the
-/// test is skipped. When the environment variable `CI` is set a missing program is a failure
-/// naming the Debian package, so that a CI run cannot pass without having run the test.
-pub fn required_program(candidates: &[&str], package: &str, test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_program(candidates) {
-        return Some(p);
-    }
-    let wanted = candidates.join(" or ");
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {wanted} is missing; CI must install the Debian package {package}");
-    }
-    eprintln!("SKIPPED {test}: {wanted} is not installed (apt-get install {package})");
-    None
 }
 
 /// Starts php-fpm in the foreground on `conf` (`-n`: no php.ini, PHP's defaults whatever the
