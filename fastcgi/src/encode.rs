@@ -133,53 +133,83 @@ pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     );
 }
 
-/// [`params`] from any sequence of pairs. Records are written in place (the header first,
-/// its length filled in when the record is full), so the pairs are copied once.
+/// [`params`] from any sequence of pairs.
 pub fn params_from<'a>(
     out: &mut Vec<u8>,
     request_id: u16,
     pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     max_record: usize,
 ) {
-    let max = max_record.clamp(1, MAX_CONTENT_LEN);
-    // Where the header of the record being filled starts.
-    let mut open: Option<usize> = None;
+    let mut w = ParamsWriter::new(out, request_id, max_record);
     for (n, v) in pairs {
-        let len = nv::encoded_len(n, v);
-        if let Some(h) = open
-            && out.len() - h - HEADER_LEN + len > max
-        {
-            close_params(out, h);
-            open = None;
+        w.pair(n, v);
+    }
+    w.finish();
+}
+
+/// Appends PARAMS records one pair at a time, as [`params`] does. Records are written in place
+/// (the header first, its length filled in when the record is full), so each pair is copied
+/// once. Call [`ParamsWriter::finish`] at the end; it does not close the stream.
+#[derive(Debug)]
+pub struct ParamsWriter<'a> {
+    out: &'a mut Vec<u8>,
+    request_id: u16,
+    max: usize,
+    /// Where the header of the record being filled starts.
+    open: Option<usize>,
+}
+
+impl<'a> ParamsWriter<'a> {
+    pub fn new(out: &'a mut Vec<u8>, request_id: u16, max_record: usize) -> ParamsWriter<'a> {
+        ParamsWriter {
+            out,
+            request_id,
+            max: max_record.clamp(1, MAX_CONTENT_LEN),
+            open: None,
         }
-        if len > max {
+    }
+
+    /// One name-value pair.
+    pub fn pair(&mut self, n: &[u8], v: &[u8]) {
+        let len = nv::encoded_len(n, v);
+        if let Some(h) = self.open
+            && self.out.len() - h - HEADER_LEN + len > self.max
+        {
+            close_params(self.out, h);
+            self.open = None;
+        }
+        if len > self.max {
             let mut body = Vec::with_capacity(len);
             nv::encode_pair(&mut body, n, v);
             stream(
-                out,
+                self.out,
                 RecordType::Params,
-                request_id,
+                self.request_id,
                 &body,
-                max,
+                self.max,
                 Padding::None,
             );
-            continue;
+            return;
         }
-        if open.is_none() {
-            open = Some(out.len());
+        if self.open.is_none() {
+            self.open = Some(self.out.len());
             let h = Header {
                 version: VERSION_1,
                 record_type: RecordType::Params,
-                request_id,
+                request_id: self.request_id,
                 content_length: 0,
                 padding_length: 0,
             };
-            out.extend_from_slice(&h.to_bytes());
+            self.out.extend_from_slice(&h.to_bytes());
         }
-        nv::encode_pair(out, n, v);
+        nv::encode_pair(self.out, n, v);
     }
-    if let Some(h) = open {
-        close_params(out, h);
+
+    /// Closes the record being filled.
+    pub fn finish(self) {
+        if let Some(h) = self.open {
+            close_params(self.out, h);
+        }
     }
 }
 

@@ -631,8 +631,127 @@ fn max_forwards(method: &str, value: &[u8]) -> Result<Vec<u8>, CgiError> {
     Ok(decimal((n - 1).max(0)))
 }
 
+/// Where [`fill`] puts the variables, in Apache's table order.
+trait Vars {
+    /// `apr_table_set` with a fixed name.
+    fn set_static(&mut self, name: &'static str, value: &[u8]);
+    /// `apr_table_set` with a computed name.
+    fn set_owned(&mut self, name: String, value: &[u8]);
+    /// A variable set before the CGI variables (by SetEnv); only `PATH` is asked for.
+    fn get(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Vars for Env {
+    fn set_static(&mut self, name: &'static str, value: &[u8]) {
+        Env::set_static(self, name, value);
+    }
+    fn set_owned(&mut self, name: String, value: &[u8]) {
+        Env::set_owned(self, name, value);
+    }
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        Env::get(self, name)
+    }
+}
+
+/// Variables written straight into PARAMS records. Only for a request with no variables set
+/// before the CGI ones and no ProxyFCGISetEnvIf to apply: then every name is set once (headers
+/// are merged first, and no header maps to a fixed name), so the table would only append.
+struct Records<'a>(fastcgi::encode::ParamsWriter<'a>);
+
+impl Vars for Records<'_> {
+    fn set_static(&mut self, name: &'static str, value: &[u8]) {
+        self.0.pair(name.as_bytes(), value);
+    }
+    fn set_owned(&mut self, name: String, value: &[u8]) {
+        self.0.pair(name.as_bytes(), value);
+    }
+    fn get(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// What ProxyFCGISetEnvIf may read besides the table.
+struct Filled {
+    headers: Vec<(String, Vec<u8>)>,
+    server_name: String,
+    server_port: u16,
+    script_filename: String,
+    path_info: Option<Vec<u8>>,
+}
+
 /// Build the ordered FCGI_PARAMS for a routed request.
 pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
+    // About 25 variables plus one per header.
+    let mut env = input.env.env.clone();
+    env.reserve(input.request.headers.len() + 28);
+    let f = fill(input, &mut env)?;
+    let route = &input.config.routes[input.route_match.route];
+    // ProxyFCGISetEnvIf (fix_cgivars): server entries, then the route's.
+    let vars = ServerVars {
+        input,
+        headers: &f.headers,
+        server_name: f.server_name,
+        server_port: f.server_port,
+        script_filename: f.script_filename,
+        path_info: f.path_info,
+    };
+    apply_fcgi_setenvif(&input.config.fcgi_setenvif, &mut env, &vars);
+    apply_fcgi_setenvif(&route.fcgi_setenvif, &mut env, &vars);
+    Ok(env.into_vec())
+}
+
+/// The request's BEGIN_REQUEST and PARAMS records (the stream closed), as
+/// [`build_params`] would give them encoded. Without SetEnv, SetEnvIf or ProxyFCGISetEnvIf in
+/// play the variables go straight into the records, with no table in between.
+pub fn encode_params(input: &CgiInput<'_>, keep_conn: bool) -> Result<bytes::Bytes, CgiError> {
+    use crate::exchange::{PARAMS_RECORD_MAX, REQUEST_ID};
+    let route = input
+        .config
+        .routes
+        .get(input.route_match.route)
+        .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
+    let table = !input.env.env.is_empty()
+        || !input.config.fcgi_setenvif.is_empty()
+        || !route.fcgi_setenvif.is_empty();
+    let params;
+    let size = if table {
+        params = build_params(input)?;
+        params
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 8)
+            .sum::<usize>()
+            + 32
+    } else {
+        params = Vec::new();
+        input
+            .request
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 16)
+            .sum::<usize>()
+            + 2 * input.request.uri.raw.len()
+            + 1024
+    };
+    let mut out = Vec::with_capacity(size);
+    let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
+    fastcgi::encode::begin_request(&mut out, REQUEST_ID, fastcgi::Role::Responder, flags);
+    let mut writer = fastcgi::encode::ParamsWriter::new(&mut out, REQUEST_ID, PARAMS_RECORD_MAX);
+    if table {
+        for (n, v) in &params {
+            writer.pair(n.as_bytes(), v);
+        }
+    } else {
+        let mut records = Records(writer);
+        fill(input, &mut records)?;
+        writer = records.0;
+    }
+    writer.finish();
+    fastcgi::encode::stream_end(&mut out, fastcgi::RecordType::Params, REQUEST_ID);
+    Ok(out.into())
+}
+
+/// The CGI variables of a routed request, in order, into `env`.
+fn fill<V: Vars>(input: &CgiInput<'_>, env: &mut V) -> Result<Filled, CgiError> {
     let cfg = input.config;
     let rm = input.route_match;
     let req = input.request;
@@ -640,10 +759,6 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
         .routes
         .get(rm.route)
         .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
-    // About 25 variables plus one per header.
-    let mut env = input.env.env.clone();
-    env.reserve(req.headers.len() + 28);
-
     // The worker URL and the path canonicalisation encodes.
     let (worker, backend_path): (&WorkerUrl, Vec<u8>) = match (&rm.backend, &route.target) {
         (Backend::Worker, Target::Worker(w)) => (w, rm.path.clone()),
@@ -655,8 +770,8 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
                 .balancers
                 .get(*index)
                 .ok_or_else(|| CgiError::new(500, "balancer index out of range"))?;
-            env.set_static("BALANCER_NAME", balancer.url_name().into_bytes());
-            env.set_static("BALANCER_WORKER_NAME", member.url.name().into_bytes());
+            env.set_static("BALANCER_NAME", balancer.url_name().as_bytes());
+            env.set_static("BALANCER_WORKER_NAME", member.url.name().as_bytes());
             env.set_static(
                 "BALANCER_WORKER_ROUTE",
                 member.route.as_deref().unwrap_or("").as_bytes(),
@@ -690,26 +805,17 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
     }
 
     // Headers (ap_add_common_vars).
-    let mut headers = effective_headers(req);
+    let headers = effective_headers(req);
     let pass_auth = route.pass_authorization(cfg);
     let (server_name, server_port) = server_name_port(cfg, req, &headers)?;
-    // ProxyFCGISetEnvIf reads the headers afterwards; without rules their values move.
-    let keep_headers = !(cfg.fcgi_setenvif.is_empty() && route.fcgi_setenvif.is_empty());
-    let take = |v: &mut Vec<u8>| {
-        if keep_headers {
-            v.clone()
-        } else {
-            std::mem::take(v)
-        }
-    };
     let mut saw_content_length = false;
-    for (name, value) in &mut headers {
+    for (name, value) in &headers {
         if name.eq_ignore_ascii_case("content-type") {
-            env.set_static("CONTENT_TYPE", take(value));
+            env.set_static("CONTENT_TYPE", value);
         } else if name.eq_ignore_ascii_case("content-length") {
             saw_content_length = true;
             if let Some(cl) = req.content_length {
-                env.set_static("CONTENT_LENGTH", decimal(cl));
+                env.set_static("CONTENT_LENGTH", &decimal(cl));
             }
         } else if name.eq_ignore_ascii_case("proxy") {
             // httpoxy (CVE-2016-5387): never HTTP_PROXY.
@@ -717,19 +823,19 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
             || name.eq_ignore_ascii_case("proxy-authorization")
         {
             if pass_auth && let Some(n) = http2env(name) {
-                env.set_owned(n, take(value));
+                env.set_owned(n, value);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
             // The body is passed with a Content-Length; the coding is gone.
         } else if name.eq_ignore_ascii_case("max-forwards") {
             let v = max_forwards(req.method, value)?;
-            env.set_static("HTTP_MAX_FORWARDS", v);
+            env.set_static("HTTP_MAX_FORWARDS", &v);
         } else if let Some(n) = http2env(name) {
-            env.set_owned(n, take(value));
+            env.set_owned(n, value);
         }
     }
     if let (Some(cl), false) = (req.content_length, saw_content_length) {
-        env.set_static("CONTENT_LENGTH", decimal(cl));
+        env.set_static("CONTENT_LENGTH", &decimal(cl));
     }
 
     let path_var = env
@@ -737,53 +843,50 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
         .map(<[u8]>::to_vec)
         .or_else(|| input.process_path.map(<[u8]>::to_vec))
         .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
-    env.set_static("PATH", path_var);
-    env.set_static("SERVER_SIGNATURE", "");
-    env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE);
+    env.set_static("PATH", &path_var);
+    env.set_static("SERVER_SIGNATURE", b"");
+    env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     env.set_static("SERVER_NAME", server_name.as_bytes());
-    env.set_static("SERVER_ADDR", ip_string(req.local.ip()).into_bytes());
-    env.set_static("SERVER_PORT", decimal(server_port));
-    env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).into_bytes());
+    env.set_static("SERVER_ADDR", ip_string(req.local.ip()).as_bytes());
+    env.set_static("SERVER_PORT", &decimal(server_port));
+    env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("REQUEST_SCHEME", req.scheme);
-    env.set_static("CONTEXT_PREFIX", "");
+    env.set_static("REQUEST_SCHEME", req.scheme.as_bytes());
+    env.set_static("CONTEXT_PREFIX", b"");
     env.set_static("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("SERVER_ADMIN", server_admin(cfg));
+    env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());
     env.set_static("SCRIPT_FILENAME", script_filename.as_bytes());
-    env.set_static("REMOTE_PORT", decimal(req.remote.port()));
+    env.set_static("REMOTE_PORT", &decimal(req.remote.port()));
 
     // ap_add_cgi_vars.
-    env.set_static("GATEWAY_INTERFACE", "CGI/1.1");
-    env.set_static("SERVER_PROTOCOL", req.protocol);
-    env.set_static("REQUEST_METHOD", req.method);
-    env.set_static("QUERY_STRING", req.uri.query.as_deref().unwrap_or(""));
+    env.set_static("GATEWAY_INTERFACE", b"CGI/1.1");
+    env.set_static("SERVER_PROTOCOL", req.protocol.as_bytes());
+    env.set_static("REQUEST_METHOD", req.method.as_bytes());
+    env.set_static(
+        "QUERY_STRING",
+        req.uri.query.as_deref().unwrap_or("").as_bytes(),
+    );
     env.set_static("REQUEST_URI", req.uri.raw.as_bytes());
     let uri_path = &req.uri.path;
     match canon.path_info.as_deref().filter(|p| !p.is_empty()) {
-        None => env.set_static("SCRIPT_NAME", uri_path.clone()),
+        None => env.set_static("SCRIPT_NAME", uri_path),
         Some(pi) => {
             let cut = find_path_info(uri_path, pi);
-            env.set_static("SCRIPT_NAME", uri_path[..cut].to_vec());
-            env.set_static("PATH_INFO", pi.to_vec());
+            env.set_static("SCRIPT_NAME", &uri_path[..cut]);
+            env.set_static("PATH_INFO", pi);
             let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
             pt.extend_from_slice(&merge_slashes(pi));
-            env.set_static("PATH_TRANSLATED", pt);
+            env.set_static("PATH_TRANSLATED", &pt);
         }
     }
 
-    // ProxyFCGISetEnvIf (fix_cgivars): server entries, then the route's.
-    let vars = ServerVars {
-        input,
-        headers: &headers,
+    Ok(Filled {
+        headers,
         server_name,
         server_port,
         script_filename,
-        path_info: canon.path_info.clone(),
-    };
-    apply_fcgi_setenvif(&cfg.fcgi_setenvif, &mut env, &vars);
-    apply_fcgi_setenvif(&route.fcgi_setenvif, &mut env, &vars);
-
-    Ok(env.into_vec())
+        path_info: canon.path_info,
+    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::response::{self, ResponseHead};
 /// The only request id used: one request per connection at a time, as Apache and nginx do.
 pub const REQUEST_ID: u16 = 1;
 /// Apache packs whole pairs into PARAMS records of at most this many bytes (apache.md 4.1).
-const PARAMS_RECORD_MAX: usize = 16384;
+pub const PARAMS_RECORD_MAX: usize = 16384;
 /// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
 const STDERR_LOG_MAX: usize = 8192;
 /// Response bytes drained after a HEAD before the connection is given up instead.

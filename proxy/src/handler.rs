@@ -191,12 +191,11 @@ impl Shape {
 /// received is never sent twice). docs/architecture.md, "Resending".
 pub async fn forward<C: Connector>(
     worker: &Worker<C>,
-    params: &[cgi::Param],
+    preamble: bytes::Bytes,
     body: RequestBody,
     shape: Shape,
     hold: Option<Hold>,
 ) -> Result<Outcome, ProxyError> {
-    let preamble = exchange::encode_preamble(params, worker.reuse);
     let mut hold = hold;
     let replay = body.replayable();
     let mut body = Some(body);
@@ -531,8 +530,9 @@ impl<C: Connector> Proxy<C> {
         };
         let env = cgi::request_env(&self.config, &m, &creq);
         let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
-        let params_for = |member: Option<&Member>| {
-            cgi::build_params(&CgiInput {
+        // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
+        let preamble_for = |member: Option<&Member>, keep_conn: bool| {
+            let input = CgiInput {
                 config: &self.config,
                 route_match: &m,
                 member,
@@ -540,8 +540,8 @@ impl<C: Connector> Proxy<C> {
                 env: &env,
                 process_path: self.process_path.as_deref(),
                 fs: &RealFs,
-            })
-            .map_err(|e| {
+            };
+            cgi::encode_params(&input, keep_conn).map_err(|e| {
                 tracing::info!("request refused: {e}");
                 status(e.status)
             })
@@ -551,8 +551,8 @@ impl<C: Connector> Proxy<C> {
             Backend::Worker => {
                 let worker =
                     &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
-                let params = params_for(None)?;
-                let result = forward(worker, &params, prepared.body, shape, None).await;
+                let preamble = preamble_for(None, worker.reuse)?;
+                let result = forward(worker, preamble, prepared.body, shape, None).await;
                 Ok((
                     respond(result, &worker.name),
                     route,
@@ -572,14 +572,14 @@ impl<C: Connector> Proxy<C> {
                     };
                     let member = &b.members[mi];
                     let worker = &self.workers[member.worker];
-                    let params = params_for(Some(&cfg.members[mi]))?;
+                    let preamble = preamble_for(Some(&cfg.members[mi]), worker.reuse)?;
                     let this_body = match (body.take(), &replay) {
                         (Some(x), _) => x,
                         (None, Some(r)) => RequestBody::Buffered(r.clone()),
                         (None, None) => unreachable_body(),
                     };
                     let result =
-                        forward(worker, &params, this_body, shape, Some(Box::new(guard))).await;
+                        forward(worker, preamble, this_body, shape, Some(Box::new(guard))).await;
                     match result {
                         Err(e) if fails_over(&e, shape) => {
                             if e.member_is_down() {

@@ -63,7 +63,7 @@ async fn get(
         T,
         forward(
             w,
-            &params(uri),
+            fcgi_proxy::exchange::encode_preamble(&params(uri), w.reuse),
             RequestBody::Buffered(Bytes::new().into()),
             Shape::of(&http::Method::GET, 64 * 1024),
             None,
@@ -337,7 +337,7 @@ async fn a_post_the_backend_may_have_received_is_not_sent_again() {
         T,
         forward(
             &w,
-            &params("/post"),
+            fcgi_proxy::exchange::encode_preamble(&params("/post"), w.reuse),
             RequestBody::Buffered(Bytes::from_static(b"x=1").into()),
             Shape::of(&http::Method::POST, 64 * 1024),
             None,

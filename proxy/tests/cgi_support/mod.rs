@@ -132,7 +132,22 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
         process_path: req.process_path.as_deref().map(str::as_bytes),
         fs,
     };
-    let params = cgi::build_params(&input).map_err(|e| e.status)?;
+    let built = cgi::build_params(&input);
+    // What goes on the wire: the records the runtime sends must carry exactly these params,
+    // whichever way they were made (straight into records when no rule is in play).
+    let encoded = cgi::encode_params(&input, true);
+    match (&built, &encoded) {
+        (Ok(params), Ok(records)) => {
+            let want: Vec<(Vec<u8>, Vec<u8>)> = params
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
+                .collect();
+            assert_eq!(decode_params(records), want, "encoded PARAMS differ");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.status, b.status),
+        _ => panic!("build_params and encode_params disagree: {built:?} / {encoded:?}"),
+    }
+    let params = built.map_err(|e| e.status)?;
     Ok(params
         .into_iter()
         .map(|(n, v)| (n.into_owned(), String::from_utf8_lossy(&v).into_owned()))
@@ -169,4 +184,29 @@ pub fn render(params: &[(String, String)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The pairs of the PARAMS stream in BEGIN_REQUEST + PARAMS records.
+fn decode_params(records: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut d = fastcgi::Decoder::default();
+    d.feed(records);
+    let mut stream = Vec::new();
+    let mut ended = false;
+    while let Ok(Some(r)) = d.decode() {
+        if let fastcgi::Record::Stream {
+            record_type: fastcgi::RecordType::Params,
+            content,
+            ..
+        } = r
+        {
+            ended |= content.is_empty();
+            stream.extend_from_slice(&content);
+        }
+    }
+    assert!(ended, "PARAMS stream not closed");
+    fastcgi::nv::decode_all(&stream, usize::MAX)
+        .expect("PARAMS decode")
+        .into_iter()
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect()
 }
