@@ -73,5 +73,11 @@ fn quick_bench_runs_and_writes_results() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
     assert_eq!(json["workloads"].as_array().map(Vec::len), Some(5));
-    assert!(out.path().join("results.md").is_file());
+    assert!(
+        json["machine"]["logical_cores"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(md.starts_with("machine: "), "{md}");
 }

@@ -10,14 +10,15 @@
 //! - Proxy CPU is utime + stime of the peer's process tree (from /proc) before and after the
 //!   measured run, divided by the requests wrk completed. Peak RSS is the sum of VmHWM over
 //!   the tree.
-//! - Results: a table on stdout, and `target/bench/results.json` (plus `results.md` and the
-//!   peer configs in `target/bench/configs/`).
+//! - Results: the machine line and a table on stdout, and `target/bench/results.json` (plus
+//!   `results.md` and the peer configs in `target/bench/configs/`).
 //!
 //! The machine is shared and small (2 cores carry wrk, the backend and the proxy together):
 //! single runs are noisy, which is why targets alternate and medians are reported.
 
 pub mod backend;
 pub mod idle;
+pub mod machine;
 pub mod procfs;
 pub mod report;
 pub mod wrk;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::peers::{PeerKind, PeerOptions, RunningPeer, find_program, signal};
 use backend::Backend;
+use machine::Machine;
 use report::{Metrics, Report, Run, TargetResult, WorkloadKind, WorkloadResult};
 use wrk::RequestShape;
 
@@ -449,6 +451,8 @@ struct Bench<'a> {
 pub fn run(opts: &Options) -> Result<Report, String> {
     let started = Instant::now();
     let workspace = workspace_root();
+    let machine = Machine::detect(&workspace);
+    progress(opts, &machine.line());
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
     let proxy_bin = match &opts.proxy_bin {
@@ -506,6 +510,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let meta = bench.meta(&targets, nofile);
     let goals = report::goals(&results, IDLE_GOAL_MIB);
     let report = Report {
+        machine,
         meta,
         configs: std::mem::take(&mut bench.configs),
         workloads: results,
@@ -765,13 +770,6 @@ impl Bench<'_> {
         put(
             "date",
             command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
-        );
-        put("kernel", command_line("uname", &["-r"]).unwrap_or_default());
-        put(
-            "cpus",
-            std::thread::available_parallelism()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
         );
         put(
             "git",

@@ -8,6 +8,7 @@ use tabled::builder::Builder;
 use tabled::settings::object::{Columns, Rows};
 use tabled::settings::{Alignment, Style};
 
+use super::machine::Machine;
 use super::wrk::WrkSummary;
 
 /// The reference every ratio is taken against.
@@ -260,6 +261,8 @@ fn goal(text: &str, w: &WorkloadResult, measured: Option<f64>, limit: f64, at_le
 /// Everything a run produced; this is what results.json holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The machine the numbers are from.
+    pub machine: Machine,
     pub meta: BTreeMap<String, String>,
     /// Peer configs used, by `<target>` and `<target> (<variant>)`.
     pub configs: BTreeMap<String, String>,
@@ -399,9 +402,10 @@ pub fn failures(workloads: &[WorkloadResult]) -> Vec<String> {
 }
 
 impl Report {
-    /// The full text report: tables, goals, failures.
+    /// The full text report: the machine, tables, goals, failures.
     pub fn render(&self) -> String {
-        let mut s = String::new();
+        let mut s = self.machine.line();
+        s.push_str("\n\n");
         if self.workloads.iter().any(|w| w.kind == WorkloadKind::Wrk) {
             s.push_str(&load_table(&self.workloads));
             s.push_str("\n\n");
@@ -542,5 +546,23 @@ mod tests {
         assert!(!g[0].met);
         assert_eq!(g[0].measured, Some(70.0));
         assert!(idle_table(&[w]).contains("70.0"));
+    }
+
+    #[test]
+    fn the_report_starts_with_the_machine() {
+        let r = Report {
+            machine: Machine {
+                cpu_model: Some("Test CPU".into()),
+                ..Machine::default()
+            },
+            meta: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            workloads: Vec::new(),
+            goals: Vec::new(),
+        };
+        let text = r.render();
+        assert!(text.starts_with("machine: Test CPU, "), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["machine"]["cpu_model"], "Test CPU");
     }
 }
