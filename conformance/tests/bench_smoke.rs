@@ -52,6 +52,7 @@ fn quick_bench_runs_and_writes_results() {
             "get-c64",
             "post64k-c16",
             "get-c16-noreuse",
+            "get-c64-nolog",
             "idle-200"
         ]
     );
@@ -68,11 +69,15 @@ fn quick_bench_runs_and_writes_results() {
     }
     assert!(!report.goals.is_empty());
     assert!(report.configs.keys().any(|k| k.starts_with("fcgi-proxy")));
+    let nolog = &report.configs["nginx (backend keep-alive, no access log)"];
+    assert!(nolog.contains("access_log off;"), "{nolog}");
+    let logged = &report.configs["nginx (backend keep-alive, access log)"];
+    assert!(logged.contains("/access.log combined;"), "{logged}");
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
-    assert_eq!(json["workloads"].as_array().map(Vec::len), Some(5));
+    assert_eq!(json["workloads"].as_array().map(Vec::len), Some(6));
     assert!(
         json["machine"]["logical_cores"]
             .as_u64()

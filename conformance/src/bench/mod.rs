@@ -4,6 +4,9 @@
 //! - The backend is a minimal libfcgi responder (`responder.c`, compiled at bench time) run as
 //!   many processes by spawn-fcgi, more than any proxy opens connections, so no proxy
 //!   saturates it.
+//! - Every target runs with the access log it has by default (fcgi-proxy's line per request
+//!   on stderr, nginx's and Apache's `combined` log to a file; HAProxy has none without a
+//!   `log` target). `get-c64-nolog` turns the logs off.
 //! - Each workload runs every target in turn, round after round (A B C D A B C D ...), each
 //!   run on a freshly started peer: warm-up, then the measured wrk run. Medians over rounds;
 //!   ratios against nginx.
@@ -31,7 +34,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::peers::{PeerKind, PeerOptions, RunningPeer, find_program, signal};
+use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, find_program, signal};
 use backend::Backend;
 use machine::Machine;
 use report::{Metrics, Report, Run, TargetResult, WorkloadKind, WorkloadResult};
@@ -125,6 +128,7 @@ WORKLOADS:
     get-c4, get-c64      small GET over 4 / 64 client connections, backend keep-alive on
     post64k-c16          POST with a 64 KiB body over 16 connections
     get-c16-noreuse      small GET over 16 connections, backend connection reuse off
+    get-c64-nolog        get-c64 with every access log off (the others log as by default)
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 ";
 
@@ -303,7 +307,16 @@ pub struct Workload {
     pub connections: usize,
     pub shape: RequestShape,
     pub backend_keepalive: bool,
+    /// Access logs as each target has them by default (false: off for all).
+    pub access_log: bool,
 }
+
+/// What every report says about access logs.
+pub const ACCESS_LOG_NOTE: &str = "every workload but get-c64-nolog runs each target with the \
+    access log it has by default: fcgi-proxy one line per request on stderr (no RUST_LOG), sent \
+    to a file; nginx and Apache the combined format to access.log; HAProxy logs nothing without \
+    a `log` target and runs without one. get-c64-nolog turns them off (fcgi-proxy \
+    RUST_LOG=warn, nginx access_log off, Apache without CustomLog)";
 
 /// The workloads of a run, in order.
 pub fn workloads(o: &Options) -> Vec<Workload> {
@@ -314,6 +327,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         connections: c,
         shape,
         backend_keepalive: ka,
+        access_log: true,
     };
     let (thousands, rest) = (o.idle_connections / 1000, o.idle_connections % 1000);
     let idle_name = if thousands > 0 && rest == 0 {
@@ -351,6 +365,17 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             false,
         ),
         Workload {
+            access_log: false,
+            ..wrk(
+                "get-c64-nolog",
+                "get-c64 with every access log off (fcgi-proxy RUST_LOG=warn, nginx \
+                 access_log off, Apache without CustomLog; HAProxy has none anyway)",
+                64,
+                RequestShape::Get,
+                true,
+            )
+        },
+        Workload {
             name: idle_name,
             description: format!(
                 "{} idle HTTP/1.1 keep-alive client connections (one GET each), proxy memory",
@@ -360,6 +385,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             connections: o.idle_connections,
             shape: RequestShape::Get,
             backend_keepalive: true,
+            access_log: true,
         },
     ];
     match &o.workloads {
@@ -495,13 +521,15 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         .targets
         .iter()
         .copied()
-        .filter(|k| match k.unavailable(&bench.peer_options(true, 0)) {
-            None => true,
-            Some(why) => {
-                progress(opts, &format!("skipping {}: {why}", k.name()));
-                false
-            }
-        })
+        .filter(
+            |k| match k.unavailable(&bench.peer_options(true, true, 0)) {
+                None => true,
+                Some(why) => {
+                    progress(opts, &format!("skipping {}: {why}", k.name()));
+                    false
+                }
+            },
+        )
         .collect();
     let mut results = Vec::new();
     for w in workloads(opts) {
@@ -554,17 +582,17 @@ fn progress(opts: &Options, line: &str) {
 }
 
 impl Bench<'_> {
-    fn peer_options(&self, keepalive: bool, idle: usize) -> PeerOptions {
+    fn peer_options(&self, keepalive: bool, access_log: bool, idle: usize) -> PeerOptions {
         PeerOptions {
-            backend: self.backend.addr,
-            backend_keepalive: keepalive,
+            backend: BackendAddr::Tcp(self.backend.addr),
+            backend_keepalive: Some(keepalive),
+            access_log,
             max_client_connections: idle.max(1024 - 256) + 256,
             keepalive_timeout: Duration::from_secs(60),
             workers: 2,
             document_root: "/srv/app".to_owned(),
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
-            // Access logs are off for every peer.
-            env: vec![("RUST_LOG".to_owned(), "warn".to_owned())],
+            env: Vec::new(),
         }
     }
 
@@ -578,6 +606,7 @@ impl Bench<'_> {
             kind: w.kind,
             connections: w.connections,
             backend_keepalive: w.backend_keepalive,
+            access_log: w.access_log,
             targets: targets
                 .iter()
                 .map(|k| TargetResult {
@@ -649,13 +678,21 @@ impl Bench<'_> {
             note: None,
             error: None,
         };
-        let o = self.peer_options(w.backend_keepalive, 0);
-        let variant = if w.backend_keepalive {
-            "backend keep-alive"
-        } else {
-            "backend reuse off"
-        };
-        let peer = match self.start_peer(kind, &o, variant) {
+        let o = self.peer_options(w.backend_keepalive, w.access_log, 0);
+        let variant = format!(
+            "{}, {}",
+            if w.backend_keepalive {
+                "backend keep-alive"
+            } else {
+                "backend reuse off"
+            },
+            if w.access_log {
+                "access log"
+            } else {
+                "no access log"
+            }
+        );
+        let peer = match self.start_peer(kind, &o, &variant) {
             Ok(p) => p,
             Err(e) => {
                 run.error = Some(e);
@@ -707,7 +744,7 @@ impl Bench<'_> {
             note: None,
             error: None,
         };
-        let o = self.peer_options(true, w.connections);
+        let o = self.peer_options(true, w.access_log, w.connections);
         let variant = format!("{} idle connections", w.connections);
         let peer = match self.start_peer(kind, &o, &variant) {
             Ok(p) => p,
@@ -797,6 +834,7 @@ impl Bench<'_> {
             ),
         );
         put("open_file_limit", nofile.to_string());
+        put("access_logs", ACCESS_LOG_NOTE.to_owned());
         put("fcgi_proxy_bin", self.proxy_bin.display().to_string());
         put(
             "wrk",
@@ -804,7 +842,7 @@ impl Bench<'_> {
                 .and_then(|s| s.lines().next().map(str::to_owned))
                 .unwrap_or_default(),
         );
-        let popts = self.peer_options(true, 0);
+        let popts = self.peer_options(true, true, 0);
         for k in targets {
             put(
                 &format!("version_{}", k.name()),
@@ -893,6 +931,7 @@ mod tests {
                 "get-c64",
                 "post64k-c16",
                 "get-c16-noreuse",
+                "get-c64-nolog",
                 "idle-10k"
             ]
         );

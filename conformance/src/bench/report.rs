@@ -170,6 +170,8 @@ pub struct WorkloadResult {
     pub kind: WorkloadKind,
     pub connections: usize,
     pub backend_keepalive: bool,
+    /// Each target logs requests as it does by default (false: access logs off for all).
+    pub access_log: bool,
     pub targets: Vec<TargetResult>,
 }
 
@@ -503,6 +505,9 @@ impl Report {
             s.push_str(&goals_table(&self.goals));
             s.push('\n');
         }
+        if let Some(v) = self.meta.get("access_logs") {
+            s.push_str(&format!("\naccess logs: {v}\n"));
+        }
         let f = failures(&self.workloads);
         if !f.is_empty() {
             s.push_str("\nfailed runs:\n");
@@ -568,6 +573,7 @@ mod tests {
             kind: WorkloadKind::Wrk,
             connections: 4,
             backend_keepalive: true,
+            access_log: true,
             targets: vec![
                 target(
                     OURS,
@@ -642,6 +648,7 @@ mod tests {
             kind: WorkloadKind::Idle,
             connections: 10_000,
             backend_keepalive: true,
+            access_log: true,
             targets: vec![
                 target(OURS, vec![idle(70.0)]),
                 target(REFERENCE, vec![idle(80.0)]),
@@ -682,13 +689,14 @@ mod tests {
                 cpu_model: Some("Test CPU".into()),
                 ..Machine::default()
             },
-            meta: BTreeMap::new(),
+            meta: BTreeMap::from([("access_logs".to_owned(), "as by default".to_owned())]),
             configs: BTreeMap::new(),
             workloads: Vec::new(),
             goals: Vec::new(),
         };
         let text = r.render();
         assert!(text.starts_with("machine: Test CPU, "), "{text}");
+        assert!(text.contains("\naccess logs: as by default\n"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["machine"]["cpu_model"], "Test CPU");
     }
