@@ -169,7 +169,10 @@ pub struct WorkloadResult {
     pub description: String,
     pub kind: WorkloadKind,
     pub connections: usize,
-    pub backend_keepalive: bool,
+    /// Backend connection reuse for every target; `null`: each target's own default.
+    pub backend_keepalive: Option<bool>,
+    /// The backend program and how it is reached.
+    pub backend: String,
     /// Each target logs requests as it does by default (false: access logs off for all).
     pub access_log: bool,
     pub targets: Vec<TargetResult>,
@@ -489,7 +492,7 @@ pub fn failures(workloads: &[WorkloadResult]) -> Vec<String> {
 }
 
 impl Report {
-    /// The full text report: the machine, tables, goals, failures.
+    /// The full text report: the machine, tables, goals, what the workloads are, failures.
     pub fn render(&self) -> String {
         let mut s = self.machine.line();
         s.push_str("\n\n");
@@ -505,8 +508,16 @@ impl Report {
             s.push_str(&goals_table(&self.goals));
             s.push('\n');
         }
-        if let Some(v) = self.meta.get("access_logs") {
-            s.push_str(&format!("\naccess logs: {v}\n"));
+        if !self.workloads.is_empty() {
+            s.push_str("\nworkloads:\n");
+            for w in &self.workloads {
+                s.push_str(&format!("- {}: {}\n", w.name, w.description));
+            }
+        }
+        for key in ["access_logs", "skipped"] {
+            if let Some(v) = self.meta.get(key) {
+                s.push_str(&format!("\n{}: {v}\n", key.replace('_', " ")));
+            }
         }
         let f = failures(&self.workloads);
         if !f.is_empty() {
@@ -572,7 +583,8 @@ mod tests {
             description: String::new(),
             kind: WorkloadKind::Wrk,
             connections: 4,
-            backend_keepalive: true,
+            backend_keepalive: Some(true),
+            backend: "libfcgi".into(),
             access_log: true,
             targets: vec![
                 target(
@@ -647,7 +659,8 @@ mod tests {
             description: String::new(),
             kind: WorkloadKind::Idle,
             connections: 10_000,
-            backend_keepalive: true,
+            backend_keepalive: Some(true),
+            backend: "libfcgi".into(),
             access_log: true,
             targets: vec![
                 target(OURS, vec![idle(70.0)]),
