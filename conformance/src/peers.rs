@@ -30,13 +30,40 @@ pub enum PeerKind {
     Apache,
 }
 
+/// Where the FastCGI backend listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendAddr {
+    /// A TCP address (loopback here).
+    Tcp(SocketAddr),
+    /// A Unix domain socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BackendAddr {
+    /// `127.0.0.1:9000`, or `unix:/path/to/socket`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Tcp(a) => write!(f, "{a}"),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// What a peer's config is generated from.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
-    /// The FastCGI backend (TCP).
-    pub backend: SocketAddr,
-    /// Keep backend connections open and reuse them (FCGI_KEEP_CONN), or one per request.
-    pub backend_keepalive: bool,
+    /// The FastCGI backend.
+    pub backend: BackendAddr,
+    /// Keep backend connections open and reuse them (FCGI_KEEP_CONN), or one per request;
+    /// `None` leaves each peer's own default (fcgi-proxy reuses; nginx, HAProxy and Apache
+    /// open a connection per request).
+    pub backend_keepalive: Option<bool>,
+    /// Log every request as the peer does by default: fcgi-proxy's access line on stderr
+    /// (no `RUST_LOG` override), nginx's and Apache's `combined` log in `access.log` in the
+    /// peer's directory. HAProxy logs nothing without a `log` target, so either way it logs
+    /// nothing. When false: fcgi-proxy gets `RUST_LOG=warn`, nginx `access_log off`, Apache no
+    /// `CustomLog`.
+    pub access_log: bool,
     /// Client connections the peer must be able to hold at once (sizes nginx
     /// `worker_connections`, HAProxy `maxconn`, Apache's async connection factor).
     pub max_client_connections: usize,
@@ -45,19 +72,22 @@ pub struct PeerOptions {
     /// Worker processes or threads (nginx `worker_processes`, HAProxy `nbthread`, fcgi-proxy
     /// `workers`). Apache runs 2 processes of 64 threads whatever this says.
     pub workers: usize,
-    /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read from disk).
+    /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read by the peers; a
+    /// php-fpm backend runs the script found there).
     pub document_root: String,
     /// The `fcgi-proxy` binary (required for [`PeerKind::FcgiProxy`]).
     pub fcgi_proxy_bin: Option<PathBuf>,
-    /// Extra environment for the peer process (e.g. `RUST_LOG`).
+    /// Extra environment for the peer process (applied last: it overrides what `access_log`
+    /// sets).
     pub env: Vec<(String, String)>,
 }
 
 impl Default for PeerOptions {
     fn default() -> Self {
         PeerOptions {
-            backend: SocketAddr::from(([127, 0, 0, 1], 9000)),
-            backend_keepalive: true,
+            backend: BackendAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            backend_keepalive: Some(true),
+            access_log: true,
             max_client_connections: 1024,
             keepalive_timeout: Duration::from_secs(60),
             workers: 2,
@@ -158,7 +188,7 @@ impl PeerKind {
     pub fn config(self, opts: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
         match self {
             PeerKind::FcgiProxy => fcgi_proxy_config(opts, listen),
-            PeerKind::Nginx => nginx_config(opts, listen),
+            PeerKind::Nginx => nginx_config(opts, listen, dir),
             PeerKind::Haproxy => haproxy_config(opts, listen),
             PeerKind::Apache => apache_config(opts, listen, dir),
         }
@@ -184,6 +214,8 @@ impl PeerKind {
         let config = self.config(opts, listen, dir.path());
         let config_path = dir.path().join(config.file_name);
         std::fs::write(&config_path, &config.text)?;
+        // stdout and stderr (fcgi-proxy's access lines, every peer's errors) go to a file in
+        // the peer's directory: a pipe nobody reads would block a logging peer.
         let log_path = dir.path().join("output.log");
         let log = File::create(&log_path)?;
         let dir_s = format!("{}/", dir.path().display());
@@ -199,6 +231,15 @@ impl PeerKind {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self == PeerKind::FcgiProxy {
+            // Its access log is on unless RUST_LOG filters it out: what a user gets is no
+            // RUST_LOG at all, whatever this process was started with.
+            if opts.access_log {
+                cmd.env_remove("RUST_LOG");
+            } else {
+                cmd.env("RUST_LOG", "warn");
+            }
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -418,28 +459,58 @@ pub fn running_as_root() -> bool {
 
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
+/// How a config comment names the backend keep-alive setting.
+fn keepalive_words(k: Option<bool>) -> &'static str {
+    match k {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "left at its default",
+    }
+}
+
+/// Apache's and fcgi-proxy's backend URL: `fcgi://HOST:PORT/ROOT/`, or
+/// `unix:/PATH|fcgi://localhost/ROOT/` for a Unix socket.
+fn fcgi_url(o: &PeerOptions) -> String {
+    match &o.backend {
+        BackendAddr::Tcp(a) => format!("fcgi://{a}{}/", o.document_root),
+        BackendAddr::Unix(p) => {
+            format!("unix:{}|fcgi://localhost{}/", p.display(), o.document_root)
+        }
+    }
+}
+
 fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    let log = if o.access_log {
+        "one line per request on stderr (no RUST_LOG)"
+    } else {
+        "off (RUST_LOG=warn)"
+    };
+    let reuse = match o.backend_keepalive {
+        Some(r) => format!("worker.reuse = {r}\n"),
+        None => String::new(),
+    };
     let text = format!(
-        "# fcgi-proxy: one prefix route, backend keep-alive {reuse}; serving threads and the\n\
-         # backend connection limit are the defaults a user gets (one thread per core; the\n\
-         # limit learned from the backend)\n\
+        "# fcgi-proxy: one prefix route, backend keep-alive {ka};\n\
+         # access log {log};\n\
+         # serving threads and the backend connection limit are the defaults a user gets (one\n\
+         # thread per core; the limit learned from the backend)\n\
          listen = [\"{listen}\"]\n\
          document_root = \"{root}\"\n\
          \n\
          [timeouts]\n\
-         keep_alive = \"{ka}s\"\n\
+         keep_alive = \"{kat}s\"\n\
          \n\
          [limits]\n\
          max_keep_alive_requests = 0   # unlimited, like the others here\n\
          \n\
          [[route]]\n\
          path = \"/\"\n\
-         target = \"fcgi://{backend}{root}/\"\n\
-         worker.reuse = {reuse}\n",
-        reuse = o.backend_keepalive,
+         target = \"{target}\"\n\
+         {reuse}",
+        ka = keepalive_words(o.backend_keepalive),
         root = o.document_root,
-        ka = o.keepalive_timeout.as_secs(),
-        backend = o.backend,
+        kat = o.keepalive_timeout.as_secs(),
+        target = fcgi_url(o),
     );
     PeerConfig {
         file_name: "proxy.toml",
@@ -448,22 +519,28 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     }
 }
 
-fn nginx_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
     let per_worker = o.max_client_connections + 256;
-    let (keepalive, keep_conn) = if o.backend_keepalive {
+    let (keepalive, keep_conn) = if o.backend_keepalive == Some(true) {
         ("    keepalive 64;\n", "      fastcgi_keep_conn on;\n")
     } else {
         ("", "")
     };
+    let access_log = if o.access_log {
+        // nginx's default (logs/access.log combined), in the peer's directory.
+        format!("{} combined", dir.join("access.log").display())
+    } else {
+        "off".to_owned()
+    };
     let text = format!(
-        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka_on}\n\
+        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka}\n\
          worker_processes {workers};\n\
          worker_rlimit_nofile {nofile};\n\
          pid nginx.pid;\n\
          error_log stderr notice;\n\
          events {{ worker_connections {per_worker}; }}\n\
          http {{\n\
-         \x20 access_log off;\n\
+         \x20 access_log {access_log};\n\
          \x20 client_body_temp_path tmp/body;\n\
          \x20 fastcgi_temp_path     tmp/fastcgi;\n\
          \x20 proxy_temp_path       tmp/proxy;\n\
@@ -487,10 +564,11 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          \x20   }}\n\
          \x20 }}\n\
          }}\n",
-        ka_on = o.backend_keepalive,
+        ka = keepalive_words(o.backend_keepalive),
         workers = o.workers,
         nofile = per_worker * 2 + 1024,
         kat = o.keepalive_timeout.as_secs(),
+        // `unix:/path` is nginx's own syntax for a socket.
         backend = o.backend,
         root = o.document_root,
     );
@@ -513,14 +591,20 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
 }
 
 fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
-    let (keep, reuse) = if o.backend_keepalive {
-        ("    option keep-conn\n", "    http-reuse always\n")
-    } else {
-        ("    no option keep-conn\n", "    http-reuse never\n")
+    let (keep, reuse) = match o.backend_keepalive {
+        Some(true) => ("    option keep-conn\n", "    http-reuse always\n"),
+        Some(false) => ("    no option keep-conn\n", "    http-reuse never\n"),
+        // keep-conn off, http-reuse safe.
+        None => ("", ""),
+    };
+    let server = match &o.backend {
+        BackendAddr::Tcp(a) => a.to_string(),
+        BackendAddr::Unix(p) => format!("unix@{}", p.display()),
     };
     let kat = o.keepalive_timeout.as_secs();
     let text = format!(
-        "# HAProxy: fcgi-app backend, backend keep-alive {ka_on}\n\
+        "# HAProxy: fcgi-app backend, backend keep-alive {ka}; no `log` target, so no access\n\
+         # log (HAProxy logs nothing by default)\n\
          global\n\
          \x20   maxconn {maxconn}\n\
          \x20   nbthread {workers}\n\
@@ -539,12 +623,11 @@ fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          backend be_fcgi\n\
          {reuse}\
          \x20   use-fcgi-app app\n\
-         \x20   server s1 {backend} proto fcgi\n",
-        ka_on = o.backend_keepalive,
+         \x20   server s1 {server} proto fcgi\n",
+        ka = keepalive_words(o.backend_keepalive),
         maxconn = haproxy_maxconn(o.max_client_connections + 256, open_file_limit()),
         workers = o.workers,
         root = o.document_root,
-        backend = o.backend,
     );
     PeerConfig {
         file_name: "haproxy.cfg",
@@ -580,10 +663,20 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     } else {
         ""
     };
-    let reuse = if o.backend_keepalive {
-        "enablereuse=on"
+    let reuse = match o.backend_keepalive {
+        Some(true) => " enablereuse=on",
+        Some(false) => " disablereuse=on",
+        // mod_proxy_fcgi closes the connection after each request.
+        None => "",
+    };
+    let access_log = if o.access_log {
+        // Debian's LogFormat and its default site's CustomLog.
+        format!(
+            "LogFormat \"%h %l %u %t \\\"%r\\\" %>s %O \\\"%{{Referer}}i\\\" \\\"%{{User-Agent}}i\\\"\" \
+             combined\nCustomLog {d}/access.log combined\n"
+        )
     } else {
-        "disablereuse=on"
+        String::new()
     };
     // A fixed pool of 2 processes x 64 threads (no spawning or reaping of children during a
     // run: reaping a child closes its keep-alive connections). A process accepts while its
@@ -592,7 +685,8 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     // `max_client_connections` between them.
     let factor = o.max_client_connections / (2 * 64) + 2;
     let text = format!(
-        "# Apache httpd: event MPM, 2 processes x 64 threads, ProxyPass to fcgi://, {reuse}\n\
+        "# Apache httpd: event MPM, 2 processes x 64 threads, ProxyPass to fcgi://, backend \
+         reuse {ka}\n\
          ServerRoot {d}\n\
          ServerName 127.0.0.1\n\
          Listen {listen}\n\
@@ -600,6 +694,7 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
          DefaultRuntimeDir {d}/run\n\
          ErrorLog /dev/stderr\n\
          LogLevel warn\n\
+         {access_log}\
          {user}\
          LoadModule mpm_event_module  {m}/mod_mpm_event.so\n\
          LoadModule authz_core_module {m}/mod_authz_core.so\n\
@@ -618,11 +713,11 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
          MaxKeepAliveRequests 0\n\
          KeepAliveTimeout {kat}\n\
          DocumentRoot {d}/docroot\n\
-         ProxyPass \"/\" \"fcgi://{backend}{root}/\" {reuse}\n",
+         ProxyPass \"/\" \"{url}\"{reuse}\n",
+        ka = keepalive_words(o.backend_keepalive),
         m = APACHE_MODULES,
         kat = o.keepalive_timeout.as_secs(),
-        root = o.document_root,
-        backend = o.backend,
+        url = fcgi_url(o),
     );
     PeerConfig {
         file_name: "httpd.conf",
@@ -662,33 +757,125 @@ mod tests {
         assert!(open_file_limit().is_some());
     }
 
+    fn config(k: PeerKind, o: &PeerOptions) -> String {
+        k.config(o, "127.0.0.1:28090".parse().unwrap(), Path::new("/tmp/x"))
+            .text
+    }
+
     #[test]
     fn configs_point_at_the_backend_and_listener() {
         let o = PeerOptions {
-            backend: "127.0.0.1:29001".parse().unwrap(),
+            backend: BackendAddr::Tcp("127.0.0.1:29001".parse().unwrap()),
             ..PeerOptions::default()
         };
-        let l: SocketAddr = "127.0.0.1:28090".parse().unwrap();
         for k in PeerKind::ALL {
-            let c = k.config(&o, l, Path::new("/tmp/x"));
-            assert!(c.text.contains("127.0.0.1:29001"), "{}", c.text);
-            assert!(c.text.contains("127.0.0.1:28090"), "{}", c.text);
+            let c = config(k, &o);
+            assert!(c.contains("127.0.0.1:29001"), "{c}");
+            assert!(c.contains("127.0.0.1:28090"), "{c}");
         }
+        assert!(
+            config(PeerKind::FcgiProxy, &o)
+                .contains("target = \"fcgi://127.0.0.1:29001/srv/app/\"\nworker.reuse = true\n")
+        );
+        assert!(
+            config(PeerKind::Apache, &o)
+                .contains("\"fcgi://127.0.0.1:29001/srv/app/\" enablereuse=on\n")
+        );
+        assert!(
+            config(PeerKind::Nginx, &o)
+                .contains("    server 127.0.0.1:29001;\n    keepalive 64;\n")
+        );
+        assert!(config(PeerKind::Haproxy, &o).contains("    option keep-conn\n"));
+        assert!(config(PeerKind::Haproxy, &o).contains("server s1 127.0.0.1:29001 proto fcgi\n"));
         let off = PeerOptions {
-            backend_keepalive: false,
-            ..o
+            backend_keepalive: Some(false),
+            ..o.clone()
         };
+        assert!(!config(PeerKind::Nginx, &off).contains("keepalive 64"));
+        assert!(config(PeerKind::Apache, &off).contains("disablereuse=on"));
+        assert!(config(PeerKind::Haproxy, &off).contains("no option keep-conn"));
+        assert!(config(PeerKind::FcgiProxy, &off).contains("worker.reuse = false"));
+    }
+
+    #[test]
+    fn peer_defaults_leave_backend_reuse_unset() {
+        let o = PeerOptions {
+            backend_keepalive: None,
+            ..PeerOptions::default()
+        };
+        for k in PeerKind::ALL {
+            let c = config(k, &o);
+            for set in ["reuse", "keep-conn", "keepalive 64", "fastcgi_keep_conn"] {
+                let lines: Vec<&str> = c
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && l.contains(set))
+                    .collect();
+                assert!(lines.is_empty(), "{}: {lines:?}", k.name());
+            }
+        }
+    }
+
+    #[test]
+    fn unix_socket_configs_name_the_socket() {
+        let o = PeerOptions {
+            backend: BackendAddr::Unix(PathBuf::from("/tmp/b/fcgi.sock")),
+            ..PeerOptions::default()
+        };
+        assert_eq!(o.backend.to_string(), "unix:/tmp/b/fcgi.sock");
+        let want = [
+            (
+                PeerKind::FcgiProxy,
+                "target = \"unix:/tmp/b/fcgi.sock|fcgi://localhost/srv/app/\"\n",
+            ),
+            (PeerKind::Nginx, "    server unix:/tmp/b/fcgi.sock;\n"),
+            (
+                PeerKind::Haproxy,
+                "    server s1 unix@/tmp/b/fcgi.sock proto fcgi\n",
+            ),
+            (
+                PeerKind::Apache,
+                "ProxyPass \"/\" \"unix:/tmp/b/fcgi.sock|fcgi://localhost/srv/app/\" enablereuse=on\n",
+            ),
+        ];
+        for (k, line) in want {
+            let c = config(k, &o);
+            assert!(c.contains(line), "{}: {line:?} in\n{c}", k.name());
+            assert!(!c.contains("127.0.0.1:9000"), "{c}");
+        }
+    }
+
+    #[test]
+    fn access_logs_as_each_peer_has_them_by_default() {
+        let on = PeerOptions::default();
+        assert!(on.access_log);
+        let nginx = config(PeerKind::Nginx, &on);
         assert!(
-            !PeerKind::Nginx
-                .config(&off, l, Path::new("/tmp"))
-                .text
-                .contains("keepalive 64")
+            nginx.contains("  access_log /tmp/x/access.log combined;\n"),
+            "{nginx}"
+        );
+        let apache = config(PeerKind::Apache, &on);
+        assert!(
+            apache.contains("CustomLog /tmp/x/access.log combined\n"),
+            "{apache}"
         );
         assert!(
-            PeerKind::Apache
-                .config(&off, l, Path::new("/tmp"))
-                .text
-                .contains("disablereuse=on")
+            apache.contains(
+                "LogFormat \"%h %l %u %t \\\"%r\\\" %>s %O \\\"%{Referer}i\\\" \\\"%{User-Agent}i\\\"\" combined\n"
+            ),
+            "{apache}"
         );
+        let ours = config(PeerKind::FcgiProxy, &on);
+        assert!(ours.contains("access log one line per request"), "{ours}");
+        let haproxy = config(PeerKind::Haproxy, &on);
+        assert!(!haproxy.lines().any(|l| l.trim_start().starts_with("log ")));
+
+        let off = PeerOptions {
+            access_log: false,
+            ..PeerOptions::default()
+        };
+        assert!(config(PeerKind::Nginx, &off).contains("  access_log off;\n"));
+        let apache = config(PeerKind::Apache, &off);
+        assert!(!apache.contains("CustomLog") && !apache.contains("LogFormat"));
+        assert!(config(PeerKind::FcgiProxy, &off).contains("access log off (RUST_LOG=warn)"));
     }
 }

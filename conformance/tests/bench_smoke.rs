@@ -1,13 +1,14 @@
-//! `cargo xtask bench --quick` end to end against fcgi-proxy and nginx: checks that it runs and
-//! writes its results, not what the numbers are. Skips (with the reason printed) when wrk,
-//! nginx, spawn-fcgi, cc or libfcgi-dev are missing, unless `FCGI_REQUIRE` (or `CI`) requires
-//! them: then it fails (see the `programs` crate).
+//! `cargo xtask bench --quick` end to end against fcgi-proxy and nginx, every workload (the
+//! Unix-socket and php-fpm ones included): checks that it runs and writes its results, not what
+//! the numbers are. Skips (with the reason printed) when wrk, nginx, spawn-fcgi, cc or
+//! libfcgi-dev are missing, and leaves out `fpm-c16` when php-fpm 8.2 is, unless `FCGI_REQUIRE`
+//! (or `CI`) requires them: then it fails (see the `programs` crate).
 
 mod common;
 
 use std::path::PathBuf;
 
-use conformance::bench::{self, Options};
+use conformance::bench::{self, Options, fpm};
 use conformance::peers::PeerKind;
 
 /// `target/<profile>/fcgi-proxy` next to this test's `deps/` directory (`cargo test
@@ -33,6 +34,7 @@ fn quick_bench_runs_and_writes_results() {
         }
         return;
     }
+    let php_fpm = programs::require_program(fpm::PHP_FPM, fpm::PACKAGE).is_some();
     let bin = proxy_binary().unwrap_or_else(common::proxy_bin);
     let out = tempfile::tempdir().unwrap();
     let opts = Options {
@@ -45,16 +47,27 @@ fn quick_bench_runs_and_writes_results() {
     println!("{}", report.render());
 
     let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "get-c4",
-            "get-c64",
-            "post64k-c16",
-            "get-c16-noreuse",
-            "idle-200"
-        ]
-    );
+    let mut want = vec![
+        "get-c4",
+        "get-c64",
+        "get-c256",
+        "post64k-c16",
+        "post64k-c64",
+        "get-c16-noreuse",
+        "unix-c64",
+        "fpm-c16",
+        "get-c64-nolog",
+        "idle-200",
+    ];
+    if !php_fpm {
+        want.retain(|w| *w != "fpm-c16");
+        assert!(
+            report.meta["skipped"].contains("fpm-c16"),
+            "{:?}",
+            report.meta
+        );
+    }
+    assert_eq!(names, want);
     for w in &report.workloads {
         assert_eq!(w.targets.len(), 2, "{}", w.name);
         for t in &w.targets {
@@ -67,11 +80,27 @@ fn quick_bench_runs_and_writes_results() {
         assert_eq!(nginx.vs_nginx.peak_rss_mib, Some(1.0), "{}", w.name);
     }
     assert!(!report.goals.is_empty());
+    assert!(report.goals.iter().any(|g| g.workload == "unix-c64"));
     assert!(report.configs.keys().any(|k| k.starts_with("fcgi-proxy")));
+    // The Unix-socket configs name the socket; logs on and off as the workloads say.
+    let unix = &report.configs["nginx (libfcgi unix, backend keep-alive, access log)"];
+    assert!(unix.contains("server unix:/"), "{unix}");
+    let ours = &report.configs["fcgi-proxy (libfcgi unix, backend keep-alive, access log)"];
+    assert!(ours.contains("target = \"unix:/"), "{ours}");
+    let nolog = &report.configs["nginx (libfcgi tcp, backend keep-alive, no access log)"];
+    assert!(nolog.contains("access_log off;"), "{nolog}");
+    let logged = &report.configs["nginx (libfcgi tcp, backend keep-alive, access log)"];
+    assert!(logged.contains("/access.log combined;"), "{logged}");
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
-    assert_eq!(json["workloads"].as_array().map(Vec::len), Some(5));
-    assert!(out.path().join("results.md").is_file());
+    assert_eq!(json["workloads"].as_array().map(Vec::len), Some(want.len()));
+    assert!(
+        json["machine"]["logical_cores"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(md.starts_with("machine: "), "{md}");
 }

@@ -1,14 +1,17 @@
 //! The FastCGI backend every proxy is measured against: `responder.c` (libfcgi), compiled at
-//! bench time and run as several processes by `spawn-fcgi` on one loopback port.
+//! bench time and run as several processes by `spawn-fcgi` on one loopback port, or on a Unix
+//! socket (`spawn-fcgi -s`).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::peers::{free_loopback_port, is_alive, signal};
+use crate::peers::{BackendAddr, free_loopback_port, is_alive, signal};
 
 /// The responder's C source.
 pub const RESPONDER_C: &str = include_str!("responder.c");
@@ -43,38 +46,91 @@ pub fn build(dir: &Path) -> Result<PathBuf, String> {
 /// The running responder processes. Stopped by PID (from spawn-fcgi's PID file) on drop.
 #[derive(Debug)]
 pub struct Backend {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub pids: Vec<u32>,
+    /// The Unix socket's directory, removed after the processes stopped.
+    socket_dir: Option<tempfile::TempDir>,
 }
 
 impl Backend {
-    /// Starts `processes` copies of `exe` sharing one listening socket.
+    /// Starts `processes` copies of `exe` sharing one listening socket on a free loopback port.
     pub fn start(exe: &Path, processes: usize, work_dir: &Path) -> Result<Backend, String> {
         let addr = free_loopback_port().map_err(|e| e.to_string())?;
-        let pid_file = work_dir.join("backend.pids");
-        let _ = std::fs::remove_file(&pid_file);
-        let out = Command::new("spawn-fcgi")
-            .arg("-a")
-            .arg(addr.ip().to_string())
-            .arg("-p")
-            .arg(addr.port().to_string())
+        let listen = [
+            "-a".to_owned(),
+            addr.ip().to_string(),
+            "-p".to_owned(),
+            addr.port().to_string(),
+        ];
+        Self::spawn(
+            exe,
+            processes,
+            &work_dir.join("backend.pids"),
+            &listen,
+            BackendAddr::Tcp(addr),
+            None,
+        )
+    }
+
+    /// Starts `processes` copies of `exe` sharing one Unix socket, `fcgi.sock` in a new
+    /// directory under the system's temp dir (a short path, and one every peer's worker can
+    /// reach whatever user it runs as: the directory is 0755 and the socket 0666).
+    pub fn start_unix(exe: &Path, processes: usize, work_dir: &Path) -> Result<Backend, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-fcgi-")
+            .tempdir()
+            .map_err(|e| format!("socket directory: {e}"))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
+        let socket = dir.path().join("fcgi.sock");
+        let listen = [
+            "-s".to_owned(),
+            socket.display().to_string(),
+            "-M".to_owned(),
+            "0666".to_owned(),
+        ];
+        Self::spawn(
+            exe,
+            processes,
+            &work_dir.join("backend-unix.pids"),
+            &listen,
+            BackendAddr::Unix(socket),
+            Some(dir),
+        )
+    }
+
+    fn spawn(
+        exe: &Path,
+        processes: usize,
+        pid_file: &Path,
+        listen: &[String],
+        addr: BackendAddr,
+        socket_dir: Option<tempfile::TempDir>,
+    ) -> Result<Backend, String> {
+        let _ = std::fs::remove_file(pid_file);
+        let out = Command::new(programs::program_path("spawn-fcgi"))
+            .args(listen)
             .arg("-F")
             .arg(processes.to_string())
             .arg("-b")
             .arg("1024")
             .arg("-P")
-            .arg(&pid_file)
+            .arg(pid_file)
             .arg("--")
             .arg(exe)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run spawn-fcgi: {e}"))?;
-        let pids: Vec<u32> = std::fs::read_to_string(&pid_file)
+        let pids: Vec<u32> = std::fs::read_to_string(pid_file)
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect();
-        let backend = Backend { addr, pids };
+        let backend = Backend {
+            addr,
+            pids,
+            socket_dir,
+        };
         if !out.status.success() || backend.pids.len() != processes {
             return Err(format!(
                 "spawn-fcgi started {} of {processes} processes ({}): {}",
@@ -92,7 +148,7 @@ impl Backend {
     pub fn check(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match fcgi_get(self.addr) {
+            match fcgi_get(&self.addr, "/srv/app/check") {
                 Ok(body) if body.contains(RESPONSE_BODY) => return Ok(()),
                 Ok(body) => return Err(format!("backend answered {body:?}")),
                 Err(e) if Instant::now() >= deadline => {
@@ -122,6 +178,10 @@ impl Backend {
             }
         }
         self.pids.clear();
+        // The socket goes once nothing listens on it.
+        if let Some(d) = self.socket_dir.take() {
+            let _ = d.close();
+        }
     }
 }
 
@@ -131,15 +191,30 @@ impl Drop for Backend {
     }
 }
 
-/// A minimal FastCGI GET (BEGIN_REQUEST, a few PARAMS, empty STDIN); returns the STDOUT text.
-pub fn fcgi_get(addr: SocketAddr) -> io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+/// A minimal FastCGI GET of `script_filename` (BEGIN_REQUEST, a few PARAMS, empty STDIN) over
+/// TCP or a Unix socket; returns the STDOUT text.
+pub fn fcgi_get(addr: &BackendAddr, script_filename: &str) -> io::Result<String> {
+    let timeout = Some(Duration::from_secs(2));
+    match addr {
+        BackendAddr::Tcp(a) => {
+            let s = TcpStream::connect_timeout(a, Duration::from_secs(2))?;
+            s.set_read_timeout(timeout)?;
+            exchange(s, script_filename)
+        }
+        BackendAddr::Unix(p) => {
+            let s = UnixStream::connect(p)?;
+            s.set_read_timeout(timeout)?;
+            exchange(s, script_filename)
+        }
+    }
+}
+
+fn exchange(mut s: impl Read + Write, script_filename: &str) -> io::Result<String> {
     let mut req = Vec::new();
     fastcgi::encode::begin_request(&mut req, 1, fastcgi::Role::Responder, 0);
     let params = [
         ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_FILENAME", "/srv/app/check"),
+        ("SCRIPT_FILENAME", script_filename),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
     ];
     fastcgi::encode::params(&mut req, 1, &params, 16384);

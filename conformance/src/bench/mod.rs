@@ -3,21 +3,28 @@
 //!
 //! - The backend is a minimal libfcgi responder (`responder.c`, compiled at bench time) run as
 //!   many processes by spawn-fcgi, more than any proxy opens connections, so no proxy
-//!   saturates it.
+//!   saturates it; `unix-c64` runs a second set of them on a Unix socket, and `fpm-c16` runs
+//!   php-fpm 8.2 with a hello-world script instead.
+//! - Every target runs as its users leave it: fcgi-proxy with its defaults, and every target
+//!   with its default access log (fcgi-proxy's line per request on stderr, nginx's and
+//!   Apache's `combined` log to a file; HAProxy has none without a `log` target).
+//!   `get-c64-nolog` turns the logs off.
 //! - Each workload runs every target in turn, round after round (A B C D A B C D ...), each
 //!   run on a freshly started peer: warm-up, then the measured wrk run. Medians over rounds;
 //!   ratios against nginx.
 //! - Proxy CPU is utime + stime of the peer's process tree (from /proc) before and after the
 //!   measured run, divided by the requests wrk completed. Peak RSS is the sum of VmHWM over
 //!   the tree.
-//! - Results: a table on stdout, and `target/bench/results.json` (plus `results.md` and the
-//!   peer configs in `target/bench/configs/`).
+//! - Results: the machine line and a table on stdout, and `target/bench/results.json` (plus
+//!   `results.md` and the peer configs in `target/bench/configs/`).
 //!
 //! The machine is shared and small (2 cores carry wrk, the backend and the proxy together):
 //! single runs are noisy, which is why targets alternate and medians are reported.
 
 pub mod backend;
+pub mod fpm;
 pub mod idle;
+pub mod machine;
 pub mod procfs;
 pub mod report;
 pub mod wrk;
@@ -30,8 +37,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::peers::{PeerKind, PeerOptions, RunningPeer, find_program, signal};
+use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, find_program, signal};
 use backend::Backend;
+use fpm::Fpm;
+use machine::Machine;
 use report::{Metrics, Report, Run, TargetResult, WorkloadKind, WorkloadResult};
 use wrk::RequestShape;
 
@@ -78,7 +87,7 @@ impl Options {
             rounds: 3,
             idle_rounds: 2,
             idle_connections: 10_000,
-            backend_processes: 160,
+            backend_processes: 320,
             targets: PeerKind::ALL.to_vec(),
             workloads: None,
             proxy_bin: None,
@@ -96,7 +105,6 @@ impl Options {
             rounds: 1,
             idle_rounds: 1,
             idle_connections: 200,
-            backend_processes: 160,
             ..Options::full()
         }
     }
@@ -105,25 +113,37 @@ impl Options {
 const USAGE: &str = "\
 cargo xtask bench [OPTIONS]
 
-fcgi-proxy (release build) side by side with nginx, HAProxy and Apache in front of one libfcgi
-backend; wrk for load. Results: a table here and target/bench/results.json.
+fcgi-proxy (release build) side by side with nginx, HAProxy and Apache in front of one FastCGI
+backend; wrk for load. Every target runs with its default access log. Results: the machine, a
+table here, and target/bench/results.json (results.md, configs/).
 
 OPTIONS:
     --quick              1 s runs, one round, 200 idle connections (a smoke run)
     --duration SECS      measured seconds per run (default 5)
     --warmup SECS        warm-up seconds per run (default 1)
-    --rounds N           rounds of every load workload (default 3)
+    --rounds N           rounds of every load workload (default 3; the idle one: 2)
     --idle N             idle connections for the memory workload (default 10000)
     --targets LIST       comma-separated: fcgi-proxy,nginx,haproxy,apache (default all)
     --workloads LIST     comma-separated workload names (default all; see below)
     --proxy-bin PATH     use this fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
     --out DIR            results directory (default target/bench)
 
-WORKLOADS:
-    get-c4, get-c64      small GET over 4 / 64 client connections, backend keep-alive on
-    post64k-c16          POST with a 64 KiB body over 16 connections
+WORKLOADS (libfcgi responder over loopback TCP, backend keep-alive, access logs on, unless
+said otherwise):
+    get-c4, get-c64, get-c256
+                         small GET over 4 / 64 / 256 client connections
+    post64k-c16, post64k-c64
+                         POST with a 64 KiB body over 16 / 64 connections
     get-c16-noreuse      small GET over 16 connections, backend connection reuse off
+    unix-c64             small GET over 64 connections, the responder on a Unix socket
+    fpm-c16              a hello-world PHP script on php-fpm 8.2 (pm = static, 8 children),
+                         16 connections, each target's default backend reuse (skipped when
+                         php-fpm8.2 is not installed)
+    get-c64-nolog        get-c64 with every access log off
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
+
+A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 15 minutes
+on 2 cores.
 ";
 
 /// Parses the bench's command line (after `bench`).
@@ -181,6 +201,21 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--out" => o.out_dir = PathBuf::from(value(a)?),
             other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if let Some(names) = &o.workloads {
+        let known: Vec<String> = workloads(&Options {
+            workloads: None,
+            ..o.clone()
+        })
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+        if let Some(n) = names.iter().find(|n| *n != "idle" && !known.contains(n)) {
+            return Err(format!(
+                "unknown workload {n:?} (known: {}, idle)",
+                known.join(", ")
+            ));
         }
     }
     Ok(Some(o))
@@ -292,6 +327,28 @@ fn stop_children_on_signal() {
     });
 }
 
+/// The backend program a workload runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The libfcgi responders on a loopback port, started once for the whole run.
+    Libfcgi,
+    /// As many of the same responders on a Unix socket, started for the workload.
+    LibfcgiUnix,
+    /// php-fpm 8.2 running a hello-world script, started for the workload.
+    PhpFpm,
+}
+
+impl BackendChoice {
+    /// In reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendChoice::Libfcgi => "libfcgi responder, loopback TCP",
+            BackendChoice::LibfcgiUnix => "libfcgi responder, Unix socket",
+            BackendChoice::PhpFpm => "php-fpm 8.2, hello-world script, loopback TCP",
+        }
+    }
+}
+
 /// One workload definition.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -300,18 +357,47 @@ pub struct Workload {
     pub kind: WorkloadKind,
     pub connections: usize,
     pub shape: RequestShape,
-    pub backend_keepalive: bool,
+    /// The request path.
+    pub path: &'static str,
+    pub backend: BackendChoice,
+    /// Backend reuse for every target; None: each target's own default.
+    pub backend_keepalive: Option<bool>,
+    /// Access logs as each target has them by default (false: off for all).
+    pub access_log: bool,
 }
+
+impl Workload {
+    /// Why this workload cannot run here, if it cannot (a program it needs is missing).
+    pub fn missing(&self) -> Option<String> {
+        (self.backend == BackendChoice::PhpFpm && find_program(fpm::PHP_FPM).is_none()).then(|| {
+            format!(
+                "{} not installed (apt-get install {})",
+                fpm::PHP_FPM,
+                fpm::PACKAGE
+            )
+        })
+    }
+}
+
+/// What every report says about access logs.
+pub const ACCESS_LOG_NOTE: &str = "every workload but get-c64-nolog runs each target with the \
+    access log it has by default: fcgi-proxy one line per request on stderr (no RUST_LOG), sent \
+    to a file; nginx and Apache the combined format to access.log; HAProxy logs nothing without \
+    a `log` target and runs without one. get-c64-nolog turns them off (fcgi-proxy \
+    RUST_LOG=warn, nginx access_log off, Apache without CustomLog)";
 
 /// The workloads of a run, in order.
 pub fn workloads(o: &Options) -> Vec<Workload> {
-    let wrk = |name: &str, desc: &str, c: usize, shape: RequestShape, ka: bool| Workload {
+    let wrk = |name: &str, desc: &str, c: usize, shape: RequestShape| Workload {
         name: name.to_owned(),
         description: desc.to_owned(),
         kind: WorkloadKind::Wrk,
         connections: c,
         shape,
-        backend_keepalive: ka,
+        path: wrk::PATH,
+        backend: BackendChoice::Libfcgi,
+        backend_keepalive: Some(true),
+        access_log: true,
     };
     let (thousands, rest) = (o.idle_connections / 1000, o.idle_connections % 1000);
     let idle_name = if thousands > 0 && rest == 0 {
@@ -319,35 +405,84 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
     } else {
         format!("idle-{}", o.idle_connections)
     };
+    let post = RequestShape::Post(64 * 1024);
     let all = vec![
         wrk(
             "get-c4",
             "GET, 4 client connections, backend keep-alive",
             4,
             RequestShape::Get,
-            true,
         ),
         wrk(
             "get-c64",
             "GET, 64 client connections, backend keep-alive",
             64,
             RequestShape::Get,
-            true,
+        ),
+        wrk(
+            "get-c256",
+            "GET, 256 client connections, backend keep-alive",
+            256,
+            RequestShape::Get,
         ),
         wrk(
             "post64k-c16",
             "POST with a 64 KiB body, 16 client connections, backend keep-alive",
             16,
-            RequestShape::Post(64 * 1024),
-            true,
+            post,
         ),
         wrk(
-            "get-c16-noreuse",
-            "GET, 16 client connections, backend connection reuse off",
-            16,
-            RequestShape::Get,
-            false,
+            "post64k-c64",
+            "POST with a 64 KiB body, 64 client connections, backend keep-alive",
+            64,
+            post,
         ),
+        Workload {
+            backend_keepalive: Some(false),
+            ..wrk(
+                "get-c16-noreuse",
+                "GET, 16 client connections, backend connection reuse off",
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            backend: BackendChoice::LibfcgiUnix,
+            ..wrk(
+                "unix-c64",
+                "GET, 64 client connections, the libfcgi responder on a Unix socket, backend \
+                 keep-alive",
+                64,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            backend: BackendChoice::PhpFpm,
+            path: fpm::PATH,
+            backend_keepalive: None,
+            ..wrk(
+                "fpm-c16",
+                &format!(
+                    "GET of a hello-world PHP script, 16 client connections, php-fpm 8.2 \
+                     (pm = static, {} children); backend reuse as each target has it by \
+                     default: fcgi-proxy reuses connections, nginx, HAProxy and Apache open one \
+                     per request",
+                    fpm::CHILDREN
+                ),
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            access_log: false,
+            ..wrk(
+                "get-c64-nolog",
+                "get-c64 with every access log off (fcgi-proxy RUST_LOG=warn, nginx \
+                 access_log off, Apache without CustomLog; HAProxy has none anyway)",
+                64,
+                RequestShape::Get,
+            )
+        },
         Workload {
             name: idle_name,
             description: format!(
@@ -356,8 +491,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             ),
             kind: WorkloadKind::Idle,
             connections: o.idle_connections,
-            shape: RequestShape::Get,
-            backend_keepalive: true,
+            ..wrk("", "", 0, RequestShape::Get)
         },
     ];
     match &o.workloads {
@@ -401,28 +535,67 @@ pub fn build_proxy(workspace: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo did not report the fcgi-proxy executable".to_owned())
 }
 
-/// One GET through a peer (Connection: close); Ok when it answered 200 with the backend's
-/// body.
-pub fn check_get(addr: SocketAddr) -> Result<(), String> {
+/// What a correct answer through a peer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// Text the body holds.
+    pub body: &'static str,
+    /// The start of the Content-Type value.
+    pub content_type: &'static str,
+}
+
+/// The libfcgi responder's answer.
+pub const LIBFCGI_ANSWER: Expect = Expect {
+    body: backend::RESPONSE_BODY,
+    content_type: "text/plain",
+};
+
+/// The PHP script's answer: its output, with PHP's default Content-Type (the responder's is
+/// text/plain, so this one can only come from php-fpm).
+pub const PHP_ANSWER: Expect = Expect {
+    body: fpm::OUTPUT,
+    content_type: "text/html",
+};
+
+/// Whether a raw HTTP/1.1 response is a 200 with the expected Content-Type and body.
+pub fn answer_matches(response: &str, expect: Expect) -> bool {
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let content_type = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_ascii_lowercase())
+    });
+    head.starts_with("HTTP/1.1 200")
+        && content_type.is_some_and(|c| c.starts_with(expect.content_type))
+        && body.contains(expect.body)
+}
+
+/// One GET of `path` through a peer (Connection: close); Ok when it answered as `expect`s.
+pub fn check_get(addr: SocketAddr, path: &str, expect: Expect) -> Result<(), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
-        wrk::PATH
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("write: {e}"))?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&resp);
-    if text.starts_with("HTTP/1.1 200") && text.contains(backend::RESPONSE_BODY) {
+    if answer_matches(&text, expect) {
         Ok(())
     } else {
         Err(format!(
-            "check request answered {:?}",
-            text.chars().take(300).collect::<String>()
+            "check request for {path} answered {:?} (expected 200, Content-Type {}, a body \
+             with {:?})",
+            text.chars().take(300).collect::<String>(),
+            expect.content_type,
+            expect.body
         ))
     }
 }
@@ -433,10 +606,28 @@ fn command_line(prog: &str, args: &[&str]) -> Option<String> {
     (!t.is_empty()).then_some(t)
 }
 
+/// A backend started for one workload (the shared TCP responders serve the others).
+enum OwnBackend {
+    Unix(Backend),
+    Fpm(Fpm),
+}
+
+impl OwnBackend {
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            OwnBackend::Unix(b) => b.pids.clone(),
+            OwnBackend::Fpm(f) => f.pids(),
+        }
+    }
+}
+
 /// Everything shared by the runs.
 struct Bench<'a> {
     opts: &'a Options,
+    /// The libfcgi responders on a loopback port.
     backend: Backend,
+    /// The responder's executable (for the Unix-socket instance).
+    responder: PathBuf,
     proxy_bin: PathBuf,
     clk_tck: u64,
     configs: BTreeMap<String, String>,
@@ -449,6 +640,8 @@ struct Bench<'a> {
 pub fn run(opts: &Options) -> Result<Report, String> {
     let started = Instant::now();
     let workspace = workspace_root();
+    let machine = Machine::detect(&workspace);
+    progress(opts, &machine.line());
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
     let proxy_bin = match &opts.proxy_bin {
@@ -481,6 +674,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let mut bench = Bench {
         opts,
         backend,
+        responder,
         proxy_bin,
         clk_tck: procfs::clock_ticks_per_second(),
         configs: BTreeMap::new(),
@@ -491,7 +685,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         .targets
         .iter()
         .copied()
-        .filter(|k| match k.unavailable(&bench.peer_options(true, 0)) {
+        .filter(|k| match k.unavailable(&bench.base_options()) {
             None => true,
             Some(why) => {
                 progress(opts, &format!("skipping {}: {why}", k.name()));
@@ -500,12 +694,22 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         })
         .collect();
     let mut results = Vec::new();
+    let mut skipped = Vec::new();
     for w in workloads(opts) {
+        if let Some(why) = w.missing() {
+            progress(opts, &format!("skipping workload {}: {why}", w.name));
+            skipped.push(format!("{} ({why})", w.name));
+            continue;
+        }
         results.push(bench.workload(&w, &targets)?);
     }
-    let meta = bench.meta(&targets, nofile);
+    let mut meta = bench.meta(&targets, nofile);
+    if !skipped.is_empty() {
+        meta.insert("skipped".to_owned(), skipped.join("; "));
+    }
     let goals = report::goals(&results, IDLE_GOAL_MIB);
     let report = Report {
+        machine,
         meta,
         configs: std::mem::take(&mut bench.configs),
         workloads: results,
@@ -549,17 +753,75 @@ fn progress(opts: &Options, line: &str) {
 }
 
 impl Bench<'_> {
-    fn peer_options(&self, keepalive: bool, idle: usize) -> PeerOptions {
+    /// What every peer shares: the binary, the limits, the workers.
+    fn base_options(&self) -> PeerOptions {
         PeerOptions {
-            backend: self.backend.addr,
-            backend_keepalive: keepalive,
-            max_client_connections: idle.max(1024 - 256) + 256,
+            backend: self.backend.addr.clone(),
+            backend_keepalive: Some(true),
+            access_log: true,
+            max_client_connections: 1024,
             keepalive_timeout: Duration::from_secs(60),
             workers: 2,
             document_root: "/srv/app".to_owned(),
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
-            // Access logs are off for every peer.
-            env: vec![("RUST_LOG".to_owned(), "warn".to_owned())],
+            env: Vec::new(),
+        }
+    }
+
+    /// The peer options of workload `w` (against `own`, its own backend, if it has one) with
+    /// room for `idle` idle client connections.
+    fn peer_options(&self, w: &Workload, own: Option<&OwnBackend>, idle: usize) -> PeerOptions {
+        let mut o = self.base_options();
+        o.backend_keepalive = w.backend_keepalive;
+        o.access_log = w.access_log;
+        o.max_client_connections = idle.max(1024 - 256) + 256;
+        match own {
+            None => {}
+            Some(OwnBackend::Unix(b)) => o.backend = b.addr.clone(),
+            Some(OwnBackend::Fpm(f)) => {
+                o.backend = f.addr();
+                o.document_root = f.document_root();
+            }
+        }
+        o
+    }
+
+    /// Starts the backend `w` needs beyond the shared one.
+    fn own_backend(&self, w: &Workload) -> Result<Option<OwnBackend>, String> {
+        let own = match w.backend {
+            BackendChoice::Libfcgi => return Ok(None),
+            BackendChoice::LibfcgiUnix => OwnBackend::Unix(Backend::start_unix(
+                &self.responder,
+                self.opts.backend_processes,
+                &self.opts.out_dir,
+            )?),
+            BackendChoice::PhpFpm => OwnBackend::Fpm(Fpm::start()?),
+        };
+        register(&own.pids());
+        let (n, addr): (String, BackendAddr) = match &own {
+            OwnBackend::Unix(b) => (
+                format!("{} libfcgi processes", b.pids.len()),
+                b.addr.clone(),
+            ),
+            OwnBackend::Fpm(f) => (
+                format!(
+                    "php-fpm (master + {} children, files in {})",
+                    f.pids().len().saturating_sub(1),
+                    f.dir().display()
+                ),
+                f.addr(),
+            ),
+        };
+        progress(self.opts, &format!("{}: {n} on {addr}", w.name));
+        Ok(Some(own))
+    }
+
+    /// One request straight to the workload's backend.
+    fn check_backend(&self, own: Option<&OwnBackend>) -> Result<(), String> {
+        match own {
+            None => self.backend.check(),
+            Some(OwnBackend::Unix(b)) => b.check(),
+            Some(OwnBackend::Fpm(f)) => f.check(),
         }
     }
 
@@ -573,6 +835,8 @@ impl Bench<'_> {
             kind: w.kind,
             connections: w.connections,
             backend_keepalive: w.backend_keepalive,
+            backend: w.backend.label().to_owned(),
+            access_log: w.access_log,
             targets: targets
                 .iter()
                 .map(|k| TargetResult {
@@ -583,6 +847,29 @@ impl Bench<'_> {
                 })
                 .collect(),
         };
+        let own = match self.own_backend(w) {
+            Ok(own) => own,
+            Err(e) => {
+                // Every target fails this workload; the others still run.
+                progress(
+                    self.opts,
+                    &format!("{}: backend failed to start: {e}", w.name),
+                );
+                for t in &mut result.targets {
+                    t.runs.push(Run {
+                        round: 0,
+                        metrics: Metrics::default(),
+                        wrk: None,
+                        cpu_seconds: None,
+                        processes: 0,
+                        note: None,
+                        error: Some(format!("backend failed to start: {e}")),
+                    });
+                }
+                result.aggregate();
+                return Ok(result);
+            }
+        };
         let rounds = match w.kind {
             WorkloadKind::Wrk => self.opts.rounds,
             WorkloadKind::Idle => self.opts.idle_rounds,
@@ -590,7 +877,7 @@ impl Bench<'_> {
         for round in 0..rounds {
             for (i, &kind) in targets.iter().enumerate() {
                 let run = match w.kind {
-                    WorkloadKind::Wrk => self.wrk_run(w, kind, round, &script),
+                    WorkloadKind::Wrk => self.wrk_run(w, own.as_ref(), kind, round, &script),
                     WorkloadKind::Idle => self.idle_run(w, kind, round),
                 };
                 progress(
@@ -606,10 +893,14 @@ impl Bench<'_> {
                 );
                 result.targets[i].runs.push(run);
                 // A dead backend would blame every following peer.
-                self.backend
-                    .check()
+                self.check_backend(own.as_ref())
                     .map_err(|e| format!("backend broke after {}: {e}", kind.name()))?;
             }
+        }
+        if let Some(own) = own {
+            let pids = own.pids();
+            drop(own);
+            unregister(&pids);
         }
         result.aggregate();
         Ok(result)
@@ -620,13 +911,15 @@ impl Bench<'_> {
         kind: PeerKind,
         o: &PeerOptions,
         variant: &str,
+        path: &str,
+        expect: Expect,
     ) -> Result<RunningPeer, String> {
         let peer = kind.start(o).map_err(|e| format!("start: {e}"))?;
         register(&peer.pids());
         self.configs
             .entry(format!("{} ({variant})", kind.name()))
             .or_insert_with(|| peer.config().text.clone());
-        if let Err(e) = check_get(peer.addr()) {
+        if let Err(e) = check_get(peer.addr(), path, expect) {
             let tail = peer.log_tail(1000);
             stop_peer(peer);
             return Err(format!("{e}; peer output: {tail}"));
@@ -634,7 +927,14 @@ impl Bench<'_> {
         Ok(peer)
     }
 
-    fn wrk_run(&mut self, w: &Workload, kind: PeerKind, round: usize, script: &Path) -> Run {
+    fn wrk_run(
+        &mut self,
+        w: &Workload,
+        own: Option<&OwnBackend>,
+        kind: PeerKind,
+        round: usize,
+        script: &Path,
+    ) -> Run {
         let mut run = Run {
             round,
             metrics: Metrics::default(),
@@ -644,26 +944,26 @@ impl Bench<'_> {
             note: None,
             error: None,
         };
-        let o = self.peer_options(w.backend_keepalive, 0);
-        let variant = if w.backend_keepalive {
-            "backend keep-alive"
-        } else {
-            "backend reuse off"
+        let o = self.peer_options(w, own, 0);
+        let expect = match w.backend {
+            BackendChoice::PhpFpm => PHP_ANSWER,
+            _ => LIBFCGI_ANSWER,
         };
-        let peer = match self.start_peer(kind, &o, variant) {
+        let peer = match self.start_peer(kind, &o, &variant(w), w.path, expect) {
             Ok(p) => p,
             Err(e) => {
                 run.error = Some(e);
                 return run;
             }
         };
+        let wrk = |d: Duration| wrk::run(peer.addr(), w.path, w.connections, d, script);
         if !self.opts.warmup.is_zero()
-            && let Err(e) = wrk::run(peer.addr(), w.connections, self.opts.warmup, script)
+            && let Err(e) = wrk(self.opts.warmup)
         {
             run.note = Some(format!("warm-up: {e}"));
         }
         let before = procfs::cpu_ticks(&peer.pids());
-        let result = wrk::run(peer.addr(), w.connections, self.opts.duration, script);
+        let result = wrk(self.opts.duration);
         let pids = peer.pids();
         let after = procfs::cpu_ticks(&pids);
         let mem = procfs::memory(&pids);
@@ -702,9 +1002,9 @@ impl Bench<'_> {
             note: None,
             error: None,
         };
-        let o = self.peer_options(true, w.connections);
+        let o = self.peer_options(w, None, w.connections);
         let variant = format!("{} idle connections", w.connections);
-        let peer = match self.start_peer(kind, &o, &variant) {
+        let peer = match self.start_peer(kind, &o, &variant, w.path, LIBFCGI_ANSWER) {
             Ok(p) => p,
             Err(e) => {
                 run.error = Some(e);
@@ -766,13 +1066,6 @@ impl Bench<'_> {
             "date",
             command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
         );
-        put("kernel", command_line("uname", &["-r"]).unwrap_or_default());
-        put(
-            "cpus",
-            std::thread::available_parallelism()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-        );
         put(
             "git",
             command_line(
@@ -794,10 +1087,14 @@ impl Bench<'_> {
         put(
             "backend",
             format!(
-                "libfcgi responder (responder.c), {} processes via spawn-fcgi",
-                o.backend_processes
+                "libfcgi responder (responder.c), {} processes via spawn-fcgi, on a loopback \
+                 port (unix-c64: as many on a Unix socket); fpm-c16: php-fpm 8.2, pm = static, \
+                 {} children, a hello-world script",
+                o.backend_processes,
+                fpm::CHILDREN
             ),
         );
+        put("access_logs", ACCESS_LOG_NOTE.to_owned());
         put("open_file_limit", nofile.to_string());
         put("fcgi_proxy_bin", self.proxy_bin.display().to_string());
         put(
@@ -806,7 +1103,13 @@ impl Bench<'_> {
                 .and_then(|s| s.lines().next().map(str::to_owned))
                 .unwrap_or_default(),
         );
-        let popts = self.peer_options(true, 0);
+        if let Some(v) = find_program(fpm::PHP_FPM)
+            .and_then(|p| command_line(&p.display().to_string(), &["-v"]))
+            .and_then(|s| s.lines().next().map(str::to_owned))
+        {
+            put("version_php_fpm", v);
+        }
+        let popts = self.base_options();
         for k in targets {
             put(
                 &format!("version_{}", k.name()),
@@ -818,11 +1121,32 @@ impl Bench<'_> {
             "targets alternate within each round (A B C D A B C D); every run starts the peer \
              afresh, warms up, then measures; medians over rounds; CPU = utime+stime of the \
              peer's process tree before/after the measured run / requests; peak RSS = sum of \
-             VmHWM over the tree; all processes share 2 cores, so single runs are noisy"
+             VmHWM over the tree; wrk, the backend and the peer share the machine's cores, so \
+             single runs are noisy"
                 .to_owned(),
         );
         m
     }
+}
+
+/// What sets a workload's peer configs apart (the key of `configs` in the report).
+fn variant(w: &Workload) -> String {
+    let reuse = match w.backend_keepalive {
+        Some(true) => "backend keep-alive",
+        Some(false) => "backend reuse off",
+        None => "default backend reuse",
+    };
+    let backend = match w.backend {
+        BackendChoice::Libfcgi => "libfcgi tcp",
+        BackendChoice::LibfcgiUnix => "libfcgi unix",
+        BackendChoice::PhpFpm => "php-fpm",
+    };
+    let log = if w.access_log {
+        "access log"
+    } else {
+        "no access log"
+    };
+    format!("{backend}, {reuse}, {log}")
 }
 
 fn stop_peer(peer: RunningPeer) {
@@ -893,15 +1217,80 @@ mod tests {
             [
                 "get-c4",
                 "get-c64",
+                "get-c256",
                 "post64k-c16",
+                "post64k-c64",
                 "get-c16-noreuse",
+                "unix-c64",
+                "fpm-c16",
+                "get-c64-nolog",
                 "idle-10k"
             ]
         );
 
+        let o = parse_args(&args("--workloads unix-c64,fpm-c16,get-c64-nolog"))
+            .unwrap()
+            .unwrap();
+        let w = workloads(&o);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].backend, BackendChoice::LibfcgiUnix);
+        assert_eq!(w[0].backend_keepalive, Some(true));
+        assert_eq!(w[1].backend, BackendChoice::PhpFpm);
+        assert_eq!(w[1].path, fpm::PATH);
+        assert_eq!(w[1].backend_keepalive, None, "each target's default");
+        assert!(!w[2].access_log);
+        assert!(w[..2].iter().all(|w| w.access_log));
+
+        let err = parse_args(&args("--workloads get-c4,get-c8")).unwrap_err();
+        assert!(
+            err.contains("\"get-c8\"") && err.contains("fpm-c16"),
+            "{err}"
+        );
         assert!(parse_args(&args("--help")).unwrap().is_none());
         assert!(parse_args(&args("--targets lighttpd")).is_err());
         assert!(parse_args(&args("--rounds 0")).is_err());
         assert!(parse_args(&args("--bogus")).is_err());
+    }
+
+    #[test]
+    fn the_default_run_fits_in_twenty_minutes() {
+        let o = Options::full();
+        let per_run = o.duration + o.warmup + Duration::from_secs(2); // start, check, stop
+        let targets = o.targets.len() as u32;
+        let mut total = Duration::ZERO;
+        for w in workloads(&o) {
+            total += match w.kind {
+                WorkloadKind::Wrk => per_run * (o.rounds as u32) * targets,
+                WorkloadKind::Idle => Duration::from_secs(15) * (o.idle_rounds as u32) * targets,
+            };
+        }
+        assert!(total < Duration::from_secs(20 * 60), "{total:?}");
+    }
+
+    #[test]
+    fn answers_are_told_apart() {
+        let plain = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n\
+                     Hello, world\n";
+        let php = "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=UTF-8\r\n\
+                   transfer-encoding: chunked\r\n\r\nd\r\nHello, world\n\r\n0\r\n\r\n";
+        assert!(answer_matches(plain, LIBFCGI_ANSWER));
+        assert!(!answer_matches(plain, PHP_ANSWER));
+        assert!(answer_matches(php, PHP_ANSWER));
+        assert!(!answer_matches(php, LIBFCGI_ANSWER));
+        let not_found =
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\nFile not found.\n";
+        assert!(!answer_matches(not_found, PHP_ANSWER));
+        assert!(!answer_matches("HTTP/1.1 200 OK\r\n", LIBFCGI_ANSWER));
+    }
+
+    #[test]
+    fn variants_name_what_differs() {
+        let o = Options::quick();
+        let v: Vec<String> = workloads(&o).iter().map(variant).collect();
+        assert_eq!(v[0], "libfcgi tcp, backend keep-alive, access log");
+        assert!(v.contains(&"libfcgi unix, backend keep-alive, access log".to_owned()));
+        assert!(v.contains(&"php-fpm, default backend reuse, access log".to_owned()));
+        assert!(v.contains(&"libfcgi tcp, backend keep-alive, no access log".to_owned()));
+        assert!(v.contains(&"libfcgi tcp, backend reuse off, access log".to_owned()));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The path every workload requests.
+/// The path the libfcgi workloads request.
 pub const PATH: &str = "/bench/hello";
 /// Marks the summary line among wrk's own output.
 const MARKER: &str = "BENCH_JSON ";
@@ -97,10 +97,11 @@ pub fn parse_output(stdout: &str) -> Result<WrkSummary, String> {
     serde_json::from_str(line).map_err(|e| format!("bad wrk summary {line:?}: {e}"))
 }
 
-/// The wrk command line (threads: at most 2, never more than connections; wrk takes whole
-/// seconds, at least 1).
+/// The wrk command line for `path` (threads: at most 2, never more than connections; wrk takes
+/// whole seconds, at least 1).
 pub fn command(
     addr: SocketAddr,
+    path: &str,
     connections: usize,
     duration: Duration,
     script_path: &Path,
@@ -114,18 +115,19 @@ pub fn command(
         .arg("5s")
         .arg("-s")
         .arg(script_path)
-        .arg(format!("http://{addr}{PATH}"));
+        .arg(format!("http://{addr}{path}"));
     c
 }
 
-/// Runs wrk and parses its summary.
+/// Runs wrk against `path` and parses its summary.
 pub fn run(
     addr: SocketAddr,
+    path: &str,
     connections: usize,
     duration: Duration,
     script_path: &Path,
 ) -> Result<WrkSummary, String> {
-    let out = command(addr, connections, duration, script_path)
+    let out = command(addr, path, connections, duration, script_path)
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -185,6 +187,7 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
     fn command_line() {
         let c = command(
             "127.0.0.1:8080".parse().unwrap(),
+            PATH,
             64,
             Duration::from_secs(5),
             Path::new("/tmp/s.lua"),

@@ -592,6 +592,15 @@ pub struct RealBackend {
 }
 
 impl RealBackend {
+    /// The php-fpm master (if any), then every other process.
+    pub fn pids(&self) -> Vec<u32> {
+        self.master
+            .iter()
+            .map(Child::id)
+            .chain(self.pids.iter().copied())
+            .collect()
+    }
+
     /// The execution log as a journal: one request per execution, in log order, begun at its
     /// time since `origin` (the scenario's start).
     pub fn journal(&self, origin: SystemTime) -> Snapshot {
@@ -670,12 +679,29 @@ fn start_php_fpm(
         }
         std::fs::write(path, &php).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let mut b = start_php_fpm_pool(plan, dir, addr)?;
+    b.log = log;
+    Ok(b)
+}
+
+/// Starts php-fpm 8.2 in the foreground with one pool for `plan` listening on `addr` (its
+/// config, log and output in `dir`) and waits until it is ready to handle connections. The
+/// scripts it runs are the caller's; its `log` is `dir/executions.log`, which only the
+/// conformance suite's scripts write. Stopped by its own PID (the master first, then any worker
+/// left) when dropped.
+pub fn start_php_fpm_pool(
+    plan: &Plan,
+    dir: &Path,
+    addr: SocketAddr,
+) -> Result<RealBackend, String> {
+    let bin = find_program(PHP_FPM)
+        .ok_or_else(|| format!("{PHP_FPM} not installed (apt-get install php8.2-fpm)"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let conf = dir.join("php-fpm.conf");
     std::fs::write(&conf, php_fpm_conf(plan, addr, dir))
         .map_err(|e| format!("{}: {e}", conf.display()))?;
     let out = std::fs::File::create(dir.join("php-fpm.out")).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let bin = find_program(PHP_FPM).ok_or_else(|| format!("{PHP_FPM} not installed"))?;
     let mut cmd = Command::new(bin);
     cmd.arg("-F").arg("-y").arg(&conf);
     if crate::peers::running_as_root() {
@@ -691,7 +717,7 @@ fn start_php_fpm(
     let mut b = RealBackend {
         name: plan.name.clone(),
         addr,
-        log,
+        log: dir.join("executions.log"),
         master: Some(child),
         pids: Vec::new(),
     };
