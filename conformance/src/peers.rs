@@ -3,7 +3,7 @@
 //! front of one FastCGI backend address, on a loopback port.
 //!
 //! - Ready when a TCP connect to its listener succeeds (every peer binds only after its config
-//!   parsed; see the reference notes on peers, section 2).
+//!   parsed; docs/reference/peers.md §2).
 //! - Stopped by its own PID: SIGTERM, a grace period, then SIGKILL for the process and any
 //!   descendant still there. Never by name. [`RunningPeer`] does this on drop too.
 //! - [`RunningPeer::pids`] lists the peer's process tree (nginx master + workers, Apache parent

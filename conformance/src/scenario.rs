@@ -82,37 +82,118 @@ pub struct Requirement {
     pub quote: String,
     /// The document: one of [`Requirement::SOURCES`].
     pub source: String,
-    /// The section (or anchor) in that document, e.g. `4.1.7` or `5`.
+    /// The section (or anchor) in that document, e.g. `4.1.7` or `5`; several are separated by
+    /// commas (`2.3, 3.6`).
     pub section: String,
 }
 
 impl Requirement {
-    /// The documents a requirement may be quoted from.
+    /// The documents a requirement may be quoted from: a specification, or a file of this
+    /// repository named by its path from the workspace root (those are checked against the
+    /// file when scenario files are loaded: [`Requirement::check_against`]).
     pub const SOURCES: &'static [&'static str] = &[
         "RFC 3875",
         "RFC 9110",
         "RFC 9112",
         "FastCGI 1.0",
-        "apache.md",
-        "mod_proxy_fcgi docs",
-        "mod_proxy docs",
-        "mod_proxy_balancer docs",
-        "security.md",
+        "docs/reference/apache.md",
+        "docs/reference/security.md",
+        "docs/reference/peers.md",
         "docs/reference/backends.md",
-        "issue",
+        "scenarios/README.md",
     ];
 
     /// `RFC 3875 4.1.7`.
     pub fn anchor(&self) -> String {
         format!("{} {}", self.source, self.section)
     }
+
+    /// The repository file the requirement is quoted from (a path from the workspace root), if
+    /// its source is one.
+    pub fn repository_file(&self) -> Option<&str> {
+        self.source.ends_with(".md").then_some(self.source.as_str())
+    }
+
+    /// Checks the requirement against the text of its repository file: each section names a
+    /// heading of the file (`3.6` matches `### 3.6 SCRIPT_NAME...`, `S1` matches `### S1.
+    /// httpoxy`, a whole title matches a heading of that title), and the quote is in the file.
+    /// `[...]` in a quote stands for text left out; the pieces around it must appear in order.
+    /// Line breaks, list bullets and Markdown decoration (backticks, `*`) are not compared.
+    pub fn check_against(&self, doc: &str) -> Result<(), String> {
+        let headings: Vec<String> = doc
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| plain(l.trim_start_matches('#')))
+            .collect();
+        let names = |section: &str| {
+            headings.iter().any(|h| {
+                h == section
+                    || h.strip_prefix(section)
+                        .is_some_and(|rest| rest.starts_with(['.', ' ']))
+            })
+        };
+        // A whole title may hold commas itself; otherwise commas separate sections.
+        let whole = plain(&self.section);
+        let sections: Vec<String> = if names(&whole) {
+            vec![whole]
+        } else {
+            self.section.split(',').map(plain).collect()
+        };
+        for section in sections {
+            if section.is_empty() || !names(&section) {
+                return Err(format!(
+                    "requirement.section {section:?} is not a heading of {}",
+                    self.source
+                ));
+            }
+        }
+        let text = plain(doc);
+        let mut from = 0;
+        for piece in self.quote.split("[...]").map(plain) {
+            if piece.is_empty() {
+                continue;
+            }
+            match text[from..].find(&piece) {
+                Some(at) => from += at + piece.len(),
+                None => {
+                    return Err(format!(
+                        "requirement.quote: {piece:?} is not in {} (after the earlier pieces)",
+                        self.source
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Text as compared by [`Requirement::check_against`]: list bullets, backticks and `*` removed,
+/// every run of white space one space.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let line = line.strip_prefix("- ").unwrap_or(line);
+        for word in line.split_whitespace() {
+            let word: String = word.chars().filter(|c| !matches!(c, '`' | '*')).collect();
+            if word.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&word);
+        }
+    }
+    out
 }
 
 /// Routes and balancers, in proxy-neutral terms.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
-    /// DOCUMENT_ROOT of the front end (default `/var/www/html`, as in apache.md 2.6).
+    /// DOCUMENT_ROOT of the front end (default `/var/www/html`, as in the worked examples of
+    /// `docs/reference/apache.md` §3.7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document_root: Option<String>,
     /// The longest a client may take to send a whole request head (Apache mod_reqtimeout
@@ -1715,8 +1796,8 @@ description = "d"
 level = "SHOULD"
 [requirement]
 quote = "q"
-source = "issue"
-section = "1"
+source = "docs/reference/apache.md"
+section = "5"
 [topology]
 {proxies}
 [[topology.route]]
@@ -1763,8 +1844,8 @@ description = "d"
 level = "MUST"
 [requirement]
 quote = "q"
-source = "issue"
-section = "1"
+source = "docs/reference/apache.md"
+section = "5"
 [topology]
 [[topology.route]]
 path = "/app/"
@@ -1789,5 +1870,68 @@ raw = "GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n""#;
         }
         let err = Scenario::parse(&text(r#"target = "/app/x""#), "plain").unwrap_err();
         assert!(err.message.contains("need `raw`"), "{err}");
+    }
+
+    #[test]
+    fn requirements_from_repository_files_are_checked_against_them() {
+        let doc = "# Title\n\n## 2. Paths\n\n### 2.3 `proxy-fcgi-pathinfo`\n\n- `first-dot` splits\n  at the slash *after* the dot.\n\nThen more text.\n\n### S1. httpoxy\n\n## One worker, one connection\n";
+        let req = |section: &str, quote: &str| Requirement {
+            quote: quote.into(),
+            source: "docs/reference/apache.md".into(),
+            section: section.into(),
+        };
+        assert_eq!(
+            req("x", "q").repository_file(),
+            Some("docs/reference/apache.md")
+        );
+        let ok = [
+            ("2.3", "first-dot splits at the slash after the dot."),
+            (
+                "2, 2.3",
+                "first-dot splits [...] after the dot. [...] more text",
+            ),
+            ("S1", "Then more text."),
+            ("One worker, one connection", "more"),
+        ];
+        for (section, quote) in ok {
+            if let Err(e) = req(section, quote).check_against(doc) {
+                panic!("{section} / {quote}: {e}");
+            }
+        }
+        let bad = [
+            ("2.4", "Then more text.", "not a heading"),
+            ("S", "Then more text.", "not a heading"),
+            ("2.3, ", "Then more text.", "not a heading"),
+            ("2.3", "first-dot splits at the dot", "not in"),
+            ("2.3", "more text [...] first-dot", "not in"),
+        ];
+        for (section, quote, why) in bad {
+            let e = req(section, quote).check_against(doc).unwrap_err();
+            assert!(e.contains(why), "{section} / {quote}: {e}");
+        }
+        let spec = Requirement {
+            quote: "q".into(),
+            source: "RFC 3875".into(),
+            section: "4.1.7".into(),
+        };
+        assert_eq!(spec.repository_file(), None);
+    }
+
+    #[test]
+    fn every_repository_source_exists() {
+        let root = crate::sim::suite::workspace_root();
+        for source in Requirement::SOURCES {
+            let r = Requirement {
+                quote: String::new(),
+                source: (*source).to_string(),
+                section: String::new(),
+            };
+            if let Some(file) = r.repository_file() {
+                assert!(
+                    root.join(file).is_file(),
+                    "{file} is not a file of the repository"
+                );
+            }
+        }
     }
 }

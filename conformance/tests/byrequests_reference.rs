@@ -1,5 +1,5 @@
-//! The byrequests sequences written in the balance scenarios are recomputed here from the
-//! algorithm as apache.md 6.2 describes it (independently of any proxy): every usable member
+//! The byrequests sequences written in the balance scenarios are recomputed here from the algorithm
+//! as docs/reference/apache.md §6.2 describes it (independently of any proxy): every usable member
 //! gains its lbfactor (loadfactor x 100) in credit, the one with strictly the most credit wins
 //! (ties: configuration order) and pays the total.
 

@@ -393,8 +393,8 @@ fn scenario(sh: &Shape) -> Scenario {
                     connection leaked, no response delivered to the wrong client, no member \
                     above its cap"
                 .into(),
-            source: "issue".into(),
-            section: "acceptance".into(),
+            source: "scenarios/README.md".into(),
+            section: "A scenario, top to bottom".into(),
         },
         topology: Topology {
             document_root: None,

@@ -1,5 +1,5 @@
 //! `balancer://` pools at run time: member selection (byrequests, bybusyness), lbsets, hot
-//! standbys, error state with `retry`, forced recovery (apache.md 6.1, 6.2, 6.4, 6.5).
+//! standbys, error state with `retry`, forced recovery (docs/reference/apache.md §6.1 to §6.4).
 //!
 //! Selection follows Apache's order: lbsets ascending; within a set, usable normal members are
 //! compared by the method; hot spares and standbys serve only when no normal member of the set
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn weights_3_to_1_follow_the_credit_algorithm() {
-        // a: +300 -400 ... worked by hand from apache.md 6.2:
+        // a: +300 -400 ... worked by hand from docs/reference/apache.md §6.2:
         // credits (a,b): (300,100)->a (-100,100); (200,200)->a tie first (−200,200);
         // (100,300)->b (100,-100); (400,0)->a (0,0); repeat.
         let b = balancer(&[(3, 0, ""), (1, 0, "")], LbMethod::Byrequests);

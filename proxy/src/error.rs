@@ -1,6 +1,6 @@
 //! Errors on the request path. Each says where it came from, whether the request may be retried
-//! on another connection, and which status the client gets (apache.md 4.4, with our deviations:
-//! a bad or truncated backend response before headers is a 502).
+//! on another connection, and which status the client gets (docs/reference/apache.md §4.3, with
+//! our deviations: a bad or truncated backend response before headers is a 502).
 
 use http::StatusCode;
 

@@ -27,7 +27,8 @@ use crate::response::{self, ResponseHead};
 
 /// The only request id used: one request per connection at a time, as Apache and nginx do.
 pub const REQUEST_ID: u16 = 1;
-/// Apache packs whole pairs into PARAMS records of at most this many bytes (apache.md 4.1).
+/// Apache packs whole pairs into PARAMS records of at most this many bytes
+/// (docs/reference/apache.md §4.1).
 pub const PARAMS_RECORD_MAX: usize = 16384;
 /// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
 const STDERR_LOG_MAX: usize = 8192;
@@ -658,7 +659,8 @@ fn read_into<'a, R: AsyncRead + Unpin>(
 
 /// Resolves once nobody waits for the response any more: the handler dropped its end before the
 /// head came (the client went away), or hyper dropped the body stream after it. Until then a
-/// backend that is slow to answer would hold its connection until `timeout` (security.md R8).
+/// backend that is slow to answer would hold its connection until `timeout`
+/// (docs/reference/security.md R8).
 async fn client_gone(
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     phase: &Phase,

@@ -325,7 +325,7 @@ fn make_worker<C: Connector>(
 }
 
 /// Why a balancer request moves on to another member: the member could not be reached, or it
-/// broke the connection before any response byte and the request may be sent again (apache.md 6.4: failover on the
+/// broke the connection before any response byte and the request may be sent again (docs/reference/apache.md §6.4: failover on the
 /// handler's 503; a non-idempotent request it may have received is not sent again).
 fn fails_over(e: &ProxyError, shape: Shape) -> bool {
     e.member_is_down() || e.may_resend(shape.idempotent, false)

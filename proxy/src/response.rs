@@ -1,6 +1,6 @@
 //! CGI response headers (RFC 3875 section 6) to an HTTP response head.
 //!
-//! Rules (apache.md 4.2, with the deviations the project chose):
+//! Rules (docs/reference/apache.md §4.2, with the deviations the project chose):
 //! - the header block ends at the first empty line; lines end in LF with an optional CR;
 //! - `Status: NNN reason` sets the status and keeps the reason phrase;
 //! - `Location` without `Status` is a 302 (RFC 3875 6.2.3 client redirect; Apache sends 200);

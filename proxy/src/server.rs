@@ -633,7 +633,7 @@ impl FrontSettings {
 
 /// A client stream whose writes fail once they have made no progress for `timeout` (nginx's
 /// `send_timeout`, Apache's `Timeout`): hyper then drops the connection, so a client that stops
-/// reading cannot hold it, and the response behind it, forever (security.md S21).
+/// reading cannot hold it, and the response behind it, forever (docs/reference/security.md S21).
 #[derive(Debug)]
 struct SendTimeout<S> {
     inner: S,

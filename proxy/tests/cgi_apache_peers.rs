@@ -1,7 +1,7 @@
-//! Cross-checks against what real Apache 2.4.71 sent (reference/peers.md §8 appendices
-//! `apache-A` and `apache-C`, §4.1 path table), using the verified configurations imported
-//! with the Apache importer. `apache-B` (SetHandler on files) has no equivalent: the importer
-//! reports it.
+//! Cross-checks against what real Apache 2.4.71 sent (docs/reference/peers.md §4: the params of
+//! configurations A and C, the path table, the header cases), using the same configurations
+//! imported with the Apache importer. Configuration B (SetHandler on files) has no equivalent: the
+//! importer reports it.
 
 mod cgi_support;
 
@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Config {
     apache::parse(&text, &path).unwrap().0
 }
 
-/// The headline request of peers.md §1, on the port Apache listened on.
+/// The headline request of docs/reference/peers.md §4.1, on the port Apache listened on.
 fn headline(target: &str, remote_port: u16) -> Req {
     let mut r = Req::get(target).headers(&[
         ("Host", "127.0.0.1:28081"),
@@ -144,7 +144,7 @@ fn apache_c_verbatim() {
     );
 }
 
-/// peers.md §4.1 rows for apache-A and apache-C (SCRIPT_NAME, PATH_INFO, SCRIPT_FILENAME,
+/// docs/reference/peers.md §4.2 rows for A and C (SCRIPT_NAME, PATH_INFO, SCRIPT_FILENAME,
 /// PATH_TRANSLATED, or the status when Apache answered without contacting the app).
 #[test]
 fn path_table_rows() {
@@ -270,7 +270,7 @@ fn path_table_rows() {
     }
 }
 
-/// peers.md §4.2 header cases for Apache.
+/// docs/reference/peers.md §4.3 header cases for Apache.
 #[test]
 fn header_cases() {
     let a = fixture("httpd.conf");

@@ -1,5 +1,6 @@
-//! httpd-tests rows 1, 2 and 9 (apache.md §7.1) expressed with ProxyPass routes, plus SetEnvIf /
-//! SetEnv / ProxyFCGISetEnvIf behaviour and `proxy-fcgi-pathinfo=full` on a real directory.
+//! httpd-tests rows 1, 2 and 9 (docs/reference/apache.md §2.5, §3.11) expressed with ProxyPass
+//! routes, plus SetEnvIf / SetEnv / ProxyFCGISetEnvIf behaviour and `proxy-fcgi-pathinfo=full` on a
+//! real directory.
 
 mod cgi_support;
 

@@ -1,5 +1,5 @@
-//! Header → param rules, server variables and ordering (apache.md §3; each case also checked
-//! against Apache 2.4.71 on this machine).
+//! Header → param rules, server variables and ordering (docs/reference/apache.md §3.1 to §3.3;
+//! each case also checked against Apache 2.4.71).
 
 mod cgi_support;
 

@@ -1,6 +1,6 @@
-//! apache.md §2.6 worked examples A, B and C for every `proxy-fcgi-pathinfo` mode, both
-//! backend types, as tables. Expected values are Apache's (checked against Apache 2.4.71 on
-//! this machine where they differ from the notes: see the comments on C and `full`).
+//! The worked examples of docs/reference/apache.md §3.7 (A, B, and C with `nocanon`) for every
+//! `proxy-fcgi-pathinfo` mode, both backend types, as tables. Expected values are Apache
+//! 2.4.71's (see the comments on C and `full`).
 
 mod cgi_support;
 
@@ -365,7 +365,7 @@ fn example_b_every_mode() {
 #[test]
 fn example_c_nocanon() {
     // Apache 2.4.71 (observed): with nocanon the raw remainder is passed; a raw '?' is refused
-    // with 403 (AH10414) when the backend may be FPM. apache.md §2.6 C predates that check.
+    // with 403 (AH10414) when the backend may be FPM (docs/reference/apache.md §3.7).
     let req = Req::get("/myapp/foo.php/extra/path?x=1");
     let fpm = config("fcgi://localhost:4000/", None, false, true);
     assert_eq!(run_with_fs(&fpm, &req, &FakeFs::default()), Err(403));

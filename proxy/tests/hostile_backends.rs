@@ -1,8 +1,8 @@
-//! Hostile backends (security.md S14, S17, S18, S19, S20, R3): malformed records, foreign request
-//! ids, oversized or endless headers, CR/LF/NUL in header values, STDERR floods and responses that
-//! never end. The client gets a 502/503/504 (or a visibly truncated response once the head is
-//! out), the backend connection is closed rather than pooled, and nothing from a bad response
-//! reaches another request.
+//! Hostile backends (docs/reference/security.md S14, S17, S18, S19, S20, R3): malformed records,
+//! foreign request ids, oversized or endless headers, CR/LF/NUL in header values, STDERR floods and
+//! responses that never end. The client gets a 502/503/504 (or a visibly truncated response once
+//! the head is out), the backend connection is closed rather than pooled, and nothing from a bad
+//! response reaches another request.
 //!
 //! Memory per request is bounded whatever the backend sends (see `proxy/src/exchange.rs`): the
 //! record decoder holds at most one record (8 + 65535 + 255 bytes) beyond one 16 KiB read; the
@@ -453,8 +453,8 @@ fn response(body: &str) -> Vec<u8> {
     out
 }
 
-/// security.md R3/S17.8: STDOUT after END_REQUEST on a kept-alive connection is never attributed
-/// to the next request, whether it comes in the same packet or a moment later.
+/// docs/reference/security.md R3, S17: STDOUT after END_REQUEST on a kept-alive connection is
+/// never attributed to the next request, whether it comes in the same packet or a moment later.
 #[tokio::test]
 async fn data_after_end_request_never_reaches_the_next_request() {
     within(T, async {

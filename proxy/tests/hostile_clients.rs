@@ -1,7 +1,7 @@
-//! Hostile clients (security.md S4, S5, S12, S13, S21, R8): malformed or ambiguous request
-//! framing, oversized heads, bodies and targets, slowloris, slow readers and clients that vanish.
-//! Each test checks what the client gets and, from the mock's journal, what the backend saw (or
-//! that it saw nothing).
+//! Hostile clients (docs/reference/security.md S4, S5, S12, S13, S21, R8): malformed or ambiguous
+//! request framing, oversized heads, bodies and targets, slowloris, slow readers and clients that
+//! vanish. Each test checks what the client gets and, from the mock's journal, what the backend saw
+//! (or that it saw nothing).
 
 mod front;
 

@@ -1,8 +1,9 @@
 //! Real php-fpm behind `fcgi-proxy --apache`: what PHP's `$_SERVER` ends up with (SCRIPT_NAME,
 //! PATH_INFO, QUERY_STRING, REQUEST_METHOD) and whether request bodies arrive, over TCP and over
-//! php-fpm's Unix socket. The expected values are the ones Apache httpd + php-fpm give (apache.md
-//! §7.1 rows 7 and 8); `apache_gives_php_the_expected_values` checks them against real Apache
-//! with the same front-end config, so the expectations cannot drift from the reference.
+//! php-fpm's Unix socket. The expected values are the ones Apache httpd + php-fpm give (the
+//! httpd-tests rows of docs/reference/apache.md §3.11); `apache_gives_php_the_expected_values`
+//! checks them against real Apache with the same front-end config, so the expectations cannot drift
+//! from the reference.
 //!
 //! Skipped (with a message) only when php-fpm8.2 is not installed; the Apache check also needs
 //! apache2. A missing program fails the test instead when `FCGI_REQUIRE` (or `CI`) requires it.

@@ -325,8 +325,8 @@ async fn backend_refusal_before_headers_is_503() {
 
 #[tokio::test]
 async fn a_post_the_backend_may_have_received_is_not_sent_again() {
-    // security.md R2c: request 2 arrives on the reused connection and the backend closes without
-    // answering. A GET would be retried; a POST must not be.
+    // docs/reference/security.md R2 (c): request 2 arrives on the reused connection and the
+    // backend closes without answering. A GET would be retried; a POST must not be.
     let m = mock(&format!(
         "[[rule]]\nmatch = {{ request = 2 }}\naction = \"close\"\n{HELLO}"
     ))

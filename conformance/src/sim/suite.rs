@@ -13,12 +13,17 @@ use tabled::{Table, Tabled};
 use crate::check::{self, Judgement};
 use crate::scenario::{self, Level, Scenario, ScenarioError};
 
-/// The workspace's `scenarios/` directory.
-pub fn scenarios_dir() -> PathBuf {
+/// The workspace's root directory: requirement sources that are files are relative to it.
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
-        .join("scenarios")
+        .to_path_buf()
+}
+
+/// The workspace's `scenarios/` directory.
+pub fn scenarios_dir() -> PathBuf {
+    workspace_root().join("scenarios")
 }
 
 /// A loaded scenario file.
@@ -30,7 +35,8 @@ pub struct ScenarioFile {
 }
 
 /// Loads every scenario under `paths` (files or directories), checking that each id matches
-/// its path.
+/// its path and that a requirement quoted from a file of this repository is in that file
+/// ([`scenario::Requirement::check_against`]).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -45,6 +51,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> 
     }
     files.sort();
     files.dedup();
+    // The repository files requirements are quoted from, read once each.
+    let mut docs: std::collections::BTreeMap<String, std::io::Result<String>> =
+        std::collections::BTreeMap::new();
     let mut out = Vec::new();
     for path in files {
         let origin = path.display().to_string();
@@ -68,6 +77,19 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> 
                         message: format!("id {:?} does not match the path ({id:?})", s.id),
                     });
                     continue;
+                }
+                if let Some(file) = s.requirement.repository_file() {
+                    let doc = docs
+                        .entry(file.to_string())
+                        .or_insert_with(|| std::fs::read_to_string(workspace_root().join(file)));
+                    let checked = match doc {
+                        Ok(doc) => s.requirement.check_against(doc),
+                        Err(e) => Err(format!("requirement.source {file}: {e}")),
+                    };
+                    if let Err(message) = checked {
+                        errors.push(ScenarioError { origin, message });
+                        continue;
+                    }
                 }
                 out.push(ScenarioFile {
                     path,

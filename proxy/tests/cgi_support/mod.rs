@@ -64,7 +64,7 @@ pub struct Req {
 
 impl Req {
     /// `GET target` from 192.0.2.10:54321 to 198.51.100.1:80 with `Host: example.com`
-    /// (the apache.md §2.6 assumptions).
+    /// (the assumptions of the worked examples in docs/reference/apache.md §3.7).
     pub fn get(target: &str) -> Req {
         Req {
             method: "GET".into(),

@@ -1,7 +1,8 @@
 //! lighttpd 1.4 (Debian: 1.4.69) with mod_fastcgi: a prefix route is a `fastcgi.server` key at
 //! global scope (`check-local` off: nothing is looked up on disk); a regex route is a
 //! `$HTTP["url"] =~` block with the key `/`. lighttpd opens a new connection for every request
-//! (KEEP_CONN never set); balancing works only at global scope.
+//! (KEEP_CONN never set). Round robin alternates between hosts with `check-local` off, at global
+//! scope and inside a `$HTTP["url"]` block alike (docs/reference/peers.md §3.5).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,13 +53,6 @@ pub(super) fn cannot_express(s: &Scenario) -> Option<String> {
         );
     }
     let r = &s.topology.routes;
-    if r.iter().any(|r| r.regex.is_some() && r.balancer.is_some()) {
-        return Some(
-            "lighttpd 1.4.69 does not alternate between hosts of a fastcgi.server inside a \
-             $HTTP[\"url\"] condition (peers.md 3.5), and a regex route needs one"
-                .into(),
-        );
-    }
     let methods: Vec<LbMethod> = s.topology.balancers.iter().map(|b| b.method).collect();
     if methods.windows(2).any(|w| w[0] != w[1]) {
         return Some("lighttpd has one fastcgi.balance for the whole server".into());
