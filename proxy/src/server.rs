@@ -305,153 +305,165 @@ async fn serve_client<S, C>(
             };
             io.pre = first;
         }
-        let svc = {
-            let proxy = proxy.clone();
-            let activity = activity.clone();
-            let last_request = waits.last_request;
-            service_fn(move |req: Request<Incoming>| -> Handled {
-                let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let last = last_request != 0 && n >= last_request;
-                if last
-                    || !req.body().is_end_stream()
-                    || req.version() != Version::HTTP_11
-                    || asks_to_close(req.headers())
-                {
-                    activity.unparkable.store(true, Ordering::Relaxed);
-                }
-                let in_flight = InFlight(activity.clone());
+        // The session lives in its own allocation: a parked connection's task keeps only what
+        // the loop above needs, not hyper's connection state (idle connections cost memory
+        // in proportion to the future a connection's task holds).
+        let session = Box::pin(async {
+            let svc = {
                 let proxy = proxy.clone();
-                Box::pin(async move {
-                    let mut resp = proxy.handle(req, info).await;
-                    if last {
-                        // MaxKeepAliveRequests reached (or KeepAlive Off).
-                        answers::close_after(&mut resp);
+                let activity = activity.clone();
+                let last_request = waits.last_request;
+                service_fn(move |req: Request<Incoming>| -> Handled {
+                    let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
+                    activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let last = last_request != 0 && n >= last_request;
+                    if last
+                        || !req.body().is_end_stream()
+                        || req.version() != Version::HTTP_11
+                        || asks_to_close(req.headers())
+                    {
+                        activity.unparkable.store(true, Ordering::Relaxed);
                     }
-                    Ok(resp.map(|body| CountedBody {
-                        body,
-                        _in_flight: in_flight,
-                    }))
+                    let in_flight = InFlight(activity.clone());
+                    let proxy = proxy.clone();
+                    Box::pin(async move {
+                        let mut resp = proxy.handle(req, info).await;
+                        if last {
+                            // MaxKeepAliveRequests reached (or KeepAlive Off).
+                            answers::close_after(&mut resp);
+                        }
+                        Ok(resp.map(|body| CountedBody {
+                            body,
+                            _in_flight: in_flight,
+                        }))
+                    })
                 })
-            })
-        };
-        let mut conn = builder.serve_connection(TokioIo::new(io), svc);
-        let served_before = activity.started.load(Ordering::Relaxed);
-        activity.unparkable.store(false, Ordering::Relaxed);
-        let (mut parking, mut stopping) = (false, false);
-        // While no request is in flight: what hyper waits for, and the timer for it.
-        let mut timer: Option<(Wait, Pin<Box<tokio::time::Sleep>>)> = None;
-        let ended = std::future::poll_fn(|cx| {
-            loop {
-                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready(r.map_err(Ended::Hyper));
-                }
-                if !stopping && stop.as_mut().poll(cx).is_ready() {
-                    stopping = true;
-                    Pin::new(&mut conn).graceful_shutdown();
-                    continue;
-                }
-                if parking || stopping || activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    return Poll::Pending;
-                }
-                let started = activity.started.load(Ordering::Relaxed);
-                // The session's first head, and every head in a session hyper alone keeps, must
-                // be complete within `header_read`; an answered parkable session waits
-                // PARK_AFTER for the next request to begin, then parks.
-                let wait = if started == served_before
-                    || activity.unparkable.load(Ordering::Relaxed)
-                    || activity.bytes_read.load(Ordering::Relaxed)
-                        > activity.idle_bytes.load(Ordering::Relaxed)
-                {
-                    Wait::Head(started)
-                } else {
-                    Wait::Park(started)
-                };
-                if matches!(wait, Wait::Park(_)) && !returned {
-                    // A connection's first parking is at once (see PARK_AFTER): hyper ends its
-                    // side of the connection without touching the socket.
-                    parking = true;
-                    Pin::new(&mut conn).graceful_shutdown();
-                    continue;
-                }
-                if timer.as_ref().is_none_or(|(w, _)| *w != wait) {
-                    let deadline = match wait {
-                        Wait::Head(_) if started == served_before => {
-                            head_from.take().unwrap_or_else(tokio::time::Instant::now) + waits.head
-                        }
-                        Wait::Head(_) => tokio::time::Instant::now() + waits.head,
-                        Wait::Park(_) => {
-                            activity.epoch
-                                + Duration::from_millis(
-                                    activity.idle_since_ms.load(Ordering::Relaxed),
-                                )
-                                + PARK_AFTER.min(waits.next)
-                        }
-                    };
-                    match &mut timer {
-                        Some((w, sleep)) => {
-                            *w = wait;
-                            sleep.as_mut().reset(deadline);
-                        }
-                        None => timer = Some((wait, Box::pin(tokio::time::sleep_until(deadline)))),
+            };
+            let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+            let served_before = activity.started.load(Ordering::Relaxed);
+            activity.unparkable.store(false, Ordering::Relaxed);
+            let (mut parking, mut stopping) = (false, false);
+            // While no request is in flight: what hyper waits for, and the timer for it.
+            let mut timer: Option<(Wait, Pin<Box<tokio::time::Sleep>>)> = None;
+            let ended = std::future::poll_fn(|cx| {
+                loop {
+                    if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                        return Poll::Ready(r.map_err(Ended::Hyper));
                     }
-                }
-                let Some((_, sleep)) = &mut timer else {
-                    return Poll::Pending;
-                };
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                match wait {
-                    Wait::Head(_) => return Poll::Ready(Err(Ended::HeadTimeout)),
-                    Wait::Park(_) => {
-                        // Idle for PARK_AFTER.
+                    if !stopping && stop.as_mut().poll(cx).is_ready() {
+                        stopping = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                        continue;
+                    }
+                    if parking || stopping || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                        return Poll::Pending;
+                    }
+                    let started = activity.started.load(Ordering::Relaxed);
+                    // The session's first head, and every head in a session hyper alone keeps, must
+                    // be complete within `header_read`; an answered parkable session waits
+                    // PARK_AFTER for the next request to begin, then parks.
+                    let wait = if started == served_before
+                        || activity.unparkable.load(Ordering::Relaxed)
+                        || activity.bytes_read.load(Ordering::Relaxed)
+                            > activity.idle_bytes.load(Ordering::Relaxed)
+                    {
+                        Wait::Head(started)
+                    } else {
+                        Wait::Park(started)
+                    };
+                    if matches!(wait, Wait::Park(_)) && !returned {
+                        // A connection's first parking is at once (see PARK_AFTER): hyper ends its
+                        // side of the connection without touching the socket.
                         parking = true;
                         Pin::new(&mut conn).graceful_shutdown();
+                        continue;
+                    }
+                    if timer.as_ref().is_none_or(|(w, _)| *w != wait) {
+                        let deadline = match wait {
+                            Wait::Head(_) if started == served_before => {
+                                head_from.take().unwrap_or_else(tokio::time::Instant::now) + waits.head
+                            }
+                            Wait::Head(_) => tokio::time::Instant::now() + waits.head,
+                            Wait::Park(_) => {
+                                activity.epoch
+                                    + Duration::from_millis(
+                                        activity.idle_since_ms.load(Ordering::Relaxed),
+                                    )
+                                    + PARK_AFTER.min(waits.next)
+                            }
+                        };
+                        match &mut timer {
+                            Some((w, sleep)) => {
+                                *w = wait;
+                                sleep.as_mut().reset(deadline);
+                            }
+                            None => timer = Some((wait, Box::pin(tokio::time::sleep_until(deadline)))),
+                        }
+                    }
+                    let Some((_, sleep)) = &mut timer else {
+                        return Poll::Pending;
+                    };
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match wait {
+                        Wait::Head(_) => return Poll::Ready(Err(Ended::HeadTimeout)),
+                        Wait::Park(_) => {
+                            // Idle for PARK_AFTER.
+                            parking = true;
+                            Pin::new(&mut conn).graceful_shutdown();
+                        }
                     }
                 }
+            })
+            .await;
+            let failed = match ended {
+                Ok(()) => false,
+                Err(Ended::Hyper(e)) => {
+                    tracing::debug!(peer = %info.peer, "client connection ended: {e}");
+                    true
+                }
+                Err(Ended::HeadTimeout) => {
+                    tracing::debug!(peer = %info.peer, "request head not complete within {:?}", waits.head);
+                    return None;
+                }
+            };
+            if stopping {
+                return None;
             }
+            if failed || !parking {
+                // The proxy ends the connection (a refused head, `Connection: close`) or the client
+                // did. The client may still be sending: close gently so that the answer already
+                // written is not destroyed by a reset (RFC 9112 9.6).
+                let http1::Parts { io: done, .. } = conn.into_parts();
+                linger(done.into_inner().inner).await;
+                return None;
+            }
+            let http1::Parts {
+                io: parked,
+                read_buf,
+                ..
+            } = conn.into_parts();
+            let mut io = parked.into_inner();
+            // Part of the next request may have been read already (before the last response
+            // ended: nothing came since): hyper gets it back first, its head deadline running
+            // from the end of that response. Even empty, hyper's read buffer holds its allocation
+            // until dropped.
+            if !read_buf.is_empty() {
+                head_from = Some(
+                    activity.epoch
+                        + Duration::from_millis(activity.idle_since_ms.load(Ordering::Relaxed)),
+                );
+            }
+            io.prepend(read_buf);
+            Some((io, head_from))
         })
         .await;
-        let failed = match ended {
-            Ok(()) => false,
-            Err(Ended::Hyper(e)) => {
-                tracing::debug!(peer = %info.peer, "client connection ended: {e}");
-                true
-            }
-            Err(Ended::HeadTimeout) => {
-                tracing::debug!(peer = %info.peer, "request head not complete within {:?}", waits.head);
-                return;
-            }
+        let Some((parked, from)) = session else {
+            return;
         };
-        if stopping {
-            return;
-        }
-        if failed || !parking {
-            // The proxy ends the connection (a refused head, `Connection: close`) or the client
-            // did. The client may still be sending: close gently so that the answer already
-            // written is not destroyed by a reset (RFC 9112 9.6).
-            let http1::Parts { io: done, .. } = conn.into_parts();
-            linger(done.into_inner().inner).await;
-            return;
-        }
-        let http1::Parts {
-            io: parked,
-            read_buf,
-            ..
-        } = conn.into_parts();
-        io = parked.into_inner();
-        // Part of the next request may have been read already (before the last response
-        // ended: nothing came since): hyper gets it back first, its head deadline running
-        // from the end of that response. Even empty, hyper's read buffer holds its allocation
-        // until dropped.
-        if !read_buf.is_empty() {
-            head_from = Some(
-                activity.epoch
-                    + Duration::from_millis(activity.idle_since_ms.load(Ordering::Relaxed)),
-            );
-        }
-        io.prepend(read_buf);
+        io = parked;
+        head_from = from;
         returned = true;
     }
 }
