@@ -709,9 +709,11 @@ fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Eve
             if hlen > opts.max_header_bytes {
                 return Err(too_large());
             }
-            let head = response::parse(&hb[..hlen])
+            // Header values keep pointing into the bytes read (no copy per header).
+            let block = hb.split_to(body_start).freeze();
+            let head = response::parse_shared(block.slice(..hlen))
                 .map_err(|e| ProxyError::new(ErrorKind::BadResponseHeader, e.to_string()))?;
-            let rest = hb.split_off(body_start).freeze();
+            let rest = hb.split().freeze();
             let chunks = if rest.is_empty() {
                 Vec::new()
             } else {

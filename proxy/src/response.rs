@@ -91,6 +91,11 @@ fn is_dropped(name: &HeaderName) -> bool {
 
 /// Parses the header block (as delimited by [`find_header_end`]).
 pub fn parse(block: &[u8]) -> Result<ResponseHead, HeaderError> {
+    parse_shared(bytes::Bytes::copy_from_slice(block))
+}
+
+/// [`parse`] of a block already in shared bytes: header values are slices of it, not copies.
+pub fn parse_shared(block: bytes::Bytes) -> Result<ResponseHead, HeaderError> {
     let mut status: Option<(StatusCode, Option<String>)> = None;
     let mut headers = HeaderMap::new();
     for raw in block.split(|&b| b == b'\n') {
@@ -118,8 +123,10 @@ pub fn parse(block: &[u8]) -> Result<ResponseHead, HeaderError> {
         if is_dropped(&hname) {
             continue;
         }
-        let hvalue = HeaderValue::from_bytes(value).map_err(|_| HeaderError::BadValue {
-            name: hname.as_str().to_string(),
+        let hvalue = HeaderValue::from_maybe_shared(block.slice_ref(value)).map_err(|_| {
+            HeaderError::BadValue {
+                name: hname.as_str().to_string(),
+            }
         })?;
         headers.append(hname, hvalue);
     }
