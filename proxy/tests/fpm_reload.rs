@@ -336,7 +336,37 @@ fn reloads_under_load(test: &str, conf: FpmConf, sends: [Send; 4]) {
                 eprintln!("{test}: proxy log: {w}");
             }
 
-            let bad: Vec<&Record> = records.iter().filter(|r| !r.ok()).collect();
+            // How often each POST's tag ran (read after the stragglers had time to finish).
+            let runs: BTreeMap<String, usize> = if sends.contains(&Send::Append) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut runs = BTreeMap::new();
+                for line in fpm.executions() {
+                    *runs.entry(line).or_insert(0) += 1;
+                }
+                runs
+            } else {
+                BTreeMap::new()
+            };
+            // A POST that php-fpm reset on a reused connection after answering FCGI_GET_VALUES
+            // (a worker leaving on the reload) cannot be proven unread, so it is not sent again:
+            // its 502 is the right answer when the script never ran it.
+            let declined = |r: &Record| {
+                r.result == Ok(502)
+                    && r.tag
+                        .as_deref()
+                        .is_some_and(|t| runs.get(t).copied().unwrap_or(0) == 0)
+            };
+            let n_declined = records.iter().filter(|r| declined(r)).count();
+            for r in records.iter().filter(|r| declined(r)) {
+                eprintln!("{test}: declined, never ran: {}", r.describe());
+            }
+            // The race needs a reload to meet a POST on a kept connection: rare, never routine.
+            if n_declined > 2 {
+                problems.push(format!(
+                    "{n_declined} POSTs declined with 502 (want at most 2: the race is rare)"
+                ));
+            }
+            let bad: Vec<&Record> = records.iter().filter(|r| !r.ok() && !declined(r)).collect();
             if !bad.is_empty() {
                 problems.push(format!(
                     "{} of {} requests did not get php-fpm's 200 (want 0): {tally:?}",
@@ -353,29 +383,24 @@ fn reloads_under_load(test: &str, conf: FpmConf, sends: [Send; 4]) {
             }
 
             if sends.contains(&Send::Append) {
-                // A request cut short may still be running or queued: let it finish (or not)
-                // before the log is read, so that a late second execution is seen.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let log = fpm.executions();
+                // A request cut short may still be running or queued: it had 500 ms to finish
+                // (or not) before the log was read above, so that a late second execution is
+                // seen.
                 let posts: Vec<&Record> = records.iter().filter(|r| r.tag.is_some()).collect();
                 let answered: Vec<&str> = posts
                     .iter()
                     .filter(|r| r.ok())
                     .filter_map(|r| r.tag.as_deref())
                     .collect();
-                let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
-                for line in &log {
-                    *runs.entry(line.as_str()).or_insert(0) += 1;
-                }
                 eprintln!(
                     "{test}: {} POSTs, {} answered 200; executions.log has {} lines, {} tags",
                     posts.len(),
                     answered.len(),
-                    log.len(),
+                    runs.values().sum::<usize>(),
                     runs.len()
                 );
                 for tag in &answered {
-                    let n = runs.get(tag).copied().unwrap_or(0);
+                    let n = runs.get(*tag).copied().unwrap_or(0);
                     if n != 1 {
                         problems.push(format!("POST {tag} answered 200 but ran {n} times"));
                     }
@@ -384,7 +409,7 @@ fn reloads_under_load(test: &str, conf: FpmConf, sends: [Send; 4]) {
                     if *n > 1 {
                         problems.push(format!("POST {tag} ran {n} times"));
                     }
-                    if !posts.iter().any(|r| r.tag.as_deref() == Some(*tag)) {
+                    if !posts.iter().any(|r| r.tag.as_deref() == Some(tag.as_str())) {
                         problems.push(format!("executions.log has a tag no POST sent: {tag:?}"));
                     }
                 }
@@ -428,6 +453,10 @@ fn static_pool_with_max_requests_reloads_under_load() {
 
 /// `pm = dynamic`, 2 clients sending GETs and 2 sending POSTs that log a unique tag (and take
 /// 200 ms, so reloads catch some running): every POST answered 200 ran exactly once, none twice.
+/// Every GET gets 200; a POST may get 502 only if it never ran: when a worker leaving on the
+/// reload answers FCGI_GET_VALUES on a reused connection and then resets it, the proxy cannot
+/// prove the POST unread and does not send it twice (seen about once in a few hundred POSTs on a
+/// loaded machine).
 #[test]
 fn posts_during_reloads_run_exactly_once() {
     reloads_under_load(
