@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::bench::procfs;
-use crate::peers::{is_alive, signal};
+use crate::peers::{Signal, is_alive, signal};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -302,13 +302,13 @@ struct ProxyProcess {
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         // `sh` exec'd the proxy, so the child's PID is the proxy's.
-        signal(self.pid, "TERM");
+        signal(self.pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => return,
                 Ok(None) if Instant::now() >= deadline => {
-                    signal(self.pid, "KILL");
+                    signal(self.pid, Signal::SIGKILL);
                     let _ = self.child.wait();
                     return;
                 }

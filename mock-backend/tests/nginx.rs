@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{T, mock, within};
 use fcgi_mock::ClosedBy;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,8 +33,9 @@ impl Drop for NginxGuard {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {

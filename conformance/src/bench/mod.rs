@@ -37,7 +37,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, find_program, signal};
+use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, Signal, find_program, signal};
 use backend::Backend;
 use fpm::Fpm;
 use machine::Machine;
@@ -316,7 +316,7 @@ fn stop_children_on_signal() {
             }
             let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for &p in &pids {
-                signal(p, "TERM");
+                signal(p, Signal::SIGTERM);
             }
             eprintln!(
                 "bench: interrupted; sent SIGTERM to {} child processes",

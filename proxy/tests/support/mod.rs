@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod fpm;
@@ -201,26 +202,15 @@ impl Proc {
         }
     }
 
-    /// Sends `signal` (a name `kill` knows: `USR2`, `QUIT`, ...) to its own PID.
-    pub fn signal(&mut self, signal: &str) -> Result<(), String> {
+    /// Sends `signal` (`SIGUSR2`, `SIGQUIT`, ...) to its own PID.
+    pub fn signal(&mut self, signal: Signal) -> Result<(), String> {
         let Some(child) = self.child.as_mut() else {
             return Err(format!("{} was stopped already", self.name));
         };
         if let Some(status) = child.try_wait().ok().flatten() {
             return Err(format!("{} exited already ({status})", self.name));
         }
-        let out = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .output()
-            .map_err(|e| format!("run kill: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kill -{signal} {}: {}",
-                child.id(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+        send_signal(child.id(), signal).map_err(|e| format!("{signal} to {}: {e}", child.id()))
     }
 
     /// Waits up to `timeout` for it to exit by itself; its exit status if it did.
@@ -245,11 +235,7 @@ impl Proc {
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = send_signal(child.id(), Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {
@@ -271,6 +257,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` to the process `pid`: by PID, never by name.
+pub fn send_signal(pid: u32, signal: Signal) -> Result<(), String> {
+    let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| e.to_string())
 }
 
 fn tail(s: &str, lines: usize) -> String {
