@@ -397,8 +397,8 @@ fn start_proxy(bin: &std::path::Path, config: &str, nofile: u64) -> Result<Proxy
     Ok(proc_)
 }
 
-/// `GET /status` from the admin listener (blocking, short timeouts). HTTP/1.0, so the JSON body
-/// follows the head as is.
+/// `GET /status` from the admin listener (blocking, short timeouts; HTTP/1.0, so the admin
+/// listener closes the connection after the response).
 fn admin_status(admin: SocketAddr) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -406,8 +406,8 @@ fn admin_status(admin: SocketAddr) -> Option<serde_json::Value> {
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out);
-    serde_json::from_str(&text[text.find("\r\n\r\n")? + 4..]).ok()
+    let r = testkit::http1::parse_response(&out).ok()?;
+    serde_json::from_slice(&r.body).ok()
 }
 
 /// Established TCP connections whose local port is `port` (from /proc/net/tcp).

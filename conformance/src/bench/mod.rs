@@ -557,20 +557,16 @@ pub const PHP_ANSWER: Expect = Expect {
     content_type: "text/html",
 };
 
-/// Whether a raw HTTP/1.1 response is a 200 with the expected Content-Type and body.
-pub fn answer_matches(response: &str, expect: Expect) -> bool {
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+/// Whether a raw HTTP/1.x response (everything read until the connection closed) is a 200 with
+/// the expected Content-Type and body.
+pub fn answer_matches(response: &[u8], expect: Expect) -> bool {
+    let Ok(r) = testkit::http1::parse_response(response) else {
         return false;
     };
-    let content_type = head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_ascii_lowercase())
-    });
-    head.starts_with("HTTP/1.1 200")
-        && content_type.is_some_and(|c| c.starts_with(expect.content_type))
-        && body.contains(expect.body)
+    r.status == 200
+        && r.header("content-type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with(expect.content_type))
+        && r.body_text().contains(expect.body)
 }
 
 /// One GET of `path` through a peer (Connection: close); Ok when it answered as `expect`s.
@@ -586,10 +582,10 @@ pub fn check_get(addr: SocketAddr, path: &str, expect: Expect) -> Result<(), Str
     .map_err(|e| format!("write: {e}"))?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&resp);
-    if answer_matches(&text, expect) {
+    if answer_matches(&resp, expect) {
         Ok(())
     } else {
+        let text = String::from_utf8_lossy(&resp);
         Err(format!(
             "check request for {path} answered {:?} (expected 200, Content-Type {}, a body \
              with {:?})",
@@ -1273,14 +1269,14 @@ mod tests {
                      Hello, world\n";
         let php = "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=UTF-8\r\n\
                    transfer-encoding: chunked\r\n\r\nd\r\nHello, world\n\r\n0\r\n\r\n";
-        assert!(answer_matches(plain, LIBFCGI_ANSWER));
-        assert!(!answer_matches(plain, PHP_ANSWER));
-        assert!(answer_matches(php, PHP_ANSWER));
-        assert!(!answer_matches(php, LIBFCGI_ANSWER));
+        assert!(answer_matches(plain.as_bytes(), LIBFCGI_ANSWER));
+        assert!(!answer_matches(plain.as_bytes(), PHP_ANSWER));
+        assert!(answer_matches(php.as_bytes(), PHP_ANSWER));
+        assert!(!answer_matches(php.as_bytes(), LIBFCGI_ANSWER));
         let not_found =
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\nFile not found.\n";
-        assert!(!answer_matches(not_found, PHP_ANSWER));
-        assert!(!answer_matches("HTTP/1.1 200 OK\r\n", LIBFCGI_ANSWER));
+        assert!(!answer_matches(not_found.as_bytes(), PHP_ANSWER));
+        assert!(!answer_matches(b"HTTP/1.1 200 OK\r\n", LIBFCGI_ANSWER));
     }
 
     #[test]
