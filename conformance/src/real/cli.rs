@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::builder::RangedU64ValueParser;
 
+use crate::progress::Progress;
 use crate::report::{self, CheckResult, Expected, Results, Verdict};
 use crate::sim::suite::{self, par_map};
 
@@ -350,6 +351,7 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
     }
     let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
+    let progress = Progress::new();
     let mut results = Results::default();
     for &target in &targets {
         let column = column_name(target, kind);
@@ -371,15 +373,14 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
         let outcomes = par_map(&files, threads, |f| {
             let o = super::run(&f.scenario, target, &opts);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            eprint!("\r{column}: {n}/{} {:<60}", files.len(), f.scenario.id);
+            progress.update(&format!("{column}: {n}/{} {}", files.len(), f.scenario.id));
             o
         });
-        eprintln!(
-            "\r{column}: {} scenarios in {:.1}s{:40}",
+        progress.finish(&format!(
+            "{column}: {} scenarios in {:.1}s",
             files.len(),
-            t0.elapsed().as_secs_f64(),
-            ""
-        );
+            t0.elapsed().as_secs_f64()
+        ));
         for (f, o) in files.iter().zip(outcomes) {
             let (verdict, detail) = match o.verdict {
                 Verdict::Pass | Verdict::Fail => {
