@@ -7,6 +7,7 @@ pub mod check;
 pub mod load;
 pub mod ours;
 pub mod peers;
+pub mod progress;
 pub mod real;
 pub mod report;
 pub mod scenario;

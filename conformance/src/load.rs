@@ -28,12 +28,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::builder::RangedU64ValueParser;
 use fcgi_mock::{MockHandle, MockServer, Script};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::bench::procfs;
-use crate::peers::{is_alive, signal};
+use crate::peers::{Signal, is_alive, signal};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -70,68 +71,63 @@ impl Default for LoadOptions {
     }
 }
 
-const USAGE: &str = "\
-cargo xtask load [OPTIONS]
-
+/// `cargo xtask load`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "N concurrent client connections through the release fcgi-proxy",
+    after_help = "\
 N concurrent client connections through the release fcgi-proxy to in-process fcgi-mock backends
 on loopback: errors, requests/s, the pools' peak open connections against their caps, and the
-proxy's peak RSS. Exit status 0 only with no errors and every pool within its cap.
+proxy's peak RSS. Exit status 0 only with no errors and every pool within its cap.",
+    args_override_self = true
+)]
+pub struct LoadArgs {
+    /// Client connections, all open at once
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one())]
+    pub connections: usize,
+    /// Requests per connection, keep-alive
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub requests: usize,
+    /// fcgi-mock backends behind the balancer
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least_one())]
+    pub backends: usize,
+    /// worker.max of each backend
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = at_least_one())]
+    pub max: usize,
+    /// Backend time per request
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub delay_ms: u64,
+    /// Give up after this long
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub deadline: u64,
+    /// This fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<PathBuf>,
+}
 
-OPTIONS:
-    --connections N      client connections, all open at once (default 10000)
-    --requests N         requests per connection, keep-alive (default 5)
-    --backends N         fcgi-mock backends behind the balancer (default 2)
-    --max N              worker.max of each backend (default 32)
-    --delay-ms N         backend time per request (default 1)
-    --deadline SECS      give up after this long (default 300)
-    --proxy-bin PATH     use this fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
-";
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
 
-/// Parses the command line after `load`; `Ok(None)` for `--help`.
-pub fn parse_args(args: &[String]) -> Result<Option<LoadOptions>, String> {
-    let mut o = LoadOptions::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let num = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: not a number: {v:?}"))
-        };
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--connections" => o.connections = num(a, value(a)?)? as usize,
-            "--requests" => o.requests_per_connection = num(a, value(a)?)? as usize,
-            "--backends" => o.backends = num(a, value(a)?)? as usize,
-            "--max" => o.max_per_backend = num(a, value(a)?)? as usize,
-            "--delay-ms" => o.backend_delay_ms = num(a, value(a)?)?,
-            "--deadline" => o.deadline = Duration::from_secs(num(a, value(a)?)?),
-            "--proxy-bin" => o.proxy_bin = Some(PathBuf::from(value(a)?)),
-            other => return Err(format!("unknown option {other:?}")),
+impl LoadArgs {
+    /// The options these arguments ask for.
+    pub fn options(&self) -> LoadOptions {
+        LoadOptions {
+            connections: self.connections,
+            requests_per_connection: self.requests,
+            backends: self.backends,
+            max_per_backend: self.max,
+            backend_delay_ms: self.delay_ms,
+            deadline: Duration::from_secs(self.deadline),
+            proxy_bin: self.proxy_bin.clone(),
+            ..LoadOptions::default()
         }
     }
-    if o.connections == 0 || o.backends == 0 || o.max_per_backend == 0 {
-        return Err("--connections, --backends and --max must be at least 1".into());
-    }
-    Ok(Some(o))
 }
 
 /// `cargo xtask load ...`
-pub fn main(args: &[String]) -> ExitCode {
-    let opts = match parse_args(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("xtask load: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+pub fn main(args: &LoadArgs) -> ExitCode {
+    let opts = args.options();
     match run(&opts) {
         Ok(r) => {
             print!("{}", r.render(&opts));
@@ -302,13 +298,13 @@ struct ProxyProcess {
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         // `sh` exec'd the proxy, so the child's PID is the proxy's.
-        signal(self.pid, "TERM");
+        signal(self.pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => return,
                 Ok(None) if Instant::now() >= deadline => {
-                    signal(self.pid, "KILL");
+                    signal(self.pid, Signal::SIGKILL);
                     let _ = self.child.wait();
                     return;
                 }
@@ -397,8 +393,8 @@ fn start_proxy(bin: &std::path::Path, config: &str, nofile: u64) -> Result<Proxy
     Ok(proc_)
 }
 
-/// `GET /status` from the admin listener (blocking, short timeouts). HTTP/1.0, so the JSON body
-/// follows the head as is.
+/// `GET /status` from the admin listener (blocking, short timeouts; HTTP/1.0, so the admin
+/// listener closes the connection after the response).
 fn admin_status(admin: SocketAddr) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -406,8 +402,8 @@ fn admin_status(admin: SocketAddr) -> Option<serde_json::Value> {
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out);
-    serde_json::from_str(&text[text.find("\r\n\r\n")? + 4..]).ok()
+    let r = testkit::http1::parse_response(&out).ok()?;
+    serde_json::from_slice(&r.body).ok()
 }
 
 /// Established TCP connections whose local port is `port` (from /proc/net/tcp).
@@ -753,22 +749,40 @@ async fn run_async(
 mod tests {
     use super::*;
 
+    /// Options from a command line after `load`.
+    fn parse(line: &str) -> Result<LoadOptions, clap::Error> {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        Cli::try_parse_from(std::iter::once("load").chain(line.split_whitespace()))
+            .map(|c| c.load.options())
+    }
+
     #[test]
     fn args_and_defaults() {
-        let o = parse_args(&[]).unwrap().unwrap();
+        let o = parse("").unwrap();
+        let d = LoadOptions::default();
         assert_eq!(o.connections, 10_000);
-        let o = parse_args(&[
-            "--connections".into(),
-            "50".into(),
-            "--max".into(),
-            "3".into(),
-        ])
-        .unwrap()
-        .unwrap();
+        assert_eq!(
+            (o.requests_per_connection, o.backends, o.max_per_backend),
+            (d.requests_per_connection, d.backends, d.max_per_backend)
+        );
+        assert_eq!(
+            (o.backend_delay_ms, o.deadline),
+            (d.backend_delay_ms, d.deadline)
+        );
+        let o = parse("--connections 50 --max 3").unwrap();
         assert_eq!((o.connections, o.max_per_backend), (50, 3));
-        assert!(parse_args(&["--help".into()]).unwrap().is_none());
-        assert!(parse_args(&["--max".into(), "0".into()]).is_err());
-        assert!(parse_args(&["--bogus".into()]).is_err());
+        assert_eq!(
+            parse("--help").unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
+        for bad in ["--max 0", "--connections 0", "--bogus"] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

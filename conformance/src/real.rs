@@ -145,7 +145,7 @@ impl Drop for Proc {
                 tree.push(h);
             }
         }
-        crate::peers::signal(self.child.id(), "TERM");
+        crate::peers::signal(self.child.id(), crate::peers::Signal::SIGTERM);
         let mut gone = false;
         for _ in 0..100 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -166,7 +166,7 @@ impl Drop for Proc {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if crate::peers::is_alive(pid) {
-                crate::peers::signal(pid, "KILL");
+                crate::peers::signal(pid, crate::peers::Signal::SIGKILL);
             }
         }
     }

@@ -4,24 +4,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use fcgi_mock::{Journal, MockServer, Script};
 
-const USAGE: &str = "\
-fcgi-mock: a scriptable mock FastCGI backend
+/// Everything after the options: what the binary prints, the journal, then the script format
+/// (whose example ends the help, so the help's tail parses as a script).
+fn after_help() -> String {
+    format!("{JOURNAL}\n{}", fcgi_mock::script::FORMAT)
+}
 
-USAGE:
-  fcgi-mock --script FILE [--listen ADDR | --unix PATH] [--journal FILE]
-  fcgi-mock --check FILE
-  fcgi-mock --help
-
-OPTIONS:
-  --script FILE   the script (TOML, format below)
-  --listen ADDR   TCP address to listen on (default 127.0.0.1:0: a free port)
-  --unix PATH     listen on a Unix socket instead
-  --journal FILE  write the journal (JSON lines) there instead of stdout
-  --check FILE    validate a script and exit (status 1 and file:line:col: message if invalid)
-  --help          this text
-
+const JOURNAL: &str = "\
 Once bound, prints `listening on ADDR` on stdout. Runs until SIGINT or SIGTERM, then
 closes every connection (journaled) and exits 0.
 
@@ -43,6 +35,39 @@ JOURNAL (one JSON object per line):
   backend_closed, backend_reset, hung, connection_ended.
 ";
 
+/// A scriptable mock FastCGI backend
+#[derive(Debug, Parser)]
+#[command(
+    name = "fcgi-mock",
+    version,
+    override_usage = "fcgi-mock --script FILE [--listen ADDR | --unix PATH] [--journal FILE]\n       \
+                      fcgi-mock --check FILE",
+    after_help = after_help(),
+    args_override_self = true
+)]
+struct Cli {
+    /// The script (TOML, format below)
+    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    script: Option<PathBuf>,
+    /// TCP address to listen on (port 0: a free port)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        conflicts_with = "unix"
+    )]
+    listen: String,
+    /// Listen on a Unix socket instead
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Write the journal (JSON lines) there instead of stdout
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// Validate a script and exit (status 1 and file:line:col: message if invalid)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["script", "listen", "unix", "journal"])]
+    check: Option<PathBuf>,
+}
+
 enum Listen {
     Tcp(String),
     Unix(PathBuf),
@@ -54,57 +79,10 @@ struct Args {
     journal: Option<PathBuf>,
 }
 
-enum Command {
-    Help,
-    Check(PathBuf),
-    Serve(Args),
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut script = None;
-    let mut listen = None;
-    let mut journal = None;
-    let mut check = None;
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--script" => script = Some(PathBuf::from(value("--script")?)),
-            "--check" => check = Some(PathBuf::from(value("--check")?)),
-            "--journal" => journal = Some(PathBuf::from(value("--journal")?)),
-            "--listen" | "--unix" if listen.is_some() => {
-                return Err("give one of --listen and --unix".into());
-            }
-            "--listen" => listen = Some(Listen::Tcp(value("--listen")?)),
-            "--unix" => listen = Some(Listen::Unix(PathBuf::from(value("--unix")?))),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if let Some(path) = check {
-        return Ok(Command::Check(path));
-    }
-    let script = script.ok_or("--script FILE is required")?;
-    Ok(Command::Serve(Args {
-        script,
-        listen: listen.unwrap_or_else(|| Listen::Tcp("127.0.0.1:0".into())),
-        journal,
-    }))
-}
-
 fn main() -> ExitCode {
-    let cmd = match parse_args(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fcgi-mock: {e}\n(see fcgi-mock --help)");
-            return ExitCode::from(2);
-        }
-    };
-    match cmd {
-        Command::Help => {
-            println!("{USAGE}\n{}", fcgi_mock::script::FORMAT);
-            ExitCode::SUCCESS
-        }
-        Command::Check(path) => match Script::load(&path) {
+    let cli = Cli::parse();
+    if let Some(path) = cli.check {
+        return match Script::load(&path) {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
@@ -113,32 +91,39 @@ fn main() -> ExitCode {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }
+        };
+    }
+    let args = Args {
+        // Required unless --check.
+        script: cli.script.unwrap_or_default(),
+        listen: match cli.unix {
+            Some(path) => Listen::Unix(path),
+            None => Listen::Tcp(cli.listen),
         },
-        Command::Serve(args) => {
-            let script = match Script::load(&args.script) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("fcgi-mock: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(serve(script, args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fcgi-mock: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        journal: cli.journal,
+    };
+    let script = match Script::load(&args.script) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fcgi-mock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(script, args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fcgi-mock: {e}");
+            ExitCode::FAILURE
         }
     }
 }

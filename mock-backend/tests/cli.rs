@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 
 use common::{Client, within};
 use fastcgi::KEEP_CONN;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-mock");
@@ -172,14 +174,8 @@ async fn serves_announces_the_port_and_writes_the_journal() {
     );
 
     // SIGTERM by PID: the mock closes the kept connection and exits 0.
-    let pid = child.id().expect("pid").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = i32::try_from(child.id().expect("pid")).expect("pid in range");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
     let status = within("exit", child.wait()).await.unwrap();
     assert!(status.success(), "{status}");
     c.wait_closed().await.expect("closed at shutdown");

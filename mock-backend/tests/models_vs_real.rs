@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{Client, T, mock};
 use fastcgi::{KEEP_CONN, Record, RecordType, encode};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const ASKED: [&str; 3] = ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"];
 
@@ -71,19 +73,17 @@ fn process_tree(pid: u32) -> Vec<u32> {
     out
 }
 
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// By PID, never by name; a process that is gone already is not an error.
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
 }
 
 /// TERM to each, then KILL to those still running after 2 s.
 fn stop(pids: &[u32]) {
     for &p in pids {
-        signal(p, "TERM");
+        signal(p, Signal::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
@@ -91,7 +91,7 @@ fn stop(pids: &[u32]) {
     }
     for &p in pids {
         if alive(p) {
-            signal(p, "KILL");
+            signal(p, Signal::SIGKILL);
         }
     }
 }

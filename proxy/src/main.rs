@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::{Parser, Subcommand};
 use fcgi_proxy::config::{self, Config, ConfigError, Warning};
 use fcgi_proxy::handler::Proxy;
 use fcgi_proxy::net::TokioConnector;
@@ -17,38 +18,83 @@ use socket2::{Domain, Protocol, Socket, Type};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const HELP: &str = "\
-fcgi-proxy: HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd's mod_proxy_fcgi
-
-USAGE:
-    fcgi-proxy [run] (--config FILE.toml | --apache httpd.conf) [--listen ADDR]...
-    fcgi-proxy check-config (--config FILE.toml | --apache httpd.conf)
-
-OPTIONS:
-    --config FILE    configuration in TOML (see README.md for a complete example)
-    --apache FILE    read the mod_proxy subset of an Apache httpd.conf: Listen, ProxyPass,
-                     ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType,
-                     ProxyFCGISetEnvIf, CGIPassAuth, <Proxy balancer://...>, BalancerMember,
-                     ProxySet. Other directives are listed in one warning and ignored.
-    --listen ADDR    listen here instead of the configured addresses (repeatable; port 0 picks
-                     a free port)
-    --admin ADDR     serve /metrics (Prometheus) and /status (JSON) here (off by default;
-                     `admin_listen` in TOML)
-    -h, --help       this text
-    -V, --version    version
+const AFTER_HELP: &str = "\
+--apache reads Listen, ProxyPass, ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType,
+ProxyFCGISetEnvIf, CGIPassAuth, <Proxy balancer://...>, BalancerMember and ProxySet; other
+directives are listed in one warning and ignored. --admin serves /metrics (Prometheus) and
+/status (JSON).
 
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
-admin listener). SIGTERM or SIGINT stops
-accepting and lets in-flight requests finish. Logs go to stderr; RUST_LOG sets the filter
-(default `info`; one line per request under target `access`).
+admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish. Logs go
+to stderr; RUST_LOG sets the filter (default `info`; one line per request under target
+`access`).
 
 check-config prints the effective routes, reuse settings, connection caps and timeouts, and
-exits non-zero with `file:line: message` on an error.
-";
+exits non-zero with `file:line: message` on an error.";
+
+/// HTTP/1.1 to FastCGI reverse proxy with the semantics of Apache httpd's mod_proxy_fcgi
+#[derive(Debug, Parser)]
+#[command(
+    name = "fcgi-proxy",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Mode>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serve (the default when no command is given)
+    Run(RunArgs),
+    /// Print the effective configuration and exit
+    CheckConfig(SourceArgs),
+}
+
+/// Where the configuration comes from: exactly one of these.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+struct SourceArgs {
+    /// Configuration in TOML (see README.md for a complete example)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The mod_proxy subset of an Apache httpd.conf (directives below)
+    #[arg(long, value_name = "FILE")]
+    apache: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Listen here, not on the configured addresses (repeatable; port 0: any)
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Serve /metrics and /status here (off by default; `admin_listen` in TOML)
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+}
 
 enum Source {
     Toml(PathBuf),
     Apache(PathBuf),
+}
+
+impl From<SourceArgs> for Source {
+    fn from(a: SourceArgs) -> Source {
+        match (a.config, a.apache) {
+            (Some(p), _) => Source::Toml(p),
+            (None, Some(p)) => Source::Apache(p),
+            // The group requires one of them.
+            (None, None) => Source::Toml(PathBuf::new()),
+        }
+    }
 }
 
 struct Args {
@@ -58,47 +104,27 @@ struct Args {
     admin: Option<String>,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = std::env::args().skip(1).peekable();
-    let mut check = false;
-    let mut source = None;
-    let mut listen = Vec::new();
-    let mut admin = None;
-    match args.peek().map(String::as_str) {
-        Some("check-config") => {
-            check = true;
-            args.next();
-        }
-        Some("run") => {
-            args.next();
-        }
-        _ => {}
-    }
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            "-V" | "--version" => {
-                println!("fcgi-proxy {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
-            "--config" => source = Some(Source::Toml(value("--config")?.into())),
-            "--apache" => source = Some(Source::Apache(value("--apache")?.into())),
-            "--listen" => listen.push(value("--listen")?),
-            "--admin" => admin = Some(value("--admin")?),
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
+impl From<Cli> for Args {
+    fn from(cli: Cli) -> Args {
+        let (check, run) = match cli.command {
+            None => (false, cli.run),
+            Some(Mode::Run(run)) => (false, run),
+            Some(Mode::CheckConfig(source)) => (
+                true,
+                RunArgs {
+                    source,
+                    listen: Vec::new(),
+                    admin: None,
+                },
+            ),
+        };
+        Args {
+            check,
+            source: run.source.into(),
+            listen: run.listen,
+            admin: run.admin,
         }
     }
-    let source = source.ok_or("one of --config or --apache is required (see --help)")?;
-    Ok(Some(Args {
-        check,
-        source,
-        listen,
-        admin,
-    }))
 }
 
 fn load(source: &Source) -> Result<(Config, Vec<Warning>), ConfigError> {
@@ -119,14 +145,7 @@ fn load(source: &Source) -> Result<(Config, Vec<Warning>), ConfigError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fcgi-proxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::from(Cli::parse());
     // Colour only for a person at a terminal: a file, a pipe or the journal gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

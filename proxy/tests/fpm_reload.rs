@@ -1,7 +1,7 @@
 //! The proxy with its default configuration in front of a real php-fpm 8.2 pool that is reloaded
 //! or restarted while clients keep sending requests: the clients must not see it.
 //!
-//! - A graceful reload (`kill -USR2` on the master) re-executes the master under the same PID;
+//! - A graceful reload (SIGUSR2 to the master) re-executes the master under the same PID;
 //!   it keeps its listening socket, the old workers finish and exit and new ones start. Idle
 //!   connections the proxy pools to old workers are closed under it, and with `pm = dynamic`
 //!   only `pm.start_servers` workers exist afterwards. Every request sent during reloads must
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use support::fpm::{
     Fpm, FpmConf, HUNG, Pm, Proxy, conclude, php_fpm_bin, post_append_with, runtime, serial, timed,
 };
-use support::{KeepAlive, RawRequest};
+use support::{KeepAlive, RawRequest, Signal};
 
 /// Each test's whole run must end within this.
 const WALL: Duration = Duration::from_secs(60);
@@ -503,7 +503,7 @@ fn restart_costs_only_503s_while_down() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             // The blocking waits below are on this thread; the client runs on the workers.
             let stop_at = t0.elapsed();
-            let exited_at = match fpm.stop_master("QUIT", Duration::from_secs(10)) {
+            let exited_at = match fpm.stop_master(Signal::SIGQUIT, Duration::from_secs(10)) {
                 Ok(_) => t0.elapsed(),
                 Err(e) => panic!("{TEST}: {e}\n{}", fpm.log()),
             };

@@ -11,6 +11,7 @@ use fcgi_mock::MockHandle;
 use front::{T, get, mock, send, start};
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use testkit::http1;
 
 fn conf(mock: &MockHandle, extra: &str) -> String {
     format!(
@@ -100,11 +101,17 @@ async fn backend_dying_mid_response_truncates_visibly() {
     // Either nothing usable or a chunked body without its terminating chunk: never a complete
     // response.
     let text = String::from_utf8_lossy(&out);
-    assert!(!text.ends_with("0\r\n\r\n"), "looks complete: {text}");
-    assert!(
-        !text.contains("content-length"),
-        "a short body must not carry a length: {text}"
-    );
+    let (responses, _) = http1::parse_responses(&out, true);
+    for r in &responses {
+        assert!(
+            r.header("content-length").is_none(),
+            "a short body must not carry a length: {text}"
+        );
+        assert!(
+            r.framing == http1::Framing::Chunked && !r.complete,
+            "looks complete: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -113,11 +120,7 @@ async fn chunked_post_reaches_the_backend_with_an_exact_content_length() {
     let f = start(&conf(&m, ""), |_| {}).await;
     // A raw request so the body really is chunked on the wire.
     let out = front::raw(&f, b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_eq!(front::response(&out).status, 200);
     let req = m.journal().request(1).expect("reached the backend");
     assert_eq!(req.param("CONTENT_LENGTH").as_deref(), Some("11"));
     assert_eq!(req.stdin_lossy(), "hello world");
@@ -128,11 +131,7 @@ async fn chunked_body_over_the_buffer_limit_is_413() {
     let m = mock("").await;
     let f = start(&conf(&m, ""), |c| c.limits.max_body_buffer = 8).await;
     let out = front::raw(&f, b"POST /app/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n").await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 413"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_eq!(front::response(&out).status, 413);
     assert_eq!(
         m.journal().snapshot().requests.len(),
         0,
@@ -147,11 +146,7 @@ async fn content_length_with_transfer_encoding_uses_the_chunked_framing() {
     let m = mock("").await;
     let f = start(&conf(&m, ""), |_| {}).await;
     let out = front::raw(&f, b"POST /app/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_eq!(front::response(&out).status, 200);
     let req = m.journal().request(1).expect("reached the backend");
     assert_eq!(req.param("CONTENT_LENGTH").as_deref(), Some("5"));
     assert_eq!(req.stdin_lossy(), "hello");
@@ -204,11 +199,8 @@ async fn custom_reason_phrase_reaches_the_client() {
         b"GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 404 Nowhere To Be Found\r\n"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    let r = front::response(&out);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Nowhere To Be Found"));
 }
 
 #[tokio::test]
@@ -221,11 +213,7 @@ async fn too_many_request_headers_is_431_and_never_reaches_the_backend() {
     }
     req.push_str("\r\n");
     let out = front::raw(&f, req.as_bytes()).await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 431"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_eq!(front::response(&out).status, 431);
     assert_eq!(m.journal().snapshot().requests.len(), 0);
 }
 
@@ -275,21 +263,17 @@ async fn an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout() {
     );
 }
 
-/// Reads one response with a Content-Length body from `s`; its head.
-async fn read_one(s: &mut tokio::net::TcpStream) -> String {
+/// Reads one whole response from `s` (nothing may follow it: no request was sent after it).
+async fn read_one(s: &mut tokio::net::TcpStream) -> http1::Response {
     use tokio::io::AsyncReadExt;
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if all.len() >= end + 4 + len {
-                return head;
-            }
+        if let Some((r, used)) = http1::next_response(&all, false, false).unwrap()
+            && r.complete
+        {
+            assert_eq!(used, all.len(), "{:?}", String::from_utf8_lossy(&all));
+            return r;
         }
         let n = tokio::time::timeout(T, s.read(&mut buf))
             .await
@@ -332,21 +316,21 @@ async fn connected(
 }
 
 /// Sends `n` GETs on `s`, one after the other, each answered 200; `pause` = (after which one,
-/// how long) waits between two of them. The heads of the answers, lowercased.
+/// how long) waits between two of them. The answers.
 async fn answered_in_a_row(
     s: &mut tokio::net::TcpStream,
     n: usize,
     pause: Option<(usize, Duration)>,
-) -> Vec<String> {
+) -> Vec<http1::Response> {
     use tokio::io::AsyncWriteExt;
     let mut heads = Vec::new();
     for i in 0..n {
         s.write_all(format!("GET /app/r{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let head = read_one(s).await;
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        heads.push(head);
+        let r = read_one(s).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        heads.push(r);
         if let Some((after, d)) = pause
             && after == i
         {
@@ -414,10 +398,7 @@ async fn a_connection_carries_at_most_max_keep_alive_requests() {
         .await;
         let mut s = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
         let heads = answered_in_a_row(&mut s, served, None).await;
-        let closing: Vec<bool> = heads
-            .iter()
-            .map(|h| h.contains("connection: close"))
-            .collect();
+        let closing: Vec<bool> = heads.iter().map(http1::Response::closes).collect();
         let mut want = vec![false; served];
         if max != 0 {
             want[served - 1] = true;

@@ -1,35 +1,41 @@
-//! `cargo xtask <command>`: thin entry points; the logic lives in the `conformance` crate.
+//! `cargo xtask <command>`: thin entry points; the logic and each command's arguments live in
+//! the `conformance` crate.
 
 use std::process::ExitCode;
 
-const HELP: &str = "\
-cargo xtask <command>
+use clap::{CommandFactory, Parser, Subcommand};
+use conformance::bench::BenchArgs;
+use conformance::load::LoadArgs;
+use conformance::real::cli::ConformanceArgs;
+use conformance::real::peers_cli::PeersArgs;
+use conformance::sim::suite::SimArgs;
 
-COMMANDS:
-    peers [list | install]                 which peer proxies are installed, with versions; install them
-    conformance [--target ours|apache|nginx|caddy|haproxy|lighttpd|h2o|all|external] [PATH...]
-                                           the scenarios for real against proxies (default: ours;
-                                           external: --url URL --backend ADDR; --require-targets:
-                                           a target not installed is an error; see --help)
-    sim [PATH...] [--seed N | --seeds N]   run scenario files in the deterministic simulator
-    bench [--quick] [--help]               fcgi-proxy side by side with nginx, HAProxy and Apache
-    load [--connections N] [--help]        N (10000) concurrent connections through fcgi-proxy
-";
+/// The workspace's commands: the conformance suite, the simulator, the bench and the load test.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Peers(PeersArgs),
+    Conformance(ConformanceArgs),
+    Sim(SimArgs),
+    Bench(BenchArgs),
+    Load(LoadArgs),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        print!("{HELP}");
+    let Some(command) = Xtask::parse().command else {
+        let _ = Xtask::command().print_help();
         return ExitCode::SUCCESS;
     };
-    match cmd.as_str() {
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        "bench" => conformance::bench::main(&args[1..]),
-        "peers" => conformance::real::peers_cli::cli(&args[1..]),
-        "conformance" => {
+    match command {
+        Command::Bench(args) => conformance::bench::main(&args),
+        Command::Peers(args) => conformance::real::peers_cli::cli(&args),
+        Command::Conformance(args) => {
             let root = workspace_root();
             // The suite runs our proxy as a process: build it first.
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -41,14 +47,10 @@ fn main() -> ExitCode {
                 eprintln!("xtask conformance: building fcgi-proxy failed");
                 return ExitCode::FAILURE;
             }
-            conformance::real::cli::cli(root, &args[1..])
+            conformance::real::cli::cli(root, &args)
         }
-        "load" => conformance::load::main(&args[1..]),
-        "sim" => conformance::sim::suite::cli(workspace_root(), &args[1..]),
-        other => {
-            eprintln!("xtask: unknown command {other:?}\n\n{HELP}");
-            ExitCode::from(2)
-        }
+        Command::Load(args) => conformance::load::main(&args),
+        Command::Sim(args) => conformance::sim::suite::cli(workspace_root(), &args),
     }
 }
 
@@ -57,4 +59,81 @@ fn workspace_root() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(std::path::Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Xtask::command().debug_assert();
+    }
+
+    #[test]
+    fn documented_command_lines_parse() {
+        for line in [
+            "peers",
+            "peers list",
+            "peers install",
+            "conformance",
+            "conformance --target all --require-targets",
+            "conformance --target ours,apache,nginx scenarios/security",
+            "conformance --target apache --target nginx scenarios/pathinfo scenarios/balance",
+            "conformance --backend php-fpm --target all --markdown docs/conformance.md",
+            "conformance --target external --url http://127.0.0.1:8080 --backend 127.0.0.1:9001",
+            "conformance --threads 4 --keep target/keep",
+            "sim",
+            "sim scenarios/security --seeds 20",
+            "sim --seed 7 --trace",
+            "sim --mutants scenarios/security",
+            "bench --quick",
+            "bench --duration 7 --warmup 0 --rounds 5 --idle 100 --targets fcgi-proxy,nginx",
+            "bench --workloads get-c4,idle --proxy-bin target/release/fcgi-proxy --out x",
+            "load",
+            "load --connections 3000 --requests 30 --delay-ms 5",
+            "load --backends 3 --max 8 --deadline 60 --proxy-bin x",
+        ] {
+            let words = std::iter::once("xtask").chain(line.split_whitespace());
+            if let Err(e) = Xtask::try_parse_from(words) {
+                panic!("cargo xtask {line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for line in [
+            "nope",
+            "peers remove",
+            "conformance --target lighttpd2",
+            "conformance --backend fpm",
+            "conformance --threads 0",
+            "conformance --bogus",
+            "sim --seed 1 --seeds 2",
+            "sim --seeds 0",
+            "bench --rounds 0",
+            "load --max 0",
+        ] {
+            let words = std::iter::once("xtask").chain(line.split_whitespace());
+            let e = Xtask::try_parse_from(words).expect_err(line);
+            assert_eq!(e.exit_code(), 2, "cargo xtask {line}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_report_names_the_command_as_given() {
+        let words =
+            "xtask conformance --backend php-fpm --target all --markdown docs/conformance.md";
+        let Some(Command::Conformance(args)) = Xtask::try_parse_from(words.split_whitespace())
+            .unwrap()
+            .command
+        else {
+            panic!("not conformance");
+        };
+        assert_eq!(
+            args.command_line(),
+            "--backend php-fpm --target all --markdown docs/conformance.md"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::peers::{BackendAddr, free_loopback_port, is_alive, signal};
+use crate::peers::{BackendAddr, Signal, free_loopback_port, is_alive, signal};
 
 /// The responder's C source.
 pub const RESPONDER_C: &str = include_str!("responder.c");
@@ -166,7 +166,7 @@ impl Backend {
 
     fn stop_inner(&mut self) {
         for &p in &self.pids {
-            signal(p, "TERM");
+            signal(p, Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.alive() > 0 && Instant::now() < deadline {
@@ -174,7 +174,7 @@ impl Backend {
         }
         for &p in &self.pids {
             if is_alive(p) {
-                signal(p, "KILL");
+                signal(p, Signal::SIGKILL);
             }
         }
         self.pids.clear();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use testkit::http1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -92,39 +93,19 @@ async fn one(addr: SocketAddr) -> Result<TcpStream, String> {
     }
 }
 
-/// Whether `buf` holds one complete HTTP/1.1 response (Content-Length or chunked), and that it
+/// Whether `buf` holds one complete HTTP/1.x response (Content-Length or chunked), and that it
 /// is a 200 that keeps the connection open.
 pub fn response_complete(buf: &[u8]) -> Result<bool, String> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some((r, _)) = http1::next_response(buf, false, false)? else {
         return Ok(false);
     };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = &buf[end + 4..];
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default();
-    if !status.starts_with("http/1.1 200") {
-        return Err(format!("status line {status:?}"));
+    if r.status != 200 {
+        return Err(format!("status {} {}", r.status, r.reason));
     }
-    let mut length = None;
-    let mut chunked = false;
-    for l in lines {
-        let Some((name, value)) = l.split_once(':') else {
-            continue;
-        };
-        match name.trim() {
-            "content-length" => length = value.trim().parse::<usize>().ok(),
-            "transfer-encoding" => chunked = value.contains("chunked"),
-            "connection" if value.contains("close") => {
-                return Err("server closes the connection".to_owned());
-            }
-            _ => {}
-        }
+    if r.closes() {
+        return Err("server closes the connection".to_owned());
     }
-    Ok(if chunked {
-        body.ends_with(b"0\r\n\r\n")
-    } else {
-        body.len() >= length.unwrap_or(0)
-    })
+    Ok(r.complete)
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, find_program, signal};
+use clap::builder::RangedU64ValueParser;
+
+use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, Signal, find_program, signal};
 use backend::Backend;
 use fpm::Fpm;
 use machine::Machine;
@@ -110,23 +112,10 @@ impl Options {
     }
 }
 
-const USAGE: &str = "\
-cargo xtask bench [OPTIONS]
-
+const AFTER_HELP: &str = "\
 fcgi-proxy (release build) side by side with nginx, HAProxy and Apache in front of one FastCGI
 backend; wrk for load. Every target runs with its default access log. Results: the machine, a
 table here, and target/bench/results.json (results.md, configs/).
-
-OPTIONS:
-    --quick              1 s runs, one round, 200 idle connections (a smoke run)
-    --duration SECS      measured seconds per run (default 5)
-    --warmup SECS        warm-up seconds per run (default 1)
-    --rounds N           rounds of every load workload (default 3; the idle one: 2)
-    --idle N             idle connections for the memory workload (default 10000)
-    --targets LIST       comma-separated: fcgi-proxy,nginx,haproxy,apache (default all)
-    --workloads LIST     comma-separated workload names (default all; see below)
-    --proxy-bin PATH     use this fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
-    --out DIR            results directory (default target/bench)
 
 WORKLOADS (libfcgi responder over loopback TCP, backend keep-alive, access logs on, unless
 said otherwise):
@@ -146,79 +135,108 @@ A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 
 on 2 cores.
 ";
 
-/// Parses the bench's command line (after `bench`).
-pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = if args.iter().any(|a| a == "--quick") {
-        Options::quick()
-    } else {
-        Options::full()
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let secs = |v: String, name: &str| {
-            v.parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| format!("{name}: whole seconds expected, got {v:?}"))
-        };
-        let count = |v: String, name: &str| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("{name}: a positive number expected, got {v:?}"))
-        };
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--quick" => {}
-            "--duration" => o.duration = secs(value(a)?, a)?.max(Duration::from_secs(1)),
-            "--warmup" => o.warmup = secs(value(a)?, a)?,
-            "--rounds" => o.rounds = count(value(a)?, a)?,
-            "--idle" => o.idle_connections = count(value(a)?, a)?,
-            "--targets" => {
-                let v = value(a)?;
-                o.targets = v
-                    .split(',')
-                    .map(|n| {
-                        PeerKind::ALL
-                            .into_iter()
-                            .find(|k| k.name() == n.trim())
-                            .ok_or_else(|| format!("unknown target {n:?}"))
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            "--workloads" => {
-                let v = value(a)?;
-                o.workloads = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
-            }
-            "--proxy-bin" => {
-                // Peers start in their own directories: a relative path must not follow them.
-                let p = PathBuf::from(value(a)?);
-                o.proxy_bin = Some(std::path::absolute(&p).unwrap_or(p));
-            }
-            "--out" => o.out_dir = PathBuf::from(value(a)?),
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    if let Some(names) = &o.workloads {
-        let known: Vec<String> = workloads(&Options {
-            workloads: None,
-            ..o.clone()
-        })
+/// `cargo xtask bench`: the command line. Unset options take their values from
+/// [`Options::full`], or [`Options::quick`] with `--quick`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(
+    about = "fcgi-proxy side by side with nginx, HAProxy and Apache",
+    after_help = AFTER_HELP,
+    args_override_self = true
+)]
+pub struct BenchArgs {
+    /// 1 s runs, one round, 200 idle connections (a smoke run)
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds per run (default 5)
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    /// Warm-up seconds per run (default 1)
+    #[arg(long, value_name = "SECS")]
+    pub warmup: Option<u64>,
+    /// Rounds of every load workload (default 3; the idle one: 2)
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub rounds: Option<usize>,
+    /// Idle connections for the memory workload (default 10000)
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub idle: Option<usize>,
+    /// Comma-separated: fcgi-proxy,nginx,haproxy,apache (default all)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_target)]
+    pub targets: Vec<PeerKind>,
+    /// Comma-separated workload names (default all; see below)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_workload)]
+    pub workloads: Vec<String>,
+    /// This fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<PathBuf>,
+    /// Results directory (default target/bench)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_target(name: &str) -> Result<PeerKind, String> {
+    PeerKind::ALL
         .into_iter()
+        .find(|k| k.name() == name.trim())
+        .ok_or_else(|| {
+            format!(
+                "unknown target {name:?} (known: {})",
+                PeerKind::ALL.map(PeerKind::name).join(", ")
+            )
+        })
+}
+
+fn parse_workload(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    let known: Vec<String> = workloads(&Options::full())
+        .into_iter()
+        .filter(|w| w.kind == WorkloadKind::Wrk)
         .map(|w| w.name)
         .collect();
-        if let Some(n) = names.iter().find(|n| *n != "idle" && !known.contains(n)) {
-            return Err(format!(
-                "unknown workload {n:?} (known: {}, idle)",
-                known.join(", ")
-            ));
-        }
+    if name == "idle" || known.iter().any(|k| k == name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown workload {name:?} (known: {}, idle)",
+            known.join(", ")
+        ))
     }
-    Ok(Some(o))
+}
+
+impl BenchArgs {
+    /// The options these arguments ask for.
+    pub fn options(&self) -> Options {
+        let mut o = if self.quick {
+            Options::quick()
+        } else {
+            Options::full()
+        };
+        if let Some(d) = self.duration {
+            o.duration = Duration::from_secs(d.max(1));
+        }
+        if let Some(w) = self.warmup {
+            o.warmup = Duration::from_secs(w);
+        }
+        if let Some(n) = self.rounds {
+            o.rounds = n;
+        }
+        if let Some(n) = self.idle {
+            o.idle_connections = n;
+        }
+        if !self.targets.is_empty() {
+            o.targets = self.targets.clone();
+        }
+        if !self.workloads.is_empty() {
+            o.workloads = Some(self.workloads.clone());
+        }
+        if let Some(p) = &self.proxy_bin {
+            // Peers start in their own directories: a relative path must not follow them.
+            o.proxy_bin = Some(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        }
+        if let Some(d) = &self.out {
+            o.out_dir = d.clone();
+        }
+        o
+    }
 }
 
 /// Tools the bench cannot run without, as `what (how to install)`.
@@ -245,18 +263,8 @@ pub fn missing_prerequisites() -> Vec<String> {
 }
 
 /// `cargo xtask bench ...`.
-pub fn main(args: &[String]) -> ExitCode {
-    let opts = match parse_args(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+pub fn main(args: &BenchArgs) -> ExitCode {
+    let opts = args.options();
     let missing = missing_prerequisites();
     if !missing.is_empty() {
         eprintln!("bench: missing: {}", missing.join(", "));
@@ -316,7 +324,7 @@ fn stop_children_on_signal() {
             }
             let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for &p in &pids {
-                signal(p, "TERM");
+                signal(p, Signal::SIGTERM);
             }
             eprintln!(
                 "bench: interrupted; sent SIGTERM to {} child processes",
@@ -557,20 +565,16 @@ pub const PHP_ANSWER: Expect = Expect {
     content_type: "text/html",
 };
 
-/// Whether a raw HTTP/1.1 response is a 200 with the expected Content-Type and body.
-pub fn answer_matches(response: &str, expect: Expect) -> bool {
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+/// Whether a raw HTTP/1.x response (everything read until the connection closed) is a 200 with
+/// the expected Content-Type and body.
+pub fn answer_matches(response: &[u8], expect: Expect) -> bool {
+    let Ok(r) = testkit::http1::parse_response(response) else {
         return false;
     };
-    let content_type = head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_ascii_lowercase())
-    });
-    head.starts_with("HTTP/1.1 200")
-        && content_type.is_some_and(|c| c.starts_with(expect.content_type))
-        && body.contains(expect.body)
+    r.status == 200
+        && r.header("content-type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with(expect.content_type))
+        && r.body_text().contains(expect.body)
 }
 
 /// One GET of `path` through a peer (Connection: close); Ok when it answered as `expect`s.
@@ -586,10 +590,10 @@ pub fn check_get(addr: SocketAddr, path: &str, expect: Expect) -> Result<(), Str
     .map_err(|e| format!("write: {e}"))?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&resp);
-    if answer_matches(&text, expect) {
+    if answer_matches(&resp, expect) {
         Ok(())
     } else {
+        let text = String::from_utf8_lossy(&resp);
         Err(format!(
             "check request for {path} answered {:?} (expected 200, Content-Type {}, a body \
              with {:?})",
@@ -1190,25 +1194,27 @@ fn describe(r: &Run) -> String {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    /// Options from a command line after `bench`.
+    fn parse(line: &str) -> Result<Options, clap::Error> {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
+            .map(|c| c.bench.options())
     }
 
     #[test]
     fn parses_options() {
-        let o = parse_args(&args(
-            "--quick --targets fcgi-proxy,nginx --workloads get-c4,idle",
-        ))
-        .unwrap()
-        .unwrap();
+        let o = parse("--quick --targets fcgi-proxy,nginx --workloads get-c4,idle").unwrap();
         assert!(o.quick);
         assert_eq!(o.targets, [PeerKind::FcgiProxy, PeerKind::Nginx]);
         let names: Vec<String> = workloads(&o).into_iter().map(|w| w.name).collect();
         assert_eq!(names, ["get-c4", "idle-200"]);
 
-        let o = parse_args(&args("--duration 7 --rounds 5 --idle 10000"))
-            .unwrap()
-            .unwrap();
+        let o = parse("--duration 7 --rounds 5 --idle 10000").unwrap();
         assert_eq!(o.duration, Duration::from_secs(7));
         assert_eq!(o.rounds, 5);
         let names: Vec<String> = workloads(&o).into_iter().map(|w| w.name).collect();
@@ -1228,9 +1234,7 @@ mod tests {
             ]
         );
 
-        let o = parse_args(&args("--workloads unix-c64,fpm-c16,get-c64-nolog"))
-            .unwrap()
-            .unwrap();
+        let o = parse("--workloads unix-c64,fpm-c16,get-c64-nolog").unwrap();
         let w = workloads(&o);
         assert_eq!(w.len(), 3);
         assert_eq!(w[0].backend, BackendChoice::LibfcgiUnix);
@@ -1241,15 +1245,18 @@ mod tests {
         assert!(!w[2].access_log);
         assert!(w[..2].iter().all(|w| w.access_log));
 
-        let err = parse_args(&args("--workloads get-c4,get-c8")).unwrap_err();
+        let err = parse("--workloads get-c4,get-c8").unwrap_err().to_string();
         assert!(
             err.contains("\"get-c8\"") && err.contains("fpm-c16"),
             "{err}"
         );
-        assert!(parse_args(&args("--help")).unwrap().is_none());
-        assert!(parse_args(&args("--targets lighttpd")).is_err());
-        assert!(parse_args(&args("--rounds 0")).is_err());
-        assert!(parse_args(&args("--bogus")).is_err());
+        assert_eq!(
+            parse("--help").unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
+        for bad in ["--targets lighttpd", "--rounds 0", "--bogus"] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]
@@ -1273,14 +1280,14 @@ mod tests {
                      Hello, world\n";
         let php = "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=UTF-8\r\n\
                    transfer-encoding: chunked\r\n\r\nd\r\nHello, world\n\r\n0\r\n\r\n";
-        assert!(answer_matches(plain, LIBFCGI_ANSWER));
-        assert!(!answer_matches(plain, PHP_ANSWER));
-        assert!(answer_matches(php, PHP_ANSWER));
-        assert!(!answer_matches(php, LIBFCGI_ANSWER));
+        assert!(answer_matches(plain.as_bytes(), LIBFCGI_ANSWER));
+        assert!(!answer_matches(plain.as_bytes(), PHP_ANSWER));
+        assert!(answer_matches(php.as_bytes(), PHP_ANSWER));
+        assert!(!answer_matches(php.as_bytes(), LIBFCGI_ANSWER));
         let not_found =
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\nFile not found.\n";
-        assert!(!answer_matches(not_found, PHP_ANSWER));
-        assert!(!answer_matches("HTTP/1.1 200 OK\r\n", LIBFCGI_ANSWER));
+        assert!(!answer_matches(not_found.as_bytes(), PHP_ANSWER));
+        assert!(!answer_matches(b"HTTP/1.1 200 OK\r\n", LIBFCGI_ANSWER));
     }
 
     #[test]

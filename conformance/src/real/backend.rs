@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fcgi_mock::{Outcome, RequestEntry, Snapshot};
 
-use crate::peers::{find_program, is_alive, process_tree, signal};
+use crate::peers::{Signal, find_program, is_alive, process_tree, signal};
 use crate::scenario::{Backend, Scenario};
 use crate::sim::client::TAG_PARAM;
 
@@ -610,7 +610,7 @@ impl RealBackend {
 
     fn stop(&mut self) {
         if let Some(m) = &mut self.master {
-            signal(m.id(), "TERM");
+            signal(m.id(), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline && !matches!(m.try_wait(), Ok(Some(_))) {
                 std::thread::sleep(Duration::from_millis(10));
@@ -621,7 +621,7 @@ impl RealBackend {
             }
         }
         for &p in &self.pids {
-            signal(p, "TERM");
+            signal(p, Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline && self.pids.iter().any(|&p| is_alive(p)) {
@@ -629,7 +629,7 @@ impl RealBackend {
         }
         for &p in &self.pids {
             if is_alive(p) {
-                signal(p, "KILL");
+                signal(p, Signal::SIGKILL);
             }
         }
         self.pids.clear();

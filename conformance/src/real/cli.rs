@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::RangedU64ValueParser;
+
+use crate::progress::Progress;
 use crate::report::{self, CheckResult, Expected, Results, Verdict};
 use crate::sim::suite::{self, par_map};
 
@@ -40,7 +43,7 @@ fn expected_for(dir: &Path, target: Target, kind: BackendKind) -> Result<Expecte
 }
 
 /// What a real-backend section of the report says first: the command, and what runs.
-fn section_intro(kind: BackendKind, args: &[String]) -> String {
+fn section_intro(kind: BackendKind, command_line: &str) -> String {
     let program = match kind {
         BackendKind::Mock => "fcgi-mock",
         BackendKind::PhpFpm => {
@@ -61,16 +64,68 @@ fn section_intro(kind: BackendKind, args: &[String]) -> String {
          wire (connections, KEEP_CONN, params, STDIN, close reasons, FCGI_GET_VALUES) are not, and \
          each cell's detail below names the ones left out. Scenarios that need the mock's \
          scripting (rules, idle timeouts, byte-level answers, faults) are SKIP.",
-        args.join(" ")
+        command_line
     )
 }
 
-const USAGE: &str = "\
-cargo xtask conformance [--target TARGET[,TARGET...]]... [--backend mock|php-fpm|libfcgi]
-                        [--require-targets] [--threads N] [--markdown FILE] [--keep DIR]
-                        [PATH...]
-cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
+/// What `--target` names: one target, or `all` of the installed-proxy ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetArg {
+    All,
+    One(Target),
+}
 
+impl TargetArg {
+    fn parse(s: &str) -> Result<TargetArg, String> {
+        match s.trim() {
+            "all" => Ok(TargetArg::All),
+            name => Target::parse(name).map(TargetArg::One).ok_or_else(|| {
+                format!(
+                    "unknown target {name:?} (known: {}, all, external)",
+                    Target::ALL.map(Target::name).join(", ")
+                )
+            }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TargetArg::All => "all",
+            TargetArg::One(t) => t.name(),
+        }
+    }
+}
+
+/// What `--backend` names: a backend program, or the external proxy's backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendArg {
+    Kind(BackendKind),
+    Addr(String),
+}
+
+impl BackendArg {
+    fn parse(s: &str) -> Result<BackendArg, String> {
+        if let Some(k) = BackendKind::parse(s) {
+            Ok(BackendArg::Kind(k))
+        } else if s.contains(':') {
+            Ok(BackendArg::Addr(s.to_owned()))
+        } else {
+            Err(
+                "mock, php-fpm, libfcgi, or the external proxy's backend address (HOST:PORT)"
+                    .into(),
+            )
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            BackendArg::Kind(k) => k.name(),
+            BackendArg::Addr(a) => a,
+        }
+    }
+}
+
+const AFTER_HELP: &str = "\
 TARGET: ours, apache, nginx, caddy, haproxy, lighttpd, h2o, all (= every one of these), or
 external.
 
@@ -84,10 +139,11 @@ FastCGI record the backends saw: params, connections) in DIR/<target>/<area>/<ch
 
 A target whose binary is missing is SKIP for the whole column with an install hint (cargo
 xtask peers install gets the Debian packages); with --require-targets it is an error instead
-(exit status 2, naming the program, before any check runs). A check the target cannot express is SKIP with
-the reason. A target that crashes during a check fails it, with the tail of its log; each check
-starts a fresh target process. Listed deviations (scenarios/expected/<target>.toml) turn FAIL
-into XFAIL; a listed deviation that passes is XPASS. Exit status 1 on any FAIL or XPASS.
+(exit status 2, naming the program, before any check runs). A check the target cannot express
+is SKIP with the reason. A target that crashes during a check fails it, with the tail of its
+log; each check starts a fresh target process. Listed deviations
+(scenarios/expected/<target>.toml) turn FAIL into XFAIL; a listed deviation that passes is
+XPASS. Exit status 1 on any FAIL or XPASS.
 
 External proxy (--target external): a proxy you run and configured yourself. Configure it to
 send every request path, unchanged, to the one FastCGI backend at --backend (the suite starts
@@ -110,95 +166,99 @@ scenarios/saturation and scenarios/reuse. Columns are named `<target> (<backend>
 come from scenarios/expected/<target>.<backend>.toml. --markdown FILE replaces (or appends) this
 backend's section of FILE and leaves the rest of FILE as it is. A missing backend program is an
 error (exit status 2).
+
+Examples:
+    cargo xtask conformance --target all --require-targets
+    cargo xtask conformance --backend php-fpm --target ours
+    cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
 ";
 
-pub fn cli(root: &Path, args: &[String]) -> ExitCode {
+/// `cargo xtask conformance`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "The scenarios for real against proxies: a matrix of checks x targets",
+    after_help = AFTER_HELP,
+    args_override_self = true
+)]
+pub struct ConformanceArgs {
+    /// Targets to run, comma-separated or repeated (default: ours)
+    #[arg(long, value_name = "TARGET[,TARGET...]", value_delimiter = ',', value_parser = TargetArg::parse)]
+    pub target: Vec<TargetArg>,
+    /// mock, php-fpm or libfcgi; with --target external: HOST:PORT
+    #[arg(long, value_name = "BACKEND", value_parser = BackendArg::parse)]
+    pub backend: Option<BackendArg>,
+    /// A target not installed is an error (exit status 2), not a SKIP
+    #[arg(long)]
+    pub require_targets: bool,
+    /// Checks run at once per target
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub threads: usize,
+    /// Also write the Markdown report to FILE
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Keep each check's config, log and journal under DIR
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// With --target external: where it listens (http://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Scenario files or directories (default: scenarios/)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl ConformanceArgs {
+    /// The arguments as a command line (in a fixed order), for reports.
+    pub fn command_line(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        if let Some(b) = &self.backend {
+            words.extend(["--backend".into(), b.as_str().to_owned()]);
+        }
+        if !self.target.is_empty() {
+            let names: Vec<&str> = self.target.iter().map(|t| t.name()).collect();
+            words.extend(["--target".into(), names.join(",")]);
+        }
+        if self.require_targets {
+            words.push("--require-targets".into());
+        }
+        if self.threads != 2 {
+            words.extend(["--threads".into(), self.threads.to_string()]);
+        }
+        if let Some(u) = &self.url {
+            words.extend(["--url".into(), u.clone()]);
+        }
+        if let Some(m) = &self.markdown {
+            words.extend(["--markdown".into(), m.display().to_string()]);
+        }
+        if let Some(k) = &self.keep {
+            words.extend(["--keep".into(), k.display().to_string()]);
+        }
+        words.extend(self.paths.iter().map(|p| p.display().to_string()));
+        words.join(" ")
+    }
+}
+
+/// `cargo xtask conformance ...`: `root` is the workspace root (default paths, and the base of
+/// relative ones).
+pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
     let mut targets: Vec<Target> = Vec::new();
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut threads = 2usize;
-    let mut markdown: Option<PathBuf> = None;
-    let mut url: Option<String> = None;
-    let mut keep: Option<PathBuf> = None;
-    let mut backend: Option<String> = None;
-    let mut kind = BackendKind::Mock;
-    let mut require_targets = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--target" => {
-                let Some(v) = it.next() else {
-                    eprintln!("--target needs a value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                };
-                for name in v.split(',') {
-                    if name == "all" {
-                        targets.extend(Target::ALL);
-                    } else if let Some(t) = Target::parse(name) {
-                        targets.push(t);
-                    } else {
-                        eprintln!("unknown target {name:?}\n\n{USAGE}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            "--require-targets" => require_targets = true,
-            "--threads" => match it.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => threads = n,
-                _ => {
-                    eprintln!("--threads needs a positive number");
-                    return ExitCode::from(2);
-                }
-            },
-            "--keep" => match it.next() {
-                Some(p) => keep = Some(root.join(p)),
-                None => {
-                    eprintln!("--keep needs a directory");
-                    return ExitCode::from(2);
-                }
-            },
-            "--url" => match it.next() {
-                Some(v) => url = Some(v.clone()),
-                None => {
-                    eprintln!("--url needs a value");
-                    return ExitCode::from(2);
-                }
-            },
-            "--backend" => match it.next() {
-                // A backend program, or the external proxy's backend address.
-                Some(v) if BackendKind::parse(v).is_some() => {
-                    kind = BackendKind::parse(v).unwrap_or_default();
-                }
-                Some(v) if v.contains(':') => backend = Some(v.clone()),
-                Some(v) => {
-                    eprintln!(
-                        "--backend {v:?}: mock, php-fpm, libfcgi, or the external proxy's \
-                         backend address (HOST:PORT)"
-                    );
-                    return ExitCode::from(2);
-                }
-                None => {
-                    eprintln!("--backend needs a value");
-                    return ExitCode::from(2);
-                }
-            },
-            "--markdown" => match it.next() {
-                Some(p) => markdown = Some(root.join(p)),
-                None => {
-                    eprintln!("--markdown needs a file");
-                    return ExitCode::from(2);
-                }
-            },
-            flag if flag.starts_with('-') => {
-                eprintln!("unknown option {flag}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            p => paths.push(root.join(p)),
+    for t in &args.target {
+        match t {
+            TargetArg::All => targets.extend(Target::ALL),
+            TargetArg::One(t) => targets.push(*t),
         }
     }
+    let mut paths: Vec<PathBuf> = args.paths.iter().map(|p| root.join(p)).collect();
+    let threads = args.threads;
+    let markdown = args.markdown.as_ref().map(|p| root.join(p));
+    let keep = args.keep.as_ref().map(|p| root.join(p));
+    let url = args.url.clone();
+    let (kind, backend) = match &args.backend {
+        None => (BackendKind::Mock, None),
+        Some(BackendArg::Kind(k)) => (*k, None),
+        Some(BackendArg::Addr(a)) => (BackendKind::Mock, Some(a.clone())),
+    };
+    let require_targets = args.require_targets;
     if targets.is_empty() {
         targets.push(Target::Ours);
     }
@@ -228,7 +288,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
             }
         },
         (true, _, _) => {
-            eprintln!("--target external needs --url and --backend\n\n{USAGE}");
+            eprintln!("--target external needs --url and --backend (see --help)");
             return ExitCode::from(2);
         }
         (false, None, None) => None,
@@ -291,6 +351,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
     }
     let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
+    let progress = Progress::new();
     let mut results = Results::default();
     for &target in &targets {
         let column = column_name(target, kind);
@@ -312,15 +373,14 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
         let outcomes = par_map(&files, threads, |f| {
             let o = super::run(&f.scenario, target, &opts);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            eprint!("\r{column}: {n}/{} {:<60}", files.len(), f.scenario.id);
+            progress.update(&format!("{column}: {n}/{} {}", files.len(), f.scenario.id));
             o
         });
-        eprintln!(
-            "\r{column}: {} scenarios in {:.1}s{:40}",
+        progress.finish(&format!(
+            "{column}: {} scenarios in {:.1}s",
             files.len(),
-            t0.elapsed().as_secs_f64(),
-            ""
-        );
+            t0.elapsed().as_secs_f64()
+        ));
         for (f, o) in files.iter().zip(outcomes) {
             let (verdict, detail) = match o.verdict {
                 Verdict::Pass | Verdict::Fail => {
@@ -373,7 +433,7 @@ pub fn cli(root: &Path, args: &[String]) -> ExitCode {
             let section = results.to_markdown_section(
                 k.name(),
                 &format!("With the {} backend", k.name()),
-                &section_intro(k, args),
+                &section_intro(k, &args.command_line()),
             );
             let old = markdown
                 .as_ref()

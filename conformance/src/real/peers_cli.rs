@@ -31,9 +31,26 @@ fn version(package: &str, binary: &str) -> Option<String> {
     Some(format!("{v} ({})", path.display()))
 }
 
-pub fn cli(args: &[String]) -> ExitCode {
-    match args.first().map(String::as_str) {
-        None | Some("list") => {
+/// `cargo xtask peers`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(about = "Which peer proxies and helpers are installed; install them")]
+pub struct PeersArgs {
+    #[command(subcommand)]
+    pub command: Option<PeersCommand>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum PeersCommand {
+    /// The peers, their packages and installed versions (the default)
+    List,
+    /// Install the missing ones from Debian's packages
+    Install,
+}
+
+/// `cargo xtask peers [list | install]`.
+pub fn cli(args: &PeersArgs) -> ExitCode {
+    match args.command.unwrap_or(PeersCommand::List) {
+        PeersCommand::List => {
             let mut b = Builder::default();
             b.push_record(["peer", "package", "installed"]);
             for (name, package, binary) in PEERS {
@@ -46,7 +63,7 @@ pub fn cli(args: &[String]) -> ExitCode {
             println!("{t}");
             ExitCode::SUCCESS
         }
-        Some("install") => {
+        PeersCommand::Install => {
             let missing: Vec<&str> = PEERS
                 .iter()
                 .filter(|(_, _, binary)| crate::peers::find_program(binary).is_none())
@@ -82,10 +99,6 @@ pub fn cli(args: &[String]) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
-        }
-        Some(other) => {
-            eprintln!("usage: cargo xtask peers [list | install] (not {other:?})");
-            ExitCode::from(2)
         }
     }
 }

@@ -1,23 +1,17 @@
 //! Raw exchanges: exact bytes written on a connection of their own, and every HTTP/1.x response
 //! that comes back parsed from the bytes, for requests no HTTP library would send (smuggling
-//! shapes, malformed heads, pipelines). The parser is deliberately small and strict enough to
-//! tell a second response from a body: status line, header lines, then Content-Length, chunked
-//! or read-until-close framing.
+//! shapes, malformed heads, pipelines). The parser ([`testkit::http1`]) is strict enough to tell
+//! a second response from a body: status line, header lines, then Content-Length, chunked or
+//! read-until-close framing.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 
-/// One response parsed from the connection's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The body ended as its framing says (for read-until-close: the connection closed).
-    pub complete: bool,
-}
+/// One response parsed from the connection's bytes; `complete`: the body ended as its framing
+/// says (for read-until-close: the connection closed).
+pub type RawResponse = testkit::http1::Response;
 
 /// What a raw exchange saw.
 #[derive(Debug, Clone, Default)]
@@ -165,125 +159,17 @@ where
 /// Parses the responses in `buf`. Returns them and how many bytes at the end belong to no
 /// complete head. `eof`: the connection has closed, so a read-until-close body is complete.
 pub fn parse_responses(buf: &[u8], eof: bool) -> (Vec<RawResponse>, usize) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    loop {
-        let (r, used) = next_response(&buf[at..], eof);
-        at += used;
-        let Some(r) = r else {
-            break;
-        };
-        let complete = r.complete;
-        out.push(r);
-        if !complete {
-            break;
-        }
-    }
-    (out, buf.len() - at)
+    testkit::http1::parse_responses(buf, eof)
 }
 
 /// The first final response in `buf`, interim (1xx) ones before it skipped: the response, if
 /// its whole head is there, and the bytes used (interim heads, the head, the body as far as it
-/// is there).
+/// is there). Bytes that are not a response head are none.
 fn next_response(buf: &[u8], eof: bool) -> (Option<RawResponse>, usize) {
-    let mut at = 0;
-    loop {
-        let Some((status, headers, head_len)) = parse_head(&buf[at..]) else {
-            return (None, at);
-        };
-        at += head_len;
-        if (100..200).contains(&status) {
-            continue; // an interim response: the final one follows
-        }
-        let header = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.trim().to_string())
-        };
-        let chunked = header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"));
-        let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
-        let (body, used, complete) = if status == 204 || status == 304 {
-            (Vec::new(), 0, true)
-        } else if chunked {
-            dechunk(&buf[at..])
-        } else if let Some(n) = length {
-            let have = n.min(buf.len() - at);
-            (buf[at..at + have].to_vec(), have, have == n)
-        } else {
-            (buf[at..].to_vec(), buf.len() - at, eof)
-        };
-        let r = RawResponse {
-            status,
-            headers,
-            body,
-            complete,
-        };
-        return (Some(r), at + used);
+    match testkit::http1::next_response(buf, eof, false) {
+        Ok(Some((r, used))) => (Some(r), used),
+        Ok(None) | Err(_) => (None, 0),
     }
-}
-
-/// A status line and header lines ending in an empty line: (status, headers, bytes used).
-fn parse_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
-    let end = find(buf, b"\r\n\r\n").map(|i| i + 4)?;
-    let text = String::from_utf8_lossy(&buf[..end - 4]);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status: u16 = parts.next()?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            Some((n.to_string(), v.trim().to_string()))
-        })
-        .collect();
-    Some((status, headers, end))
-}
-
-/// A chunked body: (data, bytes used, whether the last chunk and trailers were all there).
-fn dechunk(buf: &[u8]) -> (Vec<u8>, usize, bool) {
-    let mut data = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some(eol) = find(&buf[at..], b"\r\n") else {
-            return (data, buf.len(), false);
-        };
-        let line = String::from_utf8_lossy(&buf[at..at + eol]);
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else {
-            return (data, buf.len(), false);
-        };
-        at += eol + 2;
-        if size == 0 {
-            // Trailers, up to an empty line.
-            loop {
-                let Some(eol) = find(&buf[at..], b"\r\n") else {
-                    return (data, buf.len(), false);
-                };
-                at += eol + 2;
-                if eol == 0 {
-                    return (data, at, true);
-                }
-            }
-        }
-        if buf.len() < at + size + 2 {
-            data.extend_from_slice(&buf[at..buf.len().min(at + size)]);
-            return (data, buf.len(), false);
-        }
-        data.extend_from_slice(&buf[at..at + size]);
-        at += size + 2;
-    }
-}
-
-type Headers = Vec<(String, String)>;
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -297,46 +183,5 @@ mod tests {
             b"GET / HTTP/1.1\r\nX-T: a\r\nHost: x\r\n\r\n"
         );
         assert_eq!(with_tag(b"junk", "X-T", "a"), b"junk");
-    }
-
-    #[test]
-    fn pipelined_responses_are_told_apart() {
-        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 100 Continue\r\n\r\n\
-HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
-HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nbye";
-        let (r, rest) = parse_responses(bytes, true);
-        assert_eq!(rest, 0);
-        let got: Vec<(u16, &[u8], bool)> = r
-            .iter()
-            .map(|r| (r.status, r.body.as_slice(), r.complete))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (200, &b"ok"[..], true),
-                (404, &b"abc"[..], true),
-                (400, &b"bye"[..], true)
-            ]
-        );
-        // Before the close, the last body may still grow.
-        let (r, _) = parse_responses(bytes, false);
-        assert!(!r[2].complete);
-    }
-
-    #[test]
-    fn partial_input_is_incomplete() {
-        let (r, rest) = parse_responses(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", false);
-        assert_eq!(r.len(), 1);
-        assert!(!r[0].complete);
-        assert_eq!(rest, 0);
-        let (r, rest) = parse_responses(b"HTTP/1.1 200 OK\r\nContent-Le", false);
-        assert!(r.is_empty());
-        assert_eq!(rest, 27);
-        let (r, _) = parse_responses(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
-            true,
-        );
-        assert!(!r[0].complete);
-        assert_eq!(r[0].body, b"ab");
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
@@ -260,9 +261,7 @@ pub fn table(reports: &[Report]) -> String {
     Table::new(rows).with(Style::rounded()).to_string()
 }
 
-const USAGE: &str = "\
-cargo xtask sim [PATH...] [--seed N | --seeds N] [--threads N] [--trace] [--mutants]
-
+const AFTER_HELP: &str = "\
 Runs scenario files (default: scenarios/) in the deterministic simulator and prints a table of
 scenario, verdict, virtual time and wall time. --seed N runs seed N (default 1); --seeds N runs
 seeds 1..=N, checking the invariants on every one. --trace prints the trace of each failing run.
@@ -270,56 +269,56 @@ seeds 1..=N, checking the invariants on every one. --trace prints the trace of e
 first reason each one failed for. Exit status 1 when a scenario fails (a mutant passes).
 ";
 
+/// `cargo xtask sim`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Run scenario files in the deterministic simulator",
+    after_help = AFTER_HELP,
+    args_override_self = true
+)]
+pub struct SimArgs {
+    /// Run this seed (default 1)
+    #[arg(long, value_name = "N", conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// Run seeds 1..=N
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: Option<u64>,
+    /// Scenarios run at once (default: the available cores)
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub threads: Option<usize>,
+    /// Print the trace of each failing run
+    #[arg(long)]
+    pub trace: bool,
+    /// Run every [[mutant]] of the files instead; each must FAIL
+    #[arg(long)]
+    pub mutants: bool,
+    /// Scenario files or directories (default: scenarios/)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
 /// `cargo xtask sim ...`: `root` is the workspace root (default paths and relative paths that
 /// do not exist from the current directory are taken from there).
-pub fn cli(root: &Path, args: &[String]) -> ExitCode {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut seeds: Vec<u64> = vec![crate::sim::DEFAULT_SEED];
-    let mut threads = threads();
-    let mut show_trace = false;
-    let mut mutants = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |what: &str| -> Option<u64> {
-            let v = it.next().and_then(|v| v.parse::<u64>().ok());
-            if v.is_none() {
-                eprintln!("xtask sim: {what} needs a number\n\n{USAGE}");
+pub fn cli(root: &Path, args: &SimArgs) -> ExitCode {
+    let mut paths: Vec<PathBuf> = args
+        .paths
+        .iter()
+        .map(|p| {
+            if p.exists() || p.is_absolute() {
+                p.clone()
+            } else {
+                root.join(p)
             }
-            v
-        };
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--seed" => match number("--seed") {
-                Some(n) => seeds = vec![n],
-                None => return ExitCode::from(2),
-            },
-            "--seeds" => match number("--seeds") {
-                Some(n) if n > 0 => seeds = (1..=n).collect(),
-                _ => return ExitCode::from(2),
-            },
-            "--threads" => match number("--threads") {
-                Some(n) if n > 0 => threads = usize::try_from(n).unwrap_or(1),
-                _ => return ExitCode::from(2),
-            },
-            "--trace" => show_trace = true,
-            "--mutants" => mutants = true,
-            flag if flag.starts_with('-') => {
-                eprintln!("xtask sim: unknown option {flag}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            p => {
-                let p = PathBuf::from(p);
-                paths.push(if p.exists() || p.is_absolute() {
-                    p
-                } else {
-                    root.join(p)
-                });
-            }
-        }
-    }
+        })
+        .collect();
+    let seeds: Vec<u64> = match (args.seed, args.seeds) {
+        (_, Some(n)) => (1..=n).collect(),
+        (Some(n), None) => vec![n],
+        (None, None) => vec![crate::sim::DEFAULT_SEED],
+    };
+    let threads = args.threads.unwrap_or_else(threads);
+    let show_trace = args.trace;
+    let mutants = args.mutants;
     if paths.is_empty() {
         paths.push(root.join("scenarios"));
     }

@@ -17,6 +17,7 @@ use fcgi_proxy::server::{self, FrontSettings};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use testkit::http1;
 use tokio::sync::watch;
 
 pub const T: Duration = Duration::from_secs(10);
@@ -153,6 +154,12 @@ pub fn get(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// The one response in `out` (what a raw connection got before it closed); the test fails when
+/// it is not one whole response.
+pub fn response(out: &[u8]) -> http1::Response {
+    http1::parse_response(out).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(out)))
+}
+
 /// Writes `bytes` on a fresh connection and reads until the proxy closes it.
 pub async fn raw(front: &Front, bytes: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,13 +185,17 @@ impl Talk {
         String::from_utf8_lossy(&self.out).into_owned()
     }
 
-    /// Status codes of the responses in the output, in order.
+    /// Status codes of the responses in the output, in order (interim ones left out). Bytes
+    /// after them that are not a response fail the test.
     pub fn statuses(&self) -> Vec<u16> {
-        let t = self.text();
-        t.match_indices("HTTP/1.1 ")
-            .filter(|&(i, _)| i == 0 || t.as_bytes()[i - 1] == b'\n')
-            .filter_map(|(i, _)| t.get(i + 9..i + 12)?.parse().ok())
-            .collect()
+        let (responses, rest) = http1::parse_responses(&self.out, self.closed);
+        assert_eq!(
+            rest,
+            0,
+            "bytes after the responses that are no response: {}",
+            self.text()
+        );
+        responses.iter().map(|r| r.status).collect()
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Proc, RawRequest};
+use super::{Proc, RawRequest, Signal};
 
 /// How long the client waits for one response before calling the request hung. Above every
 /// bound the tests check, well below the proxy's own backend timeout (60 s by default).
@@ -177,18 +177,18 @@ impl Fpm {
     /// Graceful reload: SIGUSR2 to the master (it re-executes itself under the same PID and
     /// keeps its listening socket; the old workers finish and exit, new ones start).
     pub fn reload(&mut self) -> Result<(), String> {
-        self.proc.signal("USR2")
+        self.proc.signal(Signal::SIGUSR2)
     }
 
-    /// Stops the master with `signal` (`QUIT`: graceful, `TERM`: fast) and waits up to `timeout`
-    /// for it to exit. The time it took, or why it did not.
-    pub fn stop_master(&mut self, signal: &str, timeout: Duration) -> Result<Duration, String> {
+    /// Stops the master with `signal` (`SIGQUIT`: graceful, `SIGTERM`: fast) and waits up to
+    /// `timeout` for it to exit. The time it took, or why it did not.
+    pub fn stop_master(&mut self, signal: Signal, timeout: Duration) -> Result<Duration, String> {
         let t0 = Instant::now();
         self.proc.signal(signal)?;
         match self.proc.wait_exit(timeout) {
             Some(_) => Ok(t0.elapsed()),
             None => Err(format!(
-                "php-fpm master (pid {}) still running {timeout:?} after SIG{signal}",
+                "php-fpm master (pid {}) still running {timeout:?} after {signal}",
                 self.pid()
             )),
         }

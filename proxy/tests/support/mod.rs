@@ -14,6 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
+use testkit::http1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod fpm;
@@ -201,26 +203,15 @@ impl Proc {
         }
     }
 
-    /// Sends `signal` (a name `kill` knows: `USR2`, `QUIT`, ...) to its own PID.
-    pub fn signal(&mut self, signal: &str) -> Result<(), String> {
+    /// Sends `signal` (`SIGUSR2`, `SIGQUIT`, ...) to its own PID.
+    pub fn signal(&mut self, signal: Signal) -> Result<(), String> {
         let Some(child) = self.child.as_mut() else {
             return Err(format!("{} was stopped already", self.name));
         };
         if let Some(status) = child.try_wait().ok().flatten() {
             return Err(format!("{} exited already ({status})", self.name));
         }
-        let out = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .output()
-            .map_err(|e| format!("run kill: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kill -{signal} {}: {}",
-                child.id(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+        send_signal(child.id(), signal).map_err(|e| format!("{signal} to {}: {e}", child.id()))
     }
 
     /// Waits up to `timeout` for it to exit by itself; its exit status if it did.
@@ -245,11 +236,7 @@ impl Proc {
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = send_signal(child.id(), Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {
@@ -271,6 +258,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` to the process `pid`: by PID, never by name.
+pub fn send_signal(pid: u32, signal: Signal) -> Result<(), String> {
+    let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| e.to_string())
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -409,25 +402,8 @@ impl RawRequest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+/// A response read by the raw client: status, headers, body.
+pub type HttpResponse = testkit::http1::Response;
 
 /// Sends `req` on a new connection to `addr` and reads one response (interim 1xx responses are
 /// skipped), all within [`EXCHANGE_TIMEOUT`].
@@ -536,37 +512,7 @@ async fn send_and_read(reader: &mut Reader, req: &RawRequest) -> Result<HttpResp
             .await
             .map_err(|e| format!("write part {i}: {e}"))?;
     }
-    loop {
-        let head = reader.read_head().await?;
-        let (status, headers) = parse_head(&head)?;
-        if (100..200).contains(&status) && status != 101 {
-            continue;
-        }
-        let body = if req.head || status == 204 || status == 304 {
-            Vec::new()
-        } else if headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-        }) {
-            reader.read_chunked().await?
-        } else if let Some((_, v)) = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        {
-            let n: usize = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("bad Content-Length {v:?}"))?;
-            reader.read_exact(n).await?
-        } else {
-            reader.read_to_eof().await?
-        };
-        return Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        });
-    }
+    reader.read_response(req.head).await
 }
 
 struct Reader {
@@ -590,99 +536,42 @@ impl Reader {
         Ok(())
     }
 
-    fn find(&self, pat: &[u8]) -> Option<usize> {
-        self.buf.windows(pat.len()).position(|w| w == pat)
-    }
-
-    async fn read_head(&mut self) -> Result<Vec<u8>, String> {
+    /// One final response, interim ones skipped: its head parsed once, then read until its
+    /// body is all there by its framing.
+    async fn read_response(&mut self, head_request: bool) -> Result<HttpResponse, String> {
         loop {
-            if let Some(i) = self.find(b"\r\n\r\n") {
-                let head = self.buf[..i].to_vec();
-                self.buf.drain(..i + 4);
-                return Ok(head);
+            let head = loop {
+                if let Some(head) = http1::parse_head(&self.buf)? {
+                    break head;
+                }
+                if self.eof {
+                    return Err(format!(
+                        "connection closed before a complete response head ({} bytes: {:?})",
+                        self.buf.len(),
+                        String::from_utf8_lossy(&self.buf)
+                    ));
+                }
+                self.fill().await?;
+            };
+            if head.is_interim() {
+                self.buf.drain(..head.len);
+                continue;
             }
-            if self.eof {
-                return Err(format!(
-                    "connection closed before a complete response head ({} bytes: {:?})",
-                    self.buf.len(),
-                    String::from_utf8_lossy(&self.buf)
-                ));
-            }
-            self.fill().await?;
+            let framing = head.framing(head_request)?;
+            let end = loop {
+                let body = &self.buf[head.len..];
+                if let Some(end) = http1::body_end(framing, body, self.eof)? {
+                    break head.len + end;
+                }
+                if self.eof {
+                    let body = http1::read_body(framing, body, true);
+                    return Err(HttpResponse::new(head, framing, body).missing());
+                }
+                self.fill().await?;
+            };
+            let body = http1::read_body(framing, &self.buf[head.len..end], true);
+            self.buf.drain(..end);
+            return Ok(HttpResponse::new(head, framing, body));
         }
     }
-
-    async fn read_line(&mut self) -> Result<Vec<u8>, String> {
-        loop {
-            if let Some(i) = self.find(b"\r\n") {
-                let line = self.buf[..i].to_vec();
-                self.buf.drain(..i + 2);
-                return Ok(line);
-            }
-            if self.eof {
-                return Err("connection closed inside a chunked body".into());
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        while self.buf.len() < n {
-            if self.eof {
-                return Err(format!(
-                    "connection closed after {} of {n} body bytes",
-                    self.buf.len()
-                ));
-            }
-            self.fill().await?;
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    async fn read_chunked(&mut self) -> Result<Vec<u8>, String> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line().await?;
-            let text = String::from_utf8_lossy(&line);
-            let size_txt = text.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_txt, 16)
-                .map_err(|_| format!("bad chunk size line {text:?}"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.read_line().await?.is_empty() {}
-                return Ok(body);
-            }
-            body.extend(self.read_exact(size).await?);
-            if !self.read_line().await?.is_empty() {
-                return Err("chunk data not followed by CRLF".into());
-            }
-        }
-    }
-
-    async fn read_to_eof(&mut self) -> Result<Vec<u8>, String> {
-        while !self.eof {
-            self.fill().await?;
-        }
-        Ok(std::mem::take(&mut self.buf))
-    }
-}
-
-fn parse_head(head: &[u8]) -> Result<(u16, Vec<(String, String)>), String> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
-    }
-    let status = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Ok((status, headers))
 }
