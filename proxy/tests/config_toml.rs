@@ -42,7 +42,7 @@ fn example_loads_with_every_setting() {
     assert_eq!(r.backend_type, Some(BackendType::Generic));
     assert_eq!(r.worker.max, Some(10));
     assert_eq!(r.worker.acquire, Some(Duration::from_millis(500)));
-    assert_eq!(r.worker.flush_packets, FlushPackets::Auto);
+    assert_eq!(r.worker.flush_packets, FlushPackets::On);
     assert_eq!(r.fcgi_setenvif.len(), 2);
     assert!(cfg.routes[2].regex.is_some());
     let b = &cfg.balancers[0];
@@ -265,6 +265,28 @@ fn validation_errors() {
             ),
             Some(2),
             "redirect 'zz' names no member route",
+        ),
+        (
+            format!(
+                "{base}[[route]]\npath = \"/\"\ntarget = \"fcgi://h/\"\nworker.flush_packets = \"auto\"\n"
+            ),
+            Some(2),
+            "flush_packets = \"auto\" (flushpackets) is not supported: response data is written \
+             to the client as soon as it arrives from the backend",
+        ),
+        (
+            format!(
+                "{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1\", worker.flush_packets = \"off\" }}]\n"
+            ),
+            Some(2),
+            "flush_packets = \"off\" (flushpackets) is not supported",
+        ),
+        (
+            format!(
+                "{base}[[route]]\npath = \"/\"\ntarget = \"fcgi://h/\"\nworker.flush_wait = \"10ms\"\n"
+            ),
+            Some(2),
+            "flush_wait (flushwait) is not supported: it applies only to flushpackets=auto",
         ),
         (
             format!("{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1/$1\" }}]\n"),

@@ -584,7 +584,7 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         )
     };
     format!(
-        "reuse {}, max {}, timeout {}, connect {}, acquire {}, retry {}, ttl {}, flushpackets {:?}",
+        "reuse {}, max {}, timeout {}, connect {}, acquire {}, retry {}, ttl {}, flushpackets {}",
         if w.reuse {
             "on (KEEP_CONN)"
         } else {
@@ -598,7 +598,7 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         w.ttl
             .map(d)
             .unwrap_or_else(|| format!("{} (default)", d(crate::pool::DEFAULT_IDLE_TTL))),
-        w.flush_packets
+        p.flush_packets
     )
 }
 
@@ -611,10 +611,17 @@ fn check_worker(w: &WorkerParams) -> Result<(), String> {
     {
         return Err("acquire must be at least 1ms".into());
     }
-    if let Some(f) = w.flush_wait
-        && f.as_millis() > 1000
-    {
-        return Err("flush_wait must be at most 1000ms".into());
+    if let Some(why) = w.flush_packets.unsupported() {
+        return Err(format!(
+            "flush_packets = \"{}\" (flushpackets) is not supported: {why}",
+            w.flush_packets
+        ));
+    }
+    if w.flush_wait.is_some() {
+        return Err(format!(
+            "flush_wait (flushwait) is not supported: {}",
+            apache::FLUSH_WAIT_WHY
+        ));
     }
     for (what, v) in [
         ("timeout", w.timeout),

@@ -270,17 +270,43 @@ impl Default for Limits {
     }
 }
 
-/// `flushpackets=` of a worker.
+/// `flushpackets=` of a worker. The proxy writes response data to the client as it arrives
+/// from the backend, which is `on`; `off` (Apache's default: data collects until 4 KiB or the
+/// end of the response) and `auto` (collect until the backend is silent for `flushwait`) are
+/// refused by [`Config::validate`](super::Config::validate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushPackets {
-    /// Let output buffer (default).
+    /// Every STDOUT record's data goes to the client at once (the default here).
     #[default]
-    Off,
-    /// Flush after every STDOUT record.
     On,
-    /// Flush when no more backend data arrives within `flush_wait`.
+    /// Apache: let output collect, written at its buffer size (refused).
+    Off,
+    /// Apache: flush when no more backend data arrives within `flushwait` (refused).
     Auto,
+}
+
+impl FlushPackets {
+    /// Why a value cannot be had here, if it cannot.
+    pub fn unsupported(self) -> Option<&'static str> {
+        match self {
+            FlushPackets::On => None,
+            FlushPackets::Off | FlushPackets::Auto => Some(
+                "response data is written to the client as soon as it arrives from the backend \
+                 (what flushpackets=on does); there is no mode that holds it back",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for FlushPackets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlushPackets::On => "on",
+            FlushPackets::Off => "off",
+            FlushPackets::Auto => "auto",
+        })
+    }
 }
 
 /// Worker (backend pool) parameters, set per route and per balancer member. TOML: a
@@ -331,10 +357,10 @@ pub struct WorkerParams {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry: Option<Duration>,
-    /// `flushpackets=`.
+    /// `flushpackets=`: only `on`, which is what the proxy does (see [`FlushPackets`]).
     #[serde(default)]
     pub flush_packets: FlushPackets,
-    /// `flushwait=` (default 10ms).
+    /// `flushwait=`: refused, it applies only to `flushpackets=auto`.
     #[serde(
         default,
         with = "serde_opt_duration",
@@ -353,7 +379,7 @@ impl Default for WorkerParams {
             connection_timeout: None,
             acquire: None,
             retry: None,
-            flush_packets: FlushPackets::Off,
+            flush_packets: FlushPackets::On,
             flush_wait: None,
         }
     }
@@ -374,8 +400,6 @@ impl WorkerParams {
                 .unwrap_or(io),
             acquire: self.acquire,
             retry: self.retry.unwrap_or(Duration::from_secs(60)),
-            flush_packets: self.flush_packets,
-            flush_wait: self.flush_wait.unwrap_or(Duration::from_millis(10)),
         }
     }
 }
@@ -390,8 +414,6 @@ pub struct EffectiveWorker {
     pub connect_timeout: Duration,
     pub acquire: Option<Duration>,
     pub retry: Duration,
-    pub flush_packets: FlushPackets,
-    pub flush_wait: Duration,
 }
 
 /// A compiled regular expression (matched against bytes) that remembers its source.
