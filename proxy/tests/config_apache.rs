@@ -347,6 +347,29 @@ fn balancer_forms() {
     cfg.validate().unwrap();
 }
 
+#[test]
+fn sticky_session_keys() {
+    let (cfg, w) = import(
+        "Listen 80\n\
+         <Proxy balancer://pool>\n\
+           BalancerMember fcgi://a:1 route=a\n\
+           BalancerMember fcgi://b:1 route=b status=+R\n\
+           ProxySet stickysession=JSESSIONID|jsessionid stickysessionsep=! scolonpathdelim=On\n\
+         </Proxy>\n\
+         ProxyPass /x/ balancer://pool/\n",
+    );
+    assert!(w.is_empty(), "nothing ignored: {w:#?}");
+    let b = &cfg.balancers[0];
+    assert_eq!(b.sticky_names(), Some(("JSESSIONID", "jsessionid")));
+    assert_eq!(b.sticky_session_sep.0, Some('!'));
+    assert!(b.scolon_path_delim);
+    assert!(b.members[1].status.hot_spare);
+    let e = import_err(
+        "Listen 80\n<Proxy balancer://p>\nBalancerMember fcgi://a:1\nProxySet stickysessionsep=ab\n</Proxy>\n",
+    );
+    assert!(e.to_string().contains("a single character or off"), "{e}");
+}
+
 /// What cannot be had here is refused at load, naming the line and saying why.
 #[test]
 fn refused_settings_say_why() {
@@ -374,6 +397,41 @@ fn refused_settings_say_why() {
         let e = import_err(&format!("Listen 80\n{line}\n"));
         assert!(e.to_string().contains(needle), "{line}: {e}");
     }
+}
+
+/// `redirect` and `nofailover` act on sticky sessions: without `stickysession` they would do
+/// nothing, so the configuration is refused.
+#[test]
+fn redirect_and_nofailover_need_a_sticky_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.conf");
+    for (text, needle) in [
+        (
+            "<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\nBalancerMember fcgi://b:1 route=b redirect=a\n</Proxy>\n",
+            "site.conf:2: balancer 'p': member fcgi://b:1: redirect 'a' has no effect without \
+             sticky_session (stickysession)",
+        ),
+        (
+            "<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\nProxySet nofailover=On\n</Proxy>\n",
+            "site.conf:2: balancer 'p': nofailover has no effect without sticky_session",
+        ),
+    ] {
+        std::fs::write(
+            &path,
+            format!("Listen 80\n{text}ProxyPass / balancer://p/\n"),
+        )
+        .unwrap();
+        let e = config::load_file(&path).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    std::fs::write(
+        &path,
+        "Listen 80\n<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\n\
+         BalancerMember fcgi://b:1 route=b redirect=a\nProxySet stickysession=ROUTEID nofailover=On\n\
+         </Proxy>\nProxyPass / balancer://p/\n",
+    )
+    .unwrap();
+    config::load_file(&path).unwrap();
 }
 
 #[test]

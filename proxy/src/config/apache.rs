@@ -24,7 +24,7 @@ use super::duration::parse_duration;
 use super::expr::{EnvAction, FcgiSetEnvIf, SetEnv, SetEnvIf};
 use super::model::{
     BackendType, Balancer, Config, FlushPackets, LbMethod, LoadFactor, Member, MemberStatus,
-    Origin, Pattern, Route, WorkerParams,
+    Origin, Pattern, Route, StickySep, WorkerParams,
 };
 use super::url::{BackendSocket, Target, WorkerUrl};
 use super::{ConfigError, Warning};
@@ -168,6 +168,8 @@ struct BalancerSet {
     lbmethod: Option<LbMethod>,
     max_attempts: Option<u32>,
     sticky_session: Option<String>,
+    sticky_session_sep: Option<StickySep>,
+    scolon_path_delim: Option<bool>,
     nofailover: Option<bool>,
     force_recovery: Option<bool>,
     timeout: Option<Duration>,
@@ -183,6 +185,12 @@ impl BalancerSet {
         }
         if let Some(v) = &self.sticky_session {
             b.sticky_session = Some(v.clone());
+        }
+        if let Some(v) = self.sticky_session_sep {
+            b.sticky_session_sep = v;
+        }
+        if let Some(v) = self.scolon_path_delim {
+            b.scolon_path_delim = v;
         }
         if let Some(v) = self.nofailover {
             b.nofailover = v;
@@ -258,8 +266,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "mapping",
     "failonstatus",
     "failontimeout",
-    "stickysessionsep",
-    "scolonpathdelim",
     "nonce",
     "growth",
     "lbpriority",
@@ -345,6 +351,14 @@ fn parse_keys(args: &[String]) -> Result<Keys, String> {
             "stickysession" => {
                 k.has_balancer = true;
                 k.balancer.sticky_session = Some(v.to_owned());
+            }
+            "stickysessionsep" => {
+                k.has_balancer = true;
+                k.balancer.sticky_session_sep = Some(StickySep::parse(v)?);
+            }
+            "scolonpathdelim" => {
+                k.has_balancer = true;
+                k.balancer.scolon_path_delim = Some(on_off(key, v)?);
             }
             "nofailover" => {
                 k.has_balancer = true;

@@ -624,16 +624,28 @@ pub struct Balancer {
     /// `maxattempts`: failover attempts (default: members − 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    /// `stickysession` (cookie[|url parameter] name).
+    /// `stickysession`: `COOKIE` or `COOKIE|PARAM`. A request's session value comes from the
+    /// URL path parameter `PARAM=value` (`PARAM` is `COOKIE` without a `|`), else from the cookie
+    /// `COOKIE`; the part after the first `sticky_session_sep` is the route of the member it
+    /// goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_session: Option<String>,
-    /// `nofailover`.
-    #[serde(default)]
+    /// `stickysessionsep`: the character before the route in a session value (default `.`);
+    /// `"off"`: the whole value is the route.
+    #[serde(default, skip_serializing_if = "StickySep::is_default")]
+    pub sticky_session_sep: StickySep,
+    /// `scolonpathdelim`: a `;` also ends a session value found in the URL.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scolon_path_delim: bool,
+    /// `nofailover`: a request whose session route names an unusable member gets 503 instead of
+    /// going to another member. Needs `sticky_session`.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub nofailover: bool,
     /// `forcerecovery` (default on).
     #[serde(default = "yes")]
     pub force_recovery: bool,
-    /// `timeout`: wait this long for a usable member before 503 (default: don't wait).
+    /// `timeout`: when no member is usable, wait up to this long for one to become usable (a
+    /// member in error whose `retry` passes), then 503 (default: don't wait).
     #[serde(
         default,
         with = "serde_opt_duration",
@@ -654,6 +666,8 @@ impl Balancer {
             members: Vec::new(),
             max_attempts: None,
             sticky_session: None,
+            sticky_session_sep: StickySep::default(),
+            scolon_path_delim: false,
             nofailover: false,
             force_recovery: true,
             timeout: None,
@@ -664,6 +678,63 @@ impl Balancer {
     /// `balancer://name` (BALANCER_NAME).
     pub fn url_name(&self) -> String {
         format!("balancer://{}", self.name)
+    }
+
+    /// The cookie and URL parameter names of `sticky_session` (Apache splits at the first `|`;
+    /// without one both are the same name).
+    pub fn sticky_names(&self) -> Option<(&str, &str)> {
+        let s = self.sticky_session.as_deref()?;
+        Some(s.split_once('|').unwrap_or((s, s)))
+    }
+}
+
+/// `stickysessionsep`: one character, or none (`"off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StickySep(pub Option<char>);
+
+impl Default for StickySep {
+    fn default() -> Self {
+        StickySep(Some('.'))
+    }
+}
+
+impl StickySep {
+    fn is_default(&self) -> bool {
+        *self == StickySep::default()
+    }
+
+    /// Apache's values: a single character, or `Off`.
+    pub fn parse(v: &str) -> Result<StickySep, String> {
+        let mut chars = v.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Ok(StickySep(Some(c))),
+            _ if v.eq_ignore_ascii_case("off") => Ok(StickySep(None)),
+            _ => Err(format!(
+                "stickysessionsep must be a single character or off, found '{v}'"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StickySep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for StickySep {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for StickySep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StickySep::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -679,13 +750,17 @@ pub struct Member {
     /// `lbset` 0..99 (lower sets are tried first).
     #[serde(default)]
     pub lbset: u8,
-    /// `status` flags, e.g. `"+H"` (hot standby), `"D"` (disabled).
+    /// `status` flags, e.g. `"+H"` (hot standby: used only when no other member of its lbset
+    /// is usable), `"+R"` (hot spare: takes the place of one unusable member of its lbset),
+    /// `"D"` (disabled), `"N"` (drain: only sessions routed to it).
     #[serde(default)]
     pub status: MemberStatus,
-    /// `route` (sticky session id).
+    /// `route`: the session route that sends a request here (sticky sessions), and the value
+    /// of BALANCER_WORKER_ROUTE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    /// `redirect` (route of the member to use when this one is unusable).
+    /// `redirect`: the route of the member that takes the sessions routed to this one while it
+    /// is unusable (disabled, stopped, in error). Needs the balancer's `sticky_session`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<String>,
     /// Worker parameters of this member.
