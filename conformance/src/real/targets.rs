@@ -553,6 +553,22 @@ mod tests {
                 "reuse/sequential-one-connection",
                 Some("reuse"),
             ),
+            (
+                Target::Nginx,
+                "balance/sticky-cookie-route",
+                Some("sticky sessions"),
+            ),
+            (
+                Target::Haproxy,
+                "balance/hot-spare-replaces-one-for-one",
+                Some("hot spares"),
+            ),
+            (
+                Target::Caddy,
+                "balance/timeout-waits-for-a-member",
+                Some("forcerecovery"),
+            ),
+            (Target::Apache, "balance/sticky-nofailover", None),
             // reuse = true, but nothing observed depends on it.
             (Target::Caddy, "cgi/meta-variables", None),
             (Target::Lighttpd, "cgi/meta-variables", None),
