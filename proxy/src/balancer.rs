@@ -318,6 +318,9 @@ impl BalancerState {
     ) -> Result<Picked, NoMember> {
         let first = self.pick(session, tried);
         let (Err(NoMember::NoneUsable), Some(wait)) = (&first, self.wait) else {
+            if let Err(NoMember::NoneUsable) = first {
+                tracing::warn!(balancer = %self.name, "no usable member");
+            }
             return first;
         };
         let step = (wait / 100).max(Duration::from_millis(1));
