@@ -171,6 +171,7 @@ pub fn without_wire(e: &Expect) -> Expect {
             || r.outcome.is_some()
             || r.served_by.is_some()
             || r.elapsed.is_some()
+            || r.first_body_byte.is_some()
             || r.attempts.is_some()
             || r.body_contains.is_some()
             || r.body_lacks.is_some()
@@ -440,6 +441,19 @@ fn expectations(s: &Scenario, run: &Run, out: &mut Vec<String>) {
                     b.min.map_or("".into(), |d| d.to_string()),
                     b.max.map_or("".into(), |d| d.to_string()),
                 ));
+            }
+            if let Some(b) = &e.first_body_byte {
+                match r.first_body_at {
+                    Some(at)
+                        if b.accepts_within(at.saturating_sub(r.sent_at), run.timing_slack) => {}
+                    Some(at) => fail(format!(
+                        "first body byte after {}, expected {}..{}",
+                        ms(at.saturating_sub(r.sent_at)),
+                        b.min.map_or("".into(), |d| d.to_string()),
+                        b.max.map_or("".into(), |d| d.to_string()),
+                    )),
+                    None => fail("no response body byte arrived".into()),
+                }
             }
             if let Some(c) = &e.attempts
                 && !c.accepts(seen.len())

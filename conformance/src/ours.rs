@@ -3,9 +3,12 @@
 //! Each neutral notion maps onto the Apache-shaped model: a route is a `ProxyPass` (`path`) or a
 //! `ProxyPassMatch` (`match`) to `fcgi://<backend>:<port><backend_path>` or
 //! `balancer://<name><backend_path>`; `reuse`, `max`, `acquire`, `timeout`, `connect_timeout`,
-//! `ttl` and `retry` are the worker parameters of the same names; `pathinfo` is
-//! `proxy-fcgi-pathinfo`; `backend_type` is `ProxyFCGIBackendType`; `env` is `SetEnv`;
-//! `fcgi_set` / `fcgi_unset` are `ProxyFCGISetEnvIf "true" NAME "value"` / `!NAME`.
+//! `ttl` and `retry` are the worker parameters of the same names; a balancer's
+//! `sticky_session`, `nofailover`, `force_recovery` and `wait` are `stickysession`,
+//! `nofailover`, `forcerecovery` and its `timeout`; a member's `route` and `redirect` are
+//! Apache's; `pathinfo` is `proxy-fcgi-pathinfo`; `backend_type` is `ProxyFCGIBackendType`;
+//! `env` is `SetEnv`; `fcgi_set` / `fcgi_unset` are `ProxyFCGISetEnvIf "true" NAME "value"` /
+//! `!NAME`.
 
 use fcgi_proxy::config::{
     self, BackendSocket, BackendType, Config, FcgiSetEnvIf, LoadFactor, MemberStatus, Pattern,
@@ -90,6 +93,7 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
                     .map_err(|e| format!("route {i}: {e}"))?,
             );
         }
+        // `flush`: what fcgi-proxy always does (flushpackets=on).
         route.worker = worker_params(&r.worker());
         cfg.routes.push(route);
     }
@@ -100,6 +104,10 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
             scenario::LbMethod::Bybusyness => config::LbMethod::Bybusyness,
         };
         bal.max_attempts = b.max_attempts;
+        bal.sticky_session = b.sticky_session.clone();
+        bal.nofailover = b.nofailover.unwrap_or(false);
+        bal.force_recovery = b.force_recovery.unwrap_or(true);
+        bal.timeout = b.wait.map(|d| d.0);
         for m in &b.members {
             let backend = s
                 .backend(&m.backend)
@@ -111,6 +119,8 @@ pub fn config(s: &Scenario) -> Result<Config, String> {
                 .ok_or_else(|| format!("balancer {}: bad loadfactor", b.name))?;
             member.lbset = m.lbset;
             member.status = MemberStatus::parse(&m.status)?;
+            member.route = m.route.clone();
+            member.redirect = m.redirect.clone();
             member.worker = worker_params(&m.worker().or(&b.worker()));
             bal.members.push(member);
         }

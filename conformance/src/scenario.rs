@@ -307,6 +307,12 @@ pub struct Route {
     /// CGI params the proxy removes last (Apache `ProxyFCGISetEnvIf "true" !NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fcgi_unset: Vec<String>,
+    /// Pass response data to the client as it arrives from the backend (Apache
+    /// `flushpackets=on`, nginx `fastcgi_buffering off`, Caddy `flush_interval -1`, lighttpd
+    /// `server.stream-response-body = 2`; fcgi-proxy always does). Default: each proxy's own
+    /// behaviour.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flush: bool,
     /// Keep backend connections open (FCGI_KEEP_CONN) and reuse them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<bool>,
@@ -363,6 +369,23 @@ pub struct Balancer {
     /// Failover attempts after the first member failed (default: members - 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Sticky sessions (Apache `stickysession`): the cookie whose value, after its first `.`,
+    /// names the member `route` a request goes to; `COOKIE|param` also reads the URL path
+    /// parameter `;param=value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_session: Option<String>,
+    /// A request whose session route names an unusable member fails (503) instead of going to
+    /// another member (Apache `nofailover=On`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofailover: Option<bool>,
+    /// When every member is in error, release them all at once (Apache `forcerecovery`,
+    /// default on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_recovery: Option<bool>,
+    /// How long a request waits for a usable member when there is none, then 503 (Apache's
+    /// balancer `timeout`; default: no wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Dur>,
     #[serde(rename = "member")]
     pub members: Vec<Member>,
     // Settings shared by every member (a member's own settings win).
@@ -424,9 +447,17 @@ pub struct Member {
     #[serde(default)]
     pub lbset: u8,
     /// Status flags: `H` hot standby, `D` disabled, `S` stopped, `I` ignore errors,
-    /// `R` hot spare, `E` in error.
+    /// `R` hot spare, `E` in error, `N` drain.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub status: String,
+    /// The member's session route (Apache `route`): requests whose sticky session names it
+    /// go here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The route of the member that takes this one's sessions while it is unusable (Apache
+    /// `redirect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
     /// Keep backend connections open (FCGI_KEEP_CONN) and reuse them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<bool>,
@@ -821,6 +852,10 @@ pub struct RequestExpect {
     /// Bounds on the time from sending to the complete response (virtual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed: Option<Bounds>,
+    /// Bounds on the time from sending to the first byte of the response body (not for `raw`
+    /// requests): whether the proxy passes data on before the response is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_body_byte: Option<Bounds>,
     /// The FCGI_KEEP_CONN flag of the BEGIN_REQUEST the backend answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_conn: Option<bool>,
@@ -1357,6 +1392,9 @@ impl Scenario {
             {
                 return Err(format!("route {i}: backend_path must start with '/'"));
             }
+            if r.flush && r.backend.is_none() {
+                return Err(format!("route {i}: `flush` is for a route to a backend"));
+            }
         }
         for b in &self.topology.balancers {
             if b.members.is_empty() {
@@ -1378,6 +1416,23 @@ impl Scenario {
                 if !(1..=100).contains(&m.loadfactor) {
                     return Err(format!("balancer {}: loadfactor is 1..=100", b.name));
                 }
+                if let Some(rd) = &m.redirect
+                    && !b.members.iter().any(|o| o.route.as_ref() == Some(rd))
+                {
+                    return Err(format!(
+                        "balancer {}: redirect {rd:?} names no member's route",
+                        b.name
+                    ));
+                }
+            }
+            let routes_used =
+                b.members.iter().any(|m| m.redirect.is_some()) || b.nofailover.is_some();
+            if routes_used && b.sticky_session.is_none() {
+                return Err(format!(
+                    "balancer {}: redirect and nofailover act on sticky sessions; give \
+                     sticky_session",
+                    b.name
+                ));
             }
         }
         let mut labels: Vec<String> = Vec::new();
@@ -1462,6 +1517,17 @@ impl Scenario {
         // would hold whatever the proxy did.
         let planned = self.planned_requests();
         for e in &self.expect.requests {
+            if e.first_body_byte.is_some()
+                && let Some(p) = planned
+                    .iter()
+                    .find(|p| glob_match(&e.requests, &p.label) && p.spec.raw.is_some())
+            {
+                return Err(format!(
+                    "expect.request {:?}: `first_body_byte` is not recorded for `raw` requests \
+                     ({})",
+                    e.requests, p.label
+                ));
+            }
             if e.responses.is_none() && e.closed.is_none() {
                 continue;
             }

@@ -1,7 +1,8 @@
 //! The byrequests sequences written in the balance scenarios are recomputed here from the algorithm
 //! as docs/reference/apache.md §6.2 describes it (independently of any proxy): every usable member
 //! gains its lbfactor (loadfactor x 100) in credit, the one with strictly the most credit wins
-//! (ties: configuration order) and pays the total.
+//! (ties: configuration order) and pays the total. Hot spares (`R`) count as usable one for each
+//! unusable member of the set, in configuration order (mod_proxy docs, `status`).
 
 mod common;
 
@@ -64,18 +65,36 @@ fn balance_scenarios_match_the_algorithm() {
         let [b] = s.topology.balancers.as_slice() else {
             continue;
         };
-        if b.method != LbMethod::Byrequests {
+        // Sessions routed to a member move the credits too: not this algorithm alone.
+        if b.method != LbMethod::Byrequests || b.sticky_session.is_some() {
             continue;
         }
         for seq in &s.expect.sequences {
-            // Members usable for normal balancing: lowest lbset, not disabled, not standby.
+            // Members usable for normal balancing: lowest lbset, not disabled, stopped,
+            // draining or standby; then as many usable spares as there are unusable members.
             let lowest = b.members.iter().map(|m| m.lbset).min().unwrap_or(0);
+            let unusable = |m: &conformance::scenario::Member| m.status.contains(['D', 'S', 'N']);
+            let kind = |m: &conformance::scenario::Member| {
+                (m.status.contains('R'), m.status.contains('H'))
+            };
+            let set = || b.members.iter().filter(|m| m.lbset == lowest);
+            let mut places = set()
+                .filter(|m| kind(m) == (false, false) && unusable(m))
+                .count();
             let factors: Vec<Option<u32>> = b
                 .members
                 .iter()
                 .map(|m| {
-                    let off = m.status.contains('D') || m.status.contains('H') || m.lbset != lowest;
-                    (!off).then_some(m.loadfactor)
+                    let usable = m.lbset == lowest && !unusable(m);
+                    let on = match kind(m) {
+                        (false, false) => usable,
+                        (true, _) if usable && places > 0 => {
+                            places -= 1;
+                            true
+                        }
+                        _ => false,
+                    };
+                    on.then_some(m.loadfactor)
                 })
                 .collect();
             let want: Vec<String> = byrequests(&factors, seq.served_by.len())

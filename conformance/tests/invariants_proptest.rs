@@ -282,6 +282,10 @@ fn scenario(sh: &Shape) -> Scenario {
                 LbMethod::Byrequests
             },
             max_attempts: None,
+            sticky_session: None,
+            nofailover: None,
+            force_recovery: None,
+            wait: None,
             members: names
                 .iter()
                 .zip(&sh.factors)
@@ -290,6 +294,8 @@ fn scenario(sh: &Shape) -> Scenario {
                     loadfactor: *f,
                     lbset: 0,
                     status: String::new(),
+                    route: None,
+                    redirect: None,
                     reuse: None,
                     max: None,
                     acquire: None,

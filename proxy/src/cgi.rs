@@ -156,6 +156,8 @@ pub struct CgiInput<'a> {
     pub route_match: &'a RouteMatch,
     /// The chosen member for a balancer route (ignored for a worker route).
     pub member: Option<&'a Member>,
+    /// What else the balancer decided (sticky sessions).
+    pub balancer: BalancerVars<'a>,
     pub request: &'a Request<'a>,
     /// From [`request_env`].
     pub env: &'a RequestEnv,
@@ -163,6 +165,20 @@ pub struct CgiInput<'a> {
     pub process_path: Option<&'a [u8]>,
     /// Filesystem for `proxy-fcgi-pathinfo=full`.
     pub fs: &'a dyn FileProbe,
+}
+
+/// What a balancer decided besides the member, for `BALANCER_ROUTE_CHANGED`,
+/// `BALANCER_SESSION_STICKY` and `BALANCER_SESSION_ROUTE`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BalancerVars<'a> {
+    /// The balancer has sticky sessions and the request did not go to the member its session
+    /// named (on this attempt or an earlier one of the same request).
+    pub route_changed: bool,
+    /// The route change was first noted on a failover attempt, after an earlier attempt had set
+    /// the other variables: Apache's table then has it last.
+    pub route_changed_late: bool,
+    /// The session the request named.
+    pub session: Option<&'a crate::balancer::Session>,
 }
 
 impl fmt::Debug for CgiInput<'_> {
@@ -770,12 +786,26 @@ fn fill<V: Vars>(input: &CgiInput<'_>, env: &mut V) -> Result<Filled, CgiError> 
                 .balancers
                 .get(*index)
                 .ok_or_else(|| CgiError::new(500, "balancer index out of range"))?;
+            // mod_proxy_balancer's order: the route change is noted while choosing, the
+            // session after the member's variables (a variable keeps the place it was first set
+            // at, over the attempts of a request).
+            let changed = input.balancer.route_changed;
+            if changed && !input.balancer.route_changed_late {
+                env.set_static("BALANCER_ROUTE_CHANGED", b"1");
+            }
             env.set_static("BALANCER_NAME", balancer.url_name().as_bytes());
             env.set_static("BALANCER_WORKER_NAME", member.url.name().as_bytes());
             env.set_static(
                 "BALANCER_WORKER_ROUTE",
                 member.route.as_deref().unwrap_or("").as_bytes(),
             );
+            if let Some(session) = input.balancer.session {
+                env.set_static("BALANCER_SESSION_STICKY", session.sticky.as_bytes());
+                env.set_static("BALANCER_SESSION_ROUTE", &session.route);
+            }
+            if changed && input.balancer.route_changed_late {
+                env.set_static("BALANCER_ROUTE_CHANGED", b"1");
+            }
             let mut p = member.url.path.as_bytes().to_vec();
             p.extend_from_slice(&rm.path);
             (&member.url, p)

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use crate::answers;
 use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
-use crate::cgi::{self, CgiInput, RealFs};
+use crate::cgi::{self, BalancerVars, CgiInput, RealFs};
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
 use crate::error::{ErrorKind, ProxyError};
 use crate::exchange::{self, BodyBytes, ExchangeOptions, Outcome, RequestBody};
@@ -531,11 +531,12 @@ impl<C: Connector> Proxy<C> {
         let env = cgi::request_env(&self.config, &m, &creq);
         let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
         // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
-        let preamble_for = |member: Option<&Member>, keep_conn: bool| {
+        let preamble_for = |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool| {
             let input = CgiInput {
                 config: &self.config,
                 route_match: &m,
                 member,
+                balancer,
                 request: &creq,
                 env: &env,
                 process_path: self.process_path.as_deref(),
@@ -551,7 +552,7 @@ impl<C: Connector> Proxy<C> {
             Backend::Worker => {
                 let worker =
                     &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
-                let preamble = preamble_for(None, worker.reuse)?;
+                let preamble = preamble_for(None, BalancerVars::default(), worker.reuse)?;
                 let result = forward(worker, preamble, prepared.body, shape, None).await;
                 Ok((
                     respond(result, &worker.name),
@@ -565,14 +566,26 @@ impl<C: Connector> Proxy<C> {
                 let replay = prepared.body.replayable();
                 let mut body = Some(prepared.body);
                 let mut tried = Vec::new();
+                let session = b.session(&m.filename, &parts.headers);
+                // Whether a route change was noted, and on the first attempt.
+                let mut changed: Option<(bool, bool)> = None;
                 loop {
-                    let Some((mi, guard)) = b.pick(&tried) else {
-                        tracing::warn!(balancer = %b.name, "no usable member");
+                    let Ok(picked) = b.choose(session.as_ref(), &tried).await else {
                         return Ok((answers::error(StatusCode::SERVICE_UNAVAILABLE), route, None));
                     };
+                    let (mi, guard) = (picked.member, picked.guard);
                     let member = &b.members[mi];
                     let worker = &self.workers[member.worker];
-                    let preamble = preamble_for(Some(&cfg.members[mi]), worker.reuse)?;
+                    let (any, first) =
+                        *changed.get_or_insert((picked.route_changed, picked.route_changed));
+                    let any = any || picked.route_changed;
+                    changed = Some((any, first));
+                    let vars = BalancerVars {
+                        route_changed: any,
+                        route_changed_late: any && !first,
+                        session: session.as_ref(),
+                    };
+                    let preamble = preamble_for(Some(&cfg.members[mi]), vars, worker.reuse)?;
                     let this_body = match (body.take(), &replay) {
                         (Some(x), _) => x,
                         (None, Some(r)) => RequestBody::Buffered(r.clone()),
@@ -586,9 +599,9 @@ impl<C: Connector> Proxy<C> {
                                 b.mark_error(mi);
                             }
                             tried.push(mi);
-                            let more = tried.len() <= b.max_attempts
-                                && replay.is_some()
-                                && !cfg.nofailover;
+                            // With nofailover, the next pick refuses a session whose member
+                            // failed.
+                            let more = tried.len() <= b.max_attempts && replay.is_some();
                             if more {
                                 tracing::info!(balancer = %b.name, member = %member.name, "failing over: {e}");
                                 continue;

@@ -303,6 +303,8 @@ pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> Stri
                         "lbset": v.lbset,
                         "lbfactor": v.lbfactor,
                         "standby": v.standby,
+                        "spare": v.spare,
+                        "route": v.route,
                         "state": state,
                         "busy": v.busy,
                         "elected": v.elected,

@@ -177,6 +177,53 @@ fn balancer_member_path_is_prefixed() {
     assert_eq!(get(&p, "BALANCER_WORKER_ROUTE"), Some("r1"));
 }
 
+/// The sticky-session variables where Apache 2.4.71 put them (observed with
+/// `scenarios/balance/sticky-*` run against it): BALANCER_ROUTE_CHANGED before BALANCER_NAME,
+/// or last when a failover attempt noted it; the session after BALANCER_WORKER_ROUTE.
+#[test]
+fn balancer_session_variables_in_apache_order() {
+    let text = "Listen 80\n<Proxy balancer://pool>\nBalancerMember fcgi://127.0.0.1:27001 route=one\n\
+        ProxySet stickysession=ROUTEID\n</Proxy>\nProxyPass /app/ balancer://pool/\n";
+    let (cfg, _) = apache::parse(text, "t.conf").unwrap();
+    let balancer_vars = |p: &[(String, String)]| -> Vec<String> {
+        p.iter()
+            .filter(|(n, _)| n.starts_with("BALANCER_"))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
+    };
+    let mut req = Req::get("/app/x.php");
+    req.route_changed = (true, false);
+    assert_eq!(
+        balancer_vars(&run(&cfg, &req).unwrap()),
+        [
+            "BALANCER_ROUTE_CHANGED=1",
+            "BALANCER_NAME=balancer://pool",
+            "BALANCER_WORKER_NAME=fcgi://127.0.0.1:27001",
+            "BALANCER_WORKER_ROUTE=one",
+        ]
+    );
+    req.session = Some(fcgi_proxy::balancer::Session {
+        sticky: "ROUTEID".into(),
+        route: b"two".to_vec(),
+    });
+    req.route_changed = (true, true);
+    assert_eq!(
+        balancer_vars(&run(&cfg, &req).unwrap()),
+        [
+            "BALANCER_NAME=balancer://pool",
+            "BALANCER_WORKER_NAME=fcgi://127.0.0.1:27001",
+            "BALANCER_WORKER_ROUTE=one",
+            "BALANCER_SESSION_STICKY=ROUTEID",
+            "BALANCER_SESSION_ROUTE=two",
+            "BALANCER_ROUTE_CHANGED=1",
+        ]
+    );
+    req.route_changed = (false, false);
+    let p = run(&cfg, &req).unwrap();
+    assert_eq!(get(&p, "BALANCER_ROUTE_CHANGED"), None);
+    assert_eq!(get(&p, "BALANCER_SESSION_ROUTE"), Some("two"));
+}
+
 #[test]
 fn setenvif_rules_server_then_route_and_pathinfo_shorthand() {
     let cfg = toml_config(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fcgi_proxy::config::{
-    self, BackendType, Config, ConfigError, LbMethod, Target, Warning, apache,
+    self, BackendType, Config, ConfigError, FlushPackets, LbMethod, Target, Warning, apache,
 };
 
 fn fixture(name: &str) -> String {
@@ -184,7 +184,7 @@ fn syntax_quotes_continuations_comments_case() {
 fn worker_keys_mirror_apache_units() {
     let (cfg, _) = import(
         "Listen 80\n\
-         ProxyPass /a fcgi://h:1/ disablereuse=on max=3 timeout=5 connectiontimeout=250ms acquire=100 retry=0 ttl=30 flushpackets=on flushwait=20\n\
+         ProxyPass /a fcgi://h:1/ disablereuse=on max=3 timeout=5 connectiontimeout=250ms acquire=100 retry=0 ttl=30 flushpackets=on\n\
          ProxyPass /b fcgi://h:1/ enablereuse=off\n\
          ProxyPass /c fcgi://h:1/ enablereuse=on\n\
          ProxyPass /d fcgi://h:1/ disablereuse=off\n",
@@ -201,7 +201,7 @@ fn worker_keys_mirror_apache_units() {
     );
     assert_eq!(w.retry, Some(Duration::ZERO));
     assert_eq!(w.ttl, Some(Duration::from_secs(30)));
-    assert_eq!(w.flush_wait, Some(Duration::from_millis(20)));
+    assert_eq!(w.flush_packets, FlushPackets::On);
     assert!(!cfg.routes[1].worker.reuse);
     assert!(cfg.routes[2].worker.reuse);
     assert!(cfg.routes[3].worker.reuse);
@@ -345,6 +345,93 @@ fn balancer_forms() {
     assert_eq!(b.members[1].redirect.as_deref(), Some("r1"));
     assert_eq!(b.members[2].loadfactor.lbfactor(), 150);
     cfg.validate().unwrap();
+}
+
+#[test]
+fn sticky_session_keys() {
+    let (cfg, w) = import(
+        "Listen 80\n\
+         <Proxy balancer://pool>\n\
+           BalancerMember fcgi://a:1 route=a\n\
+           BalancerMember fcgi://b:1 route=b status=+R\n\
+           ProxySet stickysession=JSESSIONID|jsessionid stickysessionsep=! scolonpathdelim=On\n\
+         </Proxy>\n\
+         ProxyPass /x/ balancer://pool/\n",
+    );
+    assert!(w.is_empty(), "nothing ignored: {w:#?}");
+    let b = &cfg.balancers[0];
+    assert_eq!(b.sticky_names(), Some(("JSESSIONID", "jsessionid")));
+    assert_eq!(b.sticky_session_sep.0, Some('!'));
+    assert!(b.scolon_path_delim);
+    assert!(b.members[1].status.hot_spare);
+    let e = import_err(
+        "Listen 80\n<Proxy balancer://p>\nBalancerMember fcgi://a:1\nProxySet stickysessionsep=ab\n</Proxy>\n",
+    );
+    assert!(e.to_string().contains("a single character or off"), "{e}");
+}
+
+/// What cannot be had here is refused at load, naming the line and saying why.
+#[test]
+fn refused_settings_say_why() {
+    for (line, needle) in [
+        (
+            "ProxyPass /a fcgi://h:1/ flushpackets=off",
+            "bad.conf:2: ProxyPass fcgi://h:1/: flushpackets=off is not supported: response \
+             data is written to the client as soon as it arrives from the backend (what \
+             flushpackets=on does)",
+        ),
+        (
+            "ProxyPass /a fcgi://h:1/ flushpackets=auto",
+            "flushpackets=auto is not supported: ",
+        ),
+        (
+            "ProxyPass /a fcgi://h:1/ flushpackets=on flushwait=20",
+            "bad.conf:2: ProxyPass fcgi://h:1/: flushwait=20 is not supported: it applies \
+             only to flushpackets=auto",
+        ),
+        (
+            "<Proxy balancer://p>\nBalancerMember fcgi://a:1 flushpackets=auto\n</Proxy>",
+            "bad.conf:3: BalancerMember fcgi://a:1: flushpackets=auto is not supported: ",
+        ),
+    ] {
+        let e = import_err(&format!("Listen 80\n{line}\n"));
+        assert!(e.to_string().contains(needle), "{line}: {e}");
+    }
+}
+
+/// `redirect` and `nofailover` act on sticky sessions: without `stickysession` they would do
+/// nothing, so the configuration is refused.
+#[test]
+fn redirect_and_nofailover_need_a_sticky_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.conf");
+    for (text, needle) in [
+        (
+            "<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\nBalancerMember fcgi://b:1 route=b redirect=a\n</Proxy>\n",
+            "site.conf:2: balancer 'p': member fcgi://b:1: redirect 'a' has no effect without \
+             sticky_session (stickysession)",
+        ),
+        (
+            "<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\nProxySet nofailover=On\n</Proxy>\n",
+            "site.conf:2: balancer 'p': nofailover has no effect without sticky_session",
+        ),
+    ] {
+        std::fs::write(
+            &path,
+            format!("Listen 80\n{text}ProxyPass / balancer://p/\n"),
+        )
+        .unwrap();
+        let e = config::load_file(&path).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    std::fs::write(
+        &path,
+        "Listen 80\n<Proxy balancer://p>\nBalancerMember fcgi://a:1 route=a\n\
+         BalancerMember fcgi://b:1 route=b redirect=a\nProxySet stickysession=ROUTEID nofailover=On\n\
+         </Proxy>\nProxyPass / balancer://p/\n",
+    )
+    .unwrap();
+    config::load_file(&path).unwrap();
 }
 
 #[test]

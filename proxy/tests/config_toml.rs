@@ -42,7 +42,7 @@ fn example_loads_with_every_setting() {
     assert_eq!(r.backend_type, Some(BackendType::Generic));
     assert_eq!(r.worker.max, Some(10));
     assert_eq!(r.worker.acquire, Some(Duration::from_millis(500)));
-    assert_eq!(r.worker.flush_packets, FlushPackets::Auto);
+    assert_eq!(r.worker.flush_packets, FlushPackets::On);
     assert_eq!(r.fcgi_setenvif.len(), 2);
     assert!(cfg.routes[2].regex.is_some());
     let b = &cfg.balancers[0];
@@ -261,10 +261,53 @@ fn validation_errors() {
         ),
         (
             format!(
-                "{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1\", redirect = \"zz\" }}]\n"
+                "{base}[[balancer]]\nname = \"p\"\nsticky_session = \"R\"\nmember = [{{ url = \"fcgi://h:1\", redirect = \"zz\" }}]\n"
             ),
             Some(2),
             "redirect 'zz' names no member route",
+        ),
+        (
+            format!(
+                "{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1\", route = \"a\", redirect = \"a\" }}]\n"
+            ),
+            Some(2),
+            "redirect 'a' has no effect without sticky_session (stickysession)",
+        ),
+        (
+            format!(
+                "{base}[[balancer]]\nname = \"p\"\nnofailover = true\nmember = [{{ url = \"fcgi://h:1\" }}]\n"
+            ),
+            Some(2),
+            "nofailover has no effect without sticky_session",
+        ),
+        (
+            format!(
+                "{base}[[balancer]]\nname = \"p\"\nsticky_session = \"JSESSIONID|\"\nmember = [{{ url = \"fcgi://h:1\" }}]\n"
+            ),
+            Some(2),
+            "sticky_session needs a cookie name",
+        ),
+        (
+            format!(
+                "{base}[[route]]\npath = \"/\"\ntarget = \"fcgi://h/\"\nworker.flush_packets = \"auto\"\n"
+            ),
+            Some(2),
+            "flush_packets = \"auto\" (flushpackets) is not supported: response data is written \
+             to the client as soon as it arrives from the backend",
+        ),
+        (
+            format!(
+                "{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1\", worker.flush_packets = \"off\" }}]\n"
+            ),
+            Some(2),
+            "flush_packets = \"off\" (flushpackets) is not supported",
+        ),
+        (
+            format!(
+                "{base}[[route]]\npath = \"/\"\ntarget = \"fcgi://h/\"\nworker.flush_wait = \"10ms\"\n"
+            ),
+            Some(2),
+            "flush_wait (flushwait) is not supported: it applies only to flushpackets=auto",
         ),
         (
             format!("{base}[[balancer]]\nname = \"p\"\nmember = [{{ url = \"fcgi://h:1/$1\" }}]\n"),
@@ -298,6 +341,52 @@ fn validation_errors() {
         assert_eq!(e.line, line, "{text} → {e}");
         assert!(e.message.contains(needle), "{text} → {e}");
     }
+}
+
+#[test]
+fn sticky_session_settings() {
+    let cfg = parse(
+        "listen = [\"80\"]\n\
+         [[route]]\npath = \"/\"\ntarget = \"balancer://p/\"\n\
+         [[balancer]]\nname = \"p\"\nsticky_session = \"JSESSIONID|jsessionid\"\n\
+         sticky_session_sep = \"!\"\nscolon_path_delim = true\nnofailover = true\n\
+         member = [{ url = \"fcgi://h:1\", route = \"a\", redirect = \"b\" }, \
+                   { url = \"fcgi://h:2\", route = \"b\", status = \"+R\" }]\n",
+    )
+    .unwrap();
+    let b = &cfg.balancers[0];
+    assert_eq!(b.sticky_names(), Some(("JSESSIONID", "jsessionid")));
+    assert_eq!(b.sticky_session_sep.0, Some('!'));
+    assert!(b.scolon_path_delim && b.nofailover);
+    assert!(b.members[1].status.hot_spare && !b.members[1].status.hot_standby);
+    let d = cfg.describe();
+    assert!(
+        d.contains(
+            "sticky sessions: cookie JSESSIONID, URL parameter jsessionid (ended by ';' too), \
+             route after the first '!' of the value, nofailover on"
+        ),
+        "{d}"
+    );
+    assert!(d.contains("route a, redirect b"), "{d}");
+    assert!(d.contains("status +R, route b"), "{d}");
+    let off = parse(
+        "listen = [\"80\"]\n[[route]]\npath = \"/\"\ntarget = \"balancer://p/\"\n\
+         [[balancer]]\nname = \"p\"\nsticky_session = \"R\"\nsticky_session_sep = \"off\"\n\
+         timeout = \"2s\"\nmember = [{ url = \"fcgi://h:1\", route = \"a\" }]\n",
+    )
+    .unwrap();
+    assert_eq!(off.balancers[0].sticky_session_sep.0, None);
+    let d = off.describe();
+    assert!(
+        d.contains("cookie R, URL parameter R, route: the whole value"),
+        "{d}"
+    );
+    assert!(d.contains("timeout 2s (wait for a usable member)"), "{d}");
+    let e = err(
+        "listen = [\"80\"]\n[[balancer]]\nname = \"p\"\nsticky_session_sep = \"ab\"\n\
+         member = [{ url = \"fcgi://h:1\" }]\n",
+    );
+    assert!(e.message.contains("a single character or off"), "{e}");
 }
 
 #[test]

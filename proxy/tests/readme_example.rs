@@ -26,5 +26,7 @@ fn readme_configuration_loads_and_means_what_it_says() {
     assert_eq!(b.lbmethod, LbMethod::Byrequests);
     assert_eq!(b.members.len(), 3);
     assert!(b.members[2].status.hot_standby);
+    assert_eq!(b.sticky_names(), Some(("ROUTEID", "ROUTEID")));
+    assert_eq!(b.members[0].route.as_deref(), Some("a"));
     assert_eq!(cfg.admin_listen.as_deref(), Some("127.0.0.1:9180"));
 }

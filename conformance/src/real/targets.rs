@@ -423,8 +423,48 @@ fn ordered<'a, 'b>(members: &'b [UpMember<'a>]) -> Vec<&'b UpMember<'a>> {
     v
 }
 
+/// Balancer settings only Apache's mod_proxy_balancer has: sticky sessions routed by member
+/// `route` (and `redirect`, `nofailover`), `forcerecovery=off`, the balancer's wait for a usable
+/// member, hot spares (`R`) and draining members (`N`).
+fn balancer_apache_only(s: &Scenario, peer: &str) -> Option<String> {
+    for b in &s.topology.balancers {
+        if b.sticky_session.is_some()
+            || b.nofailover.is_some()
+            || b.members
+                .iter()
+                .any(|m| m.route.is_some() || m.redirect.is_some())
+        {
+            return Some(format!(
+                "{peer} has no sticky sessions routed by a member route in a cookie or URL \
+                 parameter (stickysession, route, redirect, nofailover)"
+            ));
+        }
+        if b.force_recovery == Some(false) {
+            return Some(format!(
+                "{peer} has no switch for releasing all failed members at once (forcerecovery)"
+            ));
+        }
+        if b.wait.is_some() {
+            return Some(format!(
+                "{peer} cannot hold a request until a failed member may be tried again \
+                 (the balancer's timeout)"
+            ));
+        }
+        if let Some(m) = b.members.iter().find(|m| m.status.contains(['R', 'N'])) {
+            return Some(format!(
+                "{peer} has no hot spares or draining members (status {:?})",
+                m.status
+            ));
+        }
+    }
+    None
+}
+
 /// Routes and balancer settings a peer has no directive for.
 fn route_limits(s: &Scenario, peer: &str) -> Option<String> {
+    if let Some(why) = balancer_apache_only(s, peer) {
+        return Some(why);
+    }
     let r = &s.topology.routes;
     if r.iter().any(|r| r.pathinfo.is_some()) {
         return Some(format!("{peer} has no proxy-fcgi-pathinfo modes"));
@@ -513,6 +553,22 @@ mod tests {
                 "reuse/sequential-one-connection",
                 Some("reuse"),
             ),
+            (
+                Target::Nginx,
+                "balance/sticky-cookie-route",
+                Some("sticky sessions"),
+            ),
+            (
+                Target::Haproxy,
+                "balance/hot-spare-replaces-one-for-one",
+                Some("hot spares"),
+            ),
+            (
+                Target::Caddy,
+                "balance/timeout-waits-for-a-member",
+                Some("forcerecovery"),
+            ),
+            (Target::Apache, "balance/sticky-nofailover", None),
             // reuse = true, but nothing observed depends on it.
             (Target::Caddy, "cgi/meta-variables", None),
             (Target::Lighttpd, "cgi/meta-variables", None),

@@ -42,6 +42,8 @@ pub struct RequestResult {
     pub sent_at: Duration,
     /// Virtual time the response head arrived.
     pub head_at: Option<Duration>,
+    /// Virtual time the first byte of the response body arrived (not recorded for `raw`).
+    pub first_body_at: Option<Duration>,
     /// Virtual time the request was resolved (complete body, error or timeout).
     pub done_at: Duration,
     pub outcome: ClientOutcome,
@@ -343,6 +345,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
             target: p.spec.target.clone(),
             sent_at,
             head_at: None,
+            first_body_at: None,
             done_at: sent_at,
             outcome: ClientOutcome::Error,
             status: None,
@@ -528,6 +531,9 @@ async fn exchange(
             Ok(Some(Err(e))) => return fail(r, ClientOutcome::Truncated, format!("{e}")),
             Ok(Some(Ok(f))) => {
                 if let Ok(d) = f.into_data() {
+                    if r.first_body_at.is_none() && !d.is_empty() {
+                        r.first_body_at = Some(dial.now());
+                    }
                     r.body.extend_from_slice(&d);
                 }
             }

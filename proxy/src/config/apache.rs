@@ -24,7 +24,7 @@ use super::duration::parse_duration;
 use super::expr::{EnvAction, FcgiSetEnvIf, SetEnv, SetEnvIf};
 use super::model::{
     BackendType, Balancer, Config, FlushPackets, LbMethod, LoadFactor, Member, MemberStatus,
-    Origin, Pattern, Route, WorkerParams,
+    Origin, Pattern, Route, StickySep, WorkerParams,
 };
 use super::url::{BackendSocket, Target, WorkerUrl};
 use super::{ConfigError, Warning};
@@ -131,7 +131,6 @@ struct WorkerSet {
     acquire: Option<Duration>,
     retry: Option<Duration>,
     flush_packets: Option<FlushPackets>,
-    flush_wait: Option<Duration>,
 }
 
 impl WorkerSet {
@@ -160,9 +159,6 @@ impl WorkerSet {
         if let Some(v) = self.flush_packets {
             w.flush_packets = v;
         }
-        if let Some(v) = self.flush_wait {
-            w.flush_wait = Some(v);
-        }
     }
 }
 
@@ -172,6 +168,8 @@ struct BalancerSet {
     lbmethod: Option<LbMethod>,
     max_attempts: Option<u32>,
     sticky_session: Option<String>,
+    sticky_session_sep: Option<StickySep>,
+    scolon_path_delim: Option<bool>,
     nofailover: Option<bool>,
     force_recovery: Option<bool>,
     timeout: Option<Duration>,
@@ -187,6 +185,12 @@ impl BalancerSet {
         }
         if let Some(v) = &self.sticky_session {
             b.sticky_session = Some(v.clone());
+        }
+        if let Some(v) = self.sticky_session_sep {
+            b.sticky_session_sep = v;
+        }
+        if let Some(v) = self.scolon_path_delim {
+            b.scolon_path_delim = v;
         }
         if let Some(v) = self.nofailover {
             b.nofailover = v;
@@ -262,12 +266,14 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "mapping",
     "failonstatus",
     "failontimeout",
-    "stickysessionsep",
-    "scolonpathdelim",
     "nonce",
     "growth",
     "lbpriority",
 ];
+
+/// Why `flushwait=` is refused.
+pub(crate) const FLUSH_WAIT_WHY: &str = "it applies only to flushpackets=auto, and response data \
+    is written to the client as soon as it arrives from the backend (what flushpackets=on does)";
 
 fn parse_keys(args: &[String]) -> Result<Keys, String> {
     let mut k = Keys::default();
@@ -314,14 +320,18 @@ fn parse_keys(args: &[String]) -> Result<Keys, String> {
             "acquire" => w.acquire = Some(parse_duration(v, "ms")?),
             "retry" => w.retry = Some(parse_duration(v, "s")?),
             "flushpackets" => {
-                w.flush_packets = Some(match v.to_ascii_lowercase().as_str() {
+                let f = match v.to_ascii_lowercase().as_str() {
                     "on" => FlushPackets::On,
                     "off" => FlushPackets::Off,
                     "auto" => FlushPackets::Auto,
                     _ => return Err(format!("flushpackets must be on, off or auto, found '{v}'")),
-                })
+                };
+                if let Some(why) = f.unsupported() {
+                    return Err(format!("{key}={v} is not supported: {why}"));
+                }
+                w.flush_packets = Some(f);
             }
-            "flushwait" => w.flush_wait = Some(parse_duration(v, "ms")?),
+            "flushwait" => return Err(format!("{key}={v} is not supported: {FLUSH_WAIT_WHY}")),
             "lbmethod" => {
                 k.has_balancer = true;
                 k.balancer.lbmethod = Some(match v.to_ascii_lowercase().as_str() {
@@ -341,6 +351,14 @@ fn parse_keys(args: &[String]) -> Result<Keys, String> {
             "stickysession" => {
                 k.has_balancer = true;
                 k.balancer.sticky_session = Some(v.to_owned());
+            }
+            "stickysessionsep" => {
+                k.has_balancer = true;
+                k.balancer.sticky_session_sep = Some(StickySep::parse(v)?);
+            }
+            "scolonpathdelim" => {
+                k.has_balancer = true;
+                k.balancer.scolon_path_delim = Some(on_off(key, v)?);
             }
             "nofailover" => {
                 k.has_balancer = true;
@@ -1305,7 +1323,6 @@ fn merge_set(into: &mut WorkerSet, from: &WorkerSet) {
         acquire: from.acquire.or(p.acquire),
         retry: from.retry.or(p.retry),
         flush_packets: from.flush_packets.or(p.flush_packets),
-        flush_wait: from.flush_wait.or(p.flush_wait),
     };
 }
 
@@ -1408,7 +1425,7 @@ mod tests {
             "connectiontimeout=100ms".into(),
             "retry=0".into(),
             "ttl=30".into(),
-            "flushpackets=auto".into(),
+            "flushpackets=on".into(),
             "nocanon".into(),
         ])
         .unwrap();
@@ -1422,7 +1439,11 @@ mod tests {
         );
         assert_eq!(k.worker.retry, Some(Duration::ZERO));
         assert_eq!(k.worker.ttl, Some(Duration::from_secs(30)));
-        assert_eq!(k.worker.flush_packets, Some(FlushPackets::Auto));
+        assert_eq!(k.worker.flush_packets, Some(FlushPackets::On));
+        for refused in ["flushpackets=off", "flushpackets=Auto", "flushwait=20"] {
+            let e = parse_keys(&[refused.into()]).unwrap_err();
+            assert!(e.contains("not supported: "), "{refused}: {e}");
+        }
         assert!(k.nocanon);
         assert_eq!(
             parse_keys(&["disablereuse=On".into()])

@@ -365,12 +365,47 @@ impl Config {
                     routes.push(rt);
                 }
             }
+            if let Some((cookie, param)) = b.sticky_names()
+                && (cookie.is_empty() || param.is_empty())
+            {
+                return Err(berr(
+                    "sticky_session needs a cookie name, and after a '|' a URL parameter name"
+                        .into(),
+                ));
+            }
             for m in &b.members {
-                if let Some(rd) = &m.redirect
-                    && !b.members.iter().any(|o| o.route.as_deref() == Some(rd))
-                {
-                    return Err(berr(format!("redirect '{rd}' names no member route")));
+                if let Some(rd) = &m.redirect {
+                    if b.sticky_session.is_none() {
+                        return Err(berr(format!(
+                            "member {}: redirect '{rd}' has no effect without sticky_session \
+                             (stickysession): a redirect takes over only the requests whose \
+                             session route names this member",
+                            m.url
+                        )));
+                    }
+                    if !b.members.iter().any(|o| o.route.as_deref() == Some(rd)) {
+                        return Err(berr(format!("redirect '{rd}' names no member route")));
+                    }
                 }
+            }
+            if b.nofailover && b.sticky_session.is_none() {
+                return Err(berr(
+                    "nofailover has no effect without sticky_session (stickysession): it only \
+                     stops a request whose session route names an unusable member from going \
+                     to another member"
+                        .into(),
+                ));
+            }
+            if b.sticky_session.is_some() && b.members.iter().all(|m| m.route.is_none()) {
+                warnings.push(Warning::located(
+                    origin,
+                    file,
+                    format!(
+                        "balancer '{}': sticky_session is set but no member has a route, so no \
+                         session can stick",
+                        b.name
+                    ),
+                ));
             }
             if b.members.iter().all(|m| !m.status.usable()) {
                 warnings.push(Warning::located(
@@ -522,23 +557,40 @@ impl Config {
             let _ = writeln!(s, "balancers:");
         }
         for b in &self.balancers {
+            let n = b.members.len();
             let _ = writeln!(
                 s,
-                "  {} ({}{}{})",
+                "  {} ({}, maxattempts {}, forcerecovery {}, timeout {})",
                 b.url_name(),
                 b.lbmethod,
-                b.max_attempts
-                    .map(|m| format!(", maxattempts {m}"))
-                    .unwrap_or_default(),
-                b.sticky_session
-                    .as_deref()
-                    .map(|m| format!(", stickysession {m}"))
-                    .unwrap_or_default()
+                b.max_attempts.map_or(n.saturating_sub(1), |m| m as usize),
+                onoff(b.force_recovery),
+                b.timeout
+                    .filter(|t| !t.is_zero())
+                    .map(|t| format!("{} (wait for a usable member)", d(t)))
+                    .unwrap_or_else(|| "none (no wait)".into())
             );
+            if let Some((cookie, param)) = b.sticky_names() {
+                let _ = writeln!(
+                    s,
+                    "    sticky sessions: cookie {cookie}, URL parameter {param}{}, {}, \
+                     nofailover {}",
+                    if b.scolon_path_delim {
+                        " (ended by ';' too)"
+                    } else {
+                        ""
+                    },
+                    match b.sticky_session_sep.0 {
+                        Some(c) => format!("route after the first '{c}' of the value"),
+                        None => "route: the whole value".to_string(),
+                    },
+                    onoff(b.nofailover)
+                );
+            }
             for m in &b.members {
                 let _ = writeln!(
                     s,
-                    "    - {} [{}] loadfactor {}, lbset {}, status {}{}",
+                    "    - {} [{}] loadfactor {}, lbset {}, status {}{}{}",
                     m.url,
                     m.url.socket,
                     m.loadfactor,
@@ -547,6 +599,10 @@ impl Config {
                     m.route
                         .as_deref()
                         .map(|r| format!(", route {r}"))
+                        .unwrap_or_default(),
+                    m.redirect
+                        .as_deref()
+                        .map(|r| format!(", redirect {r}"))
                         .unwrap_or_default()
                 );
                 let _ = writeln!(
@@ -584,7 +640,7 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         )
     };
     format!(
-        "reuse {}, max {}, timeout {}, connect {}, acquire {}, retry {}, ttl {}, flushpackets {:?}",
+        "reuse {}, max {}, timeout {}, connect {}, acquire {}, retry {}, ttl {}, flushpackets {}",
         if w.reuse {
             "on (KEEP_CONN)"
         } else {
@@ -598,7 +654,7 @@ fn describe_worker(p: &WorkerParams, w: &EffectiveWorker) -> String {
         w.ttl
             .map(d)
             .unwrap_or_else(|| format!("{} (default)", d(crate::pool::DEFAULT_IDLE_TTL))),
-        w.flush_packets
+        p.flush_packets
     )
 }
 
@@ -611,10 +667,17 @@ fn check_worker(w: &WorkerParams) -> Result<(), String> {
     {
         return Err("acquire must be at least 1ms".into());
     }
-    if let Some(f) = w.flush_wait
-        && f.as_millis() > 1000
-    {
-        return Err("flush_wait must be at most 1000ms".into());
+    if let Some(why) = w.flush_packets.unsupported() {
+        return Err(format!(
+            "flush_packets = \"{}\" (flushpackets) is not supported: {why}",
+            w.flush_packets
+        ));
+    }
+    if w.flush_wait.is_some() {
+        return Err(format!(
+            "flush_wait (flushwait) is not supported: {}",
+            apache::FLUSH_WAIT_WHY
+        ));
     }
     for (what, v) in [
         ("timeout", w.timeout),

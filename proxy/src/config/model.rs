@@ -270,17 +270,43 @@ impl Default for Limits {
     }
 }
 
-/// `flushpackets=` of a worker.
+/// `flushpackets=` of a worker. The proxy writes response data to the client as it arrives
+/// from the backend, which is `on`; `off` (Apache's default: data collects until 4 KiB or the
+/// end of the response) and `auto` (collect until the backend is silent for `flushwait`) are
+/// refused by [`Config::validate`](super::Config::validate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushPackets {
-    /// Let output buffer (default).
+    /// Every STDOUT record's data goes to the client at once (the default here).
     #[default]
-    Off,
-    /// Flush after every STDOUT record.
     On,
-    /// Flush when no more backend data arrives within `flush_wait`.
+    /// Apache: let output collect, written at its buffer size (refused).
+    Off,
+    /// Apache: flush when no more backend data arrives within `flushwait` (refused).
     Auto,
+}
+
+impl FlushPackets {
+    /// Why a value cannot be had here, if it cannot.
+    pub fn unsupported(self) -> Option<&'static str> {
+        match self {
+            FlushPackets::On => None,
+            FlushPackets::Off | FlushPackets::Auto => Some(
+                "response data is written to the client as soon as it arrives from the backend \
+                 (what flushpackets=on does); there is no mode that holds it back",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for FlushPackets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlushPackets::On => "on",
+            FlushPackets::Off => "off",
+            FlushPackets::Auto => "auto",
+        })
+    }
 }
 
 /// Worker (backend pool) parameters, set per route and per balancer member. TOML: a
@@ -331,10 +357,10 @@ pub struct WorkerParams {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry: Option<Duration>,
-    /// `flushpackets=`.
+    /// `flushpackets=`: only `on`, which is what the proxy does (see [`FlushPackets`]).
     #[serde(default)]
     pub flush_packets: FlushPackets,
-    /// `flushwait=` (default 10ms).
+    /// `flushwait=`: refused, it applies only to `flushpackets=auto`.
     #[serde(
         default,
         with = "serde_opt_duration",
@@ -353,7 +379,7 @@ impl Default for WorkerParams {
             connection_timeout: None,
             acquire: None,
             retry: None,
-            flush_packets: FlushPackets::Off,
+            flush_packets: FlushPackets::On,
             flush_wait: None,
         }
     }
@@ -374,8 +400,6 @@ impl WorkerParams {
                 .unwrap_or(io),
             acquire: self.acquire,
             retry: self.retry.unwrap_or(Duration::from_secs(60)),
-            flush_packets: self.flush_packets,
-            flush_wait: self.flush_wait.unwrap_or(Duration::from_millis(10)),
         }
     }
 }
@@ -390,8 +414,6 @@ pub struct EffectiveWorker {
     pub connect_timeout: Duration,
     pub acquire: Option<Duration>,
     pub retry: Duration,
-    pub flush_packets: FlushPackets,
-    pub flush_wait: Duration,
 }
 
 /// A compiled regular expression (matched against bytes) that remembers its source.
@@ -602,16 +624,28 @@ pub struct Balancer {
     /// `maxattempts`: failover attempts (default: members − 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    /// `stickysession` (cookie[|url parameter] name).
+    /// `stickysession`: `COOKIE` or `COOKIE|PARAM`. A request's session value comes from the
+    /// URL path parameter `PARAM=value` (`PARAM` is `COOKIE` without a `|`), else from the cookie
+    /// `COOKIE`; the part after the first `sticky_session_sep` is the route of the member it
+    /// goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_session: Option<String>,
-    /// `nofailover`.
-    #[serde(default)]
+    /// `stickysessionsep`: the character before the route in a session value (default `.`);
+    /// `"off"`: the whole value is the route.
+    #[serde(default, skip_serializing_if = "StickySep::is_default")]
+    pub sticky_session_sep: StickySep,
+    /// `scolonpathdelim`: a `;` also ends a session value found in the URL.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scolon_path_delim: bool,
+    /// `nofailover`: a request whose session route names an unusable member gets 503 instead of
+    /// going to another member. Needs `sticky_session`.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub nofailover: bool,
     /// `forcerecovery` (default on).
     #[serde(default = "yes")]
     pub force_recovery: bool,
-    /// `timeout`: wait this long for a usable member before 503 (default: don't wait).
+    /// `timeout`: when no member is usable, wait up to this long for one to become usable (a
+    /// member in error whose `retry` passes), then 503 (default: don't wait).
     #[serde(
         default,
         with = "serde_opt_duration",
@@ -632,6 +666,8 @@ impl Balancer {
             members: Vec::new(),
             max_attempts: None,
             sticky_session: None,
+            sticky_session_sep: StickySep::default(),
+            scolon_path_delim: false,
             nofailover: false,
             force_recovery: true,
             timeout: None,
@@ -642,6 +678,63 @@ impl Balancer {
     /// `balancer://name` (BALANCER_NAME).
     pub fn url_name(&self) -> String {
         format!("balancer://{}", self.name)
+    }
+
+    /// The cookie and URL parameter names of `sticky_session` (Apache splits at the first `|`;
+    /// without one both are the same name).
+    pub fn sticky_names(&self) -> Option<(&str, &str)> {
+        let s = self.sticky_session.as_deref()?;
+        Some(s.split_once('|').unwrap_or((s, s)))
+    }
+}
+
+/// `stickysessionsep`: one character, or none (`"off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StickySep(pub Option<char>);
+
+impl Default for StickySep {
+    fn default() -> Self {
+        StickySep(Some('.'))
+    }
+}
+
+impl StickySep {
+    fn is_default(&self) -> bool {
+        *self == StickySep::default()
+    }
+
+    /// Apache's values: a single character, or `Off`.
+    pub fn parse(v: &str) -> Result<StickySep, String> {
+        let mut chars = v.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Ok(StickySep(Some(c))),
+            _ if v.eq_ignore_ascii_case("off") => Ok(StickySep(None)),
+            _ => Err(format!(
+                "stickysessionsep must be a single character or off, found '{v}'"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StickySep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for StickySep {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for StickySep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StickySep::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -657,13 +750,17 @@ pub struct Member {
     /// `lbset` 0..99 (lower sets are tried first).
     #[serde(default)]
     pub lbset: u8,
-    /// `status` flags, e.g. `"+H"` (hot standby), `"D"` (disabled).
+    /// `status` flags, e.g. `"+H"` (hot standby: used only when no other member of its lbset
+    /// is usable), `"+R"` (hot spare: takes the place of one unusable member of its lbset),
+    /// `"D"` (disabled), `"N"` (drain: only sessions routed to it).
     #[serde(default)]
     pub status: MemberStatus,
-    /// `route` (sticky session id).
+    /// `route`: the session route that sends a request here (sticky sessions), and the value
+    /// of BALANCER_WORKER_ROUTE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    /// `redirect` (route of the member to use when this one is unusable).
+    /// `redirect`: the route of the member that takes the sessions routed to this one while it
+    /// is unusable (disabled, stopped, in error). Needs the balancer's `sticky_session`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<String>,
     /// Worker parameters of this member.

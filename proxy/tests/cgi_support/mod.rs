@@ -60,6 +60,10 @@ pub struct Req {
     pub process_path: Option<String>,
     /// Which balancer member to use (index).
     pub member: usize,
+    /// What the balancer decided besides the member: route changed (and noted late, on a
+    /// failover), the session the request named.
+    pub route_changed: (bool, bool),
+    pub session: Option<fcgi_proxy::balancer::Session>,
 }
 
 impl Req {
@@ -76,6 +80,8 @@ impl Req {
             content_length: None,
             process_path: Some("/usr/local/bin:/usr/bin:/bin".into()),
             member: 0,
+            route_changed: (false, false),
+            session: None,
         }
     }
 
@@ -127,6 +133,11 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
         config: cfg,
         route_match: &m,
         member,
+        balancer: cgi::BalancerVars {
+            route_changed: req.route_changed.0,
+            route_changed_late: req.route_changed.1,
+            session: req.session.as_ref(),
+        },
         request: &request,
         env: &env,
         process_path: req.process_path.as_deref().map(str::as_bytes),

@@ -17,7 +17,9 @@ pub(super) fn cannot_express(s: &Scenario) -> Option<String> {
             "Apache refuses to start with a DocumentRoot that is not a directory ({root})"
         ));
     }
-    if workers(s).any(|w| sub_second(w.timeout) || sub_second(w.ttl)) {
+    if workers(s).any(|w| sub_second(w.timeout) || sub_second(w.ttl))
+        || s.topology.balancers.iter().any(|b| sub_second(b.wait))
+    {
         return Some("Apache takes timeout= and ttl= in whole seconds".into());
     }
     None
@@ -130,6 +132,12 @@ pub(super) fn config(
             if !m.status.is_empty() {
                 keys.push(format!("status={}", m.status));
             }
+            if let Some(r) = &m.route {
+                keys.push(format!("route={r}"));
+            }
+            if let Some(r) = &m.redirect {
+                keys.push(format!("redirect={r}"));
+            }
             let k = apache_keys(&m.worker().or(&b.worker()));
             if !k.is_empty() {
                 keys.push(k);
@@ -144,21 +152,36 @@ pub(super) fn config(
             LbMethod::Byrequests => "byrequests",
             LbMethod::Bybusyness => "bybusyness",
         };
-        let attempts = b
-            .max_attempts
-            .map(|m| format!(" maxattempts={m}"))
-            .unwrap_or_default();
-        c.push_str(&format!(
-            "  ProxySet lbmethod={method}{attempts}\n</Proxy>\n"
-        ));
+        let mut set = format!("lbmethod={method}");
+        if let Some(m) = b.max_attempts {
+            set.push_str(&format!(" maxattempts={m}"));
+        }
+        if let Some(name) = &b.sticky_session {
+            set.push_str(&format!(" stickysession={name}"));
+        }
+        let on = |b: bool| if b { "On" } else { "Off" };
+        if let Some(v) = b.nofailover {
+            set.push_str(&format!(" nofailover={}", on(v)));
+        }
+        if let Some(v) = b.force_recovery {
+            set.push_str(&format!(" forcerecovery={}", on(v)));
+        }
+        if let Some(w) = b.wait {
+            // The balancer's timeout: whole seconds (atoi), at least 1.
+            set.push_str(&format!(" timeout={}", secs_ceil(w.0).max(1)));
+        }
+        c.push_str(&format!("  ProxySet {set}\n</Proxy>\n"));
     }
     for r in &s.topology.routes {
         let url = route_url(r, backends)?;
-        let keys = if r.backend.is_some() {
+        let mut keys = if r.backend.is_some() {
             apache_keys(&r.worker())
         } else {
             String::new()
         };
+        if r.flush && r.backend.is_some() {
+            keys.push_str(" flushpackets=on");
+        }
         let (directive, pattern, location) = match (&r.path, &r.regex) {
             (Some(p), _) => ("ProxyPass", p.clone(), format!("^{}", regex_escape(p))),
             (None, Some(re)) => ("ProxyPassMatch", re.clone(), re.clone()),

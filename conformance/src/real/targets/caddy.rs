@@ -113,6 +113,10 @@ pub(super) fn config(
                 ));
             }
         }
+        if r.flush {
+            // Write each piece of the response as it comes.
+            p.push_str("\t\t\tflush_interval -1\n");
+        }
         p.push_str(&format!(
             "\t\t\ttransport fastcgi {{\n\t\t\t\troot {}\n\t\t\t\tsplit .php\n",
             quote(&root)

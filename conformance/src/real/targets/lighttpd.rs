@@ -96,6 +96,10 @@ pub(super) fn config(
             t.0.as_secs().max(1)
         ));
     }
+    if s.topology.routes.iter().any(|r| r.flush) {
+        // Send the response body as it arrives, with minimal buffering.
+        c.push_str("server.stream-response-body = 2\n");
+    }
     let method = s
         .topology
         .balancers

@@ -10,6 +10,9 @@ use crate::scenario::{LbMethod, Scenario};
 use super::{Generated, backend_addr, quote, secs_ceil};
 
 pub(super) fn cannot_express(s: &Scenario) -> Option<String> {
+    if let Some(why) = super::balancer_apache_only(s, "nginx") {
+        return Some(why);
+    }
     if s.topology
         .balancers
         .iter()
@@ -135,6 +138,9 @@ pub(super) fn config(
         l.push_str(&format!("      fastcgi_pass u{i};\n"));
         if reuse {
             l.push_str("      fastcgi_keep_conn on;\n");
+        }
+        if r.flush {
+            l.push_str("      fastcgi_buffering off;\n");
         }
         if let Some(t) = w.timeout {
             l.push_str(&format!(
