@@ -31,18 +31,10 @@ fn snap_files(dir: &Path) -> BTreeSet<String> {
 
 /// The `*.toml` file names directly in `dir`.
 fn scenario_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+    testkit::file_names(dir)
+        .into_iter()
         .filter(|n| n.ends_with(".toml"))
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 /// Files that no check produces, and checks without their file.

@@ -445,17 +445,7 @@ async fn write_all<W: AsyncWrite + Unpin>(
     data: &[u8],
     t: Duration,
 ) -> Result<(), ProxyError> {
-    match tokio::time::timeout(t, w.write_all(data)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ProxyError::new(
-            ErrorKind::WriteFailed,
-            format!("write to backend: {e}"),
-        )),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::ResponseTimeout,
-            "backend did not accept the request in time",
-        )),
-    }
+    write_all_vectored(w, &mut [IoSlice::new(data)], t).await
 }
 
 async fn pump_body<W: AsyncWrite + Unpin>(

@@ -905,14 +905,8 @@ async fn proxy_sends_what_its_snapshots_show() {
 #[test]
 fn every_snapshot_is_a_shape() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
-    let files: BTreeSet<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+    let files: BTreeSet<String> = testkit::file_names(&dir)
+        .into_iter()
         .filter_map(|n| {
             n.strip_prefix("apache_parity__")
                 .and_then(|n| n.strip_suffix(".snap"))

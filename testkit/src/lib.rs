@@ -6,3 +6,19 @@
 //! for the clients that send what no HTTP library would and must read back exactly what came.
 
 pub mod http1;
+
+/// The names of the files directly in `dir`, sorted. Panics naming `dir` if it cannot be read:
+/// for the tests that compare a directory of snapshots or scenarios with what produces them.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
