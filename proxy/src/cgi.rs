@@ -89,7 +89,7 @@ pub struct Request<'a> {
     /// The parsed request target.
     pub uri: &'a RequestUri,
     /// Header fields in received order (name, raw value), duplicates not merged.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a [(&'a str, &'a [u8])],
     /// Client address (REMOTE_ADDR, REMOTE_PORT).
     pub remote: SocketAddr,
     /// Local address of the connection (SERVER_ADDR).
@@ -225,25 +225,30 @@ fn decimal(n: impl itoa::Integer) -> Vec<u8> {
 /// first one, keeping its spelling (Apache `apr_table_compress(..., MERGE)`). With an
 /// absolute-form target, an existing `Host` field is replaced by the target's authority
 /// (lower-cased host), as Apache does.
-pub fn effective_headers(req: &Request<'_>) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(req.headers.len());
-    for (n, v) in req.headers {
+pub fn effective_headers<'a>(req: &Request<'a>) -> Vec<Header<'a>> {
+    let mut out: Vec<Header<'a>> = Vec::with_capacity(req.headers.len());
+    for &(n, v) in req.headers {
+        // Values are borrowed from the request; only a merged one is a new buffer.
         match out.iter_mut().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
             Some((_, existing)) => {
-                existing.extend_from_slice(b", ");
-                existing.extend_from_slice(v);
+                let merged = existing.to_mut();
+                merged.extend_from_slice(b", ");
+                merged.extend_from_slice(v);
             }
-            None => out.push((n.clone(), v.clone())),
+            None => out.push((n, Cow::Borrowed(v))),
         }
     }
     if let TargetForm::Absolute { authority, .. } = &req.uri.form
         && let Some((_, v)) = out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case("host"))
         && let Ok(hp) = uri::parse_host(authority.as_bytes())
     {
-        *v = hp.to_header_value().into_bytes();
+        *v = Cow::Owned(hp.to_header_value().into_bytes());
     }
     out
 }
+
+/// A header field after merging: its name and value (a new buffer only when merged).
+pub type Header<'a> = (&'a str, Cow<'a, [u8]>);
 
 /// Apache `http2env`: `HTTP_` + upper-cased name with `-` → `_`; `None` when the name has a
 /// character outside `[A-Za-z0-9-]` (the header is then not exported at all).
@@ -518,7 +523,7 @@ pub fn script_filename(filename: &str, backend_type: BackendType, query: Option<
 
 struct ServerVars<'a> {
     input: &'a CgiInput<'a>,
-    headers: &'a [(String, Vec<u8>)],
+    headers: &'a [Header<'a>],
     server_name: String,
     server_port: u16,
     script_filename: String,
@@ -530,7 +535,7 @@ impl ExprVars for ServerVars<'_> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.to_vec())
     }
 
     fn server_var(&self, var: ServerVar) -> Vec<u8> {
@@ -582,7 +587,7 @@ fn server_admin(cfg: &Config) -> &str {
 fn server_name_port(
     cfg: &Config,
     req: &Request<'_>,
-    headers: &[(String, Vec<u8>)],
+    headers: &[Header<'_>],
 ) -> Result<(String, u16), CgiError> {
     let configured = cfg
         .server_name
@@ -687,8 +692,8 @@ impl Vars for Records<'_> {
 }
 
 /// What ProxyFCGISetEnvIf may read besides the table.
-struct Filled {
-    headers: Vec<(String, Vec<u8>)>,
+struct Filled<'a> {
+    headers: Vec<Header<'a>>,
     server_name: String,
     server_port: u16,
     script_filename: String,
@@ -767,7 +772,7 @@ pub fn encode_params(input: &CgiInput<'_>, keep_conn: bool) -> Result<bytes::Byt
 }
 
 /// The CGI variables of a routed request, in order, into `env`.
-fn fill<V: Vars>(input: &CgiInput<'_>, env: &mut V) -> Result<Filled, CgiError> {
+fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, CgiError> {
     let cfg = input.config;
     let rm = input.route_match;
     let req = input.request;

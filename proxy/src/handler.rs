@@ -498,10 +498,10 @@ impl<C: Connector> Proxy<C> {
         let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
         let m = self.router.route(&uri).ok_or(StatusCode::NOT_FOUND)?;
         let (parts, body) = req.into_parts();
-        let headers: Vec<(String, Vec<u8>)> = parts
+        let headers: Vec<(&str, &[u8])> = parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
         let prepared = prepare_body(
             &parts.headers,

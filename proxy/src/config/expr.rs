@@ -385,7 +385,7 @@ pub struct RequestFacts<'a> {
     pub remote_ip: &'a str,
     pub local_ip: &'a str,
     /// Request headers, duplicates already merged (`a, b`), in order.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a [(&'a str, std::borrow::Cow<'a, [u8]>)],
 }
 
 impl RequestFacts<'_> {
@@ -393,7 +393,7 @@ impl RequestFacts<'_> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| &**v)
     }
 }
 
@@ -443,7 +443,7 @@ pub fn apply_setenvif(rules: &[SetEnvIf], facts: &RequestFacts<'_>, env: &mut En
                 .iter()
                 .rev()
                 .find(|(n, _)| re.regex().is_match(n.as_bytes()))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.to_vec())
                 .unwrap_or_default(),
         };
         let Some(caps) = rule.pattern.regex().captures(&value) else {
@@ -1135,7 +1135,7 @@ mod tests {
 
     #[test]
     fn setenvif_semantics() {
-        let headers = vec![("X-Present".to_string(), b"hello".to_vec())];
+        let headers = vec![("X-Present", Cow::Borrowed(&b"hello"[..]))];
         let facts = RequestFacts {
             method: "GET",
             protocol: "HTTP/1.1",

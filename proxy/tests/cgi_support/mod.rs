@@ -114,11 +114,16 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
     let u = uri::parse_target(&req.target, &cfg.uri_options()).map_err(|e| e.status)?;
     let router = Router::new(cfg).expect("router");
     let m = router.route(&u).ok_or(404u16)?;
+    let headers: Vec<(&str, &[u8])> = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
     let request = Request {
         method: &req.method,
         protocol: &req.protocol,
         uri: &u,
-        headers: &req.headers,
+        headers: &headers,
         remote: req.remote,
         local: req.local,
         scheme: "http",
