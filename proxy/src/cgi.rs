@@ -677,9 +677,9 @@ impl Vars for Env {
 /// Variables written straight into PARAMS records. Only for a request with no variables set
 /// before the CGI ones and no ProxyFCGISetEnvIf to apply: then every name is set once (headers
 /// are merged first, and no header maps to a fixed name), so the table would only append.
-struct Records<'a>(fastcgi::encode::ParamsWriter<'a>);
+struct Records<'w, 'a>(&'w mut fastcgi::encode::ParamsWriter<'a>);
 
-impl Vars for Records<'_> {
+impl Vars for Records<'_, '_> {
     fn set_static(&mut self, name: &'static str, value: &[u8]) {
         self.0.pair(name.as_bytes(), value);
     }
@@ -725,7 +725,6 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
 /// [`build_params`] would give them encoded. Without SetEnv, SetEnvIf or ProxyFCGISetEnvIf in
 /// play the variables go straight into the records, with no table in between.
 pub fn encode_params(input: &CgiInput<'_>, keep_conn: bool) -> Result<bytes::Bytes, CgiError> {
-    use crate::exchange::{PARAMS_RECORD_MAX, REQUEST_ID};
     let route = input
         .config
         .routes
@@ -734,41 +733,25 @@ pub fn encode_params(input: &CgiInput<'_>, keep_conn: bool) -> Result<bytes::Byt
     let table = !input.env.env.is_empty()
         || !input.config.fcgi_setenvif.is_empty()
         || !route.fcgi_setenvif.is_empty();
-    let params;
-    let size = if table {
-        params = build_params(input)?;
-        params
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 8)
-            .sum::<usize>()
-            + 32
-    } else {
-        params = Vec::new();
-        input
-            .request
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 16)
-            .sum::<usize>()
-            + 2 * input.request.uri.raw.len()
-            + 1024
-    };
-    let mut out = Vec::with_capacity(size);
-    let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
-    fastcgi::encode::begin_request(&mut out, REQUEST_ID, fastcgi::Role::Responder, flags);
-    let mut writer = fastcgi::encode::ParamsWriter::new(&mut out, REQUEST_ID, PARAMS_RECORD_MAX);
     if table {
-        for (n, v) in &params {
-            writer.pair(n.as_bytes(), v);
-        }
-    } else {
-        let mut records = Records(writer);
-        fill(input, &mut records)?;
-        writer = records.0;
+        return Ok(crate::exchange::encode_preamble(
+            &build_params(input)?,
+            keep_conn,
+        ));
     }
-    writer.finish();
-    fastcgi::encode::stream_end(&mut out, fastcgi::RecordType::Params, REQUEST_ID);
-    Ok(out.into())
+    // The headers, the URI about twice, and the fixed variables.
+    let req = input.request;
+    let size = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 16)
+        .sum::<usize>()
+        + 2 * req.uri.raw.len()
+        + 1024;
+    crate::exchange::write_preamble(keep_conn, size, |w| {
+        let mut records = Records(w);
+        fill(input, &mut records).map(drop)
+    })
 }
 
 /// The CGI variables of a routed request, in order, into `env`.
@@ -843,6 +826,8 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
     let headers = effective_headers(req);
     let pass_auth = route.pass_authorization(cfg);
     let (server_name, server_port) = server_name_port(cfg, req, &headers)?;
+    // Numbers are written from the stack, not allocated.
+    let mut digits = itoa::Buffer::new();
     let mut saw_content_length = false;
     for (name, value) in &headers {
         if name.eq_ignore_ascii_case("content-type") {
@@ -850,7 +835,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         } else if name.eq_ignore_ascii_case("content-length") {
             saw_content_length = true;
             if let Some(cl) = req.content_length {
-                env.set_static("CONTENT_LENGTH", &decimal(cl));
+                env.set_static("CONTENT_LENGTH", digits.format(cl).as_bytes());
             }
         } else if name.eq_ignore_ascii_case("proxy") {
             // httpoxy (CVE-2016-5387): never HTTP_PROXY.
@@ -870,20 +855,21 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         }
     }
     if let (Some(cl), false) = (req.content_length, saw_content_length) {
-        env.set_static("CONTENT_LENGTH", &decimal(cl));
+        env.set_static("CONTENT_LENGTH", digits.format(cl).as_bytes());
     }
 
-    let path_var = env
-        .get("PATH")
-        .map(<[u8]>::to_vec)
-        .or_else(|| input.process_path.map(<[u8]>::to_vec))
-        .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
-    env.set_static("PATH", &path_var);
+    // Copied only when SetEnv gave one (the table cannot lend it to itself).
+    let set_path = env.get("PATH").map(<[u8]>::to_vec);
+    let path_var = set_path
+        .as_deref()
+        .or(input.process_path)
+        .unwrap_or(DEFAULT_PATH.as_bytes());
+    env.set_static("PATH", path_var);
     env.set_static("SERVER_SIGNATURE", b"");
     env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     env.set_static("SERVER_NAME", server_name.as_bytes());
     env.set_static("SERVER_ADDR", ip_string(req.local.ip()).as_bytes());
-    env.set_static("SERVER_PORT", &decimal(server_port));
+    env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
     env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
     env.set_static("REQUEST_SCHEME", req.scheme.as_bytes());
@@ -891,7 +877,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
     env.set_static("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
     env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());
     env.set_static("SCRIPT_FILENAME", script_filename.as_bytes());
-    env.set_static("REMOTE_PORT", &decimal(req.remote.port()));
+    env.set_static("REMOTE_PORT", digits.format(req.remote.port()).as_bytes());
 
     // ap_add_cgi_vars.
     env.set_static("GATEWAY_INTERFACE", b"CGI/1.1");

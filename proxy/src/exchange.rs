@@ -29,7 +29,7 @@ use crate::response::{self, ResponseHead};
 pub const REQUEST_ID: u16 = 1;
 /// Apache packs whole pairs into PARAMS records of at most this many bytes
 /// (docs/reference/apache.md §4.1).
-pub const PARAMS_RECORD_MAX: usize = 16384;
+const PARAMS_RECORD_MAX: usize = 16384;
 /// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
 const STDERR_LOG_MAX: usize = 8192;
 /// Response bytes drained after a HEAD before the connection is given up instead.
@@ -110,21 +110,6 @@ impl BodyBytes {
             .map(|b| &b[..])
             .chain((!self.tail.is_empty()).then_some(&self.tail[..]))
     }
-
-    /// The whole body in one buffer (copies when there is more than one piece).
-    pub fn to_bytes(&self) -> Bytes {
-        match (self.pieces.as_slice(), self.tail.is_empty()) {
-            ([], _) => Bytes::copy_from_slice(&self.tail),
-            ([one], true) => one.clone(),
-            _ => {
-                let mut all = BytesMut::with_capacity(self.len);
-                for p in self.pieces() {
-                    all.extend_from_slice(p);
-                }
-                all.freeze()
-            }
-        }
-    }
 }
 
 impl From<Bytes> for BodyBytes {
@@ -147,25 +132,38 @@ pub struct Outcome {
 
 /// BEGIN_REQUEST + PARAMS + empty PARAMS, encoded once per request (and reused on retry).
 pub fn encode_preamble<N: AsRef<str>, V: AsRef<[u8]>>(params: &[(N, V)], keep_conn: bool) -> Bytes {
-    // Headers, the 8-byte records around them and the pairs' length bytes.
+    // The pairs, their length bytes and the records' headers.
     let size = params
         .iter()
         .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 8)
-        .sum::<usize>()
-        + 32;
-    let mut out = Vec::with_capacity(size);
+        .sum::<usize>();
+    let written: Result<Bytes, std::convert::Infallible> = write_preamble(keep_conn, size, |w| {
+        for (n, v) in params {
+            w.pair(n.as_ref().as_bytes(), v.as_ref());
+        }
+        Ok(())
+    });
+    match written {
+        Ok(b) => b,
+        Err(never) => match never {},
+    }
+}
+
+/// BEGIN_REQUEST, the PARAMS records `pairs` writes, and the empty PARAMS that ends them;
+/// `size` is about what the pairs take.
+pub fn write_preamble<E>(
+    keep_conn: bool,
+    size: usize,
+    pairs: impl FnOnce(&mut fastcgi::encode::ParamsWriter<'_>) -> Result<(), E>,
+) -> Result<Bytes, E> {
+    let mut out = Vec::with_capacity(size + 32);
     let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
     fastcgi::encode::begin_request(&mut out, REQUEST_ID, Role::Responder, flags);
-    fastcgi::encode::params_from(
-        &mut out,
-        REQUEST_ID,
-        params
-            .iter()
-            .map(|(n, v)| (n.as_ref().as_bytes(), v.as_ref())),
-        PARAMS_RECORD_MAX,
-    );
+    let mut writer = fastcgi::encode::ParamsWriter::new(&mut out, REQUEST_ID, PARAMS_RECORD_MAX);
+    pairs(&mut writer)?;
+    writer.finish();
     fastcgi::encode::stream_end(&mut out, RecordType::Params, REQUEST_ID);
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 /// Runs the exchange on `conn` and returns once the response head is known (or the exchange
@@ -887,6 +885,15 @@ fn finish(
 mod tests {
     use super::*;
 
+    /// The whole body in one buffer.
+    fn whole(b: &BodyBytes) -> Bytes {
+        let mut all = BytesMut::with_capacity(b.len());
+        for p in b.pieces() {
+            all.extend_from_slice(p);
+        }
+        all.freeze()
+    }
+
     fn body(pieces: &[usize]) -> BodyBytes {
         let mut b = BodyBytes::default();
         let mut n = 0u8;
@@ -911,7 +918,7 @@ mod tests {
         ) {
             let data = body(&pieces);
             proptest::prop_assert_eq!(data.len(), pieces.iter().sum::<usize>());
-            let whole = data.to_bytes();
+            let whole = whole(&data);
             proptest::prop_assert_eq!(whole.len(), data.len());
             let preamble = b"preamble".to_vec();
             let headers = stdin_headers(&data);

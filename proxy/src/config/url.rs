@@ -51,14 +51,7 @@ pub struct WorkerUrl {
 }
 
 impl WorkerUrl {
-    /// `fcgi://host[:port]` as it appears in SCRIPT_FILENAME (port omitted when 8000).
-    pub fn canonical_authority(&self) -> String {
-        let mut s = String::with_capacity(self.host.len() + 13);
-        self.push_canonical_authority(&mut s);
-        s
-    }
-
-    /// Appends [`WorkerUrl::canonical_authority`] to `out`.
+    /// Appends `fcgi://host[:port]` as it appears in SCRIPT_FILENAME (port omitted when 8000).
     pub fn push_canonical_authority(&self, out: &mut String) {
         out.push_str("fcgi://");
         out.push_str(&self.host);
@@ -352,6 +345,12 @@ fn parse_fcgi(t: &str, uds: bool) -> Result<(String, u16, bool, String), String>
 mod tests {
     use super::*;
 
+    fn authority(w: &WorkerUrl) -> String {
+        let mut s = String::new();
+        w.push_canonical_authority(&mut s);
+        s
+    }
+
     #[test]
     fn tcp_worker() {
         let w = WorkerUrl::parse("fcgi://LocalHost:4000/App/").unwrap();
@@ -365,14 +364,14 @@ mod tests {
                 port: 4000
             }
         );
-        assert_eq!(w.canonical_authority(), "fcgi://localhost:4000");
+        assert_eq!(authority(&w), "fcgi://localhost:4000");
         assert_eq!(w.name(), "fcgi://localhost:4000/App/");
     }
 
     #[test]
     fn port_8000_is_omitted_and_default() {
         let w = WorkerUrl::parse("FCGI://h:8000").unwrap();
-        assert_eq!(w.canonical_authority(), "fcgi://h");
+        assert_eq!(authority(&w), "fcgi://h");
         assert_eq!(w.path, "");
         let w = WorkerUrl::parse("fcgi://h/x").unwrap();
         assert_eq!(w.port, 8000);
