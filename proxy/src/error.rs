@@ -23,6 +23,8 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// The pool's `max` was reached and no connection freed up within `acquire`.
     AcquireTimeout,
+    /// `limits.max_waiting` requests already wait for a connection to this backend.
+    QueueFull,
     /// No balancer member is usable.
     NoMemberAvailable,
     /// Writing the request to the backend failed.
@@ -59,7 +61,9 @@ pub struct ProxyError {
 impl ProxyError {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         let side = match kind {
-            ErrorKind::AcquireTimeout | ErrorKind::NoMemberAvailable => Side::Internal,
+            ErrorKind::AcquireTimeout | ErrorKind::QueueFull | ErrorKind::NoMemberAvailable => {
+                Side::Internal
+            }
             ErrorKind::ClientBody => Side::Downstream,
             _ => Side::Upstream,
         };
@@ -124,6 +128,7 @@ impl ProxyError {
             ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::AcquireTimeout
+            | ErrorKind::QueueFull
             | ErrorKind::NoMemberAvailable
             | ErrorKind::Refused
             | ErrorKind::WriteFailed => StatusCode::SERVICE_UNAVAILABLE,

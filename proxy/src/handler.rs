@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::admission::{Admission, BodyBudget, BodyCharge};
 use crate::answers;
 use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
@@ -76,6 +77,8 @@ pub struct BodyLimits {
 pub struct PreparedBody {
     pub body: RequestBody,
     pub content_length: Option<u64>,
+    /// The buffered body's share of the memory budget, held while the request is served.
+    pub charge: Option<BodyCharge>,
 }
 
 /// Reads or wraps the client's body. Chunked bodies are buffered (up to a limit) because
@@ -86,6 +89,7 @@ pub async fn prepare_body(
     body: Incoming,
     limits: BodyLimits,
     read_timeout: Duration,
+    budget: &Arc<BodyBudget>,
 ) -> Result<PreparedBody, StatusCode> {
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     let declared = match headers.get(header::CONTENT_LENGTH) {
@@ -114,37 +118,63 @@ pub async fn prepare_body(
         Some(n) if n > PREFETCH_MAX => Ok(PreparedBody {
             body: RequestBody::Streaming(body),
             content_length: Some(n),
+            charge: None,
+        }),
+        Some(0) => Ok(PreparedBody {
+            body: RequestBody::Buffered(BodyBytes::default()),
+            content_length: declared,
+            charge: None,
         }),
         Some(_) | None if !chunked => {
-            let data = collect(body, PREFETCH_MAX, read_timeout).await?;
+            let (data, charge) = collect(body, PREFETCH_MAX, read_timeout, budget).await?;
             let content_length = declared.or((!data.is_empty()).then_some(data.len() as u64));
             Ok(PreparedBody {
                 body: RequestBody::Buffered(data),
                 content_length,
+                charge,
             })
         }
         _ => {
-            let data = collect(body, limits.max_buffered.min(max_body), read_timeout).await?;
+            let limit = limits.max_buffered.min(max_body);
+            let (data, charge) = collect(body, limit, read_timeout, budget).await?;
             Ok(PreparedBody {
                 content_length: Some(data.len() as u64),
                 body: RequestBody::Buffered(data),
+                charge,
             })
         }
     }
 }
 
-/// Reads the whole body (at most `limit` bytes), keeping the pieces hyper read.
-async fn collect(mut body: Incoming, limit: u64, t: Duration) -> Result<BodyBytes, StatusCode> {
+/// Reads the whole body (at most `limit` bytes), keeping the pieces hyper read, each charged to
+/// `budget` (no room: 503, and what was read is freed at once).
+async fn collect(
+    mut body: Incoming,
+    limit: u64,
+    t: Duration,
+    budget: &Arc<BodyBudget>,
+) -> Result<(BodyBytes, Option<BodyCharge>), StatusCode> {
     let mut out = BodyBytes::default();
+    let mut charge: Option<BodyCharge> = None;
     loop {
         match tokio::time::timeout(t, body.frame()).await {
             Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
-            Ok(None) => return Ok(out),
+            Ok(None) => return Ok((out, charge)),
             Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
             Ok(Some(Ok(f))) => {
                 if let Ok(d) = f.into_data() {
                     if out.len() as u64 + d.len() as u64 > limit {
                         return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                    }
+                    if !charge
+                        .get_or_insert_with(|| BodyCharge::new(budget))
+                        .grow(d.len())
+                    {
+                        tracing::info!(
+                            "request body refused: {} bytes of bodies buffered (limits.body_buffer_budget)",
+                            budget.used()
+                        );
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                     out.push(d);
                 }
@@ -284,6 +314,7 @@ pub struct Proxy<C: Connector> {
     limits: BodyLimits,
     process_path: Option<Vec<u8>>,
     metrics: Metrics,
+    admission: Admission,
 }
 
 fn backend_addr(url: &WorkerUrl) -> BackendAddr {
@@ -316,6 +347,7 @@ fn make_worker<C: Connector>(
                 acquire: e.acquire,
                 connect_timeout: e.connect_timeout,
                 reuse: e.reuse,
+                max_waiting: config.limits.max_waiting as usize,
             },
             config.worker_threads(),
         ),
@@ -328,7 +360,8 @@ fn make_worker<C: Connector>(
 /// broke the connection before any response byte and the request may be sent again (docs/reference/apache.md §6.4: failover on the
 /// handler's 503; a non-idempotent request it may have received is not sent again).
 fn fails_over(e: &ProxyError, shape: Shape) -> bool {
-    e.member_is_down() || e.may_resend(shape.idempotent, false)
+    // A member with a full queue is busy, not down: the next one may have room.
+    e.member_is_down() || e.kind == ErrorKind::QueueFull || e.may_resend(shape.idempotent, false)
 }
 
 impl<C: Connector> Proxy<C> {
@@ -380,6 +413,8 @@ impl<C: Connector> Proxy<C> {
             max_body: config.limits.max_body,
             max_response_header_bytes: 64 * 1024,
         };
+        let nofile = crate::admission::open_file_limit().unwrap_or(1024);
+        let admission = Admission::new(&config.limits, nofile);
         let process_path =
             std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         Ok(Proxy {
@@ -392,6 +427,7 @@ impl<C: Connector> Proxy<C> {
             limits,
             process_path,
             metrics: Metrics::default(),
+            admission,
         })
     }
 
@@ -411,6 +447,11 @@ impl<C: Connector> Proxy<C> {
         &self.metrics
     }
 
+    /// What the proxy takes on at once: client connections, buffered bodies.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
     fn worker_views(&self) -> Vec<WorkerView> {
         self.workers
             .iter()
@@ -427,11 +468,16 @@ impl<C: Connector> Proxy<C> {
         let balancers: Vec<&BalancerState> = self.balancers.iter().map(|b| &**b).collect();
         let (body, ctype) = match path {
             "/metrics" => (
-                metrics::prometheus(&self.metrics, &self.worker_views(), &balancers),
+                metrics::prometheus(
+                    &self.metrics,
+                    &self.worker_views(),
+                    &balancers,
+                    &self.admission.stats(),
+                ),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             "/status" => (
-                metrics::status_json(&self.worker_views(), &balancers),
+                metrics::status_json(&self.worker_views(), &balancers, &self.admission.stats()),
                 "application/json",
             ),
             _ => return answers::error(StatusCode::NOT_FOUND),
@@ -461,7 +507,15 @@ impl<C: Connector> Proxy<C> {
         } else {
             match self.proxy(req, info).await {
                 Ok(x) => x,
-                Err(status) => (answers::error(status), None, None),
+                Err(status) => {
+                    let mut r = answers::error(status);
+                    if refused_mid_body(status) {
+                        // The rest of the body was not read: nothing after it can be trusted
+                        // to be a request, and a refused client should come back later.
+                        answers::close_after(&mut r);
+                    }
+                    (r, None, None)
+                }
             }
         };
         let status = resp.status().as_u16();
@@ -508,8 +562,12 @@ impl<C: Connector> Proxy<C> {
             body,
             self.limits,
             self.config.timeouts.body_read,
+            self.admission.body_budget(),
         )
         .await?;
+        // Given back when the request is answered (the exchange has sent the body by then, or
+        // holds only what it still sends).
+        let _charge = prepared.charge;
         let protocol = match parts.version {
             http::Version::HTTP_09 => "HTTP/0.9",
             http::Version::HTTP_10 => "HTTP/1.0",
@@ -658,6 +716,17 @@ fn transfer_coding_is_plain_chunked(headers: &HeaderMap) -> bool {
         (Some(c), None) => c.eq_ignore_ascii_case(b"chunked"),
         (Some(_), Some(_)) => false,
     }
+}
+
+/// Statuses the request path gives before the whole body was read: the body limit, the memory
+/// budget, a body read timeout.
+fn refused_mid_body(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::REQUEST_TIMEOUT
+    )
 }
 
 fn status(code: u16) -> StatusCode {

@@ -2,6 +2,7 @@
 //! `mod_proxy_fcgi`. See `docs/architecture.md` for the map of the request path.
 
 pub mod access_log;
+pub mod admission;
 pub mod answers;
 pub mod balancer;
 pub mod body;

@@ -217,6 +217,8 @@ fn run(config: Config) -> Result<(), String> {
             Some(l)
         }
     };
+    // One descriptor per client connection: take what the hard limit allows.
+    fcgi_proxy::admission::raise_open_file_limit();
     let front = FrontSettings::from_config(&config);
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use crate::admission::AdmissionStats;
 use crate::balancer::BalancerState;
 use crate::pool::PoolStats;
 
@@ -83,8 +84,28 @@ fn esc(v: &str) -> String {
 }
 
 /// Prometheus text exposition format 0.0.4.
-pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerState]) -> String {
+pub fn prometheus(
+    m: &Metrics,
+    workers: &[WorkerView],
+    balancers: &[&BalancerState],
+    admission: &AdmissionStats,
+) -> String {
     let mut o = String::new();
+    let a = admission;
+    let budget = if a.body_budget == 0 { u64::MAX } else { a.body_budget };
+    for (name, kind, help, v) in [
+        ("fcgi_proxy_client_connections", "gauge", "Client connections open.", a.connections_open as u64),
+        ("fcgi_proxy_client_connections_max", "gauge", "Client connections allowed at once (limits.max_connections).", a.max_connections as u64),
+        ("fcgi_proxy_accept_pauses_total", "counter", "Times accepting paused with every client connection slot taken.", a.accept_pauses),
+        ("fcgi_proxy_body_buffer_bytes", "gauge", "Request body bytes buffered in memory now.", a.body_bytes),
+        ("fcgi_proxy_body_buffer_bytes_peak", "gauge", "Most request body bytes buffered in memory at once.", a.body_bytes_peak),
+        ("fcgi_proxy_body_buffer_budget_bytes", "gauge", "limits.body_buffer_budget (18446744073709551615: unlimited).", budget),
+        ("fcgi_proxy_body_buffer_refused_total", "counter", "Requests answered 503 because their body did not fit the budget.", a.body_refused),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        let _ = writeln!(o, "{name} {v}");
+    }
     let _ = writeln!(
         o,
         "# HELP fcgi_proxy_requests_total Client requests answered."
@@ -99,7 +120,7 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
         );
     }
     type Get = fn(&PoolStats) -> u64;
-    let series: [(&str, &str, &str, Get); 15] = [
+    let series: [(&str, &str, &str, Get); 17] = [
         (
             "fcgi_proxy_backend_connections_opened_total",
             "counter",
@@ -153,6 +174,18 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
             "counter",
             "Checkouts that gave up after acquire (503).",
             |s| s.acquire_timeouts,
+        ),
+        (
+            "fcgi_proxy_pool_waiting",
+            "gauge",
+            "Requests waiting for a free connection now.",
+            |s| s.waiting as u64,
+        ),
+        (
+            "fcgi_proxy_pool_queue_full_total",
+            "counter",
+            "Requests refused at once (503) because limits.max_waiting were already waiting.",
+            |s| s.queue_full,
         ),
         (
             "fcgi_proxy_backend_connections_pending",
@@ -253,7 +286,11 @@ pub fn prometheus(m: &Metrics, workers: &[WorkerView], balancers: &[&BalancerSta
 }
 
 /// A read-only JSON status, in the spirit of Apache's balancer-manager.
-pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> String {
+pub fn status_json(
+    workers: &[WorkerView],
+    balancers: &[&BalancerState],
+    admission: &AdmissionStats,
+) -> String {
     let workers: Vec<serde_json::Value> = workers
         .iter()
         .map(|w| {
@@ -281,6 +318,8 @@ pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> Stri
                 "waits": s.waits,
                 "wait_ms": s.wait_ms,
                 "acquire_timeouts": s.acquire_timeouts,
+                "waiting": s.waiting,
+                "queue_full": s.queue_full,
             })
         })
         .collect();
@@ -314,7 +353,18 @@ pub fn status_json(workers: &[WorkerView], balancers: &[&BalancerState]) -> Stri
             serde_json::json!({ "name": b.name, "members": members })
         })
         .collect();
-    let mut out = serde_json::json!({ "workers": workers, "balancers": balancers }).to_string();
+    let a = admission;
+    let admission = serde_json::json!({
+        "client_connections": a.connections_open,
+        "max_client_connections": a.max_connections,
+        "accept_pauses": a.accept_pauses,
+        "body_buffer_bytes": a.body_bytes,
+        "body_buffer_bytes_peak": a.body_bytes_peak,
+        "body_buffer_budget": a.body_budget,
+        "body_buffer_refused": a.body_refused,
+    });
+    let mut out = serde_json::json!({ "admission": admission, "workers": workers, "balancers": balancers })
+        .to_string();
     out.push('\n');
     out
 }

@@ -81,6 +81,8 @@ pub struct PoolSettings {
     /// Connections are kept for reuse (KEEP_CONN). Only then does the pool ask for and learn
     /// the backend's capacity: without reuse every worker is freed after each request.
     pub reuse: bool,
+    /// Checkouts waiting at once (`limits.max_waiting`); one more fails at once. 0: unlimited.
+    pub max_waiting: usize,
 }
 
 /// Counters for metrics and tests.
@@ -100,6 +102,10 @@ pub struct PoolStats {
     /// Total time checkouts spent waiting for a free connection, in milliseconds.
     pub wait_ms: u64,
     pub acquire_timeouts: u64,
+    /// Checkouts waiting for a free connection now.
+    pub waiting: usize,
+    /// Checkouts refused because `max_waiting` were already waiting.
+    pub queue_full: u64,
     /// The hard cap in force (`max`, or the default bound).
     pub cap: usize,
     /// The learned limit: connections the backend serves at once, as far as shown.
@@ -362,6 +368,16 @@ impl<S> Drop for Slot<S> {
     }
 }
 
+/// A checkout counted in `waiting`; uncounted when it gets a connection, fails or is dropped
+/// (the client went away).
+struct Queued<'a, S>(&'a Shared<S>);
+
+impl<S> Drop for Queued<'_, S> {
+    fn drop(&mut self) {
+        self.0.common().stats.waiting -= 1;
+    }
+}
+
 impl<S> Shared<S> {
     fn common(&self) -> std::sync::MutexGuard<'_, Common> {
         self.common.lock().unwrap_or_else(|e| e.into_inner())
@@ -567,7 +583,8 @@ impl<C: Connector> Pool<C> {
         let deadline = tokio::time::Instant::now() + self.settings.acquire.unwrap_or(fallback_wait);
         let me = self.shared.my_slot();
         let hard_cap = self.settings.max.unwrap_or(self.settings.default_max);
-        let mut waited = false;
+        // In the queue of waiting checkouts (counted in `waiting` until dropped).
+        let mut queued: Option<Queued<'_, C::Stream>> = None;
         loop {
             let now = tokio::time::Instant::now();
             if !fresh_first {
@@ -632,9 +649,23 @@ impl<C: Connector> Pool<C> {
                     });
                 }
                 None => {
-                    if !waited {
-                        waited = true;
-                        self.shared.common().stats.waits += 1;
+                    if queued.is_none() {
+                        let mut c = self.shared.common();
+                        let max = self.settings.max_waiting;
+                        if max > 0 && c.stats.waiting >= max {
+                            c.stats.queue_full += 1;
+                            return Err(ProxyError::new(
+                                ErrorKind::QueueFull,
+                                format!(
+                                    "{} requests already wait for a connection to {} (limits.max_waiting)",
+                                    c.stats.waiting, self.addr
+                                ),
+                            ));
+                        }
+                        c.stats.waiting += 1;
+                        c.stats.waits += 1;
+                        drop(c);
+                        queued = Some(Queued(&self.shared));
                     }
                     let wait_started = tokio::time::Instant::now();
                     let until = wake_at.map_or(deadline, |w| w.min(deadline));

@@ -95,6 +95,13 @@ pub async fn serve<A: Acceptor, C: Connector>(
     let builder = Arc::new(builder);
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
+        // A slot first: at `limits.max_connections` the listener pauses and new connections
+        // wait in the kernel's backlog.
+        let slot = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => break,
+            s = proxy.admission().connection_slot() => s,
+        };
         let accepted = tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => break,
@@ -125,6 +132,7 @@ pub async fn serve<A: Acceptor, C: Connector>(
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
             serve_client(stream, info, proxy, &builder, &mut shutdown, waits).await;
+            drop(slot);
             drop(done);
         });
     }

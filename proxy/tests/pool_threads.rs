@@ -39,6 +39,7 @@ fn pool(addr: SocketAddr, max: usize, acquire: Duration) -> Pool<TokioConnector>
             acquire: Some(acquire),
             connect_timeout: Duration::from_secs(2),
             reuse: true,
+            max_waiting: 0,
         },
         2,
     )

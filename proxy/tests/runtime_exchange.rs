@@ -42,6 +42,7 @@ fn worker(
             acquire: Some(Duration::from_millis(200)),
             connect_timeout: Duration::from_secs(1),
             reuse: true,
+            max_waiting: 0,
         },
     )
 }
@@ -220,6 +221,7 @@ async fn refused_connection_gives_503() {
             acquire: None,
             connect_timeout: Duration::from_secs(1),
             reuse: true,
+            max_waiting: 0,
         },
     );
     let e = get(&w, "/a").await.expect_err("refused");
@@ -295,6 +297,7 @@ async fn a_waiting_request_gets_the_connection_when_it_is_released() {
             acquire: Some(Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(1),
             reuse: true,
+            max_waiting: 0,
         },
     );
     let w = std::sync::Arc::new(w);

@@ -494,6 +494,24 @@ impl Config {
             onoff(l.keep_alive),
             l.max_keep_alive_requests
         );
+        let unlimited = |n: u64| {
+            if n == 0 {
+                "unlimited".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "  admission: client connections {}, waiting per backend {}, buffered bodies {} bytes",
+            if l.max_connections == 0 {
+                "auto (the open-file limit less an eighth and 128, at most 65536)".to_string()
+            } else {
+                l.max_connections.to_string()
+            },
+            unlimited(u64::from(l.max_waiting)),
+            unlimited(l.body_buffer_budget)
+        );
         if !self.setenvif.is_empty() || !self.setenv.is_empty() || !self.fcgi_setenvif.is_empty() {
             let _ = writeln!(
                 s,

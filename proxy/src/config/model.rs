@@ -230,6 +230,38 @@ pub struct Limits {
     /// that keeps accepting.
     #[serde(default = "l256")]
     pub default_max_connections: u32,
+    /// Client connections open at once; at the limit the listeners stop accepting (new
+    /// connections wait in the kernel's backlog) until one closes. 0: derived from the
+    /// open-file limit ([`Limits::client_connections`]).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Requests waiting for a connection to one backend (its pool at its cap or its learned
+    /// limit); one more is answered 503 at once instead of queueing. 0: unlimited.
+    #[serde(default = "l1024u32")]
+    pub max_waiting: u32,
+    /// All request bodies buffered in memory at once, in bytes (bodies read before the backend
+    /// is contacted: small ones and chunked ones). A body that would go beyond is answered 503.
+    /// 0: unlimited.
+    #[serde(default = "l256m")]
+    pub body_buffer_budget: u64,
+}
+
+/// The most client connections [`Limits::client_connections`] derives from the open-file limit.
+pub const AUTO_MAX_CONNECTIONS: u64 = 65536;
+
+impl Limits {
+    /// `max_connections`, or when 0, what the open-file limit `nofile` allows: an eighth and
+    /// 128 more kept for backend connections, logs and files, at most
+    /// [`AUTO_MAX_CONNECTIONS`], at least 16.
+    pub fn client_connections(&self, nofile: u64) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections as usize;
+        }
+        let spare = nofile / 8 + 128;
+        nofile
+            .saturating_sub(spare)
+            .clamp(16, AUTO_MAX_CONNECTIONS) as usize
+    }
 }
 
 fn l8190() -> usize {
@@ -246,6 +278,12 @@ fn l256() -> u32 {
 }
 fn l65536() -> usize {
     65536
+}
+fn l1024u32() -> u32 {
+    1024
+}
+fn l256m() -> u64 {
+    256 * 1024 * 1024
 }
 fn l8m() -> u64 {
     8 * 1024 * 1024
@@ -266,6 +304,9 @@ impl Default for Limits {
             max_keep_alive_requests: l100u32(),
             keep_alive: true,
             default_max_connections: l256(),
+            max_connections: 0,
+            max_waiting: l1024u32(),
+            body_buffer_budget: l256m(),
         }
     }
 }
