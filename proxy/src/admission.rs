@@ -58,6 +58,8 @@ pub struct Admission {
     max_connections: usize,
     /// Times an accept loop found every connection slot taken and paused.
     accept_pauses: AtomicU64,
+    /// Most client connections open at once.
+    connections_peak: AtomicU64,
     body: Arc<BodyBudget>,
 }
 
@@ -71,6 +73,7 @@ impl Admission {
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             accept_pauses: AtomicU64::new(0),
+            connections_peak: AtomicU64::new(0),
             body: Arc::new(BodyBudget::new(limits.body_buffer_budget)),
         }
     }
@@ -78,6 +81,14 @@ impl Admission {
     /// A slot for one more client connection, waiting (the accept loop pauses) while every
     /// slot is taken. The slot is freed when the returned permit is dropped.
     pub async fn connection_slot(&self) -> OwnedSemaphorePermit {
+        let slot = self.wait_for_slot().await;
+        let open = self.max_connections - self.connections.available_permits();
+        self.connections_peak
+            .fetch_max(open as u64, Ordering::Relaxed);
+        slot
+    }
+
+    async fn wait_for_slot(&self) -> OwnedSemaphorePermit {
         match self.connections.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -105,6 +116,7 @@ impl Admission {
             connections_open: self.max_connections - self.connections.available_permits(),
             max_connections: self.max_connections,
             accept_pauses: self.accept_pauses.load(Ordering::Relaxed),
+            connections_peak: self.connections_peak.load(Ordering::Relaxed) as usize,
             body_bytes: self.body.used.load(Ordering::Relaxed),
             body_bytes_peak: self.body.peak.load(Ordering::Relaxed),
             body_budget: self.body.limit,
@@ -119,6 +131,7 @@ pub struct AdmissionStats {
     pub connections_open: usize,
     pub max_connections: usize,
     pub accept_pauses: u64,
+    pub connections_peak: usize,
     pub body_bytes: u64,
     pub body_bytes_peak: u64,
     /// 0: unlimited.
@@ -153,7 +166,11 @@ impl BodyBudget {
 
     /// Takes `n` more bytes if the budget has room.
     fn take(&self, n: u64) -> bool {
-        let limit = if self.limit == 0 { u64::MAX } else { self.limit };
+        let limit = if self.limit == 0 {
+            u64::MAX
+        } else {
+            self.limit
+        };
         let taken = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -207,6 +224,10 @@ impl BodyCharge {
 
     pub fn held(&self) -> u64 {
         self.held
+    }
+
+    pub fn budget(&self) -> &BodyBudget {
+        &self.budget
     }
 }
 
@@ -270,19 +291,14 @@ mod tests {
         let one = a.connection_slot().await;
         let _two = a.connection_slot().await;
         assert_eq!(a.stats().connections_open, 2);
-        let third = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            a.connection_slot(),
-        )
-        .await;
+        assert_eq!(a.stats().connections_peak, 2);
+        let third =
+            tokio::time::timeout(std::time::Duration::from_millis(50), a.connection_slot()).await;
         assert!(third.is_err(), "a third connection waits");
         assert_eq!(a.stats().accept_pauses, 1);
         drop(one);
-        let third = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            a.connection_slot(),
-        )
-        .await;
+        let third =
+            tokio::time::timeout(std::time::Duration::from_millis(50), a.connection_slot()).await;
         assert!(third.is_ok(), "accepted once one closed");
     }
 }

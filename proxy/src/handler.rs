@@ -4,8 +4,12 @@
 //! not) -> exchange runs the FastCGI conversation -> response head mapped -> body streamed.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -114,69 +118,124 @@ pub async fn prepare_body(
         // Refused before any backend contact, as Apache's LimitRequestBody does.
         return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
+    if !chunked && declared.unwrap_or(0) == 0 {
+        // No body (RFC 9112 6.3): nothing to read or hold.
+        return Ok(PreparedBody {
+            body: RequestBody::Buffered(BodyBytes::default()),
+            content_length: declared,
+            charge: None,
+        });
+    }
+    // A body is read through the connection's buffers, held while it lasts: charged first.
+    let mut charge = BodyCharge::new(budget);
+    if !charge.grow(READ_BUFFERS_CHARGE) {
+        return Err(over_budget(budget));
+    }
     match declared {
         Some(n) if n > PREFETCH_MAX => Ok(PreparedBody {
             body: RequestBody::Streaming(body),
             content_length: Some(n),
-            charge: None,
+            charge: Some(charge),
         }),
-        Some(0) => Ok(PreparedBody {
-            body: RequestBody::Buffered(BodyBytes::default()),
-            content_length: declared,
-            charge: None,
-        }),
-        Some(_) | None if !chunked => {
-            let (data, charge) = collect(body, PREFETCH_MAX, read_timeout, budget).await?;
-            let content_length = declared.or((!data.is_empty()).then_some(data.len() as u64));
+        Some(_) => {
+            let data = collect(body, PREFETCH_MAX, read_timeout, &mut charge).await?;
             Ok(PreparedBody {
                 body: RequestBody::Buffered(data),
-                content_length,
-                charge,
+                content_length: declared,
+                charge: Some(charge),
             })
         }
-        _ => {
+        None => {
             let limit = limits.max_buffered.min(max_body);
-            let (data, charge) = collect(body, limit, read_timeout, budget).await?;
+            let data = collect(body, limit, read_timeout, &mut charge).await?;
             Ok(PreparedBody {
                 content_length: Some(data.len() as u64),
                 body: RequestBody::Buffered(data),
-                charge,
+                charge: Some(charge),
             })
         }
     }
 }
 
+/// What a request whose body is being read is charged to the body budget besides the bytes it
+/// holds: its connection's read buffer (which grows up to the request head limit, 64 KiB by
+/// default) and write buffer, and its share of the task, at about their largest.
+const READ_BUFFERS_CHARGE: usize = 64 * 1024;
+
+/// The blocks a slow body is copied into (see [`collect`]); at least [`BodyBytes::KEEP`], so
+/// each is kept as it is.
+const COPY_BLOCK: usize = 32 * 1024;
+
+fn over_budget(budget: &BodyBudget) -> StatusCode {
+    tracing::info!(
+        "request body refused: {} bytes of bodies buffered (limits.body_buffer_budget)",
+        budget.used()
+    );
+    StatusCode::SERVICE_UNAVAILABLE
+}
+
 /// Reads the whole body (at most `limit` bytes), keeping the pieces hyper read, each charged to
-/// `budget` (no room: 503, and what was read is freed at once).
+/// `charge` (no room: 503, and what was read is freed at once).
 async fn collect(
     mut body: Incoming,
     limit: u64,
     t: Duration,
-    budget: &Arc<BodyBudget>,
-) -> Result<(BodyBytes, Option<BodyCharge>), StatusCode> {
+    charge: &mut BodyCharge,
+) -> Result<BodyBytes, StatusCode> {
     let mut out = BodyBytes::default();
-    let mut charge: Option<BodyCharge> = None;
+    // Pieces read since the body last had to wait for the client. Each is a slice of one of
+    // hyper's read buffers and keeps all of it alive: a body that arrives slowly is copied into
+    // buffers of its own size before waiting, so what it holds is what the budget counts. A body
+    // that arrives at once keeps hyper's pieces (no copy).
+    let mut fresh: Vec<Bytes> = Vec::new();
+    // Copies go into blocks of one size, filled in turn: slow bodies then cost whole blocks of
+    // a single size class instead of many odd-sized buffers (the allocator keeps them apart).
+    let mut block = BytesMut::new();
     loop {
-        match tokio::time::timeout(t, body.frame()).await {
+        let mut next = std::pin::pin!(body.frame());
+        let ready = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+        let frame = match ready {
+            Poll::Ready(f) => Ok(f),
+            Poll::Pending => {
+                for piece in fresh.drain(..) {
+                    let mut rest = &piece[..];
+                    while !rest.is_empty() {
+                        if block.capacity() == block.len() {
+                            if !block.is_empty() {
+                                out.push(block.split().freeze());
+                            }
+                            block = BytesMut::with_capacity(COPY_BLOCK);
+                        }
+                        let n = rest.len().min(block.capacity() - block.len());
+                        block.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
+                    }
+                }
+                tokio::time::timeout(t, next).await
+            }
+        };
+        match frame {
             Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
-            Ok(None) => return Ok((out, charge)),
+            Ok(None) => {
+                if !block.is_empty() {
+                    out.push(block.freeze());
+                }
+                for piece in fresh {
+                    out.push(piece);
+                }
+                return Ok(out);
+            }
             Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
             Ok(Some(Ok(f))) => {
                 if let Ok(d) = f.into_data() {
-                    if out.len() as u64 + d.len() as u64 > limit {
+                    let held = out.len() + fresh.iter().map(Bytes::len).sum::<usize>();
+                    if held as u64 + d.len() as u64 > limit {
                         return Err(StatusCode::PAYLOAD_TOO_LARGE);
                     }
-                    if !charge
-                        .get_or_insert_with(|| BodyCharge::new(budget))
-                        .grow(d.len())
-                    {
-                        tracing::info!(
-                            "request body refused: {} bytes of bodies buffered (limits.body_buffer_budget)",
-                            budget.used()
-                        );
-                        return Err(StatusCode::SERVICE_UNAVAILABLE);
+                    if !charge.grow(d.len()) {
+                        return Err(over_budget(charge.budget()));
                     }
-                    out.push(d);
+                    fresh.push(d);
                 }
             }
         }

@@ -92,15 +92,60 @@ pub fn prometheus(
 ) -> String {
     let mut o = String::new();
     let a = admission;
-    let budget = if a.body_budget == 0 { u64::MAX } else { a.body_budget };
+    let budget = if a.body_budget == 0 {
+        u64::MAX
+    } else {
+        a.body_budget
+    };
     for (name, kind, help, v) in [
-        ("fcgi_proxy_client_connections", "gauge", "Client connections open.", a.connections_open as u64),
-        ("fcgi_proxy_client_connections_max", "gauge", "Client connections allowed at once (limits.max_connections).", a.max_connections as u64),
-        ("fcgi_proxy_accept_pauses_total", "counter", "Times accepting paused with every client connection slot taken.", a.accept_pauses),
-        ("fcgi_proxy_body_buffer_bytes", "gauge", "Request body bytes buffered in memory now.", a.body_bytes),
-        ("fcgi_proxy_body_buffer_bytes_peak", "gauge", "Most request body bytes buffered in memory at once.", a.body_bytes_peak),
-        ("fcgi_proxy_body_buffer_budget_bytes", "gauge", "limits.body_buffer_budget (18446744073709551615: unlimited).", budget),
-        ("fcgi_proxy_body_buffer_refused_total", "counter", "Requests answered 503 because their body did not fit the budget.", a.body_refused),
+        (
+            "fcgi_proxy_client_connections",
+            "gauge",
+            "Client connections open.",
+            a.connections_open as u64,
+        ),
+        (
+            "fcgi_proxy_client_connections_peak",
+            "gauge",
+            "Most client connections open at once.",
+            a.connections_peak as u64,
+        ),
+        (
+            "fcgi_proxy_client_connections_max",
+            "gauge",
+            "Client connections allowed at once (limits.max_connections).",
+            a.max_connections as u64,
+        ),
+        (
+            "fcgi_proxy_accept_pauses_total",
+            "counter",
+            "Times accepting paused with every client connection slot taken.",
+            a.accept_pauses,
+        ),
+        (
+            "fcgi_proxy_body_buffer_bytes",
+            "gauge",
+            "Request body bytes buffered in memory now.",
+            a.body_bytes,
+        ),
+        (
+            "fcgi_proxy_body_buffer_bytes_peak",
+            "gauge",
+            "Most request body bytes buffered in memory at once.",
+            a.body_bytes_peak,
+        ),
+        (
+            "fcgi_proxy_body_buffer_budget_bytes",
+            "gauge",
+            "limits.body_buffer_budget (18446744073709551615: unlimited).",
+            budget,
+        ),
+        (
+            "fcgi_proxy_body_buffer_refused_total",
+            "counter",
+            "Requests answered 503 because their body did not fit the budget.",
+            a.body_refused,
+        ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}");
         let _ = writeln!(o, "# TYPE {name} {kind}");
@@ -357,14 +402,16 @@ pub fn status_json(
     let admission = serde_json::json!({
         "client_connections": a.connections_open,
         "max_client_connections": a.max_connections,
+        "client_connections_peak": a.connections_peak,
         "accept_pauses": a.accept_pauses,
         "body_buffer_bytes": a.body_bytes,
         "body_buffer_bytes_peak": a.body_bytes_peak,
         "body_buffer_budget": a.body_budget,
         "body_buffer_refused": a.body_refused,
     });
-    let mut out = serde_json::json!({ "admission": admission, "workers": workers, "balancers": balancers })
-        .to_string();
+    let mut out =
+        serde_json::json!({ "admission": admission, "workers": workers, "balancers": balancers })
+            .to_string();
     out.push('\n');
     out
 }

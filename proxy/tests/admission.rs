@@ -65,7 +65,10 @@ async fn connection_limit_pauses_accepting_until_one_closes() {
             .unwrap();
         let mut buf = [0u8; 256];
         let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
-        assert!(early.is_err(), "the third connection is not served while two are open");
+        assert!(
+            early.is_err(),
+            "the third connection is not served while two are open"
+        );
         assert_eq!(m.journal().snapshot().requests.len(), 2);
         assert!(status_json(&f)["admission"]["accept_pauses"].as_u64() >= Some(1));
 
@@ -78,13 +81,17 @@ async fn connection_limit_pauses_accepting_until_one_closes() {
 
 /// Bodies buffered at once share `limits.body_buffer_budget`: a chunked body that does not fit
 /// is answered 503 and its connection closed, the backend never sees it, and its bytes are
-/// given back; the body that fitted is served, and afterwards the budget is whole again.
+/// given back; the body that fitted is served, and afterwards the budget is whole again. Each
+/// body being read is also charged 64 KiB for its connection's buffers.
+const BUDGET: u64 = (64 + 64 + 100) * 1024;
+const A_HELD: u64 = (64 + 80) * 1024;
+
 #[tokio::test]
 async fn body_budget_refuses_what_does_not_fit_and_gives_it_back() {
     within(T * 2, async {
         let m = mock("").await;
         let f = start(&front::conf(&m, ""), |c| {
-            c.limits.body_buffer_budget = 100 * 1024;
+            c.limits.body_buffer_budget = BUDGET;
         })
         .await;
         // A: 80 KiB of a chunked body, then it pauses.
@@ -98,13 +105,16 @@ async fn body_budget_refuses_what_does_not_fit_and_gives_it_back() {
             .unwrap();
         a.write_all(&piece).await.unwrap();
         a.write_all(b"\r\n").await.unwrap();
-        // Wait until the proxy holds A's 80 KiB.
+        // Wait until the proxy holds A's 80 KiB (and its 64 KiB of buffers).
         let deadline = tokio::time::Instant::now() + T;
-        while status_json(&f)["admission"]["body_buffer_bytes"].as_u64() < Some(80 * 1024) {
-            assert!(tokio::time::Instant::now() < deadline, "A's body was not read");
+        while status_json(&f)["admission"]["body_buffer_bytes"].as_u64() < Some(A_HELD) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "A's body was not read"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // B: 40 KiB more does not fit.
+        // B: 64 + 40 KiB more does not fit.
         let b_body = vec![b'b'; 40 * 1024];
         let mut b_req =
             b"POST /app/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -117,7 +127,10 @@ async fn body_budget_refuses_what_does_not_fit_and_gives_it_back() {
         assert_eq!(r.status, 503, "{}", b.text());
         let adm = status_json(&f)["admission"].clone();
         assert_eq!(adm["body_buffer_refused"], 1, "{adm}");
-        assert_eq!(adm["body_buffer_bytes"], 80 * 1024, "B's bytes were given back: {adm}");
+        assert_eq!(
+            adm["body_buffer_bytes"], A_HELD,
+            "B's bytes were given back: {adm}"
+        );
 
         // A finishes and is served.
         a.write_all(b"0\r\n\r\n").await.unwrap();
@@ -129,17 +142,24 @@ async fn body_budget_refuses_what_does_not_fit_and_gives_it_back() {
             .iter()
             .map(|r| r.param("REQUEST_URI").unwrap_or_default())
             .collect();
-        assert_eq!(seen, ["/app/a"], "the refused body never reached the backend");
+        assert_eq!(
+            seen,
+            ["/app/a"],
+            "the refused body never reached the backend"
+        );
         let deadline = tokio::time::Instant::now() + T;
         while status_json(&f)["admission"]["body_buffer_bytes"] != 0 {
-            assert!(tokio::time::Instant::now() < deadline, "budget not given back");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "budget not given back"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // B's first pieces were held until one did not fit: the peak is within the budget.
         let peak = status_json(&f)["admission"]["body_buffer_bytes_peak"]
             .as_u64()
             .unwrap_or(0);
-        assert!((80 * 1024..=100 * 1024).contains(&peak), "peak {peak}");
+        assert!((A_HELD..=BUDGET).contains(&peak), "peak {peak}");
         // With the budget free again, B fits.
         let again = talk(&f.addr, &b_req, Duration::from_millis(500)).await;
         assert_eq!(again.statuses().first(), Some(&200), "{}", again.text());
@@ -152,7 +172,8 @@ async fn body_budget_refuses_what_does_not_fit_and_gives_it_back() {
 #[tokio::test]
 async fn waiting_queue_is_bounded() {
     within(T * 2, async {
-        let m = mock("[default]\nstatus = 200\nbody = [{ data = \"slow\", delay_ms = 400 }]\n").await;
+        let m =
+            mock("[default]\nstatus = 200\nbody = [{ data = \"slow\", delay_ms = 400 }]\n").await;
         let f = start(&front::conf(&m, "max=1 acquire=5000"), |c| {
             c.limits.max_waiting = 1;
         })
@@ -172,7 +193,10 @@ async fn waiting_queue_is_bounded() {
             async move { front::send_to(&addr, get("/app/2")).await }
         });
         while f.proxy.workers()[0].pool.stats().waiting == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the second never waited");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second never waited"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let started = tokio::time::Instant::now();

@@ -258,9 +258,7 @@ impl Limits {
             return self.max_connections as usize;
         }
         let spare = nofile / 8 + 128;
-        nofile
-            .saturating_sub(spare)
-            .clamp(16, AUTO_MAX_CONNECTIONS) as usize
+        nofile.saturating_sub(spare).clamp(16, AUTO_MAX_CONNECTIONS) as usize
     }
 }
 

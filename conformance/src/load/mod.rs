@@ -36,6 +36,10 @@ use hyper_util::rt::TokioIo;
 use crate::bench::procfs;
 use crate::peers::{Signal, is_alive, signal};
 
+pub mod slow_bodies;
+
+use slow_bodies::SlowBodies;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -54,6 +58,10 @@ pub struct LoadOptions {
     /// The whole run, building excluded.
     pub deadline: Duration,
     pub proxy_bin: Option<PathBuf>,
+    /// Instead of GETs, one slow chunked POST per connection.
+    pub slow_bodies: Option<SlowBodies>,
+    /// `limits.body_buffer_budget` for the proxy (None: its default).
+    pub body_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -67,6 +75,8 @@ impl Default for LoadOptions {
             connect_parallelism: 256,
             deadline: Duration::from_secs(300),
             proxy_bin: None,
+            slow_bodies: None,
+            body_budget: None,
         }
     }
 }
@@ -82,9 +92,9 @@ proxy's peak RSS. Exit status 0 only with no errors and every pool within its ca
     args_override_self = true
 )]
 pub struct LoadArgs {
-    /// Client connections, all open at once
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one())]
-    pub connections: usize,
+    /// Client connections, all open at once [default: 10000, 20000 with --slow-bodies]
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
+    pub connections: Option<usize>,
     /// Requests per connection, keep-alive
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub requests: usize,
@@ -103,6 +113,32 @@ pub struct LoadArgs {
     /// This fcgi-proxy instead of `cargo build --release -p fcgi-proxy`
     #[arg(long, value_name = "PATH")]
     pub proxy_bin: Option<PathBuf>,
+    /// Each connection sends one chunked POST body slowly instead of GETs
+    #[arg(long)]
+    pub slow_bodies: bool,
+    /// Size of each slow body
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "slow_bodies", value_parser = at_least_one())]
+    pub body_bytes: usize,
+    /// Bytes per chunk of a slow body
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 10, requires = "slow_bodies", value_parser = at_least_one())]
+    pub chunk_bytes: usize,
+    /// Pause between two chunks of a slow body
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 500,
+        requires = "slow_bodies"
+    )]
+    pub chunk_interval_ms: u64,
+    /// The proxy's limits.body_buffer_budget [default: the proxy's default]
+    #[arg(long, value_name = "BYTES")]
+    pub body_budget: Option<u64>,
+    /// Run only a shard of slow-body clients against this proxy address (used by the run itself)
+    #[arg(long, value_name = "ADDR", hide = true, requires = "slow_bodies")]
+    pub shard_of: Option<SocketAddr>,
+    /// The first client number of the shard
+    #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
+    pub shard_first: usize,
 }
 
 fn at_least_one() -> RangedU64ValueParser<usize> {
@@ -112,9 +148,18 @@ fn at_least_one() -> RangedU64ValueParser<usize> {
 impl LoadArgs {
     /// The options these arguments ask for.
     pub fn options(&self) -> LoadOptions {
+        let slow_bodies = self.slow_bodies.then_some(SlowBodies {
+            body_bytes: self.body_bytes,
+            chunk_bytes: self.chunk_bytes,
+            interval: Duration::from_millis(self.chunk_interval_ms),
+        });
         LoadOptions {
-            connections: self.connections,
-            requests_per_connection: self.requests,
+            connections: self
+                .connections
+                .unwrap_or(if self.slow_bodies { 20_000 } else { 10_000 }),
+            requests_per_connection: if self.slow_bodies { 1 } else { self.requests },
+            slow_bodies,
+            body_budget: self.body_budget,
             backends: self.backends,
             max_per_backend: self.max,
             backend_delay_ms: self.delay_ms,
@@ -128,6 +173,9 @@ impl LoadArgs {
 /// `cargo xtask load ...`
 pub fn main(args: &LoadArgs) -> ExitCode {
     let opts = args.options();
+    if let (Some(addr), Some(shape)) = (args.shard_of, opts.slow_bodies) {
+        return shard_main(addr, args.shard_first, &opts, shape);
+    }
     match run(&opts) {
         Ok(r) => {
             print!("{}", r.render(&opts));
@@ -180,6 +228,58 @@ pub struct LoadReport {
     pub proxy_rss_all_open_kib: u64,
     pub client_nofile: u64,
     pub timed_out: bool,
+    /// With `--slow-bodies`.
+    pub slow: Option<SlowReport>,
+}
+
+/// Memory a client connection held at once may cost beyond the body budget: hyper's read buffer
+/// (it grows up to the request head limit, 64 KiB by default) and write buffer, the tasks, and
+/// the allocator's share. Measured on 2 cores with 20,000 slow 1 MiB bodies: about 19 KiB per
+/// connection with the system allocator, 35-47 KiB with mimalloc (the default).
+pub const PER_CONNECTION_KIB: u64 = 64;
+
+/// What the slow-body run showed.
+#[derive(Debug, Clone, Default)]
+pub struct SlowReport {
+    pub served: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+    pub bytes_sent: u64,
+    /// Bodies the backends received whole.
+    pub backend_bodies_complete: u64,
+    /// The proxy's count of buffered body bytes at its peak, and its budget (0: unlimited).
+    pub body_peak: u64,
+    pub budget: u64,
+    pub proxy_refused: u64,
+    /// The proxy's client connection limit, the most it held at once (sampled), and how often
+    /// it paused accepting.
+    pub max_client_connections: u64,
+    pub peak_client_connections: u64,
+    pub accept_pauses: u64,
+    /// Resident memory the proxy added at its peak over what it used before the first client.
+    pub rss_growth_kib: u64,
+    pub phase: Duration,
+}
+
+impl SlowReport {
+    /// What the proxy may add to its footprint: the body budget, plus for each client
+    /// connection it holds at once [`PER_CONNECTION_KIB`] (a request in progress: hyper's read
+    /// and write buffers, the connection's and the request's tasks), plus 32 MiB for the
+    /// allocator and the runtime.
+    pub fn memory_allowance_kib(&self) -> u64 {
+        self.budget / 1024 + self.peak_client_connections * PER_CONNECTION_KIB + 32 * 1024
+    }
+
+    pub fn passed(&self) -> bool {
+        self.errors == 0
+            && self.served > 0
+            && self.budget > 0
+            && self.body_peak <= self.budget
+            && self.backend_bodies_complete == self.served
+            && self.peak_client_connections <= self.max_client_connections
+            && self.rss_growth_kib <= self.memory_allowance_kib()
+    }
 }
 
 impl LoadReport {
@@ -205,11 +305,20 @@ impl LoadReport {
     }
 
     pub fn passed(&self) -> bool {
+        if let Some(slow) = &self.slow {
+            return !self.timed_out
+                && self.connect_errors == 0
+                && self.request_errors == 0
+                && slow.passed();
+        }
         !self.timed_out && self.errors() == 0 && self.within_caps()
     }
 
     pub fn render(&self, o: &LoadOptions) -> String {
         use std::fmt::Write as _;
+        if let Some(slow) = &self.slow {
+            return self.render_slow(o, slow);
+        }
         let mut s = String::new();
         let total = o.connections as u64 * o.requests_per_connection as u64;
         let _ = writeln!(
@@ -284,6 +393,75 @@ impl LoadReport {
         let _ = writeln!(s, "{}", if self.passed() { "PASS" } else { "FAIL" });
         s
     }
+
+    fn render_slow(&self, o: &LoadOptions, r: &SlowReport) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let shape = o.slow_bodies.unwrap_or_default();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let _ = writeln!(
+            s,
+            "load --slow-bodies: {} connections, each one chunked POST of {} bytes in {}-byte chunks every {} ms",
+            o.connections,
+            shape.body_bytes,
+            shape.chunk_bytes,
+            shape.interval.as_millis()
+        );
+        let _ = writeln!(
+            s,
+            "  client connections: {} connected (connect errors {}); the proxy held at most {} at once (its limit {}), paused accepting {} times",
+            self.connections_established,
+            self.connect_errors,
+            r.peak_client_connections,
+            r.max_client_connections,
+            r.accept_pauses
+        );
+        let _ = writeln!(
+            s,
+            "  bodies served {} (backend got {} whole), refused 503 {} (proxy counted {}), errors {}",
+            r.served, r.backend_bodies_complete, r.refused, r.proxy_refused, r.errors
+        );
+        for e in &r.first_errors {
+            let _ = writeln!(s, "    {e}");
+        }
+        let _ = writeln!(
+            s,
+            "  body phase {:.1} s, {:.1} MiB sent by the clients",
+            r.phase.as_secs_f64(),
+            mib(r.bytes_sent)
+        );
+        let _ = writeln!(
+            s,
+            "  buffered bodies at the peak: {:.1} MiB of a {:.1} MiB budget{}",
+            mib(r.body_peak),
+            mib(r.budget),
+            if r.body_peak <= r.budget && r.budget > 0 {
+                ""
+            } else {
+                "  OVER THE BUDGET"
+            }
+        );
+        let allowance = r.memory_allowance_kib();
+        let _ = writeln!(
+            s,
+            "  proxy RSS: {:.1} MiB before the first client, peak {:.1} MiB: +{:.1} MiB (allowed +{:.1} MiB: the body budget + {PER_CONNECTION_KIB} KiB per connection held + 32 MiB){}",
+            self.proxy_rss_all_open_kib as f64 / 1024.0,
+            self.proxy_peak_rss_kib as f64 / 1024.0,
+            r.rss_growth_kib as f64 / 1024.0,
+            allowance as f64 / 1024.0,
+            if r.rss_growth_kib <= allowance {
+                ""
+            } else {
+                "  OVER"
+            }
+        );
+        let _ = writeln!(s, "  client open-file limit: {}", self.client_nofile);
+        if self.timed_out {
+            let _ = writeln!(s, "  TIMED OUT after {:?}", o.deadline);
+        }
+        let _ = writeln!(s, "{}", if self.passed() { "PASS" } else { "FAIL" });
+        s
+    }
 }
 
 /// The proxy as a child process, stopped (SIGTERM, then SIGKILL) by its PID on drop.
@@ -314,19 +492,24 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn proxy_config(backends: &[String], max: usize) -> String {
+fn proxy_config(backends: &[String], max: usize, body_budget: Option<u64>) -> String {
     let mut s = String::from(
         "listen = [\"127.0.0.1:0\"]\n\
          [timeouts]\n\
          header_read = \"120s\"\n\
          body_read = \"120s\"\n\
          client_write = \"120s\"\n\
-         backend_io = \"120s\"\n\
-         [[route]]\n\
-         path = \"/load/\"\n\
-         target = \"balancer://loadpool/\"\n\
-         [[balancer]]\n\
-         name = \"loadpool\"\n",
+         backend_io = \"120s\"\n",
+    );
+    // Every client's request waits for its turn here (the default, 1024 waiting per backend,
+    // would answer most of 10,000 at once with 503).
+    s.push_str("[limits]\nmax_waiting = 0\n");
+    if let Some(b) = body_budget {
+        s.push_str(&format!("body_buffer_budget = {b}\n"));
+    }
+    s.push_str(
+        "[[route]]\npath = \"/load/\"\ntarget = \"balancer://loadpool/\"\n\
+         [[balancer]]\nname = \"loadpool\"\n",
     );
     for b in backends {
         s.push_str(&format!(
@@ -555,7 +738,13 @@ async fn client(
 /// Runs the load and reports. Errors are setup failures (build, start), not load errors.
 pub fn run(o: &LoadOptions) -> Result<LoadReport, String> {
     // Client sockets plus the backends' sockets plus slack; the proxy needs about the same.
-    let want_files = (o.connections + o.backends * o.max_per_backend + 1024) as u64;
+    // Slow-body clients run in shards of their own processes.
+    let clients_here = if o.slow_bodies.is_some() {
+        o.connections.min(SHARD_MAX)
+    } else {
+        o.connections
+    };
+    let want_files = (clients_here + o.backends * o.max_per_backend + 1024) as u64;
     let nofile = procfs::raise_nofile(want_files);
     if nofile < want_files {
         return Err(format!(
@@ -584,8 +773,14 @@ async fn run_async(
     want_files: u64,
     nofile: u64,
 ) -> Result<LoadReport, String> {
+    // Slow bodies: the backends count STDIN bytes without keeping them.
     let script = format!(
-        "[default]\nstatus = 200\nheaders = [[\"Content-Type\", \"text/plain\"]]\nbody = [{{ data = \"{BODY}\", delay_ms = {} }}]\n",
+        "{}[default]\nstatus = 200\nheaders = [[\"Content-Type\", \"text/plain\"]]\nbody = [{{ data = \"{BODY}\", delay_ms = {} }}]\n",
+        if o.slow_bodies.is_some() {
+            "[server]\nmax_stdin_bytes = 0\n"
+        } else {
+            ""
+        },
         o.backend_delay_ms
     );
     let mut mocks = Vec::new();
@@ -598,15 +793,40 @@ async fn run_async(
         );
     }
     let addrs: Vec<String> = mocks.iter().map(|m| m.addr().to_owned()).collect();
-    let proxy = start_proxy(bin, &proxy_config(&addrs, o.max_per_backend), want_files)?;
+    // The proxy's default connection limit keeps an eighth of its open-file limit for backends
+    // and files: give it twice what the clients need.
+    let proxy = start_proxy(
+        bin,
+        &proxy_config(&addrs, o.max_per_backend, o.body_budget),
+        want_files * 2,
+    )?;
     eprintln!(
         "load: fcgi-proxy pid {} on {} (admin {}); {} backends; client open-file limit {nofile}",
         proxy.pid, proxy.addr, proxy.admin, o.backends
     );
+    let max_clients = admin_status(proxy.admin)
+        .and_then(|v| v["admission"]["max_client_connections"].as_u64())
+        .unwrap_or(0) as usize;
+    // Slow-body clients beyond the proxy's limit wait for a slot: that is part of the test.
+    if max_clients < o.connections && o.slow_bodies.is_none() {
+        return Err(format!(
+            "the proxy holds at most {max_clients} client connections (limits.max_connections from \
+             its open-file limit); {} need a higher hard limit (`ulimit -Hn`)",
+            o.connections
+        ));
+    }
     let mut report = LoadReport {
         client_nofile: nofile,
         ..LoadReport::default()
     };
+    if let Some(shape) = o.slow_bodies {
+        let r = run_slow(o, shape, &proxy, &mocks, report).await;
+        drop(proxy);
+        for m in mocks {
+            m.shutdown().await;
+        }
+        return Ok(r);
+    }
 
     // Sample /status until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -745,6 +965,205 @@ async fn run_async(
     Ok(report)
 }
 
+/// Slow-body clients per process.
+const SHARD_MAX: usize = 8000;
+
+/// `load --slow-bodies --shard-of ADDR`: one shard of clients; its result as one JSON line.
+fn shard_main(addr: SocketAddr, first: usize, o: &LoadOptions, shape: SlowBodies) -> ExitCode {
+    let nofile = procfs::raise_nofile((o.connections + 256) as u64);
+    if nofile < (o.connections + 64) as u64 {
+        eprintln!(
+            "xtask load shard: {} clients need more open files than {nofile}",
+            o.connections
+        );
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask load shard: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(slow_bodies::run_shard(
+        addr,
+        first,
+        o.connections,
+        o.connect_parallelism,
+        shape,
+        BODY,
+        o.deadline,
+    ));
+    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
+/// A shard process, killed by its PID if still running when dropped.
+struct Shard {
+    child: Child,
+    out: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start_shard(
+    addr: SocketAddr,
+    first: usize,
+    n: usize,
+    o: &LoadOptions,
+    shape: SlowBodies,
+) -> Result<Shard, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("load")
+        .arg("--slow-bodies")
+        .args(["--shard-of", &addr.to_string()])
+        .args(["--shard-first", &first.to_string()])
+        .args(["--connections", &n.to_string()])
+        .args(["--body-bytes", &shape.body_bytes.to_string()])
+        .args(["--chunk-bytes", &shape.chunk_bytes.to_string()])
+        .args([
+            "--chunk-interval-ms",
+            &shape.interval.as_millis().to_string(),
+        ])
+        .args(["--deadline", &o.deadline.as_secs().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting a client shard: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout from a client shard")?;
+    let (tx, out) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Shard { child, out })
+}
+
+/// The slow-body run: client shards (processes of their own) each connect their clients and
+/// send every body slowly at once; outcomes, the proxy's peak of buffered body bytes and of
+/// client connections, and its memory growth over its footprint before the first client.
+async fn run_slow(
+    o: &LoadOptions,
+    shape: SlowBodies,
+    proxy: &ProxyProcess,
+    mocks: &[MockHandle],
+    mut report: LoadReport,
+) -> LoadReport {
+    let base = procfs::memory(&[proxy.pid]).rss_kib;
+    report.proxy_rss_all_open_kib = base;
+    let started = tokio::time::Instant::now();
+    let mut shards = Vec::new();
+    let mut first = 0;
+    while first < o.connections {
+        let n = (o.connections - first).min(SHARD_MAX);
+        match start_shard(proxy.addr, first, n, o, shape) {
+            Ok(s) => shards.push(s),
+            Err(e) => {
+                report.request_errors += 1;
+                report.first_errors.push(e);
+            }
+        }
+        first += n;
+    }
+    // Sample /status for the peak of client connections while the shards run.
+    let mut peak_clients = 0u64;
+    let mut pauses = 0u64;
+    let mut total = slow_bodies::ShardResult::default();
+    let mut pending: Vec<&Shard> = shards.iter().collect();
+    let deadline = started + o.deadline + Duration::from_secs(30);
+    while !pending.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            report.timed_out = true;
+            break;
+        }
+        if let Some(v) = admin_status(proxy.admin) {
+            let a = &v["admission"];
+            peak_clients = peak_clients.max(a["client_connections"].as_u64().unwrap_or(0));
+            pauses = a["accept_pauses"].as_u64().unwrap_or(pauses);
+        }
+        pending.retain(|s| match s.out.try_recv() {
+            Ok(line) => {
+                match serde_json::from_str::<slow_bodies::ShardResult>(&line) {
+                    Ok(r) => total.add(&r),
+                    Err(e) => total.first_errors.push(format!("shard said {line:?}: {e}")),
+                }
+                false
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                total.errors += 1;
+                total
+                    .first_errors
+                    .push("a client shard ended without a result".into());
+                false
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(shards);
+    let phase = started.elapsed();
+    let status = admin_status(proxy.admin);
+    if !is_alive(proxy.pid) || status.is_none() {
+        report.request_errors += 1;
+        report
+            .first_errors
+            .push("fcgi-proxy exited or stopped answering during the run".into());
+    }
+    let n = |k: &str| {
+        status
+            .as_ref()
+            .and_then(|v| v["admission"][k].as_u64())
+            .unwrap_or(0)
+    };
+    report.proxy_peak_rss_kib = procfs::memory(&[proxy.pid]).hwm_kib;
+    report.connect_errors = total.connect_errors;
+    report.connections_established = o.connections - total.connect_errors as usize;
+    report.proxy_side_established = Some(peak_clients as usize);
+    report.timed_out |= total.timed_out;
+    let mut complete = 0u64;
+    for m in mocks {
+        let snap = m.journal().snapshot();
+        report.backend_requests += snap.requests.len() as u64;
+        complete += snap
+            .requests
+            .iter()
+            .filter(|r| r.stdin_complete && r.stdin_len == shape.body_bytes as u64)
+            .count() as u64;
+    }
+    report.slow = Some(SlowReport {
+        served: total.served,
+        refused: total.refused,
+        errors: total.errors,
+        first_errors: total.first_errors,
+        bytes_sent: total.bytes_sent,
+        backend_bodies_complete: complete,
+        body_peak: n("body_buffer_bytes_peak"),
+        budget: n("body_buffer_budget"),
+        proxy_refused: n("body_buffer_refused"),
+        max_client_connections: n("max_client_connections"),
+        peak_client_connections: peak_clients.max(n("client_connections_peak")),
+        accept_pauses: pauses.max(n("accept_pauses")),
+        rss_growth_kib: report.proxy_peak_rss_kib.saturating_sub(base),
+        phase,
+    });
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,11 +1205,68 @@ mod tests {
     }
 
     #[test]
+    fn slow_body_args() {
+        let o = parse("--slow-bodies").unwrap();
+        assert_eq!((o.connections, o.requests_per_connection), (20_000, 1));
+        assert_eq!(o.slow_bodies, Some(SlowBodies::default()));
+        let o = parse("--slow-bodies --connections 5 --body-bytes 100 --chunk-bytes 10 --chunk-interval-ms 7 --body-budget 99").unwrap();
+        assert_eq!(o.connections, 5);
+        assert_eq!(
+            o.slow_bodies,
+            Some(SlowBodies {
+                body_bytes: 100,
+                chunk_bytes: 10,
+                interval: Duration::from_millis(7)
+            })
+        );
+        assert_eq!(o.body_budget, Some(99));
+        for bad in ["--body-bytes 5", "--slow-bodies --chunk-bytes 0"] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slow_report_fails_over_the_budget_or_the_memory_allowance() {
+        let good = SlowReport {
+            served: 10,
+            refused: 90,
+            backend_bodies_complete: 10,
+            body_peak: 1 << 20,
+            budget: 1 << 20,
+            max_client_connections: 1000,
+            peak_client_connections: 100,
+            rss_growth_kib: 1024 + 100 * PER_CONNECTION_KIB,
+            ..SlowReport::default()
+        };
+        assert!(good.passed());
+        let fails = |f: fn(&mut SlowReport)| {
+            let mut r = good.clone();
+            f(&mut r);
+            !r.passed()
+        };
+        assert!(fails(|r| r.body_peak += 1), "over the budget");
+        assert!(fails(|r| r.rss_growth_kib = r.memory_allowance_kib() + 1));
+        assert!(fails(|r| r.served = 0), "nothing served proves nothing");
+        assert!(fails(|r| r.backend_bodies_complete -= 1), "a body lost");
+        assert!(fails(|r| r.errors = 1));
+        assert!(
+            fails(|r| r.budget = 0),
+            "an unlimited budget bounds nothing"
+        );
+        assert!(fails(|r| r.peak_client_connections = 1001));
+    }
+
+    #[test]
     fn config_caps_every_member() {
-        let c = proxy_config(&["127.0.0.1:1".into(), "127.0.0.1:2".into()], 7);
+        let c = proxy_config(&["127.0.0.1:1".into(), "127.0.0.1:2".into()], 7, Some(5));
         assert_eq!(c.matches("worker.max = 7").count(), 2);
         let cfg = fcgi_proxy::config::Config::from_toml_str(&c, "load.toml").unwrap();
         cfg.validate().unwrap();
+        assert_eq!(
+            (cfg.limits.max_waiting, cfg.limits.body_buffer_budget),
+            (0, 5)
+        );
+        assert_eq!(cfg.balancers[0].members.len(), 2);
     }
 
     #[test]
