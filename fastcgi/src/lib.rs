@@ -9,11 +9,13 @@
 //! Spec: "FastCGI Specification", Mark R. Brown, Open Market, 1996 (version 1.0). Section numbers
 //! in comments refer to it.
 
+pub mod conn;
 pub mod decode;
 pub mod encode;
 pub mod nv;
 pub mod record;
 
+pub use conn::{Client, ClientError, ClientEvent, Server, ServerError, ServerEvent};
 pub use decode::{DecodeError, Decoder, Limits};
 pub use encode::Padding;
 pub use nv::{NvError, NvParser};
