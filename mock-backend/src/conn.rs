@@ -321,10 +321,8 @@ impl<'a> Conn<'a> {
             ServerEvent::DataEnd { request_id } => self.data(request_id, 0),
             ServerEvent::GetValues { names } => self.get_values(names, stream).await,
             ServerEvent::UnknownType { record_type } => {
-                self.journal().record_management(
-                    self.id,
-                    ManagementKind::UnknownType { record_type },
-                );
+                self.journal()
+                    .record_management(self.id, ManagementKind::UnknownType { record_type });
                 let mut out = Vec::new();
                 self.server.unknown_type(&mut out, record_type);
                 Self::write(stream, &out).await
