@@ -6,14 +6,32 @@
 //! whose pairs straddle record boundaries. Nothing here does IO or knows about time, so the same
 //! code runs on tokio, in a simulation and under proptest.
 //!
+//! On top of those, [`conn`] holds the request lifecycle of one connection as two state
+//! machines, so that its rules exist once:
+//! - [`Client`], the web server's side, one request at a time under one request id:
+//!   BEGIN_REQUEST (FCGI_KEEP_CONN), the PARAMS and STDIN streams out (STDIN as record headers
+//!   beside the caller's own buffers, for a gathered write without copying the body), FCGI_GET_VALUES
+//!   and FCGI_ABORT_REQUEST; STDOUT, STDERR, END_REQUEST and GET_VALUES_RESULT in as
+//!   [`ClientEvent`]s; fatal errors (undecodable bytes, another request id, bytes after
+//!   END_REQUEST, a close before it) as [`ClientError`]; and whether the connection may carry
+//!   another request. `fcgi-proxy`'s `exchange` drives it for every backend request.
+//! - [`Server`], the application's side, any number of multiplexed request ids: records in as
+//!   [`ServerEvent`]s (BEGIN_REQUEST, PARAMS as name-value pairs however records cut them, STDIN,
+//!   DATA, each stream's end, ABORT_REQUEST, GET_VALUES, unknown management types, records it
+//!   drops and why), protocol errors as [`ServerError`], and the encoders of the answer records.
+//!   `fcgi-mock` drives it for every connection (and so does the simulator, which runs the mock);
+//!   the mock's deliberately malformed answers are its own bytes, written past the encoders.
+//!
 //! Spec: "FastCGI Specification", Mark R. Brown, Open Market, 1996 (version 1.0). Section numbers
 //! in comments refer to it.
 
+pub mod conn;
 pub mod decode;
 pub mod encode;
 pub mod nv;
 pub mod record;
 
+pub use conn::{Client, ClientError, ClientEvent, Server, ServerError, ServerEvent};
 pub use decode::{DecodeError, Decoder, Limits};
 pub use encode::Padding;
 pub use nv::{NvError, NvParser};

@@ -1,6 +1,12 @@
 //! One served connection: decode records, track requests, play their answers back, and decide
 //! when the connection ends.
 //!
+//! The FastCGI rules (request ids, streams and their ends, what is a protocol error) are
+//! `fastcgi::conn::Server`'s; this module adds the script, the journal, the timing and the
+//! misbehaviour. Answers are written as the script's bytes ([`behaviour`]), which may be
+//! malformed on purpose, so they bypass the machine's encoders; the refusals and management
+//! answers go through them.
+//!
 //! Everything happens on one task with a `biased` select over (shutdown, a due answer step, input,
 //! idle timeout), so a run is deterministic under a simulated clock. Answers are precomputed
 //! [`Program`]s; a step that sleeps just sets the request's due time.
@@ -10,7 +16,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastcgi::{Decoder, Limits, NvParser, ProtocolStatus, Record, RecordType, Role, encode};
+use fastcgi::conn::{Server, ServerError, ServerEvent};
+use fastcgi::nv::NvError;
+use fastcgi::{ProtocolStatus, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -53,8 +61,6 @@ struct Active {
     seq: u64,
     keep_conn: bool,
     role: Role,
-    params: NvParser,
-    params_done: bool,
     stdin_done: bool,
     data_done: bool,
     rule: Option<RuleRef>,
@@ -77,7 +83,8 @@ pub(crate) struct Conn<'a> {
     /// Index of the worker serving this connection.
     worker: usize,
     shared: &'a Shared,
-    decoder: Decoder,
+    server: Server,
+    /// The requests the server machine tracks, with what the script made of them.
     active: BTreeMap<u16, Active>,
     last_activity: Instant,
     held_values: Option<HeldValues>,
@@ -91,7 +98,7 @@ impl<'a> Conn<'a> {
             id,
             worker,
             shared,
-            decoder: Decoder::new(Limits::default()),
+            server: Server::new(shared.script.server.max_params_bytes),
             active: BTreeMap::new(),
             last_activity: Instant::now(),
             held_values: None,
@@ -191,15 +198,9 @@ impl<'a> Conn<'a> {
     }
 
     fn eof(&self) -> Ctl {
-        if !self.decoder.is_at_boundary() {
-            self.journal().note(
-                NoteKind::ProtocolError,
-                self.id,
-                format!(
-                    "peer closed the connection inside a record ({} bytes buffered)",
-                    self.decoder.buffered()
-                ),
-            );
+        if let Err(e) = self.server.eof() {
+            self.journal()
+                .note(NoteKind::ProtocolError, self.id, e.to_string());
         }
         Ctl::Close(ClosedBy::Peer, "eof")
     }
@@ -224,9 +225,9 @@ impl<'a> Conn<'a> {
 
     async fn input<S: Connection>(&mut self, data: &[u8], stream: &mut S) -> Ctl {
         self.last_activity = Instant::now();
-        self.decoder.feed(data);
+        self.server.feed(data);
         loop {
-            if self.decoder.buffered() >= fastcgi::HEADER_LEN
+            if self.server.buffered() >= fastcgi::HEADER_LEN
                 && let Some(held) = self.held_values.take()
             {
                 if held.noted {
@@ -241,9 +242,9 @@ impl<'a> Conn<'a> {
                     return ctl;
                 }
             }
-            match self.decoder.decode() {
-                Ok(Some(rec)) => {
-                    let ctl = self.record(rec, stream).await;
+            match self.server.next_event() {
+                Ok(Some(event)) => {
+                    let ctl = self.event(event, stream).await;
                     if !matches!(ctl, Ctl::Continue) {
                         return ctl;
                     }
@@ -260,14 +261,31 @@ impl<'a> Conn<'a> {
                     }
                     return Ctl::Continue;
                 }
-                Err(e) => return self.protocol_error(format!("undecodable input: {e}")),
+                Err(e) => return self.server_error(&e),
             }
         }
     }
 
-    async fn record<S: Connection>(&mut self, rec: Record, stream: &mut S) -> Ctl {
-        match rec {
-            Record::BeginRequest {
+    /// A protocol error the server machine found: noted, and the connection closed.
+    fn server_error(&self, e: &ServerError) -> Ctl {
+        if let ServerError::Params {
+            request_id,
+            error: NvError::Truncated,
+        } = e
+            && let Some(a) = self.active.get(request_id)
+        {
+            // The empty record that ended the stream arrived: the journal shows it.
+            self.journal().update_request(a.seq, |r| {
+                r.params_records.push(0);
+                r.params_complete = true;
+            });
+        }
+        self.protocol_error(e.to_string())
+    }
+
+    async fn event<S: Connection>(&mut self, event: ServerEvent, stream: &mut S) -> Ctl {
+        match event {
+            ServerEvent::BeginRequest {
                 request_id,
                 role,
                 flags,
@@ -275,46 +293,48 @@ impl<'a> Conn<'a> {
                 self.begun += 1;
                 self.begin(request_id, role, flags, stream).await
             }
-            Record::AbortRequest { request_id } => self.abort(request_id, stream).await,
-            Record::Stream {
-                record_type: t @ (RecordType::Params | RecordType::Stdin | RecordType::Data),
+            ServerEvent::Abort { request_id } => self.abort(request_id, stream).await,
+            ServerEvent::Params {
                 request_id,
-                content,
-            } => self.stream_in(t, request_id, content),
-            Record::GetValues { names } => self.get_values(names, stream).await,
-            Record::Unknown {
-                record_type: RecordType::Other(t),
-                request_id: 0,
-                ..
+                len,
+                pairs,
             } => {
+                self.update(request_id, |r| {
+                    r.params_records.push(len);
+                    r.params.extend(pairs);
+                });
+                self.maybe_start(request_id);
+                Ctl::Continue
+            }
+            ServerEvent::ParamsEnd { request_id } => {
+                self.update(request_id, |r| {
+                    r.params_records.push(0);
+                    r.params_complete = true;
+                });
+                self.choose_rule(request_id);
+                self.maybe_start(request_id);
+                Ctl::Continue
+            }
+            ServerEvent::Stdin { request_id, data } => self.stdin(request_id, &data),
+            ServerEvent::StdinEnd { request_id } => self.stdin(request_id, &[]),
+            ServerEvent::Data { request_id, data } => self.data(request_id, data.len()),
+            ServerEvent::DataEnd { request_id } => self.data(request_id, 0),
+            ServerEvent::GetValues { names } => self.get_values(names, stream).await,
+            ServerEvent::UnknownType { record_type } => {
                 self.journal()
-                    .record_management(self.id, ManagementKind::UnknownType { record_type: t });
+                    .record_management(self.id, ManagementKind::UnknownType { record_type });
                 let mut out = Vec::new();
-                encode::unknown_type(&mut out, t);
+                self.server.unknown_type(&mut out, record_type);
                 Self::write(stream, &out).await
             }
-            Record::Unknown {
-                record_type: RecordType::Other(t),
-                request_id,
-                content,
-            } => self.ignored(format!(
-                "record of unknown type {t} for request {request_id} ({} bytes)",
-                content.len()
-            )),
-            Record::Unknown {
-                record_type,
-                request_id,
-                content,
-            } => self.protocol_error(format!(
-                "malformed {} record for request {request_id}: {} content bytes",
-                record_type.name(),
-                content.len()
-            )),
-            other => self.ignored(format!(
-                "{} record for request {} is not for an application",
-                other.record_type().name(),
-                other.request_id()
-            )),
+            ServerEvent::Ignored(why) => self.ignored(why.to_string()),
+        }
+    }
+
+    /// Updates the journal entry of active request `id`.
+    fn update(&self, id: u16, f: impl FnOnce(&mut crate::journal::RequestEntry)) {
+        if let Some(a) = self.active.get(&id) {
+            self.journal().update_request(a.seq, f);
         }
     }
 
@@ -325,25 +345,21 @@ impl<'a> Conn<'a> {
         flags: u8,
         stream: &mut S,
     ) -> Ctl {
-        if id == fastcgi::NULL_REQUEST_ID {
-            return self.protocol_error("BEGIN_REQUEST with the null request id 0".into());
-        }
-        if self.active.contains_key(&id) {
-            return self.protocol_error(format!("BEGIN_REQUEST for active request id {id}"));
-        }
         let seq = self.journal().begin_request(self.id, id, role, flags);
         let keep_conn = flags & fastcgi::KEEP_CONN != 0;
         if !self.shared.script.server.multiplex && !self.active.is_empty() {
             // The only connection-level refusal that leaves the active request alone.
             let mut out = Vec::new();
-            encode::end_request(&mut out, id, 0, ProtocolStatus::CantMpxConn);
+            self.server
+                .end_request(&mut out, id, 0, ProtocolStatus::CantMpxConn);
             self.journal().end_request(seq, Outcome::CantMpxConn);
             return Self::write(stream, &out).await;
         }
         self.shared.workers().count_request(self.worker);
         if let Role::Other(_) = role {
             let mut out = Vec::new();
-            encode::end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
+            self.server
+                .end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
             let ctl = Self::write(stream, &out).await;
             self.journal().end_request(seq, Outcome::UnknownRole);
             if !matches!(ctl, Ctl::Continue) {
@@ -357,8 +373,6 @@ impl<'a> Conn<'a> {
                 seq,
                 keep_conn,
                 role,
-                params: NvParser::new(self.shared.script.server.max_params_bytes),
-                params_done: false,
                 stdin_done: false,
                 data_done: false,
                 rule: None,
@@ -384,7 +398,8 @@ impl<'a> Conn<'a> {
         let (seq, keep_conn) = (a.seq, a.keep_conn);
         self.active.remove(&id);
         let mut out = Vec::new();
-        encode::end_request(&mut out, id, app_status, ProtocolStatus::RequestComplete);
+        self.server
+            .end_request(&mut out, id, app_status, ProtocolStatus::RequestComplete);
         let ctl = Self::write(stream, &out).await;
         self.journal().end_request(seq, Outcome::Aborted);
         if !matches!(ctl, Ctl::Continue) {
@@ -393,78 +408,33 @@ impl<'a> Conn<'a> {
         self.after_end(keep_conn)
     }
 
-    fn stream_in(&mut self, t: RecordType, id: u16, content: Bytes) -> Ctl {
-        let shared = self.shared;
-        let limit = shared.script.server.max_stdin_bytes;
-        let Some(a) = self.active.get_mut(&id) else {
-            return self.ignored(format!(
-                "{} record for inactive request id {id} ({} bytes)",
-                t.name(),
-                content.len()
-            ));
-        };
-        let seq = a.seq;
+    /// A STDIN record of request `id` (empty: the end of the stream).
+    fn stdin(&mut self, id: u16, content: &[u8]) -> Ctl {
+        let limit = self.shared.script.server.max_stdin_bytes;
         let len = content.len();
-        match t {
-            RecordType::Params => {
-                if a.params_done {
-                    return self.protocol_error(format!(
-                        "FCGI_PARAMS for request {id} after its PARAMS stream ended"
-                    ));
-                }
-                if len == 0 {
-                    a.params_done = true;
-                    let finished = a.params.finish();
-                    shared.journal.update_request(seq, |r| {
-                        r.params_records.push(0);
-                        r.params_complete = true;
-                    });
-                    if let Err(e) = finished {
-                        return self.protocol_error(format!("FCGI_PARAMS of request {id}: {e}"));
-                    }
-                    self.choose_rule(id);
-                } else {
-                    if let Err(e) = a.params.feed(&content) {
-                        return self.protocol_error(format!("FCGI_PARAMS of request {id}: {e}"));
-                    }
-                    let mut pairs = Vec::new();
-                    while let Some(p) = a.params.next_pair() {
-                        pairs.push(p);
-                    }
-                    shared.journal.update_request(seq, |r| {
-                        r.params_records.push(len);
-                        r.params.extend(pairs);
-                    });
-                }
-            }
-            RecordType::Stdin => {
-                if a.stdin_done {
-                    return self.protocol_error(format!(
-                        "FCGI_STDIN for request {id} after its STDIN stream ended"
-                    ));
-                }
-                a.stdin_done = len == 0;
-                shared.journal.update_request(seq, |r| {
-                    r.stdin_records.push(len);
-                    r.stdin_len += len as u64;
-                    r.stdin_complete = len == 0;
-                    let room = limit.saturating_sub(r.stdin.len());
-                    r.stdin.extend_from_slice(&content[..len.min(room)]);
-                });
-            }
-            _ => {
-                if a.data_done {
-                    return self.protocol_error(format!(
-                        "FCGI_DATA for request {id} after its DATA stream ended"
-                    ));
-                }
-                a.data_done = len == 0;
-                shared.journal.update_request(seq, |r| {
-                    r.data_records.push(len);
-                    r.data_len += len as u64;
-                });
-            }
+        if let Some(a) = self.active.get_mut(&id) {
+            a.stdin_done = len == 0;
         }
+        self.update(id, |r| {
+            r.stdin_records.push(len);
+            r.stdin_len += len as u64;
+            r.stdin_complete = len == 0;
+            let room = limit.saturating_sub(r.stdin.len());
+            r.stdin.extend_from_slice(&content[..len.min(room)]);
+        });
+        self.maybe_start(id);
+        Ctl::Continue
+    }
+
+    /// A DATA record of request `id` of `len` bytes (0: the end of the stream).
+    fn data(&mut self, id: u16, len: usize) -> Ctl {
+        if let Some(a) = self.active.get_mut(&id) {
+            a.data_done = len == 0;
+        }
+        self.update(id, |r| {
+            r.data_records.push(len);
+            r.data_len += len as u64;
+        });
         self.maybe_start(id);
         Ctl::Continue
     }
@@ -526,7 +496,7 @@ impl<'a> Conn<'a> {
             .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
             .collect();
         let mut out = Vec::new();
-        encode::get_values_result(&mut out, &reply);
+        self.server.get_values_result(&mut out, &reply);
         self.journal().record_management(
             self.id,
             ManagementKind::GetValues {
@@ -592,6 +562,8 @@ impl<'a> Conn<'a> {
                 Step::Finish(Finish::Complete) => {
                     let keep_conn = a.keep_conn;
                     self.active.remove(&id);
+                    // The script wrote END_REQUEST (its own bytes, maybe not for this id).
+                    self.server.finish(id);
                     self.journal().end_request(seq, Outcome::Complete);
                     return self.after_end(keep_conn);
                 }

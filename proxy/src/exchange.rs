@@ -1,6 +1,11 @@
 //! One request over one backend connection: BEGIN_REQUEST, PARAMS and STDIN out; STDOUT,
 //! STDERR and END_REQUEST in; CGI headers mapped to an HTTP response head; the body streamed.
 //!
+//! The FastCGI rules (what each record means, which request id, when a connection may carry
+//! another request) are `fastcgi::conn::Client`'s; this module adds the IO, the timeouts, the
+//! body pumping, noticing that the client went away, and what each failure means for the
+//! client and for a retry.
+//!
 //! The conversation is driven by the request until the response head is known; if the body
 //! still streams then, it continues in its own task that owns the connection, so the response
 //! can be returned as soon as its headers are parsed while the body keeps flowing. The connection goes
@@ -13,7 +18,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fastcgi::{Decoder, ProtocolStatus, Record, RecordType, Role};
+use fastcgi::conn::client;
+use fastcgi::{Client, ClientEvent, ProtocolStatus, Role};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -27,9 +33,6 @@ use crate::response::{self, ResponseHead};
 
 /// The only request id used: one request per connection at a time, as Apache and nginx do.
 pub const REQUEST_ID: u16 = 1;
-/// Apache packs whole pairs into PARAMS records of at most this many bytes
-/// (docs/reference/apache.md §4.1).
-const PARAMS_RECORD_MAX: usize = 16384;
 /// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
 const STDERR_LOG_MAX: usize = 8192;
 /// Response bytes drained after a HEAD before the connection is given up instead.
@@ -157,12 +160,7 @@ pub fn write_preamble<E>(
     pairs: impl FnOnce(&mut fastcgi::encode::ParamsWriter<'_>) -> Result<(), E>,
 ) -> Result<Bytes, E> {
     let mut out = Vec::with_capacity(size + 32);
-    let flags = if keep_conn { fastcgi::KEEP_CONN } else { 0 };
-    fastcgi::encode::begin_request(&mut out, REQUEST_ID, Role::Responder, flags);
-    let mut writer = fastcgi::encode::ParamsWriter::new(&mut out, REQUEST_ID, PARAMS_RECORD_MAX);
-    pairs(&mut writer)?;
-    writer.finish();
-    fastcgi::encode::stream_end(&mut out, RecordType::Params, REQUEST_ID);
+    client::encode_preamble(&mut out, REQUEST_ID, Role::Responder, keep_conn, pairs)?;
     Ok(Bytes::from(out))
 }
 
@@ -242,12 +240,13 @@ async fn drive<C: Connector>(
     // request that must not be sent twice, if the backend is known to answer.
     let ask_values = conn.ask_values
         || (conn.reused && opts.prove_delivery && pool.answers_get_values() == Some(true));
+    let mut client = Client::new(REQUEST_ID);
     let preamble = if ask_values {
         // Asked ahead of the request on every fresh connection: backends answer as soon as a
         // worker reads the connection, so the answer proves it was accepted (and may carry
         // FCGI_MAX_CONNS). It costs no round trip.
         let mut out = Vec::with_capacity(64 + preamble.len());
-        fastcgi::encode::get_values(
+        client.get_values(
             &mut out,
             &[fastcgi::MAX_CONNS, fastcgi::MAX_REQS, fastcgi::MPXS_CONNS],
         );
@@ -256,11 +255,14 @@ async fn drive<C: Connector>(
     } else {
         preamble
     };
+    // The preamble was encoded (once for every attempt) by `write_preamble`.
+    client.start(opts.keep_conn);
     let id = conn.id();
     let accept = conn.accept_deadline();
     let mut got_a_byte = false;
     let result = converse(
         &mut conn.stream,
+        &mut client,
         preamble,
         body,
         opts,
@@ -291,7 +293,7 @@ async fn drive<C: Connector>(
     drop(hold);
     match result {
         Ok(reusable) => {
-            if reusable && opts.keep_conn {
+            if reusable {
                 pool.release(conn);
             }
         }
@@ -315,10 +317,13 @@ async fn drive<C: Connector>(
     }
 }
 
-/// The whole conversation. `Ok(true)`: ended cleanly at a record boundary with the request
-/// fully written, so the connection may carry another request.
+/// The whole conversation. `Ok(true)`: the connection may carry another request
+/// ([`Client::reusable`]: END_REQUEST on a KEEP_CONN request, the request fully written, nothing
+/// after END_REQUEST).
+#[allow(clippy::too_many_arguments)]
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    client: &mut Client,
     preamble: Bytes,
     body: RequestBody,
     opts: ExchangeOptions,
@@ -330,84 +335,45 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         RequestBody::Buffered(data) => {
             // The request in one gathered write: the body is not copied into records, each
             // record's header is written beside its slice of the body.
-            let headers = stdin_headers(&data);
-            let mut slices = request_slices(&preamble, &data, &headers);
+            let headers = client.stdin_headers(data.pieces());
+            let mut slices = client::gathered(&preamble, data.pieces(), &headers);
             write_all_vectored(stream, &mut slices, opts.io_timeout).await?;
-            read_response(stream, opts, watch, head, signal).await
+            read_response(stream, client, opts, watch, head, signal).await?;
         }
         RequestBody::Streaming(incoming) => {
             write_all(stream, &preamble, opts.io_timeout).await?;
             let (mut rd, mut wr) = tokio::io::split(stream);
-            let write = pump_body(&mut wr, incoming, opts.io_timeout);
-            let read = read_response(&mut rd, opts, watch, head, signal);
-            tokio::pin!(write, read);
-            let mut written: Option<bool> = None;
-            loop {
-                tokio::select! {
-                    biased;
-                    w = &mut write, if written.is_none() => match w {
-                        Ok(()) => written = Some(true),
-                        // The client's body broke: the backend got a partial request.
-                        Err(e) if e.kind == ErrorKind::ClientBody => return Err(e),
-                        // The backend stopped reading; it may still answer (e.g. 413).
-                        Err(e) => {
-                            tracing::debug!("request body not fully written: {e}");
-                            written = Some(false);
-                        }
-                    },
-                    r = &mut read => {
-                        // An answer before the body was consumed leaves the connection unusable.
-                        return r.map(|clean| clean && written == Some(true));
+            let stdin = client.stdin_encoder();
+            let (read, written) = {
+                let write = pump_body(&mut wr, incoming, stdin, opts.io_timeout);
+                let read = read_response(&mut rd, client, opts, watch, head, signal);
+                tokio::pin!(write, read);
+                let mut written: Option<bool> = None;
+                loop {
+                    tokio::select! {
+                        biased;
+                        w = &mut write, if written.is_none() => match w {
+                            Ok(()) => written = Some(true),
+                            // The client's body broke: the backend got a partial request.
+                            Err(e) if e.kind == ErrorKind::ClientBody => return Err(e),
+                            // The backend stopped reading; it may still answer (e.g. 413).
+                            Err(e) => {
+                                tracing::debug!("request body not fully written: {e}");
+                                written = Some(false);
+                            }
+                        },
+                        r = &mut read => break (r, written),
                     }
                 }
+            };
+            read?;
+            // An answer before the body was consumed leaves the connection unusable.
+            if written == Some(true) {
+                client.stdin_sent();
             }
         }
     }
-}
-
-/// STDIN records of at most 65535 bytes over the body's pieces.
-fn stdin_records(data: &BodyBytes) -> impl Iterator<Item = &[u8]> {
-    data.pieces()
-        .flat_map(|p| p.chunks(fastcgi::MAX_CONTENT_LEN))
-}
-
-/// The headers of the body's STDIN records, then of the empty one that ends the stream.
-fn stdin_headers(data: &BodyBytes) -> Vec<[u8; fastcgi::HEADER_LEN]> {
-    stdin_records(data)
-        .map(|r| stdin_header(r.len()))
-        .chain(std::iter::once(stdin_header(0)))
-        .collect()
-}
-
-/// The whole request as slices for one gathered write: the preamble, each STDIN record's
-/// header beside its piece of the body, the end of the stream.
-fn request_slices<'a>(
-    preamble: &'a [u8],
-    data: &'a BodyBytes,
-    headers: &'a [[u8; fastcgi::HEADER_LEN]],
-) -> Vec<IoSlice<'a>> {
-    let mut slices = Vec::with_capacity(2 * headers.len() + 1);
-    slices.push(IoSlice::new(preamble));
-    for (h, record) in headers.iter().zip(stdin_records(data)) {
-        slices.push(IoSlice::new(h));
-        slices.push(IoSlice::new(record));
-    }
-    if let Some(end) = headers.last() {
-        slices.push(IoSlice::new(end));
-    }
-    slices
-}
-
-/// The header of a STDIN record of `len` content bytes, no padding.
-fn stdin_header(len: usize) -> [u8; fastcgi::HEADER_LEN] {
-    fastcgi::Header {
-        version: fastcgi::VERSION_1,
-        record_type: RecordType::Stdin,
-        request_id: REQUEST_ID,
-        content_length: len as u16,
-        padding_length: 0,
-    }
-    .to_bytes()
+    Ok(client.reusable())
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
@@ -449,9 +415,9 @@ async fn write_all<W: AsyncWrite + Unpin>(
 async fn pump_body<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut incoming: Incoming,
+    stdin: client::StdinEncoder,
     t: Duration,
 ) -> Result<(), ProxyError> {
-    let mut out = Vec::new();
     loop {
         let frame = match tokio::time::timeout(t, incoming.frame()).await {
             Err(_) => {
@@ -473,20 +439,14 @@ async fn pump_body<W: AsyncWrite + Unpin>(
             continue;
         };
         // Each record's header beside its slice of the frame, in one gathered write.
-        let headers: Vec<_> = data
-            .chunks(fastcgi::MAX_CONTENT_LEN)
-            .map(|c| stdin_header(c.len()))
-            .collect();
-        let mut slices: Vec<IoSlice<'_>> = headers
+        let records: Vec<_> = stdin.records(&data).collect();
+        let mut slices: Vec<IoSlice<'_>> = records
             .iter()
-            .zip(data.chunks(fastcgi::MAX_CONTENT_LEN))
             .flat_map(|(h, c)| [IoSlice::new(h), IoSlice::new(c)])
             .collect();
         write_all_vectored(w, &mut slices, t).await?;
     }
-    out.clear();
-    fastcgi::encode::stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
-    write_all(w, &out, t).await?;
+    write_all(w, &stdin.end(), t).await?;
     w.flush()
         .await
         .map_err(|e| ProxyError::new(ErrorKind::WriteFailed, format!("flush: {e}")))
@@ -538,15 +498,16 @@ struct Progress {
     stderr_logged: usize,
 }
 
+/// Reads until END_REQUEST (`Ok`) or a failure.
 async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
+    client: &mut Client,
     opts: ExchangeOptions,
     watch: Watch,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
-) -> Result<bool, ProxyError> {
+) -> Result<(), ProxyError> {
     let mut accept = watch.accept;
-    let mut decoder = Decoder::default();
     let mut p = Progress {
         phase: Phase::Head(BytesMut::new()),
         stderr_logged: 0,
@@ -565,7 +526,7 @@ async fn read_response<R: AsyncRead + Unpin>(
                     ProxyError::new(ErrorKind::ClientBody, "client went away; backend request aborted"),
                 ));
             }
-            r = tokio::time::timeout_at(deadline, read_into(r, &mut decoder)) => r,
+            r = tokio::time::timeout_at(deadline, read_into(r, client)) => r,
             () = sleep_until_some(accept) => {
                 accept = None;
                 signal(Signal::Overdue);
@@ -597,8 +558,8 @@ async fn read_response<R: AsyncRead + Unpin>(
             return Err(started(&p, e));
         }
         loop {
-            let rec = match decoder.decode() {
-                Ok(Some(rec)) => rec,
+            let event = match client.next_event() {
+                Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(e) => {
                     return Err(started(
@@ -607,14 +568,14 @@ async fn read_response<R: AsyncRead + Unpin>(
                     ));
                 }
             };
-            match on_record(rec, &mut p, opts).map_err(|e| started(&p, e))? {
+            match on_event(event, &mut p, opts).map_err(|e| started(&p, e))? {
                 Event::Nothing => {}
                 Event::Capacity(n) => signal(Signal::Capacity(n)),
                 Event::Body(b) => forward(&mut p, b, opts).await?,
                 Event::End(status) => {
                     signal(Signal::Ended);
                     finish(p, head, status)?;
-                    return Ok(decoder.is_at_boundary());
+                    return Ok(());
                 }
             }
         }
@@ -633,14 +594,14 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 /// Largest read from a backend.
 const BACKEND_READ: usize = 16 * 1024;
 
-/// One read from the backend, fed to `decoder`; the byte count. An exchange holds no read
+/// One read from the backend, fed to `client`; the byte count. An exchange holds no read
 /// buffer of its own while it waits.
 fn read_into<'a, R: AsyncRead + Unpin>(
     r: &'a mut R,
-    decoder: &'a mut Decoder,
+    client: &'a mut Client,
 ) -> impl Future<Output = std::io::Result<usize>> + 'a {
     read_on_stack::<BACKEND_READ, _, _>(r, move |data| {
-        decoder.feed(data);
+        client.feed(data);
         data.len()
     })
 }
@@ -665,20 +626,12 @@ fn started(p: &Progress, mut e: ProxyError) -> ProxyError {
     e
 }
 
-/// Handles one record.
-fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Event, ProxyError> {
-    match rec {
-        Record::Stream {
-            record_type: RecordType::Stdout,
-            request_id: REQUEST_ID,
-            content,
-        } => {
+/// Handles one event of the client machine.
+fn on_event(ev: ClientEvent, p: &mut Progress, opts: ExchangeOptions) -> Result<Event, ProxyError> {
+    match ev {
+        ClientEvent::Stdout(content) => {
             let Phase::Head(hb) = &mut p.phase else {
-                return Ok(if content.is_empty() {
-                    Event::Nothing
-                } else {
-                    Event::Body(content)
-                });
+                return Ok(Event::Body(content));
             };
             hb.extend_from_slice(&content);
             let too_large = || {
@@ -710,51 +663,50 @@ fn on_record(rec: Record, p: &mut Progress, opts: ExchangeOptions) -> Result<Eve
             p.phase = Phase::Pending(head, chunks);
             Ok(Event::Nothing)
         }
-        Record::Stream {
-            record_type: RecordType::Stderr,
-            request_id: REQUEST_ID,
-            content,
-        } => {
-            if p.stderr_logged < STDERR_LOG_MAX {
-                let take = content.len().min(STDERR_LOG_MAX - p.stderr_logged);
-                p.stderr_logged += take;
-                tracing::warn!(
-                    target: "fcgi_proxy::stderr",
-                    "backend stderr: {}",
-                    String::from_utf8_lossy(&content[..take]).trim_end()
-                );
-            }
+        // The end of STDOUT closes nothing: END_REQUEST ends the response, and output after
+        // the empty record is still output.
+        ClientEvent::StdoutEnd => Ok(Event::Nothing),
+        ClientEvent::Stderr(content) => {
+            log_stderr(p, &content);
             Ok(Event::Nothing)
         }
-        Record::EndRequest {
-            request_id: REQUEST_ID,
-            protocol_status,
-            ..
+        // An empty STDERR record is logged as an empty line, as it always was.
+        ClientEvent::StderrEnd => {
+            log_stderr(p, &[]);
+            Ok(Event::Nothing)
+        }
+        ClientEvent::End {
+            protocol_status, ..
         } => Ok(Event::End(protocol_status)),
-        Record::GetValuesResult { values } => Ok(Event::Capacity(
+        ClientEvent::GetValuesResult(values) => Ok(Event::Capacity(
             values
                 .iter()
                 .find(|(n, _)| n.as_ref() == fastcgi::MAX_CONNS.as_bytes())
                 .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok()),
         )),
         // Other management records (request id 0) carry no part of this response.
-        r if r.request_id() == fastcgi::NULL_REQUEST_ID => {
+        ClientEvent::Ignored(r) if r.request_id() == fastcgi::NULL_REQUEST_ID => {
             tracing::debug!("ignoring management record {}", r.record_type().name());
             Ok(Event::Nothing)
         }
-        r if r.request_id() != REQUEST_ID => Err(ProxyError::new(
-            ErrorKind::BadRecord,
-            format!(
-                "{} for request id {} (expected {REQUEST_ID})",
-                r.record_type().name(),
-                r.request_id()
-            ),
-        )),
         // Records of unknown type or direction for our request are ignored, as Apache does.
-        r => {
+        ClientEvent::Ignored(r) => {
             tracing::debug!("ignoring {} from backend", r.record_type().name());
             Ok(Event::Nothing)
         }
+    }
+}
+
+/// Logs STDERR text up to [`STDERR_LOG_MAX`] bytes per request.
+fn log_stderr(p: &mut Progress, content: &[u8]) {
+    if p.stderr_logged < STDERR_LOG_MAX {
+        let take = content.len().min(STDERR_LOG_MAX - p.stderr_logged);
+        p.stderr_logged += take;
+        tracing::warn!(
+            target: "fcgi_proxy::stderr",
+            "backend stderr: {}",
+            String::from_utf8_lossy(&content[..take]).trim_end()
+        );
     }
 }
 
@@ -793,7 +745,7 @@ async fn forward(p: &mut Progress, b: Bytes, opts: ExchangeOptions) -> Result<()
 }
 
 fn unreachable_phase() -> Result<(), ProxyError> {
-    // on_record turns STDOUT during Head into header bytes, never into a body event.
+    // on_event turns STDOUT during Head into header bytes, never into a body event.
     Err(ProxyError::new(ErrorKind::BadRecord, "body before headers"))
 }
 
@@ -884,6 +836,7 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fastcgi::{Decoder, Record, RecordType};
 
     /// The whole body in one buffer.
     fn whole(b: &BodyBytes) -> Bytes {
@@ -921,8 +874,8 @@ mod tests {
             let whole = whole(&data);
             proptest::prop_assert_eq!(whole.len(), data.len());
             let preamble = b"preamble".to_vec();
-            let headers = stdin_headers(&data);
-            let sent: Vec<u8> = request_slices(&preamble, &data, &headers)
+            let headers = Client::new(REQUEST_ID).stdin_headers(data.pieces());
+            let sent: Vec<u8> = client::gathered(&preamble, data.pieces(), &headers)
                 .iter()
                 .flat_map(|s| s.to_vec())
                 .collect();
