@@ -495,6 +495,9 @@ enum Event {
 
 struct Progress {
     phase: Phase,
+    /// How much of the header bytes in `Phase::Head` was searched for the blank line: the next
+    /// search resumes there (a backend writing its head a byte per record costs linear time).
+    head_scanned: usize,
     stderr_logged: usize,
 }
 
@@ -510,6 +513,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     let mut accept = watch.accept;
     let mut p = Progress {
         phase: Phase::Head(BytesMut::new()),
+        head_scanned: 0,
         stderr_logged: 0,
     };
     // A fresh connection waits for its first byte: `accept` is when silence means the backend
@@ -640,7 +644,9 @@ fn on_event(ev: ClientEvent, p: &mut Progress, opts: ExchangeOptions) -> Result<
                     format!("response headers exceed {} bytes", opts.max_header_bytes),
                 )
             };
-            let Some((hlen, body_start)) = response::find_header_end(hb) else {
+            let found = response::find_header_end_from(hb, p.head_scanned);
+            p.head_scanned = hb.len();
+            let Some((hlen, body_start)) = found else {
                 return if hb.len() > opts.max_header_bytes {
                     Err(too_large())
                 } else {

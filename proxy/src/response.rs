@@ -48,6 +48,12 @@ impl std::error::Error for HeaderError {}
 /// Where the header block ends: `Some((header_len, body_start))` where `buf[..header_len]` is
 /// the header lines (without the blank line) and the body starts at `body_start`.
 pub fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
+    find_header_end_from(buf, 0)
+}
+
+/// [`find_header_end`] for a buffer whose first `searched` bytes were searched before without
+/// a result: only what the blank line could still end in is looked at again.
+pub fn find_header_end_from(buf: &[u8], searched: usize) -> Option<(usize, usize)> {
     // An empty first line means no headers at all.
     if buf.starts_with(b"\n") {
         return Some((0, 1));
@@ -55,7 +61,8 @@ pub fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
     if buf.starts_with(b"\r\n") {
         return Some((0, 2));
     }
-    let mut i = 0;
+    // A line end in the last two bytes searched may be followed by the rest of the blank line.
+    let mut i = searched.saturating_sub(2).min(buf.len());
     while let Some(off) = memchr(b'\n', &buf[i..]) {
         let nl = i + off;
         let next = nl + 1;
@@ -201,6 +208,41 @@ mod tests {
         assert_eq!(find_header_end(b"A: b\n\nbody"), Some((5, 6)));
         assert_eq!(find_header_end(b"\r\nbody"), Some((0, 2)));
         assert_eq!(find_header_end(b"A: b\r\nC: d\r\n"), None);
+    }
+
+    proptest::proptest! {
+        /// Searching again from where the last search of a shorter prefix stopped finds what a
+        /// search from the start finds, wherever the bytes were cut.
+        #[test]
+        fn resumed_search_finds_what_a_full_search_finds(
+            head in proptest::collection::vec(proptest::sample::select(b"ab:\r\n ".to_vec()), 0..40),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(head.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(head.len());
+            let mut searched = 0;
+            let mut found = None;
+            for c in cuts {
+                found = find_header_end_from(&head[..c], searched);
+                if found.is_some() {
+                    proptest::prop_assert_eq!(found, find_header_end(&head[..c]));
+                    break;
+                }
+                proptest::prop_assert_eq!(find_header_end(&head[..c]), None);
+                searched = c;
+            }
+            if found.is_none() {
+                proptest::prop_assert_eq!(find_header_end(&head), None);
+            }
+        }
+    }
+
+    #[test]
+    fn resumed_search_looks_back_for_a_split_blank_line() {
+        assert_eq!(find_header_end_from(b"A: b\r\n\r\n", 7), Some((6, 8)));
+        assert_eq!(find_header_end_from(b"A: b\n\n", 5), Some((5, 6)));
+        assert_eq!(find_header_end_from(b"\r\n", 1), Some((0, 2)));
     }
 
     #[test]

@@ -235,7 +235,7 @@ pub struct LoadReport {
 /// Memory a client connection held at once may cost beyond the body budget: hyper's read buffer
 /// (it grows up to the request head limit, 64 KiB by default) and write buffer, the tasks, and
 /// the allocator's share. Measured on 2 cores with 20,000 slow 1 MiB bodies: about 19 KiB per
-/// connection with the system allocator, 35-47 KiB with mimalloc (the default).
+/// connection with the system allocator, 32 KiB with mimalloc (the default).
 pub const PER_CONNECTION_KIB: u64 = 64;
 
 /// What the slow-body run showed.
