@@ -16,4 +16,5 @@ pub mod pool;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod site;
 pub mod uri;
