@@ -871,6 +871,11 @@ impl Importer {
                 let Some((url, keys)) = args.split_first() else {
                     return Err(self.err(n, "<Proxy> needs a URL"));
                 };
+                if url == "*" {
+                    // Forward proxying, which fcgi-proxy does not do.
+                    self.ignore("<Proxy *>", n);
+                    return Ok(Ctx::Skip);
+                }
                 let keys =
                     parse_keys(keys).map_err(|e| self.err(n, format!("<Proxy {url}>: {e}")))?;
                 if url
