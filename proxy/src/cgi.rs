@@ -835,6 +835,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
             path_info: canon.path_info.as_deref(),
             context_prefix: b"",
             context_document_root: cfg.document_root.as_bytes(),
+            path_translated: None,
         },
     )?;
     Ok(Filled {
@@ -856,6 +857,8 @@ struct Common<'a> {
     path_info: Option<&'a [u8]>,
     context_prefix: &'a [u8],
     context_document_root: &'a [u8],
+    /// PATH_TRANSLATED when known (handler mode); else DocumentRoot + PATH_INFO.
+    path_translated: Option<&'a [u8]>,
 }
 
 /// The CGI variables after the request environment, in Apache's order (`ap_add_common_vars`,
@@ -939,9 +942,14 @@ fn fill_common<'a, V: Vars>(
             let cut = find_path_info(uri_path, pi);
             env.set_static("SCRIPT_NAME", &uri_path[..cut]);
             env.set_static("PATH_INFO", pi);
-            let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
-            pt.extend_from_slice(&merge_slashes(pi));
-            env.set_static("PATH_TRANSLATED", &pt);
+            match c.path_translated {
+                Some(pt) => env.set_static("PATH_TRANSLATED", pt),
+                None => {
+                    let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
+                    pt.extend_from_slice(&merge_slashes(pi));
+                    env.set_static("PATH_TRANSLATED", &pt);
+                }
+            }
         }
     }
     Ok((headers, server_name, server_port))
@@ -967,6 +975,8 @@ pub struct HandlerFacts<'a> {
     /// No worker is defined for the URL: Apache's default reverse worker, which puts
     /// `proxy-nokeepalive=1` into the environment.
     pub default_worker: bool,
+    /// What a sub-request for the path info maps to (PATH_TRANSLATED).
+    pub path_translated: Option<&'a [u8]>,
 }
 
 /// The request environment in handler mode: the server's SetEnvIf and SetEnv, then what the
@@ -1025,6 +1035,7 @@ pub fn encode_handler_params(
             path_info: Some(facts.path_info),
             context_prefix: facts.context_prefix,
             context_document_root: facts.context_document_root,
+            path_translated: facts.path_translated,
         },
     )?;
     Ok(crate::exchange::encode_preamble(

@@ -820,6 +820,7 @@ impl<C: Connector> Proxy<C> {
             context_prefix: &target.context_prefix,
             context_document_root: &target.context_document_root,
             default_worker: target.default_worker,
+            path_translated: target.path_translated.as_deref(),
         };
         let env = cgi::handler_env(&host.config, &creq, &facts);
         let preamble = cgi::encode_handler_params(

@@ -43,6 +43,9 @@ pub struct HandlerTarget {
     pub script_uri: Vec<u8>,
     pub context_prefix: Vec<u8>,
     pub context_document_root: Vec<u8>,
+    /// PATH_TRANSLATED: what a sub-request for the path info maps to (`ap_add_cgi_vars`), when
+    /// there is path info.
+    pub path_translated: Option<Vec<u8>>,
 }
 
 /// What to do with a request.
@@ -128,7 +131,10 @@ fn decide_at(
             if !at.path_info.is_empty() && d.accept_path_info == Some(AcceptPathInfo::Off) {
                 return Decision::Status(404);
             }
+            let path_translated =
+                (!at.path_info.is_empty()).then(|| path_translated(cfg, &at.path_info, fs));
             Decision::Handler(Box::new(HandlerTarget {
+                path_translated,
                 worker: url,
                 default_worker: !defined,
                 filename: at.filename,
@@ -189,6 +195,31 @@ fn decide_at(
             }
         },
     }
+}
+
+/// Where a sub-request for `path_info` (as a URL path) lands: Alias or DocumentRoot, walked;
+/// a directory asked for with a trailing '/' is its DirectoryIndex file when one exists.
+/// (Apache's sub-request also runs ProxyPass; a path info under a ProxyPass is not mapped
+/// that way here.)
+fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Vec<u8> {
+    let (file, _, _) = cfg.site.translate(path_info, &cfg.document_root);
+    let (mut found, rest, kind) = walk(fs, &file);
+    if kind == PathKind::Directory && found.ends_with(b"/") {
+        let d = cfg.site.merge(path_info, &found, kind);
+        let default_index = ["index.html".to_owned()];
+        for name in d.directory_index.as_deref().unwrap_or(&default_index) {
+            if name.starts_with('/') || name.contains("..") {
+                continue;
+            }
+            let mut candidate = found.clone();
+            candidate.extend_from_slice(name.as_bytes());
+            if fs.kind(&candidate) != PathKind::Missing {
+                return candidate;
+            }
+        }
+    }
+    found.extend_from_slice(&rest);
+    found
 }
 
 /// `FallbackResource`: the request is served as if for that URL (once).

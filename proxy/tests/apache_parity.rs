@@ -274,6 +274,13 @@ const SHAPES: &[Shape] = &[
     get("handler_root", "GET /index.php HTTP/1.1"),
     get("handler_subdir", "GET /sub/s.php HTTP/1.1"),
     get("handler_path_info", "GET /sub/s.php/x/y HTTP/1.1"),
+    // PATH_TRANSLATED is what a sub-request for the path info maps to: the DocumentRoot's
+    // index file for "/", the Alias's target under /al/.
+    get("handler_path_info_slash", "GET /sub/s.php/ HTTP/1.1"),
+    get(
+        "handler_path_info_alias",
+        "GET /index.php/al/s.php HTTP/1.1",
+    ),
     get("handler_query", "GET /index.php?a=1&b=%20c HTTP/1.1"),
     get("handler_encoded_name", "GET /a%20b.php/p%20q HTTP/1.1"),
     get("handler_directory_index", "GET /sub/?i=1 HTTP/1.1"),
@@ -841,7 +848,13 @@ fn write_config(dir: &Path, front: SocketAddr, p1: u16, p2: u16) -> PathBuf {
     std::fs::write(docroot.join("full.php"), "<?php\n").expect("full.php");
     // The files handler mode maps onto.
     std::fs::create_dir_all(docroot.join("sub")).expect("sub");
-    for f in ["index.php", "a b.php", "sub/s.php", "sub/index.php", "readme.txt"] {
+    for f in [
+        "index.php",
+        "a b.php",
+        "sub/s.php",
+        "sub/index.php",
+        "readme.txt",
+    ] {
         std::fs::write(docroot.join(f), "<?php\n").expect(f);
     }
     let conf = fill_config(dir, &docroot, front, p1, p2);
