@@ -1,0 +1,186 @@
+//! A Debian-shaped site end to end: `fcgi-proxy --apache apache2.conf --listen … -D …` on a
+//! copy of `config_fixtures/site/`, in front of the echo mock standing in for php-fpm. Virtual
+//! hosts are chosen by Host, `.php` files go to the handler with Apache's params, ProxyPass
+//! keeps precedence, `Require all denied` is a 403, a directory without its slash is a 301.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fcgi_mock::{MockHandle, MockServer, RequestEntry, Script};
+use support::{HttpResponse, Proc, RawRequest};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+struct Site {
+    _dir: tempfile::TempDir,
+    root: String,
+    front: SocketAddr,
+    mock: MockHandle,
+    _proxy: Proc,
+}
+
+async fn start() -> Site {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let port = mock.socket_addr().expect("tcp").port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf_dir = dir.path().join("apache2");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_fixtures/site"),
+        &conf_dir,
+    );
+    let root = dir.path().join("www");
+    for f in [
+        "blog/index.php",
+        "blog/sub/index.php",
+        "blog/.htaccess",
+        "default/index.php",
+        "shared/s.php",
+    ] {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "<?php\n").unwrap();
+    }
+    let front: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let mut cmd = std::process::Command::new(support::proxy_bin());
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("--apache")
+        .arg(conf_dir.join("apache2.conf"))
+        .arg("--listen")
+        .arg(front.to_string())
+        .arg("-D")
+        .arg(format!("SITE_ROOT={}", root.display()))
+        .arg("--define")
+        .arg(format!("PHP_PORT={port}"));
+    let log = dir.path().join("proxy.log");
+    let mut proxy = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &log);
+    let root = root.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        proxy
+            .wait_ready(front, Some("listening on"))
+            .map(|()| proxy)
+    })
+    .await
+    .unwrap()
+    .map(|proxy| Site {
+        _dir: dir,
+        root,
+        front,
+        mock,
+        _proxy: proxy,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Site {
+    /// `GET target` with `Host: host`, marked so the backend request can be found.
+    async fn get(&self, host: &str, target: &str) -> (HttpResponse, Option<RequestEntry>) {
+        let req = RawRequest::whole(format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Case: {host}{target}\r\nConnection: close\r\n\r\n"
+        ));
+        let resp = support::exchange(self.front, &req)
+            .await
+            .unwrap_or_else(|e| panic!("{host}{target}: {e}"));
+        let mark = format!("{host}{target}");
+        let entry = self
+            .mock
+            .journal()
+            .requests()
+            .into_iter()
+            .find(|r| r.param("HTTP_X_CASE").as_deref() == Some(mark.as_str()));
+        (resp, entry)
+    }
+}
+
+fn param(e: &Option<RequestEntry>, name: &str) -> Option<String> {
+    e.as_ref().expect("the backend got the request").param(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosts_handler_and_proxypass() {
+    let s = start().await;
+    let port = s.mock.socket_addr().unwrap().port();
+    let root = &s.root;
+
+    let (r, e) = s.get("blog.example", "/index.php/p?x=1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        param(&e, "SCRIPT_FILENAME").unwrap(),
+        format!("proxy:fcgi://127.0.0.1:{port}{root}/blog/index.php")
+    );
+    assert_eq!(param(&e, "DOCUMENT_ROOT").unwrap(), format!("{root}/blog"));
+    assert_eq!(param(&e, "SCRIPT_NAME").unwrap(), "/index.php");
+    assert_eq!(param(&e, "PATH_INFO").unwrap(), "/p");
+    assert_eq!(param(&e, "QUERY_STRING").unwrap(), "x=1");
+    assert_eq!(param(&e, "SERVER_NAME").unwrap(), "blog.example");
+    assert_eq!(
+        param(&e, "proxy-nokeepalive").as_deref(),
+        Some("1"),
+        "no worker is defined for the handler's URL"
+    );
+    assert!(
+        e.unwrap().keep_conn,
+        "connections are reused by default (Apache's default worker would not)"
+    );
+
+    // ServerAlias *.blog.example; any other name: the first virtual host.
+    let (_, e) = s.get("www.blog.example", "/index.php").await;
+    assert_eq!(param(&e, "DOCUMENT_ROOT").unwrap(), format!("{root}/blog"));
+    let (r, e) = s.get("other.example", "/index.php").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        param(&e, "DOCUMENT_ROOT").unwrap(),
+        format!("{root}/default")
+    );
+
+    // ProxyPass first, in its own virtual host only.
+    let (r, e) = s.get("blog.example", "/api/v1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        param(&e, "SCRIPT_FILENAME").unwrap(),
+        format!("proxy:fcgi://127.0.0.1:{port}/api/v1")
+    );
+    let (r, e) = s.get("other.example", "/api/v1").await;
+    assert_eq!((r.status, e.is_some()), (404, false));
+
+    // DirectoryIndex, DirectorySlash, Alias.
+    let (r, e) = s.get("blog.example", "/sub/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(param(&e, "SCRIPT_NAME").unwrap(), "/sub/index.php");
+    assert_eq!(param(&e, "REQUEST_URI").unwrap(), "/sub/");
+    let (r, e) = s.get("blog.example", "/sub?q=1").await;
+    assert_eq!((r.status, e.is_some()), (301, false));
+    assert_eq!(r.header("location"), Some("http://blog.example/sub/?q=1"));
+    let (r, e) = s.get("blog.example", "/static/s.php").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(param(&e, "CONTEXT_PREFIX").unwrap(), "/static/");
+    assert_eq!(
+        param(&e, "SCRIPT_FILENAME").unwrap(),
+        format!("proxy:fcgi://127.0.0.1:{port}{root}/shared/s.php")
+    );
+
+    // Require all denied, and nothing at all.
+    for target in ["/.htaccess", "/x.phps"] {
+        let (r, e) = s.get("blog.example", target).await;
+        assert_eq!((r.status, e.is_some()), (403, false), "{target}");
+    }
+    let (r, e) = s.get("blog.example", "/nothing/here").await;
+    assert_eq!((r.status, e.is_some()), (404, false));
+}
