@@ -135,7 +135,7 @@ fn decide_at(
                 (!at.path_info.is_empty()).then(|| path_translated(cfg, &at.path_info, fs));
             Decision::Handler(Box::new(HandlerTarget {
                 path_translated,
-                worker: url,
+                worker: *url,
                 default_worker: !defined,
                 filename: at.filename,
                 path_info: at.path_info,

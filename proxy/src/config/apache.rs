@@ -1210,8 +1210,8 @@ impl Importer {
                         ));
                     }
                     Handler::Proxy {
-                        url,
-                        worker: WorkerParams::default(),
+                        url: Box::new(url),
+                        worker: Box::default(),
                         defined: false,
                     }
                 } else if h.eq_ignore_ascii_case("none")
@@ -1654,7 +1654,8 @@ impl Importer {
                 defined,
             }) = &mut d.handler
             {
-                (*worker, *defined) = self.handler_worker(url, routes);
+                let (w, d) = self.handler_worker(url, routes);
+                (**worker, *defined) = (w, d);
             }
         };
         resolve(&mut site.base);

@@ -183,7 +183,7 @@ impl Reader {
 
     fn module_loaded(&self, arg: &str) -> bool {
         let key = module_key(arg);
-        self.modules.iter().any(|m| *m == key)
+        self.modules.contains(&key)
     }
 
     fn text(
@@ -294,18 +294,14 @@ impl Reader {
                         self.defined.retain(|d| *d != words[1]);
                         continue;
                     }
-                    "serverroot" => {
-                        if words.len() == 2 {
-                            self.server_root = PathBuf::from(&words[1]);
-                        }
+                    "serverroot" if words.len() == 2 => {
+                        self.server_root = PathBuf::from(&words[1]);
                     }
-                    "loadmodule" => {
-                        if words.len() >= 2 {
-                            self.out.modules_known = true;
-                            let key = module_key(&words[1]);
-                            if !self.modules.contains(&key) {
-                                self.modules.push(key);
-                            }
+                    "loadmodule" if words.len() >= 2 => {
+                        self.out.modules_known = true;
+                        let key = module_key(&words[1]);
+                        if !self.modules.contains(&key) {
+                            self.modules.push(key);
                         }
                     }
                     "include" | "includeoptional" => {

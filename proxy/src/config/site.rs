@@ -15,10 +15,10 @@ use super::url::WorkerUrl;
 pub enum Handler {
     /// `proxy:fcgi://…` or `proxy:unix:/path|fcgi://…`: FastCGI to this worker.
     Proxy {
-        url: WorkerUrl,
+        url: Box<WorkerUrl>,
         /// The parameters of the worker definition the URL falls under (`<Proxy>`, `ProxySet`,
         /// a `ProxyPass` to a prefix of it), else the defaults.
-        worker: WorkerParams,
+        worker: Box<WorkerParams>,
         /// Whether such a definition exists. Without one Apache uses its default reverse
         /// worker and adds `proxy-nokeepalive=1` to the request's environment.
         defined: bool,
