@@ -761,8 +761,9 @@ impl<C: Connector> Proxy<C> {
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
         let target = match decision {
             Decision::Status(s) => return Err(status(s)),
-            // Static files are not served (yet): only handlers.
-            Decision::File(_) => return Err(StatusCode::NOT_FOUND),
+            Decision::File(path) => {
+                return Ok((crate::static_files::serve(path, req).await, None, None));
+            }
             Decision::Redirect(to) => {
                 let mut location = uri::escape_uri(&to);
                 if let Some(q) = &uri.query {

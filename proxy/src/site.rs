@@ -15,6 +15,11 @@ use crate::config::url::WorkerUrl;
 pub trait Fs {
     /// What `path` (absolute) names, following symbolic links.
     fn kind(&self, path: &[u8]) -> PathKind;
+
+    /// `path` with every symbolic link resolved (`realpath`); `None` if it cannot be.
+    fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
+        Some(path.to_vec())
+    }
 }
 
 /// The real filesystem (blocking: call it through `spawn_blocking`).
@@ -30,6 +35,13 @@ impl Fs for RealFs {
             Ok(_) => PathKind::Other,
             Err(_) => PathKind::Missing,
         }
+    }
+
+    fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        std::fs::canonicalize(std::ffi::OsStr::from_bytes(path))
+            .ok()
+            .map(|p| p.into_os_string().into_vec())
     }
 }
 
@@ -121,6 +133,11 @@ fn decide_at(
             return Decision::Status(403);
         }
         _ => {}
+    }
+    if matches!(at.kind, PathKind::File | PathKind::Other)
+        && !within_roots(cfg, fs, &at.filename, d.follow_symlinks.unwrap_or(true))
+    {
+        return Decision::Status(403);
     }
     match d.handler {
         Some(Handler::Proxy {
@@ -220,6 +237,31 @@ fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Vec<u8> {
     }
     found.extend_from_slice(&rest);
     found
+}
+
+/// Whether the existing file `path` may be served: reached without symbolic links, or with
+/// `Options FollowSymLinks` and landing inside a DocumentRoot or an Alias target (Apache would
+/// follow a link anywhere; a file outside the configured roots is refused here).
+fn within_roots(cfg: &Config, fs: &dyn Fs, path: &[u8], follow: bool) -> bool {
+    let Some(real) = fs.canonical(path) else {
+        return false;
+    };
+    if real == path {
+        return true;
+    }
+    if !follow {
+        return false;
+    }
+    let roots = std::iter::once(cfg.document_root.as_str()).chain(
+        cfg.site
+            .aliases
+            .iter()
+            .filter(|a| matches!(a.from, crate::config::site::Matcher::Path(_)))
+            .map(|a| a.to.as_str()),
+    );
+    roots
+        .filter_map(|r| fs.canonical(r.as_bytes()))
+        .any(|r| real.starts_with(&r) && (real.len() == r.len() || real[r.len()] == b'/'))
 }
 
 /// `FallbackResource`: the request is served as if for that URL (once).

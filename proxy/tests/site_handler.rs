@@ -50,11 +50,21 @@ async fn start() -> Site {
         "blog/.htaccess",
         "default/index.php",
         "shared/s.php",
+        "blog/files/a.txt",
+        "blog/nolinks/real.txt",
+        "blog/empty/.keep",
+        "secret.txt",
     ] {
         let p = root.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, "<?php\n").unwrap();
     }
+    std::fs::write(root.join("blog/files/a.txt"), "0123456789").unwrap();
+    // Links: to a file of the site, and out of every root.
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
+    link("a.txt", "blog/files/in.txt");
+    link("../../secret.txt", "blog/files/out.txt");
+    link("real.txt", "blog/nolinks/in.txt");
     let front: SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .unwrap();
@@ -92,8 +102,19 @@ async fn start() -> Site {
 impl Site {
     /// `GET target` with `Host: host`, marked so the backend request can be found.
     async fn get(&self, host: &str, target: &str) -> (HttpResponse, Option<RequestEntry>) {
+        self.request(host, &format!("GET {target}"), "").await
+    }
+
+    /// `line` (method and target) with `Host: host` and `extra` header lines.
+    async fn request(
+        &self,
+        host: &str,
+        line: &str,
+        extra: &str,
+    ) -> (HttpResponse, Option<RequestEntry>) {
+        let target = line.split_once(' ').map_or(line, |(_, t)| t);
         let req = RawRequest::whole(format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Case: {host}{target}\r\nConnection: close\r\n\r\n"
+            "{line} HTTP/1.1\r\nHost: {host}\r\nX-Case: {host}{target}\r\n{extra}Connection: close\r\n\r\n"
         ));
         let resp = support::exchange(self.front, &req)
             .await
@@ -183,4 +204,69 @@ async fn virtual_hosts_handler_and_proxypass() {
     }
     let (r, e) = s.get("blog.example", "/nothing/here").await;
     assert_eq!((r.status, e.is_some()), (404, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_of_the_site() {
+    let s = start().await;
+    let host = "blog.example";
+    let (r, e) = s.get(host, "/files/a.txt").await;
+    assert_eq!((r.status, e.is_some()), (200, false));
+    assert_eq!(r.body, b"0123456789");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let etag = r.header("etag").expect("an ETag").to_owned();
+    assert!(
+        etag.starts_with("\"a-") && etag.ends_with('"'),
+        "Apache's \"<size>-<mtime>\" in hex: {etag}"
+    );
+    assert!(r.header("last-modified").is_some());
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            &format!("If-None-Match: {etag}\r\n"),
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    let (r, _) = s
+        .request(host, "GET /files/a.txt", "If-None-Match: \"other\"\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    let (r, _) = s
+        .request(host, "GET /files/a.txt", "Range: bytes=2-4\r\n")
+        .await;
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"234"[..]));
+    assert_eq!(r.header("content-range"), Some("bytes 2-4/10"));
+    let (r, _) = s
+        .request(host, "PUT /files/a.txt", "Content-Length: 0\r\n")
+        .await;
+    assert_eq!(r.status, 405);
+
+    // Symbolic links: inside the site, followed; out of every root, refused; under
+    // Options -FollowSymLinks, refused.
+    let (r, _) = s.get(host, "/files/in.txt").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"0123456789"[..]));
+    let (r, _) = s.get(host, "/files/out.txt").await;
+    assert_eq!(r.status, 403);
+    let (r, _) = s.get(host, "/nolinks/real.txt").await;
+    assert_eq!(r.status, 200);
+    let (r, _) = s.get(host, "/nolinks/in.txt").await;
+    assert_eq!(r.status, 403);
+    // Never above the DocumentRoot, encoded or not; no directory listings.
+    for target in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/files/%2E%2E/%2e%2e/secret.txt",
+    ] {
+        let (r, _) = s.get(host, target).await;
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{target}: {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(!r.body.starts_with(b"<?php"), "{target}");
+    }
+    let (r, _) = s.get(host, "/empty/").await;
+    assert_eq!(r.status, 403);
 }
