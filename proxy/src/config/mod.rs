@@ -575,7 +575,7 @@ impl Config {
                 );
             }
         }
-        describe_site(&mut s, &self.site);
+        describe_site(&mut s, &self.site, 0);
         for v in &self.vhosts {
             let _ = writeln!(
                 s,
@@ -600,7 +600,8 @@ impl Config {
             if v.names.len() > 1 {
                 let _ = writeln!(s, "  also named: {}", v.names[1..].join(", "));
             }
-            describe_site(&mut s, &v.config.site);
+            // Its own sections; the main server's, listed above, come first.
+            describe_site(&mut s, &v.config.site, self.site.sections.len());
         }
         if !self.balancers.is_empty() {
             let _ = writeln!(s, "balancers:");
@@ -672,9 +673,9 @@ impl fmt::Display for Config {
 }
 
 /// The handlers of a server's sections, for `check-config`.
-fn describe_site(s: &mut String, site: &site::Site) {
+fn describe_site(s: &mut String, site: &site::Site, skip: usize) {
     use fmt::Write;
-    for sec in &site.sections {
+    for sec in site.sections.iter().skip(skip) {
         let mut parts = Vec::new();
         let mut show = |d: &site::DirSettings, prefix: &str| {
             if let Some(site::Handler::Proxy { url, defined, .. }) = &d.handler {
