@@ -439,3 +439,39 @@ fn this_machines_apache_tree_with_php_fpm_enabled() {
         Decision::Status(403)
     );
 }
+
+#[test]
+fn if_file_exists_fallback_resource_and_accept_path_info() {
+    let text = "Listen 80\nDocumentRoot /w\n\
+                <FilesMatch \"\\.php$\">\n\
+                  <If \"-f %{REQUEST_FILENAME}\">\n\
+                    SetHandler \"proxy:unix:/run/php.sock|fcgi://localhost\"\n\
+                  </If>\n\
+                </FilesMatch>\n\
+                <Directory /w/app>\n  FallbackResource /app/index.php\n</Directory>\n\
+                <Directory /w/strict>\n  AcceptPathInfo Off\n</Directory>\n\
+                <Location /raw/>\n  SetHandler none\n</Location>\n";
+    let (cfg, _) = apache::parse(text, "i.conf").unwrap();
+    let disk = Disk(vec![
+        "/w/a.php".into(),
+        "/w/app/index.php".into(),
+        "/w/strict/s.php".into(),
+        "/w/raw/r.php".into(),
+    ]);
+    let at = |uri: &str| decide(&cfg, uri.as_bytes(), LOOPBACK, LOOPBACK, &disk);
+    let d = handler(at("/a.php"));
+    assert_eq!(d.worker.raw, "unix:/run/php.sock|fcgi://localhost");
+    // <If -f>: a missing .php file gets no handler, hence a 404 and no backend request.
+    assert_eq!(at("/missing.php"), Decision::Status(404));
+    // FallbackResource: a missing file under /w/app is served by the fallback script.
+    let d = handler(at("/app/some/route"));
+    assert_eq!(d.filename, b"/w/app/index.php");
+    assert_eq!(d.script_uri, b"/app/index.php");
+    assert_eq!(at("/other/route"), Decision::Status(404));
+    // AcceptPathInfo Off refuses path info even for the handler.
+    assert!(matches!(at("/strict/s.php"), Decision::Handler(_)));
+    assert_eq!(at("/strict/s.php/x"), Decision::Status(404));
+    // SetHandler none in a Location is merged after <FilesMatch>, but the <If> in it comes
+    // after every section: the handler again.
+    assert!(matches!(at("/raw/r.php"), Decision::Handler(_)));
+}
