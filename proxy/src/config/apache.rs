@@ -1,4 +1,7 @@
-//! Importer for the mod_proxy subset of an Apache httpd 2.4 configuration.
+//! Importer for an Apache httpd 2.4 configuration: the mod_proxy directives, virtual hosts,
+//! and the filesystem sections of a site served through `SetHandler "proxy:…"`. The text is
+//! first read as Apache reads it ([`super::read`]: includes, definitions, `<IfModule>`,
+//! `<IfDefine>`).
 //!
 //! Understood: `Listen`, `ServerName`, `ServerAdmin`, `DocumentRoot`, `Timeout`,
 //! `ProxyTimeout`, `KeepAlive*`, `LimitRequest*`, `AllowEncodedSlashes`, `MergeSlashes`,
@@ -6,9 +9,14 @@
 //! `ProxyPass /x !`, `SetEnvIf`/`SetEnvIfNoCase`/`BrowserMatch[NoCase]`, `SetEnv`,
 //! `ProxyFCGIBackendType`, `ProxyFCGISetEnvIf`, `CGIPassAuth`, `<Proxy balancer://…>` with
 //! `BalancerMember` and `ProxySet`, `<Proxy fcgi://…>`/`ProxySet url` worker parameters,
-//! `BalancerMember balancer://… url` outside a section. `<IfModule>` and `<IfVersion>` contents
-//! are processed (every module is assumed loaded); `<VirtualHost>` contents are merged into the
-//! one server. Everything else is reported in **one** warning with line numbers.
+//! `BalancerMember balancer://… url` outside a section; `<VirtualHost>` (each its own server
+//! over the main one), `ServerAlias`, `Alias`, `AliasMatch`, `AccessFileName`; `<Directory>`,
+//! `<DirectoryMatch>`, `<Files>`, `<FilesMatch>`, `<Location>`, `<LocationMatch>` and `<If>`
+//! (file tests) kept as sections ([`super::site`]) with `SetHandler`, `DirectoryIndex`,
+//! `FallbackResource`, `AcceptPathInfo`, `DirectorySlash`, `Options [+-]FollowSymLinks`,
+//! `AllowOverride`, `Require all granted|denied` and `Require local`. Other access control is
+//! refused with its place. `<IfVersion>` contents are processed. Everything else is reported
+//! in **one** warning with file and line numbers.
 //!
 //! Route order: routes from `<Location>` blocks come first, later blocks before earlier ones
 //! (Apache merges Location sections in order, so the last matching one's ProxyPass wins), then
