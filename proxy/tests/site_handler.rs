@@ -37,7 +37,22 @@ async fn start() -> Site {
         .await
         .expect("mock");
     let port = mock.socket_addr().expect("tcp").port();
+    let (dir, root, front, proxy) = start_site(port, "<?php\n").await;
+    Site {
+        _dir: dir,
+        root,
+        front,
+        mock,
+        _proxy: proxy,
+    }
+}
+
+/// The fixture site in a temp dir, its `.php` files holding `php`, served by `fcgi-proxy` with
+/// its PHP backend on `php_port`: (dir, site root, front address, proxy).
+async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, SocketAddr, Proc) {
+    let port = php_port;
     let dir = tempfile::tempdir().unwrap();
+    support::open_up_dir(dir.path());
     let conf_dir = dir.path().join("apache2");
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_fixtures/site"),
@@ -57,7 +72,7 @@ async fn start() -> Site {
     ] {
         let p = root.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, "<?php\n").unwrap();
+        std::fs::write(p, php).unwrap();
     }
     std::fs::write(root.join("blog/files/a.txt"), "0123456789").unwrap();
     // Links: to a file of the site, and out of every root.
@@ -82,21 +97,15 @@ async fn start() -> Site {
     let log = dir.path().join("proxy.log");
     let mut proxy = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &log);
     let root = root.display().to_string();
-    tokio::task::spawn_blocking(move || {
+    let proxy = tokio::task::spawn_blocking(move || {
         proxy
             .wait_ready(front, Some("listening on"))
             .map(|()| proxy)
     })
     .await
     .unwrap()
-    .map(|proxy| Site {
-        _dir: dir,
-        root,
-        front,
-        mock,
-        _proxy: proxy,
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    (dir, root, front, proxy)
 }
 
 impl Site {
@@ -269,4 +278,77 @@ async fn static_files_of_the_site() {
     }
     let (r, _) = s.get(host, "/empty/").await;
     assert_eq!(r.status, 403);
+}
+
+const FPM_TEMPLATE: &str = include_str!("fixtures/php-fpm.conf.in");
+const TEST_PHP: &str = include_str!("fixtures/php/sub/test.php");
+
+/// Real php-fpm behind the Debian-shaped site: what PHP's `$_SERVER` gets in handler mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_site_through_php_fpm() {
+    let Some(fpm) = programs::require_program("php-fpm8.2", "php8.2-fpm") else {
+        return;
+    };
+    let fpm_dir = tempfile::tempdir().unwrap();
+    support::open_up_dir(fpm_dir.path());
+    let fpm_port = support::free_port();
+    let conf = fpm_dir.path().join("php-fpm.conf");
+    std::fs::write(
+        &conf,
+        support::fill_template(
+            FPM_TEMPLATE,
+            &[
+                ("DIR", fpm_dir.path().display().to_string()),
+                ("FPM_PORT", fpm_port.to_string()),
+            ],
+        ),
+    )
+    .unwrap();
+    let fpm_addr: SocketAddr = format!("127.0.0.1:{fpm_port}").parse().unwrap();
+    let dir = fpm_dir.path().to_path_buf();
+    let _fpm =
+        tokio::task::spawn_blocking(move || support::start_php_fpm(&fpm, &conf, &dir, fpm_addr))
+            .await
+            .unwrap();
+    let (_dir, root, front, _proxy) = start_site(fpm_port, TEST_PHP).await;
+    let ask = |line: &str, extra: &str| {
+        RawRequest::whole(format!(
+            "{line} HTTP/1.1\r\nHost: blog.example\r\n{extra}Connection: close\r\n\r\n"
+        ))
+    };
+    let json = |r: &HttpResponse| -> serde_json::Value {
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.body)))
+    };
+    let r = support::exchange(front, &ask("GET /index.php/foo/bar?q=1", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json(&r);
+    assert_eq!(v["SCRIPT_FILENAME"], format!("{root}/blog/index.php"));
+    assert_eq!(v["SCRIPT_NAME"], "/index.php");
+    assert_eq!(v["PATH_INFO"], "/foo/bar");
+    assert_eq!(v["PHP_SELF"], "/index.php/foo/bar");
+    assert_eq!(v["PATH_TRANSLATED"], format!("{root}/blog/foo/bar"));
+    assert_eq!(v["GET"]["q"], "1");
+    let r = support::exchange(
+        front,
+        &RawRequest::whole(
+            "POST /sub/ HTTP/1.1\r\nHost: blog.example\r\nContent-Type: \
+             application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json(&r);
+    assert_eq!(v["SCRIPT_NAME"], "/sub/index.php", "DirectoryIndex");
+    assert_eq!(v["REQUEST_URI"], "/sub/");
+    assert_eq!(v["POST"]["b"], "2");
+    // A .php file that is not there goes to php-fpm (no <If -f>), which answers 404 itself.
+    let r = support::exchange(front, &ask("GET /nope.php", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert!(!r.body.is_empty());
 }
