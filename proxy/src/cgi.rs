@@ -822,9 +822,56 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         script_filename.truncate(q);
     }
 
+    let pass_auth = route.pass_authorization(cfg);
+    let (headers, server_name, server_port) = fill_common(
+        cfg,
+        req,
+        env,
+        &Common {
+            pass_auth,
+            process_path: input.process_path,
+            script_filename: &script_filename,
+            script_uri: &req.uri.path,
+            path_info: canon.path_info.as_deref(),
+            context_prefix: b"",
+            context_document_root: cfg.document_root.as_bytes(),
+            path_translated: None,
+        },
+    )?;
+    Ok(Filled {
+        headers,
+        server_name,
+        server_port,
+        script_filename,
+        path_info: canon.path_info,
+    })
+}
+
+/// What differs between a routed request and a handler-mode one for [`fill_common`].
+struct Common<'a> {
+    pass_auth: bool,
+    process_path: Option<&'a [u8]>,
+    script_filename: &'a str,
+    /// The decoded path SCRIPT_NAME is cut from (`r->uri`: the index file's for a directory).
+    script_uri: &'a [u8],
+    path_info: Option<&'a [u8]>,
+    context_prefix: &'a [u8],
+    context_document_root: &'a [u8],
+    /// PATH_TRANSLATED when known (handler mode); else DocumentRoot + PATH_INFO.
+    path_translated: Option<&'a [u8]>,
+}
+
+/// The CGI variables after the request environment, in Apache's order (`ap_add_common_vars`,
+/// `ap_add_cgi_vars`).
+fn fill_common<'a, V: Vars>(
+    cfg: &Config,
+    req: &Request<'a>,
+    env: &mut V,
+    c: &Common<'_>,
+) -> Result<(Vec<Header<'a>>, String, u16), CgiError> {
     // Headers (ap_add_common_vars).
     let headers = effective_headers(req);
-    let pass_auth = route.pass_authorization(cfg);
+    let pass_auth = c.pass_auth;
     let (server_name, server_port) = server_name_port(cfg, req, &headers)?;
     // Numbers are written from the stack, not allocated.
     let mut digits = itoa::Buffer::new();
@@ -862,7 +909,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
     let set_path = env.get("PATH").map(<[u8]>::to_vec);
     let path_var = set_path
         .as_deref()
-        .or(input.process_path)
+        .or(c.process_path)
         .unwrap_or(DEFAULT_PATH.as_bytes());
     env.set_static("PATH", path_var);
     env.set_static("SERVER_SIGNATURE", b"");
@@ -873,10 +920,10 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
     env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
     env.set_static("REQUEST_SCHEME", req.scheme.as_bytes());
-    env.set_static("CONTEXT_PREFIX", b"");
-    env.set_static("CONTEXT_DOCUMENT_ROOT", cfg.document_root.as_bytes());
+    env.set_static("CONTEXT_PREFIX", c.context_prefix);
+    env.set_static("CONTEXT_DOCUMENT_ROOT", c.context_document_root);
     env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());
-    env.set_static("SCRIPT_FILENAME", script_filename.as_bytes());
+    env.set_static("SCRIPT_FILENAME", c.script_filename.as_bytes());
     env.set_static("REMOTE_PORT", digits.format(req.remote.port()).as_bytes());
 
     // ap_add_cgi_vars.
@@ -888,26 +935,113 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         req.uri.query.as_deref().unwrap_or("").as_bytes(),
     );
     env.set_static("REQUEST_URI", req.uri.raw.as_bytes());
-    let uri_path = &req.uri.path;
-    match canon.path_info.as_deref().filter(|p| !p.is_empty()) {
+    let uri_path = c.script_uri;
+    match c.path_info.filter(|p| !p.is_empty()) {
         None => env.set_static("SCRIPT_NAME", uri_path),
         Some(pi) => {
             let cut = find_path_info(uri_path, pi);
             env.set_static("SCRIPT_NAME", &uri_path[..cut]);
             env.set_static("PATH_INFO", pi);
-            let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
-            pt.extend_from_slice(&merge_slashes(pi));
-            env.set_static("PATH_TRANSLATED", &pt);
+            match c.path_translated {
+                Some(pt) => env.set_static("PATH_TRANSLATED", pt),
+                None => {
+                    let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
+                    pt.extend_from_slice(&merge_slashes(pi));
+                    env.set_static("PATH_TRANSLATED", &pt);
+                }
+            }
         }
     }
+    Ok((headers, server_name, server_port))
+}
 
-    Ok(Filled {
-        headers,
-        server_name,
-        server_port,
-        script_filename,
-        path_info: canon.path_info,
-    })
+/// A request served by `SetHandler "proxy:…"` (handler mode): the file Apache's core mapped
+/// the URL to, and what followed it.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerFacts<'a> {
+    /// The handler's worker URL (`proxy:` taken off).
+    pub worker: &'a WorkerUrl,
+    /// The filesystem path (`r->filename`): an existing file, a directory, or the first
+    /// component that does not exist.
+    pub filename: &'a [u8],
+    /// What followed `filename` in the path (`r->path_info`).
+    pub path_info: &'a [u8],
+    /// The decoded URL path of the file (the index file's for a directory request).
+    pub script_uri: &'a [u8],
+    /// `Alias` prefix, or empty.
+    pub context_prefix: &'a [u8],
+    /// `Alias` target, or the DocumentRoot.
+    pub context_document_root: &'a [u8],
+    /// No worker is defined for the URL: Apache's default reverse worker, which puts
+    /// `proxy-nokeepalive=1` into the environment.
+    pub default_worker: bool,
+    /// What a sub-request for the path info maps to (PATH_TRANSLATED).
+    pub path_translated: Option<&'a [u8]>,
+}
+
+/// The request environment in handler mode: the server's SetEnvIf and SetEnv, then what the
+/// proxy handler adds.
+pub fn handler_env(config: &Config, req: &Request<'_>, facts: &HandlerFacts<'_>) -> Env {
+    let mut env = Env::new();
+    if !config.setenvif.is_empty() {
+        let headers = effective_headers(req);
+        let remote_ip = ip_string(req.remote.ip());
+        let local_ip = ip_string(req.local.ip());
+        let rf = RequestFacts {
+            method: req.method,
+            protocol: req.protocol,
+            path: &req.uri.path,
+            remote_ip: &remote_ip,
+            local_ip: &local_ip,
+            headers: &headers,
+        };
+        apply_setenvif(&config.setenvif, &rf, &mut env);
+    }
+    apply_setenv(&config.setenv, &mut env);
+    if facts.default_worker {
+        env.set_static("proxy-nokeepalive", b"1");
+    }
+    env
+}
+
+/// The BEGIN_REQUEST and PARAMS records of a handler-mode request (Apache 2.4's, observed:
+/// docs/reference/apache.md §8): SCRIPT_FILENAME is `proxy:fcgi://host[:port]` and the file's
+/// path as it is on disk (not %-encoded) for FPM, the path alone for GENERIC; SCRIPT_NAME,
+/// PATH_INFO and PATH_TRANSLATED as for a CGI script.
+pub fn encode_handler_params(
+    config: &Config,
+    req: &Request<'_>,
+    facts: &HandlerFacts<'_>,
+    env: &Env,
+    process_path: Option<&[u8]>,
+    keep_conn: bool,
+) -> Result<bytes::Bytes, CgiError> {
+    let mut filename = String::with_capacity(facts.filename.len() + 32);
+    filename.push_str("proxy:");
+    facts.worker.push_canonical_authority(&mut filename);
+    filename.push_str(&String::from_utf8_lossy(facts.filename));
+    let script_filename = script_filename(&filename, config.backend_type, None);
+    let mut table = env.clone();
+    table.reserve(req.headers.len() + 28);
+    fill_common(
+        config,
+        req,
+        &mut table,
+        &Common {
+            pass_auth: config.pass_authorization,
+            process_path,
+            script_filename: &script_filename,
+            script_uri: facts.script_uri,
+            path_info: Some(facts.path_info),
+            context_prefix: facts.context_prefix,
+            context_document_root: facts.context_document_root,
+            path_translated: facts.path_translated,
+        },
+    )?;
+    Ok(crate::exchange::encode_preamble(
+        &table.into_vec(),
+        keep_conn,
+    ))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::answers;
 use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
 use crate::cgi::{self, BalancerVars, CgiInput, RealFs};
+use crate::config::site::{DirSettings, Handler, VhostAddr};
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
 use crate::error::{ErrorKind, ProxyError};
 use crate::exchange::{self, BodyBytes, ExchangeOptions, Outcome, RequestBody};
@@ -27,6 +29,7 @@ use crate::metrics::{self, Metrics, WorkerView};
 use crate::net::{BackendAddr, ConnInfo, Connector};
 use crate::pool::{Pool, PoolSettings};
 use crate::route::{Backend, Router};
+use crate::site::Decision;
 use crate::uri::{self, UriOptions};
 
 /// Bodies up to this size are read before the backend is contacted, so they can be sent again
@@ -364,16 +367,47 @@ pub fn respond(result: Result<Outcome, ProxyError>, worker: &str) -> Response<Pr
 #[derive(Debug)]
 pub struct Proxy<C: Connector> {
     config: Arc<Config>,
-    router: Router,
+    /// The main server, then each `<VirtualHost>`.
+    hosts: Vec<Host>,
     workers: Vec<Worker<C>>,
-    /// Per route: its worker (None for balancer routes and exclusions).
-    route_workers: Vec<Option<usize>>,
+    /// `SetHandler "proxy:…"` URLs (as written) and their workers.
+    handler_workers: BTreeMap<String, usize>,
     balancers: Vec<Arc<BalancerState>>,
     uri_opts: UriOptions,
     limits: BodyLimits,
     process_path: Option<Vec<u8>>,
     metrics: Metrics,
     admission: Admission,
+}
+
+/// One server: the main one or a virtual host, with its own routes and filesystem sections.
+#[derive(Debug)]
+struct Host {
+    config: Arc<Config>,
+    router: Router,
+    /// Per route: its worker (None for balancer routes and exclusions).
+    route_workers: Vec<Option<usize>>,
+    /// Requests no route takes are mapped to the filesystem (a handler is configured).
+    files: bool,
+    addrs: Vec<VhostAddr>,
+    names: Vec<String>,
+}
+
+/// Workers are shared by URL between the routes of every host, as in Apache; the first
+/// definition's parameters win.
+fn shared_worker<C: Connector>(
+    workers: &mut Vec<Worker<C>>,
+    by_name: &mut BTreeMap<String, usize>,
+    url: &WorkerUrl,
+    params: &crate::config::WorkerParams,
+    config: &Config,
+    connector: &C,
+) -> usize {
+    let name = url.name();
+    *by_name.entry(name.clone()).or_insert_with(|| {
+        workers.push(make_worker(name, url, params, config, connector));
+        workers.len() - 1
+    })
 }
 
 fn backend_addr(url: &WorkerUrl) -> BackendAddr {
@@ -425,24 +459,61 @@ fn fails_over(e: &ProxyError, shape: Shape) -> bool {
 
 impl<C: Connector> Proxy<C> {
     pub fn new(config: Arc<Config>, connector: C) -> Result<Self, ConfigError> {
-        let router = Router::new(&config)?;
         let mut workers: Vec<Worker<C>> = Vec::new();
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
-        let mut route_workers = Vec::with_capacity(config.routes.len());
-        for r in &config.routes {
-            let idx = match &r.target {
-                Target::Worker(url) => {
-                    // Routes to the same URL share one worker, as in Apache; the first
-                    // definition's parameters win.
-                    let name = url.name();
-                    Some(*by_name.entry(name.clone()).or_insert_with(|| {
-                        workers.push(make_worker(name, url, &r.worker, &config, &connector));
-                        workers.len() - 1
-                    }))
+        let mut handler_workers: BTreeMap<String, usize> = BTreeMap::new();
+        let mut hosts = Vec::with_capacity(1 + config.vhosts.len());
+        let servers = std::iter::once((config.clone(), Vec::new(), Vec::new())).chain(
+            config.vhosts.iter().map(|v| {
+                (
+                    Arc::new((*v.config).clone()),
+                    v.addrs.clone(),
+                    v.names.clone(),
+                )
+            }),
+        );
+        for (cfg, addrs, names) in servers {
+            let router = Router::new(&cfg)?;
+            let mut route_workers = Vec::with_capacity(cfg.routes.len());
+            for r in &cfg.routes {
+                route_workers.push(match &r.target {
+                    Target::Worker(url) => Some(shared_worker(
+                        &mut workers,
+                        &mut by_name,
+                        url,
+                        &r.worker,
+                        &cfg,
+                        &connector,
+                    )),
+                    Target::Balancer(_) | Target::Exclude => None,
+                });
+            }
+            let files = cfg.site.serves_files();
+            let mut handlers = Vec::new();
+            let mut note = |d: &DirSettings| {
+                if let Some(Handler::Proxy { url, worker, .. }) = &d.handler {
+                    handlers.push((url.clone(), worker.clone()));
                 }
-                Target::Balancer(_) | Target::Exclude => None,
             };
-            route_workers.push(idx);
+            note(&cfg.site.base);
+            for s in &cfg.site.sections {
+                note(&s.settings);
+                for i in &s.ifs {
+                    note(&i.settings);
+                }
+            }
+            for (url, params) in handlers {
+                let w = shared_worker(&mut workers, &mut by_name, &url, &params, &cfg, &connector);
+                handler_workers.entry(url.raw.clone()).or_insert(w);
+            }
+            hosts.push(Host {
+                config: cfg,
+                router,
+                route_workers,
+                files,
+                addrs,
+                names,
+            });
         }
         let mut balancers = Vec::new();
         for b in &config.balancers {
@@ -478,9 +549,9 @@ impl<C: Connector> Proxy<C> {
             std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         Ok(Proxy {
             config,
-            router,
+            hosts,
             workers,
-            route_workers,
+            handler_workers,
             balancers,
             uri_opts,
             limits,
@@ -609,7 +680,13 @@ impl<C: Connector> Proxy<C> {
             return Ok((Response::new(ProxyBody::empty()), None, None));
         }
         let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
-        let m = self.router.route(&uri).ok_or(StatusCode::NOT_FOUND)?;
+        let host = self.host_for(req.headers(), &uri, info.local);
+        let m = match host.router.route(&uri) {
+            Some(m) => m,
+            // ProxyPass first (translate_name), then the filesystem.
+            None if host.files => return self.serve_file(host, req, info, uri).await,
+            None => return Err(StatusCode::NOT_FOUND),
+        };
         let (parts, body) = req.into_parts();
         let headers: Vec<(&str, &[u8])> = parts
             .headers
@@ -627,14 +704,7 @@ impl<C: Connector> Proxy<C> {
         // Given back when the request is answered (the exchange has sent the body by then, or
         // holds only what it still sends).
         let _charge = prepared.charge;
-        let protocol = match parts.version {
-            http::Version::HTTP_09 => "HTTP/0.9",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_11 => "HTTP/1.1",
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/1.1",
-        };
+        let protocol = protocol_name(parts.version);
         let creq = cgi::Request {
             method: parts.method.as_str(),
             protocol,
@@ -645,12 +715,12 @@ impl<C: Connector> Proxy<C> {
             scheme: "http",
             content_length: prepared.content_length,
         };
-        let env = cgi::request_env(&self.config, &m, &creq);
+        let env = cgi::request_env(&host.config, &m, &creq);
         let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
         // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
         let preamble_for = |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool| {
             let input = CgiInput {
-                config: &self.config,
+                config: &host.config,
                 route_match: &m,
                 member,
                 balancer,
@@ -668,7 +738,7 @@ impl<C: Connector> Proxy<C> {
         match &m.backend {
             Backend::Worker => {
                 let worker =
-                    &self.workers[self.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
+                    &self.workers[host.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
                 let preamble = preamble_for(None, BalancerVars::default(), worker.reuse)?;
                 let result = forward(worker, preamble, prepared.body, shape, None).await;
                 Ok((
@@ -740,6 +810,169 @@ impl<C: Connector> Proxy<C> {
                 }
             }
         }
+    }
+}
+
+impl<C: Connector> Proxy<C> {
+    /// The server a request is for: with virtual hosts, those whose address matches the
+    /// connection's local address (an exact IP before `*`), then the first named by the Host
+    /// (ServerName, ServerAlias with wildcards), else the first of them; no virtual host for
+    /// the address: the main server.
+    fn host_for(&self, headers: &HeaderMap, uri: &uri::RequestUri, local: SocketAddr) -> &Host {
+        if self.hosts.len() == 1 {
+            return &self.hosts[0];
+        }
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let vhosts = &self.hosts[1..];
+        let exact: Vec<&Host> = vhosts
+            .iter()
+            .filter(|h| h.addrs.iter().any(|a| a.ip.is_some() && a.matches(local)))
+            .collect();
+        let candidates = if exact.is_empty() {
+            vhosts
+                .iter()
+                .filter(|h| h.addrs.iter().any(|a| a.ip.is_none() && a.matches(local)))
+                .collect()
+        } else {
+            exact
+        };
+        let Some(first) = candidates.first() else {
+            return &self.hosts[0];
+        };
+        let named = match &uri.form {
+            uri::TargetForm::Absolute { authority, .. } => Some(authority.as_bytes()),
+            _ => headers.get(header::HOST).map(http::HeaderValue::as_bytes),
+        }
+        .and_then(|h| uri::parse_host(h).ok());
+        if let Some(hp) = named
+            && let Some(h) = candidates.iter().find(|h| {
+                h.names
+                    .iter()
+                    .any(|n| crate::config::read::fnmatch(n.as_bytes(), hp.host.as_bytes()))
+            })
+        {
+            return h;
+        }
+        first
+    }
+
+    /// A request no route takes, on a server with handlers: mapped to the filesystem (off the
+    /// serving thread), then handed to its FastCGI handler, redirected or refused.
+    async fn serve_file(
+        &self,
+        host: &Host,
+        req: Request<Incoming>,
+        info: ConnInfo,
+        uri: uri::RequestUri,
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+        let cfg = host.config.clone();
+        let path = uri.path.clone();
+        let (remote, local) = (
+            info.peer.ip().to_canonical(),
+            info.local.ip().to_canonical(),
+        );
+        let decision = tokio::task::spawn_blocking(move || {
+            crate::site::decide(&cfg, &path, remote, local, &crate::site::RealFs)
+        })
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        let target = match decision {
+            Decision::Status(s) => return Err(status(s)),
+            Decision::File(path) => {
+                return Ok((crate::static_files::serve(path, req).await, None, None));
+            }
+            Decision::Redirect(to) => {
+                let mut location = uri::escape_uri(&to);
+                if let Some(q) = &uri.query {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                if let Some(h) = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| uri::parse_host(h.as_bytes()).ok())
+                {
+                    location = format!("http://{}{location}", h.to_header_value());
+                }
+                let mut r = answers::error(StatusCode::MOVED_PERMANENTLY);
+                let v = http::HeaderValue::from_str(&location)
+                    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+                r.headers_mut().insert(header::LOCATION, v);
+                return Ok((r, None, None));
+            }
+            Decision::Handler(t) => t,
+        };
+        let wi = *self
+            .handler_workers
+            .get(&target.worker.raw)
+            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)?;
+        let worker = &self.workers[wi];
+        let (parts, body) = req.into_parts();
+        let headers: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let prepared = prepare_body(
+            &parts.headers,
+            body,
+            self.limits,
+            self.config.timeouts.body_read,
+            self.admission.body_budget(),
+        )
+        .await?;
+        let _charge = prepared.charge;
+        let creq = cgi::Request {
+            method: parts.method.as_str(),
+            protocol: protocol_name(parts.version),
+            uri: &uri,
+            headers: &headers,
+            remote: info.peer,
+            local: info.local,
+            scheme: "http",
+            content_length: prepared.content_length,
+        };
+        let facts = cgi::HandlerFacts {
+            worker: &target.worker,
+            filename: &target.filename,
+            path_info: &target.path_info,
+            script_uri: &target.script_uri,
+            context_prefix: &target.context_prefix,
+            context_document_root: &target.context_document_root,
+            default_worker: target.default_worker,
+            path_translated: target.path_translated.as_deref(),
+        };
+        let env = cgi::handler_env(&host.config, &creq, &facts);
+        let preamble = cgi::encode_handler_params(
+            &host.config,
+            &creq,
+            &facts,
+            &env,
+            self.process_path.as_deref(),
+            worker.reuse,
+        )
+        .map_err(|e| {
+            tracing::info!("request refused: {e}");
+            status(e.status)
+        })?;
+        let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
+        let result = forward(worker, preamble, prepared.body, shape, None).await;
+        Ok((
+            respond(result, &worker.name),
+            None,
+            Some(worker.name.clone()),
+        ))
+    }
+}
+
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 

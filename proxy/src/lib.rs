@@ -17,4 +17,6 @@ pub mod pool;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod site;
+pub mod static_files;
 pub mod uri;

@@ -19,9 +19,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const AFTER_HELP: &str = "\
---apache reads Listen, ProxyPass, ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType,
-ProxyFCGISetEnvIf, CGIPassAuth, <Proxy balancer://...>, BalancerMember and ProxySet; other
-directives are listed in one warning and ignored. --admin serves /metrics (Prometheus) and
+--apache reads the file as Apache does (Include/IncludeOptional, Define and ${VAR}, Debian's
+envvars beside it, <IfModule> by the LoadModule lines read, <IfDefine>), then Listen, ProxyPass,
+ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType, ProxyFCGISetEnvIf, CGIPassAuth,
+<Proxy balancer://...>, BalancerMember, ProxySet, <VirtualHost> (by ServerName/ServerAlias),
+DocumentRoot, Alias, AliasMatch, DirectoryIndex, <Directory>, <Files>, <FilesMatch> and
+SetHandler \"proxy:...\" (handler mode), Require all granted|denied and Require local; other
+access control is refused; other directives are listed in one warning and ignored. --admin serves /metrics (Prometheus) and
 /status (JSON).
 
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
@@ -54,7 +58,15 @@ enum Mode {
     /// Serve (the default when no command is given)
     Run(RunArgs),
     /// Print the effective configuration and exit
-    CheckConfig(SourceArgs),
+    CheckConfig(CheckArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    defines: DefineArgs,
 }
 
 /// Where the configuration comes from: exactly one of these.
@@ -64,16 +76,34 @@ struct SourceArgs {
     /// Configuration in TOML (see README.md for a complete example)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The mod_proxy subset of an Apache httpd.conf (directives below)
+    /// An Apache httpd.conf (apache2.conf) with what it includes (directives below)
     #[arg(long, value_name = "FILE")]
     apache: Option<PathBuf>,
+}
+
+/// Definitions for reading an Apache configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct DefineArgs {
+    /// Define NAME for <IfDefine> and ${NAME} (as apache2 -D); --apache only
+    #[arg(short = 'D', long = "define", value_name = "NAME[=VALUE]")]
+    define: Vec<String>,
+}
+
+/// What changes how the configuration reads.
+#[derive(Debug, Clone, Default)]
+struct ReadArgs {
+    define: Vec<String>,
+    listen: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// Listen here, not on the configured addresses (repeatable; port 0: any)
+    #[command(flatten)]
+    defines: DefineArgs,
+    /// Listen here, not on the configured addresses (repeatable; port 0: any); applied before
+    /// the configuration is checked. <VirtualHost> addresses then match any port
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// Serve /metrics and /status here (off by default; `admin_listen` in TOML)
@@ -100,7 +130,7 @@ impl From<SourceArgs> for Source {
 struct Args {
     check: bool,
     source: Source,
-    listen: Vec<String>,
+    read: ReadArgs,
     admin: Option<String>,
 }
 
@@ -109,10 +139,11 @@ impl From<Cli> for Args {
         let (check, run) = match cli.command {
             None => (false, cli.run),
             Some(Mode::Run(run)) => (false, run),
-            Some(Mode::CheckConfig(source)) => (
+            Some(Mode::CheckConfig(c)) => (
                 true,
                 RunArgs {
-                    source,
+                    source: c.source,
+                    defines: c.defines,
                     listen: Vec::new(),
                     admin: None,
                 },
@@ -121,13 +152,18 @@ impl From<Cli> for Args {
         Args {
             check,
             source: run.source.into(),
-            listen: run.listen,
+            read: ReadArgs {
+                define: run.defines.define,
+                listen: run.listen,
+            },
             admin: run.admin,
         }
     }
 }
 
-fn load(source: &Source) -> Result<(Config, Vec<Warning>), ConfigError> {
+/// Reads and validates the configuration, with `--define` applied while reading and
+/// `--listen` before validation (a site file without Listen can then be served).
+fn load(source: &Source, read: &ReadArgs) -> Result<(Config, Vec<Warning>), ConfigError> {
     let (path, toml) = match source {
         Source::Toml(p) => (p, true),
         Source::Apache(p) => (p, false),
@@ -135,11 +171,27 @@ fn load(source: &Source) -> Result<(Config, Vec<Warning>), ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(format!("{name}: cannot read: {e}")))?;
-    let (config, mut warnings) = if toml {
-        (Config::from_toml_str(&text, &name)?, Vec::new())
+    let (mut config, mut warnings) = if toml {
+        if !read.define.is_empty() {
+            return Err(ConfigError::new(
+                "--define applies to --apache configurations only",
+            ));
+        }
+        (config::toml::parse_unvalidated(&text, &name)?, Vec::new())
     } else {
-        config::apache::parse(&text, &name)?
+        let defines: Vec<(String, String)> = read
+            .define
+            .iter()
+            .map(|d| match d.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (d.clone(), String::new()),
+            })
+            .collect();
+        config::apache::parse_with(&text, &name, &defines)?
     };
+    if !read.listen.is_empty() {
+        config.override_listen(read.listen.clone());
+    }
     warnings.extend(config.validate()?);
     Ok((config, warnings))
 }
@@ -157,7 +209,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let (mut config, warnings) = match load(&args.source) {
+    let (mut config, warnings) = match load(&args.source, &args.read) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("fcgi-proxy: {e}");
@@ -170,9 +222,6 @@ fn main() -> ExitCode {
     if args.check {
         print!("{}", config.describe());
         return ExitCode::SUCCESS;
-    }
-    if !args.listen.is_empty() {
-        config.listen = args.listen.clone();
     }
     if args.admin.is_some() {
         config.admin_listen = args.admin.clone();

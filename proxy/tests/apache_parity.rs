@@ -269,6 +269,37 @@ const SHAPES: &[Shape] = &[
         get("noreuse_second", "GET /app/nr2 HTTP/1.1"),
         "noreuse_first",
     ),
+    // Handler mode (SetHandler in <FilesMatch>): the URL mapped to a file as Apache's core
+    // does.
+    get("handler_root", "GET /index.php HTTP/1.1"),
+    get("handler_subdir", "GET /sub/s.php HTTP/1.1"),
+    get("handler_path_info", "GET /sub/s.php/x/y HTTP/1.1"),
+    // PATH_TRANSLATED is what a sub-request for the path info maps to: the DocumentRoot's
+    // index file for "/", the Alias's target under /al/.
+    get("handler_path_info_slash", "GET /sub/s.php/ HTTP/1.1"),
+    get(
+        "handler_path_info_alias",
+        "GET /index.php/al/s.php HTTP/1.1",
+    ),
+    get("handler_query", "GET /index.php?a=1&b=%20c HTTP/1.1"),
+    get("handler_encoded_name", "GET /a%20b.php/p%20q HTTP/1.1"),
+    get("handler_directory_index", "GET /sub/?i=1 HTTP/1.1"),
+    get("handler_missing_file", "GET /nope.php/x HTTP/1.1"),
+    get("handler_alias", "GET /al/s.php/pi HTTP/1.1"),
+    with_body(
+        get("handler_post", "POST /sub/s.php HTTP/1.1"),
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            "Content-Length: 3",
+        ],
+        Body::Whole("a=b"),
+    ),
+    Shape {
+        apache_status: 301,
+        apache_reaches_backend: false,
+        ..get("handler_directory_slash", "GET /sub?x=1 HTTP/1.1")
+    },
+    not_found("handler_not_php", "GET /readme.txt/x HTTP/1.1"),
 ];
 
 fn build_request(shape: &Shape, front: SocketAddr) -> RawRequest {
@@ -815,6 +846,17 @@ fn write_config(dir: &Path, front: SocketAddr, p1: u16, p2: u16) -> PathBuf {
     std::fs::create_dir_all(dir.join("run")).expect("run dir");
     // The file `full` maps /pi-full/full.php/extra onto.
     std::fs::write(docroot.join("full.php"), "<?php\n").expect("full.php");
+    // The files handler mode maps onto.
+    std::fs::create_dir_all(docroot.join("sub")).expect("sub");
+    for f in [
+        "index.php",
+        "a b.php",
+        "sub/s.php",
+        "sub/index.php",
+        "readme.txt",
+    ] {
+        std::fs::write(docroot.join(f), "<?php\n").expect(f);
+    }
     let conf = fill_config(dir, &docroot, front, p1, p2);
     let path = dir.join("httpd.conf");
     std::fs::write(&path, conf).expect("write httpd.conf");

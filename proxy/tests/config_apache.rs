@@ -82,25 +82,28 @@ fn peer_config_a_loads() {
 }
 
 #[test]
-fn peer_config_b_handler_mode_is_reported() {
+fn peer_config_b_handler_mode_is_read() {
+    use fcgi_proxy::config::site::{Access, Handler, Matcher, SectionKind};
     let (cfg, warnings) = import(&fixture("httpd-b.conf"));
     assert!(cfg.routes.is_empty());
-    let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    assert!(
-        text.iter().any(|w| w.contains("httpd.conf:20:")
-            && w.contains("SetHandler \"proxy:fcgi://127.0.0.1:27001\"")),
-        "{text:#?}"
-    );
-    assert!(
-        text.iter()
-            .any(|w| w.contains("<Directory /srv/peers/docroot> (line 16)")
-                && w.contains("<FilesMatch \\.php$> (line 19)")),
-        "{text:#?}"
-    );
+    let s = &cfg.site.sections;
+    assert_eq!(s.len(), 2, "{s:#?}");
+    assert_eq!(s[0].kind, SectionKind::Directory);
+    assert_eq!(s[0].settings.access, Some(Access::Granted));
+    assert_eq!(s[1].kind, SectionKind::FilesMatch);
+    assert!(matches!(&s[1].matcher, Matcher::Regex(r) if r.as_str() == "\\.php$"));
+    match &s[1].settings.handler {
+        Some(Handler::Proxy { url, defined, .. }) => {
+            assert_eq!(url.raw, "fcgi://127.0.0.1:27001");
+            assert!(!defined, "no <Proxy> or ProxyPass defines this worker");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s[1].origin.line, 19);
     ignored_warning(&warnings);
-    // Valid, but it routes nothing.
+    // It serves files through the handler, so there is no "no routes" warning.
     let v = cfg.validate().unwrap();
-    assert!(v.iter().any(|w| w.message.contains("no routes")), "{v:#?}");
+    assert!(!v.iter().any(|w| w.message.contains("no routes")), "{v:#?}");
 }
 
 #[test]
@@ -292,7 +295,14 @@ fn location_settings_without_proxypass_apply_to_covered_routes() {
             .any(|m| m.contains("<Location /nowhere/>") && m.contains("covers only part")),
         "{msgs:#?}"
     );
-    assert!(ignored_warning(&w).message.contains("Require (line 10)"));
+    assert!(
+        !w.iter().any(|x| x.message.contains("Require")),
+        "Require all granted is understood: {w:#?}"
+    );
+    assert_eq!(
+        cfg.site.sections[0].settings.access,
+        Some(fcgi_proxy::config::site::Access::Granted)
+    );
 }
 
 #[test]
@@ -475,37 +485,42 @@ fn server_level_env_directives() {
 }
 
 #[test]
-fn ifmodule_processed_directory_and_negated_ifmodule_skipped() {
+fn fragment_without_loadmodule_assumes_modules_loaded_and_keeps_vhosts_apart() {
     let (cfg, w) = import(
         "Listen 80\n\
          <IfModule mod_proxy_fcgi.c>\n  ProxyPass /a fcgi://h:1/\n</IfModule>\n\
          <IfModule !mod_proxy.c>\n  ProxyPass /b fcgi://h:1/\n</IfModule>\n\
          <Directory /var/www>\n  ProxyFCGIBackendType GENERIC\n</Directory>\n\
-         <VirtualHost *:80>\n  ServerName example.com\n  ProxyPass /c fcgi://h:1/\n</VirtualHost>\n\
-         Include conf.d/*.conf\n",
+         <VirtualHost *:80>\n  ServerName example.com\n  ProxyPass /c fcgi://h:1/\n</VirtualHost>\n",
     );
-    let paths: Vec<&str> = cfg
-        .routes
-        .iter()
-        .filter_map(|r| r.path.as_deref())
-        .collect();
-    assert_eq!(paths, vec!["/a", "/c"]);
+    let paths =
+        |c: &Config| -> Vec<String> { c.routes.iter().filter_map(|r| r.path.clone()).collect() };
+    assert_eq!(paths(&cfg), vec!["/a"]);
+    assert_eq!(cfg.vhosts.len(), 1);
+    let v = &cfg.vhosts[0];
+    assert_eq!(v.names, vec!["example.com"]);
+    assert_eq!(v.config.server_name.as_deref(), Some("example.com"));
+    assert_eq!(
+        paths(&v.config),
+        vec!["/a", "/c"],
+        "a virtual host inherits the main server's ProxyPass, before its own"
+    );
+    assert_eq!(cfg.server_name, None);
     assert_eq!(
         cfg.backend_type,
         BackendType::Fpm,
-        "<Directory> never applies"
+        "ProxyFCGIBackendType in <Directory> is not applied"
     );
-    assert_eq!(cfg.server_name.as_deref(), Some("example.com"));
     let ig = ignored_warning(&w);
     assert!(
         ig.message.contains("<IfModule !mod_proxy.c> (line 5)"),
         "{}",
         ig.message
     );
-    assert!(ig.message.contains("Include (line 15)"), "{}", ig.message);
     assert!(
-        w.iter()
-            .any(|x| x.message.contains("<Directory /var/www> (line 8)"))
+        ig.message.contains("ProxyFCGIBackendType (line 9)"),
+        "{}",
+        ig.message
     );
 }
 

@@ -1,4 +1,7 @@
-//! Importer for the mod_proxy subset of an Apache httpd 2.4 configuration.
+//! Importer for an Apache httpd 2.4 configuration: the mod_proxy directives, virtual hosts,
+//! and the filesystem sections of a site served through `SetHandler "proxy:…"`. The text is
+//! first read as Apache reads it ([`super::read`]: includes, definitions, `<IfModule>`,
+//! `<IfDefine>`).
 //!
 //! Understood: `Listen`, `ServerName`, `ServerAdmin`, `DocumentRoot`, `Timeout`,
 //! `ProxyTimeout`, `KeepAlive*`, `LimitRequest*`, `AllowEncodedSlashes`, `MergeSlashes`,
@@ -6,9 +9,14 @@
 //! `ProxyPass /x !`, `SetEnvIf`/`SetEnvIfNoCase`/`BrowserMatch[NoCase]`, `SetEnv`,
 //! `ProxyFCGIBackendType`, `ProxyFCGISetEnvIf`, `CGIPassAuth`, `<Proxy balancer://…>` with
 //! `BalancerMember` and `ProxySet`, `<Proxy fcgi://…>`/`ProxySet url` worker parameters,
-//! `BalancerMember balancer://… url` outside a section. `<IfModule>` and `<IfVersion>` contents
-//! are processed (every module is assumed loaded); `<VirtualHost>` contents are merged into the
-//! one server. Everything else is reported in **one** warning with line numbers.
+//! `BalancerMember balancer://… url` outside a section; `<VirtualHost>` (each its own server
+//! over the main one), `ServerAlias`, `Alias`, `AliasMatch`, `AccessFileName`; `<Directory>`,
+//! `<DirectoryMatch>`, `<Files>`, `<FilesMatch>`, `<Location>`, `<LocationMatch>` and `<If>`
+//! (file tests) kept as sections ([`super::site`]) with `SetHandler`, `DirectoryIndex`,
+//! `FallbackResource`, `AcceptPathInfo`, `DirectorySlash`, `Options [+-]FollowSymLinks`,
+//! `AllowOverride`, `Require all granted|denied` and `Require local`. Other access control is
+//! refused with its place. `<IfVersion>` contents are processed. Everything else is reported
+//! in **one** warning with file and line numbers.
 //!
 //! Route order: routes from `<Location>` blocks come first, later blocks before earlier ones
 //! (Apache merges Location sections in order, so the last matching one's ProxyPass wins), then
@@ -26,61 +34,48 @@ use super::model::{
     BackendType, Balancer, Config, FlushPackets, LbMethod, LoadFactor, Member, MemberStatus,
     Origin, Pattern, Route, StickySep, WorkerParams,
 };
+use super::read::SourceLine;
+use super::site::{
+    AcceptPathInfo, Access, Alias, DirSettings, FileTest, Handler, IfBlock, Matcher, PathKind,
+    Section, SectionKind, Site, VhostAddr, VirtualHost,
+};
 use super::url::{BackendSocket, Target, WorkerUrl};
 use super::{ConfigError, Warning};
 use crate::uri::EncodedSlashes;
 
-/// Parse an httpd.conf text. `origin` names the file in messages.
+/// Parse an httpd.conf text. `origin` names the file in messages (and its directory is the
+/// default `ServerRoot`).
 pub fn parse(text: &str, origin: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+    parse_with(text, origin, &[])
+}
+
+/// [`parse`] with definitions given on the command line (`-D NAME[=VALUE]`).
+pub fn parse_with(
+    text: &str,
+    origin: &str,
+    defines: &[(String, String)],
+) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let read = super::read::read(origin, text, defines)?;
     let mut imp = Importer::new(origin);
-    imp.run(text)?;
-    imp.finish()
-}
-
-/// One logical line.
-#[derive(Debug, Clone)]
-struct Line {
-    number: usize,
-    text: String,
-}
-
-/// Join `\`-continued lines, drop blank lines and comments.
-fn logical_lines(text: &str) -> Vec<Line> {
-    let mut out = Vec::new();
-    let mut acc = String::new();
-    let mut start = 0;
-    for (i, raw) in text.lines().enumerate() {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if acc.is_empty() {
-            start = i + 1;
-        }
-        if let Some(body) = raw.strip_suffix('\\') {
-            acc.push_str(body);
-            continue;
-        }
-        acc.push_str(raw);
-        let t = acc.trim();
-        if !t.is_empty() && !t.starts_with('#') {
-            out.push(Line {
-                number: start,
-                text: t.to_owned(),
-            });
-        }
-        acc.clear();
+    for (what, file, line) in &read.undecided {
+        imp.file = file.to_string();
+        imp.ignore(what, *line);
     }
-    let t = acc.trim();
-    if !t.is_empty() && !t.starts_with('#') {
-        out.push(Line {
-            number: start,
-            text: t.to_owned(),
+    for (file, line, note) in &read.notes {
+        imp.warnings.push(Warning {
+            file: Some(file.to_string()),
+            line: Some(*line),
+            message: note.clone(),
         });
     }
-    out
+    imp.run(&read.lines)?;
+    imp.file = origin.to_owned();
+    imp.finish()
 }
 
 /// `ap_getword_conf`: whitespace-separated words; `"…"` or `'…'` group words (a backslash
 /// before the quote character escapes it).
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_words(s: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -402,15 +397,21 @@ fn parse_keys(args: &[String]) -> Result<Keys, String> {
 
 #[derive(Debug, Clone)]
 enum Ctx {
-    /// Server level (also `<VirtualHost>`, `<IfModule>`, `<IfVersion>`).
+    /// Server level (also `<VirtualHost>`, `<IfVersion>`).
     Server,
-    /// `<Location>` / `<LocationMatch>`: index into `locations`.
+    /// `<Location>` / `<LocationMatch>`: index into the scope's `locations`.
     Location(usize),
+    /// `<Directory>`, `<DirectoryMatch>`, `<Files>`, `<FilesMatch>`: index into the scope's
+    /// `site.sections`.
+    Section(usize),
+    /// `<If>` inside a section: (section, index into its `ifs`).
+    If(usize, usize),
     /// `<Proxy balancer://…>`: index into `balancers`.
     BalancerSection(usize),
     /// `<Proxy fcgi://…>`: index into `worker_defs`.
     WorkerSection(usize),
-    /// Contents skipped (`<Directory>`, `<Files>`, `<If>`, unknown sections...).
+    /// Contents not understood (a section fcgi-proxy does not know, an `<If>` expression it
+    /// cannot evaluate): skipped, but access restrictions in it are refused.
     Skip,
 }
 
@@ -425,6 +426,9 @@ struct LocationBlock {
     fcgi_setenvif: Vec<FcgiSetEnvIf>,
     backend_type: Option<BackendType>,
     pass_authorization: Option<bool>,
+    /// Its section in the scope's `site.sections` (handler, access, ...).
+    section: usize,
+    file: String,
 }
 
 impl LocationBlock {
@@ -462,82 +466,171 @@ struct WorkerDef {
     worker: WorkerSet,
 }
 
-struct Importer<'a> {
-    file: &'a str,
-    cfg: Config,
-    warnings: Vec<Warning>,
-    ignored: Vec<(String, Vec<usize>)>,
+/// What one server (the main server or a `<VirtualHost>`) says.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    server_name: Option<String>,
+    server_admin: Option<String>,
+    document_root: Option<String>,
+    backend_type: Option<BackendType>,
+    pass_authorization: Option<bool>,
+    setenvif: Vec<SetEnvIf>,
+    setenv: Vec<SetEnv>,
+    fcgi_setenvif: Vec<FcgiSetEnvIf>,
     server_routes: Vec<PendingRoute>,
     location_routes: Vec<(usize, PendingRoute)>,
     locations: Vec<LocationBlock>,
+    site: Site,
+    /// `ServerAlias` names (lower case).
+    aliases: Vec<String>,
+    addrs: Vec<VhostAddr>,
+    origin: Option<Origin>,
+}
+
+struct Importer {
+    /// The file of the line being read (the main file otherwise).
+    file: String,
+    main_file: String,
+    cfg: Config,
+    warnings: Vec<Warning>,
+    ignored: Vec<(String, Vec<(String, usize)>)>,
+    main: Scope,
+    hosts: Vec<Scope>,
+    /// Inside this `<VirtualHost>`.
+    in_host: Option<usize>,
     balancers: Vec<PendingBalancer>,
     worker_defs: Vec<WorkerDef>,
     timeout: Option<Duration>,
     proxy_timeout: Option<Duration>,
-    vhosts: Vec<usize>,
-    skipped_sections: Vec<(String, usize)>,
 }
 
-impl<'a> Importer<'a> {
-    fn new(file: &'a str) -> Importer<'a> {
+/// Directives that restrict who may see what. Dropping one would serve what Apache refuses, so
+/// one that is not implemented stops the configuration from loading.
+fn restricts_access(lname: &str) -> bool {
+    matches!(
+        lname,
+        "require" | "order" | "allow" | "deny" | "satisfy" | "authtype" | "authname"
+    ) || lname.starts_with("auth")
+        || lname.starts_with("authz")
+        || lname.starts_with("authn")
+}
+
+/// `Require all granted`: grants what is not otherwise denied, safe to leave out where it
+/// cannot be placed.
+fn is_require_granted(lname: &str, args: &[String]) -> bool {
+    lname == "require"
+        && args.len() == 2
+        && args[0].eq_ignore_ascii_case("all")
+        && args[1].eq_ignore_ascii_case("granted")
+}
+
+const ACCESS_SECTIONS: &[&str] = &[
+    "limit",
+    "limitexcept",
+    "requireall",
+    "requireany",
+    "requirenone",
+    "authnprovideralias",
+    "authzprovideralias",
+];
+
+impl Importer {
+    fn new(file: &str) -> Importer {
         Importer {
-            file,
+            file: file.to_owned(),
+            main_file: file.to_owned(),
             cfg: Config {
                 origin: Some(file.to_owned()),
                 ..Config::default()
             },
             warnings: Vec::new(),
             ignored: Vec::new(),
-            server_routes: Vec::new(),
-            location_routes: Vec::new(),
-            locations: Vec::new(),
+            main: Scope::default(),
+            hosts: Vec::new(),
+            in_host: None,
             balancers: Vec::new(),
             worker_defs: Vec::new(),
             timeout: None,
             proxy_timeout: None,
-            vhosts: Vec::new(),
-            skipped_sections: Vec::new(),
+        }
+    }
+
+    fn scope(&mut self) -> &mut Scope {
+        match self.in_host {
+            Some(i) => &mut self.hosts[i],
+            None => &mut self.main,
+        }
+    }
+
+    fn scope_ref(&self) -> &Scope {
+        match self.in_host {
+            Some(i) => &self.hosts[i],
+            None => &self.main,
         }
     }
 
     fn err(&self, line: usize, msg: impl Into<String>) -> ConfigError {
-        ConfigError::at(Some(self.file), line, msg)
+        ConfigError::at(Some(&self.file), line, msg)
     }
 
     fn warn(&mut self, line: usize, msg: impl Into<String>) {
         self.warnings.push(Warning {
-            file: Some(self.file.to_owned()),
+            file: Some(self.file.clone()),
             line: Some(line),
             message: msg.into(),
         });
     }
 
     fn ignore(&mut self, name: &str, line: usize) {
+        let at = (self.file.clone(), line);
         match self.ignored.iter_mut().find(|(n, _)| n == name) {
-            Some((_, lines)) => lines.push(line),
-            None => self.ignored.push((name.to_owned(), vec![line])),
+            Some((_, lines)) => lines.push(at),
+            None => self.ignored.push((name.to_owned(), vec![at])),
         }
     }
 
     fn origin(&self, line: usize) -> Origin {
         Origin {
-            file: self.file.to_owned(),
+            file: self.file.clone(),
             line,
         }
     }
 
-    fn run(&mut self, text: &str) -> Result<(), ConfigError> {
-        let lines = logical_lines(text);
+    /// The per-directory settings a directive in `ctx` sets.
+    fn dir_mut(&mut self, ctx: &Ctx) -> Option<&mut DirSettings> {
+        let scope = self.scope();
+        match *ctx {
+            Ctx::Server => Some(&mut scope.site.base),
+            Ctx::Section(i) => Some(&mut scope.site.sections[i].settings),
+            Ctx::If(i, j) => Some(&mut scope.site.sections[i].ifs[j].settings),
+            Ctx::Location(i) => {
+                let s = scope.locations[i].section;
+                Some(&mut scope.site.sections[s].settings)
+            }
+            _ => None,
+        }
+    }
+
+    fn run(&mut self, lines: &[SourceLine]) -> Result<(), ConfigError> {
         // Stack of (section name lower-case, context, line).
         let mut stack: Vec<(String, Ctx, usize)> = Vec::new();
-        for line in &lines {
+        let mut last_file = String::new();
+        for line in lines {
+            if *line.file != *last_file {
+                last_file = line.file.to_string();
+                self.file = last_file.clone();
+            }
             let n = line.number;
             let t = line.text.as_str();
             let ctx = stack.last().map_or(Ctx::Server, |(_, c, _)| c.clone());
             if let Some(close) = t.strip_prefix("</") {
                 let name = close.trim_end_matches('>').trim().to_ascii_lowercase();
                 match stack.pop() {
-                    Some((open, _, _)) if open == name => {}
+                    Some((open, _, _)) if open == name => {
+                        if name == "virtualhost" {
+                            self.in_host = None;
+                        }
+                    }
                     Some((open, _, l)) => {
                         return Err(self.err(
                             n,
@@ -557,6 +650,9 @@ impl<'a> Importer<'a> {
                     return Err(self.err(n, "empty section header"));
                 };
                 let lname = name.to_ascii_lowercase();
+                if ACCESS_SECTIONS.contains(&lname.as_str()) {
+                    return Err(self.refuse(n, &format!("<{name}>")));
+                }
                 let new_ctx = if matches!(ctx, Ctx::Skip) {
                     Ctx::Skip
                 } else {
@@ -565,27 +661,64 @@ impl<'a> Importer<'a> {
                 stack.push((lname, new_ctx, n));
                 continue;
             }
-            if matches!(ctx, Ctx::Skip) {
-                // Contents are ignored, but a handler-mode proxy deserves its own warning.
-                if let Ok(words) = split_words(t)
-                    && words
-                        .first()
-                        .is_some_and(|w| w.eq_ignore_ascii_case("SetHandler"))
-                {
-                    self.directive(&words[0], &words[1..], &ctx, n)?;
-                }
-                continue;
-            }
             let words = split_words(t).map_err(|e| self.err(n, e))?;
             let Some((name, args)) = words.split_first() else {
                 continue;
             };
+            if matches!(ctx, Ctx::Skip) {
+                let lname = name.to_ascii_lowercase();
+                if restricts_access(&lname) && !is_require_granted(&lname, args) {
+                    return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
+                }
+                if lname == "sethandler" {
+                    self.warn(
+                        n,
+                        format!(
+                            "SetHandler {} ignored: it is inside a section fcgi-proxy does not \
+                             evaluate",
+                            args.join(" ")
+                        ),
+                    );
+                }
+                continue;
+            }
             self.directive(name, args, &ctx, n)?;
         }
         if let Some((name, _, l)) = stack.last() {
             return Err(self.err(*l, format!("<{name}> is never closed")));
         }
         Ok(())
+    }
+
+    fn refuse(&self, n: usize, what: &str) -> ConfigError {
+        self.err(
+            n,
+            format!(
+                "{what}: access control other than 'Require all granted', 'Require all denied' \
+                 and 'Require local' is not implemented; refusing to start rather than serve \
+                 what Apache would refuse"
+            ),
+        )
+    }
+
+    fn new_section(
+        &mut self,
+        kind: SectionKind,
+        matcher: Matcher,
+        parent: Option<usize>,
+        n: usize,
+    ) -> usize {
+        let origin = self.origin(n);
+        let sections = &mut self.scope().site.sections;
+        sections.push(Section {
+            kind,
+            matcher,
+            settings: DirSettings::default(),
+            ifs: Vec::new(),
+            parent,
+            origin,
+        });
+        sections.len() - 1
     }
 
     fn open_section(
@@ -596,30 +729,106 @@ impl<'a> Importer<'a> {
         ctx: &Ctx,
         n: usize,
     ) -> Result<Ctx, ConfigError> {
+        let regex = |imp: &Self, re: &str| Pattern::new(re, false).map_err(|e| imp.err(n, e));
         match lname {
-            "ifmodule" => {
-                if args.first().is_some_and(|a| a.starts_with('!')) {
-                    self.ignore(&format!("<IfModule {}>", args[0]), n);
-                    return Ok(Ctx::Skip);
-                }
-                Ok(ctx.clone())
-            }
-            "ifdefine" => {
-                // No -D definitions: <IfDefine X> is false, <IfDefine !X> true.
-                if args.first().is_some_and(|a| a.starts_with('!')) {
-                    Ok(ctx.clone())
-                } else {
-                    self.ignore("<IfDefine>", n);
-                    Ok(Ctx::Skip)
-                }
-            }
             "ifversion" => Ok(ctx.clone()),
             "virtualhost" => {
-                if !matches!(ctx, Ctx::Server) {
+                if !matches!(ctx, Ctx::Server) || self.in_host.is_some() {
                     return Err(self.err(n, "<VirtualHost> is only allowed at server level"));
                 }
-                self.vhosts.push(n);
+                if args.is_empty() {
+                    return Err(self.err(n, "<VirtualHost> needs an address"));
+                }
+                let addrs = args
+                    .iter()
+                    .map(|a| VhostAddr::parse(a).map_err(|e| self.err(n, e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let origin = Some(self.origin(n));
+                self.hosts.push(Scope {
+                    addrs,
+                    origin,
+                    ..Scope::default()
+                });
+                self.in_host = Some(self.hosts.len() - 1);
                 Ok(Ctx::Server)
+            }
+            "directory" | "directorymatch" => {
+                if !matches!(ctx, Ctx::Server) {
+                    return Err(self.err(n, format!("<{name}> is only allowed at server level")));
+                }
+                let matcher = match (lname, args) {
+                    ("directory", [p]) => Matcher::Path(p.clone()),
+                    ("directory", [tilde, re]) if tilde == "~" => Matcher::Regex(regex(self, re)?),
+                    ("directorymatch", [re]) => Matcher::Regex(regex(self, re)?),
+                    _ => return Err(self.err(n, format!("<{name}> takes one argument"))),
+                };
+                if let Matcher::Path(p) = &matcher
+                    && !p.starts_with('/')
+                {
+                    return Err(self.err(n, format!("<{name} {p}>: the path must be absolute")));
+                }
+                let kind = if lname == "directory" {
+                    SectionKind::Directory
+                } else {
+                    SectionKind::DirectoryMatch
+                };
+                Ok(Ctx::Section(self.new_section(kind, matcher, None, n)))
+            }
+            "files" | "filesmatch" => {
+                let parent = match ctx {
+                    Ctx::Server => None,
+                    Ctx::Section(i)
+                        if matches!(
+                            self.scope_ref().site.sections[*i].kind,
+                            SectionKind::Directory | SectionKind::DirectoryMatch
+                        ) =>
+                    {
+                        Some(*i)
+                    }
+                    _ => return Err(self.err(n, format!("<{name}> is not allowed here"))),
+                };
+                let matcher = match (lname, args) {
+                    ("files", [p]) => Matcher::Path(p.clone()),
+                    ("files", [tilde, re]) if tilde == "~" => Matcher::Regex(regex(self, re)?),
+                    ("filesmatch", [re]) => Matcher::Regex(regex(self, re)?),
+                    _ => return Err(self.err(n, format!("<{name}> takes one argument"))),
+                };
+                let kind = if lname == "files" {
+                    SectionKind::Files
+                } else {
+                    SectionKind::FilesMatch
+                };
+                Ok(Ctx::Section(self.new_section(kind, matcher, parent, n)))
+            }
+            "if" => {
+                let expr = args.join(" ");
+                let target = match ctx {
+                    Ctx::Section(i) => Some(*i),
+                    Ctx::Location(i) => Some(self.scope_ref().locations[*i].section),
+                    _ => None,
+                };
+                match (target, FileTest::parse(&expr)) {
+                    (Some(i), Some(test)) => {
+                        let origin = self.origin(n);
+                        let ifs = &mut self.scope().site.sections[i].ifs;
+                        ifs.push(IfBlock {
+                            test,
+                            settings: DirSettings::default(),
+                            origin,
+                        });
+                        Ok(Ctx::If(i, ifs.len() - 1))
+                    }
+                    _ => {
+                        self.warn(
+                            n,
+                            format!(
+                                "<If \"{expr}\"> ignored with its contents: only -f, -d and -e \
+                                 on %{{REQUEST_FILENAME}} inside a section are evaluated"
+                            ),
+                        );
+                        Ok(Ctx::Skip)
+                    }
+                }
             }
             "location" | "locationmatch" => {
                 if !matches!(ctx, Ctx::Server) {
@@ -627,14 +836,10 @@ impl<'a> Importer<'a> {
                 }
                 let (path, regex) = match (lname, args) {
                     ("location", [p]) => (p.clone(), None),
-                    ("location", [tilde, re]) if tilde == "~" => (
-                        re.clone(),
-                        Some(Pattern::new(re, false).map_err(|e| self.err(n, e))?),
-                    ),
-                    ("locationmatch", [re]) => (
-                        re.clone(),
-                        Some(Pattern::new(re, false).map_err(|e| self.err(n, e))?),
-                    ),
+                    ("location", [tilde, re]) if tilde == "~" => {
+                        (re.clone(), Some(regex(self, re)?))
+                    }
+                    ("locationmatch", [re]) => (re.clone(), Some(regex(self, re)?)),
                     _ => return Err(self.err(n, format!("<{name}> takes one path argument"))),
                 };
                 if regex.is_none() && !path.starts_with('/') {
@@ -645,7 +850,14 @@ impl<'a> Importer<'a> {
                         ),
                     ));
                 }
-                self.locations.push(LocationBlock {
+                let (kind, matcher) = match &regex {
+                    Some(re) => (SectionKind::LocationMatch, Matcher::Regex(re.clone())),
+                    None => (SectionKind::Location, Matcher::Path(path.clone())),
+                };
+                let section = self.new_section(kind, matcher, None, n);
+                let file = self.file.clone();
+                let locations = &mut self.scope().locations;
+                locations.push(LocationBlock {
                     path,
                     regex,
                     line: n,
@@ -655,8 +867,10 @@ impl<'a> Importer<'a> {
                     fcgi_setenvif: Vec::new(),
                     backend_type: None,
                     pass_authorization: None,
+                    section,
+                    file,
                 });
-                Ok(Ctx::Location(self.locations.len() - 1))
+                Ok(Ctx::Location(locations.len() - 1))
             }
             "proxy" => {
                 if !matches!(ctx, Ctx::Server) {
@@ -665,6 +879,11 @@ impl<'a> Importer<'a> {
                 let Some((url, keys)) = args.split_first() else {
                     return Err(self.err(n, "<Proxy> needs a URL"));
                 };
+                if url == "*" {
+                    // Forward proxying, which fcgi-proxy does not do.
+                    self.ignore("<Proxy *>", n);
+                    return Ok(Ctx::Skip);
+                }
                 let keys =
                     parse_keys(keys).map_err(|e| self.err(n, format!("<Proxy {url}>: {e}")))?;
                 if url
@@ -687,11 +906,6 @@ impl<'a> Importer<'a> {
                     });
                     Ok(Ctx::WorkerSection(self.worker_defs.len() - 1))
                 }
-            }
-            "directory" | "directorymatch" | "files" | "filesmatch" => {
-                self.skipped_sections
-                    .push((format!("<{name} {}>", args.join(" ")), n));
-                Ok(Ctx::Skip)
             }
             _ => {
                 self.ignore(&format!("<{name}>"), n);
@@ -782,12 +996,21 @@ impl<'a> Importer<'a> {
                 }
                 crate::uri::parse_host(v.as_bytes())
                     .map_err(|_| self.err(n, format!("invalid ServerName '{}'", args[0])))?;
-                self.cfg.server_name = Some(v.to_owned());
+                let host = v.rsplit_once(':').map_or(v, |(h, p)| {
+                    if p.bytes().all(|b| b.is_ascii_digit()) {
+                        h
+                    } else {
+                        v
+                    }
+                });
+                let scope = self.scope();
+                scope.server_name = Some(v.to_owned());
+                scope.aliases.insert(0, host.to_ascii_lowercase());
             }
             "serveradmin" => {
                 self.server_only(name, ctx, n)?;
                 self.need_args(name, args, 1, 1, n)?;
-                self.cfg.server_admin = Some(args[0].clone());
+                self.scope().server_admin = Some(args[0].clone());
             }
             "documentroot" => {
                 self.server_only(name, ctx, n)?;
@@ -795,7 +1018,7 @@ impl<'a> Importer<'a> {
                 if !args[0].starts_with('/') {
                     return Err(self.err(n, "DocumentRoot must be an absolute path"));
                 }
-                self.cfg.document_root = args[0].clone();
+                self.scope().document_root = Some(args[0].clone());
             }
             "timeout" | "proxytimeout" | "keepalivetimeout" => {
                 self.server_only(name, ctx, n)?;
@@ -869,8 +1092,9 @@ impl<'a> Importer<'a> {
                 let rule = SetEnvIf::new(attr, &rest[0], lname.ends_with("nocase"), actions)
                     .map_err(|e| self.err(n, format!("{name}: {e}")))?;
                 match ctx {
-                    Ctx::Location(i) => self.locations[*i].setenvif.push(rule),
-                    Ctx::Server => self.cfg.setenvif.push(rule),
+                    Ctx::Location(i) => self.scope().locations[*i].setenvif.push(rule),
+                    Ctx::Server => self.scope().setenvif.push(rule),
+                    Ctx::Section(_) | Ctx::If(..) => self.ignore(name, n),
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
@@ -881,8 +1105,9 @@ impl<'a> Importer<'a> {
                     value: args.get(1).cloned().unwrap_or_default(),
                 };
                 match ctx {
-                    Ctx::Location(i) => self.locations[*i].setenv.push(e),
-                    Ctx::Server => self.cfg.setenv.push(e),
+                    Ctx::Location(i) => self.scope().locations[*i].setenv.push(e),
+                    Ctx::Server => self.scope().setenv.push(e),
+                    Ctx::Section(_) | Ctx::If(..) => self.ignore(name, n),
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
@@ -899,8 +1124,9 @@ impl<'a> Importer<'a> {
                     }
                 };
                 match ctx {
-                    Ctx::Location(i) => self.locations[*i].backend_type = Some(t),
-                    Ctx::Server => self.cfg.backend_type = t,
+                    Ctx::Location(i) => self.scope().locations[*i].backend_type = Some(t),
+                    Ctx::Server => self.scope().backend_type = Some(t),
+                    Ctx::Section(_) | Ctx::If(..) => self.ignore(name, n),
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
@@ -909,8 +1135,9 @@ impl<'a> Importer<'a> {
                 let e = FcgiSetEnvIf::new(&args[0], &args[1], args.get(2).map(String::as_str))
                     .map_err(|e| self.err(n, e))?;
                 match ctx {
-                    Ctx::Location(i) => self.locations[*i].fcgi_setenvif.push(e),
-                    Ctx::Server => self.cfg.fcgi_setenvif.push(e),
+                    Ctx::Location(i) => self.scope().locations[*i].fcgi_setenvif.push(e),
+                    Ctx::Server => self.scope().fcgi_setenvif.push(e),
+                    Ctx::Section(_) | Ctx::If(..) => self.ignore(name, n),
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
@@ -918,31 +1145,201 @@ impl<'a> Importer<'a> {
                 self.need_args(name, args, 1, 1, n)?;
                 let v = on_off(name, &args[0]).map_err(|e| self.err(n, e))?;
                 match ctx {
-                    Ctx::Location(i) => self.locations[*i].pass_authorization = Some(v),
-                    Ctx::Server => self.cfg.pass_authorization = v,
+                    Ctx::Location(i) => self.scope().locations[*i].pass_authorization = Some(v),
+                    Ctx::Server => self.scope().pass_authorization = Some(v),
+                    Ctx::Section(_) | Ctx::If(..) => self.ignore(name, n),
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
-            "sethandler" => {
-                if args
-                    .first()
-                    .is_some_and(|a| a.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy:")))
-                {
-                    self.warn(
-                        n,
-                        format!(
-                            "SetHandler \"{}\" (handler mode) is not supported: no route created; \
-                             use ProxyPass/ProxyPassMatch",
-                            args[0]
-                        ),
-                    );
-                } else {
-                    self.ignore(name, n);
-                }
-            }
+            _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
             _ => self.ignore(name, n),
         }
         Ok(())
+    }
+
+    /// Directives about files and access; `Ok(false)` when `lname` is none of them.
+    fn dir_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<bool, ConfigError> {
+        if restricts_access(lname) {
+            if lname == "require" && args.len() <= 2 {
+                let access = match args
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    [a, g] if a == "all" && g == "granted" => Some(Access::Granted),
+                    [a, d] if a == "all" && d == "denied" => Some(Access::Denied),
+                    [l] if l == "local" => Some(Access::Local),
+                    _ => None,
+                };
+                match (access, ctx) {
+                    (Some(Access::Granted), Ctx::WorkerSection(_) | Ctx::BalancerSection(_)) => {
+                        return Ok(true);
+                    }
+                    (Some(a), Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_)) => {
+                        if let Some(d) = self.dir_mut(ctx) {
+                            d.access = Some(a);
+                        }
+                        return Ok(true);
+                    }
+                    _ => {}
+                }
+            }
+            return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
+        }
+        let one = |imp: &Self| -> Result<String, ConfigError> {
+            imp.need_args(name, args, 1, 1, n)?;
+            Ok(args[0].clone())
+        };
+        let in_dir = matches!(
+            ctx,
+            Ctx::Server | Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_)
+        );
+        match lname {
+            "sethandler" if in_dir => {
+                let h = one(self)?;
+                let handler = if h.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy:")) {
+                    let url = WorkerUrl::parse(&h[6..])
+                        .map_err(|e| self.err(n, format!("SetHandler \"{h}\": {e}")))?;
+                    if !url.path.is_empty() && url.path != "/" {
+                        return Err(self.err(
+                            n,
+                            format!(
+                                "SetHandler \"{h}\": a path after the backend address is not \
+                                 supported (the file's path is appended)"
+                            ),
+                        ));
+                    }
+                    Handler::Proxy {
+                        url: Box::new(url),
+                        worker: Box::default(),
+                        defined: false,
+                    }
+                } else if h.eq_ignore_ascii_case("none")
+                    || h.eq_ignore_ascii_case("default-handler")
+                {
+                    Handler::Default
+                } else {
+                    Handler::Other(h)
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.handler = Some(handler);
+                }
+            }
+            "directoryindex" if in_dir => {
+                self.need_args(name, args, 1, usize::MAX, n)?;
+                let list = if args.len() == 1 && args[0].eq_ignore_ascii_case("disabled") {
+                    Vec::new()
+                } else {
+                    args.to_vec()
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.directory_index = Some(list);
+                }
+            }
+            "fallbackresource" if in_dir => {
+                let v = one(self)?;
+                let v = (!v.eq_ignore_ascii_case("disabled")).then_some(v);
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.fallback_resource = Some(v);
+                }
+            }
+            "acceptpathinfo" if in_dir => {
+                let v = match one(self)?.to_ascii_lowercase().as_str() {
+                    "on" => AcceptPathInfo::On,
+                    "off" => AcceptPathInfo::Off,
+                    "default" => AcceptPathInfo::Default,
+                    _ => return Err(self.err(n, "AcceptPathInfo must be On, Off or Default")),
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.accept_path_info = Some(v);
+                }
+            }
+            "directoryslash" if in_dir => {
+                let v = on_off(name, &one(self)?).map_err(|e| self.err(n, e))?;
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.directory_slash = Some(v);
+                }
+            }
+            "options" if in_dir => {
+                let mut follow: Option<bool> = None;
+                let mut absolute = false;
+                for a in args {
+                    let l = a.to_ascii_lowercase();
+                    match l.as_str() {
+                        "followsymlinks" => {
+                            absolute = true;
+                            follow = Some(true);
+                        }
+                        "+followsymlinks" => follow = Some(true),
+                        "-followsymlinks" => follow = Some(false),
+                        "all" => {
+                            absolute = true;
+                            follow = Some(true);
+                        }
+                        "none" => {
+                            absolute = true;
+                            follow = Some(false);
+                        }
+                        _ if !l.starts_with('+') && !l.starts_with('-') => absolute = true,
+                        _ => {}
+                    }
+                }
+                // A list without +/- replaces every option: FollowSymLinks is off unless named.
+                let v = follow.or(absolute.then_some(false));
+                if let (Some(v), Some(d)) = (v, self.dir_mut(ctx)) {
+                    d.follow_symlinks = Some(v);
+                }
+            }
+            "allowoverride" | "allowoverridelist" if in_dir => {
+                self.need_args(name, args, 1, usize::MAX, n)?;
+                let none = args.len() == 1 && args[0].eq_ignore_ascii_case("none");
+                let origin = self.origin(n);
+                if let Some(d) = self.dir_mut(ctx) {
+                    match (&d.allow_override, none) {
+                        // AllowOverrideList None leaves AllowOverride as it was.
+                        (Some(_), true) if lname == "allowoverridelist" => {}
+                        _ => d.allow_override = Some((!none, origin)),
+                    }
+                }
+            }
+            "alias" | "aliasmatch" => {
+                self.server_only(name, ctx, n)?;
+                self.need_args(name, args, 2, 2, n)?;
+                let from = if lname == "alias" {
+                    Matcher::Path(args[0].clone())
+                } else {
+                    Matcher::Regex(Pattern::new(&args[0], false).map_err(|e| self.err(n, e))?)
+                };
+                let origin = self.origin(n);
+                self.scope().site.aliases.push(Alias {
+                    from,
+                    to: args[1].clone(),
+                    origin,
+                });
+            }
+            "serveralias" => {
+                if self.in_host.is_none() {
+                    return Err(self.err(n, "ServerAlias is only allowed in <VirtualHost>"));
+                }
+                let names = args.iter().map(|a| a.to_ascii_lowercase());
+                self.scope().aliases.extend(names);
+            }
+            "accessfilename" => {
+                self.server_only(name, ctx, n)?;
+                let v = one(self)?;
+                self.scope().site.access_file = Some(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn proxy_pass(
@@ -978,7 +1375,7 @@ impl<'a> Importer<'a> {
                         "inside <Location> ProxyPass takes no path (the location's path is used)",
                     ));
                 }
-                let loc = &self.locations[*i];
+                let loc = &self.scope_ref().locations[*i];
                 if loc.route.is_some() {
                     return Err(self.err(n, "only one ProxyPass per <Location>"));
                 }
@@ -1042,10 +1439,11 @@ impl<'a> Importer<'a> {
         let pending = PendingRoute { route, worker };
         match loc {
             Some(i) => {
-                self.locations[i].route = Some(pending.route.clone());
-                self.location_routes.push((i, pending));
+                let scope = self.scope();
+                scope.locations[i].route = Some(pending.route.clone());
+                scope.location_routes.push((i, pending));
             }
-            None => self.server_routes.push(pending),
+            None => self.scope().server_routes.push(pending),
         }
         Ok(())
     }
@@ -1159,23 +1557,26 @@ impl<'a> Importer<'a> {
         p
     }
 
-    fn finish(mut self) -> Result<(Config, Vec<Warning>), ConfigError> {
-        if let Some(d) = self.timeout {
-            self.cfg.timeouts.body_read = d;
-            self.cfg.timeouts.client_write = d;
-            self.cfg.timeouts.backend_io = d;
+    /// Routes of a server from its scopes (the main server's, then a virtual host's):
+    /// Location routes, later blocks first; then server-level routes; Location settings onto
+    /// the routes they cover.
+    fn build_routes(&self, scopes: &[&Scope]) -> (Vec<Route>, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        let mut locations: Vec<&LocationBlock> = Vec::new();
+        let mut location_routes: Vec<(usize, &PendingRoute)> = Vec::new();
+        let mut server_routes: Vec<&PendingRoute> = Vec::new();
+        for s in scopes {
+            let off = locations.len();
+            locations.extend(s.locations.iter());
+            location_routes.extend(s.location_routes.iter().map(|(i, p)| (i + off, p)));
+            server_routes.extend(s.server_routes.iter());
         }
-        if let Some(d) = self.proxy_timeout {
-            self.cfg.timeouts.backend_io = d;
-        }
-        // Routes: Location routes, later blocks first; then server-level routes.
-        let mut pending: Vec<(Option<usize>, PendingRoute)> = self
-            .location_routes
+        let mut pending: Vec<(Option<usize>, &PendingRoute)> = location_routes
             .iter()
             .rev()
-            .map(|(i, p)| (Some(*i), p.clone()))
+            .map(|(i, p)| (Some(*i), *p))
             .collect();
-        pending.extend(self.server_routes.iter().map(|p| (None, p.clone())));
+        pending.extend(server_routes.iter().map(|p| (None, *p)));
         let mut routes = Vec::with_capacity(pending.len());
         for (_, p) in &pending {
             let mut r = p.route.clone();
@@ -1185,8 +1586,8 @@ impl<'a> Importer<'a> {
             routes.push(r);
         }
         // Location settings onto the routes they cover, in file order.
-        let mut partial: Vec<String> = Vec::new();
-        for (li, loc) in self.locations.iter().enumerate() {
+        let mut partial: Vec<Warning> = Vec::new();
+        for (li, loc) in locations.iter().enumerate() {
             if !loc.has_settings() {
                 continue;
             }
@@ -1198,13 +1599,17 @@ impl<'a> Importer<'a> {
                 if !covers {
                     if location_overlaps(loc, r) {
                         partly = true;
-                        partial.push(format!(
-                            "<Location {}> (line {}) covers only part of route {} (line {}): its settings are not applied to it",
-                            loc.path,
-                            loc.line,
-                            r.describe_match(),
-                            r.origin.as_ref().map_or(0, |o| o.line)
-                        ));
+                        partial.push(Warning {
+                            file: Some(loc.file.clone()),
+                            line: None,
+                            message: format!(
+                                "<Location {}> (line {}) covers only part of route {} (line {}): its settings are not applied to it",
+                                loc.path,
+                                loc.line,
+                                r.describe_match(),
+                                r.origin.as_ref().map_or(0, |o| o.line)
+                            ),
+                        });
                     }
                     continue;
                 }
@@ -1220,23 +1625,81 @@ impl<'a> Importer<'a> {
                 }
             }
             if !applied && !partly {
-                let line = loc.line;
-                let path = loc.path.clone();
-                self.warnings.push(Warning {
-                    file: Some(self.file.to_owned()),
-                    line: Some(line),
-                    message: format!("<Location {path}> settings apply to no route"),
+                warnings.push(Warning {
+                    file: Some(loc.file.clone()),
+                    line: Some(loc.line),
+                    message: format!("<Location {}> settings apply to no route", loc.path),
                 });
             }
         }
-        for p in partial {
-            self.warnings.push(Warning {
-                file: Some(self.file.to_owned()),
-                line: None,
-                message: p,
-            });
+        warnings.extend(partial);
+        (routes, warnings)
+    }
+
+    /// The filesystem side of a server from its scopes.
+    fn build_site(&self, scopes: &[&Scope], routes: &[Route]) -> Site {
+        let mut site = Site::default();
+        for s in scopes {
+            site.base.merge(&s.site.base);
+            let off = site.sections.len();
+            site.sections
+                .extend(s.site.sections.iter().cloned().map(|mut x| {
+                    x.parent = x.parent.map(|p| p + off);
+                    x
+                }));
+            if s.site.access_file.is_some() {
+                site.access_file.clone_from(&s.site.access_file);
+            }
         }
-        self.cfg.routes = routes;
+        // mod_alias: the virtual host's aliases before the main server's.
+        for s in scopes.iter().rev() {
+            site.aliases.extend(s.site.aliases.iter().cloned());
+        }
+        let resolve = |d: &mut DirSettings| {
+            if let Some(Handler::Proxy {
+                url,
+                worker,
+                defined,
+            }) = &mut d.handler
+            {
+                let (w, d) = self.handler_worker(url, routes);
+                (**worker, *defined) = (w, d);
+            }
+        };
+        resolve(&mut site.base);
+        for s in &mut site.sections {
+            resolve(&mut s.settings);
+            for i in &mut s.ifs {
+                resolve(&mut i.settings);
+            }
+        }
+        site
+    }
+
+    /// The worker a `SetHandler proxy:…` URL uses, as `ap_proxy_get_worker` finds it: a
+    /// `ProxyPass` to the same backend (with no path, or `/`), else `<Proxy>`/`ProxySet`
+    /// definitions covering it; without either, Apache's default reverse worker.
+    fn handler_worker(&self, url: &WorkerUrl, routes: &[Route]) -> (WorkerParams, bool) {
+        for r in routes {
+            if let Target::Worker(w) = &r.target
+                && worker_matches(w, url)
+            {
+                return (r.worker.clone(), true);
+            }
+        }
+        let defined = self.worker_defs.iter().any(|d| worker_matches(&d.url, url));
+        (self.resolve_worker(url, &WorkerSet::default()), defined)
+    }
+
+    fn finish(mut self) -> Result<(Config, Vec<Warning>), ConfigError> {
+        if let Some(d) = self.timeout {
+            self.cfg.timeouts.body_read = d;
+            self.cfg.timeouts.client_write = d;
+            self.cfg.timeouts.backend_io = d;
+        }
+        if let Some(d) = self.proxy_timeout {
+            self.cfg.timeouts.backend_io = d;
+        }
         // Balancers.
         let mut balancers = Vec::new();
         for pb in &self.balancers {
@@ -1249,31 +1712,48 @@ impl<'a> Importer<'a> {
             balancers.push(b);
         }
         self.cfg.balancers = balancers;
-        if self.vhosts.len() > 1 {
-            let lines = join_lines(&self.vhosts);
-            self.warnings.push(Warning {
-                file: Some(self.file.to_owned()),
-                line: self.vhosts.first().copied(),
-                message: format!(
-                    "{} <VirtualHost> sections (lines {lines}) are merged into one server",
-                    self.vhosts.len()
-                ),
+        let main = self.main.clone();
+        let (routes, w) = self.build_routes(&[&main]);
+        self.warnings.extend(w);
+        let mut cfg = self.cfg.clone();
+        apply_scope(&mut cfg, &main);
+        cfg.site = self.build_site(&[&main], &routes);
+        cfg.routes = routes;
+        let mut vhosts = Vec::new();
+        for host in &self.hosts {
+            let (routes, w) = self.build_routes(&[&main, host]);
+            self.warnings.extend(w);
+            let mut c = cfg.clone();
+            apply_scope(&mut c, host);
+            c.site = self.build_site(&[&main, host], &routes);
+            c.routes = routes;
+            vhosts.push(VirtualHost {
+                addrs: host.addrs.clone(),
+                names: host.aliases.clone(),
+                config: Box::new(c),
+                origin: host.origin.clone(),
             });
         }
-        if !self.skipped_sections.is_empty() {
-            let list = self
-                .skipped_sections
+        cfg.vhosts = vhosts;
+        check_overrides(&cfg)?;
+        let main_sections = cfg.site.sections.len();
+        let own = std::iter::once(&cfg.site.sections[..]).chain(
+            cfg.vhosts
                 .iter()
-                .map(|(s, l)| format!("{s} (line {l})"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.warnings.push(Warning {
-                file: Some(self.file.to_owned()),
-                line: self.skipped_sections.first().map(|(_, l)| *l),
-                message: format!(
-                    "ignored with their contents (filesystem sections never apply to ProxyPass): {list}"
-                ),
-            });
+                .map(|v| &v.config.site.sections[main_sections..]),
+        );
+        for sections in own {
+            for s in sections {
+                if let Some(Handler::Other(h)) = &s.settings.handler {
+                    self.warnings.push(Warning {
+                        file: Some(s.origin.file.clone()),
+                        line: Some(s.origin.line),
+                        message: format!(
+                            "SetHandler {h} is not available in fcgi-proxy: the requests it would handle are answered 404"
+                        ),
+                    });
+                }
+            }
         }
         if !self.ignored.is_empty() {
             let count: usize = self.ignored.iter().map(|(_, l)| l.len()).sum();
@@ -1281,27 +1761,148 @@ impl<'a> Importer<'a> {
                 .ignored
                 .iter()
                 .map(|(name, lines)| {
-                    format!(
-                        "{name} (line{} {})",
-                        if lines.len() > 1 { "s" } else { "" },
-                        join_lines(lines)
-                    )
+                    const SHOWN: usize = 6;
+                    let at: Vec<String> = lines
+                        .iter()
+                        .take(SHOWN)
+                        .map(|(f, l)| {
+                            if *f == self.main_file {
+                                l.to_string()
+                            } else {
+                                format!("{f}:{l}")
+                            }
+                        })
+                        .collect();
+                    let more = if lines.len() > SHOWN {
+                        format!(" and {} more", lines.len() - SHOWN)
+                    } else {
+                        String::new()
+                    };
+                    let word = if lines.iter().any(|(f, _)| *f != self.main_file) {
+                        "at"
+                    } else if lines.len() > 1 {
+                        "lines"
+                    } else {
+                        "line"
+                    };
+                    format!("{name} ({word} {}{more})", at.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             self.warnings.push(Warning {
-                file: Some(self.file.to_owned()),
+                file: Some(self.main_file.clone()),
                 line: None,
                 message: format!("ignored {count} directive(s) fcgi-proxy does not use: {list}"),
             });
         }
-        // Sort warnings by line for stable, readable output (the ignored list stays last).
+        // Sort warnings by file and line for stable, readable output (the ignored list stays
+        // last); a virtual host repeats the main server's, once is enough.
         let (mut located, rest): (Vec<Warning>, Vec<Warning>) =
             self.warnings.into_iter().partition(|w| w.line.is_some());
-        located.sort_by_key(|w| w.line);
+        let main_file = self.main_file;
+        located.sort_by(|a, b| {
+            (a.file.as_deref() != Some(&main_file), &a.file, a.line).cmp(&(
+                b.file.as_deref() != Some(&main_file),
+                &b.file,
+                b.line,
+            ))
+        });
         located.extend(rest);
-        Ok((self.cfg, located))
+        let mut out: Vec<Warning> = Vec::with_capacity(located.len());
+        for w in located {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+        Ok((cfg, out))
     }
+}
+
+/// A server's own settings over the configuration it inherits.
+fn apply_scope(cfg: &mut Config, s: &Scope) {
+    if s.server_name.is_some() {
+        cfg.server_name.clone_from(&s.server_name);
+    }
+    if s.server_admin.is_some() {
+        cfg.server_admin.clone_from(&s.server_admin);
+    }
+    if let Some(d) = &s.document_root {
+        cfg.document_root.clone_from(d);
+    }
+    if let Some(t) = s.backend_type {
+        cfg.backend_type = t;
+    }
+    if let Some(p) = s.pass_authorization {
+        cfg.pass_authorization = p;
+    }
+    cfg.setenvif.extend(s.setenvif.iter().cloned());
+    cfg.setenv.extend(s.setenv.iter().cloned());
+    cfg.fcgi_setenvif.extend(s.fcgi_setenvif.iter().cloned());
+}
+
+/// Most files and directories looked at for `.htaccess` files under one root.
+const OVERRIDE_SCAN_LIMIT: usize = 20_000;
+
+/// `AllowOverride` other than `None` lets `.htaccess` files change the configuration, and
+/// fcgi-proxy does not read them: refuse when such a file exists where it would apply (under
+/// a DocumentRoot or an Alias target).
+fn check_overrides(cfg: &Config) -> Result<(), ConfigError> {
+    for c in std::iter::once(cfg).chain(cfg.vhosts.iter().map(|v| &*v.config)) {
+        let site = &c.site;
+        let any = site
+            .sections
+            .iter()
+            .any(|s| matches!(s.settings.allow_override, Some((true, _))))
+            || matches!(site.base.allow_override, Some((true, _)));
+        if !any {
+            continue;
+        }
+        let name = site.access_file.as_deref().unwrap_or(".htaccess");
+        let mut roots = vec![std::path::PathBuf::from(&c.document_root)];
+        for a in &site.aliases {
+            if matches!(a.from, Matcher::Path(_)) {
+                roots.push(std::path::PathBuf::from(&a.to));
+            }
+        }
+        for root in roots {
+            let mut seen = 0usize;
+            let mut todo = vec![root];
+            while let Some(dir) = todo.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<std::fs::DirEntry> = entries.filter_map(Result::ok).collect();
+                names.sort_by_key(std::fs::DirEntry::file_name);
+                for e in names {
+                    seen += 1;
+                    if seen > OVERRIDE_SCAN_LIMIT {
+                        break;
+                    }
+                    let Ok(ft) = e.file_type() else { continue };
+                    if ft.is_dir() {
+                        todo.push(e.path());
+                    } else if e.file_name() == name {
+                        let d = dir.to_string_lossy();
+                        let merged = site.merge(b"", d.as_bytes(), PathKind::Directory);
+                        if let Some((true, o)) = merged.allow_override {
+                            return Err(ConfigError::at(
+                                Some(&o.file),
+                                o.line,
+                                format!(
+                                    "AllowOverride lets {} change the configuration, and \
+                                     fcgi-proxy does not read {name} files; refusing to start \
+                                     rather than ignore it (AllowOverride None, or move the \
+                                     file's directives into the configuration)",
+                                    e.path().display()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn only_timeout(w: &WorkerSet) -> bool {
@@ -1324,14 +1925,6 @@ fn merge_set(into: &mut WorkerSet, from: &WorkerSet) {
         retry: from.retry.or(p.retry),
         flush_packets: from.flush_packets.or(p.flush_packets),
     };
-}
-
-fn join_lines(lines: &[usize]) -> String {
-    lines
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The part of a worker URL Apache matches `<Proxy>` definitions against: for `unix:` URLs the
@@ -1408,11 +2001,13 @@ mod tests {
 
     #[test]
     fn continuation_and_comments() {
-        let lines = logical_lines("# c\n  ProxyPass /a \\\n   fcgi://h/\n\nListen 80\r\n");
+        let lines = super::super::read::logical_lines(
+            "# c\n  ProxyPass /a \\\n   fcgi://h/\n\nListen 80\r\n",
+        );
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].number, 2);
-        assert_eq!(lines[0].text, "ProxyPass /a    fcgi://h/");
-        assert_eq!(lines[1].number, 5);
+        assert_eq!(lines[0].0, 2);
+        assert_eq!(lines[0].1, "ProxyPass /a    fcgi://h/");
+        assert_eq!(lines[1].0, 5);
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod apache;
 pub mod duration;
 pub mod expr;
 mod model;
+pub mod read;
+pub mod site;
 pub mod toml;
 pub mod url;
 
@@ -244,7 +246,8 @@ impl Config {
         if self.workers == Some(0) {
             return Err(self.err("workers must be at least 1".into()));
         }
-        if self.routes.is_empty() {
+        let serves = |c: &Config| !c.routes.is_empty() || c.site.serves_files();
+        if !serves(self) && self.vhosts.iter().all(|v| !serves(&v.config)) {
             warnings.push(Warning::located(
                 None,
                 file,
@@ -426,7 +429,26 @@ impl Config {
                 ));
             }
         }
+        for v in &self.vhosts {
+            for w in v.config.validate()? {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
         Ok(warnings)
+    }
+
+    /// `--listen`: these addresses instead of the configured ones. `<VirtualHost>` addresses
+    /// then match a connection on any port (their ports named the configured ones).
+    pub fn override_listen(&mut self, listen: Vec<String>) {
+        for v in &mut self.vhosts {
+            for a in &mut v.addrs {
+                a.port = None;
+            }
+            v.config.listen.clone_from(&listen);
+        }
+        self.listen = listen;
     }
 
     /// A human summary for `fcgi-proxy check-config`: per route the match, target, effective
@@ -571,6 +593,34 @@ impl Config {
                 );
             }
         }
+        describe_site(&mut s, &self.site, 0);
+        for v in &self.vhosts {
+            let _ = writeln!(
+                s,
+                "virtual host {} ({}){}: document_root {}, {} route(s)",
+                v.names.first().map_or("(no ServerName)", String::as_str),
+                v.addrs
+                    .iter()
+                    .map(|a| format!(
+                        "{}:{}",
+                        a.ip.map_or("*".to_string(), |i| i.to_string()),
+                        a.port.map_or("*".to_string(), |p| p.to_string())
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                v.origin
+                    .as_ref()
+                    .map(|o| format!(" at {o}"))
+                    .unwrap_or_default(),
+                v.config.document_root,
+                v.config.routes.len()
+            );
+            if v.names.len() > 1 {
+                let _ = writeln!(s, "  also named: {}", v.names[1..].join(", "));
+            }
+            // Its own sections; the main server's, listed above, come first.
+            describe_site(&mut s, &v.config.site, self.site.sections.len());
+        }
         if !self.balancers.is_empty() {
             let _ = writeln!(s, "balancers:");
         }
@@ -637,6 +687,43 @@ impl Config {
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
+    }
+}
+
+/// The handlers of a server's sections, for `check-config`.
+fn describe_site(s: &mut String, site: &site::Site, skip: usize) {
+    use fmt::Write;
+    for sec in site.sections.iter().skip(skip) {
+        let mut parts = Vec::new();
+        let mut show = |d: &site::DirSettings, prefix: &str| {
+            if let Some(site::Handler::Proxy { url, defined, .. }) = &d.handler {
+                parts.push(format!(
+                    "{prefix}handler {url}{}",
+                    if *defined { "" } else { " (default worker)" }
+                ));
+            }
+            if let Some(a) = d.access {
+                parts.push(format!("{prefix}access {a:?}"));
+            }
+        };
+        show(&sec.settings, "");
+        for i in &sec.ifs {
+            show(&i.settings, "if -f/-d/-e: ");
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let what = match &sec.matcher {
+            site::Matcher::Path(p) => p.clone(),
+            site::Matcher::Regex(r) => format!("~ {}", r.as_str()),
+        };
+        let _ = writeln!(
+            s,
+            "  <{} {what}> ({}): {}",
+            sec.kind,
+            sec.origin,
+            parts.join("; ")
+        );
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::{serde_duration, serde_opt_duration};
 use super::expr::{FcgiSetEnvIf, SetEnv, SetEnvIf};
+use super::site::{Site, VirtualHost};
 use super::url::{Target, WorkerUrl};
 use crate::uri::EncodedSlashes;
 
@@ -85,6 +86,13 @@ pub struct Config {
     /// The file this came from (for messages).
     #[serde(skip)]
     pub origin: Option<String>,
+    /// Filesystem sections, aliases and handlers (Apache configurations only).
+    #[serde(skip)]
+    pub site: Site,
+    /// Name-based virtual hosts (Apache configurations only), each with its whole effective
+    /// configuration. Empty: every request is served by this configuration.
+    #[serde(skip)]
+    pub vhosts: Vec<VirtualHost>,
 }
 
 fn yes() -> bool {
@@ -121,6 +129,8 @@ impl Default for Config {
             admin_listen: None,
             workers: None,
             origin: None,
+            site: Site::default(),
+            vhosts: Vec::new(),
         }
     }
 }

@@ -26,6 +26,13 @@ struct Spans {
 
 /// Parse and validate a TOML configuration.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let cfg = parse_unvalidated(text, origin)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Parse a TOML configuration without validating it (the caller may change it first).
+pub fn parse_unvalidated(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut cfg: Config = ::toml::from_str(text).map_err(|e| {
         let (line, column) = match e.span() {
             Some(span) => {
@@ -59,7 +66,6 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     for b in &mut cfg.balancers {
         b.name = b.name.to_ascii_lowercase();
     }
-    cfg.validate()?;
     Ok(cfg)
 }
 

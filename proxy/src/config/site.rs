@@ -1,0 +1,541 @@
+//! What an Apache configuration says about the filesystem and virtual hosts: `<Directory>`,
+//! `<DirectoryMatch>`, `<Files>`, `<FilesMatch>`, `<Location>`, `<LocationMatch>` and `<If>`
+//! sections kept as sections, `Alias`/`AliasMatch`, and name-based `<VirtualHost>`s. The
+//! sections are merged per request in Apache's order ([`Site::merge`]).
+
+use core::fmt;
+use std::net::IpAddr;
+
+use super::model::{Config, Origin, Pattern, WorkerParams};
+use super::read::fnmatch;
+use super::url::WorkerUrl;
+
+/// `SetHandler`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handler {
+    /// `proxy:fcgi://…` or `proxy:unix:/path|fcgi://…`: FastCGI to this worker.
+    Proxy {
+        url: Box<WorkerUrl>,
+        /// The parameters of the worker definition the URL falls under (`<Proxy>`, `ProxySet`,
+        /// a `ProxyPass` to a prefix of it), else the defaults.
+        worker: Box<WorkerParams>,
+        /// Whether such a definition exists. Without one Apache uses its default reverse
+        /// worker and adds `proxy-nokeepalive=1` to the request's environment.
+        defined: bool,
+    },
+    /// `SetHandler none` / `default-handler`: the file itself.
+    Default,
+    /// Another handler (`server-status`, ...): not available here, answered 404.
+    Other(String),
+}
+
+/// `Require` forms implemented here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `Require all granted`.
+    Granted,
+    /// `Require all denied`: 403.
+    Denied,
+    /// `Require local`: only clients on a loopback address or the server's own address.
+    Local,
+}
+
+/// `AcceptPathInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptPathInfo {
+    On,
+    Off,
+    /// The handler decides: a proxy handler accepts path info, the file handler does not.
+    Default,
+}
+
+/// Per-directory settings (a section's contents, or the server's defaults).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DirSettings {
+    pub handler: Option<Handler>,
+    /// `DirectoryIndex`; empty: `disabled`.
+    pub directory_index: Option<Vec<String>>,
+    /// `FallbackResource`; `Some(None)`: `disabled`.
+    pub fallback_resource: Option<Option<String>>,
+    pub accept_path_info: Option<AcceptPathInfo>,
+    /// `Options FollowSymLinks` (on by default, as in Apache).
+    pub follow_symlinks: Option<bool>,
+    /// `DirectorySlash` (on by default).
+    pub directory_slash: Option<bool>,
+    pub access: Option<Access>,
+    /// `AllowOverride` other than `None`, with where it was said.
+    pub allow_override: Option<(bool, Origin)>,
+}
+
+impl DirSettings {
+    /// Apache's per-directory merge: what `over` sets replaces what `self` has.
+    pub fn merge(&mut self, over: &DirSettings) {
+        if over.handler.is_some() {
+            self.handler.clone_from(&over.handler);
+        }
+        if over.directory_index.is_some() {
+            self.directory_index.clone_from(&over.directory_index);
+        }
+        if over.fallback_resource.is_some() {
+            self.fallback_resource.clone_from(&over.fallback_resource);
+        }
+        if over.accept_path_info.is_some() {
+            self.accept_path_info = over.accept_path_info;
+        }
+        if over.follow_symlinks.is_some() {
+            self.follow_symlinks = over.follow_symlinks;
+        }
+        if over.directory_slash.is_some() {
+            self.directory_slash = over.directory_slash;
+        }
+        if over.access.is_some() {
+            self.access = over.access;
+        }
+        if over.allow_override.is_some() {
+            self.allow_override.clone_from(&over.allow_override);
+        }
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == DirSettings::default()
+    }
+}
+
+/// The kind of a section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    Directory,
+    DirectoryMatch,
+    Files,
+    FilesMatch,
+    Location,
+    LocationMatch,
+}
+
+impl fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SectionKind::Directory => "Directory",
+            SectionKind::DirectoryMatch => "DirectoryMatch",
+            SectionKind::Files => "Files",
+            SectionKind::FilesMatch => "FilesMatch",
+            SectionKind::Location => "Location",
+            SectionKind::LocationMatch => "LocationMatch",
+        })
+    }
+}
+
+/// What a section matches: a path or name (wildcards allowed for Directory and Files), or a
+/// regular expression (`…Match`, or `~`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    Path(String),
+    Regex(Pattern),
+}
+
+/// `<If "expr">` tests understood: `-f`, `-d`, `-e` on `%{REQUEST_FILENAME}`, optionally
+/// negated with `!`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTest {
+    /// `f` (regular file), `d` (directory) or `e` (exists).
+    pub op: char,
+    pub negate: bool,
+}
+
+impl FileTest {
+    /// Parse the expression of an `<If>`.
+    pub fn parse(expr: &str) -> Option<FileTest> {
+        let t = expr.trim();
+        let (negate, t) = match t.strip_prefix('!') {
+            Some(r) => (true, r.trim()),
+            None => (false, t),
+        };
+        let t = t
+            .strip_prefix('(')
+            .and_then(|x| x.strip_suffix(')'))
+            .map_or(t, str::trim);
+        let mut words = t.split_whitespace();
+        let (op, var) = (words.next()?, words.next()?);
+        if words.next().is_some() || var != "%{REQUEST_FILENAME}" {
+            return None;
+        }
+        let op = match op {
+            "-f" => 'f',
+            "-d" => 'd',
+            "-e" => 'e',
+            _ => return None,
+        };
+        Some(FileTest { op, negate })
+    }
+
+    /// Whether it holds for a path of this kind.
+    pub fn holds(&self, kind: PathKind) -> bool {
+        let v = match self.op {
+            'f' => kind == PathKind::File,
+            'd' => kind == PathKind::Directory,
+            _ => kind != PathKind::Missing,
+        };
+        v != self.negate
+    }
+}
+
+/// What a filesystem path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    File,
+    Directory,
+    /// Exists but is neither (a device, a socket...).
+    Other,
+    Missing,
+}
+
+/// An `<If>` inside a section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IfBlock {
+    pub test: FileTest,
+    pub settings: DirSettings,
+    pub origin: Origin,
+}
+
+/// A configuration section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub kind: SectionKind,
+    pub matcher: Matcher,
+    pub settings: DirSettings,
+    /// `<If>` blocks inside it, merged after every section when the section applies.
+    pub ifs: Vec<IfBlock>,
+    /// For a `<Files>`/`<FilesMatch>` inside a `<Directory>`: that section's index; it applies
+    /// only where its parent does.
+    pub parent: Option<usize>,
+    pub origin: Origin,
+}
+
+/// `Alias` / `AliasMatch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    pub from: Matcher,
+    pub to: String,
+    pub origin: Origin,
+}
+
+/// The filesystem side of one server (the main server or a virtual host).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Site {
+    /// Server-level settings (`DirectoryIndex` outside any section, ...).
+    pub base: DirSettings,
+    /// Sections in configuration order (the main server's first for a virtual host).
+    pub sections: Vec<Section>,
+    /// `Alias`/`AliasMatch` in order (the virtual host's first, then the main server's).
+    pub aliases: Vec<Alias>,
+    /// `AccessFileName` (default `.htaccess`).
+    pub access_file: Option<String>,
+}
+
+impl Site {
+    /// Whether requests that no route takes are mapped to the filesystem at all: some
+    /// handler is configured.
+    pub fn serves_files(&self) -> bool {
+        let has = |d: &DirSettings| matches!(d.handler, Some(Handler::Proxy { .. }));
+        has(&self.base)
+            || self
+                .sections
+                .iter()
+                .any(|s| has(&s.settings) || s.ifs.iter().any(|i| has(&i.settings)))
+    }
+
+    /// The settings for a request: `uri` (decoded path), `file` (the filesystem path it maps
+    /// to, without path info) and what `file` is. Apache's order: the server's settings,
+    /// `<Directory>` (not regex, fewer components first), `<DirectoryMatch>`, `<Files>` and
+    /// `<FilesMatch>`, `<Location>` and `<LocationMatch>` (each in configuration order, later
+    /// wins), then the `<If>` blocks of the sections that applied.
+    pub fn merge(&self, uri: &[u8], file: &[u8], kind: PathKind) -> DirSettings {
+        let mut out = self.base.clone();
+        // The directory the file is in (the path itself for a directory), with a trailing '/'.
+        let dir: Vec<u8> = if kind == PathKind::Directory {
+            let mut d = file.to_vec();
+            if d.last() != Some(&b'/') {
+                d.push(b'/');
+            }
+            d
+        } else {
+            match file.iter().rposition(|&c| c == b'/') {
+                Some(i) => file[..=i].to_vec(),
+                None => b"/".to_vec(),
+            }
+        };
+        let base_name: &[u8] = {
+            let f = file.strip_suffix(b"/").unwrap_or(file);
+            f.rsplit(|&c| c == b'/').next().unwrap_or(b"")
+        };
+        let mut order: Vec<usize> = Vec::new();
+        let mut dirs: Vec<(usize, usize)> = self
+            .sections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match (&s.kind, &s.matcher) {
+                (SectionKind::Directory, Matcher::Path(p)) => Some((components(p), i)),
+                _ => None,
+            })
+            .collect();
+        dirs.sort_by_key(|&(c, i)| (c, i));
+        for (_, i) in dirs {
+            if let Matcher::Path(p) = &self.sections[i].matcher
+                && dir_covers(p.as_bytes(), &dir)
+            {
+                order.push(i);
+            }
+        }
+        for (i, s) in self.sections.iter().enumerate() {
+            let hit = match (&s.kind, &s.matcher) {
+                (SectionKind::Directory, Matcher::Regex(re))
+                | (SectionKind::DirectoryMatch, Matcher::Regex(re)) => {
+                    dir_prefixes(&dir).any(|d| re.regex().is_match(d))
+                }
+                _ => false,
+            };
+            if hit {
+                order.push(i);
+            }
+        }
+        for (i, s) in self.sections.iter().enumerate() {
+            let hit = match (&s.kind, &s.matcher) {
+                (SectionKind::Files, Matcher::Path(p)) => fnmatch(p.as_bytes(), base_name),
+                (SectionKind::Files | SectionKind::FilesMatch, Matcher::Regex(re)) => {
+                    re.regex().is_match(base_name)
+                }
+                _ => false,
+            };
+            if hit && s.parent.is_none_or(|p| order.contains(&p)) {
+                order.push(i);
+            }
+        }
+        for (i, s) in self.sections.iter().enumerate() {
+            let hit = match (&s.kind, &s.matcher) {
+                (SectionKind::Location, Matcher::Path(p)) => location_covers(p.as_bytes(), uri),
+                (SectionKind::Location | SectionKind::LocationMatch, Matcher::Regex(re)) => {
+                    re.regex().is_match(uri)
+                }
+                _ => false,
+            };
+            if hit {
+                order.push(i);
+            }
+        }
+        for &i in &order {
+            out.merge(&self.sections[i].settings);
+        }
+        for &i in &order {
+            for b in &self.sections[i].ifs {
+                if b.test.holds(kind) {
+                    out.merge(&b.settings);
+                }
+            }
+        }
+        out
+    }
+
+    /// Map a decoded URL path with `Alias`/`AliasMatch` (mod_alias), else onto `document_root`:
+    /// (filesystem path, CONTEXT_PREFIX, CONTEXT_DOCUMENT_ROOT).
+    pub fn translate(&self, uri: &[u8], document_root: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        for a in &self.aliases {
+            match &a.from {
+                Matcher::Path(p) => {
+                    let n = crate::route::alias_match(uri, p.as_bytes());
+                    if n > 0 {
+                        let mut f = a.to.as_bytes().to_vec();
+                        f.extend_from_slice(&uri[n..]);
+                        return (f, p.as_bytes().to_vec(), a.to.as_bytes().to_vec());
+                    }
+                }
+                Matcher::Regex(re) => {
+                    if let Some(caps) = re.regex().captures(uri) {
+                        let f = super::expr::pregsub(&a.to, Some(&caps));
+                        let m = caps.get(0).map_or(&b""[..], |m| m.as_bytes());
+                        return (f.clone(), m.to_vec(), f);
+                    }
+                }
+            }
+        }
+        let mut f = document_root.trim_end_matches('/').as_bytes().to_vec();
+        f.extend_from_slice(uri);
+        (f, Vec::new(), document_root.as_bytes().to_vec())
+    }
+}
+
+/// Path components of a `<Directory>` path (`/` has none).
+fn components(p: &str) -> usize {
+    p.split('/').filter(|c| !c.is_empty()).count()
+}
+
+/// Whether `<Directory pattern>` covers directory `dir` (which ends with '/'): each component
+/// of the pattern matches (wildcards allowed) the component of `dir` in the same place.
+fn dir_covers(pattern: &[u8], dir: &[u8]) -> bool {
+    let pat: Vec<&[u8]> = pattern
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let d: Vec<&[u8]> = dir
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    pat.len() <= d.len() && pat.iter().zip(&d).all(|(p, x)| fnmatch(p, x))
+}
+
+/// `/a/b/` -> `/`, `/a/`, `/a/b/`.
+fn dir_prefixes(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
+    dir.iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == b'/')
+        .map(move |(i, _)| &dir[..=i])
+}
+
+/// `<Location /p>`: `/p`, `/p/...`, not `/px`; `<Location /p/>`: `/p/` and below.
+fn location_covers(p: &[u8], uri: &[u8]) -> bool {
+    if p == b"/" {
+        return true;
+    }
+    uri.starts_with(p) && (p.ends_with(b"/") || uri.len() == p.len() || uri[p.len()] == b'/')
+}
+
+/// A `<VirtualHost>` address: `*`, `_default_`, an IP, each with an optional port (`*` for
+/// any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VhostAddr {
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl VhostAddr {
+    /// Parse `*:80`, `_default_:80`, `127.0.0.1:8080`, `[::1]:80`, `*`.
+    pub fn parse(s: &str) -> Result<VhostAddr, String> {
+        let bad = || format!("invalid <VirtualHost> address '{s}'");
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest.split_once(']').ok_or_else(bad)?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None | Some("*") => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| bad())?),
+        };
+        let ip = match host {
+            "*" | "_default_" => None,
+            h => Some(h.parse::<IpAddr>().map_err(|_| {
+                format!(
+                    "<VirtualHost {s}>: only IP addresses, '*' and '_default_' are supported \
+                     (no name lookups)"
+                )
+            })?),
+        };
+        Ok(VhostAddr { ip, port })
+    }
+
+    /// Whether a connection to `local` is for this address.
+    pub fn matches(&self, local: std::net::SocketAddr) -> bool {
+        self.port.is_none_or(|p| p == local.port()) && self.ip.is_none_or(|ip| ip == local.ip())
+    }
+}
+
+/// A name-based virtual host with its own effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    pub addrs: Vec<VhostAddr>,
+    /// `ServerName` (host part, lower case), then each `ServerAlias` (wildcards allowed).
+    pub names: Vec<String>,
+    /// The main server's configuration with this host's settings over it: its own
+    /// `server_name`, `document_root`, routes and `site`.
+    pub config: Box<Config>,
+    pub origin: Option<Origin>,
+}
+
+impl VirtualHost {
+    /// Whether `host` (lower case, no port) is one of its names.
+    pub fn is_named(&self, host: &[u8]) -> bool {
+        self.names.iter().any(|n| fnmatch(n.as_bytes(), host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(p: &str, handler: Option<Access>) -> Section {
+        Section {
+            kind: SectionKind::Directory,
+            matcher: Matcher::Path(p.into()),
+            settings: DirSettings {
+                access: handler,
+                ..DirSettings::default()
+            },
+            ifs: Vec::new(),
+            parent: None,
+            origin: Origin::default(),
+        }
+    }
+
+    #[test]
+    fn directory_sections_merge_shortest_first_whatever_the_order() {
+        let site = Site {
+            sections: vec![
+                dir("/var/www/", Some(Access::Granted)),
+                dir("/", Some(Access::Denied)),
+            ],
+            ..Site::default()
+        };
+        let m = site.merge(b"/x", b"/var/www/html/x", PathKind::File);
+        assert_eq!(m.access, Some(Access::Granted));
+        let m = site.merge(b"/x", b"/etc/passwd", PathKind::File);
+        assert_eq!(m.access, Some(Access::Denied));
+    }
+
+    #[test]
+    fn files_then_location_then_if() {
+        let mut f = dir("", Some(Access::Denied));
+        f.kind = SectionKind::FilesMatch;
+        f.matcher = Matcher::Regex(Pattern::new(r"^\.ht", false).unwrap());
+        let mut l = dir("/pub/", Some(Access::Granted));
+        l.kind = SectionKind::Location;
+        let site = Site {
+            sections: vec![f, l],
+            ..Site::default()
+        };
+        assert_eq!(
+            site.merge(b"/.htpasswd", b"/d/.htpasswd", PathKind::File)
+                .access,
+            Some(Access::Denied)
+        );
+        assert_eq!(
+            site.merge(b"/pub/.htx", b"/d/pub/.htx", PathKind::File)
+                .access,
+            Some(Access::Granted),
+            "Location is merged after Files"
+        );
+        assert!(location_covers(b"/p", b"/p/x") && !location_covers(b"/p", b"/px"));
+    }
+
+    #[test]
+    fn if_tests() {
+        let t = FileTest::parse("-f %{REQUEST_FILENAME}").unwrap();
+        assert!(t.holds(PathKind::File) && !t.holds(PathKind::Missing));
+        let t = FileTest::parse("!-d %{REQUEST_FILENAME}").unwrap();
+        assert!(t.holds(PathKind::File) && !t.holds(PathKind::Directory));
+        assert!(FileTest::parse("%{HTTP_HOST} == 'x'").is_none());
+    }
+
+    #[test]
+    fn vhost_addresses() {
+        let a = VhostAddr::parse("*:80").unwrap();
+        assert!(a.matches("127.0.0.1:80".parse().unwrap()));
+        assert!(!a.matches("127.0.0.1:81".parse().unwrap()));
+        let a = VhostAddr::parse("127.0.0.2").unwrap();
+        assert!(!a.matches("127.0.0.1:80".parse().unwrap()));
+        assert!(VhostAddr::parse("[::1]:8080").unwrap().port == Some(8080));
+        assert!(VhostAddr::parse("example.com:80").is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! Requests that no `ProxyPass` route takes, on a server whose Apache configuration has
+//! handlers: the URL is mapped to the filesystem as Apache's core does (Alias/AliasMatch, else
+//! DocumentRoot; walking to the first component that is not a directory, the rest being path
+//! info), the sections are merged for that file ([`crate::config::site::Site::merge`]), and
+//! the outcome is a FastCGI handler, a redirect or a status. Everything here is pure but for
+//! the [`Fs`] it is given; the runtime calls it off the serving threads.
+
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::config::site::{AcceptPathInfo, Access, Handler, PathKind};
+use crate::config::url::WorkerUrl;
+
+/// Filesystem questions (a trait so tests can fake the disk).
+pub trait Fs {
+    /// What `path` (absolute) names, following symbolic links.
+    fn kind(&self, path: &[u8]) -> PathKind;
+
+    /// `path` with every symbolic link resolved (`realpath`); `None` if it cannot be.
+    fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
+        Some(path.to_vec())
+    }
+}
+
+/// The real filesystem (blocking: call it through `spawn_blocking`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+impl Fs for RealFs {
+    fn kind(&self, path: &[u8]) -> PathKind {
+        use std::os::unix::ffi::OsStrExt;
+        match std::fs::metadata(std::ffi::OsStr::from_bytes(path)) {
+            Ok(m) if m.is_file() => PathKind::File,
+            Ok(m) if m.is_dir() => PathKind::Directory,
+            Ok(_) => PathKind::Other,
+            Err(_) => PathKind::Missing,
+        }
+    }
+
+    fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        std::fs::canonicalize(std::ffi::OsStr::from_bytes(path))
+            .ok()
+            .map(|p| p.into_os_string().into_vec())
+    }
+}
+
+/// A request for a FastCGI handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerTarget {
+    pub worker: WorkerUrl,
+    pub default_worker: bool,
+    pub filename: Vec<u8>,
+    pub path_info: Vec<u8>,
+    pub script_uri: Vec<u8>,
+    pub context_prefix: Vec<u8>,
+    pub context_document_root: Vec<u8>,
+    /// PATH_TRANSLATED: what a sub-request for the path info maps to (`ap_add_cgi_vars`), when
+    /// there is path info.
+    pub path_translated: Option<Vec<u8>>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Handler(Box<HandlerTarget>),
+    /// `DirectorySlash`: 301 to the path with a `/` added (the query kept by the caller).
+    Redirect(Vec<u8>),
+    /// A file no handler claims (served as a static file, when that is available).
+    File(Vec<u8>),
+    Status(u16),
+}
+
+/// Walk `path` from the root: the first component that is not a directory ends the file
+/// name, and what follows is the path info (`ap_directory_walk`). A path of directories only
+/// is a directory.
+pub fn walk(fs: &dyn Fs, path: &[u8]) -> (Vec<u8>, Vec<u8>, PathKind) {
+    let mut i = usize::from(path.first() == Some(&b'/'));
+    loop {
+        let end = path[i..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(path.len(), |p| i + p);
+        if end > i {
+            match fs.kind(&path[..end]) {
+                PathKind::Directory => {}
+                kind => return (path[..end].to_vec(), path[end..].to_vec(), kind),
+            }
+        }
+        if end >= path.len() {
+            return (path.to_vec(), Vec::new(), PathKind::Directory);
+        }
+        i = end + 1;
+    }
+}
+
+/// Decide what a request for the decoded path `uri` gets from server configuration `cfg`.
+pub fn decide(cfg: &Config, uri: &[u8], remote: IpAddr, local: IpAddr, fs: &dyn Fs) -> Decision {
+    let (file, prefix, root) = cfg.site.translate(uri, &cfg.document_root);
+    let (filename, path_info, kind) = walk(fs, &file);
+    let at = At {
+        uri: uri.to_vec(),
+        filename,
+        path_info,
+        kind,
+        prefix,
+        root,
+    };
+    decide_at(cfg, at, remote, local, fs, 0)
+}
+
+struct At {
+    uri: Vec<u8>,
+    filename: Vec<u8>,
+    path_info: Vec<u8>,
+    kind: PathKind,
+    prefix: Vec<u8>,
+    root: Vec<u8>,
+}
+
+fn decide_at(
+    cfg: &Config,
+    at: At,
+    remote: IpAddr,
+    local: IpAddr,
+    fs: &dyn Fs,
+    depth: usize,
+) -> Decision {
+    let d = cfg.site.merge(&at.uri, &at.filename, at.kind);
+    match d.access {
+        Some(Access::Denied) => return Decision::Status(403),
+        Some(Access::Local) if !(remote.is_loopback() || remote == local) => {
+            return Decision::Status(403);
+        }
+        _ => {}
+    }
+    if matches!(at.kind, PathKind::File | PathKind::Other)
+        && !within_roots(cfg, fs, &at.filename, d.follow_symlinks.unwrap_or(true))
+    {
+        return Decision::Status(403);
+    }
+    match d.handler {
+        Some(Handler::Proxy {
+            url,
+            defined,
+            worker: _,
+        }) => {
+            if !at.path_info.is_empty() && d.accept_path_info == Some(AcceptPathInfo::Off) {
+                return Decision::Status(404);
+            }
+            let path_translated =
+                (!at.path_info.is_empty()).then(|| path_translated(cfg, &at.path_info, fs));
+            Decision::Handler(Box::new(HandlerTarget {
+                path_translated,
+                worker: *url,
+                default_worker: !defined,
+                filename: at.filename,
+                path_info: at.path_info,
+                script_uri: at.uri,
+                context_prefix: at.prefix,
+                context_document_root: at.root,
+            }))
+        }
+        Some(Handler::Other(_)) => Decision::Status(404),
+        Some(Handler::Default) | None => match at.kind {
+            PathKind::Directory => {
+                if !at.uri.ends_with(b"/") && d.directory_slash != Some(false) {
+                    let mut to = at.uri;
+                    to.push(b'/');
+                    return Decision::Redirect(to);
+                }
+                let default_index = ["index.html".to_owned()];
+                let names = d.directory_index.as_deref().unwrap_or(&default_index);
+                if depth == 0 {
+                    for name in names {
+                        // A DirectoryIndex entry starting with '/' is a URL; only names here.
+                        if name.starts_with('/') || name.contains("..") {
+                            continue;
+                        }
+                        let mut candidate = at.filename.clone();
+                        if candidate.last() != Some(&b'/') {
+                            candidate.push(b'/');
+                        }
+                        candidate.extend_from_slice(name.as_bytes());
+                        let kind = fs.kind(&candidate);
+                        if kind == PathKind::Missing {
+                            continue;
+                        }
+                        let mut uri = at.uri.clone();
+                        uri.extend_from_slice(name.as_bytes());
+                        let sub = At {
+                            uri,
+                            filename: candidate,
+                            path_info: Vec::new(),
+                            kind,
+                            prefix: at.prefix.clone(),
+                            root: at.root.clone(),
+                        };
+                        return decide_at(cfg, sub, remote, local, fs, depth + 1);
+                    }
+                }
+                fallback(cfg, &d.fallback_resource, remote, local, fs, depth)
+                    .unwrap_or(Decision::Status(403))
+            }
+            PathKind::Missing => fallback(cfg, &d.fallback_resource, remote, local, fs, depth)
+                .unwrap_or(Decision::Status(404)),
+            PathKind::File | PathKind::Other => {
+                if !at.path_info.is_empty() && d.accept_path_info != Some(AcceptPathInfo::On) {
+                    return Decision::Status(404);
+                }
+                Decision::File(at.filename)
+            }
+        },
+    }
+}
+
+/// Where a sub-request for `path_info` (as a URL path) lands: Alias or DocumentRoot, walked;
+/// a directory asked for with a trailing '/' is its DirectoryIndex file when one exists.
+/// (Apache's sub-request also runs ProxyPass; a path info under a ProxyPass is not mapped
+/// that way here.)
+fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Vec<u8> {
+    let (file, _, _) = cfg.site.translate(path_info, &cfg.document_root);
+    let (mut found, rest, kind) = walk(fs, &file);
+    if kind == PathKind::Directory && found.ends_with(b"/") {
+        let d = cfg.site.merge(path_info, &found, kind);
+        let default_index = ["index.html".to_owned()];
+        for name in d.directory_index.as_deref().unwrap_or(&default_index) {
+            if name.starts_with('/') || name.contains("..") {
+                continue;
+            }
+            let mut candidate = found.clone();
+            candidate.extend_from_slice(name.as_bytes());
+            if fs.kind(&candidate) != PathKind::Missing {
+                return candidate;
+            }
+        }
+    }
+    found.extend_from_slice(&rest);
+    found
+}
+
+/// Whether the existing file `path` may be served: reached without symbolic links, or with
+/// `Options FollowSymLinks` and landing inside a DocumentRoot or an Alias target (Apache would
+/// follow a link anywhere; a file outside the configured roots is refused here).
+fn within_roots(cfg: &Config, fs: &dyn Fs, path: &[u8], follow: bool) -> bool {
+    let Some(real) = fs.canonical(path) else {
+        return false;
+    };
+    if real == path {
+        return true;
+    }
+    if !follow {
+        return false;
+    }
+    let roots = std::iter::once(cfg.document_root.as_str()).chain(
+        cfg.site
+            .aliases
+            .iter()
+            .filter(|a| matches!(a.from, crate::config::site::Matcher::Path(_)))
+            .map(|a| a.to.as_str()),
+    );
+    roots
+        .filter_map(|r| fs.canonical(r.as_bytes()))
+        .any(|r| real.starts_with(&r) && (real.len() == r.len() || real[r.len()] == b'/'))
+}
+
+/// `FallbackResource`: the request is served as if for that URL (once).
+fn fallback(
+    cfg: &Config,
+    fb: &Option<Option<String>>,
+    remote: IpAddr,
+    local: IpAddr,
+    fs: &dyn Fs,
+    depth: usize,
+) -> Option<Decision> {
+    let url = fb.as_ref()?.as_ref()?;
+    if depth > 0 || !url.starts_with('/') {
+        return None;
+    }
+    let (file, prefix, root) = cfg.site.translate(url.as_bytes(), &cfg.document_root);
+    let (filename, path_info, kind) = walk(fs, &file);
+    let at = At {
+        uri: url.as_bytes().to_vec(),
+        filename,
+        path_info,
+        kind,
+        prefix,
+        root,
+    };
+    Some(decide_at(cfg, at, remote, local, fs, depth + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeFs(&'static [(&'static str, PathKind)]);
+
+    impl Fs for FakeFs {
+        fn kind(&self, path: &[u8]) -> PathKind {
+            self.0
+                .iter()
+                .find(|(p, _)| p.as_bytes() == path)
+                .map_or(PathKind::Missing, |(_, k)| *k)
+        }
+    }
+
+    const DISK: FakeFs = FakeFs(&[
+        ("/srv", PathKind::Directory),
+        ("/srv/www", PathKind::Directory),
+        ("/srv/www/sub", PathKind::Directory),
+        ("/srv/www/a.php", PathKind::File),
+        ("/srv/www/sub/index.php", PathKind::File),
+    ]);
+
+    #[test]
+    fn walking_stops_at_the_first_component_that_is_not_a_directory() {
+        assert_eq!(
+            walk(&DISK, b"/srv/www/a.php/x/y"),
+            (b"/srv/www/a.php".to_vec(), b"/x/y".to_vec(), PathKind::File)
+        );
+        assert_eq!(
+            walk(&DISK, b"/srv/www/nope/x"),
+            (b"/srv/www/nope".to_vec(), b"/x".to_vec(), PathKind::Missing)
+        );
+        assert_eq!(
+            walk(&DISK, b"/srv/www/sub/"),
+            (b"/srv/www/sub/".to_vec(), Vec::new(), PathKind::Directory)
+        );
+        assert_eq!(
+            walk(&DISK, b"/srv/www/a.php/"),
+            (b"/srv/www/a.php".to_vec(), b"/".to_vec(), PathKind::File)
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! Apache configurations as Apache reads them: includes, definitions, `<IfModule>` by the
+//! modules loaded, virtual hosts, filesystem sections and handlers, access control (refused
+//! unless implemented), on `config_fixtures/site/` (a Debian-shaped tree) and on a copy of this
+//! machine's `/etc/apache2`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use fcgi_proxy::config::site::{Access, Handler, PathKind};
+use fcgi_proxy::config::{Config, ConfigError, Warning, apache};
+use fcgi_proxy::site::{Decision, Fs, HandlerTarget, decide};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_fixtures/site")
+}
+
+fn read(path: &Path, defines: &[(&str, &str)]) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let defines: Vec<(String, String)> = defines
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    apache::parse_with(&text, &path.display().to_string(), &defines)
+}
+
+/// A configuration text in its own directory (the default ServerRoot), with extra files.
+fn in_dir(main: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let conf = dir.path().join("httpd.conf");
+    std::fs::write(&conf, main).unwrap();
+    (dir, conf)
+}
+
+/// A disk for [`decide`]: these paths exist (directories end with '/').
+struct Disk(Vec<String>);
+
+impl Fs for Disk {
+    fn kind(&self, path: &[u8]) -> PathKind {
+        let p = String::from_utf8_lossy(path);
+        let p = p.trim_end_matches('/');
+        if self.0.iter().any(|x| x == p) {
+            PathKind::File
+        } else if p.is_empty() || self.0.iter().any(|x| x.starts_with(&format!("{p}/"))) {
+            PathKind::Directory
+        } else {
+            PathKind::Missing
+        }
+    }
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn handler(d: Decision) -> HandlerTarget {
+    match d {
+        Decision::Handler(t) => *t,
+        other => panic!("expected the handler, got {other:?}"),
+    }
+}
+
+#[test]
+fn debian_shaped_tree_is_read_as_apache_reads_it() {
+    let conf = fixture_dir().join("apache2.conf");
+    let (cfg, warnings) = read(&conf, &[("SITE_ROOT", "/srv/t")]).unwrap();
+    // ports.conf through Include; Listen 8443 is in <IfModule ssl_module>, not loaded.
+    assert_eq!(cfg.listen, vec!["8080"]);
+    // envvars: ${APACHE_LOG_DIR} and friends are defined, so no warning about them.
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.message.contains("is not defined")),
+        "{warnings:#?}"
+    );
+    // mods-enabled/dir.conf, inside <IfModule mod_dir.c> with dir_module loaded.
+    assert_eq!(
+        cfg.site.base.directory_index,
+        Some(vec!["index.html".to_string(), "index.php".to_string()])
+    );
+    // Timeout 30 from the main file.
+    assert_eq!(cfg.timeouts.backend_io, std::time::Duration::from_secs(30));
+    // sites-enabled/*.conf in name order; README is not read.
+    assert_eq!(cfg.vhosts.len(), 2);
+    let (default, blog) = (&cfg.vhosts[0], &cfg.vhosts[1]);
+    assert!(default.names.is_empty());
+    assert_eq!(default.config.document_root, "/srv/t/default");
+    assert_eq!(
+        default.config.server_admin.as_deref(),
+        Some("webmaster@localhost")
+    );
+    assert_eq!(blog.names, vec!["blog.example", "*.blog.example"]);
+    assert_eq!(blog.config.document_root, "/srv/t/blog");
+    assert!(blog.is_named(b"www.blog.example") && !blog.is_named(b"blog.example.org"));
+    assert_eq!(blog.config.routes.len(), 1);
+    assert_eq!(
+        blog.config.routes[0].target.as_str(),
+        "fcgi://127.0.0.1:9000/api/",
+        "PHP_PORT defaults through <IfDefine !PHP_PORT>"
+    );
+    assert!(
+        default.config.routes.is_empty(),
+        "ProxyPass stays in its own host"
+    );
+    // The php handler from conf-enabled/, decided by LoadModule proxy_fcgi_module.
+    let h = blog
+        .config
+        .site
+        .sections
+        .iter()
+        .find_map(|s| match &s.settings.handler {
+            Some(Handler::Proxy { url, defined, .. }) => Some((url.raw.clone(), *defined)),
+            _ => None,
+        })
+        .expect("the php handler");
+    assert_eq!(
+        h,
+        ("fcgi://127.0.0.1:9000".to_string(), false),
+        "a ProxyPass to a path of the same backend does not cover the handler's files: \
+         Apache's default worker"
+    );
+    let d = handler(decide(
+        &blog.config,
+        b"/a/index.php",
+        LOOPBACK,
+        LOOPBACK,
+        &Disk(vec!["/srv/t/blog/a/index.php".into()]),
+    ));
+    assert_eq!(d.filename, b"/srv/t/blog/a/index.php");
+    assert_eq!(d.script_uri, b"/a/index.php");
+    cfg.validate().unwrap();
+}
+
+#[test]
+fn sections_merge_and_decide_like_apache() {
+    let conf = fixture_dir().join("apache2.conf");
+    let (cfg, _) = read(&conf, &[("SITE_ROOT", "/srv/t"), ("PHP_PORT", "9123")]).unwrap();
+    let blog = &cfg.vhosts[1].config;
+    let disk = Disk(vec![
+        "/srv/t/blog/index.php".into(),
+        "/srv/t/blog/.htaccess".into(),
+        "/srv/t/blog/src.phps".into(),
+        "/srv/t/blog/sub/index.php".into(),
+        "/srv/t/blog/readme.txt".into(),
+        "/srv/t/shared/x.php".into(),
+        "/etc/passwd".into(),
+    ]);
+    let at = |uri: &str| decide(blog, uri.as_bytes(), LOOPBACK, LOOPBACK, &disk);
+    let d = handler(at("/index.php/extra/path"));
+    assert_eq!(d.worker.raw, "fcgi://127.0.0.1:9123", "-D PHP_PORT=9123");
+    assert_eq!(d.path_info, b"/extra/path");
+    assert_eq!(d.context_prefix, b"");
+    // DirectoryIndex: the first that exists (index.html does not).
+    let d = handler(at("/sub/"));
+    assert_eq!(d.filename, b"/srv/t/blog/sub/index.php");
+    assert_eq!(d.script_uri, b"/sub/index.php");
+    assert_eq!(at("/sub"), Decision::Redirect(b"/sub/".to_vec()));
+    // A missing .php file still goes to the handler (no <If -f>), its path info kept.
+    let d = handler(at("/nope.php/x"));
+    assert_eq!(
+        (d.filename.as_slice(), d.path_info.as_slice()),
+        (&b"/srv/t/blog/nope.php"[..], &b"/x"[..])
+    );
+    // Alias: CONTEXT_PREFIX and CONTEXT_DOCUMENT_ROOT are the alias's.
+    let d = handler(at("/static/x.php"));
+    assert_eq!(d.filename, b"/srv/t/shared/x.php");
+    assert_eq!(d.context_prefix, b"/static/");
+    assert_eq!(d.context_document_root, b"/srv/t/shared/");
+    // Require all denied: <FilesMatch "^\.ht">, raw PHP sources, a name that is only ".php".
+    assert_eq!(at("/.htaccess"), Decision::Status(403));
+    assert_eq!(at("/src.phps"), Decision::Status(403));
+    assert_eq!(at("/.php"), Decision::Status(403));
+    // Files no handler claims, and files that are not there.
+    assert_eq!(
+        at("/readme.txt"),
+        Decision::File(b"/srv/t/blog/readme.txt".to_vec())
+    );
+    assert_eq!(
+        at("/readme.txt/x"),
+        Decision::Status(404),
+        "no path info for files"
+    );
+    assert_eq!(at("/missing.txt"), Decision::Status(404));
+    // An Alias out of the granted tree is denied by <Directory />.
+    let mut c = blog.clone();
+    c.site.aliases.insert(
+        0,
+        fcgi_proxy::config::site::Alias {
+            from: fcgi_proxy::config::site::Matcher::Path("/etc/".into()),
+            to: "/etc/".into(),
+            origin: Default::default(),
+        },
+    );
+    assert_eq!(
+        decide(&c, b"/etc/passwd", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+}
+
+#[test]
+fn includes_defines_and_modules() {
+    let (_d, conf) = in_dir(
+        "Listen 80\n\
+         Define DOC /srv/a\n\
+         DocumentRoot ${DOC}\n\
+         Include conf.d/*.conf\n\
+         IncludeOptional none.d/*.conf\n\
+         LoadModule proxy_module modules/mod_proxy.so\n\
+         <IfModule mod_proxy.c>\n ProxyPass /p fcgi://h:1/\n</IfModule>\n\
+         <IfModule proxy_fcgi_module>\n ProxyPass /q fcgi://h:1/\n</IfModule>\n\
+         <IfModule !proxy_fcgi_module>\n ProxyPass /r fcgi://h:1/\n</IfModule>\n\
+         <IfDefine X>\n ProxyPass /x fcgi://h:1/\n Include does-not-exist.conf\n</IfDefine>\n\
+         ServerAdmin ${NOPE}\n",
+        &[
+            ("conf.d/b.conf", "ProxyPass /b fcgi://h:1/\n"),
+            ("conf.d/a.conf", "ProxyPass /a fcgi://h:1/\nInclude sub\n"),
+            ("conf.d/c.txt", "ProxyPass /txt fcgi://h:1/\n"),
+            ("sub/one", "ProxyPass /sub1 fcgi://h:1/\n"),
+        ],
+    );
+    let (cfg, w) = read(&conf, &[]).unwrap();
+    let paths: Vec<String> = cfg.routes.iter().filter_map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec!["/a", "/sub1", "/b", "/p", "/r"],
+        "sorted includes; modules as loaded"
+    );
+    assert_eq!(cfg.document_root, "/srv/a");
+    let undefined = w
+        .iter()
+        .find(|w| w.message.contains("${NOPE} is not defined"))
+        .expect("a warning for ${NOPE}");
+    assert_eq!(undefined.line, Some(20));
+    // -D X turns <IfDefine X> on, and then its Include must exist.
+    let e = read(&conf, &[("X", "")]).unwrap_err();
+    assert!(e.to_string().contains("does-not-exist.conf"), "{e}");
+    assert_eq!(e.line, Some(18));
+    // An Include that matches nothing is an error; a loop is stopped.
+    let (_d, conf) = in_dir("Listen 80\nInclude conf.d/*.conf\n", &[]);
+    let e = read(&conf, &[]).unwrap_err();
+    assert!(e.to_string().contains("httpd.conf:2:"), "{e}");
+    let (_d, conf) = in_dir(
+        "Listen 80\nInclude loop.conf\n",
+        &[("loop.conf", "Include loop.conf\n")],
+    );
+    let e = read(&conf, &[]).unwrap_err();
+    assert!(e.to_string().contains("levels of includes"), "{e}");
+    // A section left open in an included file names that file.
+    let (_d, conf) = in_dir(
+        "Listen 80\nInclude open.conf\n",
+        &[("open.conf", "<IfModule x>\nProxyPass /a fcgi://h:1/\n")],
+    );
+    let e = read(&conf, &[]).unwrap_err();
+    assert!(e.to_string().contains("open.conf:1:"), "{e}");
+}
+
+#[test]
+fn access_control_that_is_not_implemented_is_refused_with_its_place() {
+    for (text, line) in [
+        ("<Directory /srv>\n  Require valid-user\n</Directory>\n", 3),
+        ("<Location /a>\n  Require ip 10.0.0.0/8\n</Location>\n", 3),
+        ("<Directory /srv>\n  Order allow,deny\n</Directory>\n", 3),
+        ("<Directory /srv>\n  Deny from all\n</Directory>\n", 3),
+        ("<Location /adm>\n  AuthType Basic\n</Location>\n", 3),
+        ("<Location /adm>\n  AuthUserFile /x\n</Location>\n", 3),
+        ("<Directory /srv>\n  Satisfy any\n</Directory>\n", 3),
+        (
+            "<Location /a>\n  <Limit POST>\n  </Limit>\n</Location>\n",
+            3,
+        ),
+        (
+            "<Directory /srv>\n  <RequireAll>\n  </RequireAll>\n</Directory>\n",
+            3,
+        ),
+        ("<Proxy *>\n  Require all denied\n</Proxy>\n", 3),
+        // Inside a section fcgi-proxy does not evaluate: still refused.
+        (
+            "<If \"%{HTTP_HOST} == 'a'\">\n  Require all denied\n</If>\n",
+            3,
+        ),
+    ] {
+        let text = format!("Listen 80\n{text}");
+        let e = apache::parse(&text, "a.conf").unwrap_err();
+        assert_eq!(
+            (e.file.as_deref(), e.line),
+            (Some("a.conf"), Some(line)),
+            "{text}: {e}"
+        );
+        assert!(e.message.contains("refusing to start"), "{e}");
+    }
+    // The forms implemented load; access control in a module that is not loaded is not read.
+    let ok = "Listen 80\nLoadModule authz_core_module m.so\n\
+              <Directory /srv>\n Require all granted\n</Directory>\n\
+              <Location /s>\n Require local\n</Location>\n\
+              <Files \".ht*\">\n Require all denied\n</Files>\n\
+              <Proxy *>\n Require all granted\n</Proxy>\n\
+              <IfModule mod_auth_basic.c>\n <Location /adm>\n  AuthType Basic\n  Require valid-user\n </Location>\n</IfModule>\n";
+    let (cfg, _) = apache::parse(ok, "ok.conf").unwrap();
+    let access: Vec<Option<Access>> = cfg
+        .site
+        .sections
+        .iter()
+        .map(|s| s.settings.access)
+        .collect();
+    assert_eq!(
+        access,
+        vec![
+            Some(Access::Granted),
+            Some(Access::Local),
+            Some(Access::Denied)
+        ]
+    );
+    let mut d = cfg.clone();
+    d.document_root = "/srv".into();
+    let disk = Disk(vec!["/srv/.htpasswd".into()]);
+    assert_eq!(
+        decide(&d, b"/.htpasswd", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+    let far: IpAddr = "192.0.2.1".parse().unwrap();
+    let local: IpAddr = "192.0.2.9".parse().unwrap();
+    assert_eq!(
+        decide(&d, b"/s", far, local, &disk),
+        Decision::Status(403),
+        "Require local"
+    );
+    assert_eq!(
+        decide(&d, b"/s", local, local, &disk),
+        Decision::Status(404)
+    );
+}
+
+#[test]
+fn allow_override_with_an_htaccess_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    let text = format!(
+        "Listen 80\nDocumentRoot {0}\n<Directory {0}/app>\n AllowOverride All\n</Directory>\n",
+        root.display()
+    );
+    // No .htaccess: nothing is ignored.
+    apache::parse(&text, "o.conf").unwrap();
+    std::fs::write(root.join(".htaccess"), "Require all denied\n").unwrap();
+    apache::parse(&text, "o.conf").expect("the .htaccess is outside the AllowOverride directory");
+    std::fs::write(root.join("app/.htaccess"), "Require all denied\n").unwrap();
+    let e = apache::parse(&text, "o.conf").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("app/.htaccess"), "{e}");
+    let none = text.replace("AllowOverride All", "AllowOverride None");
+    apache::parse(&none, "o.conf").unwrap();
+}
+
+/// Copies a directory tree, symbolic links as links.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if ft.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn this_machines_apache_tree_with_php_fpm_enabled() {
+    if programs::require_program("apache2", "apache2").is_none() {
+        return;
+    }
+    let etc = Path::new("/etc/apache2");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("apache2");
+    copy_tree(etc, &tree);
+    let conf = tree.join("apache2.conf");
+    // As installed: no handler, no route.
+    let (cfg, _) = read(&conf, &[]).unwrap();
+    assert!(!cfg.site.serves_files());
+    assert_eq!(cfg.listen, vec!["80"]);
+    // a2enconf php8.2-fpm alone: <IfModule proxy_fcgi_module> is false, still no handler.
+    let php = tree.join("conf-available/php8.2-fpm.conf");
+    if !php.exists() {
+        eprintln!("SKIPPED this_machines_apache_tree_with_php_fpm_enabled: no php8.2-fpm.conf");
+        return;
+    }
+    std::os::unix::fs::symlink(
+        "../conf-available/php8.2-fpm.conf",
+        tree.join("conf-enabled/php8.2-fpm.conf"),
+    )
+    .unwrap();
+    let (cfg, _) = read(&conf, &[]).unwrap();
+    assert!(!cfg.site.serves_files(), "proxy_fcgi is not loaded yet");
+    // a2enmod proxy_fcgi (and proxy, its dependency).
+    for m in ["proxy.load", "proxy_fcgi.load"] {
+        let link = tree.join("mods-enabled").join(m);
+        if !link.exists() {
+            std::os::unix::fs::symlink(format!("../mods-available/{m}"), link).unwrap();
+        }
+    }
+    let (mut cfg, warnings) = read(&conf, &[]).unwrap();
+    cfg.override_listen(vec!["127.0.0.1:0".into()]);
+    cfg.validate().unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.message.contains("is not defined")),
+        "envvars supplies APACHE_*: {warnings:#?}"
+    );
+    assert_eq!(cfg.vhosts.len(), 1, "000-default.conf");
+    let v = &cfg.vhosts[0].config;
+    assert_eq!(v.document_root, "/var/www/html");
+    let disk = Disk(vec![
+        "/var/www/html/index.php".into(),
+        "/var/www/html/.htaccess".into(),
+    ]);
+    let d = handler(decide(v, b"/", LOOPBACK, LOOPBACK, &disk));
+    assert_eq!(
+        d.worker.raw,
+        "unix:/run/php/php8.2-fpm.sock|fcgi://localhost"
+    );
+    assert!(
+        d.default_worker,
+        "no <Proxy> defines it: Apache's default worker"
+    );
+    assert_eq!(d.filename, b"/var/www/html/index.php");
+    assert_eq!(
+        decide(v, b"/.htaccess", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+    assert_eq!(
+        decide(v, b"/x.phps", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+}
+
+#[test]
+fn if_file_exists_fallback_resource_and_accept_path_info() {
+    let text = "Listen 80\nDocumentRoot /w\n\
+                <FilesMatch \"\\.php$\">\n\
+                  <If \"-f %{REQUEST_FILENAME}\">\n\
+                    SetHandler \"proxy:unix:/run/php.sock|fcgi://localhost\"\n\
+                  </If>\n\
+                </FilesMatch>\n\
+                <Directory /w/app>\n  FallbackResource /app/index.php\n</Directory>\n\
+                <Directory /w/strict>\n  AcceptPathInfo Off\n</Directory>\n\
+                <Location /raw/>\n  SetHandler none\n</Location>\n";
+    let (cfg, _) = apache::parse(text, "i.conf").unwrap();
+    let disk = Disk(vec![
+        "/w/a.php".into(),
+        "/w/app/index.php".into(),
+        "/w/strict/s.php".into(),
+        "/w/raw/r.php".into(),
+    ]);
+    let at = |uri: &str| decide(&cfg, uri.as_bytes(), LOOPBACK, LOOPBACK, &disk);
+    let d = handler(at("/a.php"));
+    assert_eq!(d.worker.raw, "unix:/run/php.sock|fcgi://localhost");
+    // <If -f>: a missing .php file gets no handler, hence a 404 and no backend request.
+    assert_eq!(at("/missing.php"), Decision::Status(404));
+    // FallbackResource: a missing file under /w/app is served by the fallback script.
+    let d = handler(at("/app/some/route"));
+    assert_eq!(d.filename, b"/w/app/index.php");
+    assert_eq!(d.script_uri, b"/app/index.php");
+    assert_eq!(at("/other/route"), Decision::Status(404));
+    // AcceptPathInfo Off refuses path info even for the handler.
+    assert!(matches!(at("/strict/s.php"), Decision::Handler(_)));
+    assert_eq!(at("/strict/s.php/x"), Decision::Status(404));
+    // SetHandler none in a Location is merged after <FilesMatch>, but the <If> in it comes
+    // after every section: the handler again.
+    assert!(matches!(at("/raw/r.php"), Decision::Handler(_)));
+}
