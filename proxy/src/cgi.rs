@@ -149,6 +149,39 @@ impl FileProbe for RealFs {
     }
 }
 
+/// A [`FileProbe`] that answers from what it was told ([`ProbeMemo::learn`]); the first path
+/// it does not know is noted ([`ProbeMemo::take_wanted`]) and answered `Missing`, so that the
+/// caller can look it up elsewhere (off the serving thread) and run the walk again.
+#[derive(Debug, Default)]
+pub struct ProbeMemo {
+    known: Vec<(Vec<u8>, FileKind)>,
+    wanted: std::cell::RefCell<Option<Vec<u8>>>,
+}
+
+impl ProbeMemo {
+    pub fn learn(&mut self, path: Vec<u8>, kind: FileKind) {
+        self.known.push((path, kind));
+    }
+
+    /// The first path asked about and not known since the last call.
+    pub fn take_wanted(&mut self) -> Option<Vec<u8>> {
+        self.wanted.get_mut().take()
+    }
+}
+
+impl FileProbe for ProbeMemo {
+    fn kind(&self, path: &[u8]) -> FileKind {
+        if let Some((_, k)) = self.known.iter().find(|(p, _)| p == path) {
+            return *k;
+        }
+        let mut wanted = self.wanted.borrow_mut();
+        if wanted.is_none() {
+            *wanted = Some(path.to_vec());
+        }
+        FileKind::Missing
+    }
+}
+
 /// Everything [`build_params`] needs.
 #[derive(Clone, Copy)]
 pub struct CgiInput<'a> {

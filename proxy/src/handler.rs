@@ -20,7 +20,7 @@ use crate::admission::{Admission, BodyBudget, BodyCharge};
 use crate::answers;
 use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
-use crate::cgi::{self, BalancerVars, CgiInput, RealFs};
+use crate::cgi::{self, BalancerVars, CgiInput, FileProbe, ProbeMemo, RealFs};
 use crate::config::site::{DirSettings, Handler, VhostAddr};
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
 use crate::error::{ErrorKind, ProxyError};
@@ -158,6 +158,31 @@ pub async fn prepare_body(
             })
         }
     }
+}
+
+/// Runs `encode` with a filesystem that answers from what it learned; each path it asked about
+/// and did not know (`proxy-fcgi-pathinfo=full` walks a path a component at a time) is looked
+/// up on a blocking-pool thread, never on the serving thread, and `encode` runs again. Without
+/// such a walk it runs once and touches no filesystem.
+async fn encode_probing(
+    mut encode: impl FnMut(&dyn FileProbe) -> Result<bytes::Bytes, StatusCode>,
+) -> Result<bytes::Bytes, StatusCode> {
+    /// More components than any real path has: a walk is cut short beyond.
+    const MAX_LOOKUPS: usize = 256;
+    let mut memo = ProbeMemo::default();
+    for _ in 0..MAX_LOOKUPS {
+        let out = encode(&memo);
+        let Some(path) = memo.take_wanted() else {
+            return out;
+        };
+        let lookup = path.clone();
+        let kind = tokio::task::spawn_blocking(move || RealFs.kind(&lookup))
+            .await
+            .unwrap_or(cgi::FileKind::Missing);
+        memo.learn(path, kind);
+    }
+    tracing::info!("request refused: path info walk deeper than {MAX_LOOKUPS} components");
+    Err(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// What a request whose body is being read is charged to the body budget besides the bytes it
@@ -718,7 +743,10 @@ impl<C: Connector> Proxy<C> {
         let env = cgi::request_env(&host.config, &m, &creq);
         let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
         // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
-        let preamble_for = |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool| {
+        let preamble_for = |member: Option<&Member>,
+                            balancer: BalancerVars,
+                            keep_conn: bool,
+                            fs: &dyn FileProbe| {
             let input = CgiInput {
                 config: &host.config,
                 route_match: &m,
@@ -727,7 +755,7 @@ impl<C: Connector> Proxy<C> {
                 request: &creq,
                 env: &env,
                 process_path: self.process_path.as_deref(),
-                fs: &RealFs,
+                fs,
             };
             cgi::encode_params(&input, keep_conn).map_err(|e| {
                 tracing::info!("request refused: {e}");
@@ -739,7 +767,10 @@ impl<C: Connector> Proxy<C> {
             Backend::Worker => {
                 let worker =
                     &self.workers[host.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
-                let preamble = preamble_for(None, BalancerVars::default(), worker.reuse)?;
+                let preamble = encode_probing(|fs| {
+                    preamble_for(None, BalancerVars::default(), worker.reuse, fs)
+                })
+                .await?;
                 let result = forward(worker, preamble, prepared.body, shape, None).await;
                 Ok((
                     respond(result, &worker.name),
@@ -772,7 +803,10 @@ impl<C: Connector> Proxy<C> {
                         route_changed_late: any && !first,
                         session: session.as_ref(),
                     };
-                    let preamble = preamble_for(Some(&cfg.members[mi]), vars, worker.reuse)?;
+                    let preamble = encode_probing(|fs| {
+                        preamble_for(Some(&cfg.members[mi]), vars, worker.reuse, fs)
+                    })
+                    .await?;
                     let this_body = match (body.take(), &replay) {
                         (Some(x), _) => x,
                         (None, Some(r)) => RequestBody::Buffered(r.clone()),
