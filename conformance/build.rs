@@ -30,9 +30,10 @@ fn main() {
         );
     }
     scenario_files.sort();
-    let (expected, own): (Vec<PathBuf>, Vec<PathBuf>) = scenario_files
-        .into_iter()
-        .partition(|p| p.strip_prefix(&scenarios).is_ok_and(|r| r.starts_with("expected")));
+    let (expected, own): (Vec<PathBuf>, Vec<PathBuf>) = scenario_files.into_iter().partition(|p| {
+        p.strip_prefix(&scenarios)
+            .is_ok_and(|r| r.starts_with("expected"))
+    });
     expected_files.extend(expected);
     let mut docs: Vec<PathBuf> = std::fs::read_dir(&reference)
         .map(|d| {
@@ -49,9 +50,15 @@ fn main() {
 
     let mut out = String::new();
     table(&mut out, "SCENARIOS", &own, &scenarios);
-    table(&mut out, "EXPECTED", &expected_files, &scenarios.join("expected"));
+    table(
+        &mut out,
+        "EXPECTED",
+        &expected_files,
+        &scenarios.join("expected"),
+    );
     table(&mut out, "DOCS", &docs, &root);
-    let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("embedded.rs");
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("embedded.rs");
     std::fs::write(&dest, out).expect("write embedded.rs");
 }
 

@@ -212,10 +212,7 @@ pub fn explain(s: &Scenario) -> String {
         "Requirement ({}, section {}{}):\n  \"{}\"",
         r.source,
         r.section,
-        r.url
-            .as_ref()
-            .map(|u| format!(", {u}"))
-            .unwrap_or_default(),
+        r.url.as_ref().map(|u| format!(", {u}")).unwrap_or_default(),
         flat(&r.quote)
     );
     if let Some(why) = &s.sim.only {
@@ -337,7 +334,10 @@ pub fn explain(s: &Scenario) -> String {
          goes to another client, no backend connection is leaked"
     );
     if !s.mutants.is_empty() {
-        let _ = writeln!(o, "\nMust FAIL under each of these variants (proof it can fail):");
+        let _ = writeln!(
+            o,
+            "\nMust FAIL under each of these variants (proof it can fail):"
+        );
         for m in &s.mutants {
             let _ = writeln!(o, "  - {}", m.why);
         }
@@ -386,7 +386,8 @@ fn route_words(r: &Route) -> String {
             .map(|_| "Authorization passed on".to_string()),
         (!r.fcgi_set.is_empty()).then(|| format!("params set: {:?}", r.fcgi_set)),
         (!r.fcgi_unset.is_empty()).then(|| format!("params removed: {:?}", r.fcgi_unset)),
-        r.flush.then(|| "response data passed on as it arrives".to_string()),
+        r.flush
+            .then(|| "response data passed on as it arrives".to_string()),
     ];
     for s in settings.into_iter().flatten() {
         let _ = write!(w, ", {s}");
@@ -450,7 +451,10 @@ fn request_words(e: &RequestExpect) -> Vec<String> {
         }
     }
     if let Some(body) = &e.stdin {
-        say(format!("the backend reads the body {:?}", shorten(body, 60)));
+        say(format!(
+            "the backend reads the body {:?}",
+            shorten(body, 60)
+        ));
     }
     if let Some(t) = &e.body_contains {
         say(format!("the response body contains {t:?}"));

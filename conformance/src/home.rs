@@ -180,7 +180,8 @@ pub fn read_dir_sources(dir: &Path) -> Result<Vec<Source>, String> {
 /// Scenario files given on the command line (files or directories): their ids are checked
 /// against their paths when a directory named `scenarios` is above them.
 pub fn read_path_sources(path: &Path) -> Result<Vec<Source>, String> {
-    let files = crate::scenario::find_files(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let files =
+        crate::scenario::find_files(path).map_err(|e| format!("{}: {e}", path.display()))?;
     files
         .into_iter()
         .map(|p| {
@@ -214,7 +215,11 @@ mod tests {
         for (sel, id, want) in [
             ("security", "security/s1-httpoxy-any-case", true),
             ("scenarios/security/", "security/s1-httpoxy-any-case", true),
-            ("security/s1-httpoxy-any-case.toml", "security/s1-httpoxy-any-case", true),
+            (
+                "security/s1-httpoxy-any-case.toml",
+                "security/s1-httpoxy-any-case",
+                true,
+            ),
             ("scenarios", "cgi/meta-variables", true),
             ("sec", "security/s1-httpoxy-any-case", false),
             ("cgi/meta", "cgi/meta-variables", false),

@@ -183,6 +183,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// Verdict counts per target.
+pub type Summary = BTreeMap<String, BTreeMap<Verdict, usize>>;
+
 /// All results of a run, in the order checks and targets were first seen.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
@@ -257,8 +260,8 @@ impl Results {
     }
 
     /// Verdict counts per target.
-    pub fn summary(&self) -> BTreeMap<String, BTreeMap<Verdict, usize>> {
-        let mut m: BTreeMap<String, BTreeMap<Verdict, usize>> = BTreeMap::new();
+    pub fn summary(&self) -> Summary {
+        let mut m = Summary::new();
         for r in &self.results {
             *m.entry(r.target.clone())
                 .or_default()
@@ -294,7 +297,7 @@ impl Results {
 
     /// A line per target: the counts, then per level.
     fn summary_lines(&self) -> Vec<String> {
-        let per_level: Vec<(Level, BTreeMap<String, BTreeMap<Verdict, usize>>)> = self
+        let per_level: Vec<(Level, Summary)> = self
             .levels()
             .into_iter()
             .map(|l| (l, self.at_level(l).summary()))
@@ -332,16 +335,28 @@ impl Results {
             .collect();
         let mut line = if failing.is_empty() {
             "verdict: PASS (no MUST or SHOULD check failed".to_string()
-                + if gate.strict { ", nor any COMPAT one)" } else { ")" }
+                + if gate.strict {
+                    ", nor any COMPAT one)"
+                } else {
+                    ")"
+                }
         } else {
-            format!("verdict: FAIL ({} failed: {})", failing.len(), count(&failing))
+            format!(
+                "verdict: FAIL ({} failed: {})",
+                failing.len(),
+                count(&failing)
+            )
         };
         if !ignored.is_empty() {
             let _ = write!(
                 line,
                 "; not counted: {}{}",
                 count(&ignored),
-                if gate.strict { "" } else { " (--strict counts COMPAT)" }
+                if gate.strict {
+                    ""
+                } else {
+                    " (--strict counts COMPAT)"
+                }
             );
         }
         line
@@ -693,7 +708,10 @@ mod tests {
         assert_eq!(r.levels(), [Level::Must, Level::Compat]);
         let gate = Gate::default();
         let table = r.to_table(gate);
-        let (must, compat) = (table.find("MUST (2 checks)"), table.find("COMPAT (1 checks)"));
+        let (must, compat) = (
+            table.find("MUST (2 checks)"),
+            table.find("COMPAT (1 checks)"),
+        );
         assert!(must.is_some() && must < compat, "{table}");
         // pathinfo/c is in the COMPAT matrix, not the MUST one.
         assert!(table.find("pathinfo/c") > compat, "{table}");
@@ -708,7 +726,10 @@ mod tests {
         let md = r.to_markdown(gate);
         assert!(md.contains("| reuse/a |"), "{md}");
         assert!(md.find("## MUST") < md.find("## COMPAT"), "{md}");
-        assert!(md.contains("### COMPAT\n\n- `pathinfo/c` on nginx: FAIL"), "{md}");
+        assert!(
+            md.contains("### COMPAT\n\n- `pathinfo/c` on nginx: FAIL"),
+            "{md}"
+        );
         let json: serde_json::Value = serde_json::from_str(&r.to_json(gate)).unwrap();
         assert_eq!(json["passed"], false);
         assert_eq!(json["levels"][0]["level"], "MUST");
@@ -723,7 +744,9 @@ mod tests {
         );
         // The COMPAT failure is reported, but not as a failure.
         assert!(
-            junit.contains("<testsuite name=\"nginx: COMPAT\" tests=\"1\" failures=\"0\" skipped=\"1\">"),
+            junit.contains(
+                "<testsuite name=\"nginx: COMPAT\" tests=\"1\" failures=\"0\" skipped=\"1\">"
+            ),
             "{junit}"
         );
         assert!(junit.contains("FAIL COMPAT: not counted"), "{junit}");
@@ -756,7 +779,10 @@ mod tests {
         assert_eq!(run(&[(Must, Xpass)]), (1, 1));
         assert_eq!(run(&[(Compat, Xpass)]), (0, 1));
         // XFAIL and SKIP never fail a run; INFO is never counted.
-        assert_eq!(run(&[(Must, Xfail), (Must, Skip), (Level::Info, Fail)]), (0, 0));
+        assert_eq!(
+            run(&[(Must, Xfail), (Must, Skip), (Level::Info, Fail)]),
+            (0, 0)
+        );
     }
 
     #[test]

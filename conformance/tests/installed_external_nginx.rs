@@ -18,7 +18,13 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(bin: &Path, dir: &Path, listen: SocketAddr, backend: SocketAddr, extra: &str) -> Nginx {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        listen: SocketAddr,
+        backend: SocketAddr,
+        extra: &str,
+    ) -> Nginx {
         let conf = format!(
             "pid nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ access_log off;\n  \
              client_body_temp_path body; fastcgi_temp_path fastcgi;\n  \
@@ -39,7 +45,10 @@ impl Nginx {
         let nginx = Nginx { child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "nginx does not listen on {listen}");
+            assert!(
+                Instant::now() < deadline,
+                "nginx does not listen on {listen}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         nginx
@@ -111,14 +120,19 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("verdict: FAIL (2 failed: 2 MUST)"), "{out}");
-    assert!(out.contains("HTTP_PROXY=\"http://attacker.example:8080\" present"), "{out}");
+    assert!(
+        out.contains("HTTP_PROXY=\"http://attacker.example:8080\" present"),
+        "{out}"
+    );
     let junit = std::fs::read_to_string(cwd.join("report/junit.xml")).expect("junit.xml");
     assert!(
         junit.contains("<testsuite name=\"external: MUST\" tests=\"2\" failures=\"2\""),
         "{junit}"
     );
     assert!(
-        junit.contains("<testsuite name=\"external: COMPAT\" tests=\"1\" failures=\"0\" skipped=\"1\">"),
+        junit.contains(
+            "<testsuite name=\"external: COMPAT\" tests=\"1\" failures=\"0\" skipped=\"1\">"
+        ),
         "{junit}"
     );
 
@@ -126,7 +140,13 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
     let (listen, backend) = (free_loopback_port().unwrap(), free_loopback_port().unwrap());
     let ng = dir.path().join("fixed");
     std::fs::create_dir_all(&ng).unwrap();
-    let fixed = Nginx::start(&nginx, &ng, listen, backend, "fastcgi_param HTTP_PROXY \"\";");
+    let fixed = Nginx::start(
+        &nginx,
+        &ng,
+        listen,
+        backend,
+        "fastcgi_param HTTP_PROXY \"\";",
+    );
     let lax = run(&cwd, listen, backend, &[]);
     let strict = run(&cwd, listen, backend, &["--strict"]);
     drop(fixed);

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use clap::builder::RangedU64ValueParser;
 
-use crate::progress::Progress;
 use crate::home::Home;
+use crate::progress::Progress;
 use crate::report::{self, CheckResult, Expected, Gate, LEVELS, Results, Verdict};
 use crate::scenario::Level;
 use crate::sim::suite::{self, par_map};

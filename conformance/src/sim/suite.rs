@@ -201,7 +201,10 @@ pub fn select(
             let text = sel.to_string_lossy();
             let picked: Vec<Source> = pool
                 .iter()
-                .filter(|s| s.id.as_deref().is_some_and(|id| crate::home::selects(&text, id)))
+                .filter(|s| {
+                    s.id.as_deref()
+                        .is_some_and(|id| crate::home::selects(&text, id))
+                })
                 .cloned()
                 .collect();
             if picked.is_empty() {
