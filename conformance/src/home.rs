@@ -229,6 +229,72 @@ mod tests {
     }
 
     #[test]
+    fn areas_ids_and_levels_pick_scenarios() {
+        use crate::scenario::Level;
+        use crate::sim::suite::{at_levels, select};
+        let home = Home::workspace();
+        let cgi = select(&home, &["cgi".into()], &[], None).unwrap();
+        assert!(cgi.len() > 5 && cgi.iter().all(|f| f.scenario.area() == "cgi"));
+        let compat = at_levels(cgi.clone(), &[Level::Compat]);
+        assert!(!compat.is_empty() && compat.len() < cgi.len());
+        assert!(compat.iter().all(|f| f.scenario.level == Level::Compat));
+        let one = select(
+            &home,
+            &["scenarios/cgi/meta-variables.toml".into()],
+            &[],
+            None,
+        );
+        assert_eq!(one.unwrap().len(), 1);
+        let e = select(&home, &["cgi/nope".into()], &[], None).unwrap_err();
+        assert!(
+            e[0].contains("cgi/nope") && e[0].contains("explain"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn added_scenarios_join_the_built_in_ones_and_are_checked() {
+        use crate::sim::suite::select;
+        let home = Home::workspace();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("local")).unwrap();
+        let mine = dir.path().join("local/mine.toml");
+        std::fs::write(&mine, crate::author::template("local/mine")).unwrap();
+        let added = [dir.path().to_path_buf()];
+        let all = select(&home, &[], &added, None).unwrap();
+        let builtin = home.builtin().unwrap().len();
+        assert_eq!(all.len(), builtin + 1);
+        let picked = select(&home, &["local".into()], &added, None).unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].scenario.id, "local/mine");
+        // The id must be the path below the directory.
+        std::fs::write(&mine, crate::author::template("local/other")).unwrap();
+        let e = select(&home, &[], &added, None).unwrap_err();
+        assert!(
+            e.iter().any(|e| e.contains("does not match the path")),
+            "{e:?}"
+        );
+        // A mistyped document of the suite is an error, not free text.
+        let text = crate::author::template("local/mine").replace(
+            "source = \"RFC 3875\"",
+            "source = \"docs/reference/apahce.md\"",
+        );
+        std::fs::write(&mine, text).unwrap();
+        let e = select(&home, &[], &added, None).unwrap_err();
+        assert!(e.iter().any(|e| e.contains("names no document")), "{e:?}");
+        // An id the suite already has is refused.
+        std::fs::create_dir_all(dir.path().join("cgi")).unwrap();
+        std::fs::remove_file(&mine).unwrap();
+        let copy = std::fs::read_to_string(
+            crate::sim::suite::scenarios_dir().join("cgi/meta-variables.toml"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("cgi/meta-variables.toml"), copy).unwrap();
+        let e = select(&home, &[], &added, None).unwrap_err();
+        assert!(e.iter().any(|e| e.contains("ids must be unique")), "{e:?}");
+    }
+
+    #[test]
     fn a_directory_gives_ids_from_the_paths_below_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("local")).unwrap();
