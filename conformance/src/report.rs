@@ -372,8 +372,8 @@ impl Results {
             t.with(Style::rounded());
             let _ = writeln!(
                 out,
-                "{level} ({} checks): {}\n{t}",
-                at.checks().len(),
+                "{level} ({}): {}\n{t}",
+                checks(at.checks().len()),
                 level_meaning(level)
             );
         }
@@ -395,8 +395,8 @@ impl Results {
             t.with(Style::markdown());
             let _ = writeln!(
                 out,
-                "{heading} {level} ({} checks)\n\n{}.\n\n{t}\n",
-                at.checks().len(),
+                "{heading} {level} ({})\n\n{}.\n\n{t}\n",
+                checks(at.checks().len()),
                 capitalised(level_meaning(level))
             );
         }
@@ -559,6 +559,15 @@ impl Results {
     }
 }
 
+/// `1 check`, `3 checks`.
+fn checks(n: usize) -> String {
+    if n == 1 {
+        "1 check".into()
+    } else {
+        format!("{n} checks")
+    }
+}
+
 /// `text` with its first letter upper-case.
 fn capitalised(text: &str) -> String {
     let mut c = text.chars();
@@ -710,7 +719,7 @@ mod tests {
         let table = r.to_table(gate);
         let (must, compat) = (
             table.find("MUST (2 checks)"),
-            table.find("COMPAT (1 checks)"),
+            table.find("COMPAT (1 check)"),
         );
         assert!(must.is_some() && must < compat, "{table}");
         // pathinfo/c is in the COMPAT matrix, not the MUST one.
