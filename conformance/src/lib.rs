@@ -2,8 +2,11 @@
 //! (turmoil), a real runner against live processes, the peer proxies it can drive, reports, and
 //! the side-by-side benchmark.
 
+pub mod author;
 pub mod bench;
 pub mod check;
+pub mod cli;
+pub mod home;
 pub mod load;
 pub mod ours;
 pub mod peers;

@@ -401,6 +401,7 @@ fn scenario(sh: &Shape) -> Scenario {
                 .into(),
             source: "scenarios/README.md".into(),
             section: "A scenario, top to bottom".into(),
+            url: None,
         },
         topology: Topology {
             document_root: None,

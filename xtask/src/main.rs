@@ -4,13 +4,16 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use conformance::author::{ExplainArgs, NewArgs};
 use conformance::bench::BenchArgs;
+use conformance::home::Home;
 use conformance::load::LoadArgs;
 use conformance::real::cli::ConformanceArgs;
 use conformance::real::peers_cli::PeersArgs;
 use conformance::sim::suite::SimArgs;
 
-/// The workspace's commands: the conformance suite, the simulator, the bench and the load test.
+/// The workspace's commands: the conformance suite (the same code and arguments as the
+/// installed `fcgi-conformance`, reading the checkout's files), the bench and the load test.
 #[derive(Debug, Parser)]
 #[command(name = "xtask", bin_name = "cargo xtask")]
 struct Xtask {
@@ -23,6 +26,8 @@ enum Command {
     Peers(PeersArgs),
     Conformance(ConformanceArgs),
     Sim(SimArgs),
+    New(NewArgs),
+    Explain(ExplainArgs),
     Bench(BenchArgs),
     Load(LoadArgs),
 }
@@ -47,11 +52,18 @@ fn main() -> ExitCode {
                 eprintln!("xtask conformance: building fcgi-proxy failed");
                 return ExitCode::FAILURE;
             }
-            conformance::real::cli::cli(root, &args)
+            conformance::real::cli::cli(&home(), &args)
         }
         Command::Load(args) => conformance::load::main(&args),
-        Command::Sim(args) => conformance::sim::suite::cli(workspace_root(), &args),
+        Command::Sim(args) => conformance::sim::suite::cli(&home(), &args),
+        Command::New(args) => conformance::author::new_cli(&home(), &args),
+        Command::Explain(args) => conformance::author::explain_cli(&home(), &args),
     }
+}
+
+/// The checkout's files: scenarios, expected deviations, reference documents.
+fn home() -> Home {
+    Home::Repo(workspace_root().to_path_buf())
 }
 
 /// The workspace root: scenario paths and reports are relative to it.
@@ -83,6 +95,9 @@ mod tests {
             "conformance --backend php-fpm --target all --markdown docs/conformance.md",
             "conformance --target external --url http://127.0.0.1:8080 --backend 127.0.0.1:9001",
             "conformance --threads 4 --keep target/keep",
+            "conformance --level must,should --strict --out target/x scenarios/cgi",
+            "new local/x --dir target/x",
+            "explain cgi/meta-variables",
             "sim",
             "sim scenarios/security --seeds 20",
             "sim --seed 7 --trace",

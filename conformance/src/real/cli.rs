@@ -1,14 +1,16 @@
 //! `cargo xtask conformance`: every scenario, for real, against each target; a matrix of checks
 //! x targets with expected deviations shown as XFAIL; reports in target/conformance/.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::builder::RangedU64ValueParser;
 
+use crate::home::Home;
 use crate::progress::Progress;
-use crate::report::{self, CheckResult, Expected, Results, Verdict};
+use crate::report::{self, CheckResult, Expected, Gate, LEVELS, Results, Verdict};
+use crate::scenario::Level;
 use crate::sim::suite::{self, par_map};
 
 use super::{BackendKind, RealOptions, Target};
@@ -28,12 +30,12 @@ pub fn column_name(target: Target, kind: BackendKind) -> String {
 /// a real backend `<target>.<backend>.toml` first, then the target's own list with every entry
 /// intermittent (a deviation seen with the mock may rest on an expectation a real backend does
 /// not judge, so a pass does not make it stale).
-fn expected_for(dir: &Path, target: Target, kind: BackendKind) -> Result<Expected, String> {
-    let own = Expected::load(dir, target.name())?;
+fn expected_for(home: &Home, target: Target, kind: BackendKind) -> Result<Expected, String> {
+    let own = home.expected(target.name())?;
     if !kind.is_real() {
         return Ok(own);
     }
-    let mut e = Expected::load(dir, &format!("{}.{}", target.name(), kind.name()))?;
+    let mut e = home.expected(&format!("{}.{}", target.name(), kind.name()))?;
     e.deviations.extend(own.deviations.into_iter().map(|mut d| {
         d.reason = format!("as with the mock: {}", d.reason);
         d.intermittent = true;
@@ -129,21 +131,30 @@ const AFTER_HELP: &str = "\
 TARGET: ours, apache, nginx, caddy, haproxy, lighttpd, h2o, all (= every one of these), or
 external.
 
-Runs the scenario files (default: scenarios/) for real against each target (default: ours):
-the target proxy as a process with a config generated from each scenario's topology, fcgi-mock
-backends on loopback, real HTTP. Prints the matrix of checks x targets; writes
-target/conformance/{results.json,junit.xml,conformance.md}; with --markdown FILE also writes
-the Markdown report there (docs/conformance.md is that report, committed). --keep DIR keeps
-each run's generated config, the target's log and journal.txt (what the clients got and every
-FastCGI record the backends saw: params, connections) in DIR/<target>/<area>/<check>/.
+Runs the scenarios (default: all built-in ones, and those added with --scenarios DIR; a PATH is
+a scenario file or directory, or a scenario id or area such as security or cgi/meta-variables)
+for real against each target (default: ours): the target proxy as a process with a config
+generated from each scenario's topology, fcgi-mock backends on loopback, real HTTP. Prints the
+matrix of checks x targets per level; writes results.json, junit.xml and conformance.md to
+--out DIR (default: target/conformance in the repository, conformance-report installed); with
+--markdown FILE also writes the Markdown report there (docs/conformance.md is that report,
+committed). --keep DIR keeps each run's generated config, the target's log and journal.txt
+(what the clients got and every FastCGI record the backends saw: params, connections) in
+DIR/<target>/<area>/<check>/.
 
-A target whose binary is missing is SKIP for the whole column with an install hint (cargo
-xtask peers install gets the Debian packages); with --require-targets it is an error instead
-(exit status 2, naming the program, before any check runs). A check the target cannot express
-is SKIP with the reason. A target that crashes during a check fails it, with the tail of its
+Levels: MUST and SHOULD (a specification says so), COMPAT (what Apache httpd's mod_proxy_fcgi
+does, with no specification behind it), INFO (observed only). Exit status 1 on a FAIL or XPASS
+at MUST or SHOULD, and at COMPAT with --strict; never for INFO. --level must,should runs only
+those levels. Exit status 2 on a usage error (scenarios that do not load, a missing target
+with --require-targets, an external proxy that is not listening).
+
+A target whose binary is missing is SKIP for the whole column with an install hint (the peers
+command installs the Debian packages); with --require-targets it is an error instead (exit
+status 2, naming the program, before any check runs). A check the target cannot express is
+SKIP with the reason. A target that crashes during a check fails it, with the tail of its
 log; each check starts a fresh target process. Listed deviations
-(scenarios/expected/<target>.toml) turn FAIL into XFAIL; a listed deviation that passes is
-XPASS. Exit status 1 on any FAIL or XPASS.
+(scenarios/expected/<target>.toml, and --expected FILE for your own) turn FAIL into XFAIL; a
+listed deviation that passes is XPASS.
 
 External proxy (--target external): a proxy you run and configured yourself. Configure it to
 send every request path, unchanged, to the one FastCGI backend at --backend (the suite starts
@@ -169,11 +180,12 @@ error (exit status 2).
 
 Examples:
     cargo xtask conformance --target all --require-targets
+    fcgi-conformance run --target external --url http://127.0.0.1:8080 --backend 127.0.0.1:9001 --out reports
     cargo xtask conformance --backend php-fpm --target ours
     cargo xtask conformance --target external --url http://127.0.0.1:PORT --backend 127.0.0.1:PORT2
 ";
 
-/// `cargo xtask conformance`: the command line.
+/// `run` (`cargo xtask conformance`): the command line.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     about = "The scenarios for real against proxies: a matrix of checks x targets",
@@ -193,16 +205,34 @@ pub struct ConformanceArgs {
     /// Checks run at once per target
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
+    /// Only scenarios of these levels (must, should, compat, info; comma-separated)
+    #[arg(long, value_name = "LEVEL[,LEVEL...]", value_delimiter = ',', value_parser = suite::parse_level)]
+    pub level: Vec<Level>,
+    /// COMPAT failures fail the run too (by default only MUST and SHOULD ones do)
+    #[arg(long)]
+    pub strict: bool,
     /// Also write the Markdown report to FILE
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Write results.json, junit.xml and conformance.md to DIR
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Keep each check's config, log and journal under DIR
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
     /// With --target external: where it listens (http://HOST:PORT)
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Scenario files or directories (default: scenarios/)
+    /// Also run the scenario files under DIR (ids: their paths below DIR)
+    #[arg(long = "scenarios", value_name = "DIR")]
+    pub scenarios: Vec<PathBuf>,
+    /// Deviations you expect (a TOML list of [[deviation]] check/reason): FAIL becomes XFAIL
+    #[arg(long, value_name = "FILE")]
+    pub expected: Option<PathBuf>,
+    /// The fcgi-proxy binary for --target ours (default: built, or found in PATH)
+    #[arg(long, value_name = "FILE")]
+    pub proxy_bin: Option<PathBuf>,
+    /// Scenario files or directories, or scenario ids or areas (default: all)
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
@@ -224,6 +254,23 @@ impl ConformanceArgs {
         if self.threads != 2 {
             words.extend(["--threads".into(), self.threads.to_string()]);
         }
+        if !self.level.is_empty() {
+            let names: Vec<String> = self
+                .level
+                .iter()
+                .map(|l| l.to_string().to_ascii_lowercase())
+                .collect();
+            words.extend(["--level".into(), names.join(",")]);
+        }
+        if self.strict {
+            words.push("--strict".into());
+        }
+        for d in &self.scenarios {
+            words.extend(["--scenarios".into(), d.display().to_string()]);
+        }
+        if let Some(e) = &self.expected {
+            words.extend(["--expected".into(), e.display().to_string()]);
+        }
         if let Some(u) = &self.url {
             words.extend(["--url".into(), u.clone()]);
         }
@@ -238,9 +285,36 @@ impl ConformanceArgs {
     }
 }
 
-/// `cargo xtask conformance ...`: `root` is the workspace root (default paths, and the base of
-/// relative ones).
-pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
+/// The `fcgi-proxy` binary for `--target ours`: `--proxy-bin`; from a checkout, the one
+/// `cargo xtask` built; installed, the one beside this program or in `PATH`.
+fn proxy_bin(home: &Home, args: &ConformanceArgs) -> PathBuf {
+    if let Some(p) = &args.proxy_bin {
+        return if p.is_absolute() {
+            p.clone()
+        } else {
+            home.base().join(p)
+        };
+    }
+    match home {
+        Home::Repo(root) => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|d| if d.is_absolute() { d } else { root.join(d) })
+            .unwrap_or_else(|| root.join("target"))
+            .join("debug/fcgi-proxy"),
+        Home::Installed(_) => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("fcgi-proxy")))
+            .filter(|p| p.is_file())
+            .or_else(|| programs::find_program("fcgi-proxy"))
+            // Not found: --target ours is SKIP, naming this path and how to get the proxy.
+            .unwrap_or_else(|| PathBuf::from("fcgi-proxy")),
+    }
+}
+
+/// `run ...` (`cargo xtask conformance ...`): scenarios from `home` and the paths given;
+/// relative paths start from `home`'s base.
+pub fn cli(home: &Home, args: &ConformanceArgs) -> ExitCode {
+    let base = home.base();
     let mut targets: Vec<Target> = Vec::new();
     for t in &args.target {
         match t {
@@ -248,10 +322,16 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
             TargetArg::One(t) => targets.push(*t),
         }
     }
-    let mut paths: Vec<PathBuf> = args.paths.iter().map(|p| root.join(p)).collect();
     let threads = args.threads;
-    let markdown = args.markdown.as_ref().map(|p| root.join(p));
-    let keep = args.keep.as_ref().map(|p| root.join(p));
+    let markdown = args.markdown.as_ref().map(|p| base.join(p));
+    let keep = args.keep.as_ref().map(|p| base.join(p));
+    let out = args
+        .out
+        .as_ref()
+        .map_or_else(|| home.default_out(), |p| base.join(p));
+    let gate = Gate {
+        strict: args.strict,
+    };
     let url = args.url.clone();
     let (kind, backend) = match &args.backend {
         None => (BackendKind::Mock, None),
@@ -307,16 +387,9 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if paths.is_empty() {
-        if kind.is_real() {
-            let dir = suite::scenarios_dir();
-            paths.extend(REAL_BACKEND_AREAS.iter().map(|a| dir.join(a)));
-        } else {
-            paths.push(suite::scenarios_dir());
-        }
-    }
-    let files = match suite::load(&paths) {
-        Ok(f) => f,
+    let default_areas: Option<&[&str]> = kind.is_real().then_some(&REAL_BACKEND_AREAS[..]);
+    let files = match suite::select(home, &args.paths, &args.scenarios, default_areas) {
+        Ok(f) => suite::at_levels(f, &args.level),
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
@@ -324,12 +397,28 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
+    if files.is_empty() {
+        eprintln!("no scenario to run");
+        return ExitCode::from(2);
+    }
+    let own_expected = match &args.expected {
+        None => Expected::default(),
+        Some(p) => {
+            let path = base.join(p);
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| toml::from_str::<Expected>(&t).map_err(|e| e.to_string()))
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("--expected {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let opts = RealOptions {
-        proxy_bin: target_dir.join("debug/fcgi-proxy"),
+        proxy_bin: proxy_bin(home, args),
         external,
         keep,
         backend: kind,
@@ -349,19 +438,22 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let expected_dir = root.join("scenarios/expected");
     let started = Instant::now();
     let progress = Progress::new();
     let mut results = Results::default();
     for &target in &targets {
         let column = column_name(target, kind);
-        let expected = match expected_for(&expected_dir, target, kind) {
+        let mut expected = match expected_for(home, target, kind) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(2);
             }
         };
+        // The user's own list comes first: it is about the proxy they run.
+        let mut listed = own_expected.deviations.clone();
+        listed.append(&mut expected.deviations);
+        expected.deviations = listed;
         let t0 = Instant::now();
         let done = std::sync::atomic::AtomicUsize::new(0);
         // The external proxy's one backend address can serve one check at a time.
@@ -391,32 +483,37 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
             results.push(CheckResult {
                 check: f.scenario.id.clone(),
                 target: column.clone(),
+                level: f.scenario.level,
                 verdict,
                 detail,
             });
         }
     }
-    print!("{}", results.to_table());
+    print!("{}", results.to_table(gate));
     let unexpected = results.unexpected();
-    for r in &unexpected {
-        println!(
-            "{} {} on {}: {}",
-            r.verdict.as_str(),
-            r.check,
-            r.target,
-            r.detail
-        );
+    for level in LEVELS {
+        for r in unexpected.iter().filter(|r| r.level == level) {
+            let counted = if gate.fails(r) { "" } else { " (not counted)" };
+            println!(
+                "{} {} {}{counted} on {}: {}",
+                r.level,
+                r.verdict.as_str(),
+                r.check,
+                r.target,
+                r.detail
+            );
+        }
     }
     println!(
-        "{} checks x {} targets in {:.1}s",
+        "{} checks x {} targets in {:.1}s; reports in {}",
         results.checks().len(),
         results.targets().len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        out.display()
     );
-    let out = root.join("target/conformance");
     let (report, doc) = match kind {
         BackendKind::Mock => {
-            let report = results.to_markdown();
+            let report = results.to_markdown(gate);
             // The real-backend sections of the committed report stay.
             let kept = markdown
                 .as_ref()
@@ -444,8 +541,8 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
         }
     };
     let written = std::fs::create_dir_all(&out)
-        .and_then(|()| std::fs::write(out.join("results.json"), results.to_json()))
-        .and_then(|()| std::fs::write(out.join("junit.xml"), results.to_junit()))
+        .and_then(|()| std::fs::write(out.join("results.json"), results.to_json(gate)))
+        .and_then(|()| std::fs::write(out.join("junit.xml"), results.to_junit(gate)))
         .and_then(|()| std::fs::write(out.join("conformance.md"), &report))
         .and_then(|()| match &markdown {
             Some(p) => std::fs::write(p, &doc),
@@ -454,9 +551,5 @@ pub fn cli(root: &Path, args: &ConformanceArgs) -> ExitCode {
     if let Err(e) = written {
         eprintln!("writing reports: {e}");
     }
-    if unexpected.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(results.exit_status(gate))
 }

@@ -138,11 +138,13 @@ impl Target {
         Some(match (self, self.program()) {
             (_, Some((bin, package))) => {
                 format!(
-                    "{bin} not installed (apt-get install {package}, or cargo xtask peers install)"
+                    "{bin} not installed (apt-get install {package}, or the `peers install` \
+                     command)"
                 )
             }
             _ => format!(
-                "{} not built (cargo build -p fcgi-proxy)",
+                "{} not found (in a checkout: cargo build -p fcgi-proxy; installed: cargo \
+                 install --path proxy, or --proxy-bin FILE)",
                 opts.proxy_bin.display()
             ),
         })

@@ -12,6 +12,7 @@ use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use crate::check::{self, Judgement};
+use crate::home::{Home, Source};
 use crate::scenario::{self, Level, Scenario, ScenarioError};
 
 /// The workspace's root directory: requirement sources that are files are relative to it.
@@ -35,43 +36,51 @@ pub struct ScenarioFile {
     pub scenario: Scenario,
 }
 
-/// Loads every scenario under `paths` (files or directories), checking that each id matches
-/// its path and that a requirement quoted from a file of this repository is in that file
-/// ([`scenario::Requirement::check_against`]).
+/// Loads every scenario under `paths` (files or directories) of this checkout, checking that
+/// each id matches its path and that a requirement quoted from a file of this repository is
+/// in that file ([`scenario::Requirement::check_against`]).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> {
-    let mut files = Vec::new();
+    let mut sources = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
-        match scenario::find_files(p) {
-            Ok(found) => files.extend(found),
-            Err(e) => errors.push(ScenarioError {
+        match crate::home::read_path_sources(p) {
+            Ok(found) => sources.extend(found),
+            Err(message) => errors.push(ScenarioError {
                 origin: p.display().to_string(),
-                message: e.to_string(),
+                message,
             }),
         }
     }
-    files.sort();
-    files.dedup();
-    // The repository files requirements are quoted from, read once each.
-    let mut docs: std::collections::BTreeMap<String, std::io::Result<String>> =
+    let loaded = load_sources(sources, &Home::workspace());
+    match (loaded, errors.is_empty()) {
+        (Ok(files), true) => Ok(files),
+        (Ok(_), false) => Err(errors),
+        (Err(more), _) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// Parses and checks scenario texts: the id each must carry, no id twice, and a requirement
+/// that quotes a document of the repository ([`Home::doc`]) is in it. Sorted by path.
+pub fn load_sources(
+    mut sources: Vec<Source>,
+    home: &Home,
+) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> {
+    sources.sort();
+    sources.dedup();
+    let mut errors = Vec::new();
+    // The documents requirements are quoted from, read once each.
+    let mut docs: std::collections::BTreeMap<String, Option<Result<String, String>>> =
         std::collections::BTreeMap::new();
-    let mut out = Vec::new();
-    for path in files {
-        let origin = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(ScenarioError {
-                    origin,
-                    message: e.to_string(),
-                });
-                continue;
-            }
-        };
-        match Scenario::parse(&text, &origin) {
+    let mut out: Vec<ScenarioFile> = Vec::new();
+    for src in sources {
+        let origin = src.origin();
+        match Scenario::parse(&src.text, &origin) {
             Ok(s) => {
-                if let Some(id) = scenario::id_from_path(&path)
-                    && id != s.id
+                if let Some(id) = &src.id
+                    && *id != s.id
                 {
                     errors.push(ScenarioError {
                         origin,
@@ -79,13 +88,30 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> 
                     });
                     continue;
                 }
+                if let Some(other) = out.iter().find(|f| f.scenario.id == s.id) {
+                    errors.push(ScenarioError {
+                        origin,
+                        message: format!(
+                            "id {:?} is also the id of {}: ids must be unique",
+                            s.id,
+                            other.path.display()
+                        ),
+                    });
+                    continue;
+                }
                 if let Some(file) = s.requirement.repository_file() {
                     let doc = docs
                         .entry(file.to_string())
-                        .or_insert_with(|| std::fs::read_to_string(workspace_root().join(file)));
+                        .or_insert_with(|| home.doc(file));
                     let checked = match doc {
-                        Ok(doc) => s.requirement.check_against(doc),
-                        Err(e) => Err(format!("requirement.source {file}: {e}")),
+                        Some(Ok(doc)) => s.requirement.check_against(doc),
+                        Some(Err(e)) => Err(format!("requirement.source {file}: {e}")),
+                        None if scenario::Requirement::names_reference_doc(file) => Err(format!(
+                            "requirement.source {file:?} names no document of the suite \
+                             (those are docs/reference/*.md and scenarios/README.md); \
+                             another document is cited in free text, e.g. \"RFC 9110\""
+                        )),
+                        None => Ok(()),
                     };
                     if let Err(message) = checked {
                         errors.push(ScenarioError { origin, message });
@@ -93,8 +119,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> 
                     }
                 }
                 out.push(ScenarioFile {
-                    path,
-                    text,
+                    path: src.path,
+                    text: src.text,
                     scenario: s,
                 });
             }
@@ -105,6 +131,114 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<ScenarioFile>, Vec<ScenarioError>> 
         Ok(out)
     } else {
         Err(errors)
+    }
+}
+
+/// The scenarios a command line picks. `selectors` are files or directories on disk (relative
+/// to the current directory, else to `home`'s base), or ids and areas of the built-in and
+/// added scenarios (`security`, `cgi/meta-variables`, `scenarios/security`); none picks every
+/// built-in scenario (those of `default_areas` only, when given) and every added one. `added`
+/// are directories (or files) of the user's own scenarios (`--scenarios DIR`), their ids the
+/// paths below the directory.
+pub fn select(
+    home: &Home,
+    selectors: &[PathBuf],
+    added: &[PathBuf],
+    default_areas: Option<&[&str]>,
+) -> Result<Vec<ScenarioFile>, Vec<String>> {
+    let base = home.base();
+    let on_disk = |p: &Path| -> Option<PathBuf> {
+        if p.exists() {
+            Some(p.to_path_buf())
+        } else {
+            let q = base.join(p);
+            q.exists().then_some(q)
+        }
+    };
+    let mut errors = Vec::new();
+    let mut extra = Vec::new();
+    for dir in added {
+        match on_disk(dir) {
+            Some(d) => match crate::home::read_dir_sources(&d) {
+                Ok(found) => extra.extend(found),
+                Err(e) => errors.push(e),
+            },
+            None => errors.push(format!("--scenarios {}: no such directory", dir.display())),
+        }
+    }
+    let builtin = || home.builtin();
+    let mut sources = Vec::new();
+    if selectors.is_empty() {
+        match builtin() {
+            Ok(all) => sources.extend(all.into_iter().filter(|s| {
+                default_areas.is_none_or(|areas| {
+                    s.id.as_deref()
+                        .is_some_and(|id| areas.iter().any(|a| crate::home::selects(a, id)))
+                })
+            })),
+            Err(e) => {
+                if extra.is_empty() {
+                    errors.push(e);
+                }
+            }
+        }
+        sources.extend(extra);
+    } else {
+        let mut pool: Option<Vec<Source>> = None;
+        for sel in selectors {
+            if let Some(p) = on_disk(sel) {
+                match crate::home::read_path_sources(&p) {
+                    Ok(found) => sources.extend(found),
+                    Err(e) => errors.push(e),
+                }
+                continue;
+            }
+            let pool = pool.get_or_insert_with(|| {
+                let mut all = builtin().unwrap_or_default();
+                all.extend(extra.iter().cloned());
+                all
+            });
+            let text = sel.to_string_lossy();
+            let picked: Vec<Source> = pool
+                .iter()
+                .filter(|s| {
+                    s.id.as_deref()
+                        .is_some_and(|id| crate::home::selects(&text, id))
+                })
+                .cloned()
+                .collect();
+            if picked.is_empty() {
+                errors.push(format!(
+                    "{text}: no such file, and no scenario id or area of that name (`{} explain` \
+                     with no id lists them)",
+                    home.command()
+                ));
+            }
+            sources.extend(picked);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    load_sources(sources, home).map_err(|es| es.iter().map(ToString::to_string).collect())
+}
+
+/// `files` at the given levels only (all when none are given).
+pub fn at_levels(mut files: Vec<ScenarioFile>, levels: &[Level]) -> Vec<ScenarioFile> {
+    if !levels.is_empty() {
+        files.retain(|f| levels.contains(&f.scenario.level));
+    }
+    files
+}
+
+/// Parses a `--level` value: `must`, `should`, `compat`, `info` (any case).
+pub fn parse_level(s: &str) -> Result<Level, String> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "MUST" => Ok(Level::Must),
+        "SHOULD" => Ok(Level::Should),
+        "COMPAT" => Ok(Level::Compat),
+        "INFO" => Ok(Level::Info),
+        _ => Err("must, should, compat or info".into()),
     }
 }
 
@@ -262,17 +396,20 @@ pub fn table(reports: &[Report]) -> String {
 }
 
 const AFTER_HELP: &str = "\
-Runs scenario files (default: scenarios/) in the deterministic simulator and prints a table of
-scenario, verdict, virtual time and wall time. --seed N runs seed N (default 1); --seeds N runs
-seeds 1..=N, checking the invariants on every one. --trace prints the trace of each failing run.
---mutants runs every [[mutant]] of the files instead, each of which must FAIL, and prints the
-first reason each one failed for. Exit status 1 when a scenario fails (a mutant passes).
+Runs scenarios (default: every built-in one, and those added with --scenarios DIR) in the
+deterministic simulator, in front of fcgi-proxy (built in), and prints a table of scenario,
+level, verdict, virtual time and wall time. A PATH is a scenario file or directory, or the id
+or area of a scenario (security, cgi/meta-variables). --seed N runs seed N (default 1); --seeds
+N runs seeds 1..=N, checking the invariants on every one. --trace prints the trace of each
+failing run. --mutants runs every [[mutant]] of the files instead, each of which must FAIL, and
+prints the first reason each one failed for. Exit status 1 when a scenario fails (a mutant
+passes), 2 when the scenarios do not load.
 ";
 
-/// `cargo xtask sim`: the command line.
+/// `sim`: the command line.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    about = "Run scenario files in the deterministic simulator",
+    about = "Run scenarios in the deterministic simulator (in front of fcgi-proxy)",
     after_help = AFTER_HELP,
     args_override_self = true
 )]
@@ -292,25 +429,19 @@ pub struct SimArgs {
     /// Run every [[mutant]] of the files instead; each must FAIL
     #[arg(long)]
     pub mutants: bool,
-    /// Scenario files or directories (default: scenarios/)
+    /// Only scenarios of these levels (must, should, compat, info; comma-separated)
+    #[arg(long, value_name = "LEVEL[,LEVEL...]", value_delimiter = ',', value_parser = parse_level)]
+    pub level: Vec<Level>,
+    /// Also run the scenario files under DIR (ids: their paths below DIR)
+    #[arg(long = "scenarios", value_name = "DIR")]
+    pub scenarios: Vec<PathBuf>,
+    /// Scenario files or directories, or scenario ids or areas (default: all)
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 
-/// `cargo xtask sim ...`: `root` is the workspace root (default paths and relative paths that
-/// do not exist from the current directory are taken from there).
-pub fn cli(root: &Path, args: &SimArgs) -> ExitCode {
-    let mut paths: Vec<PathBuf> = args
-        .paths
-        .iter()
-        .map(|p| {
-            if p.exists() || p.is_absolute() {
-                p.clone()
-            } else {
-                root.join(p)
-            }
-        })
-        .collect();
+/// `sim ...`: scenarios from `home` (and the paths given).
+pub fn cli(home: &Home, args: &SimArgs) -> ExitCode {
     let seeds: Vec<u64> = match (args.seed, args.seeds) {
         (_, Some(n)) => (1..=n).collect(),
         (Some(n), None) => vec![n],
@@ -319,15 +450,8 @@ pub fn cli(root: &Path, args: &SimArgs) -> ExitCode {
     let threads = args.threads.unwrap_or_else(threads);
     let show_trace = args.trace;
     let mutants = args.mutants;
-    if paths.is_empty() {
-        paths.push(root.join("scenarios"));
-    }
-    let files = match load(&paths) {
-        Ok(f) if f.is_empty() => {
-            eprintln!("xtask sim: no scenario files under {paths:?}");
-            return ExitCode::from(2);
-        }
-        Ok(f) => f,
+    let files = match select(home, &args.paths, &args.scenarios, None) {
+        Ok(f) => at_levels(f, &args.level),
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
@@ -335,6 +459,10 @@ pub fn cli(root: &Path, args: &SimArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if files.is_empty() {
+        eprintln!("sim: no scenario to run");
+        return ExitCode::from(2);
+    }
     if mutants {
         return mutants_cli(&files, threads);
     }
