@@ -702,8 +702,8 @@ fn describe_site(s: &mut String, site: &site::Site, skip: usize) {
                     if *defined { "" } else { " (default worker)" }
                 ));
             }
-            if let Some(a) = d.access {
-                parts.push(format!("{prefix}access {a:?}"));
+            if let Some(a) = d.describe_access() {
+                parts.push(format!("{prefix}access: {a}"));
             }
         };
         show(&sec.settings, "");
