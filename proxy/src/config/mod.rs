@@ -8,6 +8,7 @@ pub mod expr;
 mod model;
 pub mod read;
 pub mod site;
+pub mod site_toml;
 pub mod toml;
 pub mod url;
 

@@ -87,6 +87,9 @@ pub struct Config {
     #[serde(skip)]
     pub origin: Option<String>,
     /// Filesystem sections, aliases and handlers (Apache configurations only).
+    /// `[[site]]` tables of a TOML configuration (turned into `site` and `vhosts` on load).
+    #[serde(default, rename = "site", skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<super::site_toml::SiteSpec>,
     #[serde(skip)]
     pub site: Site,
     /// Name-based virtual hosts (Apache configurations only), each with its whole effective
@@ -129,6 +132,7 @@ impl Default for Config {
             admin_listen: None,
             workers: None,
             origin: None,
+            sites: Vec::new(),
             site: Site::default(),
             vhosts: Vec::new(),
         }
