@@ -419,6 +419,27 @@ fn htaccess_files_are_read_where_allow_override_lets_them() {
         let e = apache::parse(&text, "o.conf").unwrap_err();
         assert!(e.to_string().contains("inc/.htaccess:1:"), "{bad}: {e}");
     }
+    // Under a linked directory (walked under the link's name, as Apache reads it), and with a
+    // link that loops.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join(".htaccess"), "Require all denied\n").unwrap();
+    std::fs::write(root.join("app/inc/.htaccess"), "Options -Indexes\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("app/linked")).unwrap();
+    std::os::unix::fs::symlink(root.join("app"), root.join("app/inc/loop")).unwrap();
+    let c = cfg(&text);
+    let disk = Disk(vec![
+        format!("{r}/app/linked/x.txt"),
+        format!("{r}/app/inc/x.txt"),
+    ]);
+    assert_eq!(
+        decide(&c, b"/app/linked/x.txt", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+    assert_eq!(
+        decide(&c, b"/app/inc/x.txt", LOOPBACK, LOOPBACK, &disk),
+        Decision::File(format!("{r}/app/inc/x.txt").into())
+    );
     // Harmless ones are ignored with a warning.
     std::fs::write(
         root.join("app/inc/.htaccess"),

@@ -2274,14 +2274,28 @@ fn load_htaccess(
         let name = site.access_file.as_deref().unwrap_or(".htaccess");
         let mut roots = vec![std::path::PathBuf::from(&c.document_root)];
         for a in &site.aliases {
-            if matches!(a.from, Matcher::Path(_)) {
-                roots.push(std::path::PathBuf::from(&a.to));
+            match a.from {
+                Matcher::Path(_) => roots.push(std::path::PathBuf::from(&a.to)),
+                // `AliasMatch … /x/y/$1`: everything it can reach is under `/x/y/`.
+                Matcher::Regex(_) => {
+                    let fixed = a.to.split('$').next().unwrap_or("");
+                    if let Some(i) = fixed.rfind('/') {
+                        roots.push(std::path::PathBuf::from(&fixed[..=i]));
+                    }
+                }
             }
         }
         for root in roots {
             let mut seen = 0usize;
-            let mut todo = vec![root];
-            while let Some(dir) = todo.pop() {
+            // Each directory with the real paths of the directories above it: a symbolic link
+            // back to one of them is a loop, not walked again.
+            let mut todo = vec![(root, Vec::<std::path::PathBuf>::new())];
+            while let Some((dir, mut above)) = todo.pop() {
+                match std::fs::canonicalize(&dir) {
+                    Ok(real) if above.contains(&real) => continue,
+                    Ok(real) => above.push(real),
+                    Err(_) => continue,
+                }
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };
@@ -2302,8 +2316,11 @@ fn load_htaccess(
                         ));
                     }
                     let Ok(ft) = e.file_type() else { continue };
-                    if ft.is_dir() {
-                        todo.push(e.path());
+                    // A linked directory is walked under its name here: Apache reads the
+                    // access files along the path as requested.
+                    let is_dir = ft.is_dir() || ft.is_symlink() && e.path().is_dir();
+                    if is_dir {
+                        todo.push((e.path(), above.clone()));
                     } else if e.file_name() == name {
                         let d = dir.to_string_lossy().trim_end_matches('/').to_owned();
                         let merged =
