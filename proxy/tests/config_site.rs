@@ -537,6 +537,26 @@ fn access_rules_combine_as_in_apache() {
         "<Directory @D@>\nRequire all denied\nSatisfy Any\n</Directory>\n",
         &[("/index.html", one, 200)],
     );
+    // Satisfy belongs to mod_access_compat's settings: alone in a section it resets them.
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0.2\nRequire all denied\n</Directory>\n\
+         <Directory @D@/sub>\nSatisfy Any\n</Directory>\n",
+        &[
+            ("/sub/f.txt", one, 200),
+            ("/sub/f.txt", two, 200),
+            ("/index.html", two, 403),
+        ],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.0/8\n</Directory>\n\
+         <Directory @D@/sub>\nAuthMerging And\nRequire ip 127.0.0.2\n</Directory>\n",
+        &[("/sub/f.txt", one, 403), ("/sub/f.txt", two, 200)],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.2\n</Directory>\n\
+         <Directory @D@/sub>\nAuthMerging Or\nRequire ip 127.0.0.3\n</Directory>\n",
+        &[("/sub/f.txt", one, 403), ("/sub/f.txt", two, 200)],
+    );
     run(
         "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0\n</Directory>\n",
         &[("/index.html", one, 200), ("/index.html", two, 200)],

@@ -1470,7 +1470,7 @@ impl Importer {
                     _ => return Err(self.err(n, "Satisfy must be Any or All")),
                 };
                 if let Some(d) = self.dir_mut(ctx) {
-                    d.satisfy_any = Some(any);
+                    d.compat.get_or_insert_with(Compat::default).satisfy_any = any;
                 }
                 return Ok(true);
             }

@@ -250,13 +250,16 @@ pub enum Order {
     MutualFailure,
 }
 
-/// mod_access_compat: `Order`, `Allow from`, `Deny from` of one section (a section that sets
-/// any of them replaces what it inherits, as Apache 2.4.71 does).
+/// mod_access_compat: `Order`, `Allow from`, `Deny from` and `Satisfy` of one section (a
+/// section that sets any of them replaces all of what it inherits, as Apache 2.4.71 does: a
+/// section with only `Satisfy Any` lets everyone through).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Compat {
     pub order: Order,
     pub allow: Vec<Who>,
     pub deny: Vec<Who>,
+    /// `Satisfy Any`: either module's consent suffices.
+    pub satisfy_any: bool,
 }
 
 impl Compat {
@@ -319,10 +322,8 @@ pub struct DirSettings {
     pub authz: Option<Authz>,
     /// `AuthMerging` of this section.
     pub auth_merging: Option<AuthMerging>,
-    /// `Order`/`Allow`/`Deny`.
+    /// `Order`/`Allow`/`Deny`/`Satisfy`.
     pub compat: Option<Compat>,
-    /// `Satisfy Any` (`true`) or `All`.
-    pub satisfy_any: Option<bool>,
     /// Status-only `Redirect`/`RedirectMatch` (per-directory: applied after access control).
     pub status_rules: Vec<StatusRule>,
     /// `AllowOverride`: what `.htaccess` files may say (`None` when nothing), with where it
@@ -419,14 +420,12 @@ impl DirSettings {
                     .join(", ")
             };
             parts.push(format!(
-                "order {:?}, allow [{}], deny [{}]",
+                "order {:?}, allow [{}], deny [{}], satisfy {}",
                 c.order,
                 list(&c.allow),
-                list(&c.deny)
+                list(&c.deny),
+                if c.satisfy_any { "any" } else { "all" }
             ));
-        }
-        if let Some(any) = self.satisfy_any {
-            parts.push(format!("satisfy {}", if any { "any" } else { "all" }));
         }
         for r in &self.status_rules {
             let m = match &r.matcher {
@@ -448,7 +447,7 @@ impl DirSettings {
                 .as_ref()
                 .is_none_or(|a| a.eval(c) == AuthzResult::Granted)
         };
-        if self.satisfy_any == Some(true) {
+        if self.compat.as_ref().is_some_and(|c| c.satisfy_any) {
             compat || authz()
         } else {
             compat && authz()
@@ -490,9 +489,6 @@ impl DirSettings {
         }
         if over.compat.is_some() {
             self.compat.clone_from(&over.compat);
-        }
-        if over.satisfy_any.is_some() {
-            self.satisfy_any = over.satisfy_any;
         }
         if !over.status_rules.is_empty() {
             // mod_alias: the later section's redirects are tried first.
