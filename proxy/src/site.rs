@@ -85,6 +85,26 @@ pub enum Decision {
     Status(u16),
 }
 
+/// Access control for a request a `ProxyPass` route takes (the `<Location>` sections covering
+/// it): `Some(status)` when it is refused.
+pub fn route_access(cfg: &Config, uri: &[u8], remote: IpAddr, local: IpAddr, fs: &dyn Fs) -> Option<u16> {
+    let d = cfg.site.merge_locations(uri);
+    let looked_up = std::cell::OnceCell::new();
+    let host = || looked_up.get_or_init(|| fs.host_of(remote)).clone();
+    let client = Client {
+        remote,
+        local,
+        host: &host,
+    };
+    if !d.allows(&client) {
+        return Some(403);
+    }
+    d.status_rules
+        .iter()
+        .find(|r| r.matches(uri))
+        .map(|r| r.status)
+}
+
 /// Walk `path` from the root: the first component that is not a directory ends the file
 /// name, and what follows is the path info (`ap_directory_walk`). A path of directories only
 /// is a directory.

@@ -746,6 +746,37 @@ impl Site {
         out
     }
 
+    /// Whether any `<Location>`/`<LocationMatch>` restricts access: requests a `ProxyPass`
+    /// route takes are then checked against them ([`Site::merge_locations`]).
+    pub fn locations_restrict(&self) -> bool {
+        self.sections.iter().any(|s| {
+            matches!(s.kind, SectionKind::Location | SectionKind::LocationMatch)
+                && (s.settings.authz.is_some()
+                    || s.settings.compat.is_some()
+                    || !s.settings.status_rules.is_empty())
+        })
+    }
+
+    /// The access settings for a request a `ProxyPass` route takes: Apache maps it to no file
+    /// (`proxy:…`), so only the server's settings and the `<Location>`/`<LocationMatch>`
+    /// sections covering `uri` apply, in configuration order.
+    pub fn merge_locations(&self, uri: &[u8]) -> DirSettings {
+        let mut out = self.base.clone();
+        for s in &self.sections {
+            let hit = match (&s.kind, &s.matcher) {
+                (SectionKind::Location, Matcher::Path(p)) => location_covers(p.as_bytes(), uri),
+                (SectionKind::Location | SectionKind::LocationMatch, Matcher::Regex(re)) => {
+                    re.regex().is_match(uri)
+                }
+                _ => false,
+            };
+            if hit {
+                out.merge(&s.settings);
+            }
+        }
+        out
+    }
+
     /// Map a decoded URL path with `Alias`/`AliasMatch` (mod_alias), else onto `document_root`:
     /// (filesystem path, CONTEXT_PREFIX, CONTEXT_DOCUMENT_ROOT).
     pub fn translate(&self, uri: &[u8], document_root: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
