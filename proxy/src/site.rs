@@ -87,7 +87,13 @@ pub enum Decision {
 
 /// Access control for a request a `ProxyPass` route takes (the `<Location>` sections covering
 /// it): `Some(status)` when it is refused.
-pub fn route_access(cfg: &Config, uri: &[u8], remote: IpAddr, local: IpAddr, fs: &dyn Fs) -> Option<u16> {
+pub fn route_access(
+    cfg: &Config,
+    uri: &[u8],
+    remote: IpAddr,
+    local: IpAddr,
+    fs: &dyn Fs,
+) -> Option<u16> {
     let d = cfg.site.merge_locations(uri);
     let looked_up = std::cell::OnceCell::new();
     let host = || looked_up.get_or_init(|| fs.host_of(remote)).clone();

@@ -2304,16 +2304,12 @@ fn load_htaccess(
                 for e in names {
                     seen += 1;
                     if seen > OVERRIDE_SCAN_LIMIT {
-                        return Err(ConfigError::at(
-                            None,
-                            0,
-                            format!(
-                                "AllowOverride: more than {OVERRIDE_SCAN_LIMIT} files under {} \
+                        return Err(ConfigError::new(format!(
+                            "AllowOverride: more than {OVERRIDE_SCAN_LIMIT} files under {} \
                                  to look for {name} files in; refusing to start rather than \
                                  miss one (AllowOverride None)",
-                                dir.display()
-                            ),
-                        ));
+                            dir.display()
+                        )));
                     }
                     let Ok(ft) = e.file_type() else { continue };
                     // A linked directory is walked under its name here: Apache reads the
@@ -2341,12 +2337,11 @@ fn load_htaccess(
     let mut warnings = Vec::new();
     for (dir, path, ov, origin) in found {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::at(
-                Some(&file),
-                0,
-                format!("cannot read {file}: {e} (AllowOverride at {origin})"),
-            )
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: Some(file.clone()),
+            line: None,
+            column: None,
+            message: format!("cannot read it: {e} (AllowOverride at {origin})"),
         })?;
         let read = super::read::read_htaccess(&file, &text, &modules.0, modules.1)?;
         let mut imp = Importer::new(&file);
