@@ -2140,9 +2140,10 @@ impl Importer {
             });
         }
         cfg.vhosts = vhosts;
+        // The main server's own sections (a virtual host's follow them; .htaccess ones last).
+        let main_sections = cfg.site.sections.len();
         let w = load_htaccess(&mut cfg, &self.modules)?;
         self.warnings.extend(w);
-        let main_sections = cfg.site.sections.len();
         let own = std::iter::once(&cfg.site.sections[..]).chain(
             cfg.vhosts
                 .iter()
