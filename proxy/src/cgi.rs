@@ -485,7 +485,19 @@ pub fn canonicalize(
     filename.push_str("proxy:");
     worker.push_canonical_authority(&mut filename);
     filename.push('/');
-    filename.push_str(&path);
+    if backend_type == BackendType::Fpm && !nocanon {
+        // Deliberately unlike Apache, which sends the path %-encoded: php-fpm opens
+        // SCRIPT_FILENAME as it is, so a script named with a space or a non-ASCII character
+        // would be "File not found.". The file's name as on disk (%2F and control characters
+        // stay encoded; a name that is not UTF-8 too).
+        let decoded = uri::unescape_keep2f(path.as_bytes());
+        match String::from_utf8(decoded) {
+            Ok(d) if !d.bytes().any(|c| c < b' ' || c == 0x7f) => filename.push_str(&d),
+            _ => filename.push_str(&path),
+        }
+    } else {
+        filename.push_str(&path);
+    }
     let mode = pathinfo.map(|m| String::from_utf8_lossy(m).to_ascii_lowercase());
     let mut canon = Canon {
         filename,

@@ -414,6 +414,8 @@ struct Host {
     route_workers: Vec<Option<usize>>,
     /// Requests no route takes are mapped to the filesystem (a handler is configured).
     files: bool,
+    /// `<Location>` sections restrict access: routed requests are checked against them.
+    route_access: bool,
     addrs: Vec<VhostAddr>,
     names: Vec<String>,
 }
@@ -514,6 +516,7 @@ impl<C: Connector> Proxy<C> {
                 });
             }
             let files = cfg.site.serves_files();
+            let route_access = cfg.site.locations_restrict();
             let mut handlers = Vec::new();
             let mut note = |d: &DirSettings| {
                 if let Some(Handler::Proxy { url, worker, .. }) = &d.handler {
@@ -536,6 +539,7 @@ impl<C: Connector> Proxy<C> {
                 router,
                 route_workers,
                 files,
+                route_access,
                 addrs,
                 names,
             });
@@ -712,6 +716,22 @@ impl<C: Connector> Proxy<C> {
             None if host.files => return self.serve_file(host, req, info, uri).await,
             None => return Err(StatusCode::NOT_FOUND),
         };
+        if host.route_access {
+            // Off the serving thread: a host-name rule asks the resolver.
+            let (cfg, path) = (host.config.clone(), uri.path.clone());
+            let (remote, local) = (
+                info.peer.ip().to_canonical(),
+                info.local.ip().to_canonical(),
+            );
+            let refused = tokio::task::spawn_blocking(move || {
+                crate::site::route_access(&cfg, &path, remote, local, &crate::site::RealFs)
+            })
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            if let Some(s) = refused {
+                return Err(status(s));
+            }
+        }
         let (parts, body) = req.into_parts();
         let headers: Vec<(&str, &[u8])> = parts
             .headers

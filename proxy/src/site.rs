@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::config::site::{AcceptPathInfo, Access, Handler, PathKind};
+use crate::config::site::{AcceptPathInfo, Client, Handler, PathKind};
 use crate::config::url::WorkerUrl;
 
 /// Filesystem questions (a trait so tests can fake the disk).
@@ -19,6 +19,12 @@ pub trait Fs {
     /// `path` with every symbolic link resolved (`realpath`); `None` if it cannot be.
     fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
         Some(path.to_vec())
+    }
+
+    /// The client's host name by double-reverse lookup (the name its address resolves to,
+    /// which resolves back to the address), for `Require host` and `Allow from <name>`.
+    fn host_of(&self, _ip: IpAddr) -> Option<String> {
+        None
     }
 }
 
@@ -42,6 +48,14 @@ impl Fs for RealFs {
         std::fs::canonicalize(std::ffi::OsStr::from_bytes(path))
             .ok()
             .map(|p| p.into_os_string().into_vec())
+    }
+
+    fn host_of(&self, ip: IpAddr) -> Option<String> {
+        // The system resolver (its own timeouts, resolv.conf); this runs on a blocking-pool
+        // thread, never on a serving thread.
+        let name = dns_lookup::lookup_addr(&ip).ok()?;
+        let back = dns_lookup::lookup_host(&name).ok()?;
+        back.contains(&ip).then_some(name)
     }
 }
 
@@ -69,6 +83,32 @@ pub enum Decision {
     /// A file no handler claims (served as a static file, when that is available).
     File(Vec<u8>),
     Status(u16),
+}
+
+/// Access control for a request a `ProxyPass` route takes (the `<Location>` sections covering
+/// it): `Some(status)` when it is refused.
+pub fn route_access(
+    cfg: &Config,
+    uri: &[u8],
+    remote: IpAddr,
+    local: IpAddr,
+    fs: &dyn Fs,
+) -> Option<u16> {
+    let d = cfg.site.merge_locations(uri);
+    let looked_up = std::cell::OnceCell::new();
+    let host = || looked_up.get_or_init(|| fs.host_of(remote)).clone();
+    let client = Client {
+        remote,
+        local,
+        host: &host,
+    };
+    if !d.allows(&client) {
+        return Some(403);
+    }
+    d.status_rules
+        .iter()
+        .find(|r| r.matches(uri))
+        .map(|r| r.status)
 }
 
 /// Walk `path` from the root: the first component that is not a directory ends the file
@@ -127,12 +167,19 @@ fn decide_at(
     depth: usize,
 ) -> Decision {
     let d = cfg.site.merge(&at.uri, &at.filename, at.kind);
-    match d.access {
-        Some(Access::Denied) => return Decision::Status(403),
-        Some(Access::Local) if !(remote.is_loopback() || remote == local) => {
-            return Decision::Status(403);
-        }
-        _ => {}
+    let looked_up = std::cell::OnceCell::new();
+    let host = || looked_up.get_or_init(|| fs.host_of(remote)).clone();
+    let client = Client {
+        remote,
+        local,
+        host: &host,
+    };
+    if !d.allows(&client) {
+        return Decision::Status(403);
+    }
+    // Per-directory status-only redirects (mod_alias, after access control).
+    if let Some(r) = d.status_rules.iter().find(|r| r.matches(&at.uri)) {
+        return Decision::Status(r.status);
     }
     if matches!(at.kind, PathKind::File | PathKind::Other)
         && !within_roots(cfg, fs, &at.filename, d.follow_symlinks.unwrap_or(true))
@@ -259,9 +306,35 @@ fn within_roots(cfg: &Config, fs: &dyn Fs, path: &[u8], follow: bool) -> bool {
             .filter(|a| matches!(a.from, crate::config::site::Matcher::Path(_)))
             .map(|a| a.to.as_str()),
     );
-    roots
+    let under = |real: &[u8], r: &[u8]| {
+        real.starts_with(r) && (real.len() == r.len() || real[r.len()] == b'/')
+    };
+    let roots: Vec<&str> = roots.collect();
+    if roots
+        .iter()
         .filter_map(|r| fs.canonical(r.as_bytes()))
-        .any(|r| real.starts_with(&r) && (real.len() == r.len() || real[r.len()] == b'/'))
+        .any(|r| under(&real, &r))
+    {
+        return true;
+    }
+    // A directory inside a root that is a link to elsewhere (Debian's DokuWiki links
+    // `lib/tpl` to `/var/lib/dokuwiki/lib/tpl`) brings its target into the site; a link to
+    // a file must land inside a root.
+    roots.iter().any(|r| {
+        let r = r.trim_end_matches('/').as_bytes();
+        if !under(path, r) {
+            return false;
+        }
+        let last = path.iter().rposition(|&c| c == b'/').unwrap_or(0);
+        (r.len() + 1..last)
+            .filter(|&i| path[i] == b'/')
+            .chain(std::iter::once(last).filter(|&l| l > r.len()))
+            .filter_map(|i| {
+                let prefix = &path[..i];
+                fs.canonical(prefix).filter(|c| c != prefix)
+            })
+            .any(|c| under(&real, &c))
+    })
 }
 
 /// `FallbackResource`: the request is served as if for that URL (once).

@@ -377,6 +377,19 @@ const ALLOWED: &[Allowance] = &[
         reason: "ephemeral port of each client connection",
     },
     Allowance {
+        field: "SCRIPT_FILENAME",
+        cases: &[
+            "encoded_space",
+            "encoded_non_ascii",
+            "encoded_percent",
+            "encoded_question_mark",
+            "pi_unescape",
+            "pi_one_encoded",
+        ],
+        kind: Kind::ValueOnly,
+        reason: "FPM backends: Apache sends the path %-encoded and php-fpm then answers \"File not found.\" for a script whose name has a space or a non-ASCII character; the proxy sends the name as on disk (%2F and control characters stay encoded)",
+    },
+    Allowance {
         field: "CONTENT_LENGTH",
         cases: &["post_chunked_slow"],
         kind: Kind::Anything,

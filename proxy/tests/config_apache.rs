@@ -83,13 +83,16 @@ fn peer_config_a_loads() {
 
 #[test]
 fn peer_config_b_handler_mode_is_read() {
-    use fcgi_proxy::config::site::{Access, Handler, Matcher, SectionKind};
+    use fcgi_proxy::config::site::{Handler, Matcher, SectionKind};
     let (cfg, warnings) = import(&fixture("httpd-b.conf"));
     assert!(cfg.routes.is_empty());
     let s = &cfg.site.sections;
     assert_eq!(s.len(), 2, "{s:#?}");
     assert_eq!(s[0].kind, SectionKind::Directory);
-    assert_eq!(s[0].settings.access, Some(Access::Granted));
+    assert_eq!(
+        s[0].settings.describe_access().as_deref(),
+        Some("require all granted")
+    );
     assert_eq!(s[1].kind, SectionKind::FilesMatch);
     assert!(matches!(&s[1].matcher, Matcher::Regex(r) if r.as_str() == "\\.php$"));
     match &s[1].settings.handler {
@@ -300,8 +303,8 @@ fn location_settings_without_proxypass_apply_to_covered_routes() {
         "Require all granted is understood: {w:#?}"
     );
     assert_eq!(
-        cfg.site.sections[0].settings.access,
-        Some(fcgi_proxy::config::site::Access::Granted)
+        cfg.site.sections[0].settings.describe_access().as_deref(),
+        Some("require all granted")
     );
 }
 

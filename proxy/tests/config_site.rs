@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use fcgi_proxy::config::site::{Access, Handler, PathKind};
+use fcgi_proxy::config::site::{Handler, PathKind};
 use fcgi_proxy::config::{Config, ConfigError, Warning, apache};
 use fcgi_proxy::site::{Decision, Fs, HandlerTarget, decide};
 
@@ -260,19 +260,20 @@ fn includes_defines_and_modules() {
 fn access_control_that_is_not_implemented_is_refused_with_its_place() {
     for (text, line) in [
         ("<Directory /srv>\n  Require valid-user\n</Directory>\n", 3),
-        ("<Location /a>\n  Require ip 10.0.0.0/8\n</Location>\n", 3),
-        ("<Directory /srv>\n  Order allow,deny\n</Directory>\n", 3),
-        ("<Directory /srv>\n  Deny from all\n</Directory>\n", 3),
+        ("<Location /a>\n  Require env X\n</Location>\n", 3),
+        (
+            "<Directory /srv>\n  Allow from env=let_me_in\n</Directory>\n",
+            3,
+        ),
         ("<Location /adm>\n  AuthType Basic\n</Location>\n", 3),
         ("<Location /adm>\n  AuthUserFile /x\n</Location>\n", 3),
-        ("<Directory /srv>\n  Satisfy any\n</Directory>\n", 3),
         (
             "<Location /a>\n  <Limit POST>\n  </Limit>\n</Location>\n",
             3,
         ),
         (
-            "<Directory /srv>\n  <RequireAll>\n  </RequireAll>\n</Directory>\n",
-            3,
+            "<Directory /srv>\n  <RequireAll>\n  Require expr true\n  </RequireAll>\n</Directory>\n",
+            4,
         ),
         ("<Proxy *>\n  Require all denied\n</Proxy>\n", 3),
         // Inside a section fcgi-proxy does not evaluate: still refused.
@@ -298,18 +299,18 @@ fn access_control_that_is_not_implemented_is_refused_with_its_place() {
               <Proxy *>\n Require all granted\n</Proxy>\n\
               <IfModule mod_auth_basic.c>\n <Location /adm>\n  AuthType Basic\n  Require valid-user\n </Location>\n</IfModule>\n";
     let (cfg, _) = apache::parse(ok, "ok.conf").unwrap();
-    let access: Vec<Option<Access>> = cfg
+    let access: Vec<Option<String>> = cfg
         .site
         .sections
         .iter()
-        .map(|s| s.settings.access)
+        .map(|s| s.settings.describe_access())
         .collect();
     assert_eq!(
         access,
         vec![
-            Some(Access::Granted),
-            Some(Access::Local),
-            Some(Access::Denied)
+            Some("require all granted".to_owned()),
+            Some("require local".to_owned()),
+            Some("require all denied".to_owned())
         ]
     );
     let mut d = cfg.clone();
@@ -333,24 +334,285 @@ fn access_control_that_is_not_implemented_is_refused_with_its_place() {
 }
 
 #[test]
-fn allow_override_with_an_htaccess_file_is_refused() {
+fn htaccess_files_are_read_where_allow_override_lets_them() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("www");
-    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::create_dir_all(root.join("app/inc")).unwrap();
     let text = format!(
-        "Listen 80\nDocumentRoot {0}\n<Directory {0}/app>\n AllowOverride All\n</Directory>\n",
+        "Listen 80\nLoadModule authz_core_module m.so\nLoadModule alias_module m.so\n\
+         DocumentRoot {0}\n<Directory {0}/app>\n AllowOverride All\n</Directory>\n",
         root.display()
     );
-    // No .htaccess: nothing is ignored.
-    apache::parse(&text, "o.conf").unwrap();
+    let r = root.display().to_string();
+    let disk = Disk(vec![
+        format!("{r}/app/index.php"),
+        format!("{r}/app/VERSION"),
+        format!("{r}/app/inc/x.txt"),
+        format!("{r}/app/.git/config"),
+        format!("{r}/VERSION"),
+    ]);
+    let cfg = |text: &str| {
+        let (mut c, _) = apache::parse(text, "o.conf").unwrap_or_else(|e| panic!("{e}"));
+        c.document_root.clone_from(&r);
+        c
+    };
+    // Outside the AllowOverride directory: not read.
     std::fs::write(root.join(".htaccess"), "Require all denied\n").unwrap();
-    apache::parse(&text, "o.conf").expect("the .htaccess is outside the AllowOverride directory");
-    std::fs::write(root.join("app/.htaccess"), "Require all denied\n").unwrap();
-    let e = apache::parse(&text, "o.conf").unwrap_err();
-    assert_eq!(e.line, Some(4), "{e}");
-    assert!(e.message.contains("app/.htaccess"), "{e}");
+    let c = cfg(&text);
+    assert_eq!(
+        decide(&c, b"/VERSION", LOOPBACK, LOOPBACK, &disk),
+        Decision::File(format!("{r}/VERSION").into())
+    );
+    // DokuWiki's files, as Debian ships them.
+    std::fs::write(
+        root.join("app/.htaccess"),
+        "<Files ~ \"^([\\._]ht|README$|VERSION$|COPYING$)\">\n\
+         \x20   <IfModule mod_authz_core.c>\n        Require all denied\n    </IfModule>\n\
+         \x20   <IfModule !mod_authz_core.c>\n        Order allow,deny\n        Deny from all\n    </IfModule>\n\
+         </Files>\n<IfModule alias_module>\n    RedirectMatch 404 /\\.git\n</IfModule>\n\
+         #RewriteEngine on\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app/inc/.htaccess"),
+        "<IfModule mod_authz_core.c>\n    Require all denied\n</IfModule>\n\
+         <IfModule !mod_authz_core.c>\n    Order allow,deny\n    Deny from all\n</IfModule>\n",
+    )
+    .unwrap();
+    let c = cfg(&text);
+    let d = |u: &str| decide(&c, u.as_bytes(), LOOPBACK, LOOPBACK, &disk);
+    assert_eq!(
+        d("/app/VERSION"),
+        Decision::Status(403),
+        "<Files ~> in .htaccess"
+    );
+    assert_eq!(d("/app/inc/x.txt"), Decision::Status(403), "inc/.htaccess");
+    assert_eq!(
+        d("/app/.git/config"),
+        Decision::Status(404),
+        "RedirectMatch 404"
+    );
+    assert_eq!(d("/VERSION"), Decision::File(format!("{r}/VERSION").into()));
+    // AllowOverride None: not read; a class that does not allow a directive: refused.
     let none = text.replace("AllowOverride All", "AllowOverride None");
-    apache::parse(&none, "o.conf").unwrap();
+    assert_eq!(
+        decide(&cfg(&none), b"/app/inc/x.txt", LOOPBACK, LOOPBACK, &disk),
+        Decision::File(format!("{r}/app/inc/x.txt").into())
+    );
+    let e = apache::parse(
+        &text.replace("AllowOverride All", "AllowOverride FileInfo"),
+        "o.conf",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("app/.htaccess:3:") && e.message.contains("AuthConfig"),
+        "{e}"
+    );
+    // What could restrict access and is not implemented stops the start, with file and line.
+    for bad in [
+        "RewriteEngine on\nRewriteRule ^x - [F]\n",
+        "AuthType Basic\n",
+        "<Limit GET>\n</Limit>\n",
+        "Frobnicate yes\n",
+    ] {
+        std::fs::write(root.join("app/inc/.htaccess"), bad).unwrap();
+        let e = apache::parse(&text, "o.conf").unwrap_err();
+        assert!(e.to_string().contains("inc/.htaccess:1:"), "{bad}: {e}");
+    }
+    // Under a linked directory (walked under the link's name, as Apache reads it), and with a
+    // link that loops.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join(".htaccess"), "Require all denied\n").unwrap();
+    std::fs::write(root.join("app/inc/.htaccess"), "Options -Indexes\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("app/linked")).unwrap();
+    std::os::unix::fs::symlink(root.join("app"), root.join("app/inc/loop")).unwrap();
+    let c = cfg(&text);
+    let disk = Disk(vec![
+        format!("{r}/app/linked/x.txt"),
+        format!("{r}/app/inc/x.txt"),
+    ]);
+    assert_eq!(
+        decide(&c, b"/app/linked/x.txt", LOOPBACK, LOOPBACK, &disk),
+        Decision::Status(403)
+    );
+    assert_eq!(
+        decide(&c, b"/app/inc/x.txt", LOOPBACK, LOOPBACK, &disk),
+        Decision::File(format!("{r}/app/inc/x.txt").into())
+    );
+    // Harmless ones are ignored with a warning.
+    std::fs::write(
+        root.join("app/inc/.htaccess"),
+        "Options -Indexes\nAddType text/plain .x\n",
+    )
+    .unwrap();
+    apache::parse(&text, "o.conf").unwrap();
+}
+
+/// Access control evaluated as Apache 2.4.71 does (each case checked against it: reference
+/// §8.4).
+#[test]
+fn access_rules_combine_as_in_apache() {
+    let two: IpAddr = "127.0.0.2".parse().unwrap();
+    let r = "/srv/www";
+    let disk = Disk(vec![
+        format!("{r}/index.html"),
+        format!("{r}/sub/f.txt"),
+        format!("{r}/open/f.txt"),
+    ]);
+    let run = |conf: &str, cases: &[(&str, IpAddr, u16)]| {
+        let text = format!("Listen 80\nDocumentRoot {r}\n{}", conf.replace("@D@", r));
+        let (c, _) = apache::parse(&text, "a.conf").unwrap_or_else(|e| panic!("{conf}: {e}"));
+        for &(u, ip, want) in cases {
+            let got = match decide(&c, u.as_bytes(), ip, LOOPBACK, &disk) {
+                Decision::Status(s) => s,
+                _ => 200,
+            };
+            assert_eq!(got, want, "{conf}\n{u} from {ip}");
+        }
+    };
+    let one = LOOPBACK;
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.2\nRequire ip 10.0.0.0/8\n</Directory>\n",
+        &[("/index.html", one, 403), ("/index.html", two, 200)],
+    );
+    run(
+        "<Directory @D@>\n<RequireAll>\nRequire all granted\nRequire not ip 127.0.0.2\n</RequireAll>\n</Directory>\n",
+        &[("/index.html", one, 200), ("/index.html", two, 403)],
+    );
+    run(
+        "<Directory @D@>\n<RequireAll>\nRequire all granted\n<RequireNone>\nRequire ip 127.0.0.2\nRequire ip 127.0.0.3\n</RequireNone>\n</RequireAll>\n</Directory>\n",
+        &[("/index.html", one, 200), ("/index.html", two, 403)],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.2\n</Directory>\n<Directory @D@/sub>\nRequire all granted\n</Directory>\n<Directory @D@/open>\nOptions None\n</Directory>\n",
+        &[
+            ("/index.html", one, 403),
+            ("/sub/f.txt", one, 200),
+            ("/open/f.txt", one, 403),
+            ("/open/f.txt", two, 200),
+        ],
+    );
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0.2\n</Directory>\n",
+        &[("/index.html", one, 403), ("/index.html", two, 200)],
+    );
+    // DokuWiki's: Order/Allow in the directory, Require in a subdirectory; both apply.
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from localhost 127.0.0.1 ::1\n</Directory>\n<Directory @D@/sub>\nRequire all denied\n</Directory>\n<Directory @D@/open>\nRequire all granted\n</Directory>\n",
+        &[
+            ("/index.html", one, 200),
+            ("/index.html", two, 403),
+            ("/sub/f.txt", one, 403),
+            ("/open/f.txt", two, 403),
+            ("/open/f.txt", one, 200),
+        ],
+    );
+    // A section with any of Order/Allow/Deny replaces what it inherits.
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0.2\n</Directory>\n<Directory @D@/sub>\nDeny from 127.0.0.3\n</Directory>\n",
+        &[
+            ("/sub/f.txt", one, 200),
+            ("/sub/f.txt", two, 200),
+            ("/index.html", one, 403),
+        ],
+    );
+    run(
+        "<Directory @D@>\nOrder deny,allow\nDeny from all\nAllow from 127.0.0.2\n</Directory>\n",
+        &[("/index.html", one, 403), ("/index.html", two, 200)],
+    );
+    run(
+        "<Directory @D@>\nOrder mutual-failure\nAllow from 127.0.0.0/8\nDeny from 127.0.0.2\n</Directory>\n",
+        &[("/index.html", one, 200), ("/index.html", two, 403)],
+    );
+    run(
+        "<Directory @D@>\nRequire all denied\nOrder allow,deny\nAllow from 127.0.0.2\nSatisfy Any\n</Directory>\n",
+        &[("/index.html", one, 403), ("/index.html", two, 200)],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.1\nOrder allow,deny\nAllow from 127.0.0.2\n</Directory>\n",
+        &[("/index.html", one, 403), ("/index.html", two, 403)],
+    );
+    run(
+        "<Directory @D@>\nRequire all denied\nSatisfy Any\n</Directory>\n",
+        &[("/index.html", one, 200)],
+    );
+    // Satisfy belongs to mod_access_compat's settings: alone in a section it resets them.
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0.2\nRequire all denied\n</Directory>\n\
+         <Directory @D@/sub>\nSatisfy Any\n</Directory>\n",
+        &[
+            ("/sub/f.txt", one, 200),
+            ("/sub/f.txt", two, 200),
+            ("/index.html", two, 403),
+        ],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.0/8\n</Directory>\n\
+         <Directory @D@/sub>\nAuthMerging And\nRequire ip 127.0.0.2\n</Directory>\n",
+        &[("/sub/f.txt", one, 403), ("/sub/f.txt", two, 200)],
+    );
+    run(
+        "<Directory @D@>\nRequire ip 127.0.0.2\n</Directory>\n\
+         <Directory @D@/sub>\nAuthMerging Or\nRequire ip 127.0.0.3\n</Directory>\n",
+        &[("/sub/f.txt", one, 403), ("/sub/f.txt", two, 200)],
+    );
+    run(
+        "<Directory @D@>\nOrder allow,deny\nAllow from 127.0.0\n</Directory>\n",
+        &[("/index.html", one, 200), ("/index.html", two, 200)],
+    );
+    run(
+        "<Files \"f.txt\">\nOrder allow,deny\nDeny from all\n</Files>\n",
+        &[("/sub/f.txt", two, 403), ("/index.html", two, 200)],
+    );
+    // Without a resolver answer a name never matches: `Allow` denies, `Deny` lets through
+    // (so a name in a Deny list would fail open without lookups: they are made).
+    run(
+        "<Directory @D@>\nRequire host localhost\n</Directory>\n",
+        &[("/index.html", one, 403)],
+    );
+    // What Apache refuses to start with.
+    for bad in [
+        "<Directory @D@>\nRequire not ip 127.0.0.2\n</Directory>\n",
+        "<Directory @D@>\nRequire all granted\nRequire not ip 127.0.0.2\n</Directory>\n",
+        "<Directory @D@>\n<RequireNone>\nRequire ip 127.0.0.2\n</RequireNone>\n</Directory>\n",
+        "<Directory @D@>\n<RequireAll>\nRequire not ip 127.0.0.2\n</RequireAll>\n</Directory>\n",
+    ] {
+        let text = format!("Listen 80\n{}", bad.replace("@D@", r));
+        apache::parse(&text, "a.conf").unwrap_err();
+    }
+}
+
+/// Host names are matched on the double-reverse lookup's answer.
+#[test]
+fn host_rules_use_the_resolved_name() {
+    struct Named(Disk);
+    impl Fs for Named {
+        fn kind(&self, path: &[u8]) -> PathKind {
+            self.0.kind(path)
+        }
+        fn host_of(&self, ip: IpAddr) -> Option<String> {
+            (ip == LOOPBACK).then(|| "www.Example.com".to_owned())
+        }
+    }
+    let disk = Named(Disk(vec!["/srv/www/a.txt".into()]));
+    let two: IpAddr = "127.0.0.2".parse().unwrap();
+    for (conf, one_gets, two_gets) in [
+        ("Require host example.com", 200, 403),
+        ("Require host ample.com", 403, 403),
+        ("Order deny,allow\nDeny from .example.com", 403, 200),
+        ("Order allow,deny\nAllow from www.example.com", 200, 403),
+    ] {
+        let text = format!(
+            "Listen 80\nDocumentRoot /srv/www\n<Directory /srv/www>\n{conf}\n</Directory>\n"
+        );
+        let (c, _) = apache::parse(&text, "a.conf").unwrap();
+        let st = |ip| match decide(&c, b"/a.txt", ip, LOOPBACK, &disk) {
+            Decision::Status(s) => s,
+            _ => 200,
+        };
+        assert_eq!((st(LOOPBACK), st(two)), (one_gets, two_gets), "{conf}");
+    }
 }
 
 /// Copies a directory tree, symbolic links as links.

@@ -459,3 +459,87 @@ fn describe_shows_effective_worker_settings() {
             .contains("reuse off (one connection per request), max 25")
     );
 }
+
+/// `[[site]]`: a PHP site in a few lines, as sections the Apache front end would give.
+#[test]
+fn a_site_table_serves_php_with_denials() {
+    use fcgi_proxy::config::site::PathKind;
+    use fcgi_proxy::site::{Decision, Fs, decide};
+    struct Disk;
+    impl Fs for Disk {
+        fn kind(&self, path: &[u8]) -> PathKind {
+            match path {
+                b"/srv" | b"/srv/wiki" | b"/srv/wiki/inc" | b"/srv/wiki/lib" => PathKind::Directory,
+                b"/srv/wiki/doku.php"
+                | b"/srv/wiki/index.php"
+                | b"/srv/wiki/inc/init.php"
+                | b"/srv/wiki/.htaccess"
+                | b"/srv/wiki/lib/a.css"
+                | b"/srv/wiki/VERSION" => PathKind::File,
+                _ => PathKind::Missing,
+            }
+        }
+    }
+    let text = r#"listen = ["127.0.0.1:8080"]
+[[site]]
+prefix = "/wiki"
+root = "/srv/wiki"
+index = ["index.php"]
+try_files = "/doku.php"
+php = "unix:/run/php/php8.2-fpm.sock"
+deny = ["/inc/", ".ht*", "VERSION"]
+allow = ["127.0.0.0/8"]
+"#;
+    let cfg = parse(text).unwrap();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let far: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let d = |u: &str, ip| decide(&cfg, u.as_bytes(), ip, lo, &Disk);
+    let php = |u: &str| match d(u, lo) {
+        Decision::Handler(h) => String::from_utf8(h.filename).unwrap(),
+        other => panic!("{u}: {other:?}"),
+    };
+    assert_eq!(php("/wiki/doku.php"), "/srv/wiki/doku.php");
+    assert_eq!(php("/wiki/"), "/srv/wiki/index.php", "index");
+    assert_eq!(php("/wiki/no/such/page"), "/srv/wiki/doku.php", "try_files");
+    assert_eq!(
+        d("/wiki/lib/a.css", lo),
+        Decision::File(b"/srv/wiki/lib/a.css".to_vec())
+    );
+    for denied in [
+        "/wiki/inc/init.php",
+        "/wiki/inc/",
+        "/wiki/.htaccess",
+        "/wiki/VERSION",
+    ] {
+        assert_eq!(d(denied, lo), Decision::Status(403), "{denied}");
+    }
+    assert_eq!(d("/wiki/doku.php", far), Decision::Status(403), "allow");
+    assert_eq!(
+        d("/etc/passwd", lo),
+        Decision::Status(403),
+        "outside the root"
+    );
+    let shown = cfg.describe();
+    assert!(
+        shown.contains("<Directory /srv/wiki/>") && shown.contains("require all denied"),
+        "{shown}"
+    );
+    // It serializes back to the same table.
+    let again = Config::from_toml_str(&toml::to_string(&cfg).unwrap(), "again.toml").unwrap();
+    assert_eq!(again.sites, cfg.sites);
+    // Mistakes name the table's line.
+    for bad in [
+        "root = \"srv\"",
+        "root = \"/srv\"\ndeny = [\"a/b\"]",
+        "root = \"/srv\"\nphp = \"http://x\"",
+        "root = \"/srv\"\nallow = [\"nowhere\"]",
+        "root = \"/srv\"\nfrobnicate = 1",
+    ] {
+        let e = err(&format!("listen = [\"8080\"]\n\n[[site]]\n{bad}\n"));
+        assert_eq!(
+            e.line,
+            Some(if bad.contains("frobnicate") { 5 } else { 3 }),
+            "{bad}: {e}"
+        );
+    }
+}

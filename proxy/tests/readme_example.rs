@@ -30,3 +30,19 @@ fn readme_configuration_loads_and_means_what_it_says() {
     assert_eq!(b.members[0].route.as_deref(), Some("a"));
     assert_eq!(cfg.admin_listen.as_deref(), Some("127.0.0.1:9180"));
 }
+
+/// The `[[site]]` block of README.md (its second TOML block) loads and validates.
+#[test]
+fn readme_site_loads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("```toml\n")
+        .nth(2)
+        .and_then(|b| b.split("```").next())
+        .expect("a second toml block");
+    let cfg = Config::from_toml_str(block, "README.md").expect("README site loads");
+    cfg.validate().expect("README site validates");
+    assert_eq!(cfg.sites.len(), 1);
+    assert!(cfg.site.serves_files());
+}

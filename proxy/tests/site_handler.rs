@@ -1,7 +1,8 @@
 //! A Debian-shaped site end to end: `fcgi-proxy --apache apache2.conf --listen … -D …` on a
 //! copy of `config_fixtures/site/`, in front of the echo mock standing in for php-fpm. Virtual
 //! hosts are chosen by Host, `.php` files go to the handler with Apache's params, ProxyPass
-//! keeps precedence, `Require all denied` is a 403, a directory without its slash is a 301.
+//! keeps precedence, `Require all denied` is a 403 (a `<Location>`'s `Require ip` for a ProxyPass
+//! route too), a directory without its slash is a 301.
 
 mod support;
 
@@ -189,6 +190,9 @@ async fn virtual_hosts_handler_and_proxypass() {
     );
     let (r, e) = s.get("other.example", "/api/v1").await;
     assert_eq!((r.status, e.is_some()), (404, false));
+    // A <Location> restricts what a ProxyPass route takes too (<Directory /> does not).
+    let (r, e) = s.get("blog.example", "/api/private/x").await;
+    assert_eq!((r.status, e.is_some()), (403, false));
 
     // DirectoryIndex, DirectorySlash, Alias.
     let (r, e) = s.get("blog.example", "/sub/").await;

@@ -36,8 +36,9 @@ use super::model::{
 };
 use super::read::SourceLine;
 use super::site::{
-    AcceptPathInfo, Access, Alias, DirSettings, FileTest, Handler, IfBlock, Matcher, PathKind,
-    Section, SectionKind, Site, VhostAddr, VirtualHost,
+    AcceptPathInfo, Alias, AuthMerging, Authz, Compat, DirSettings, FileTest, Handler, IfBlock,
+    IpNet, Matcher, Order, Overrides, PathKind, Section, SectionKind, Site, StatusRule, VhostAddr,
+    VirtualHost, Who,
 };
 use super::url::{BackendSocket, Target, WorkerUrl};
 use super::{ConfigError, Warning};
@@ -57,6 +58,7 @@ pub fn parse_with(
 ) -> Result<(Config, Vec<Warning>), ConfigError> {
     let read = super::read::read(origin, text, defines)?;
     let mut imp = Importer::new(origin);
+    imp.modules = (read.modules.clone(), read.modules_known);
     for (what, file, line) in &read.undecided {
         imp.file = file.to_string();
         imp.ignore(what, *line);
@@ -222,6 +224,12 @@ struct Keys {
     /// Whether any balancer key was given.
     has_balancer: bool,
     has_member: bool,
+}
+
+/// The one argument of `name`, lower case.
+fn one_lower(imp: &Importer, name: &str, args: &[String], n: usize) -> Result<String, ConfigError> {
+    imp.need_args(name, args, 1, 1, n)?;
+    Ok(args[0].to_ascii_lowercase())
 }
 
 fn on_off(key: &str, v: &str) -> Result<bool, String> {
@@ -413,6 +421,9 @@ enum Ctx {
     /// Contents not understood (a section fcgi-proxy does not know, an `<If>` expression it
     /// cannot evaluate): skipped, but access restrictions in it are refused.
     Skip,
+    /// `<RequireAll>`/`<RequireAny>`/`<RequireNone>` (the innermost open one is the last of
+    /// `Importer::authz_open`) inside this context.
+    Require(Box<Ctx>),
 }
 
 #[derive(Debug, Clone)]
@@ -502,6 +513,12 @@ struct Importer {
     worker_defs: Vec<WorkerDef>,
     timeout: Option<Duration>,
     proxy_timeout: Option<Duration>,
+    /// Open `<Require…>` containers: (all, negate, children, line).
+    authz_open: Vec<(bool, bool, Vec<Authz>, usize)>,
+    /// Reading an `.htaccess` file: what its directory's `AllowOverride` lets it say.
+    htaccess: Option<(Overrides, Origin)>,
+    /// The modules the configuration loads, and whether it has `LoadModule` lines.
+    modules: (Vec<String>, bool),
 }
 
 /// Directives that restrict who may see what. Dropping one would serve what Apache refuses, so
@@ -524,12 +541,40 @@ fn is_require_granted(lname: &str, args: &[String]) -> bool {
         && args[1].eq_ignore_ascii_case("granted")
 }
 
+/// Directives an `.htaccess` file may hold that never restrict access: they are ignored with a
+/// warning like unknown directives of the main configuration. Any other directive fcgi-proxy
+/// does not implement stops the start.
+const HTACCESS_HARMLESS: &[&str] = &[
+    "options",
+    "addtype",
+    "adddefaultcharset",
+    "addcharset",
+    "addlanguage",
+    "addencoding",
+    "defaulttype",
+    "errordocument",
+    "expiresactive",
+    "expiresbytype",
+    "expiresdefault",
+    "header",
+    "fileetag",
+    "indexoptions",
+    "indexignore",
+    "adddescription",
+    "languagepriority",
+    "forcelanguagepriority",
+    "setenv",
+    "setenvif",
+    "setenvifnocase",
+    "browsermatch",
+    "browsermatchnocase",
+    "contentdigest",
+    "limitrequestbody",
+];
+
 const ACCESS_SECTIONS: &[&str] = &[
     "limit",
     "limitexcept",
-    "requireall",
-    "requireany",
-    "requirenone",
     "authnprovideralias",
     "authzprovideralias",
 ];
@@ -552,6 +597,9 @@ impl Importer {
             worker_defs: Vec::new(),
             timeout: None,
             proxy_timeout: None,
+            authz_open: Vec::new(),
+            htaccess: None,
+            modules: (Vec::new(), false),
         }
     }
 
@@ -598,6 +646,9 @@ impl Importer {
 
     /// The per-directory settings a directive in `ctx` sets.
     fn dir_mut(&mut self, ctx: &Ctx) -> Option<&mut DirSettings> {
+        if let Ctx::Require(inner) = ctx {
+            return self.dir_mut(&inner.clone());
+        }
         let scope = self.scope();
         match *ctx {
             Ctx::Server => Some(&mut scope.site.base),
@@ -612,6 +663,11 @@ impl Importer {
     }
 
     fn run(&mut self, lines: &[SourceLine]) -> Result<(), ConfigError> {
+        self.run_in(lines, Ctx::Server)
+    }
+
+    /// Read `lines` in context `base` (an `.htaccess` file's lines are in its directory's).
+    fn run_in(&mut self, lines: &[SourceLine], base: Ctx) -> Result<(), ConfigError> {
         // Stack of (section name lower-case, context, line).
         let mut stack: Vec<(String, Ctx, usize)> = Vec::new();
         let mut last_file = String::new();
@@ -622,13 +678,18 @@ impl Importer {
             }
             let n = line.number;
             let t = line.text.as_str();
-            let ctx = stack.last().map_or(Ctx::Server, |(_, c, _)| c.clone());
+            let ctx = stack
+                .last()
+                .map_or_else(|| base.clone(), |(_, c, _)| c.clone());
             if let Some(close) = t.strip_prefix("</") {
                 let name = close.trim_end_matches('>').trim().to_ascii_lowercase();
                 match stack.pop() {
-                    Some((open, _, _)) if open == name => {
+                    Some((open, popped, _)) if open == name => {
                         if name == "virtualhost" {
                             self.in_host = None;
+                        }
+                        if let Ctx::Require(inner) = popped {
+                            self.close_require(&inner, &name, n)?;
                         }
                     }
                     Some((open, _, l)) => {
@@ -653,8 +714,26 @@ impl Importer {
                 if ACCESS_SECTIONS.contains(&lname.as_str()) {
                     return Err(self.refuse(n, &format!("<{name}>")));
                 }
+                if matches!(lname.as_str(), "requireall" | "requireany" | "requirenone") {
+                    let inner = match &ctx {
+                        Ctx::Require(i) => (**i).clone(),
+                        c @ (Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_)) => c.clone(),
+                        _ => return Err(self.refuse(n, &format!("<{name}>"))),
+                    };
+                    self.need_args(name, &words[1..], 0, 0, n)?;
+                    self.authz_open.push((
+                        lname == "requireall",
+                        lname == "requirenone",
+                        Vec::new(),
+                        n,
+                    ));
+                    stack.push((lname, Ctx::Require(Box::new(inner)), n));
+                    continue;
+                }
                 let new_ctx = if matches!(ctx, Ctx::Skip) {
                     Ctx::Skip
+                } else if matches!(ctx, Ctx::Require(_)) {
+                    return Err(self.err(n, format!("<{name}> is not allowed in <Require…>")));
                 } else {
                     self.open_section(&lname, name, &words[1..], &ctx, n)?
                 };
@@ -665,9 +744,17 @@ impl Importer {
             let Some((name, args)) = words.split_first() else {
                 continue;
             };
+            if matches!(ctx, Ctx::Require(_)) && !name.eq_ignore_ascii_case("require") {
+                return Err(self.err(
+                    n,
+                    format!("{name} is not allowed in <RequireAll>/<RequireAny>/<RequireNone>"),
+                ));
+            }
             if matches!(ctx, Ctx::Skip) {
                 let lname = name.to_ascii_lowercase();
-                if restricts_access(&lname) && !is_require_granted(&lname, args) {
+                if restricts_access(&lname) && !is_require_granted(&lname, args)
+                    || self.htaccess.is_some() && !HTACCESS_HARMLESS.contains(&lname.as_str())
+                {
                     return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
                 }
                 if lname == "sethandler" {
@@ -694,11 +781,184 @@ impl Importer {
         self.err(
             n,
             format!(
-                "{what}: access control other than 'Require all granted', 'Require all denied' \
-                 and 'Require local' is not implemented; refusing to start rather than serve \
-                 what Apache would refuse"
+                "{what}: access control other than Require (all, local, ip, host, not; \
+                 <RequireAll>/<RequireAny>/<RequireNone>), Order/Allow/Deny and Satisfy is not \
+                 implemented here; refusing to start rather than serve what Apache would refuse"
             ),
         )
+    }
+
+    /// Place a rule or container: in the innermost open container, else in the section's
+    /// implicit `<RequireAny>`. Apache refuses what cannot have an effect there.
+    fn add_authz(&mut self, ctx: &Ctx, a: Authz, n: usize) -> Result<(), ConfigError> {
+        let (parent_any, parent_none) = match ctx {
+            Ctx::Require(_) => {
+                let top = self.authz_open.last().expect("an open container");
+                (!top.0 && !top.1, top.1)
+            }
+            _ => (true, false),
+        };
+        match &a {
+            Authz::Rule { negate: true, .. } if parent_none => {
+                return Err(self.err(
+                    n,
+                    "negative Require directive has no effect in <RequireNone> directive",
+                ));
+            }
+            Authz::Rule { negate: true, .. } if parent_any => {
+                return Err(self.err(
+                    n,
+                    "negative Require directive has no effect in <RequireAny> directive",
+                ));
+            }
+            Authz::Group { negate: true, .. } if parent_any => {
+                return Err(self.err(
+                    n,
+                    "<RequireNone> directive has no effect in <RequireAny> directive",
+                ));
+            }
+            _ => {}
+        }
+        if let Ctx::Require(_) = ctx {
+            if let Some(top) = self.authz_open.last_mut() {
+                top.2.push(a);
+            }
+            return Ok(());
+        }
+        let Some(d) = self.dir_mut(ctx) else {
+            return Err(self.err(n, "Require is not allowed here"));
+        };
+        match &mut d.authz {
+            Some(Authz::Group {
+                all: false,
+                negate: false,
+                children,
+            }) => children.push(a),
+            slot => {
+                *slot = Some(Authz::Group {
+                    all: false,
+                    negate: false,
+                    children: vec![a],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn close_require(&mut self, inner: &Ctx, name: &str, n: usize) -> Result<(), ConfigError> {
+        let Some((all, negate, children, line)) = self.authz_open.pop() else {
+            return Ok(());
+        };
+        if children.is_empty() {
+            return Err(self.err(line, format!("<{name}> holds no authorization directives")));
+        }
+        let g = Authz::Group {
+            all,
+            negate,
+            children,
+        };
+        if all && !g.has_positive() {
+            return Err(self.err(
+                line,
+                "<RequireAll> directive contains only negative authorization directives",
+            ));
+        }
+        let parent = if self.authz_open.is_empty() {
+            inner.clone()
+        } else {
+            Ctx::Require(Box::new(inner.clone()))
+        };
+        self.add_authz(&parent, g, n)
+    }
+
+    /// `Require [not] provider args…`.
+    fn require(&mut self, args: &[String], ctx: &Ctx, n: usize) -> Result<(), ConfigError> {
+        let refuse = |imp: &Self| imp.refuse(n, &format!("Require {}", args.join(" ")));
+        let (negate, rest) = match args.split_first() {
+            Some((not, rest)) if not.eq_ignore_ascii_case("not") => (true, rest),
+            _ => (false, args),
+        };
+        let Some((provider, list)) = rest.split_first() else {
+            return Err(self.err(n, "Require needs a provider"));
+        };
+        let who = match provider.to_ascii_lowercase().as_str() {
+            "all" => match list {
+                [g] if g.eq_ignore_ascii_case("granted") => Who::All(true),
+                [d] if d.eq_ignore_ascii_case("denied") => Who::All(false),
+                _ => return Err(self.err(n, "'Require all' takes 'granted' or 'denied'")),
+            },
+            "local" if list.is_empty() => Who::Local,
+            "ip" if !list.is_empty() => {
+                let nets = list
+                    .iter()
+                    .map(|a| {
+                        IpNet::parse(a).ok_or_else(|| {
+                            self.err(n, format!("Require ip: '{a}' is not an address or network"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Who::Ip(nets)
+            }
+            "host" if !list.is_empty() => {
+                Who::Host(list.iter().map(|h| h.to_ascii_lowercase()).collect())
+            }
+            _ => return Err(refuse(self)),
+        };
+        match ctx {
+            Ctx::WorkerSection(_) | Ctx::BalancerSection(_) if who == Who::All(true) && !negate => {
+                Ok(())
+            }
+            Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_) | Ctx::Require(_) => {
+                self.add_authz(ctx, Authz::Rule { who, negate }, n)
+            }
+            _ => Err(refuse(self)),
+        }
+    }
+
+    /// `Allow from …` / `Deny from …` words.
+    fn hosts(&self, name: &str, args: &[String], n: usize) -> Result<Vec<Who>, ConfigError> {
+        let Some((from, list)) = args.split_first() else {
+            return Err(self.err(n, format!("{name} needs 'from' and hosts")));
+        };
+        if !from.eq_ignore_ascii_case("from") || list.is_empty() {
+            return Err(self.err(n, format!("{name} must be followed by 'from' and hosts")));
+        }
+        list.iter()
+            .map(|w| {
+                if w.eq_ignore_ascii_case("all") {
+                    Ok(Who::All(true))
+                } else if w.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("env=")) {
+                    Err(self.refuse(n, &format!("{name} from {w}")))
+                } else if let Some(net) = IpNet::parse(w) {
+                    Ok(Who::Ip(vec![net]))
+                } else if w.contains('/') {
+                    Err(self.err(n, format!("{name} from {w}: not an address or network")))
+                } else {
+                    Ok(Who::Host(vec![w.to_ascii_lowercase()]))
+                }
+            })
+            .collect()
+    }
+
+    /// In an `.htaccess` file: whether its `AllowOverride` lets it use a directive of `class`
+    /// (Apache answers 500 for every request in the directory otherwise; refused here).
+    fn overridable(
+        &self,
+        name: &str,
+        allowed: bool,
+        class: &str,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        match &self.htaccess {
+            Some((_, o)) if !allowed => Err(self.err(
+                n,
+                format!(
+                    "{name} is not allowed here: AllowOverride at {o} does not include {class} \
+                     (Apache answers 500 for the directory's requests)"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn new_section(
@@ -709,6 +969,7 @@ impl Importer {
         n: usize,
     ) -> usize {
         let origin = self.origin(n);
+        let htaccess = self.htaccess.is_some();
         let sections = &mut self.scope().site.sections;
         sections.push(Section {
             kind,
@@ -716,6 +977,7 @@ impl Importer {
             settings: DirSettings::default(),
             ifs: Vec::new(),
             parent,
+            htaccess,
             origin,
         });
         sections.len() - 1
@@ -907,6 +1169,10 @@ impl Importer {
                     Ok(Ctx::WorkerSection(self.worker_defs.len() - 1))
                 }
             }
+            _ if self.htaccess.is_some() => Err(self.err(
+                n,
+                format!("<{name}> in an .htaccess file is not implemented; refusing to start"),
+            )),
             _ => {
                 self.ignore(&format!("<{name}>"), n);
                 Ok(Ctx::Skip)
@@ -1152,6 +1418,15 @@ impl Importer {
                 }
             }
             _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
+            _ if self.htaccess.is_some() && !HTACCESS_HARMLESS.contains(&lname.as_str()) => {
+                return Err(self.err(
+                    n,
+                    format!(
+                        "{name} in an .htaccess file is not implemented; refusing to start \
+                         rather than ignore what may restrict access"
+                    ),
+                ));
+            }
             _ => self.ignore(name, n),
         }
         Ok(())
@@ -1166,38 +1441,141 @@ impl Importer {
         ctx: &Ctx,
         n: usize,
     ) -> Result<bool, ConfigError> {
-        if restricts_access(lname) {
-            if lname == "require" && args.len() <= 2 {
-                let access = match args
-                    .iter()
-                    .map(|a| a.to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-                    .as_slice()
-                {
-                    [a, g] if a == "all" && g == "granted" => Some(Access::Granted),
-                    [a, d] if a == "all" && d == "denied" => Some(Access::Denied),
-                    [l] if l == "local" => Some(Access::Local),
-                    _ => None,
-                };
-                match (access, ctx) {
-                    (Some(Access::Granted), Ctx::WorkerSection(_) | Ctx::BalancerSection(_)) => {
-                        return Ok(true);
-                    }
-                    (Some(a), Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_)) => {
-                        if let Some(d) = self.dir_mut(ctx) {
-                            d.access = Some(a);
-                        }
-                        return Ok(true);
-                    }
-                    _ => {}
-                }
+        let ov = self.htaccess.as_ref().map_or(Overrides::ALL, |h| h.0);
+        let in_section = matches!(ctx, Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_));
+        match lname {
+            "require" => {
+                self.overridable(name, ov.auth_config, "AuthConfig", n)?;
+                self.require(args, ctx, n)?;
+                return Ok(true);
             }
-            return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
+            "authmerging" if in_section => {
+                self.overridable(name, ov.auth_config, "AuthConfig", n)?;
+                let m = match one_lower(self, name, args, n)?.as_str() {
+                    "off" => AuthMerging::Off,
+                    "and" => AuthMerging::And,
+                    "or" => AuthMerging::Or,
+                    _ => return Err(self.err(n, "AuthMerging must be Off, And or Or")),
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.auth_merging = Some(m);
+                }
+                return Ok(true);
+            }
+            "satisfy" if in_section => {
+                self.overridable(name, ov.auth_config, "AuthConfig", n)?;
+                let any = match one_lower(self, name, args, n)?.as_str() {
+                    "any" => true,
+                    "all" => false,
+                    _ => return Err(self.err(n, "Satisfy must be Any or All")),
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.compat.get_or_insert_with(Compat::default).satisfy_any = any;
+                }
+                return Ok(true);
+            }
+            "order" if in_section => {
+                self.overridable(name, ov.limit, "Limit", n)?;
+                let order = match one_lower(self, name, args, n)?.as_str() {
+                    "allow,deny" => Order::AllowDeny,
+                    "deny,allow" => Order::DenyAllow,
+                    "mutual-failure" => Order::MutualFailure,
+                    _ => {
+                        return Err(self.err(
+                            n,
+                            "unknown order (allow,deny, deny,allow or mutual-failure)",
+                        ));
+                    }
+                };
+                if let Some(d) = self.dir_mut(ctx) {
+                    d.compat.get_or_insert_with(Compat::default).order = order;
+                }
+                return Ok(true);
+            }
+            "allow" | "deny" if in_section => {
+                self.overridable(name, ov.limit, "Limit", n)?;
+                let who = self.hosts(name, args, n)?;
+                if let Some(d) = self.dir_mut(ctx) {
+                    let c = d.compat.get_or_insert_with(Compat::default);
+                    if lname == "allow" {
+                        c.allow.extend(who);
+                    } else {
+                        c.deny.extend(who);
+                    }
+                }
+                return Ok(true);
+            }
+            _ if restricts_access(lname) => {
+                return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
+            }
+            "redirect" | "redirectmatch" | "redirectpermanent" | "redirecttemp" => {
+                let status = args
+                    .first()
+                    .and_then(|a| match a.to_ascii_lowercase().as_str() {
+                        "gone" => Some(410),
+                        x => x.parse::<u16>().ok(),
+                    });
+                if let (Some(st), 2, "redirect" | "redirectmatch") = (status, args.len(), lname)
+                    && !(300..400).contains(&st)
+                    && (in_section || matches!(ctx, Ctx::Server))
+                {
+                    self.overridable(name, ov.file_info, "FileInfo", n)?;
+                    let matcher = if lname == "redirect" {
+                        Matcher::Path(args[1].clone())
+                    } else {
+                        Matcher::Regex(Pattern::new(&args[1], false).map_err(|e| self.err(n, e))?)
+                    };
+                    let origin = self.origin(n);
+                    if let Some(d) = self.dir_mut(ctx) {
+                        d.status_rules.push(StatusRule {
+                            matcher,
+                            status: st,
+                            origin,
+                        });
+                    }
+                    return Ok(true);
+                }
+                if self.htaccess.is_some() {
+                    return Err(self.refuse(n, &format!("{name} {}", args.join(" "))));
+                }
+                return Ok(false);
+            }
+            "rewriteengine" | "rewriterule" | "rewritecond" | "rewritebase" | "rewriteoptions"
+                if self.htaccess.is_some() =>
+            {
+                if lname == "rewriteengine"
+                    && args.len() == 1
+                    && args[0].eq_ignore_ascii_case("off")
+                {
+                    return Ok(true);
+                }
+                return Err(self.err(
+                    n,
+                    format!(
+                        "{name}: mod_rewrite in .htaccess files is not implemented; refusing to \
+                         start rather than serve what the rules would send elsewhere or refuse"
+                    ),
+                ));
+            }
+            _ => {}
         }
         let one = |imp: &Self| -> Result<String, ConfigError> {
             imp.need_args(name, args, 1, 1, n)?;
             Ok(args[0].clone())
         };
+        if self.htaccess.is_some() {
+            let (allowed, class) = match lname {
+                "sethandler" | "acceptpathinfo" => (ov.file_info, "FileInfo"),
+                "directoryindex" | "fallbackresource" | "directoryslash" => (ov.indexes, "Indexes"),
+                "options" => (ov.options, "Options"),
+                "allowoverride" | "allowoverridelist" | "alias" | "aliasmatch" | "serveralias"
+                | "accessfilename" => {
+                    return Err(self.err(n, format!("{name} is not allowed in an .htaccess file")));
+                }
+                _ => (true, ""),
+            };
+            self.overridable(name, allowed, class, n)?;
+        }
         let in_dir = matches!(
             ctx,
             Ctx::Server | Ctx::Section(_) | Ctx::If(..) | Ctx::Location(_)
@@ -1301,12 +1679,39 @@ impl Importer {
             "allowoverride" | "allowoverridelist" if in_dir => {
                 self.need_args(name, args, 1, usize::MAX, n)?;
                 let none = args.len() == 1 && args[0].eq_ignore_ascii_case("none");
+                let mut ov = Overrides::default();
+                if lname == "allowoverridelist" {
+                    // Directives by name: treated as every class (what they allow is read).
+                    if !none {
+                        ov = Overrides::ALL;
+                    }
+                } else {
+                    for a in args {
+                        let a = a.to_ascii_lowercase();
+                        let class = a.split('=').next().unwrap_or("");
+                        match class {
+                            "none" => {}
+                            "all" => ov = Overrides::ALL,
+                            "authconfig" => ov.auth_config = true,
+                            "fileinfo" => ov.file_info = true,
+                            "indexes" => ov.indexes = true,
+                            "limit" => ov.limit = true,
+                            "options" => ov.options = true,
+                            "nonfatal" => {}
+                            _ => {
+                                return Err(
+                                    self.err(n, format!("AllowOverride: unknown class '{a}'"))
+                                );
+                            }
+                        }
+                    }
+                }
                 let origin = self.origin(n);
                 if let Some(d) = self.dir_mut(ctx) {
                     match (&d.allow_override, none) {
                         // AllowOverrideList None leaves AllowOverride as it was.
                         (Some(_), true) if lname == "allowoverridelist" => {}
-                        _ => d.allow_override = Some((!none, origin)),
+                        _ => d.allow_override = Some((ov, origin)),
                     }
                 }
             }
@@ -1735,8 +2140,10 @@ impl Importer {
             });
         }
         cfg.vhosts = vhosts;
-        check_overrides(&cfg)?;
+        // The main server's own sections (a virtual host's follow them; .htaccess ones last).
         let main_sections = cfg.site.sections.len();
+        let w = load_htaccess(&mut cfg, &self.modules)?;
+        self.warnings.extend(w);
         let own = std::iter::once(&cfg.site.sections[..]).chain(
             cfg.vhosts
                 .iter()
@@ -1843,31 +2250,53 @@ fn apply_scope(cfg: &mut Config, s: &Scope) {
 /// Most files and directories looked at for `.htaccess` files under one root.
 const OVERRIDE_SCAN_LIMIT: usize = 20_000;
 
-/// `AllowOverride` other than `None` lets `.htaccess` files change the configuration, and
-/// fcgi-proxy does not read them: refuse when such a file exists where it would apply (under
-/// a DocumentRoot or an Alias target).
-fn check_overrides(cfg: &Config) -> Result<(), ConfigError> {
-    for c in std::iter::once(cfg).chain(cfg.vhosts.iter().map(|v| &*v.config)) {
+/// `AllowOverride` other than `None` lets `.htaccess` files change the configuration: those
+/// under a DocumentRoot or an Alias target, where it applies, are read now (a file added or
+/// changed later is seen on the next start or reload). Each becomes a `<Directory>` section
+/// for its directory, merged after the configuration's sections of the same depth, as Apache
+/// merges it; what it says that fcgi-proxy does not implement and could restrict access stops
+/// the start with its file and line.
+fn load_htaccess(
+    cfg: &mut Config,
+    modules: &(Vec<String>, bool),
+) -> Result<Vec<Warning>, ConfigError> {
+    // (directory, file, what AllowOverride allows, where it is said), each file once.
+    let mut found: Vec<(String, std::path::PathBuf, Overrides, Origin)> = Vec::new();
+    for c in std::iter::once(&*cfg).chain(cfg.vhosts.iter().map(|v| &*v.config)) {
         let site = &c.site;
         let any = site
             .sections
             .iter()
-            .any(|s| matches!(s.settings.allow_override, Some((true, _))))
-            || matches!(site.base.allow_override, Some((true, _)));
+            .any(|s| matches!(&s.settings.allow_override, Some((o, _)) if o.any()))
+            || matches!(&site.base.allow_override, Some((o, _)) if o.any());
         if !any {
             continue;
         }
         let name = site.access_file.as_deref().unwrap_or(".htaccess");
         let mut roots = vec![std::path::PathBuf::from(&c.document_root)];
         for a in &site.aliases {
-            if matches!(a.from, Matcher::Path(_)) {
-                roots.push(std::path::PathBuf::from(&a.to));
+            match a.from {
+                Matcher::Path(_) => roots.push(std::path::PathBuf::from(&a.to)),
+                // `AliasMatch … /x/y/$1`: everything it can reach is under `/x/y/`.
+                Matcher::Regex(_) => {
+                    let fixed = a.to.split('$').next().unwrap_or("");
+                    if let Some(i) = fixed.rfind('/') {
+                        roots.push(std::path::PathBuf::from(&fixed[..=i]));
+                    }
+                }
             }
         }
         for root in roots {
             let mut seen = 0usize;
-            let mut todo = vec![root];
-            while let Some(dir) = todo.pop() {
+            // Each directory with the real paths of the directories above it: a symbolic link
+            // back to one of them is a loop, not walked again.
+            let mut todo = vec![(root, Vec::<std::path::PathBuf>::new())];
+            while let Some((dir, mut above)) = todo.pop() {
+                match std::fs::canonicalize(&dir) {
+                    Ok(real) if above.contains(&real) => continue,
+                    Ok(real) => above.push(real),
+                    Err(_) => continue,
+                }
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };
@@ -1876,33 +2305,89 @@ fn check_overrides(cfg: &Config) -> Result<(), ConfigError> {
                 for e in names {
                     seen += 1;
                     if seen > OVERRIDE_SCAN_LIMIT {
-                        break;
+                        return Err(ConfigError::new(format!(
+                            "AllowOverride: more than {OVERRIDE_SCAN_LIMIT} files under {} \
+                                 to look for {name} files in; refusing to start rather than \
+                                 miss one (AllowOverride None)",
+                            dir.display()
+                        )));
                     }
                     let Ok(ft) = e.file_type() else { continue };
-                    if ft.is_dir() {
-                        todo.push(e.path());
+                    // A linked directory is walked under its name here: Apache reads the
+                    // access files along the path as requested.
+                    let is_dir = ft.is_dir() || ft.is_symlink() && e.path().is_dir();
+                    if is_dir {
+                        todo.push((e.path(), above.clone()));
                     } else if e.file_name() == name {
-                        let d = dir.to_string_lossy();
-                        let merged = site.merge(b"", d.as_bytes(), PathKind::Directory);
-                        if let Some((true, o)) = merged.allow_override {
-                            return Err(ConfigError::at(
-                                Some(&o.file),
-                                o.line,
-                                format!(
-                                    "AllowOverride lets {} change the configuration, and \
-                                     fcgi-proxy does not read {name} files; refusing to start \
-                                     rather than ignore it (AllowOverride None, or move the \
-                                     file's directives into the configuration)",
-                                    e.path().display()
-                                ),
-                            ));
+                        let d = dir.to_string_lossy().trim_end_matches('/').to_owned();
+                        let merged =
+                            site.merge(b"", format!("{d}/").as_bytes(), PathKind::Directory);
+                        if let Some((ov, o)) = merged.allow_override
+                            && ov.any()
+                            && !found.iter().any(|f| f.0 == d)
+                        {
+                            found.push((d, e.path(), ov, o));
                         }
                     }
                 }
             }
         }
     }
-    Ok(())
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sections: Vec<Section> = Vec::new();
+    let mut warnings = Vec::new();
+    for (dir, path, ov, origin) in found {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: Some(file.clone()),
+            line: None,
+            column: None,
+            message: format!("cannot read it: {e} (AllowOverride at {origin})"),
+        })?;
+        let read = super::read::read_htaccess(&file, &text, &modules.0, modules.1)?;
+        let mut imp = Importer::new(&file);
+        imp.htaccess = Some((ov, origin));
+        let dir_path = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        let top = imp.new_section(SectionKind::Directory, Matcher::Path(dir_path), None, 0);
+        imp.run_in(&read.lines, Ctx::Section(top))?;
+        imp.file.clone_from(&file);
+        let off = sections.len();
+        sections.extend(imp.main.site.sections.into_iter().map(|mut x| {
+            x.parent = x.parent.map(|p| p + off);
+            x
+        }));
+        warnings.extend(imp.warnings);
+        for (name, lines) in imp.ignored {
+            let at: Vec<String> = lines.iter().map(|(_, l)| l.to_string()).collect();
+            warnings.push(Warning {
+                file: Some(file.clone()),
+                line: None,
+                message: format!(
+                    "ignored {name} (line {}): fcgi-proxy does not use it",
+                    at.join(", ")
+                ),
+            });
+        }
+    }
+    if sections.is_empty() {
+        return Ok(warnings);
+    }
+    let add = |site: &mut Site| {
+        let off = site.sections.len();
+        site.sections.extend(sections.iter().cloned().map(|mut x| {
+            x.parent = x.parent.map(|p| p + off);
+            x
+        }));
+    };
+    add(&mut cfg.site);
+    for v in &mut cfg.vhosts {
+        add(&mut v.config.site);
+    }
+    Ok(warnings)
 }
 
 fn only_timeout(w: &WorkerSet) -> bool {

@@ -8,6 +8,7 @@ pub mod expr;
 mod model;
 pub mod read;
 pub mod site;
+pub mod site_toml;
 pub mod toml;
 pub mod url;
 
@@ -618,8 +619,10 @@ impl Config {
             if v.names.len() > 1 {
                 let _ = writeln!(s, "  also named: {}", v.names[1..].join(", "));
             }
-            // Its own sections; the main server's, listed above, come first.
-            describe_site(&mut s, &v.config.site, self.site.sections.len());
+            // Its own sections; the main server's and the .htaccess files', listed above, are
+            // its too.
+            let main = self.site.sections.iter().filter(|x| !x.htaccess).count();
+            describe_site(&mut s, &v.config.site, main);
         }
         if !self.balancers.is_empty() {
             let _ = writeln!(s, "balancers:");
@@ -693,7 +696,12 @@ impl fmt::Display for Config {
 /// The handlers of a server's sections, for `check-config`.
 fn describe_site(s: &mut String, site: &site::Site, skip: usize) {
     use fmt::Write;
-    for sec in site.sections.iter().skip(skip) {
+    for sec in site
+        .sections
+        .iter()
+        .skip(skip)
+        .filter(|x| skip == 0 || !x.htaccess)
+    {
         let mut parts = Vec::new();
         let mut show = |d: &site::DirSettings, prefix: &str| {
             if let Some(site::Handler::Proxy { url, defined, .. }) = &d.handler {
@@ -702,8 +710,8 @@ fn describe_site(s: &mut String, site: &site::Site, skip: usize) {
                     if *defined { "" } else { " (default worker)" }
                 ));
             }
-            if let Some(a) = d.access {
-                parts.push(format!("{prefix}access {a:?}"));
+            if let Some(a) = d.describe_access() {
+                parts.push(format!("{prefix}access: {a}"));
             }
         };
         show(&sec.settings, "");

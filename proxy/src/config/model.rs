@@ -20,6 +20,10 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Line 0: the whole file (an `.htaccess` file's own section).
+        if self.line == 0 {
+            return f.write_str(&self.file);
+        }
         write!(f, "{}:{}", self.file, self.line)
     }
 }
@@ -87,6 +91,9 @@ pub struct Config {
     #[serde(skip)]
     pub origin: Option<String>,
     /// Filesystem sections, aliases and handlers (Apache configurations only).
+    /// `[[site]]` tables of a TOML configuration (turned into `site` and `vhosts` on load).
+    #[serde(default, rename = "site", skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<super::site_toml::SiteSpec>,
     #[serde(skip)]
     pub site: Site,
     /// Name-based virtual hosts (Apache configurations only), each with its whole effective
@@ -129,6 +136,7 @@ impl Default for Config {
             admin_listen: None,
             workers: None,
             origin: None,
+            sites: Vec::new(),
             site: Site::default(),
             vhosts: Vec::new(),
         }

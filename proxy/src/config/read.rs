@@ -28,6 +28,8 @@ pub struct Read {
     pub notes: Vec<(Arc<str>, usize, String)>,
     /// Whether any `LoadModule` line was read (then `<IfModule>` is decided by them).
     pub modules_known: bool,
+    /// The modules loaded (built in, then by `LoadModule`), without `_module` / `mod_` / `.c`.
+    pub modules: Vec<String>,
 }
 
 /// Modules compiled into Debian's apache2 (`apache2 -l`): always loaded.
@@ -65,6 +67,40 @@ pub fn read(main: &str, text: &str, defines: &[(String, String)]) -> Result<Read
     }
     let mut conds = Vec::new();
     r.text(Arc::from(main), text, 0, &mut conds)?;
+    if let Some((name, file, line, _)) = conds.last() {
+        return Err(ConfigError::at(
+            Some(file),
+            *line,
+            format!("<{name}> is never closed"),
+        ));
+    }
+    r.out.modules.clone_from(&r.modules);
+    Ok(r.out)
+}
+
+/// Read an `.htaccess` file `path` (its text is `text`): `<IfModule>` decided by the modules
+/// the configuration loaded (`read`'s [`Read::modules`]).
+pub fn read_htaccess(
+    path: &str,
+    text: &str,
+    modules: &[String],
+    modules_known: bool,
+) -> Result<Read, ConfigError> {
+    let dir = Path::new(path)
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let mut r = Reader {
+        server_root: dir,
+        vars: Vec::new(),
+        defined: Vec::new(),
+        modules: modules.to_vec(),
+        out: Read {
+            modules_known,
+            ..Read::default()
+        },
+    };
+    let mut conds = Vec::new();
+    r.text(Arc::from(path), text, MAX_DEPTH, &mut conds)?;
     if let Some((name, file, line, _)) = conds.last() {
         return Err(ConfigError::at(
             Some(file),

@@ -29,15 +29,271 @@ pub enum Handler {
     Other(String),
 }
 
-/// `Require` forms implemented here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// `Require all granted`.
-    Granted,
-    /// `Require all denied`: 403.
-    Denied,
-    /// `Require local`: only clients on a loopback address or the server's own address.
+/// What an access rule tests about the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// `all` (`Require all granted` / `Allow from all`); `false`: `Require all denied`.
+    All(bool),
+    /// `Require local`: a loopback address or the server's own address.
     Local,
+    /// `Require ip` / `Allow from` address forms.
+    Ip(Vec<IpNet>),
+    /// `Require host` / `Allow from` names: the client's double-reverse-resolved name equals
+    /// one of them or ends with `.` + one of them.
+    Host(Vec<String>),
+}
+
+/// An address and a prefix length (`10.1`, `10.1.0.0/16`, `10.1.0.0/255.255.0.0`, `::1`,
+/// `2001:db8::/32`), as `apr_ipsubnet_create` reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub bits: u8,
+}
+
+impl IpNet {
+    /// Parse one address form; `None` when it is not one (then it is a host name).
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, mask) = match s.split_once('/') {
+            Some((a, m)) => (a, Some(m)),
+            None => (s, None),
+        };
+        let (addr, implied) = if let Ok(ip) = a.parse::<IpAddr>() {
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        } else if mask.is_none() || a.contains('.') {
+            // A partial IPv4 address: `10.1` is 10.1.0.0/16.
+            let parts: Vec<&str> = a.trim_end_matches('.').split('.').collect();
+            if parts.is_empty() || parts.len() > 3 {
+                return None;
+            }
+            let mut o = [0u8; 4];
+            for (i, p) in parts.iter().enumerate() {
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                o[i] = p.parse().ok()?;
+            }
+            let bits = u8::try_from(parts.len() * 8).ok()?;
+            (IpAddr::from(o), bits)
+        } else {
+            return None;
+        };
+        let bits = match mask {
+            None => implied,
+            Some(m) if m.bytes().all(|b| b.is_ascii_digit()) && !m.is_empty() => {
+                let b: u8 = m.parse().ok()?;
+                if b > if addr.is_ipv4() { 32 } else { 128 } {
+                    return None;
+                }
+                b
+            }
+            Some(m) => {
+                let m: std::net::Ipv4Addr = m.parse().ok()?;
+                let v = u32::from(m);
+                if !addr.is_ipv4() || v.leading_ones() + v.trailing_zeros() != 32 {
+                    return None;
+                }
+                u8::try_from(v.leading_ones()).ok()?
+            }
+        };
+        Some(IpNet { addr, bits })
+    }
+
+    /// Whether `ip` is in it (an IPv4-mapped IPv6 client matches IPv4 forms).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What access rules need to know about a request.
+#[allow(missing_debug_implementations)]
+pub struct Client<'a> {
+    pub remote: IpAddr,
+    pub local: IpAddr,
+    /// The client's double-reverse-resolved host name, asked only when a rule needs it.
+    pub host: &'a dyn Fn() -> Option<String>,
+}
+
+impl Who {
+    /// Whether the client is one of these.
+    pub fn matches(&self, c: &Client<'_>) -> bool {
+        match self {
+            Who::All(g) => *g,
+            Who::Local => {
+                let r = match c.remote {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(c.remote, IpAddr::V4),
+                    v4 => v4,
+                };
+                r.is_loopback() || c.remote == c.local
+            }
+            Who::Ip(nets) => nets.iter().any(|n| n.contains(c.remote)),
+            Who::Host(names) => (c.host)().is_some_and(|h| {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                names.iter().any(|n| {
+                    let n = n.trim_start_matches('.').to_ascii_lowercase();
+                    h == n
+                        || (h.len() > n.len()
+                            && h.ends_with(&n)
+                            && h.as_bytes()[h.len() - n.len() - 1] == b'.')
+                })
+            }),
+        }
+    }
+}
+
+/// mod_authz_core's result of a rule or container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzResult {
+    Granted,
+    Denied,
+    Neutral,
+}
+
+/// `Require` directives and `<RequireAll>`/`<RequireAny>`/`<RequireNone>` containers. The
+/// directives of one section form an implicit `<RequireAny>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authz {
+    /// `Require [not] …`.
+    Rule { who: Who, negate: bool },
+    /// `all`: `<RequireAll>`, else `<RequireAny>`; `negate`: `<RequireNone>` (an any, negated).
+    Group {
+        all: bool,
+        negate: bool,
+        children: Vec<Authz>,
+    },
+}
+
+impl Authz {
+    /// mod_authz_core's evaluation: a container stops at the first child that decides it
+    /// (denied for all, granted for any) and is neutral when every child is; a negation turns
+    /// granted into denied and denied into neutral.
+    pub fn eval(&self, c: &Client<'_>) -> AuthzResult {
+        let (r, negate) = match self {
+            Authz::Rule { who, negate } => (
+                if who.matches(c) {
+                    AuthzResult::Granted
+                } else {
+                    AuthzResult::Denied
+                },
+                *negate,
+            ),
+            Authz::Group {
+                all,
+                negate,
+                children,
+            } => {
+                let mut r = AuthzResult::Neutral;
+                for ch in children {
+                    let x = ch.eval(c);
+                    if x == AuthzResult::Neutral {
+                        continue;
+                    }
+                    if *all && x == AuthzResult::Denied || !*all && x == AuthzResult::Granted {
+                        r = x;
+                        break;
+                    }
+                    if r == AuthzResult::Neutral {
+                        r = x;
+                    }
+                }
+                (r, *negate)
+            }
+        };
+        match (r, negate) {
+            (AuthzResult::Granted, true) => AuthzResult::Denied,
+            (AuthzResult::Denied, true) => AuthzResult::Neutral,
+            (r, _) => r,
+        }
+    }
+
+    /// Whether it can grant at all (a container of negations only cannot: Apache refuses it).
+    pub fn has_positive(&self) -> bool {
+        match self {
+            Authz::Rule { negate, .. } => !negate,
+            Authz::Group {
+                negate, children, ..
+            } => !negate && children.iter().any(Authz::has_positive),
+        }
+    }
+}
+
+/// `AuthMerging`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMerging {
+    Off,
+    And,
+    Or,
+}
+
+/// `Order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    DenyAllow,
+    AllowDeny,
+    MutualFailure,
+}
+
+/// mod_access_compat: `Order`, `Allow from`, `Deny from` and `Satisfy` of one section (a
+/// section that sets any of them replaces all of what it inherits, as Apache 2.4.71 does: a
+/// section with only `Satisfy Any` lets everyone through).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Compat {
+    pub order: Order,
+    pub allow: Vec<Who>,
+    pub deny: Vec<Who>,
+    /// `Satisfy Any`: either module's consent suffices.
+    pub satisfy_any: bool,
+}
+
+impl Compat {
+    /// `check_dir_access`: whether the client passes.
+    pub fn passes(&self, c: &Client<'_>) -> bool {
+        let any = |l: &[Who]| {
+            // Addresses first: a name costs a lookup and the outcome is the same.
+            l.iter().any(|w| !matches!(w, Who::Host(_)) && w.matches(c))
+                || l.iter().any(|w| matches!(w, Who::Host(_)) && w.matches(c))
+        };
+        match self.order {
+            Order::AllowDeny => any(&self.allow) && !any(&self.deny),
+            Order::DenyAllow => !any(&self.deny) || any(&self.allow),
+            Order::MutualFailure => any(&self.allow) && !any(&self.deny),
+        }
+    }
+}
+
+/// `Redirect`/`RedirectMatch` with a status and no URL (`RedirectMatch 404 /\.git`): the
+/// request is answered with the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRule {
+    pub matcher: Matcher,
+    pub status: u16,
+    pub origin: Origin,
+}
+
+impl StatusRule {
+    pub fn matches(&self, uri: &[u8]) -> bool {
+        match &self.matcher {
+            Matcher::Path(p) => crate::route::alias_match(uri, p.as_bytes()) > 0,
+            Matcher::Regex(re) => re.regex().is_match(uri),
+        }
+    }
 }
 
 /// `AcceptPathInfo`.
@@ -62,9 +318,141 @@ pub struct DirSettings {
     pub follow_symlinks: Option<bool>,
     /// `DirectorySlash` (on by default).
     pub directory_slash: Option<bool>,
-    pub access: Option<Access>,
-    /// `AllowOverride` other than `None`, with where it was said.
-    pub allow_override: Option<(bool, Origin)>,
+    /// `Require` directives (with their containers).
+    pub authz: Option<Authz>,
+    /// `AuthMerging` of this section.
+    pub auth_merging: Option<AuthMerging>,
+    /// `Order`/`Allow`/`Deny`/`Satisfy`.
+    pub compat: Option<Compat>,
+    /// Status-only `Redirect`/`RedirectMatch` (per-directory: applied after access control).
+    pub status_rules: Vec<StatusRule>,
+    /// `AllowOverride`: what `.htaccess` files may say (`None` when nothing), with where it
+    /// was said.
+    pub allow_override: Option<(Overrides, Origin)>,
+}
+
+/// `AllowOverride` classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Overrides {
+    pub auth_config: bool,
+    pub file_info: bool,
+    pub indexes: bool,
+    pub limit: bool,
+    pub options: bool,
+}
+
+impl Overrides {
+    pub const ALL: Overrides = Overrides {
+        auth_config: true,
+        file_info: true,
+        indexes: true,
+        limit: true,
+        options: true,
+    };
+
+    pub fn any(&self) -> bool {
+        *self != Overrides::default()
+    }
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::All(true) => f.write_str("all granted"),
+            Who::All(false) => f.write_str("all denied"),
+            Who::Local => f.write_str("local"),
+            Who::Ip(n) => {
+                f.write_str("ip")?;
+                for x in n {
+                    write!(f, " {}/{}", x.addr, x.bits)?;
+                }
+                Ok(())
+            }
+            Who::Host(h) => write!(f, "host {}", h.join(" ")),
+        }
+    }
+}
+
+impl fmt::Display for Authz {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Authz::Rule { who, negate } => {
+                write!(f, "{}{who}", if *negate { "not " } else { "" })
+            }
+            Authz::Group {
+                all,
+                negate,
+                children,
+            } => {
+                let name = match (all, negate) {
+                    (_, true) => "none",
+                    (true, false) => "all",
+                    (false, false) => "any",
+                };
+                if !*all && !*negate && children.len() == 1 {
+                    return write!(f, "{}", children[0]);
+                }
+                write!(f, "{name}(")?;
+                for (i, c) in children.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl DirSettings {
+    /// The access rules it sets, for `check-config` (`None` when it sets none).
+    pub fn describe_access(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.authz {
+            parts.push(format!("require {a}"));
+        }
+        if let Some(c) = &self.compat {
+            let list = |l: &[Who]| {
+                l.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            parts.push(format!(
+                "order {:?}, allow [{}], deny [{}], satisfy {}",
+                c.order,
+                list(&c.allow),
+                list(&c.deny),
+                if c.satisfy_any { "any" } else { "all" }
+            ));
+        }
+        for r in &self.status_rules {
+            let m = match &r.matcher {
+                Matcher::Path(p) => p.clone(),
+                Matcher::Regex(re) => format!("~ {}", re.as_str()),
+            };
+            parts.push(format!("{} for {m}", r.status));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// Access control as Apache decides it: mod_access_compat (`Order`/`Allow`/`Deny`, passes
+    /// when none is set) and mod_authz_core (`Require`, granted when none applies), both
+    /// needed under `Satisfy All`, either under `Satisfy Any`.
+    pub fn allows(&self, c: &Client<'_>) -> bool {
+        let compat = self.compat.as_ref().is_none_or(|x| x.passes(c));
+        let authz = || {
+            self.authz
+                .as_ref()
+                .is_none_or(|a| a.eval(c) == AuthzResult::Granted)
+        };
+        if self.compat.as_ref().is_some_and(|c| c.satisfy_any) {
+            compat || authz()
+        } else {
+            compat && authz()
+        }
+    }
 }
 
 impl DirSettings {
@@ -88,8 +476,25 @@ impl DirSettings {
         if over.directory_slash.is_some() {
             self.directory_slash = over.directory_slash;
         }
-        if over.access.is_some() {
-            self.access = over.access;
+        if let Some(a) = &over.authz {
+            // AuthMerging Off (the default): the later section's rules replace the earlier.
+            self.authz = Some(match (self.authz.take(), over.auth_merging) {
+                (Some(old), Some(m @ (AuthMerging::And | AuthMerging::Or))) => Authz::Group {
+                    all: m == AuthMerging::And,
+                    negate: false,
+                    children: vec![old, a.clone()],
+                },
+                _ => a.clone(),
+            });
+        }
+        if over.compat.is_some() {
+            self.compat.clone_from(&over.compat);
+        }
+        if !over.status_rules.is_empty() {
+            // mod_alias: the later section's redirects are tried first.
+            let mut v = over.status_rules.clone();
+            v.append(&mut self.status_rules);
+            self.status_rules = v;
         }
         if over.allow_override.is_some() {
             self.allow_override.clone_from(&over.allow_override);
@@ -209,6 +614,9 @@ pub struct Section {
     /// For a `<Files>`/`<FilesMatch>` inside a `<Directory>`: that section's index; it applies
     /// only where its parent does.
     pub parent: Option<usize>,
+    /// Read from an `.htaccess` file (a `Directory` section for its directory, merged after
+    /// the configuration's sections of the same depth, or a `<Files>` in it).
+    pub htaccess: bool,
     pub origin: Origin,
 }
 
@@ -270,17 +678,19 @@ impl Site {
             f.rsplit(|&c| c == b'/').next().unwrap_or(b"")
         };
         let mut order: Vec<usize> = Vec::new();
-        let mut dirs: Vec<(usize, usize)> = self
+        let mut dirs: Vec<(usize, bool, usize)> = self
             .sections
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match (&s.kind, &s.matcher) {
-                (SectionKind::Directory, Matcher::Path(p)) => Some((components(p), i)),
+                (SectionKind::Directory, Matcher::Path(p)) => Some((components(p), s.htaccess, i)),
                 _ => None,
             })
             .collect();
-        dirs.sort_by_key(|&(c, i)| (c, i));
-        for (_, i) in dirs {
+        // Apache walks the path: at each depth the <Directory> sections, then that
+        // directory's .htaccess.
+        dirs.sort_by_key(|&(c, h, i)| (c, h, i));
+        for (_, _, i) in dirs {
             if let Matcher::Path(p) = &self.sections[i].matcher
                 && dir_covers(p.as_bytes(), &dir)
             {
@@ -331,6 +741,37 @@ impl Site {
                 if b.test.holds(kind) {
                     out.merge(&b.settings);
                 }
+            }
+        }
+        out
+    }
+
+    /// Whether any `<Location>`/`<LocationMatch>` restricts access: requests a `ProxyPass`
+    /// route takes are then checked against them ([`Site::merge_locations`]).
+    pub fn locations_restrict(&self) -> bool {
+        self.sections.iter().any(|s| {
+            matches!(s.kind, SectionKind::Location | SectionKind::LocationMatch)
+                && (s.settings.authz.is_some()
+                    || s.settings.compat.is_some()
+                    || !s.settings.status_rules.is_empty())
+        })
+    }
+
+    /// The access settings for a request a `ProxyPass` route takes: Apache maps it to no file
+    /// (`proxy:…`), so only the server's settings and the `<Location>`/`<LocationMatch>`
+    /// sections covering `uri` apply, in configuration order.
+    pub fn merge_locations(&self, uri: &[u8]) -> DirSettings {
+        let mut out = self.base.clone();
+        for s in &self.sections {
+            let hit = match (&s.kind, &s.matcher) {
+                (SectionKind::Location, Matcher::Path(p)) => location_covers(p.as_bytes(), uri),
+                (SectionKind::Location | SectionKind::LocationMatch, Matcher::Regex(re)) => {
+                    re.regex().is_match(uri)
+                }
+                _ => false,
+            };
+            if hit {
+                out.merge(&s.settings);
             }
         }
         out
@@ -465,16 +906,28 @@ impl VirtualHost {
 mod tests {
     use super::*;
 
-    fn dir(p: &str, handler: Option<Access>) -> Section {
+    fn all(granted: bool) -> Option<Authz> {
+        Some(Authz::Group {
+            all: false,
+            negate: false,
+            children: vec![Authz::Rule {
+                who: Who::All(granted),
+                negate: false,
+            }],
+        })
+    }
+
+    fn dir(p: &str, authz: Option<Authz>) -> Section {
         Section {
             kind: SectionKind::Directory,
             matcher: Matcher::Path(p.into()),
             settings: DirSettings {
-                access: handler,
+                authz,
                 ..DirSettings::default()
             },
             ifs: Vec::new(),
             parent: None,
+            htaccess: false,
             origin: Origin::default(),
         }
     }
@@ -482,24 +935,21 @@ mod tests {
     #[test]
     fn directory_sections_merge_shortest_first_whatever_the_order() {
         let site = Site {
-            sections: vec![
-                dir("/var/www/", Some(Access::Granted)),
-                dir("/", Some(Access::Denied)),
-            ],
+            sections: vec![dir("/var/www/", all(true)), dir("/", all(false))],
             ..Site::default()
         };
         let m = site.merge(b"/x", b"/var/www/html/x", PathKind::File);
-        assert_eq!(m.access, Some(Access::Granted));
+        assert_eq!(m.authz, all(true));
         let m = site.merge(b"/x", b"/etc/passwd", PathKind::File);
-        assert_eq!(m.access, Some(Access::Denied));
+        assert_eq!(m.authz, all(false));
     }
 
     #[test]
     fn files_then_location_then_if() {
-        let mut f = dir("", Some(Access::Denied));
+        let mut f = dir("", all(false));
         f.kind = SectionKind::FilesMatch;
         f.matcher = Matcher::Regex(Pattern::new(r"^\.ht", false).unwrap());
-        let mut l = dir("/pub/", Some(Access::Granted));
+        let mut l = dir("/pub/", all(true));
         l.kind = SectionKind::Location;
         let site = Site {
             sections: vec![f, l],
@@ -507,13 +957,13 @@ mod tests {
         };
         assert_eq!(
             site.merge(b"/.htpasswd", b"/d/.htpasswd", PathKind::File)
-                .access,
-            Some(Access::Denied)
+                .authz,
+            all(false)
         );
         assert_eq!(
             site.merge(b"/pub/.htx", b"/d/pub/.htx", PathKind::File)
-                .access,
-            Some(Access::Granted),
+                .authz,
+            all(true),
             "Location is merged after Files"
         );
         assert!(location_covers(b"/p", b"/p/x") && !location_covers(b"/p", b"/px"));

@@ -22,6 +22,8 @@ struct Spans {
     route: Vec<::toml::Spanned<::toml::Value>>,
     #[serde(default)]
     balancer: Vec<::toml::Spanned<::toml::Value>>,
+    #[serde(default)]
+    site: Vec<::toml::Spanned<::toml::Value>>,
 }
 
 /// Parse and validate a TOML configuration.
@@ -66,6 +68,15 @@ pub fn parse_unvalidated(text: &str, origin: &str) -> Result<Config, ConfigError
     for b in &mut cfg.balancers {
         b.name = b.name.to_ascii_lowercase();
     }
+    let site_lines: Vec<usize> = ::toml::from_str::<Spans>(text)
+        .map(|s| {
+            s.site
+                .iter()
+                .map(|x| table_line(text, x.span().start))
+                .collect()
+        })
+        .unwrap_or_default();
+    super::site_toml::apply(&mut cfg, &site_lines)?;
     Ok(cfg)
 }
 
