@@ -488,11 +488,15 @@ pub fn canonicalize(
     if backend_type == BackendType::Fpm && !nocanon {
         // Deliberately unlike Apache, which sends the path %-encoded: php-fpm opens
         // SCRIPT_FILENAME as it is, so a script named with a space or a non-ASCII character
-        // would be "File not found.". The file's name as on disk (%2F and control characters
-        // stay encoded; a name that is not UTF-8 too).
+        // would be "File not found.". The file's name as on disk, unless it would carry a
+        // control character, a `?` or a `#` (php-fpm would cut `admin.php?x.php` back to an
+        // existing `admin.php` and run it: docs/reference/security.md S9), or is not UTF-8:
+        // then as Apache sends it (%2F always stays encoded).
         let decoded = uri::unescape_keep2f(path.as_bytes());
         match String::from_utf8(decoded) {
-            Ok(d) if !d.bytes().any(|c| c < b' ' || c == 0x7f) => filename.push_str(&d),
+            Ok(d) if !d.bytes().any(|c| c < b' ' || c == 0x7f || c == b'?' || c == b'#') => {
+                filename.push_str(&d)
+            }
             _ => filename.push_str(&path),
         }
     } else {
