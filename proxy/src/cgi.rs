@@ -343,22 +343,13 @@ pub fn request_env(config: &Config, route_match: &RouteMatch, req: &Request<'_>)
             env.set_static("proxy-fcgi-pathinfo", pi.as_bytes());
         }
     } else {
-        let headers = effective_headers(req);
-        let remote_ip = ip_string(req.remote.ip());
-        let local_ip = ip_string(req.local.ip());
-        let facts = RequestFacts {
-            method: req.method,
-            protocol: req.protocol,
-            path: &req.uri.path,
-            remote_ip: &remote_ip,
-            local_ip: &local_ip,
-            headers: &headers,
-        };
-        apply_setenvif(&config.setenvif, &facts, &mut env);
-        if let Some(pi) = &route.pathinfo {
-            env.set_static("proxy-fcgi-pathinfo", pi.as_bytes());
-        }
-        apply_setenvif(&route.setenvif, &facts, &mut env);
+        with_request_facts(req, |facts| {
+            apply_setenvif(&config.setenvif, facts, &mut env);
+            if let Some(pi) = &route.pathinfo {
+                env.set_static("proxy-fcgi-pathinfo", pi.as_bytes());
+            }
+            apply_setenvif(&route.setenvif, facts, &mut env);
+        });
     }
     let at_canon = env.get("proxy-fcgi-pathinfo").map(<[u8]>::to_vec);
     apply_setenv(&config.setenv, &mut env);
@@ -494,7 +485,11 @@ pub fn canonicalize(
         // then as Apache sends it (%2F always stays encoded).
         let decoded = uri::unescape_keep2f(path.as_bytes());
         match String::from_utf8(decoded) {
-            Ok(d) if !d.bytes().any(|c| c < b' ' || c == 0x7f || c == b'?' || c == b'#') => {
+            Ok(d)
+                if !d
+                    .bytes()
+                    .any(|c| c < b' ' || c == 0x7f || c == b'?' || c == b'#') =>
+            {
                 filename.push_str(&d)
             }
             _ => filename.push_str(&path),
@@ -1028,23 +1023,27 @@ pub struct HandlerFacts<'a> {
     pub path_translated: Option<&'a [u8]>,
 }
 
+/// Runs `f` with what SetEnvIf rules test about `req` (gathered only when a rule exists).
+fn with_request_facts<R>(req: &Request<'_>, f: impl FnOnce(&RequestFacts<'_>) -> R) -> R {
+    let headers = effective_headers(req);
+    let remote_ip = ip_string(req.remote.ip());
+    let local_ip = ip_string(req.local.ip());
+    f(&RequestFacts {
+        method: req.method,
+        protocol: req.protocol,
+        path: &req.uri.path,
+        remote_ip: &remote_ip,
+        local_ip: &local_ip,
+        headers: &headers,
+    })
+}
+
 /// The request environment in handler mode: the server's SetEnvIf and SetEnv, then what the
 /// proxy handler adds.
 pub fn handler_env(config: &Config, req: &Request<'_>, facts: &HandlerFacts<'_>) -> Env {
     let mut env = Env::new();
     if !config.setenvif.is_empty() {
-        let headers = effective_headers(req);
-        let remote_ip = ip_string(req.remote.ip());
-        let local_ip = ip_string(req.local.ip());
-        let rf = RequestFacts {
-            method: req.method,
-            protocol: req.protocol,
-            path: &req.uri.path,
-            remote_ip: &remote_ip,
-            local_ip: &local_ip,
-            headers: &headers,
-        };
-        apply_setenvif(&config.setenvif, &rf, &mut env);
+        with_request_facts(req, |rf| apply_setenvif(&config.setenvif, rf, &mut env));
     }
     apply_setenv(&config.setenv, &mut env);
     if facts.default_worker {

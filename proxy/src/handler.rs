@@ -160,6 +160,11 @@ pub async fn prepare_body(
     }
 }
 
+/// The request headers as the CGI layer reads them, borrowed from hyper's map.
+fn borrowed_headers(h: &HeaderMap) -> Vec<(&str, &[u8])> {
+    h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
+}
+
 /// Runs `encode` with a filesystem that answers from what it learned; each path it asked about
 /// and did not know (`proxy-fcgi-pathinfo=full` walks a path a component at a time) is looked
 /// up on a blocking-pool thread, never on the serving thread, and `encode` runs again. Without
@@ -606,6 +611,22 @@ impl<C: Connector> Proxy<C> {
         &self.metrics
     }
 
+    /// The request body read or wrapped (see [`prepare_body`]) with this proxy's limits.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<PreparedBody, StatusCode> {
+        prepare_body(
+            headers,
+            body,
+            self.limits,
+            self.config.timeouts.body_read,
+            self.admission.body_budget(),
+        )
+        .await
+    }
+
     /// What the proxy takes on at once: client connections, buffered bodies.
     pub fn admission(&self) -> &Admission {
         &self.admission
@@ -733,19 +754,8 @@ impl<C: Connector> Proxy<C> {
             }
         }
         let (parts, body) = req.into_parts();
-        let headers: Vec<(&str, &[u8])> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
-        let prepared = prepare_body(
-            &parts.headers,
-            body,
-            self.limits,
-            self.config.timeouts.body_read,
-            self.admission.body_budget(),
-        )
-        .await?;
+        let headers = borrowed_headers(&parts.headers);
+        let prepared = self.read_body(&parts.headers, body).await?;
         // Given back when the request is answered (the exchange has sent the body by then, or
         // holds only what it still sends).
         let _charge = prepared.charge;
@@ -962,19 +972,8 @@ impl<C: Connector> Proxy<C> {
             .ok_or(StatusCode::INTERNAL_SERVER_ERROR)?;
         let worker = &self.workers[wi];
         let (parts, body) = req.into_parts();
-        let headers: Vec<(&str, &[u8])> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
-        let prepared = prepare_body(
-            &parts.headers,
-            body,
-            self.limits,
-            self.config.timeouts.body_read,
-            self.admission.body_budget(),
-        )
-        .await?;
+        let headers = borrowed_headers(&parts.headers);
+        let prepared = self.read_body(&parts.headers, body).await?;
         let _charge = prepared.charge;
         let creq = cgi::Request {
             method: parts.method.as_str(),

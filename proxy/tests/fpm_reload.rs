@@ -349,16 +349,18 @@ fn reloads_under_load(test: &str, conf: FpmConf, sends: [Send; 4]) {
             };
             // A POST that php-fpm reset on a reused connection after answering FCGI_GET_VALUES
             // (a worker leaving on the reload) cannot be proven unread, so it is not sent again:
-            // its 502 is the right answer when the script never ran it.
+            // its 502 is the right answer when the script never ran it, or ran it once and its
+            // worker left before the answer was out (the answer is lost; a resend would run it
+            // twice).
             let declined = |r: &Record| {
                 r.result == Ok(502)
                     && r.tag
                         .as_deref()
-                        .is_some_and(|t| runs.get(t).copied().unwrap_or(0) == 0)
+                        .is_some_and(|t| runs.get(t).copied().unwrap_or(0) <= 1)
             };
             let n_declined = records.iter().filter(|r| declined(r)).count();
             for r in records.iter().filter(|r| declined(r)) {
-                eprintln!("{test}: declined, never ran: {}", r.describe());
+                eprintln!("{test}: declined, ran at most once: {}", r.describe());
             }
             // The race needs a reload to meet a POST on a kept connection: rare, never routine.
             if n_declined > 2 {
