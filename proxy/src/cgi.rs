@@ -494,7 +494,11 @@ pub fn canonicalize(
         // then as Apache sends it (%2F always stays encoded).
         let decoded = uri::unescape_keep2f(path.as_bytes());
         match String::from_utf8(decoded) {
-            Ok(d) if !d.bytes().any(|c| c < b' ' || c == 0x7f || c == b'?' || c == b'#') => {
+            Ok(d)
+                if !d
+                    .bytes()
+                    .any(|c| c < b' ' || c == 0x7f || c == b'?' || c == b'#') =>
+            {
                 filename.push_str(&d)
             }
             _ => filename.push_str(&path),
