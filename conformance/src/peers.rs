@@ -758,7 +758,9 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     }
 }
 
-/// fcgi-proxy serving the files of a `[[site]]` (no PHP, no backend), its defaults otherwise.
+/// fcgi-proxy serving the files of a `[[site]]`, its defaults otherwise. A site serves files
+/// only when it has a handler (without `php` every request is answered 404), so it names the
+/// backend for `*.php`; the files requested are not PHP and never reach it.
 fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) -> PeerConfig {
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
@@ -777,9 +779,14 @@ fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) ->
          max_keep_alive_requests = 0   # unlimited, like the others here\n\
          \n\
          [[site]]\n\
-         root = \"{root}\"\n",
+         root = \"{root}\"\n\
+         php = \"{php}\"   # a site without a handler serves no files; *.php only\n",
         kat = o.keepalive_timeout.as_secs(),
         root = root.display(),
+        php = match &o.backend {
+            BackendAddr::Tcp(a) => format!("fcgi://{a}"),
+            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+        },
     );
     PeerConfig {
         file_name: "proxy.toml",
@@ -1005,13 +1012,15 @@ mod tests {
             ours.contains("[[site]]\nroot = \"/tmp/docroot\"\n"),
             "{ours}"
         );
+        assert!(ours.contains("php = \"fcgi://127.0.0.1:9000\""), "{ours}");
+        assert!(!ours.contains("[[route]]"), "{ours}");
         let nginx = config(PeerKind::Nginx, &o);
         assert!(nginx.contains("    root /tmp/docroot;\n"), "{nginx}");
         assert!(nginx.contains("  sendfile on;\n"), "{nginx}");
         let apache = config(PeerKind::Apache, &o);
         assert!(apache.contains("DocumentRoot /tmp/docroot\n"), "{apache}");
         assert!(apache.contains("mod_mpm_event.so"), "{apache}");
-        for k in [PeerKind::FcgiProxy, PeerKind::Nginx, PeerKind::Apache] {
+        for k in [PeerKind::Nginx, PeerKind::Apache] {
             let c = config(k, &o);
             assert!(c.contains("127.0.0.1:28090"), "{c}");
             for proxying in ["9000", "fcgi://", "fastcgi_pass", "ProxyPass", "[[route]]"] {

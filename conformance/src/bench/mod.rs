@@ -131,9 +131,9 @@ said otherwise):
     get-c64-nolog        get-c64 with every access log off
     static-4k-c64, static-1m-c16
                          GET of a 4 KiB / 1 MiB file over 64 / 16 connections, served from
-                         a document root the bench writes (no FastCGI backend): fcgi-proxy a
-                         [[site]] root, nginx root (sendfile on, as Debian ships it), Apache
-                         DocumentRoot; HAProxy cannot serve files and sits them out
+                         a document root the bench writes (no request reaches a backend):
+                         fcgi-proxy a [[site]] root, nginx root (sendfile on, as Debian ships
+                         it), Apache DocumentRoot; HAProxy cannot serve files and sits them out
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 
 A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 17 minutes
@@ -511,9 +511,9 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             backend_keepalive: None,
             ..wrk(
                 "static-4k-c64",
-                "GET of a 4 KiB file, 64 client connections, no backend: fcgi-proxy a [[site]] \
-                 root, nginx root (sendfile on), Apache DocumentRoot, each with its defaults; \
-                 HAProxy cannot serve files",
+                "GET of a 4 KiB file, 64 client connections, no request reaches a backend: \
+                 fcgi-proxy a [[site]] root, nginx root (sendfile on), Apache DocumentRoot, each \
+                 with its defaults; HAProxy cannot serve files",
                 64,
                 RequestShape::Get,
             )
@@ -524,9 +524,9 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             backend_keepalive: None,
             ..wrk(
                 "static-1m-c16",
-                "GET of a 1 MiB file, 16 client connections, no backend: fcgi-proxy a [[site]] \
-                 root, nginx root (sendfile on), Apache DocumentRoot, each with its defaults; \
-                 HAProxy cannot serve files",
+                "GET of a 1 MiB file, 16 client connections, no request reaches a backend: \
+                 fcgi-proxy a [[site]] root, nginx root (sendfile on), Apache DocumentRoot, each \
+                 with its defaults; HAProxy cannot serve files",
                 16,
                 RequestShape::Get,
             )
