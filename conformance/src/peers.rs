@@ -75,6 +75,10 @@ pub struct PeerOptions {
     /// DOCUMENT_ROOT / SCRIPT_FILENAME prefix sent to the backend (not read by the peers; a
     /// php-fpm backend runs the script found there).
     pub document_root: String,
+    /// Serve the files under this directory instead of proxying to the backend: fcgi-proxy a
+    /// `[[site]]` with this `root`, nginx `root`, Apache `DocumentRoot`, each with its defaults
+    /// otherwise. HAProxy cannot serve files: its config ignores this.
+    pub static_root: Option<PathBuf>,
     /// The `fcgi-proxy` binary (required for [`PeerKind::FcgiProxy`]).
     pub fcgi_proxy_bin: Option<PathBuf>,
     /// Extra environment for the peer process (applied last: it overrides what `access_log`
@@ -92,6 +96,7 @@ impl Default for PeerOptions {
             keepalive_timeout: Duration::from_secs(60),
             workers: 2,
             document_root: "/srv/app".to_owned(),
+            static_root: None,
             fcgi_proxy_bin: None,
             env: Vec::new(),
         }
@@ -480,6 +485,9 @@ fn fcgi_url(o: &PeerOptions) -> String {
 }
 
 fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    if let Some(root) = &o.static_root {
+        return fcgi_proxy_static_config(o, listen, root);
+    }
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
     } else {
@@ -520,6 +528,9 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
 }
 
 fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
+    if let Some(root) = &o.static_root {
+        return nginx_static_config(o, listen, dir, root);
+    }
     let per_worker = o.max_client_connections + 256;
     let (keepalive, keep_conn) = if o.backend_keepalive == Some(true) {
         ("    keepalive 64;\n", "      fastcgi_keep_conn on;\n")
@@ -684,9 +695,31 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     // idle keep-alive connections hold no thread, so the factor lets the two processes hold
     // `max_client_connections` between them.
     let factor = o.max_client_connections / (2 * 64) + 2;
+    let (what, serve) = match &o.static_root {
+        // mod_mime with the system's types, as Debian enables it; sendfile at Apache's default.
+        Some(root) => (
+            "static files from DocumentRoot".to_owned(),
+            format!(
+                "LoadModule mime_module       {APACHE_MODULES}/mod_mime.so\n\
+                 TypesConfig /etc/mime.types\n\
+                 DocumentRoot {r}\n\
+                 <Directory {r}>\n    Require all granted\n</Directory>\n",
+                r = root.display()
+            ),
+        ),
+        None => (
+            format!(
+                "ProxyPass to fcgi://, backend reuse {}",
+                keepalive_words(o.backend_keepalive)
+            ),
+            format!(
+                "DocumentRoot {d}/docroot\nProxyPass \"/\" \"{}\"{reuse}\n",
+                fcgi_url(o)
+            ),
+        ),
+    };
     let text = format!(
-        "# Apache httpd: event MPM, 2 processes x 64 threads, ProxyPass to fcgi://, backend \
-         reuse {ka}\n\
+        "# Apache httpd: event MPM, 2 processes x 64 threads, {what}\n\
          ServerRoot {d}\n\
          ServerName 127.0.0.1\n\
          Listen {listen}\n\
@@ -712,12 +745,9 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
          KeepAlive On\n\
          MaxKeepAliveRequests 0\n\
          KeepAliveTimeout {kat}\n\
-         DocumentRoot {d}/docroot\n\
-         ProxyPass \"/\" \"{url}\"{reuse}\n",
-        ka = keepalive_words(o.backend_keepalive),
+         {serve}",
         m = APACHE_MODULES,
         kat = o.keepalive_timeout.as_secs(),
-        url = fcgi_url(o),
     );
     PeerConfig {
         file_name: "httpd.conf",
@@ -725,6 +755,99 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
         command: ["-f", "{config}", "-DFOREGROUND"]
             .map(String::from)
             .to_vec(),
+    }
+}
+
+/// fcgi-proxy serving the files of a `[[site]]`, its defaults otherwise. A site serves files
+/// only when it has a handler (without `php` every request is answered 404), so it names the
+/// backend for `*.php`; the files requested are not PHP and never reach it.
+fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) -> PeerConfig {
+    let log = if o.access_log {
+        "one line per request on stderr (no RUST_LOG)"
+    } else {
+        "off (RUST_LOG=warn)"
+    };
+    let text = format!(
+        "# fcgi-proxy: static files from a [[site]] root, its defaults otherwise;\n\
+         # access log {log}\n\
+         listen = [\"{listen}\"]\n\
+         \n\
+         [timeouts]\n\
+         keep_alive = \"{kat}s\"\n\
+         \n\
+         [limits]\n\
+         max_keep_alive_requests = 0   # unlimited, like the others here\n\
+         \n\
+         [[site]]\n\
+         root = \"{root}\"\n\
+         php = \"{php}\"   # a site without a handler serves no files; *.php only\n",
+        kat = o.keepalive_timeout.as_secs(),
+        root = root.display(),
+        php = match &o.backend {
+            BackendAddr::Tcp(a) => format!("fcgi://{a}"),
+            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+        },
+    );
+    PeerConfig {
+        file_name: "proxy.toml",
+        text,
+        command: vec!["--config".into(), "{config}".into()],
+    }
+}
+
+/// nginx serving the files under `root`, as Debian's nginx.conf has it: `sendfile on`, the
+/// MIME types of /etc/nginx/mime.types.
+fn nginx_static_config(o: &PeerOptions, listen: SocketAddr, dir: &Path, root: &Path) -> PeerConfig {
+    let per_worker = o.max_client_connections + 256;
+    let access_log = if o.access_log {
+        format!("{} combined", dir.join("access.log").display())
+    } else {
+        "off".to_owned()
+    };
+    let text = format!(
+        "# nginx: static files from root, sendfile on and mime.types as Debian ships them\n\
+         worker_processes {workers};\n\
+         worker_rlimit_nofile {nofile};\n\
+         pid nginx.pid;\n\
+         error_log stderr notice;\n\
+         events {{ worker_connections {per_worker}; }}\n\
+         http {{\n\
+         \x20 sendfile on;\n\
+         \x20 include /etc/nginx/mime.types;\n\
+         \x20 default_type application/octet-stream;\n\
+         \x20 access_log {access_log};\n\
+         \x20 client_body_temp_path tmp/body;\n\
+         \x20 fastcgi_temp_path     tmp/fastcgi;\n\
+         \x20 proxy_temp_path       tmp/proxy;\n\
+         \x20 scgi_temp_path        tmp/scgi;\n\
+         \x20 uwsgi_temp_path       tmp/uwsgi;\n\
+         \x20 keepalive_timeout {kat}s;\n\
+         \x20 keepalive_requests 1000000;\n\
+         \x20 server {{\n\
+         \x20   listen {listen};\n\
+         \x20   root {root};\n\
+         \x20 }}\n\
+         }}\n",
+        workers = o.workers,
+        nofile = per_worker * 2 + 1024,
+        kat = o.keepalive_timeout.as_secs(),
+        root = root.display(),
+    );
+    PeerConfig {
+        file_name: "nginx.conf",
+        text,
+        command: [
+            "-p",
+            "{dir}",
+            "-c",
+            "{config}",
+            "-e",
+            "stderr",
+            "-g",
+            "daemon off;",
+        ]
+        .map(String::from)
+        .to_vec(),
     }
 }
 
@@ -877,5 +1000,39 @@ mod tests {
         let apache = config(PeerKind::Apache, &off);
         assert!(!apache.contains("CustomLog") && !apache.contains("LogFormat"));
         assert!(config(PeerKind::FcgiProxy, &off).contains("access log off (RUST_LOG=warn)"));
+    }
+    #[test]
+    fn static_root_serves_files_without_the_backend() {
+        let o = PeerOptions {
+            static_root: Some(PathBuf::from("/tmp/docroot")),
+            ..PeerOptions::default()
+        };
+        let ours = config(PeerKind::FcgiProxy, &o);
+        assert!(
+            ours.contains("[[site]]\nroot = \"/tmp/docroot\"\n"),
+            "{ours}"
+        );
+        assert!(ours.contains("php = \"fcgi://127.0.0.1:9000\""), "{ours}");
+        assert!(!ours.contains("[[route]]"), "{ours}");
+        let nginx = config(PeerKind::Nginx, &o);
+        assert!(nginx.contains("    root /tmp/docroot;\n"), "{nginx}");
+        assert!(nginx.contains("  sendfile on;\n"), "{nginx}");
+        let apache = config(PeerKind::Apache, &o);
+        assert!(apache.contains("DocumentRoot /tmp/docroot\n"), "{apache}");
+        assert!(apache.contains("mod_mpm_event.so"), "{apache}");
+        for k in [PeerKind::Nginx, PeerKind::Apache] {
+            let c = config(k, &o);
+            assert!(c.contains("127.0.0.1:28090"), "{c}");
+            for proxying in ["9000", "fcgi://", "fastcgi_pass", "ProxyPass", "[[route]]"] {
+                assert!(!c.contains(proxying), "{}: {proxying} in\n{c}", k.name());
+            }
+        }
+        // Without a static root nothing changes.
+        let apache = config(PeerKind::Apache, &PeerOptions::default());
+        assert!(
+            apache.contains("DocumentRoot /tmp/x/docroot\nProxyPass \"/\""),
+            "{apache}"
+        );
+        assert!(!config(PeerKind::Nginx, &PeerOptions::default()).contains("sendfile"));
     }
 }

@@ -57,6 +57,8 @@ fn quick_bench_runs_and_writes_results() {
         "unix-c64",
         "fpm-c16",
         "get-c64-nolog",
+        "static-4k-c64",
+        "static-1m-c16",
         "idle-200",
     ];
     if !php_fpm {
@@ -91,6 +93,14 @@ fn quick_bench_runs_and_writes_results() {
     assert!(nolog.contains("access_log off;"), "{nolog}");
     let logged = &report.configs["nginx (libfcgi tcp, backend keep-alive, access log)"];
     assert!(logged.contains("/access.log combined;"), "{logged}");
+    // The static workloads: files, no backend.
+    let ours = &report.configs["fcgi-proxy (static files, access log)"];
+    assert!(ours.contains("[[site]]\nroot = \"/"), "{ours}");
+    let files = &report.configs["nginx (static files, access log)"];
+    assert!(
+        files.contains("sendfile on;") && !files.contains("fastcgi_pass"),
+        "{files}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())

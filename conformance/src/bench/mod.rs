@@ -129,9 +129,14 @@ said otherwise):
                          16 connections, each target's default backend reuse (skipped when
                          php-fpm8.2 is not installed)
     get-c64-nolog        get-c64 with every access log off
+    static-4k-c64, static-1m-c16
+                         GET of a 4 KiB / 1 MiB file over 64 / 16 connections, served from
+                         a document root the bench writes (no request reaches a backend):
+                         fcgi-proxy a [[site]] root, nginx root (sendfile on, as Debian ships
+                         it), Apache DocumentRoot; HAProxy cannot serve files and sits them out
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 
-A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 15 minutes
+A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 17 minutes
 on 2 cores.
 ";
 
@@ -344,6 +349,8 @@ pub enum BackendChoice {
     LibfcgiUnix,
     /// php-fpm 8.2 running a hello-world script, started for the workload.
     PhpFpm,
+    /// No backend: the peers serve files from a document root written for the workload.
+    Static,
 }
 
 impl BackendChoice {
@@ -353,6 +360,7 @@ impl BackendChoice {
             BackendChoice::Libfcgi => "libfcgi responder, loopback TCP",
             BackendChoice::LibfcgiUnix => "libfcgi responder, Unix socket",
             BackendChoice::PhpFpm => "php-fpm 8.2, hello-world script, loopback TCP",
+            BackendChoice::Static => "none: static files from a document root the bench writes",
         }
     }
 }
@@ -375,6 +383,12 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// Why `kind` sits this workload out (not a failure): HAProxy cannot serve files.
+    pub fn not_applicable(&self, kind: PeerKind) -> Option<String> {
+        (self.backend == BackendChoice::Static && kind == PeerKind::Haproxy)
+            .then(|| "cannot serve files".to_owned())
+    }
+
     /// Why this workload cannot run here, if it cannot (a program it needs is missing).
     pub fn missing(&self) -> Option<String> {
         (self.backend == BackendChoice::PhpFpm && find_program(fpm::PHP_FPM).is_none()).then(|| {
@@ -492,6 +506,32 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             )
         },
         Workload {
+            backend: BackendChoice::Static,
+            path: STATIC_4K_PATH,
+            backend_keepalive: None,
+            ..wrk(
+                "static-4k-c64",
+                "GET of a 4 KiB file, 64 client connections, no request reaches a backend: \
+                 fcgi-proxy a [[site]] root, nginx root (sendfile on), Apache DocumentRoot, each \
+                 with its defaults; HAProxy cannot serve files",
+                64,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            backend: BackendChoice::Static,
+            path: STATIC_1M_PATH,
+            backend_keepalive: None,
+            ..wrk(
+                "static-1m-c16",
+                "GET of a 1 MiB file, 16 client connections, no request reaches a backend: \
+                 fcgi-proxy a [[site]] root, nginx root (sendfile on), Apache DocumentRoot, each \
+                 with its defaults; HAProxy cannot serve files",
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
             name: idle_name,
             description: format!(
                 "{} idle HTTP/1.1 keep-alive client connections (one GET each), proxy memory",
@@ -543,6 +583,41 @@ pub fn build_proxy(workspace: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo did not report the fcgi-proxy executable".to_owned())
 }
 
+/// The files of the static workloads, in the document root the bench writes.
+pub const STATIC_4K_PATH: &str = "/static-4k.txt";
+pub const STATIC_1M_PATH: &str = "/static-1m.txt";
+/// Every static file starts with this line (what the check request looks for).
+pub const STATIC_MARKER: &str = "fcgi-proxy bench static file\n";
+
+/// A static file of exactly `size` bytes: the marker, then lines of text (the same bytes for
+/// every target and run).
+pub fn static_file(size: usize) -> Vec<u8> {
+    let mut out = STATIC_MARKER.as_bytes().to_vec();
+    let mut n = 0u64;
+    while out.len() < size {
+        out.extend_from_slice(format!("{n:015} abcdefghijklmnopqrstuvwxyz0123456789\n").as_bytes());
+        n += 1;
+    }
+    out.truncate(size);
+    out
+}
+
+/// Writes the static workloads' files into `dir`, readable by every peer (Apache's children
+/// run as www-data when the bench runs as root).
+pub fn write_static_root(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| err(dir, e))?;
+    for (path, size) in [(STATIC_4K_PATH, 4096), (STATIC_1M_PATH, 1024 * 1024)] {
+        let file = dir.join(path.trim_start_matches('/'));
+        std::fs::write(&file, static_file(size)).map_err(|e| err(&file, e))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| err(&file, e))?;
+    }
+    Ok(())
+}
+
 /// What a correct answer through a peer looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expect {
@@ -563,6 +638,12 @@ pub const LIBFCGI_ANSWER: Expect = Expect {
 pub const PHP_ANSWER: Expect = Expect {
     body: fpm::OUTPUT,
     content_type: "text/html",
+};
+
+/// A static file's answer (`.txt`: every target's MIME types say text/plain).
+pub const STATIC_ANSWER: Expect = Expect {
+    body: STATIC_MARKER,
+    content_type: "text/plain",
 };
 
 /// Whether a raw HTTP/1.x response (everything read until the connection closed) is a 200 with
@@ -614,6 +695,8 @@ fn command_line(prog: &str, args: &[&str]) -> Option<String> {
 enum OwnBackend {
     Unix(Backend),
     Fpm(Fpm),
+    /// The static workloads' document root (removed when dropped).
+    Static(tempfile::TempDir),
 }
 
 impl OwnBackend {
@@ -621,6 +704,7 @@ impl OwnBackend {
         match self {
             OwnBackend::Unix(b) => b.pids.clone(),
             OwnBackend::Fpm(f) => f.pids(),
+            OwnBackend::Static(_) => Vec::new(),
         }
     }
 }
@@ -767,6 +851,7 @@ impl Bench<'_> {
             keepalive_timeout: Duration::from_secs(60),
             workers: 2,
             document_root: "/srv/app".to_owned(),
+            static_root: None,
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
             env: Vec::new(),
         }
@@ -786,6 +871,7 @@ impl Bench<'_> {
                 o.backend = f.addr();
                 o.document_root = f.document_root();
             }
+            Some(OwnBackend::Static(d)) => o.static_root = Some(d.path().to_path_buf()),
         }
         o
     }
@@ -800,6 +886,14 @@ impl Bench<'_> {
                 &self.opts.out_dir,
             )?),
             BackendChoice::PhpFpm => OwnBackend::Fpm(Fpm::start()?),
+            BackendChoice::Static => {
+                let dir = tempfile::Builder::new()
+                    .prefix("bench-static-")
+                    .tempdir()
+                    .map_err(|e| format!("document root: {e}"))?;
+                write_static_root(dir.path())?;
+                OwnBackend::Static(dir)
+            }
         };
         register(&own.pids());
         let (n, addr): (String, BackendAddr) = match &own {
@@ -815,6 +909,13 @@ impl Bench<'_> {
                 ),
                 f.addr(),
             ),
+            OwnBackend::Static(d) => {
+                progress(
+                    self.opts,
+                    &format!("{}: files in {}", w.name, d.path().display()),
+                );
+                return Ok(Some(own));
+            }
         };
         progress(self.opts, &format!("{}: {n} on {addr}", w.name));
         Ok(Some(own))
@@ -826,6 +927,7 @@ impl Bench<'_> {
             None => self.backend.check(),
             Some(OwnBackend::Unix(b)) => b.check(),
             Some(OwnBackend::Fpm(f)) => f.check(),
+            Some(OwnBackend::Static(_)) => Ok(()),
         }
     }
 
@@ -848,6 +950,7 @@ impl Bench<'_> {
                     runs: Vec::new(),
                     median: Metrics::default(),
                     vs_nginx: Metrics::default(),
+                    not_applicable: w.not_applicable(*k),
                 })
                 .collect(),
         };
@@ -859,7 +962,11 @@ impl Bench<'_> {
                     self.opts,
                     &format!("{}: backend failed to start: {e}", w.name),
                 );
-                for t in &mut result.targets {
+                for t in result
+                    .targets
+                    .iter_mut()
+                    .filter(|t| t.not_applicable.is_none())
+                {
                     t.runs.push(Run {
                         round: 0,
                         metrics: Metrics::default(),
@@ -880,6 +987,9 @@ impl Bench<'_> {
         };
         for round in 0..rounds {
             for (i, &kind) in targets.iter().enumerate() {
+                if result.targets[i].not_applicable.is_some() {
+                    continue;
+                }
                 let run = match w.kind {
                     WorkloadKind::Wrk => self.wrk_run(w, own.as_ref(), kind, round, &script),
                     WorkloadKind::Idle => self.idle_run(w, kind, round),
@@ -951,6 +1061,7 @@ impl Bench<'_> {
         let o = self.peer_options(w, own, 0);
         let expect = match w.backend {
             BackendChoice::PhpFpm => PHP_ANSWER,
+            BackendChoice::Static => STATIC_ANSWER,
             _ => LIBFCGI_ANSWER,
         };
         let peer = match self.start_peer(kind, &o, &variant(w), w.path, expect) {
@@ -1144,12 +1255,17 @@ fn variant(w: &Workload) -> String {
         BackendChoice::Libfcgi => "libfcgi tcp",
         BackendChoice::LibfcgiUnix => "libfcgi unix",
         BackendChoice::PhpFpm => "php-fpm",
+        BackendChoice::Static => "static files",
     };
     let log = if w.access_log {
         "access log"
     } else {
         "no access log"
     };
+    if w.backend == BackendChoice::Static {
+        // No backend to reuse connections to.
+        return format!("{backend}, {log}");
+    }
     format!("{backend}, {reuse}, {log}")
 }
 
@@ -1230,6 +1346,8 @@ mod tests {
                 "unix-c64",
                 "fpm-c16",
                 "get-c64-nolog",
+                "static-4k-c64",
+                "static-1m-c16",
                 "idle-10k"
             ]
         );
@@ -1299,5 +1417,52 @@ mod tests {
         assert!(v.contains(&"php-fpm, default backend reuse, access log".to_owned()));
         assert!(v.contains(&"libfcgi tcp, backend keep-alive, no access log".to_owned()));
         assert!(v.contains(&"libfcgi tcp, backend reuse off, access log".to_owned()));
+        assert!(v.contains(&"static files, access log".to_owned()));
+    }
+
+    #[test]
+    fn static_workloads_serve_files_without_haproxy() {
+        let o = parse("--workloads static-4k-c64,static-1m-c16").unwrap();
+        let w = workloads(&o);
+        let got: Vec<(&str, usize, &str)> = w
+            .iter()
+            .map(|w| (w.name.as_str(), w.connections, w.path))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("static-4k-c64", 64, STATIC_4K_PATH),
+                ("static-1m-c16", 16, STATIC_1M_PATH)
+            ]
+        );
+        for w in &w {
+            assert_eq!(w.backend, BackendChoice::Static);
+            assert!(w.access_log);
+            assert_eq!(w.missing(), None);
+            assert_eq!(
+                w.not_applicable(PeerKind::Haproxy).as_deref(),
+                Some("cannot serve files")
+            );
+            for k in [PeerKind::FcgiProxy, PeerKind::Nginx, PeerKind::Apache] {
+                assert_eq!(w.not_applicable(k), None, "{}", k.name());
+            }
+        }
+        let get = workloads(&parse("--workloads get-c64").unwrap());
+        assert_eq!(get[0].not_applicable(PeerKind::Haproxy), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        write_static_root(dir.path()).unwrap();
+        for (path, size) in [(STATIC_4K_PATH, 4096), (STATIC_1M_PATH, 1 << 20)] {
+            let bytes = std::fs::read(dir.path().join(&path[1..])).unwrap();
+            assert_eq!(bytes.len(), size, "{path}");
+            assert_eq!(bytes, static_file(size), "the same bytes every time");
+            assert!(bytes.starts_with(STATIC_MARKER.as_bytes()));
+        }
+        let file = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4096\r\n\r\n{}",
+            String::from_utf8(static_file(4096)).unwrap()
+        );
+        assert!(answer_matches(file.as_bytes(), STATIC_ANSWER));
+        assert!(!answer_matches(file.as_bytes(), LIBFCGI_ANSWER));
     }
 }

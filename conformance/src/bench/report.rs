@@ -152,6 +152,10 @@ pub struct TargetResult {
     pub median: Metrics,
     /// `median / nginx's median`, field by field.
     pub vs_nginx: Metrics,
+    /// Why the target does not run this workload at all (HAProxy cannot serve files); not a
+    /// failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
 }
 
 /// Kind of workload.
@@ -374,6 +378,12 @@ pub fn load_table(workloads: &[WorkloadResult]) -> String {
     ]);
     for w in workloads.iter().filter(|w| w.kind == WorkloadKind::Wrk) {
         for t in &w.targets {
+            if let Some(why) = &t.not_applicable {
+                let mut row = vec![w.name.clone(), t.target.clone(), why.clone()];
+                row.resize(13, "-".to_owned());
+                b.push_record(row);
+                continue;
+            }
             let m = &t.median;
             let r = &t.vs_nginx;
             let ok = t.runs.iter().filter(|r| r.error.is_none()).count();
@@ -562,7 +572,36 @@ mod tests {
             runs,
             median: Metrics::default(),
             vs_nginx: Metrics::default(),
+            not_applicable: None,
         }
+    }
+
+    #[test]
+    fn a_target_that_cannot_run_a_workload_says_why_and_is_no_failure() {
+        let mut haproxy = target("haproxy", Vec::new());
+        haproxy.not_applicable = Some("cannot serve files".into());
+        let mut w = WorkloadResult {
+            name: "static-4k-c64".into(),
+            description: String::new(),
+            kind: WorkloadKind::Wrk,
+            connections: 64,
+            backend_keepalive: None,
+            backend: "none".into(),
+            access_log: true,
+            targets: vec![target(REFERENCE, vec![run(0, 100.0, 10.0, 1.0)]), haproxy],
+        };
+        w.aggregate();
+        let text = load_table(std::slice::from_ref(&w));
+        let row = text
+            .lines()
+            .find(|l| l.contains("haproxy"))
+            .unwrap_or_default();
+        assert!(row.contains("cannot serve files"), "{text}");
+        assert!(!row.contains("0/0"), "{text}");
+        assert!(failures(std::slice::from_ref(&w)).is_empty());
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["targets"][1]["not_applicable"], "cannot serve files");
+        assert!(json["targets"][0].get("not_applicable").is_none());
     }
 
     #[test]
