@@ -779,14 +779,9 @@ fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) ->
          max_keep_alive_requests = 0   # unlimited, like the others here\n\
          \n\
          [[site]]\n\
-         root = \"{root}\"\n\
-         php = \"{php}\"   # a site without a handler serves no files; *.php only\n",
+         root = \"{root}\"\n",
         kat = o.keepalive_timeout.as_secs(),
         root = root.display(),
-        php = match &o.backend {
-            BackendAddr::Tcp(a) => format!("fcgi://{a}"),
-            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
-        },
     );
     PeerConfig {
         file_name: "proxy.toml",
@@ -1012,8 +1007,10 @@ mod tests {
             ours.contains("[[site]]\nroot = \"/tmp/docroot\"\n"),
             "{ours}"
         );
-        assert!(ours.contains("php = \"fcgi://127.0.0.1:9000\""), "{ours}");
-        assert!(!ours.contains("[[route]]"), "{ours}");
+        assert!(
+            !ours.contains("[[route]]") && !ours.contains("php"),
+            "{ours}"
+        );
         let nginx = config(PeerKind::Nginx, &o);
         assert!(nginx.contains("    root /tmp/docroot;\n"), "{nginx}");
         assert!(nginx.contains("  sendfile on;\n"), "{nginx}");

@@ -639,14 +639,18 @@ pub struct Site {
     pub aliases: Vec<Alias>,
     /// `AccessFileName` (default `.htaccess`).
     pub access_file: Option<String>,
+    /// Declared as a site (TOML `[[site]]`): its files are served even without a handler.
+    pub declared: bool,
 }
 
 impl Site {
-    /// Whether requests that no route takes are mapped to the filesystem at all: some
-    /// handler is configured.
+    /// Whether requests that no route takes are mapped to the filesystem at all: the site was
+    /// declared as one, or some handler is configured (an Apache configuration that only
+    /// proxies keeps answering 404 outside its routes).
     pub fn serves_files(&self) -> bool {
         let has = |d: &DirSettings| matches!(d.handler, Some(Handler::Proxy { .. }));
-        has(&self.base)
+        self.declared
+            || has(&self.base)
             || self
                 .sections
                 .iter()

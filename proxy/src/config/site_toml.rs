@@ -95,6 +95,7 @@ impl SiteSpec {
         }
         let prefix = prefix.trim_end_matches('/');
         let root = format!("{}/", self.root.trim_end_matches('/'));
+        site.declared = true;
         // Nothing outside the roots; the root itself granted (or to `allow` only).
         site.sections.push(section(
             SectionKind::Directory,
