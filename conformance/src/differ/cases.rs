@@ -89,6 +89,27 @@ impl RouteConfig {
         n
     }
 
+    /// Whether the route takes `target`: its prefix or regex against the path with dot
+    /// segments resolved and %-escapes decoded (as Apache matches ProxyPass and ProxyPassMatch).
+    pub fn matches(&self, target: &str) -> bool {
+        let path = super::compare::routed_path(target);
+        // AllowEncodedSlashes Off (Apache's default): a path with %2F is refused (404)
+        // before any route is looked at.
+        if path.to_ascii_lowercase().contains("%2f") {
+            return false;
+        }
+        let bytes = percent_decode(&path);
+        let decoded = String::from_utf8_lossy(&bytes);
+        match self.matching {
+            Matching::Prefix => path.starts_with("/app/"),
+            Matching::RegexCapture => regex::Regex::new(r"^/app/(.*\.php)(/.*)?$")
+                .is_ok_and(|r| r.is_match(&decoded)),
+            Matching::Regex => {
+                regex::Regex::new(r"^/app/.*\.php").is_ok_and(|r| r.is_match(&decoded))
+            }
+        }
+    }
+
     /// The scenario `[topology]` and `[[backend]]` tables of this configuration.
     pub fn topology_toml(&self) -> String {
         let mut t = String::from("[topology]\n[[topology.route]]\n");
@@ -232,10 +253,21 @@ impl Case {
         r
     }
 
-    /// The request on one line, escaped, long runs shortened (`${a*5000}`): for reports.
+    /// The request on one line, escaped, long runs shortened (`${a*5000}`), a body of more
+    /// than 64 bytes given by its size: for reports.
     pub fn one_line(&self) -> String {
-        let raw = compress_runs(&self.raw());
-        raw.escape_debug().to_string()
+        let raw = self.raw();
+        let (head, body) = match raw.find("\r\n\r\n") {
+            Some(i) => raw.split_at(i + 4),
+            None => (raw.as_str(), ""),
+        };
+        let mut line = compress_runs(head).escape_debug().to_string();
+        if body.len() > 64 {
+            let _ = write!(line, "[{} body bytes]", body.len());
+        } else {
+            line.push_str(&body.escape_debug().to_string());
+        }
+        line
     }
 
     /// The body bytes the backend should see if all of it arrives.
@@ -245,6 +277,28 @@ impl Case {
             Body::Length { size, .. } | Body::Chunked { size, .. } => *size,
         }
     }
+}
+
+/// `%XX` escapes decoded (others kept as they are).
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+                        && let Some(v) = std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(|_| i + 2 < b.len())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Runs of 16 or more of one character as `${c*N}` (the scenario format's repeat syntax).
@@ -601,6 +655,30 @@ mod tests {
         };
         assert!(cut.raw().ends_with("Content-Length: 10\r\n\r\nabc"));
         assert!(cut.body.early_close());
+    }
+
+    #[test]
+    fn routes_match_as_apache_matches_them() {
+        let p = RouteConfig::PLAIN;
+        assert!(p.matches("/app/x"));
+        assert!(p.matches("/x/../app/y?z"));
+        assert!(!p.matches("/App/x"));
+        assert!(!p.matches("/"));
+        assert!(!p.matches("/app%2fx"));
+        assert!(!p.matches("/app/a%2Fb"));
+        let r = RouteConfig {
+            matching: Matching::Regex,
+            ..RouteConfig::PLAIN
+        };
+        assert!(r.matches("/app/a.ph%70"));
+        assert!(!r.matches("/app/"));
+        let c = RouteConfig {
+            matching: Matching::RegexCapture,
+            ..RouteConfig::PLAIN
+        };
+        assert!(c.matches("/app/a.php/x"));
+        assert!(!c.matches("/app/a.phpx"));
+        assert_eq!(percent_decode("a%2fb%zz%4"), b"a/b%zz%4");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::cases::{Body, Case};
+use super::cases::{Body, Case, RouteConfig};
 use super::harness::{Obs, Received};
 
 /// Params whose values are the identity of a server or of a connection, not of the request:
@@ -20,6 +20,9 @@ pub const IDENTITY_PARAMS: &[&str] = &[
     "PATH",
     "LD_LIBRARY_PATH",
 ];
+
+/// The variable that carries a route's path-info mode (it is also sent as a param).
+const PATHINFO_VAR: &str = "proxy-fcgi-pathinfo";
 
 /// One way two observations differ. `kind` is what groups and what the known lists match;
 /// `oracle` and `target` say what each did.
@@ -88,6 +91,17 @@ pub fn diff(oracle: &Obs, target: &Obs) -> Vec<Diff> {
         }),
         (Some(a), Some(b)) => {
             let (pa, pb) = (params(a), params(b));
+            // The oracle's configuration did not give this request the route's path-info
+            // mode (Apache's SetEnvIf matches the path before it is decoded): every
+            // difference that follows from that is one.
+            if !pa.contains_key(PATHINFO_VAR) && pb.contains_key(PATHINFO_VAR) {
+                out.push(Diff {
+                    kind: "pathinfo mode not set in the oracle".into(),
+                    oracle: "no proxy-fcgi-pathinfo".into(),
+                    target: shown(&pb[PATHINFO_VAR]),
+                });
+                return out;
+            }
             let mut names: Vec<&str> = pa.keys().chain(pb.keys()).copied().collect();
             names.sort_unstable();
             names.dedup();
@@ -159,8 +173,8 @@ pub struct Accept {
     /// `early-close` (the client stops sending before the body's end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// Only for requests whose path does not start with `/app/` (no route of the
-    /// configuration sends them to FastCGI: what the front end itself does with them).
+    /// Only for requests the route configuration does not take and that reached no backend
+    /// through either proxy: what each front end itself does with them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outside: bool,
     pub reason: String,
@@ -171,9 +185,15 @@ pub struct Accept {
 pub struct KnownList {
     pub file: Option<String>,
     entries: Vec<(Accept, Option<regex::Regex>)>,
+    /// The route configurations of the run, by name (for `outside`).
+    pub routes: Vec<RouteConfig>,
 }
 
 impl KnownList {
+    fn route_of(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name() == name)
+    }
+
     /// `dir/differ-<target>.toml`; none when it does not exist.
     pub fn load(dir: &Path, target: &str) -> Result<KnownList, String> {
         let path = dir.join(format!("differ-{target}.toml"));
@@ -211,11 +231,13 @@ impl KnownList {
         Ok(KnownList {
             file: None,
             entries,
+            routes: vec![RouteConfig::PLAIN],
         })
     }
 
-    /// The reason `d` is accepted for `case` on route configuration `route`, if it is.
-    pub fn accepts(&self, d: &Diff, case: &Case, route: &str) -> Option<&str> {
+    /// The reason `d` is accepted for `case` on route configuration `route`, if it is;
+    /// `reached`: the oracle or the target passed the request to a backend.
+    pub fn accepts(&self, d: &Diff, case: &Case, route: &str, reached: bool) -> Option<&str> {
         let raw = case.raw();
         let body = match &case.body {
             _ if case.body.early_close() => "early-close",
@@ -223,7 +245,7 @@ impl KnownList {
             Body::Length { .. } => "length",
             Body::Chunked { .. } => "chunked",
         };
-        let outside = !case.target.starts_with("/app/");
+        let outside = !self.route_of(route).is_some_and(|r| r.matches(&case.target)) && !reached;
         self.entries
             .iter()
             .find(|(a, re)| {
@@ -237,6 +259,34 @@ impl KnownList {
             })
             .map(|(a, _)| a.reason.as_str())
     }
+}
+
+/// The path of `target` with `%2e` decoded, repeated slashes merged and dot segments resolved
+/// (RFC 3986 5.2.4), as Apache normalises it before matching routes.
+pub fn routed_path(target: &str) -> String {
+    let path = target.split('?').next().unwrap_or("");
+    let path = path.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            "" if !last => {}
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 #[cfg(test)]
@@ -290,6 +340,17 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_resolved_before_the_route_is_matched() {
+        assert_eq!(routed_path("/app/../x?q=/app/"), "/x");
+        assert_eq!(routed_path("/app/./x.php"), "/app/x.php");
+        assert_eq!(routed_path("/x/%2e%2e/app/y"), "/app/y");
+        assert_eq!(routed_path("/app/.."), "/");
+        assert_eq!(routed_path("/../../app/"), "/app/");
+        assert_eq!(routed_path("/app/t/%2e%2e//%2e%2e/x.php"), "/x.php");
+        assert_eq!(routed_path("//app//x"), "/app/x");
+    }
+
+    #[test]
     fn known_entries_match_by_kind_request_and_route() {
         let list = KnownList::parse(
             r#"
@@ -322,17 +383,23 @@ reason = "y"
             body,
         };
         let get = |t: &str| c(t, Body::None);
-        assert!(list.accepts(&d("status 200 -> 400"), &get("/a%0A"), "p").is_some());
-        assert!(list.accepts(&d("status 200 -> 400"), &get("/a"), "p").is_none());
+        assert!(list.accepts(&d("status 200 -> 400"), &get("/a%0A"), "p", false).is_some());
+        assert!(list.accepts(&d("status 200 -> 400"), &get("/a"), "p", false).is_none());
         let any = get("/");
-        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x-balancer").is_some());
-        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x").is_none());
+        let mut list = list;
+        list.routes.push(RouteConfig {
+            balancer: true,
+            ..RouteConfig::PLAIN
+        });
+        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x-balancer", false).is_some());
+        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x", false).is_none());
         let cut = Body::Length { size: 2, sent: 1 };
         let whole = Body::Length { size: 2, sent: 2 };
         let nr = d("backend not reached");
-        assert!(list.accepts(&nr, &c("/x", cut.clone()), "p").is_some());
-        assert!(list.accepts(&nr, &c("/x", whole), "p").is_none());
-        assert!(list.accepts(&nr, &c("/app/x", cut), "p").is_none());
+        assert!(list.accepts(&nr, &c("/x", cut.clone()), "p", false).is_some());
+        assert!(list.accepts(&nr, &c("/x", whole), "p", false).is_none());
+        assert!(list.accepts(&nr, &c("/app/x", cut.clone()), "prefix-fpm-reuse", false).is_none());
+        assert!(list.accepts(&nr, &c("/x", cut), "p", true).is_none());
         assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nbody = \"big\"\nreason = \"y\"", "t").is_err());
         assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nreason = \"\"", "t").is_err());
         assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nwhy = \"y\"", "t").is_err());

@@ -64,7 +64,11 @@ fn expectation(d: &Diff, case: &Case, oracle: &Obs, target: &Obs, tname: &str) -
         let table = |v: &[String]| -> String {
             match v {
                 [] => format!("{{ absent = [{}] }}", q(name)),
-                [one] => format!("{{ equal = {{ {} = {} }}, unique = true }}", q(name), q(one)),
+                [one] => format!(
+                    "{{ equal = {{ {} = {} }}, unique = true }}",
+                    q(name),
+                    q(&compress_runs(one))
+                ),
                 _ => format!("{{ present = [{}] }}", q(name)),
             }
         };

@@ -86,7 +86,7 @@ impl Received {
 pub struct Session {
     pub target: Target,
     // Field order: the process stops before its directory goes.
-    proc: Proc,
+    proc: std::sync::Mutex<Proc>,
     listen: SocketAddr,
     /// (authority, mock) per scenario backend.
     mocks: Vec<(String, MockHandle)>,
@@ -127,7 +127,7 @@ impl Session {
             crate::real::start_target(s, target, opts, dir.path(), &addrs, listen, &log).await?;
         Ok(Session {
             target,
-            proc,
+            proc: std::sync::Mutex::new(proc),
             listen,
             mocks,
             names,
@@ -136,8 +136,8 @@ impl Session {
     }
 
     /// Why the target is gone, if it is.
-    pub fn exited(&mut self) -> Option<String> {
-        self.proc.exited()
+    pub fn exited(&self) -> Option<String> {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner()).exited()
     }
 
     /// Sends `case` tagged `tag` on a connection of its own and collects what happened.

@@ -254,6 +254,9 @@ pub fn run(args: &DifferArgs, setup: &Setup) -> Result<Outcome, String> {
         known.insert(*t, KnownList::load(&setup.expected_dir, t.name())?);
     }
     let (routes, all_cases) = cases::generate(args.seed, args.cases as usize, args.area);
+    for list in known.values_mut() {
+        list.routes = routes.clone();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -364,6 +367,7 @@ async fn run_group(
     let results: Arc<Mutex<Vec<Vec<Option<Obs>>>>> =
         Arc::new(Mutex::new(vec![vec![None; group.len()]; sessions.len()]));
     let lanes = args.lanes as usize;
+    let lanes_started = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for si in 0..sessions.len() {
         for lane in 0..lanes {
@@ -380,10 +384,10 @@ async fn run_group(
         r.map_err(|e| format!("a lane failed: {e}"))?;
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
-    let Ok(mut sessions) = Arc::try_unwrap(sessions) else {
-        return Err("sessions still shared after the lanes ended".into());
-    };
+    let ran = lanes_started.elapsed();
     let rname = route.name();
+    // Per session index: the disagreements to shrink, in case order.
+    let mut to_shrink: Vec<(usize, Target, usize, Diff)> = Vec::new();
     for (ti, t) in started.iter().enumerate() {
         let si = ti + 1;
         if let Some(how) = sessions[si].exited() {
@@ -396,20 +400,17 @@ async fn run_group(
         }
         *out.run.entry(t.name().into()).or_default() += group.len();
         let list = &known[t];
-        let mut to_shrink: Vec<(usize, Diff)> = Vec::new();
         for (k, (i, case)) in group.iter().enumerate() {
             let (Some(a), Some(b)) = (&results[0][k], &results[si][k]) else {
                 continue;
             };
             for d in compare::diff(a, b) {
-                let accepted = list.accepts(&d, case, &rname).map(str::to_string);
+                let reached = a.backend.is_some() || b.backend.is_some();
+                let accepted = list.accepts(&d, case, &rname, reached).map(str::to_string);
                 let done = shrunk_kinds.entry(*t).or_default();
-                if accepted.is_none()
-                    && !done.contains(&d.kind)
-                    && done.len() < args.max_found
-                    && !to_shrink.iter().any(|(_, x)| x.kind == d.kind)
-                {
-                    to_shrink.push((k, d.clone()));
+                if accepted.is_none() && !done.contains(&d.kind) && done.len() < args.max_found {
+                    done.push(d.kind.clone());
+                    to_shrink.push((si, *t, k, d.clone()));
                 }
                 out.findings.push(Finding {
                     target: t.name().into(),
@@ -421,55 +422,85 @@ async fn run_group(
                 });
             }
         }
-        for (k, d) in to_shrink {
-            let (i, case) = &group[k];
-            shrunk_kinds.entry(*t).or_default().push(d.kind.clone());
-            let (small, a, b, dd, steps) =
-                shrink(&sessions[0], &sessions[si], case, &d.kind, *i).await;
-            let scenario = match &setup.found_dir {
-                None => None,
-                Some(dir) => {
-                    let n = shrunk_kinds.get(t).map_or(0, Vec::len);
-                    let slug = found::slug(t.name(), &d.kind, n);
-                    let id = format!("found/{slug}");
-                    found::scenario(
-                        &id,
-                        oracle.name(),
-                        t.name(),
-                        route,
-                        &small,
-                        &dd,
-                        &a,
-                        &b,
-                        args.seed,
-                    )
-                    .and_then(|text| {
-                        std::fs::create_dir_all(dir).ok()?;
-                        let path = dir.join(format!("{slug}.toml"));
-                        std::fs::write(&path, text).ok()?;
-                        Some(path.display().to_string())
-                    })
-                }
-            };
-            out.shrunk.push(Shrunk {
-                target: t.name().into(),
-                kind: d.kind.clone(),
-                route: rname.clone(),
-                from_case: *i,
-                request: small.one_line(),
-                oracle: dd.oracle.clone(),
-                behaviour: dd.target.clone(),
-                steps,
-                scenario,
-            });
+    }
+    // Shrinking: the targets at once (each against the shared oracle), each target's
+    // disagreements one after the other.
+    let shrink_started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for si in 1..sessions.len() {
+        let mine: Vec<(usize, Target, usize, Diff)> =
+            to_shrink.iter().filter(|x| x.0 == si).cloned().collect();
+        if mine.is_empty() {
+            continue;
         }
+        let (sessions, cases) = (sessions.clone(), cases.clone());
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            for (si, t, k, d) in mine {
+                let (_, case) = &cases[k];
+                let r = shrink(&sessions[0], &sessions[si], case, &d.kind, k).await;
+                done.push((t, k, d, r));
+            }
+            done
+        });
+    }
+    let mut shrunk = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        shrunk.extend(r.map_err(|e| format!("shrinking failed: {e}"))?);
+    }
+    shrunk.sort_by(|a, b| (a.0, a.1, &a.2.kind).cmp(&(b.0, b.1, &b.2.kind)));
+    eprintln!(
+        "differ:   {} cases in {:.1}s, {} disagreements shrunk in {:.1}s",
+        group.len(),
+        ran.as_secs_f64(),
+        shrunk.len(),
+        shrink_started.elapsed().as_secs_f64()
+    );
+    for (t, k, d, (small, a, b, dd, steps)) in shrunk {
+        let (i, _) = &group[k];
+        let n = out.shrunk.iter().filter(|s| s.target == t.name()).count() + 1;
+        let scenario = match &setup.found_dir {
+            None => None,
+            Some(dir) => {
+                let slug = found::slug(t.name(), &d.kind, n);
+                let id = format!("found/{slug}");
+                found::scenario(
+                    &id,
+                    oracle.name(),
+                    t.name(),
+                    route,
+                    &small,
+                    &dd,
+                    &a,
+                    &b,
+                    args.seed,
+                )
+                .and_then(|text| {
+                    std::fs::create_dir_all(dir).ok()?;
+                    let path = dir.join(format!("{slug}.toml"));
+                    std::fs::write(&path, text).ok()?;
+                    Some(path.display().to_string())
+                })
+            }
+        };
+        out.shrunk.push(Shrunk {
+            target: t.name().into(),
+            kind: d.kind.clone(),
+            route: rname.clone(),
+            from_case: *i,
+            request: small.one_line(),
+            oracle: dd.oracle.clone(),
+            behaviour: dd.target.clone(),
+            steps,
+            scenario,
+        });
     }
     drop(sessions);
     Ok(())
 }
 
 /// Greatest number of candidate requests tried while shrinking one disagreement.
-const SHRINK_BUDGET: usize = 300;
+const SHRINK_BUDGET: usize = 150;
 
 /// Shrinks `case` while the oracle and the target keep disagreeing with the same kind: each
 /// step takes the first smaller candidate that does. Returns the smallest case, both

@@ -6,14 +6,38 @@ use std::path::Path;
 
 use super::Outcome;
 
-/// Disagreements per target and kind: (count, accepted reason, first case's request).
-fn groups(o: &Outcome, target: &str) -> BTreeMap<String, (usize, Option<String>, String)> {
-    let mut g: BTreeMap<String, (usize, Option<String>, String)> = BTreeMap::new();
+/// Disagreements per target and kind: how many, how many of them no known entry accepts, a
+/// reason of an accepted one, the first unexplained (else first) case's request.
+struct Group {
+    n: usize,
+    unexplained: usize,
+    reason: Option<String>,
+    first: String,
+}
+
+fn groups(o: &Outcome, target: &str) -> BTreeMap<String, Group> {
+    let mut g: BTreeMap<String, Group> = BTreeMap::new();
     for f in o.findings.iter().filter(|f| f.target == target) {
-        let e = g
-            .entry(f.diff.kind.clone())
-            .or_insert_with(|| (0, f.accepted.clone(), f.request.clone()));
-        e.0 += 1;
+        let e = g.entry(f.diff.kind.clone()).or_insert_with(|| Group {
+            n: 0,
+            unexplained: 0,
+            reason: None,
+            first: f.request.clone(),
+        });
+        e.n += 1;
+        match &f.accepted {
+            None => {
+                if e.unexplained == 0 {
+                    e.first = f.request.clone();
+                }
+                e.unexplained += 1;
+            }
+            Some(r) => {
+                if e.reason.is_none() {
+                    e.reason = Some(r.clone());
+                }
+            }
+        }
     }
     g
 }
@@ -52,9 +76,9 @@ pub fn terminal(o: &Outcome) -> String {
             unexplained,
             g.len()
         );
-        for (kind, (n, acc, _)) in &g {
-            if acc.is_none() {
-                let _ = writeln!(t, "    {n:>5}  {kind}");
+        for (kind, x) in &g {
+            if x.unexplained > 0 {
+                let _ = writeln!(t, "    {:>5}  {kind}", x.unexplained);
             }
         }
     }
@@ -108,16 +132,19 @@ pub fn markdown(o: &Outcome) -> String {
         if g.is_empty() {
             t.push_str("No disagreement.\n");
         }
-        for (kind, (n, acc, first)) in &g {
+        for (kind, x) in &g {
             let shrunk = o
                 .shrunk
                 .iter()
                 .find(|s| &s.target == target && &s.kind == kind);
             let _ = writeln!(
                 t,
-                "- **{kind}** ({n} cases){}",
-                acc.as_ref()
-                    .map(|r| format!(", known: {r}"))
+                "- **{kind}** ({} cases, {} unexplained){}",
+                x.n,
+                x.unexplained,
+                x.reason
+                    .as_ref()
+                    .map(|r| format!("; known: {r}"))
                     .unwrap_or_default()
             );
             match shrunk {
@@ -136,7 +163,7 @@ pub fn markdown(o: &Outcome) -> String {
                     }
                 }
                 None => {
-                    let _ = writeln!(t, "  - first case: `{}`", cut(first, 300));
+                    let _ = writeln!(t, "  - first case: `{}`", cut(&x.first, 300));
                 }
             }
         }
