@@ -51,10 +51,10 @@ pub struct DifferArgs {
     #[arg(long, value_enum, default_value_t = Area::All)]
     pub area: Area,
     /// Requests in flight per target at once.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=32))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=32))]
     pub lanes: u64,
     /// Disagreements shrunk and written per target (one per kind, first found first).
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 15)]
     pub max_found: usize,
     /// Where the reports go (default: target/differ).
     #[arg(long)]
@@ -423,6 +423,12 @@ async fn run_group(
             }
         }
     }
+    eprintln!(
+        "differ:   {} cases in {:.1}s; shrinking {} disagreements",
+        group.len(),
+        ran.as_secs_f64(),
+        to_shrink.len()
+    );
     // Shrinking: the targets at once (each against the shared oracle), each target's
     // disagreements one after the other.
     let shrink_started = std::time::Instant::now();
@@ -450,10 +456,7 @@ async fn run_group(
     }
     shrunk.sort_by(|a, b| (a.0, a.1, &a.2.kind).cmp(&(b.0, b.1, &b.2.kind)));
     eprintln!(
-        "differ:   {} cases in {:.1}s, {} disagreements shrunk in {:.1}s",
-        group.len(),
-        ran.as_secs_f64(),
-        shrunk.len(),
+        "differ:   shrunk in {:.1}s",
         shrink_started.elapsed().as_secs_f64()
     );
     for (t, k, d, (small, a, b, dd, steps)) in shrunk {
@@ -499,8 +502,10 @@ async fn run_group(
     Ok(())
 }
 
-/// Greatest number of candidate requests tried while shrinking one disagreement.
+/// Greatest number of candidate requests tried while shrinking one disagreement, and the
+/// longest it may take (a target that never answers costs a whole exchange timeout per try).
 const SHRINK_BUDGET: usize = 150;
+const SHRINK_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Shrinks `case` while the oracle and the target keep disagreeing with the same kind: each
 /// step takes the first smaller candidate that does. Returns the smallest case, both
@@ -512,6 +517,7 @@ async fn shrink(
     kind: &str,
     n: usize,
 ) -> (Case, Obs, Obs, Diff, usize) {
+    let begun = std::time::Instant::now();
     let mut tries = 0usize;
     let mut tag = 0usize;
     let mut check = async |c: &Case| -> Option<(Obs, Obs, Diff)> {
@@ -540,7 +546,7 @@ async fn shrink(
     let mut steps = 0;
     'outer: loop {
         for cand in candidates(&best) {
-            if tries >= SHRINK_BUDGET {
+            if tries >= SHRINK_BUDGET || begun.elapsed() > SHRINK_TIME {
                 break 'outer;
             }
             tries += 1;
@@ -588,10 +594,14 @@ pub fn candidates(c: &Case) -> Vec<Case> {
             }
         }));
         out.push(with(&|x| x.body = Body::None));
+        // Smaller sizes, from nothing to one byte less, halving the step towards `size` (a
+        // boundary is found in a few steps).
         let sizes = |size: usize| {
-            [0, 1, size / 2, size.saturating_sub(1)]
-                .into_iter()
-                .filter(move |s| *s < size)
+            let mut v = vec![0, 1];
+            v.extend((1..24).map(|k| size - (size >> k)));
+            v.push(size.saturating_sub(1));
+            v.dedup();
+            v.into_iter().filter(move |s| *s < size)
         };
         match c.body.clone() {
             Body::Length { size, sent } => {
@@ -754,6 +764,24 @@ mod tests {
         assert_eq!(best.method, "GET");
         assert!(best.headers.is_empty());
         assert_eq!(best.body, Body::None);
+        // A body-size boundary (over 8192 bytes) is found in a few dozen steps.
+        let mut best = Case {
+            method: "POST".into(),
+            target: "/app/x.php".into(),
+            headers: Vec::new(),
+            body: Body::Length {
+                size: 1 << 20,
+                sent: 1 << 20,
+            },
+        };
+        let mut steps = 0;
+        while let Some(next) = candidates(&best).into_iter().find(|x| x.body_len() > 8192) {
+            best = next;
+            steps += 1;
+        }
+        assert_eq!(best.body_len(), 8193);
+        assert_eq!(best.target, "/");
+        assert!(steps < 80, "{steps}");
     }
 
     #[test]
