@@ -21,6 +21,7 @@ fn args(out: PathBuf, expected: Option<PathBuf>) -> DifferArgs {
         area: Area::All,
         lanes: 3,
         max_found: 3,
+        shrink_seconds: 15,
         out: Some(out),
         found: Some(PathBuf::from("-")),
         expected,
@@ -64,5 +65,9 @@ fn ours_agrees_with_apache_on_generated_requests() {
     let o = differ::run(&b, &Setup::new(&home, &b)).unwrap_or_else(|e| panic!("{e}"));
     assert!(o.unexplained("ours") > 0);
     assert!(!o.shrunk.is_empty());
-    assert!(o.shrunk.iter().all(|s| s.request.len() < 400), "{:#?}", o.shrunk);
+    assert!(
+        o.shrunk.iter().all(|s| s.request.len() < 400),
+        "{:#?}",
+        o.shrunk
+    );
 }

@@ -82,7 +82,11 @@ impl RouteConfig {
         if let Some(p) = self.pathinfo {
             let _ = write!(n, "-pathinfo-{p}");
         }
-        n.push_str(if self.reuse { "-reuse" } else { "-disablereuse" });
+        n.push_str(if self.reuse {
+            "-reuse"
+        } else {
+            "-disablereuse"
+        });
         if self.balancer {
             n.push_str("-balancer");
         }
@@ -102,8 +106,9 @@ impl RouteConfig {
         let decoded = String::from_utf8_lossy(&bytes);
         match self.matching {
             Matching::Prefix => path.starts_with("/app/"),
-            Matching::RegexCapture => regex::Regex::new(r"^/app/(.*\.php)(/.*)?$")
-                .is_ok_and(|r| r.is_match(&decoded)),
+            Matching::RegexCapture => {
+                regex::Regex::new(r"^/app/(.*\.php)(/.*)?$").is_ok_and(|r| r.is_match(&decoded))
+            }
             Matching::Regex => {
                 regex::Regex::new(r"^/app/.*\.php").is_ok_and(|r| r.is_match(&decoded))
             }
@@ -165,7 +170,10 @@ pub enum Body {
     None,
     /// `Content-Length: size`; only `sent` bytes are sent, then the client stops sending
     /// (`sent < size`: an early close).
-    Length { size: usize, sent: usize },
+    Length {
+        size: usize,
+        sent: usize,
+    },
     /// `Transfer-Encoding: chunked` in chunks of `chunk` bytes, optionally with a chunk
     /// extension and a trailer; `early_close`: the terminating chunk is never sent.
     Chunked {
@@ -208,7 +216,10 @@ fn body_bytes(n: usize) -> Vec<u8> {
 impl Case {
     /// The bytes to send (the runner inserts the tag header after the first line).
     pub fn raw(&self) -> String {
-        let mut r = format!("{} {} HTTP/1.1\r\nHost: example.com\r\n", self.method, self.target);
+        let mut r = format!(
+            "{} {} HTTP/1.1\r\nHost: example.com\r\n",
+            self.method, self.target
+        );
         for (n, v) in &self.headers {
             if v.is_empty() {
                 let _ = write!(r, "{n}:\r\n");
@@ -286,7 +297,7 @@ pub fn percent_decode(s: &str) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-                        && let Some(v) = std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())])
+            && let Some(v) = std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .filter(|_| i + 2 < b.len())
@@ -541,13 +552,15 @@ fn route(area: Area) -> BoxedStrategy<RouteConfig> {
         any::<bool>(),
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(matching, generic, pathinfo, reuse, balancer)| RouteConfig {
-            matching,
-            generic,
-            pathinfo,
-            reuse,
-            balancer,
-        })
+        .prop_map(
+            |(matching, generic, pathinfo, reuse, balancer)| RouteConfig {
+                matching,
+                generic,
+                pathinfo,
+                reuse,
+                balancer,
+            },
+        )
         .boxed()
 }
 
@@ -634,7 +647,10 @@ mod tests {
         let c = Case {
             method: "POST".into(),
             target: "/app/x.php".into(),
-            headers: vec![("X-Fold".into(), "a\r\n b".into()), ("X-Empty".into(), "".into())],
+            headers: vec![
+                ("X-Fold".into(), "a\r\n b".into()),
+                ("X-Empty".into(), "".into()),
+            ],
             body: Body::Chunked {
                 size: 5,
                 chunk: 2,

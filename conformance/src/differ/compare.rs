@@ -245,7 +245,10 @@ impl KnownList {
             Body::Length { .. } => "length",
             Body::Chunked { .. } => "chunked",
         };
-        let outside = !self.route_of(route).is_some_and(|r| r.matches(&case.target)) && !reached;
+        let outside = !self
+            .route_of(route)
+            .is_some_and(|r| r.matches(&case.target))
+            && !reached;
         self.entries
             .iter()
             .find(|(a, re)| {
@@ -326,7 +329,11 @@ mod tests {
         let kinds: Vec<String> = diff(&a, &c).into_iter().map(|d| d.kind).collect();
         assert_eq!(
             kinds,
-            vec!["param SCRIPT_NAME value", "param X repeated", "stdin length"]
+            vec![
+                "param SCRIPT_NAME value",
+                "param X repeated",
+                "stdin length"
+            ]
         );
         let refused = Obs {
             status: Some(400),
@@ -383,24 +390,48 @@ reason = "y"
             body,
         };
         let get = |t: &str| c(t, Body::None);
-        assert!(list.accepts(&d("status 200 -> 400"), &get("/a%0A"), "p", false).is_some());
-        assert!(list.accepts(&d("status 200 -> 400"), &get("/a"), "p", false).is_none());
+        assert!(
+            list.accepts(&d("status 200 -> 400"), &get("/a%0A"), "p", false)
+                .is_some()
+        );
+        assert!(
+            list.accepts(&d("status 200 -> 400"), &get("/a"), "p", false)
+                .is_none()
+        );
         let any = get("/");
         let mut list = list;
         list.routes.push(RouteConfig {
             balancer: true,
             ..RouteConfig::PLAIN
         });
-        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x-balancer", false).is_some());
-        assert!(list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x", false).is_none());
+        assert!(
+            list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x-balancer", false)
+                .is_some()
+        );
+        assert!(
+            list.accepts(&d("param CONTEXT_PREFIX absent"), &any, "x", false)
+                .is_none()
+        );
         let cut = Body::Length { size: 2, sent: 1 };
         let whole = Body::Length { size: 2, sent: 2 };
         let nr = d("backend not reached");
-        assert!(list.accepts(&nr, &c("/x", cut.clone()), "p", false).is_some());
+        assert!(
+            list.accepts(&nr, &c("/x", cut.clone()), "p", false)
+                .is_some()
+        );
         assert!(list.accepts(&nr, &c("/x", whole), "p", false).is_none());
-        assert!(list.accepts(&nr, &c("/app/x", cut.clone()), "prefix-fpm-reuse", false).is_none());
+        assert!(
+            list.accepts(&nr, &c("/app/x", cut.clone()), "prefix-fpm-reuse", false)
+                .is_none()
+        );
         assert!(list.accepts(&nr, &c("/x", cut), "p", true).is_none());
-        assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nbody = \"big\"\nreason = \"y\"", "t").is_err());
+        assert!(
+            KnownList::parse(
+                "[[accept]]\nkind = \"x\"\nbody = \"big\"\nreason = \"y\"",
+                "t"
+            )
+            .is_err()
+        );
         assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nreason = \"\"", "t").is_err());
         assert!(KnownList::parse("[[accept]]\nkind = \"x\"\nwhy = \"y\"", "t").is_err());
     }

@@ -3,13 +3,14 @@
 //! mutant (so the file FAILs for a proxy that does what the target did).
 //!
 //! The scenario format requires a level and a requirement; the file carries placeholders
-//! (`level = "INFO"`, a requirement naming the run) marked `TO FILL IN`, so that it loads and
-//! runs until a person picks the level and quotes the requirement.
+//! (`level = "COMPAT"`, Apache's behaviour without a specification behind it, and a requirement
+//! naming the run) marked `TO FILL IN`, so that it loads and runs (a COMPAT failure fails a run
+//! only with `--strict`) until a person picks the level and quotes the requirement.
 
 use std::fmt::Write as _;
 
-use super::compare::Diff;
 use super::cases::{Case, RouteConfig, compress_runs};
+use super::compare::Diff;
 use super::harness::Obs;
 
 /// Marks what a person has to fill in.
@@ -74,10 +75,7 @@ fn expectation(d: &Diff, case: &Case, oracle: &Obs, target: &Obs, tname: &str) -
         };
         if how == "repeated" && va.len() > 1 && vb.len() == 1 {
             let _ = writeln!(t, "params = {{ present = [{}] }}", q(name));
-            mutant = format!(
-                "set = {{ \"expect.request.0.params\" = {} }}",
-                table(&vb)
-            );
+            mutant = format!("set = {{ \"expect.request.0.params\" = {} }}", table(&vb));
         } else {
             let _ = writeln!(t, "params = {}", table(&va));
             mutant = format!("set = {{ \"expect.request.0.params\" = {} }}", table(&vb));
@@ -137,7 +135,7 @@ pub fn scenario(
          id = {}\n\
          description = \"\"\"\n{}: {oracle_name} and {tname} disagree ({}) on route configuration {}.\n\
          {oracle_name}: {}. {tname}: {}.\n\"\"\"\n\
-         level = \"INFO\" # {PLACEHOLDER}\n\n\
+         level = \"COMPAT\" # {PLACEHOLDER}: COMPAT while the expectation is only what Apache does\n\n\
          [requirement]\n\
          quote = {}\n\
          source = \"differential run against {oracle_name} (cargo xtask differ)\"\n\
@@ -145,12 +143,16 @@ pub fn scenario(
         d.oracle,
         d.target,
         q(id),
-        case.one_line().replace('\\', "\\\\").replace("\"\"\"", "\\\"\\\"\\\""),
+        case.one_line()
+            .replace('\\', "\\\\")
+            .replace("\"\"\"", "\\\"\\\"\\\""),
         d.kind,
         route.name(),
         d.oracle,
         d.target,
-        q(&format!("{PLACEHOLDER}: the requirement this request checks")),
+        q(&format!(
+            "{PLACEHOLDER}: the requirement this request checks"
+        )),
         q(PLACEHOLDER),
     );
     t.push_str(&route.topology_toml());
@@ -211,8 +213,18 @@ mod tests {
                 target: "y".into(),
             };
             let id = format!("found/{}", slug("nginx", kind, 1));
-            let text = scenario(&id, "apache", "nginx", &RouteConfig::PLAIN, &case, &d, &a, &b, 3)
-                .unwrap();
+            let text = scenario(
+                &id,
+                "apache",
+                "nginx",
+                &RouteConfig::PLAIN,
+                &case,
+                &d,
+                &a,
+                &b,
+                3,
+            )
+            .unwrap();
             let s = Scenario::parse(&text, "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(s.id, id);
             assert_eq!(s.mutants.len(), 1);

@@ -107,7 +107,11 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Starts the backends of `s` and `target` on its configuration.
-    pub async fn start(s: &Scenario, target: Target, opts: &RealOptions) -> Result<Session, String> {
+    pub async fn start(
+        s: &Scenario,
+        target: Target,
+        opts: &RealOptions,
+    ) -> Result<Session, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let mut mocks = Vec::new();
         let mut names = Vec::new();

@@ -9,9 +9,9 @@
 //! running processes (each step keeps the same kind of disagreement) and written as a scenario
 //! file ([`found`]). Reports: the terminal, `target/differ/report.md` and `report.json`.
 
+pub mod cases;
 pub mod compare;
 pub mod found;
-pub mod cases;
 pub mod harness;
 mod report;
 
@@ -27,8 +27,8 @@ use serde::Serialize;
 use crate::home::Home;
 use crate::real::{RealOptions, Target};
 use crate::scenario::Scenario;
-use compare::{Diff, KnownList};
 use cases::{Area, Case, RouteConfig};
+use compare::{Diff, KnownList};
 use harness::{Obs, Session};
 
 /// Arguments of `differ` (`cargo xtask differ`, `fcgi-conformance differ`).
@@ -56,6 +56,10 @@ pub struct DifferArgs {
     /// Disagreements shrunk and written per target (one per kind, first found first).
     #[arg(long, default_value_t = 15)]
     pub max_found: usize,
+    /// The longest shrinking one disagreement may take, in seconds (a target that never
+    /// answers costs a whole exchange timeout per try).
+    #[arg(long, default_value_t = 15)]
+    pub shrink_seconds: u64,
     /// Where the reports go (default: target/differ).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -355,11 +359,10 @@ async fn run_group(
                 sessions.push(x);
                 started.push(*t);
             }
-            Err(e) => out.skipped.push((
-                t.name().into(),
-                route.name(),
-                format!("did not start: {e}"),
-            )),
+            Err(e) => {
+                out.skipped
+                    .push((t.name().into(), route.name(), format!("did not start: {e}")))
+            }
         }
     }
     let sessions = Arc::new(sessions);
@@ -440,11 +443,12 @@ async fn run_group(
             continue;
         }
         let (sessions, cases) = (sessions.clone(), cases.clone());
+        let limit = std::time::Duration::from_secs(args.shrink_seconds);
         tasks.spawn(async move {
             let mut done = Vec::new();
             for (si, t, k, d) in mine {
                 let (_, case) = &cases[k];
-                let r = shrink(&sessions[0], &sessions[si], case, &d.kind, k).await;
+                let r = shrink(&sessions[0], &sessions[si], case, &d.kind, k, limit).await;
                 done.push((t, k, d, r));
             }
             done
@@ -502,10 +506,8 @@ async fn run_group(
     Ok(())
 }
 
-/// Greatest number of candidate requests tried while shrinking one disagreement, and the
-/// longest it may take (a target that never answers costs a whole exchange timeout per try).
-const SHRINK_BUDGET: usize = 150;
-const SHRINK_TIME: std::time::Duration = std::time::Duration::from_secs(15);
+/// Greatest number of candidate requests tried while shrinking one disagreement.
+const SHRINK_BUDGET: usize = 300;
 
 /// Shrinks `case` while the oracle and the target keep disagreeing with the same kind: each
 /// step takes the first smaller candidate that does. Returns the smallest case, both
@@ -516,6 +518,7 @@ async fn shrink(
     case: &Case,
     kind: &str,
     n: usize,
+    limit: std::time::Duration,
 ) -> (Case, Obs, Obs, Diff, usize) {
     let begun = std::time::Instant::now();
     let mut tries = 0usize;
@@ -546,7 +549,7 @@ async fn shrink(
     let mut steps = 0;
     'outer: loop {
         for cand in candidates(&best) {
-            if tries >= SHRINK_BUDGET || begun.elapsed() > SHRINK_TIME {
+            if tries >= SHRINK_BUDGET || begun.elapsed() > limit {
                 break 'outer;
             }
             tries += 1;
@@ -642,7 +645,9 @@ pub fn candidates(c: &Case) -> Vec<Case> {
                     }));
                 }
                 if ext {
-                    out.push(with(&|x| x.body = b(size, chunk, false, trailer, early_close)));
+                    out.push(with(&|x| {
+                        x.body = b(size, chunk, false, trailer, early_close)
+                    }));
                 }
                 if trailer {
                     out.push(with(&|x| x.body = b(size, chunk, ext, false, early_close)));
@@ -794,6 +799,7 @@ mod tests {
             area: Area::All,
             lanes: 1,
             max_found: 1,
+            shrink_seconds: 15,
             out: None,
             found: None,
             expected: None,
