@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::author::{ExplainArgs, NewArgs};
+use crate::differ::DifferArgs;
 use crate::home::Home;
 use crate::real::cli::ConformanceArgs;
 use crate::real::peers_cli::PeersArgs;
@@ -36,6 +37,8 @@ pub enum Command {
     New(NewArgs),
     Explain(ExplainArgs),
     Peers(PeersArgs),
+    /// Generated requests through Apache (the oracle) and other targets, compared
+    Differ(DifferArgs),
 }
 
 /// Runs `command` with the suite's files from `home`.
@@ -46,6 +49,7 @@ pub fn dispatch(home: &Home, command: &Command) -> ExitCode {
         Command::New(args) => crate::author::new_cli(home, args),
         Command::Explain(args) => crate::author::explain_cli(home, args),
         Command::Peers(args) => crate::real::peers_cli::cli(args),
+        Command::Differ(args) => crate::differ::cli(home, args),
     }
 }
 
@@ -82,6 +86,7 @@ mod tests {
             "explain cgi/proxy-header-dropped",
             "explain",
             "peers",
+            "differ --targets all --cases 5000 --seed 3 --area paths --proxy-bin x",
         ] {
             let words = std::iter::once("fcgi-conformance").chain(line.split_whitespace());
             if let Err(e) = Cli::try_parse_from(words) {

@@ -6,6 +6,7 @@ pub mod author;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod differ;
 pub mod home;
 pub mod load;
 pub mod ours;

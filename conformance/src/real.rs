@@ -97,7 +97,7 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
 
 /// A child process stopped by its own PID when dropped.
 #[derive(Debug)]
-struct Proc {
+pub struct Proc {
     child: Child,
     /// Processes the target started, seen while it ran.
     helpers: Vec<u32>,
@@ -105,7 +105,7 @@ struct Proc {
 
 impl Proc {
     /// How the process ended, if it did (reaps it).
-    fn exited(&mut self) -> Option<String> {
+    pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(describe_exit(status)),
             Ok(None) => None,
@@ -540,7 +540,7 @@ fn instance_dir(dir: &Path, i: usize) -> PathBuf {
 
 /// Writes the target's configuration into `dir`, starts it there in the foreground with its
 /// output in `log`, and waits until it accepts connections on `listen`.
-async fn start_target(
+pub async fn start_target(
     s: &Scenario,
     target: Target,
     opts: &RealOptions,
@@ -700,7 +700,7 @@ fn journal_stats(b: &BackendRun) -> AddrStats {
 /// A port for the target to listen on. Below Linux's ephemeral range (32768 and up), where the
 /// mocks' and clients' ports come from, and distinct across the runs of this process, so two
 /// scenarios running at once never pick the same one.
-fn listen_port() -> Result<SocketAddr, String> {
+pub fn listen_port() -> Result<SocketAddr, String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = 20000 + (std::process::id() % 50) * 200;
@@ -716,7 +716,7 @@ fn listen_port() -> Result<SocketAddr, String> {
 
 /// The last lines the target wrote: its output (`target.log`) and the error log some targets
 /// write into the run directory themselves.
-fn log_tail(dir: &Path) -> String {
+pub fn log_tail(dir: &Path) -> String {
     let mut text = String::new();
     for name in ["target.log", "error.log"] {
         if let Ok(t) = std::fs::read_to_string(dir.join(name)) {

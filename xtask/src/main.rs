@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use conformance::author::{ExplainArgs, NewArgs};
 use conformance::bench::BenchArgs;
+use conformance::differ::DifferArgs;
 use conformance::home::Home;
 use conformance::load::LoadArgs;
 use conformance::real::cli::ConformanceArgs;
@@ -30,6 +31,8 @@ enum Command {
     Explain(ExplainArgs),
     Bench(BenchArgs),
     Load(LoadArgs),
+    /// Generated requests through Apache (the oracle) and other targets, compared
+    Differ(DifferArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,24 +44,36 @@ fn main() -> ExitCode {
         Command::Bench(args) => conformance::bench::main(&args),
         Command::Peers(args) => conformance::real::peers_cli::cli(&args),
         Command::Conformance(args) => {
-            let root = workspace_root();
-            // The suite runs our proxy as a process: build it first.
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let built = std::process::Command::new(cargo)
-                .current_dir(root)
-                .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
-                .status();
-            if !built.is_ok_and(|s| s.success()) {
-                eprintln!("xtask conformance: building fcgi-proxy failed");
+            if !build_proxy("conformance") {
                 return ExitCode::FAILURE;
             }
             conformance::real::cli::cli(&home(), &args)
+        }
+        Command::Differ(args) => {
+            if args.proxy_bin.is_none() && !build_proxy("differ") {
+                return ExitCode::FAILURE;
+            }
+            conformance::differ::cli(&home(), &args)
         }
         Command::Load(args) => conformance::load::main(&args),
         Command::Sim(args) => conformance::sim::suite::cli(&home(), &args),
         Command::New(args) => conformance::author::new_cli(&home(), &args),
         Command::Explain(args) => conformance::author::explain_cli(&home(), &args),
     }
+}
+
+/// The suite runs our proxy as a process: build it first.
+fn build_proxy(command: &str) -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "-q", "-p", "fcgi-proxy", "--bin", "fcgi-proxy"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("xtask {command}: building fcgi-proxy failed");
+        return false;
+    }
+    true
 }
 
 /// The checkout's files: scenarios, expected deviations, reference documents.
@@ -108,6 +123,9 @@ mod tests {
             "load",
             "load --connections 3000 --requests 30 --delay-ms 5",
             "load --backends 3 --max 8 --deadline 60 --proxy-bin x",
+            "differ",
+            "differ --against apache --targets ours,nginx --cases 200 --seed 7 --area headers",
+            "differ --targets all --cases 5000",
         ] {
             let words = std::iter::once("xtask").chain(line.split_whitespace());
             if let Err(e) = Xtask::try_parse_from(words) {
@@ -129,6 +147,9 @@ mod tests {
             "sim --seeds 0",
             "bench --rounds 0",
             "load --max 0",
+            "differ --cases 0",
+            "differ --against iis",
+            "differ --area cookies",
         ] {
             let words = std::iter::once("xtask").chain(line.split_whitespace());
             let e = Xtask::try_parse_from(words).expect_err(line);
