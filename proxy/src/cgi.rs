@@ -643,7 +643,8 @@ fn server_name_port(
             }
         },
     };
-    let default_port = if req.scheme.eq_ignore_ascii_case("https") {
+    let default_port = if req.scheme.eq_ignore_ascii_case("https") || crate::tls::current().is_some()
+    {
         443
     } else {
         80
@@ -902,6 +903,23 @@ fn fill_common<'a, V: Vars>(
     env: &mut V,
     c: &Common<'_>,
 ) -> Result<(Vec<Header<'a>>, String, u16), CgiError> {
+    // What mod_ssl's and mod_http2's fixups put in the environment before the handler runs
+    // (mod_ssl with `SSLOptions -StdEnvVars`; docs/reference/apache.md, mod_ssl and mod_http2).
+    let tls = crate::tls::current();
+    if let Some(t) = &tls {
+        env.set_static("HTTPS", b"on");
+        if let Some(sni) = &t.sni {
+            env.set_static("SSL_TLS_SNI", sni.as_bytes());
+        }
+    }
+    if req.protocol == "HTTP/2.0" {
+        env.set_static("HTTP2", b"on");
+        env.set_static("H2PUSH", b"off");
+        env.set_static("H2_PUSH", b"off");
+        env.set_static("H2_PUSHED", b"");
+        env.set_static("H2_PUSHED_ON", b"");
+    }
+    let scheme = if tls.is_some() { "https" } else { req.scheme };
     // Headers (ap_add_common_vars).
     let headers = effective_headers(req);
     let pass_auth = c.pass_auth;
@@ -952,7 +970,7 @@ fn fill_common<'a, V: Vars>(
     env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
     env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("REQUEST_SCHEME", req.scheme.as_bytes());
+    env.set_static("REQUEST_SCHEME", scheme.as_bytes());
     env.set_static("CONTEXT_PREFIX", c.context_prefix);
     env.set_static("CONTEXT_DOCUMENT_ROOT", c.context_document_root);
     env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());

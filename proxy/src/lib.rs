@@ -19,4 +19,5 @@ pub mod route;
 pub mod server;
 pub mod site;
 pub mod static_files;
+pub mod tls;
 pub mod uri;

@@ -240,21 +240,41 @@ fn main() -> ExitCode {
 /// listener and waits for the stop signal.
 fn run(config: Config) -> Result<(), String> {
     let threads = config.worker_threads();
-    let addrs = config.listen_addrs().map_err(|e| e.to_string())?;
-    if addrs.is_empty() {
+    let listeners = config.front_listeners().map_err(|e| e.to_string())?;
+    if listeners.is_empty() {
         return Err("no listen address configured".into());
     }
-    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
-    for addr in addrs {
-        let mut addr = addr;
+    let base = FrontSettings::from_config(&config);
+    let mut sockets: Vec<Vec<(std::net::TcpListener, FrontSettings)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for fl in listeners {
+        // Certificates are read before anything listens: a bad file stops the start.
+        let front = FrontSettings {
+            tls: match &fl.tls {
+                Some(plan) => Some(
+                    fcgi_proxy::tls::Acceptor::new(plan, fl.h2, fl.http1)
+                        .map_err(|e| format!("listener {}: {e}", fl.spec))?,
+                ),
+                None => None,
+            },
+            h2: fl.h2,
+            ..base.clone()
+        };
+        let mut addr = fl.addr;
         for (t, mine) in sockets.iter_mut().enumerate() {
             let l =
                 listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if t == 0 {
                 addr = l.local_addr().map_err(|e| e.to_string())?;
-                println!("listening on {addr}");
+                let what = match (&front.tls, front.h2) {
+                    (Some(_), true) => " (TLS, h2 and http/1.1)",
+                    (Some(_), false) => " (TLS)",
+                    (None, true) => " (h2c and http/1.1)",
+                    (None, false) => "",
+                };
+                println!("listening on {addr}{what}");
             }
-            mine.push(l);
+            mine.push((l, front.clone()));
         }
     }
     let admin = match &config.admin_listen {
@@ -268,7 +288,6 @@ fn run(config: Config) -> Result<(), String> {
     };
     // One descriptor per client connection: take what the hard limit allows.
     fcgi_proxy::admission::raise_open_file_limit();
-    let front = FrontSettings::from_config(&config);
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sockets = sockets.into_iter();
@@ -276,14 +295,14 @@ fn run(config: Config) -> Result<(), String> {
     let mut others = Vec::new();
     for (i, listeners) in sockets.enumerate() {
         let slot = i + 1;
-        let (proxy, front, stop) = (proxy.clone(), front.clone(), stop_rx.clone());
+        let (proxy, stop) = (proxy.clone(), stop_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("fcgi-proxy-{slot}"))
-            .spawn(move || serve_thread(slot, listeners, proxy, front, stop, None))
+            .spawn(move || serve_thread(slot, listeners, proxy, stop, None))
             .map_err(|e| format!("cannot start a serving thread: {e}"))?;
         others.push(t);
     }
-    let r = serve_thread(0, mine, proxy, front, stop_rx, Some((admin, stop_tx)));
+    let r = serve_thread(0, mine, proxy, stop_rx, Some((admin, stop_tx)));
     for t in others {
         match t.join() {
             Ok(Ok(())) => {}
@@ -316,9 +335,8 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
 /// also serves the admin listener and, on SIGTERM or SIGINT, tells every thread to stop.
 fn serve_thread(
     slot: usize,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, FrontSettings)>,
     proxy: Arc<Proxy<TokioConnector>>,
-    front: FrontSettings,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     control: Option<(
         Option<std::net::TcpListener>,
@@ -333,12 +351,12 @@ fn serve_thread(
     let served = rt.block_on(async move {
         tokio::spawn(fcgi_proxy::access_log::install());
         let mut servers = Vec::new();
-        for l in listeners {
+        for (l, front) in listeners {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
             servers.push(tokio::spawn(server::serve(
                 l,
                 proxy.clone(),
-                front.clone(),
+                front,
                 stop_rx.clone(),
             )));
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -56,6 +56,14 @@ pub struct FrontSettings {
     /// Requests per client connection (Apache `MaxKeepAliveRequests`); the last one is
     /// answered with `Connection: close`. 0 = unlimited.
     pub max_keep_alive_requests: u32,
+    /// TLS on this listener (with the ALPN protocols it offers).
+    pub tls: Option<crate::tls::Acceptor>,
+    /// HTTP/2: negotiated by ALPN over TLS; without TLS, accepted with prior knowledge (h2c).
+    pub h2: bool,
+    /// A TLS handshake must be complete this long after the accept.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_streams: u32,
 }
 
 impl Default for FrontSettings {
@@ -70,6 +78,10 @@ impl Default for FrontSettings {
             date_header: true,
             keep_alive: true,
             max_keep_alive_requests: 100,
+            tls: None,
+            h2: false,
+            tls_handshake_timeout: Duration::from_secs(10),
+            h2_max_streams: 100,
         }
     }
 }
@@ -129,9 +141,23 @@ pub async fn serve<A: Acceptor, C: Connector>(
                 u64::from(settings.max_keep_alive_requests)
             },
         };
+        let settings = settings.clone();
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
-            serve_client(stream, info, proxy, &builder, &mut shutdown, waits).await;
+            match settings.tls.clone() {
+                None if settings.h2 => {
+                    serve_plain_h2c(stream, info, proxy, &builder, &settings, &mut shutdown, waits)
+                        .await;
+                }
+                None => {
+                    let io = Rewind::new(Bytes::new(), stream);
+                    serve_client(io, info, proxy, &builder, &mut shutdown, waits, None).await;
+                }
+                Some(acceptor) => {
+                    serve_tls(stream, acceptor, info, proxy, &builder, &settings, &mut shutdown, waits)
+                        .await;
+                }
+            }
             drop(slot);
             drop(done);
         });
@@ -254,32 +280,20 @@ enum Wait {
 /// connection has been idle (answered, nothing in flight, no new bytes) for [`PARK_AFTER`],
 /// then parked again.
 async fn serve_client<S, C>(
-    stream: S,
+    mut io: Rewind<S>,
     info: ConnInfo,
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
     shutdown: &mut watch::Receiver<bool>,
     waits: Waits,
+    tls: Option<Arc<crate::tls::ConnTls>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
-    let activity = Arc::new(Activity {
-        started: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-        unparkable: AtomicBool::new(false),
-        idle_since_ms: AtomicU64::new(0),
-        bytes_read: AtomicU64::new(0),
-        idle_bytes: AtomicU64::new(0),
-        epoch: tokio::time::Instant::now(),
-    });
+    let activity = io.activity.clone();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
-    let mut io = Rewind {
-        pre: Bytes::new(),
-        inner: stream,
-        activity: activity.clone(),
-    };
     // Where the deadline for a session's first head runs from, if not from the session's start:
     // the end of the last response, for part of a head hyper had already read when it parked.
     let mut head_from: Option<tokio::time::Instant> = None;
@@ -320,6 +334,7 @@ async fn serve_client<S, C>(
             let svc = {
                 let proxy = proxy.clone();
                 let activity = activity.clone();
+                let tls = tls.clone();
                 let last_request = waits.last_request;
                 service_fn(move |req: Request<Incoming>| -> Handled {
                     let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
@@ -334,8 +349,9 @@ async fn serve_client<S, C>(
                     }
                     let in_flight = InFlight(activity.clone());
                     let proxy = proxy.clone();
+                    let tls = tls.clone();
                     Box::pin(async move {
-                        let mut resp = proxy.handle(req, info).await;
+                        let mut resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
                         if last {
                             // MaxKeepAliveRequests reached (or KeepAlive Off).
                             answers::close_after(&mut resp);
@@ -476,6 +492,231 @@ async fn serve_client<S, C>(
     }
 }
 
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A TLS connection: the handshake (within `tls_handshake_timeout`, or the connection is
+/// dropped and its slot freed), then HTTP/2 if ALPN chose it, else HTTP/1.1.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls<S, C>(
+    stream: S,
+    acceptor: crate::tls::Acceptor,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: &http1::Builder,
+    settings: &FrontSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    waits: Waits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let handshake = tokio::select! {
+        biased;
+        _ = stopped(shutdown) => return,
+        r = tokio::time::timeout(settings.tls_handshake_timeout, acceptor.0.accept(stream)) => r,
+    };
+    let tls = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake not complete within {:?}", settings.tls_handshake_timeout);
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let facts = Arc::new(crate::tls::ConnTls {
+        sni: conn.server_name().map(str::to_ascii_lowercase),
+    });
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let io = Rewind::new(Bytes::new(), tls);
+    if h2 {
+        serve_h2(io, info, proxy, settings, shutdown, waits, Some(facts)).await;
+    } else {
+        serve_client(io, info, proxy, builder, shutdown, waits, Some(facts)).await;
+    }
+}
+
+/// A plain connection on a listener that also takes HTTP/2 with prior knowledge (h2c): the
+/// first bytes decide.
+#[allow(clippy::too_many_arguments)]
+async fn serve_plain_h2c<S, C>(
+    mut stream: S,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: &http1::Builder,
+    settings: &FrontSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    waits: Waits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let first = tokio::select! {
+        biased;
+        _ = stopped(shutdown) => return,
+        r = tokio::time::timeout(
+            waits.head,
+            read_on_stack::<PARKED_READ, _, _>(&mut stream, Bytes::copy_from_slice),
+        ) => r.ok().and_then(Result::ok).filter(|b| !b.is_empty()),
+    };
+    let Some(first) = first else {
+        return;
+    };
+    let n = first.len().min(H2_PREFACE.len());
+    let h2 = first[..n] == H2_PREFACE[..n];
+    let io = Rewind::new(first, stream);
+    if h2 {
+        serve_h2(io, info, proxy, settings, shutdown, waits, None).await;
+    } else {
+        serve_client(io, info, proxy, builder, shutdown, waits, None).await;
+    }
+}
+
+/// How long a closing HTTP/2 connection may take to finish its streams after GOAWAY when the
+/// reason is the connection's own idleness (shutdown has its own grace period).
+const H2_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// An HTTP/2 connection. The request path is the HTTP/1.1 one ([`Proxy::handle`]), with the
+/// request in origin form and a Host field made from `:authority` (as mod_http2 does). Bounds:
+/// `h2_max_streams` streams at once, hyper's bound on streams the client resets before they
+/// are served (rapid reset), `max_header_bytes` of header list, the requests per connection of
+/// `max_keep_alive_requests` (then GOAWAY), pings to find a dead peer, and an idle connection
+/// (nothing in flight) closes after `keep_alive_timeout` (`header_read` before its first
+/// request).
+#[allow(clippy::too_many_arguments)]
+async fn serve_h2<S, C>(
+    io: Rewind<S>,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    settings: &FrontSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    waits: Waits,
+    tls: Option<Arc<crate::tls::ConnTls>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let activity = io.activity.clone();
+    let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2_max_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS))
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_INTERVAL)
+        .auto_date_header(settings.date_header);
+    let last_request = waits.last_request;
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |mut req: Request<Incoming>| -> Handled {
+            let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight(activity.clone());
+            if last_request != 0 && n >= last_request {
+                activity.unparkable.store(true, Ordering::Relaxed);
+            }
+            h2_to_origin_form(&mut req);
+            let proxy = proxy.clone();
+            let tls = tls.clone();
+            Box::pin(async move {
+                let resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
+                Ok(resp.map(|body| CountedBody {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            })
+        })
+    };
+    let conn = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    // Closing: GOAWAY sent, streams in flight finish; then this deadline (for idleness and the
+    // request cap only).
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stopping = false;
+    let mut idle: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if !stopping && stop.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                closing = None;
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            if stopping {
+                return Poll::Pending;
+            }
+            if let Some(c) = &mut closing {
+                if c.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+            if activity.unparkable.load(Ordering::Relaxed) {
+                // MaxKeepAliveRequests reached: no more streams.
+                closing = Some(Box::pin(tokio::time::sleep(H2_CLOSE_GRACE)));
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                idle = None;
+                return Poll::Pending;
+            }
+            let started = activity.started.load(Ordering::Relaxed);
+            if idle.as_ref().is_none_or(|(s, _)| *s != started) {
+                let wait = if started == 0 { waits.head } else { waits.next };
+                idle = Some((started, Box::pin(tokio::time::sleep(wait))));
+            }
+            let Some((_, sleep)) = &mut idle else {
+                return Poll::Pending;
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            closing = Some(Box::pin(tokio::time::sleep(H2_CLOSE_GRACE)));
+            conn.as_mut().graceful_shutdown();
+        }
+    })
+    .await;
+    if let Err(e) = ended {
+        tracing::debug!(peer = %info.peer, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// Streams a client may reset before the server has served them, at once; beyond, the
+/// connection ends with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server may reset for a client's errors on one connection; beyond, GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 200;
+/// A ping this often while the connection is open; no answer within as long closes it.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// An HTTP/2 request as the request path expects one: the target in origin form, and the
+/// `:authority` as a Host field when the client sent none (RFC 9113 8.3.1).
+fn h2_to_origin_form<B>(req: &mut Request<B>) {
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    if req.uri().scheme().is_some()
+        && let Some(pq) = req.uri().path_and_query()
+        && let Ok(u) = http::Uri::try_from(pq.as_str())
+    {
+        *req.uri_mut() = u;
+    }
+}
+
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read and dropped while lingering.
@@ -532,7 +773,30 @@ struct Rewind<S> {
     activity: Arc<Activity>,
 }
 
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            unparkable: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            idle_bytes: AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+        })
+    }
+}
+
 impl<S> Rewind<S> {
+    /// `stream` with `pre` (bytes already read from it) in front, and a new [`Activity`].
+    fn new(pre: Bytes, stream: S) -> Rewind<S> {
+        Rewind {
+            pre,
+            inner: stream,
+            activity: Activity::new(),
+        }
+    }
+
     fn prepend(&mut self, first: Bytes) {
         if first.is_empty() {
             return;
@@ -646,6 +910,7 @@ impl FrontSettings {
             max_headers: c.limits.max_headers,
             keep_alive: c.limits.keep_alive,
             max_keep_alive_requests: c.limits.max_keep_alive_requests,
+            tls_handshake_timeout: c.timeouts.tls_handshake,
             ..FrontSettings::default()
         }
     }

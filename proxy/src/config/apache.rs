@@ -70,7 +70,13 @@ pub fn parse_with(
     }
     imp.run(&read.lines)?;
     imp.file = origin.to_owned();
-    imp.finish()
+    let tls = imp.tls.clone();
+    let main_file = imp.main_file.clone();
+    let (mut cfg, warnings) = imp.finish()?;
+    let mut with_tls = Importer::new(&main_file);
+    with_tls.tls = tls;
+    with_tls.apply_tls(&mut cfg)?;
+    Ok((cfg, warnings))
 }
 
 /// `ap_getword_conf`: whitespace-separated words; `"…"` or `'…'` group words (a backslash
@@ -502,6 +508,20 @@ struct Importer {
     worker_defs: Vec<WorkerDef>,
     timeout: Option<Duration>,
     proxy_timeout: Option<Duration>,
+    /// mod_ssl and mod_http2 settings: the main server's, then one per `<VirtualHost>`.
+    tls: Vec<TlsScope>,
+}
+
+/// What one server says about TLS and protocols (merged over the main server's at the end).
+#[derive(Debug, Clone, Default)]
+struct TlsScope {
+    engine: Option<bool>,
+    cert: Option<(String, usize)>,
+    key: Option<String>,
+    chain: Option<String>,
+    versions: Option<Vec<String>>,
+    protocols: Option<Vec<String>>,
+    line: usize,
 }
 
 /// Directives that restrict who may see what. Dropping one would serve what Apache refuses, so
@@ -552,6 +572,7 @@ impl Importer {
             worker_defs: Vec::new(),
             timeout: None,
             proxy_timeout: None,
+            tls: vec![TlsScope::default()],
         }
     }
 
@@ -750,6 +771,7 @@ impl Importer {
                     ..Scope::default()
                 });
                 self.in_host = Some(self.hosts.len() - 1);
+                self.tls.push(TlsScope::default());
                 Ok(Ctx::Server)
             }
             "directory" | "directorymatch" => {
@@ -974,10 +996,15 @@ impl Importer {
                 self.need_args(name, args, 1, 2, n)?;
                 let addr = &args[0];
                 super::parse_listen(addr).map_err(|e| self.err(n, e))?;
-                if args.len() == 2 && !args[1].eq_ignore_ascii_case("http") {
+                // `https` names what the address serves; TLS itself is `SSLEngine on` in the
+                // server (or virtual host) of the address, as in Apache.
+                if args.len() == 2
+                    && !args[1].eq_ignore_ascii_case("http")
+                    && !args[1].eq_ignore_ascii_case("https")
+                {
                     self.warn(
                         n,
-                        format!("Listen protocol '{}' ignored: plain HTTP only", args[1]),
+                        format!("Listen protocol '{}' ignored: http or https only", args[1]),
                     );
                 }
                 self.cfg.listen.push(addr.clone());
@@ -1151,8 +1178,137 @@ impl Importer {
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
+            "sslengine"
+            | "sslcertificatefile"
+            | "sslcertificatekeyfile"
+            | "sslcertificatechainfile"
+            | "sslprotocol"
+            | "protocols" => self.tls_directive(&lname, name, args, ctx, n)?,
             _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
             _ => self.ignore(name, n),
+        }
+        Ok(())
+    }
+
+    /// mod_ssl's certificate directives and mod_http2's `Protocols`, per server.
+    fn tls_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        self.server_only(name, ctx, n)?;
+        let path = |imp: &Self, p: &str| -> String {
+            if p.starts_with('/') {
+                p.to_owned()
+            } else {
+                // Relative to the directory of the main file (ServerRoot's default).
+                std::path::Path::new(&imp.main_file)
+                    .parent()
+                    .map_or_else(|| p.to_owned(), |d| d.join(p).display().to_string())
+            }
+        };
+        let i = self.in_host.map_or(0, |h| h + 1);
+        match lname {
+            "sslengine" => {
+                self.need_args(name, args, 1, 1, n)?;
+                let on = match args[0].to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    "optional" | "addr" => {
+                        return Err(self.err(n, format!("SSLEngine {} is not supported (on or off)", args[0])));
+                    }
+                    _ => return Err(self.err(n, "SSLEngine must be on or off")),
+                };
+                self.tls[i].engine = Some(on);
+                self.tls[i].line = n;
+            }
+            "sslcertificatefile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].cert = Some((path(self, &args[0]), n));
+            }
+            "sslcertificatekeyfile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].key = Some(path(self, &args[0]));
+            }
+            "sslcertificatechainfile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].chain = Some(path(self, &args[0]));
+            }
+            "sslprotocol" => {
+                if args.is_empty() {
+                    return Err(self.err(n, "SSLProtocol needs at least one protocol"));
+                }
+                super::tls::parse_versions(args).map_err(|e| self.err(n, e))?;
+                self.tls[i].versions = Some(args.to_vec());
+            }
+            _ => {
+                if args.is_empty() {
+                    return Err(self.err(n, "Protocols needs at least one protocol"));
+                }
+                for p in args {
+                    let l = p.to_ascii_lowercase();
+                    if !matches!(l.as_str(), "h2" | "h2c" | "http/1.1") {
+                        return Err(self.err(
+                            n,
+                            format!("Protocols: unknown protocol '{p}' (h2, h2c, http/1.1)"),
+                        ));
+                    }
+                }
+                self.tls[i].protocols = Some(args.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS and protocols of each server, the main server's settings under a virtual host's.
+    fn apply_tls(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        let main = self.tls[0].clone();
+        let mut scopes = vec![(main.clone(), None::<usize>)];
+        for (h, t) in self.tls[1..].iter().enumerate() {
+            scopes.push((
+                TlsScope {
+                    engine: t.engine.or(main.engine),
+                    cert: t.cert.clone().or(main.cert.clone()),
+                    key: t.key.clone().or(main.key.clone()),
+                    chain: t.chain.clone().or(main.chain.clone()),
+                    versions: t.versions.clone().or(main.versions.clone()),
+                    protocols: t.protocols.clone().or(main.protocols.clone()),
+                    line: if t.engine.is_some() { t.line } else { main.line },
+                },
+                Some(h),
+            ));
+        }
+        for (t, host) in scopes {
+            let tls = if t.engine == Some(true) {
+                let Some((cert, _)) = t.cert.clone() else {
+                    return Err(ConfigError::at(
+                        Some(&self.main_file),
+                        t.line,
+                        "SSLEngine on without SSLCertificateFile",
+                    ));
+                };
+                Some(super::tls::TlsConfig {
+                    cert,
+                    key: t.key.clone(),
+                    chain: t.chain.clone(),
+                    versions: t.versions.clone(),
+                    sni: Vec::new(),
+                })
+            } else {
+                None
+            };
+            let target = match host {
+                None => &mut *cfg,
+                Some(h) => match cfg.vhosts.get_mut(h) {
+                    Some(v) => &mut *v.config,
+                    None => continue,
+                },
+            };
+            target.tls = tls;
+            target.protocols.clone_from(&t.protocols);
         }
         Ok(())
     }
