@@ -1,0 +1,361 @@
+//! TLS and HTTP/2 on the client side: certificates from PEM files (a chain from a separate
+//! file), SNI choosing the certificate, TLS 1.2 and 1.3, ALPN choosing h2 or http/1.1, h2c with
+//! prior knowledge, the CGI params a request over TLS or HTTP/2 carries, the handshake timeout,
+//! and (when apache2 is installed) the same params compared with real Apache's mod_ssl and
+//! mod_http2 for the same configuration file.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcgi_mock::{MockHandle, MockServer, RequestEntry, Script};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::Proc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A root CA, an intermediate CA under it, and leaf certificates for `a.test` (signed by the
+/// intermediate: its chain is in a file of its own) and `b.test` (signed by the root), as PEM
+/// files in `dir`.
+struct Pki {
+    root: CertificateDer<'static>,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p
+    };
+    let root_key = KeyPair::generate().expect("key");
+    let root = ca("test root").self_signed(&root_key).expect("root");
+    let int_key = KeyPair::generate().expect("key");
+    let int = ca("test intermediate")
+        .signed_by(&int_key, &root, &root_key)
+        .expect("intermediate");
+    let leaf = |name: &str, key: &KeyPair, by: &rcgen::Certificate, by_key: &KeyPair| {
+        let mut p = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.signed_by(key, by, by_key).expect("leaf")
+    };
+    let a_key = KeyPair::generate().expect("key");
+    let a = leaf("a.test", &a_key, &int, &int_key);
+    let b_key = KeyPair::generate().expect("key");
+    let b = leaf("b.test", &b_key, &root, &root_key);
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).expect("write pem");
+    };
+    write("a.crt", a.pem());
+    write("a.key", a_key.serialize_pem());
+    write("chain.crt", int.pem());
+    write("b.crt", b.pem());
+    write("b.key", b_key.serialize_pem());
+    Pki {
+        root: root.der().clone(),
+    }
+}
+
+#[allow(deprecated)]
+fn client_config(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.root.clone()).expect("root");
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS connection that verifies the server's certificate for `name` (sent as SNI).
+async fn connect_tls(
+    addr: SocketAddr,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<Tls, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_owned())?
+    .map_err(|e| format!("handshake with {name}: {e}"))
+}
+
+/// An HTTP/1.1 GET over `io` with `Connection: close`; the status.
+async fn get_h1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    io: &mut S,
+    host: &str,
+    path: &str,
+    case: &str,
+) -> u16 {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Case: {case}\r\nConnection: close\r\n\r\n"
+    );
+    io.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, io.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP/1.1 response: {text:?}"))
+}
+
+/// An HTTP/2 GET (hyper's client: `:authority` from the URI, no Host field); the status.
+async fn get_h2<S>(io: S, authority: &str, path: &str, case: &str) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("https://{authority}{path}"))
+        .header("x-case", case)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("h2 response in time")
+        .expect("h2 response");
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// What the backend received for the request marked `case`.
+async fn entry(mock: &MockHandle, case: &str) -> RequestEntry {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(e) = mock
+            .journal()
+            .requests()
+            .into_iter()
+            .find(|e| e.param("HTTP_X_CASE").as_deref() == Some(case))
+        {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend got no request {case}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn p(e: &RequestEntry, name: &str) -> Option<String> {
+    e.param(name)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// TOML `[[listener]]`s: a TLS one (a chain in its own file, an SNI certificate) and a plain
+/// one taking h2c; what each kind of client gets and what the backend is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_sni_versions_alpn_and_h2c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let (tls_port, h2c_port, only13_port) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let d = dir.path().display();
+    let conf = format!(
+        r#"
+[[listener]]
+addr = "127.0.0.1:{tls_port}"
+tls = {{ cert = "{d}/a.crt", key = "{d}/a.key", chain = "{d}/chain.crt", sni = [{{ names = ["b.test"], cert = "{d}/b.crt", key = "{d}/b.key" }}] }}
+
+[[listener]]
+addr = "127.0.0.1:{h2c_port}"
+protocols = ["h2c", "http/1.1"]
+
+[[listener]]
+addr = "127.0.0.1:{only13_port}"
+protocols = ["http/1.1"]
+tls = {{ cert = "{d}/b.crt", key = "{d}/b.key", versions = ["TLSv1.3"] }}
+
+[[route]]
+path = "/app/"
+target = "fcgi://{backend}/srv/"
+"#
+    );
+    let conf_path = dir.path().join("proxy.toml");
+    std::fs::write(&conf_path, conf).expect("write config");
+    let front: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
+    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("proxy starts");
+
+    let both = [&rustls::version::TLS13, &rustls::version::TLS12];
+    // TLS 1.3, http/1.1 by ALPN, the default certificate (whose chain comes from `chain`).
+    let cfg = client_config(&pki, &both, &[b"http/1.1"]);
+    let mut s = connect_tls(front, "a.test", cfg).await.expect("a.test");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let host = format!("a.test:{tls_port}");
+    assert_eq!(get_h1(&mut s, &host, "/app/x.php?q=1", "h1-a").await, 200);
+    let e = entry(&mock, "h1-a").await;
+    assert_eq!(p(&e, "HTTPS").as_deref(), Some("on"));
+    assert_eq!(p(&e, "SSL_TLS_SNI").as_deref(), Some("a.test"));
+    assert_eq!(p(&e, "REQUEST_SCHEME").as_deref(), Some("https"));
+    assert_eq!(p(&e, "SERVER_PORT"), Some(tls_port.to_string()));
+    assert_eq!(p(&e, "SERVER_PROTOCOL").as_deref(), Some("HTTP/1.1"));
+    assert_eq!(p(&e, "HTTP2"), None);
+
+    // TLS 1.2 only, SNI b.test: b's certificate (verified for that name), h2 by ALPN.
+    let cfg = client_config(&pki, &[&rustls::version::TLS12], &[b"h2", b"http/1.1"]);
+    let s = connect_tls(front, "b.test", cfg).await.expect("b.test");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let authority = format!("b.test:{tls_port}");
+    assert_eq!(get_h2(s, &authority, "/app/y.php", "h2-b").await, 200);
+    let e = entry(&mock, "h2-b").await;
+    assert_eq!(p(&e, "SSL_TLS_SNI").as_deref(), Some("b.test"));
+    assert_eq!(p(&e, "SERVER_PROTOCOL").as_deref(), Some("HTTP/2.0"));
+    assert_eq!(p(&e, "HTTP2").as_deref(), Some("on"));
+    assert_eq!(p(&e, "HTTP_HOST"), Some(authority.clone()));
+    assert_eq!(p(&e, "SERVER_NAME").as_deref(), Some("b.test"));
+    assert_eq!(p(&e, "REQUEST_URI").as_deref(), Some("/app/y.php"));
+    assert_eq!(
+        p(&e, "SCRIPT_FILENAME").as_deref(),
+        Some(format!("proxy:fcgi://{backend}/srv/y.php").as_str())
+    );
+
+    // A name with no certificate of its own gets the default one: a client expecting b's
+    // certificate for c.test refuses it (it is a's, not valid for c.test).
+    let cfg = client_config(&pki, &both, &[b"http/1.1"]);
+    assert!(connect_tls(front, "c.test", cfg).await.is_err());
+
+    // h2c with prior knowledge on the plain listener; HTTP/1.1 still served there.
+    let h2c: SocketAddr = format!("127.0.0.1:{h2c_port}").parse().expect("addr");
+    let tcp = TcpStream::connect(h2c).await.expect("connect h2c");
+    assert_eq!(
+        get_h2(tcp, &format!("127.0.0.1:{h2c_port}"), "/app/z.php", "h2c").await,
+        200
+    );
+    let e = entry(&mock, "h2c").await;
+    assert_eq!(p(&e, "HTTP2").as_deref(), Some("on"));
+    assert_eq!(p(&e, "HTTPS"), None);
+    assert_eq!(p(&e, "REQUEST_SCHEME").as_deref(), Some("http"));
+    let mut tcp = TcpStream::connect(h2c).await.expect("connect h1");
+    let host = format!("127.0.0.1:{h2c_port}");
+    assert_eq!(get_h1(&mut tcp, &host, "/app/w.php", "h1-plain").await, 200);
+    assert_eq!(
+        p(&entry(&mock, "h1-plain").await, "SERVER_PROTOCOL").as_deref(),
+        Some("HTTP/1.1")
+    );
+
+    // versions = ["TLSv1.3"]: a TLS 1.2 client is refused.
+    let only13: SocketAddr = format!("127.0.0.1:{only13_port}").parse().expect("addr");
+    let cfg = client_config(&pki, &[&rustls::version::TLS12], &[b"http/1.1"]);
+    assert!(connect_tls(only13, "b.test", cfg).await.is_err());
+    let cfg = client_config(&pki, &both, &[b"h2", b"http/1.1"]);
+    let s = connect_tls(only13, "b.test", cfg).await.expect("TLS 1.3");
+    // Only http/1.1 offered there.
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    blocking(move || drop(proxy)).await;
+}
+
+/// A client that connects and never completes its handshake loses its connection after
+/// `timeouts.tls_handshake`: with one connection slot, the next client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshake_frees_its_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let port = support::free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"
+workers = 1
+[timeouts]
+tls_handshake = "300ms"
+[limits]
+max_connections = 1
+
+[[listener]]
+addr = "127.0.0.1:{port}"
+tls = {{ cert = "{d}/b.crt", key = "{d}/b.key" }}
+
+[[route]]
+path = "/app/"
+target = "fcgi://{backend}/"
+"#
+    );
+    let conf_path = dir.path().join("proxy.toml");
+    std::fs::write(&conf_path, conf).expect("write config");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
+    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("proxy starts");
+    // Give the readiness probe's connection time to be dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Takes the only slot: a TCP connection that sends half a ClientHello and stops.
+    let mut staller = TcpStream::connect(front).await.expect("connect");
+    staller.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = std::time::Instant::now();
+    let cfg = client_config(&pki, &[&rustls::version::TLS13], &[b"http/1.1"]);
+    let mut s = connect_tls(front, "b.test", cfg)
+        .await
+        .expect("served once the staller's handshake time is up");
+    assert_eq!(
+        get_h1(&mut s, &format!("b.test:{port}"), "/app/x", "after-staller").await,
+        200
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "the second client waited {waited:?}"
+    );
+    // The staller's connection was closed by the proxy.
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(2), staller.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "stalled handshake still open: {r:?}"
+    );
+    blocking(move || drop(proxy)).await;
+}
