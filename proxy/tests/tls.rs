@@ -43,15 +43,17 @@ fn make_pki(dir: &Path) -> Pki {
     let int = ca("test intermediate")
         .signed_by(&int_key, &root, &root_key)
         .expect("intermediate");
-    let leaf = |name: &str, key: &KeyPair, by: &rcgen::Certificate, by_key: &KeyPair| {
-        let mut p = CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let leaf = |name: &str, key: &KeyPair, by: &rcgen::Certificate, by_key: &KeyPair, ips: &[&str]| {
+        let mut names = vec![name.to_owned()];
+        names.extend(ips.iter().map(|s| s.to_string()));
+        let mut p = CertificateParams::new(names).expect("params");
         p.distinguished_name.push(DnType::CommonName, name);
         p.signed_by(key, by, by_key).expect("leaf")
     };
     let a_key = KeyPair::generate().expect("key");
-    let a = leaf("a.test", &a_key, &int, &int_key);
+    let a = leaf("a.test", &a_key, &int, &int_key, &["127.0.0.1"]);
     let b_key = KeyPair::generate().expect("key");
-    let b = leaf("b.test", &b_key, &root, &root_key);
+    let b = leaf("b.test", &b_key, &root, &root_key, &[]);
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).expect("write pem");
     };
@@ -358,4 +360,158 @@ target = "fcgi://{backend}/"
         "stalled handshake still open: {r:?}"
     );
     blocking(move || drop(proxy)).await;
+}
+
+/// Apache with mod_ssl and mod_http2, and `fcgi-proxy --apache`, read the same file: two
+/// TLS virtual hosts on one port. Each request (HTTP/1.1 and HTTP/2, each SNI name, no SNI)
+/// goes through each in turn, on the same port, to the same backend; the params each sent
+/// compare in names, order and values, but for what is the process's own (PATH,
+/// SERVER_SOFTWARE, REMOTE_PORT) and mod_http2's stream numbering (H2_STREAM_ID,
+/// H2_STREAM_TAG, which hyper does not expose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_params_match_apache_mod_ssl_and_mod_http2() {
+    let Some(apache) = programs::require_program("apache2", "apache2") else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("tls-parity-")
+        .tempdir()
+        .expect("tempdir");
+    support::open_up_dir(dir.path());
+    let pki = make_pki(dir.path());
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let port = support::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let d = dir.path().display();
+    let conf = format!(
+        r#"ServerRoot "{d}"
+PidFile "{d}/httpd.pid"
+DefaultRuntimeDir "{d}"
+ErrorLog "{d}/error.log"
+LogLevel warn
+Mutex file:{d} default
+User www-data
+Group www-data
+LoadModule mpm_event_module   /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module  /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule proxy_module       /usr/lib/apache2/modules/mod_proxy.so
+LoadModule proxy_fcgi_module  /usr/lib/apache2/modules/mod_proxy_fcgi.so
+LoadModule ssl_module         /usr/lib/apache2/modules/mod_ssl.so
+LoadModule http2_module       /usr/lib/apache2/modules/mod_http2.so
+Listen 127.0.0.1:{port} https
+ServerName main.test
+DocumentRoot "{d}"
+<VirtualHost *:{port}>
+  ServerName a.test
+  SSLEngine on
+  SSLProtocol all -SSLv3
+  Protocols h2 http/1.1
+  SSLCertificateFile {d}/a.crt
+  SSLCertificateKeyFile {d}/a.key
+  SSLCertificateChainFile {d}/chain.crt
+  ProxyPass "/app/" "fcgi://{backend}/a/" disablereuse=on
+</VirtualHost>
+<VirtualHost *:{port}>
+  ServerName b.test
+  SSLEngine on
+  Protocols h2 http/1.1
+  SSLCertificateFile {d}/b.crt
+  SSLCertificateKeyFile {d}/b.key
+  ProxyPass "/app/" "fcgi://{backend}/b/" disablereuse=on
+</VirtualHost>
+"#
+    );
+    let conf_path = dir.path().join("httpd.conf");
+    std::fs::write(&conf_path, conf).expect("write config");
+    for f in ["a.crt", "a.key", "chain.crt", "b.crt", "b.key", "httpd.conf"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            dir.path().join(f),
+            std::fs::Permissions::from_mode(0o644),
+        );
+    }
+
+    // (case, SNI name, h2)
+    let cases: &[(&str, &str, bool)] = &[
+        ("h1-a", "a.test", false),
+        ("h2-a", "a.test", true),
+        ("h2-b", "b.test", true),
+        ("h1-b", "b.test", false),
+        ("h1-nosni", "127.0.0.1", false),
+    ];
+    let both = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let run = |side: &'static str| {
+        let mock = &mock;
+        let pki = &pki;
+        async move {
+            let mut got = Vec::new();
+            for (case, name, h2) in cases {
+                let tag = format!("{side}-{case}");
+                let alpn: &[&[u8]] = if *h2 { &[b"h2"] } else { &[b"http/1.1"] };
+                let s = connect_tls(front, name, client_config(pki, &both, alpn))
+                    .await
+                    .unwrap_or_else(|e| panic!("{side} {case}: {e}"));
+                let authority = format!("{name}:{port}");
+                let status = if *h2 {
+                    get_h2(s, &authority, "/app/x.php?q=1", &tag).await
+                } else {
+                    let mut s = s;
+                    get_h1(&mut s, &authority, "/app/x.php?q=1", &tag).await
+                };
+                assert_eq!(status, 200, "{side} {case}");
+                let e = entry(mock, &tag).await;
+                let params: Vec<(String, String)> = e
+                    .params_lossy()
+                    .into_iter()
+                    .filter(|(n, _)| {
+                        !matches!(
+                            n.as_str(),
+                            "PATH"
+                                | "SERVER_SOFTWARE"
+                                | "REMOTE_PORT"
+                                | "H2_STREAM_ID"
+                                | "H2_STREAM_TAG"
+                        )
+                    })
+                    .map(|(n, v)| {
+                        let v = if n == "HTTP_X_CASE" { case.to_string() } else { v };
+                        (n, v)
+                    })
+                    .collect();
+                got.push((case.to_string(), params));
+            }
+            got
+        }
+    };
+
+    let (c, l) = (conf_path.clone(), dir.path().to_path_buf());
+    let proxy: Proc = blocking(move || support::start_proxy_apache(&c, &l, front))
+        .await
+        .expect("proxy starts");
+    let ours = run("ours").await;
+    blocking(move || drop(proxy)).await;
+
+    let (c, l) = (conf_path.clone(), dir.path().to_path_buf());
+    let httpd: Proc = blocking(move || support::start_apache(&apache, &c, &l, front)).await;
+    let theirs = run("apache").await;
+    blocking(move || drop(httpd)).await;
+
+    let mut report = String::new();
+    for ((case, a), (_, o)) in theirs.iter().zip(&ours) {
+        if a != o {
+            report.push_str(&format!(
+                "\n[{case}]\n  Apache:     {a:?}\n  fcgi-proxy: {o:?}\n"
+            ));
+        }
+    }
+    assert!(report.is_empty(), "params differ from Apache's:{report}");
+    // The comparison saw what it is about.
+    let h2a = &theirs[1].1;
+    assert!(h2a.contains(&("HTTPS".into(), "on".into())));
+    assert!(h2a.contains(&("SSL_TLS_SNI".into(), "a.test".into())));
+    assert!(h2a.contains(&("SERVER_PROTOCOL".into(), "HTTP/2.0".into())));
+    assert!(!theirs[4].1.iter().any(|(n, _)| n == "SSL_TLS_SNI"));
 }
