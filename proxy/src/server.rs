@@ -611,8 +611,11 @@ async fn serve_h2<S, C>(
         .keep_alive_timeout(H2_PING_INTERVAL)
         .auto_date_header(settings.date_header);
     let last_request = waits.last_request;
+    // Requests the client reset before their answer (the handler's future dropped).
+    let resets = Arc::new(AtomicU64::new(0));
     let svc = {
         let activity = activity.clone();
+        let resets = resets.clone();
         service_fn(move |mut req: Request<Incoming>| -> Handled {
             let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -623,8 +626,10 @@ async fn serve_h2<S, C>(
             h2_to_origin_form(&mut req);
             let proxy = proxy.clone();
             let tls = tls.clone();
+            let mut cancelled = Cancelled(Some(resets.clone()));
             Box::pin(async move {
                 let resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
+                cancelled.disarm();
                 Ok(resp.map(|body| CountedBody {
                     body,
                     _in_flight: in_flight,
@@ -645,6 +650,12 @@ async fn serve_h2<S, C>(
         loop {
             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                 return Poll::Ready(r);
+            }
+            if resets.load(Ordering::Relaxed) > H2_MAX_CLIENT_RESETS {
+                // Streams opened and reset over and over (rapid reset): each one started a
+                // request; the connection is dropped.
+                tracing::info!(peer = %info.peer, "HTTP/2 connection closed: more than {H2_MAX_CLIENT_RESETS} requests reset by the client");
+                return Poll::Ready(Ok(()));
             }
             if !stopping && stop.as_mut().poll(cx).is_ready() {
                 stopping = true;
@@ -695,6 +706,29 @@ async fn serve_h2<S, C>(
 /// Streams a client may reset before the server has served them, at once; beyond, the
 /// connection ends with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
 const H2_MAX_PENDING_RESETS: usize = 20;
+/// Requests the client may reset before their answer on one connection; beyond, the connection
+/// is closed. A browser resets a few (navigation away); a flood of them is an attack that costs
+/// a backend request each.
+const H2_MAX_CLIENT_RESETS: u64 = 100;
+
+/// Counts a request whose handler was dropped before it answered.
+struct Cancelled(Option<Arc<AtomicU64>>);
+
+impl Cancelled {
+    /// The request was answered.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Streams the server may reset for a client's errors on one connection; beyond, GOAWAY.
 const H2_MAX_LOCAL_RESETS: usize = 200;
 /// A ping this often while the connection is open; no answer within as long closes it.

@@ -1,0 +1,272 @@
+//! HTTP/2 requests a client library would not send, written frame by frame (h2c with prior
+//! knowledge: the same server code as h2 over TLS after the handshake). Malformed requests are
+//! refused before any backend hears of them; a flood of streams opened and reset ("rapid
+//! reset", CVE-2023-44487) loses its connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fcgi_mock::{MockHandle, MockServer, Script};
+use support::Proc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 1;
+const DATA: u8 = 0;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A header block of literal fields without indexing (RFC 7541 6.2.2), names and values as
+/// given (short ones only).
+fn block(fields: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in fields {
+        assert!(n.len() < 127 && v.len() < 127);
+        b.push(0);
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v);
+    }
+    b
+}
+
+fn get_fields(path: &'static str) -> Vec<(&'static str, &'static [u8])> {
+    vec![
+        (":method", b"GET"),
+        (":scheme", b"http"),
+        (":authority", b"h2.test"),
+        (":path", path.as_bytes()),
+    ]
+}
+
+/// What the server sent on a connection, frame types with their stream, until it closed or
+/// went quiet for `quiet`.
+async fn exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> (Vec<(u8, u32)>, bool) {
+    let mut s = TcpStream::connect(front).await.expect("connect");
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    // The server may close before reading all of it.
+    let _ = s.write_all(&out).await;
+    let mut buf = Vec::new();
+    let mut closed = false;
+    loop {
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(quiet, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let mut seen = Vec::new();
+    let mut i = 0;
+    while i + 9 <= buf.len() {
+        let len = (usize::from(buf[i]) << 16) | (usize::from(buf[i + 1]) << 8) | usize::from(buf[i + 2]);
+        let stream = u32::from_be_bytes([buf[i + 5], buf[i + 6], buf[i + 7], buf[i + 8]]) & 0x7fff_ffff;
+        seen.push((buf[i + 3], stream));
+        i += 9 + len;
+    }
+    (seen, closed)
+}
+
+/// Whether stream 1 was refused: reset, or the connection ended with GOAWAY, and no response
+/// head came for it.
+fn refused(seen: &[(u8, u32)]) -> bool {
+    let reset = seen.contains(&(RST_STREAM, 1)) || seen.iter().any(|(t, _)| *t == GOAWAY);
+    reset && !seen.contains(&(HEADERS, 1))
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    proxy: Option<Proc>,
+    front: SocketAddr,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            // Stopping waits; not on the runtime's threads.
+            std::thread::spawn(move || drop(p)).join().ok();
+        }
+    }
+}
+
+async fn start(backend: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let conf = format!(
+        r#"
+workers = 1
+[timeouts]
+backend_io = "30s"
+
+[[listener]]
+addr = "127.0.0.1:{port}"
+protocols = ["h2c", "http/1.1"]
+
+[[route]]
+path = "/"
+target = "fcgi://{backend}/"
+"#
+    );
+    let c = dir.path().join("proxy.toml");
+    std::fs::write(&c, conf).expect("write config");
+    let l = dir.path().join("proxy.log");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let proxy = tokio::task::spawn_blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("blocking")
+        .expect("proxy starts");
+    Setup {
+        _dir: dir,
+        proxy: Some(proxy),
+        front,
+    }
+}
+
+fn backend_requests(m: &MockHandle) -> usize {
+    m.journal().requests().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_h2_requests_never_reach_the_backend() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let setup = start(&mock.socket_addr().expect("tcp").to_string()).await;
+    let quiet = Duration::from_millis(500);
+    let headers = |fields: &[(&str, &[u8])]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
+
+    // A well-formed one first: the frames are right and reach the backend.
+    let (seen, _) = exchange(setup.front, &[headers(&get_fields("/ok"))], quiet).await;
+    assert!(seen.contains(&(HEADERS, 1)), "no answer to a good request: {seen:?}");
+    assert_eq!(backend_requests(&mock), 1);
+
+    let mut cases: Vec<(&str, Vec<(&str, &[u8])>)> = Vec::new();
+    let mut f = get_fields("/c");
+    f.push(("connection", b"keep-alive"));
+    cases.push(("connection-specific field", f));
+    let mut f = get_fields("/t");
+    f.push(("transfer-encoding", b"chunked"));
+    cases.push(("transfer-encoding", f));
+    let mut f = get_fields("/d");
+    f.push((":path", b"/second"));
+    cases.push(("two :path", f));
+    let mut f: Vec<(&str, &[u8])> = vec![("x-early", b"1")];
+    f.extend(get_fields("/late"));
+    cases.push(("pseudo-header after a field", f));
+    let mut f = get_fields("/u");
+    f.push((":foo", b"bar"));
+    cases.push(("unknown pseudo-header", f));
+    cases.push((
+        "no :path",
+        vec![(":method", b"GET"), (":scheme", b"http"), (":authority", b"h2.test")],
+    ));
+    let mut f = get_fields("/crlf");
+    f.push(("x-split", b"a\r\nInjected: 1"));
+    cases.push(("CR LF in a value", f));
+    let mut f = get_fields("/nul");
+    f.push(("x-nul", b"a\0b"));
+    cases.push(("NUL in a value", f));
+    let mut f = get_fields("/upper");
+    f.push(("X-Upper", b"1"));
+    cases.push(("upper-case field name", f));
+    for (what, fields) in &cases {
+        let (seen, _) = exchange(setup.front, &[headers(fields)], quiet).await;
+        assert!(refused(&seen), "{what}: not refused: {seen:?}");
+    }
+
+    // Content-Length 10, 5 bytes of DATA, end of stream.
+    let post: Vec<(&str, &[u8])> = vec![
+        (":method", b"POST"),
+        (":scheme", b"http"),
+        (":authority", b"h2.test"),
+        (":path", b"/cl"),
+        ("content-length", b"10"),
+    ];
+    let (seen, _) = exchange(
+        setup.front,
+        &[
+            frame(HEADERS, END_HEADERS, 1, &block(&post)),
+            frame(DATA, END_STREAM, 1, b"hello"),
+        ],
+        quiet,
+    )
+    .await;
+    assert!(
+        !seen.contains(&(DATA, 1)) || seen.contains(&(RST_STREAM, 1)),
+        "content-length mismatch answered: {seen:?}"
+    );
+    // An upload reset midway.
+    let (_seen, _) = exchange(
+        setup.front,
+        &[
+            frame(HEADERS, END_HEADERS, 1, &block(&post)),
+            frame(DATA, 0, 1, b"hel"),
+            frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()),
+        ],
+        quiet,
+    )
+    .await;
+    assert_eq!(
+        backend_requests(&mock),
+        1,
+        "a malformed or incomplete request reached the backend: {:?}",
+        mock.journal()
+            .requests()
+            .iter()
+            .map(|e| e.param("REQUEST_URI"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Streams opened and reset at once, over and over: the connection is closed long before the
+/// flood ends, and the backend hears of a bounded number of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_flood_loses_its_connection() {
+    // A backend that accepts connections (into its backlog) and never answers: each request
+    // is in flight until its stream is reset.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let setup = start(&silent.local_addr().expect("addr").to_string()).await;
+    const STREAMS: u32 = 1000;
+    let mut frames = Vec::new();
+    for i in 0..STREAMS {
+        let id = 1 + 2 * i;
+        frames.push(frame(HEADERS, END_STREAM | END_HEADERS, id, &block(&get_fields("/r"))));
+        frames.push(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    let (seen, closed) = exchange(setup.front, &frames, Duration::from_secs(3)).await;
+    assert!(
+        closed || seen.iter().any(|(t, _)| *t == GOAWAY),
+        "the connection survived {STREAMS} reset streams"
+    );
+    // The proxy still serves others.
+    let (seen, _) = exchange(
+        setup.front,
+        &[frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/after")))],
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(!seen.iter().any(|(t, _)| *t == GOAWAY), "refused after the flood: {seen:?}");
+    drop(silent);
+}
