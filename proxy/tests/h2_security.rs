@@ -57,14 +57,27 @@ fn get_fields(path: &'static str) -> Vec<(&'static str, &'static [u8])> {
 /// What the server sent on a connection, frame types with their stream, until it closed or
 /// went quiet for `quiet`.
 async fn exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> (Vec<(u8, u32)>, bool) {
+    exchange_paced(front, &[frames.concat()], Duration::ZERO, quiet).await
+}
+
+/// [`exchange`] with the frames written in `parts`, `pause` apart.
+async fn exchange_paced(
+    front: SocketAddr,
+    parts: &[Vec<u8>],
+    pause: Duration,
+    quiet: Duration,
+) -> (Vec<(u8, u32)>, bool) {
     let mut s = TcpStream::connect(front).await.expect("connect");
     let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
-    for f in frames {
-        out.extend_from_slice(f);
-    }
     // The server may close before reading all of it.
     let _ = s.write_all(&out).await;
+    for p in parts {
+        if s.write_all(p).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
     let mut buf = Vec::new();
     let mut closed = false;
     loop {
@@ -111,7 +124,7 @@ impl Drop for Setup {
     }
 }
 
-async fn start(backend: &str) -> Setup {
+async fn start(backend: &str, limits: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = support::free_port();
     let conf = format!(
@@ -119,6 +132,8 @@ async fn start(backend: &str) -> Setup {
 workers = 1
 [timeouts]
 backend_io = "30s"
+[limits]
+{limits}
 
 [[listener]]
 addr = "127.0.0.1:{port}"
@@ -153,7 +168,7 @@ async fn malformed_h2_requests_never_reach_the_backend() {
     let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
         .await
         .expect("mock");
-    let setup = start(&mock.socket_addr().expect("tcp").to_string()).await;
+    let setup = start(&mock.socket_addr().expect("tcp").to_string(), "").await;
     let quiet = Duration::from_millis(500);
     let headers = |fields: &[(&str, &[u8])]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
 
@@ -247,7 +262,7 @@ async fn rapid_reset_flood_loses_its_connection() {
     // A backend that accepts connections (into its backlog) and never answers: each request
     // is in flight until its stream is reset.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let setup = start(&silent.local_addr().expect("addr").to_string()).await;
+    let setup = start(&silent.local_addr().expect("addr").to_string(), "").await;
     const STREAMS: u32 = 1000;
     let mut frames = Vec::new();
     for i in 0..STREAMS {
@@ -268,5 +283,39 @@ async fn rapid_reset_flood_loses_its_connection() {
     )
     .await;
     assert!(!seen.iter().any(|(t, _)| *t == GOAWAY), "refused after the flood: {seen:?}");
+    drop(silent);
+}
+
+/// Streams opened and reset one after another, each after its request has started (so the
+/// HTTP/2 layer's own bound on streams reset before they are served does not apply): after
+/// 100 such resets the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_resets_lose_their_connection() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // No cap on requests per connection (MaxKeepAliveRequests 0), which would end the
+    // connection after 100 requests as well.
+    let setup = start(
+        &silent.local_addr().expect("addr").to_string(),
+        "max_keep_alive_requests = 0",
+    )
+    .await;
+    const STREAMS: u32 = 160;
+    let mut parts = Vec::new();
+    for i in 0..STREAMS {
+        let id = 1 + 2 * i;
+        parts.push(frame(HEADERS, END_STREAM | END_HEADERS, id, &block(&get_fields("/p"))));
+        parts.push(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    let (seen, closed) = exchange_paced(
+        setup.front,
+        &parts,
+        Duration::from_millis(3),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        closed || seen.iter().any(|(t, _)| *t == GOAWAY),
+        "the connection survived {STREAMS} requests reset one by one"
+    );
     drop(silent);
 }
