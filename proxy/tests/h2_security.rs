@@ -56,7 +56,7 @@ fn get_fields(path: &'static str) -> Vec<(&'static str, &'static [u8])> {
 
 /// What the server sent on a connection, frame types with their stream, until it closed or
 /// went quiet for `quiet`.
-async fn exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> (Vec<(u8, u32)>, bool) {
+async fn exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> (Vec<(u8, u32, u8)>, bool) {
     exchange_paced(front, &[frames.concat()], Duration::ZERO, quiet).await
 }
 
@@ -66,7 +66,7 @@ async fn exchange_paced(
     parts: &[Vec<u8>],
     pause: Duration,
     quiet: Duration,
-) -> (Vec<(u8, u32)>, bool) {
+) -> (Vec<(u8, u32, u8)>, bool) {
     let mut s = TcpStream::connect(front).await.expect("connect");
     let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
@@ -96,17 +96,31 @@ async fn exchange_paced(
     while i + 9 <= buf.len() {
         let len = (usize::from(buf[i]) << 16) | (usize::from(buf[i + 1]) << 8) | usize::from(buf[i + 2]);
         let stream = u32::from_be_bytes([buf[i + 5], buf[i + 6], buf[i + 7], buf[i + 8]]) & 0x7fff_ffff;
-        seen.push((buf[i + 3], stream));
+        // With the first byte of the payload: for a HEADERS frame, an indexed `:status`.
+        seen.push((buf[i + 3], stream, buf.get(i + 9).copied().unwrap_or(0)));
         i += 9 + len;
     }
     (seen, closed)
 }
 
+/// Whether a frame of this type came on this stream.
+fn has(seen: &[(u8, u32, u8)], kind: u8, stream: u32) -> bool {
+    seen.iter().any(|(t, s, _)| *t == kind && *s == stream)
+}
+
+fn goaway(seen: &[(u8, u32, u8)]) -> bool {
+    seen.iter().any(|(t, _, _)| *t == GOAWAY)
+}
+
 /// Whether stream 1 was refused: reset, or the connection ended with GOAWAY, and no response
-/// head came for it.
-fn refused(seen: &[(u8, u32)]) -> bool {
-    let reset = seen.contains(&(RST_STREAM, 1)) || seen.iter().any(|(t, _)| *t == GOAWAY);
-    reset && !seen.contains(&(HEADERS, 1))
+/// head came for it; or answered 400 (HPACK static index 12, `:status 400`), as nginx
+/// refuses some of them.
+fn refused(seen: &[(u8, u32, u8)]) -> bool {
+    let reset = has(seen, RST_STREAM, 1) || goaway(seen);
+    let head_400 = seen
+        .iter()
+        .any(|(t, s, first)| *t == HEADERS && *s == 1 && *first == 0x80 | 12);
+    (reset && !has(seen, HEADERS, 1)) || head_400
 }
 
 struct Setup {
@@ -163,21 +177,23 @@ fn backend_requests(m: &MockHandle) -> usize {
     m.journal().requests().len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_h2_requests_never_reach_the_backend() {
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let setup = start(&mock.socket_addr().expect("tcp").to_string(), "").await;
+/// Malformed requests, each on a connection of its own, against `front` (after a good one,
+/// which must be answered): for each, its name and whether it was refused without reaching the
+/// backend.
+async fn try_malformed(front: SocketAddr, mock: &MockHandle, who: &str) -> Vec<(&'static str, bool)> {
     let quiet = Duration::from_millis(500);
-    let headers = |fields: &[(&str, &[u8])]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
+    let headers =
+        |fields: &[(&str, &[u8])]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
 
     // A well-formed one first: the frames are right and reach the backend.
-    let (seen, _) = exchange(setup.front, &[headers(&get_fields("/ok"))], quiet).await;
-    assert!(seen.contains(&(HEADERS, 1)), "no answer to a good request: {seen:?}");
-    assert_eq!(backend_requests(&mock), 1);
+    let (seen, _) = exchange(front, &[headers(&get_fields("/ok"))], quiet).await;
+    assert!(
+        has(&seen, HEADERS, 1),
+        "{who}: no answer to a good request: {seen:?}"
+    );
+    assert_eq!(backend_requests(mock), 1, "{who}");
 
-    let mut cases: Vec<(&str, Vec<(&str, &[u8])>)> = Vec::new();
+    let mut cases: Vec<(&'static str, Vec<(&str, &[u8])>)> = Vec::new();
     let mut f = get_fields("/c");
     f.push(("connection", b"keep-alive"));
     cases.push(("connection-specific field", f));
@@ -195,7 +211,11 @@ async fn malformed_h2_requests_never_reach_the_backend() {
     cases.push(("unknown pseudo-header", f));
     cases.push((
         "no :path",
-        vec![(":method", b"GET"), (":scheme", b"http"), (":authority", b"h2.test")],
+        vec![
+            (":method", b"GET"),
+            (":scheme", b"http"),
+            (":authority", b"h2.test"),
+        ],
     ));
     let mut f = get_fields("/crlf");
     f.push(("x-split", b"a\r\nInjected: 1"));
@@ -206,9 +226,11 @@ async fn malformed_h2_requests_never_reach_the_backend() {
     let mut f = get_fields("/upper");
     f.push(("X-Upper", b"1"));
     cases.push(("upper-case field name", f));
+    let mut out = Vec::new();
     for (what, fields) in &cases {
-        let (seen, _) = exchange(setup.front, &[headers(fields)], quiet).await;
-        assert!(refused(&seen), "{what}: not refused: {seen:?}");
+        let before = backend_requests(mock);
+        let (seen, _) = exchange(front, &[headers(fields)], quiet).await;
+        out.push((*what, refused(&seen) && backend_requests(mock) == before));
     }
 
     // Content-Length 10, 5 bytes of DATA, end of stream.
@@ -219,8 +241,9 @@ async fn malformed_h2_requests_never_reach_the_backend() {
         (":path", b"/cl"),
         ("content-length", b"10"),
     ];
-    let (seen, _) = exchange(
-        setup.front,
+    let before = backend_requests(mock);
+    let _ = exchange(
+        front,
         &[
             frame(HEADERS, END_HEADERS, 1, &block(&post)),
             frame(DATA, END_STREAM, 1, b"hello"),
@@ -228,13 +251,11 @@ async fn malformed_h2_requests_never_reach_the_backend() {
         quiet,
     )
     .await;
-    assert!(
-        !seen.contains(&(DATA, 1)) || seen.contains(&(RST_STREAM, 1)),
-        "content-length mismatch answered: {seen:?}"
-    );
+    out.push(("content-length mismatch", backend_requests(mock) == before));
     // An upload reset midway.
-    let (_seen, _) = exchange(
-        setup.front,
+    let before = backend_requests(mock);
+    let _ = exchange(
+        front,
         &[
             frame(HEADERS, END_HEADERS, 1, &block(&post)),
             frame(DATA, 0, 1, b"hel"),
@@ -243,16 +264,82 @@ async fn malformed_h2_requests_never_reach_the_backend() {
         quiet,
     )
     .await;
-    assert_eq!(
-        backend_requests(&mock),
-        1,
-        "a malformed or incomplete request reached the backend: {:?}",
-        mock.journal()
-            .requests()
-            .iter()
-            .map(|e| e.param("REQUEST_URI"))
-            .collect::<Vec<_>>()
+    out.push(("upload reset midway", backend_requests(mock) == before));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_h2_requests_never_reach_the_backend() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let setup = start(&mock.socket_addr().expect("tcp").to_string(), "").await;
+    let results = try_malformed(setup.front, &mock, "fcgi-proxy").await;
+    let passed: Vec<&str> = results
+        .iter()
+        .filter(|(_, refused)| !refused)
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(
+        passed.is_empty(),
+        "not refused, or reached the backend: {passed:?}"
     );
+}
+
+/// The same frames against nginx 1.22 (h2c, `fastcgi_pass` to the same kind of backend): it
+/// refuses them too, but for `connection` and `transfer-encoding` fields and a pseudo-header
+/// after a regular field, which it serves (RFC 9113 8.2.2 and 8.3 call such requests
+/// malformed): fcgi-proxy is the stricter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_refuses_the_same_h2_requests() {
+    let Some(nginx) = programs::require_program("nginx", "nginx") else {
+        return;
+    };
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+         fastcgi_temp_path {d}/fcgi;\n  proxy_temp_path {d}/proxy;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+         scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port} http2;\n    \
+         location / {{\n      include /etc/nginx/fastcgi_params;\n      \
+         fastcgi_pass {backend};\n    }}\n  }}\n}}\n"
+    );
+    let c = dir.path().join("nginx.conf");
+    std::fs::write(&c, conf).expect("write config");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut cmd = std::process::Command::new(&nginx);
+    cmd.arg("-c").arg(&c).arg("-p").arg(dir.path());
+    let log = dir.path().join("nginx.out");
+    let proc = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn("nginx", cmd, &log);
+        p.wait_ready(front, None).map(|()| p)
+    })
+    .await
+    .expect("blocking")
+    .expect("nginx starts");
+    let results = try_malformed(front, &mock, "nginx").await;
+    let lenient = [
+        "connection-specific field",
+        "transfer-encoding",
+        "pseudo-header after a field",
+    ];
+    let unexpected: Vec<&(&str, bool)> = results
+        .iter()
+        .filter(|(what, refused)| *refused == lenient.contains(what))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "nginx did not behave as documented (case, refused): {unexpected:?}"
+    );
+    tokio::task::spawn_blocking(move || drop(proc))
+        .await
+        .expect("stop nginx");
 }
 
 /// Streams opened and reset at once, over and over: the connection is closed long before the
@@ -272,7 +359,7 @@ async fn rapid_reset_flood_loses_its_connection() {
     }
     let (seen, closed) = exchange(setup.front, &frames, Duration::from_secs(3)).await;
     assert!(
-        closed || seen.iter().any(|(t, _)| *t == GOAWAY),
+        closed || goaway(&seen),
         "the connection survived {STREAMS} reset streams"
     );
     // The proxy still serves others.
@@ -282,7 +369,7 @@ async fn rapid_reset_flood_loses_its_connection() {
         Duration::from_millis(300),
     )
     .await;
-    assert!(!seen.iter().any(|(t, _)| *t == GOAWAY), "refused after the flood: {seen:?}");
+    assert!(!goaway(&seen), "refused after the flood: {seen:?}");
     drop(silent);
 }
 
@@ -314,7 +401,7 @@ async fn paced_resets_lose_their_connection() {
     )
     .await;
     assert!(
-        closed || seen.iter().any(|(t, _)| *t == GOAWAY),
+        closed || goaway(&seen),
         "the connection survived {STREAMS} requests reset one by one"
     );
     drop(silent);
