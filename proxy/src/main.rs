@@ -59,6 +59,15 @@ enum Mode {
     Run(RunArgs),
     /// Print the effective configuration and exit
     CheckConfig(CheckArgs),
+    /// Tell the running proxy (by its --pid-file) to reload its configuration (SIGHUP)
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ReloadArgs {
+    /// The pid file the running proxy was started with
+    #[arg(long, value_name = "FILE")]
+    pid_file: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,8 +118,12 @@ struct RunArgs {
     /// Serve /metrics and /status here (off by default; `admin_listen` in TOML)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Write the process id here once listening (removed at exit); `fcgi-proxy reload` reads it
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone)]
 enum Source {
     Toml(PathBuf),
     Apache(PathBuf),
@@ -129,6 +142,8 @@ impl From<SourceArgs> for Source {
 
 struct Args {
     check: bool,
+    reload: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
     source: Source,
     read: ReadArgs,
     admin: Option<String>,
@@ -136,6 +151,7 @@ struct Args {
 
 impl From<Cli> for Args {
     fn from(cli: Cli) -> Args {
+        let mut reload = None;
         let (check, run) = match cli.command {
             None => (false, cli.run),
             Some(Mode::Run(run)) => (false, run),
@@ -146,11 +162,18 @@ impl From<Cli> for Args {
                     defines: c.defines,
                     listen: Vec::new(),
                     admin: None,
+                    pid_file: None,
                 },
             ),
+            Some(Mode::Reload(r)) => {
+                reload = Some(r.pid_file);
+                (false, cli.run)
+            }
         };
         Args {
             check,
+            reload,
+            pid_file: run.pid_file,
             source: run.source.into(),
             read: ReadArgs {
                 define: run.defines.define,
@@ -198,6 +221,18 @@ fn load(source: &Source, read: &ReadArgs) -> Result<(Config, Vec<Warning>), Conf
 
 fn main() -> ExitCode {
     let args = Args::from(Cli::parse());
+    if let Some(pid_file) = &args.reload {
+        return match signal_reload(pid_file) {
+            Ok(pid) => {
+                println!("fcgi-proxy (pid {pid}) told to reload");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fcgi-proxy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Colour only for a person at a terminal: a file, a pipe or the journal gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -226,7 +261,12 @@ fn main() -> ExitCode {
     if args.admin.is_some() {
         config.admin_listen = args.admin.clone();
     }
-    match run(config) {
+    let reloader = Reloader {
+        source: args.source.clone(),
+        read: args.read.clone(),
+        admin: args.admin.clone(),
+    };
+    match run(config, reloader, args.pid_file.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fcgi-proxy: {e}");
@@ -235,47 +275,169 @@ fn main() -> ExitCode {
     }
 }
 
+/// `fcgi-proxy reload`: SIGHUP to the process named by the pid file.
+fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("{}: cannot read: {e}", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not a process id: {:?}", pid_file.display(), text.trim()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    Ok(pid)
+}
+
+/// How to read the configuration again at SIGHUP.
+struct Reloader {
+    source: Source,
+    read: ReadArgs,
+    admin: Option<String>,
+}
+
+/// The front settings of each listener: certificates are read here, so a bad file stops the
+/// start, or refuses a reload.
+fn fronts_for(
+    config: &Config,
+    listeners: &[fcgi_proxy::config::tls::FrontListener],
+) -> Result<Vec<FrontSettings>, String> {
+    let base = FrontSettings::from_config(config);
+    listeners
+        .iter()
+        .map(|fl| {
+            Ok(FrontSettings {
+                tls: match &fl.tls {
+                    Some(plan) => Some(
+                        fcgi_proxy::tls::Acceptor::new(plan, fl.h2, fl.http1)
+                            .map_err(|e| format!("listener {}: {e}", fl.spec))?,
+                    ),
+                    None => None,
+                },
+                h2: fl.h2,
+                ..base.clone()
+            })
+        })
+        .collect()
+}
+
+type Gen = server::Generation<TokioConnector>;
+
+/// The control side of the serving threads: the current generation and how to replace it.
+struct Control {
+    gens: tokio::sync::watch::Sender<Arc<Gen>>,
+    /// Stops the current generation's connections.
+    gen_stop: tokio::sync::watch::Sender<bool>,
+    /// The configured listen addresses (a reload must keep them).
+    addrs: Vec<SocketAddr>,
+    reloader: Reloader,
+}
+
+impl Control {
+    /// Reads and checks the configuration again; on success new connections get it and the
+    /// old generation's connections finish what they are doing and close. On failure the
+    /// reason is logged and nothing changes.
+    fn reload(&mut self) {
+        fcgi_proxy::systemd::notify("RELOADING=1");
+        match self.next_generation() {
+            Ok((generation, stop)) => {
+                let _ = self.gens.send(Arc::new(generation));
+                let old = std::mem::replace(&mut self.gen_stop, stop);
+                let _ = old.send(true);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!("reload refused, still serving the previous configuration: {e}"),
+        }
+        fcgi_proxy::systemd::notify("READY=1");
+    }
+
+    fn next_generation(&self) -> Result<(Gen, tokio::sync::watch::Sender<bool>), String> {
+        let (mut config, warnings) =
+            load(&self.reloader.source, &self.reloader.read).map_err(|e| e.to_string())?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        if self.reloader.admin.is_some() {
+            config.admin_listen = self.reloader.admin.clone();
+        }
+        let listeners = config.front_listeners().map_err(|e| e.to_string())?;
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+        if addrs != self.addrs {
+            return Err(format!(
+                "the listen addresses changed ({} to {}): that needs a restart",
+                list(&self.addrs),
+                list(&addrs)
+            ));
+        }
+        let fronts = fronts_for(&config, &listeners)?;
+        let proxy =
+            Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        Ok((
+            server::Generation {
+                proxy,
+                fronts,
+                stop: stop_rx,
+            },
+            stop_tx,
+        ))
+    }
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Everything is bound before any thread starts, so a bad address fails at once and port 0 is
 /// chosen once (by the first thread's socket). Thread 0 is this one; it also serves the admin
-/// listener and waits for the stop signal.
-fn run(config: Config) -> Result<(), String> {
+/// listener and waits for the stop and reload signals.
+fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<(), String> {
     let threads = config.worker_threads();
     let listeners = config.front_listeners().map_err(|e| e.to_string())?;
     if listeners.is_empty() {
         return Err("no listen address configured".into());
     }
-    let base = FrontSettings::from_config(&config);
-    let mut sockets: Vec<Vec<(std::net::TcpListener, FrontSettings)>> =
+    let fronts = fronts_for(&config, &listeners)?;
+    let mut inherited = fcgi_proxy::systemd::inherited_listeners()?;
+    let mut sockets: Vec<Vec<(usize, std::net::TcpListener)>> =
         (0..threads).map(|_| Vec::new()).collect();
-    for fl in listeners {
-        // Certificates are read before anything listens: a bad file stops the start.
-        let front = FrontSettings {
-            tls: match &fl.tls {
-                Some(plan) => Some(
-                    fcgi_proxy::tls::Acceptor::new(plan, fl.h2, fl.http1)
-                        .map_err(|e| format!("listener {}: {e}", fl.spec))?,
-                ),
-                None => None,
-            },
-            h2: fl.h2,
-            ..base.clone()
+    for (i, fl) in listeners.iter().enumerate() {
+        let what = match (&fronts[i].tls, fronts[i].h2) {
+            (Some(_), true) => " (TLS, h2 and http/1.1)",
+            (Some(_), false) => " (TLS)",
+            (None, true) => " (h2c and http/1.1)",
+            (None, false) => "",
         };
+        // A socket systemd passed for this address is used by every thread.
+        if let Some(k) = inherited.iter().position(|(a, _)| *a == fl.addr) {
+            let (addr, l) = inherited.remove(k);
+            println!("listening on {addr}{what} (from systemd)");
+            for mine in &mut sockets {
+                mine.push((i, l.try_clone().map_err(|e| format!("{addr}: {e}"))?));
+            }
+            continue;
+        }
         let mut addr = fl.addr;
         for (t, mine) in sockets.iter_mut().enumerate() {
             let l =
                 listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if t == 0 {
                 addr = l.local_addr().map_err(|e| e.to_string())?;
-                let what = match (&front.tls, front.h2) {
-                    (Some(_), true) => " (TLS, h2 and http/1.1)",
-                    (Some(_), false) => " (TLS)",
-                    (None, true) => " (h2c and http/1.1)",
-                    (None, false) => "",
-                };
                 println!("listening on {addr}{what}");
             }
-            mine.push((l, front.clone()));
+            mine.push((i, l));
         }
+    }
+    if let Some((addr, _)) = inherited.first() {
+        return Err(format!(
+            "systemd passed a socket for {addr}, which the configuration does not listen on"
+        ));
     }
     let admin = match &config.admin_listen {
         None => None,
@@ -288,27 +450,48 @@ fn run(config: Config) -> Result<(), String> {
     };
     // One descriptor per client connection: take what the hard limit allows.
     fcgi_proxy::admission::raise_open_file_limit();
+    let addrs = listeners.iter().map(|l| l.addr).collect();
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+    let (gen_stop, gen_stop_rx) = tokio::sync::watch::channel(false);
+    let (gens, gens_rx) = tokio::sync::watch::channel(Arc::new(server::Generation {
+        proxy,
+        fronts,
+        stop: gen_stop_rx,
+    }));
+    let control = Control {
+        gens,
+        gen_stop,
+        addrs,
+        reloader,
+    };
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("{}: cannot write the pid file: {e}", p.display()))?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sockets = sockets.into_iter();
     let mine = sockets.next().unwrap_or_default();
     let mut others = Vec::new();
     for (i, listeners) in sockets.enumerate() {
         let slot = i + 1;
-        let (proxy, stop) = (proxy.clone(), stop_rx.clone());
+        let (gens, stop) = (gens_rx.clone(), stop_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("fcgi-proxy-{slot}"))
-            .spawn(move || serve_thread(slot, listeners, proxy, stop, None))
+            .spawn(move || serve_thread(slot, listeners, gens, stop, None))
             .map_err(|e| format!("cannot start a serving thread: {e}"))?;
         others.push(t);
     }
-    let r = serve_thread(0, mine, proxy, stop_rx, Some((admin, stop_tx)));
+    fcgi_proxy::systemd::notify("READY=1");
+    let r = serve_thread(0, mine, gens_rx, stop_rx, Some((admin, stop_tx, control)));
     for t in others {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("fcgi-proxy: {e}"),
             Err(_) => eprintln!("fcgi-proxy: a serving thread panicked"),
         }
+    }
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
     }
     r
 }
@@ -332,15 +515,17 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
 
 /// One serving thread: a current-thread runtime serving its own sockets. A connection, its
 /// requests and their backend exchanges all stay on this thread. The thread given `control`
-/// also serves the admin listener and, on SIGTERM or SIGINT, tells every thread to stop.
+/// also serves the admin listener, reloads at SIGHUP and, on SIGTERM or SIGINT, tells every
+/// thread to stop.
 fn serve_thread(
     slot: usize,
-    listeners: Vec<(std::net::TcpListener, FrontSettings)>,
-    proxy: Arc<Proxy<TokioConnector>>,
+    listeners: Vec<(usize, std::net::TcpListener)>,
+    gens: tokio::sync::watch::Receiver<Arc<Gen>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     control: Option<(
         Option<std::net::TcpListener>,
         tokio::sync::watch::Sender<bool>,
+        Control,
     )>,
 ) -> Result<(), String> {
     fcgi_proxy::pool::set_thread_slot(slot);
@@ -351,27 +536,29 @@ fn serve_thread(
     let served = rt.block_on(async move {
         tokio::spawn(fcgi_proxy::access_log::install());
         let mut servers = Vec::new();
-        for (l, front) in listeners {
+        for (index, l) in listeners {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-            servers.push(tokio::spawn(server::serve(
+            servers.push(tokio::spawn(server::serve_generations(
                 l,
-                proxy.clone(),
-                front,
+                index,
+                gens.clone(),
                 stop_rx.clone(),
             )));
         }
-        if let Some((admin, stop_tx)) = control {
+        if let Some((admin, stop_tx, mut control)) = control {
             if let Some(l) = admin {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-                servers.push(tokio::spawn(server::serve_admin(
+                servers.push(tokio::spawn(server::serve_admin_generations(
                     l,
-                    proxy.clone(),
+                    gens.clone(),
                     stop_rx.clone(),
                 )));
             }
-            wait_for_signal().await;
+            serve_signals(&mut control).await;
             tracing::info!("shutting down: finishing in-flight requests");
+            fcgi_proxy::systemd::notify("STOPPING=1");
             let _ = stop_tx.send(true);
+            let _ = control.gen_stop.send(true);
         }
         for s in servers {
             let _ = s.await;
@@ -380,6 +567,24 @@ fn serve_thread(
     });
     fcgi_proxy::access_log::flush();
     served
+}
+
+/// Reloads at each SIGHUP; returns at SIGTERM or SIGINT.
+async fn serve_signals(control: &mut Control) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        wait_for_signal().await;
+        return;
+    };
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => return,
+            _ = hup.recv() => control.reload(),
+        }
+    }
 }
 
 async fn wait_for_signal() {

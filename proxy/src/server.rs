@@ -86,13 +86,44 @@ impl Default for FrontSettings {
     }
 }
 
+/// What a listener serves with; a reload replaces it as a whole. Connections accepted from
+/// then on use the new one; those of an older one are told to finish (`stop`): what is in
+/// flight completes on the configuration it started with, then they close.
+pub struct Generation<C: Connector> {
+    pub proxy: Arc<Proxy<C>>,
+    /// Per listener, in the order the serving tasks were given their index.
+    pub fronts: Vec<FrontSettings>,
+    /// Turns true when this generation is replaced, or at shutdown.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl<C: Connector> std::fmt::Debug for Generation<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("fronts", &self.fronts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Serves `acceptor` until `shutdown` turns true, then drains connections.
 pub async fn serve<A: Acceptor, C: Connector>(
     acceptor: A,
     proxy: Arc<Proxy<C>>,
     settings: FrontSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(Arc::new(Generation {
+        proxy,
+        fronts: vec![settings],
+        stop: shutdown.clone(),
+    }));
+    let r = serve_generations(acceptor, 0, rx, shutdown).await;
+    drop(tx);
+    r
+}
+
+/// The HTTP/1.1 session settings of a listener.
+fn h1_builder(settings: &FrontSettings) -> Arc<http1::Builder> {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -104,7 +135,31 @@ pub async fn serve<A: Acceptor, C: Connector>(
         .max_headers(settings.max_headers)
         .auto_date_header(settings.date_header)
         .keep_alive(true);
-    let builder = Arc::new(builder);
+    Arc::new(builder)
+}
+
+/// The next generation, or never if no more can come.
+async fn next_generation<C: Connector>(
+    gens: &mut watch::Receiver<Arc<Generation<C>>>,
+) -> Arc<Generation<C>> {
+    if gens.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    gens.borrow_and_update().clone()
+}
+
+/// Serves `acceptor` (listener number `index` of each generation's `fronts`) with the current
+/// generation of `gens` until `shutdown` turns true, then waits for open connections up to
+/// the grace period.
+pub async fn serve_generations<A: Acceptor, C: Connector>(
+    acceptor: A,
+    index: usize,
+    mut gens: watch::Receiver<Arc<Generation<C>>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut current = gens.borrow_and_update().clone();
+    let mut settings = current.fronts.get(index).cloned().unwrap_or_default();
+    let mut builder = h1_builder(&settings);
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         // A slot first: at `limits.max_connections` the listener pauses and new connections
@@ -112,7 +167,13 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let slot = tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => break,
-            s = proxy.admission().connection_slot() => s,
+            g = next_generation(&mut gens) => {
+                current = g;
+                settings = current.fronts.get(index).cloned().unwrap_or_default();
+                builder = h1_builder(&settings);
+                continue;
+            }
+            s = current.proxy.admission().connection_slot() => s,
         };
         let accepted = tokio::select! {
             biased;
@@ -128,9 +189,14 @@ pub async fn serve<A: Acceptor, C: Connector>(
                 continue;
             }
         };
-        let proxy = proxy.clone();
+        if gens.has_changed().unwrap_or(false) {
+            current = gens.borrow_and_update().clone();
+            settings = current.fronts.get(index).cloned().unwrap_or_default();
+            builder = h1_builder(&settings);
+        }
+        let proxy = current.proxy.clone();
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let mut shutdown = current.stop.clone();
         let done = conn_done_tx.clone();
         let waits = Waits {
             next: settings.keep_alive_timeout,
@@ -314,12 +380,30 @@ async fn serve_client<S, C>(
             let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
             let first = tokio::select! {
                 biased;
-                () = stop.as_mut() => None,
+                () = stop.as_mut() => Err(()),
                 r = tokio::time::timeout(
                     remaining,
                     read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
                 ) => {
-                    r.ok().and_then(Result::ok).filter(|b| !b.is_empty())
+                    Ok(r.ok().and_then(Result::ok).filter(|b| !b.is_empty()))
+                }
+            };
+            let first = match first {
+                Ok(f) => f,
+                // Stopping (shutdown, or a reload retiring this connection) while idle: a request
+                // already here is still answered (with `Connection: close`); otherwise the
+                // connection is closed gently, so that a request crossing the close meets an
+                // end of stream the client may retry on (RFC 9112 9.3.1), not a reset.
+                Err(()) => {
+                    let now = read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
+                    match tokio::time::timeout(Duration::ZERO, now).await {
+                        Ok(Ok(b)) if !b.is_empty() => Some(b),
+                        Ok(_) => None,
+                        Err(_) => {
+                            linger(io.inner).await;
+                            return;
+                        }
+                    }
                 }
             };
             let Some(first) = first else {
@@ -452,13 +536,11 @@ async fn serve_client<S, C>(
                     return None;
                 }
             };
-            if stopping {
-                return None;
-            }
-            if failed || !parking {
-                // The proxy ends the connection (a refused head, `Connection: close`) or the client
-                // did. The client may still be sending: close gently so that the answer already
-                // written is not destroyed by a reset (RFC 9112 9.6).
+            if failed || !parking || stopping {
+                // The proxy ends the connection (a refused head, `Connection: close`, stopping) or
+                // the client did. The client may still be sending: close gently so that the answer
+                // already written is not destroyed by a reset (RFC 9112 9.6), nor a request that
+                // crossed the close.
                 let http1::Parts { io: done, .. } = conn.into_parts();
                 linger(done.into_inner().inner).await;
                 return None;
@@ -903,6 +985,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 pub async fn serve_admin<A: Acceptor, C: Connector>(
     acceptor: A,
     proxy: Arc<Proxy<C>>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(Arc::new(Generation {
+        proxy,
+        fronts: Vec::new(),
+        stop: shutdown.clone(),
+    }));
+    let r = serve_admin_generations(acceptor, rx, shutdown).await;
+    drop(tx);
+    r
+}
+
+/// [`serve_admin`] answering from the current generation's proxy.
+pub async fn serve_admin_generations<A: Acceptor, C: Connector>(
+    acceptor: A,
+    gens: watch::Receiver<Arc<Generation<C>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     loop {
@@ -915,7 +1013,7 @@ pub async fn serve_admin<A: Acceptor, C: Connector>(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let proxy = gens.borrow().proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let proxy = proxy.clone();
@@ -945,6 +1043,7 @@ impl FrontSettings {
             keep_alive: c.limits.keep_alive,
             max_keep_alive_requests: c.limits.max_keep_alive_requests,
             tls_handshake_timeout: c.timeouts.tls_handshake,
+            shutdown_grace: c.timeouts.shutdown_grace,
             ..FrontSettings::default()
         }
     }

@@ -200,6 +200,14 @@ pub struct Timeouts {
     /// closed (and its slot freed). Default 10s.
     #[serde(default = "d10", with = "serde_duration")]
     pub tls_handshake: Duration,
+    /// At SIGTERM, how long in-flight requests may take to finish before the process exits
+    /// (systemd's `TimeoutStopSec` should be longer). Default 30s.
+    #[serde(default = "d30", with = "serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+fn d30() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn d10() -> Duration {
@@ -226,6 +234,7 @@ impl Default for Timeouts {
             backend_io: d60(),
             backend_connect: None,
             tls_handshake: d10(),
+            shutdown_grace: d30(),
         }
     }
 }

@@ -1,0 +1,266 @@
+//! Graceful reload: under steady load, the configuration is changed and reloaded 20 times
+//! (`fcgi-proxy reload --pid-file`, i.e. SIGHUP); no request fails, a request in flight across
+//! a reload finishes on the configuration it started with, new connections get the new one,
+//! and a configuration that does not load is refused with the reason in the log while the
+//! last good one keeps serving.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fcgi_mock::{MockServer, Script};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use support::Proc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(port: u16, backend: SocketAddr, generation: u32) -> String {
+    format!(
+        r#"workers = 2
+listen = ["127.0.0.1:{port}"]
+
+[[setenv]]
+name = "GEN"
+value = "{generation}"
+
+[[route]]
+path = "/app/"
+target = "fcgi://{backend}/"
+"#
+    )
+}
+
+/// The GEN param the backend echoed in a response body, if any.
+fn generation_of(body: &[u8]) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["params"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0] == "GEN")
+        .and_then(|p| p[1].as_str())
+        .and_then(|s| s.parse().ok())
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// A kept-alive connection the proxy closed just as the next request went out (no byte
+    /// of answer): sent again on a new connection, as clients do (RFC 9112 9.3.1).
+    resent: AtomicU64,
+    /// The highest generation seen in an answer.
+    newest: AtomicU64,
+}
+
+/// One client: kept-alive connections, one request at a time, until `stop`.
+async fn client(front: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>, errors: Arc<std::sync::Mutex<Vec<String>>>) {
+    'conn: while !stop.load(Ordering::Relaxed) {
+        let Ok(tcp) = tokio::net::TcpStream::connect(front).await else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            errors.lock().unwrap().push("connect failed".into());
+            continue;
+        };
+        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+        else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        tokio::spawn(conn);
+        let mut on_this = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            if send.ready().await.is_err() {
+                continue 'conn;
+            }
+            let req = hyper::Request::get("/app/x.php")
+                .header("host", "reload.test")
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            let r = tokio::time::timeout(WAIT, send.send_request(req)).await;
+            match r {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    match (status.as_u16(), body) {
+                        (200, Ok(b)) => {
+                            tally.ok.fetch_add(1, Ordering::Relaxed);
+                            if let Some(g) = generation_of(&b) {
+                                tally.newest.fetch_max(u64::from(g), Ordering::Relaxed);
+                            }
+                        }
+                        (s, b) => {
+                            tally.failed.fetch_add(1, Ordering::Relaxed);
+                            errors.lock().unwrap().push(format!("status {s}, body {:?}", b.map(|b| b.len())));
+                        }
+                    }
+                }
+                Ok(Err(e)) if on_this > 0 && (e.is_canceled() || e.is_incomplete_message()) => {
+                    tally.resent.fetch_add(1, Ordering::Relaxed);
+                    continue 'conn;
+                }
+                Ok(Err(e)) => {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    errors.lock().unwrap().push(format!("request {on_this} on its connection: {e:?}"));
+                    continue 'conn;
+                }
+                Err(_) => {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    errors.lock().unwrap().push("no answer in time".into());
+                    continue 'conn;
+                }
+            }
+            on_this += 1;
+        }
+    }
+}
+
+fn reload(pid_file: &Path) {
+    let out = std::process::Command::new(support::proxy_bin())
+        .arg("reload")
+        .arg("--pid-file")
+        .arg(pid_file)
+        .output()
+        .expect("run fcgi-proxy reload");
+    assert!(
+        out.status.success(),
+        "fcgi-proxy reload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn get(front: SocketAddr, path: &str) -> (u16, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(front).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "reload.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.expect("body").to_bytes())
+}
+
+async fn wait_for_generation(front: SocketAddr, generation: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(front, "/app/probe.php").await;
+        if status == 200 && generation_of(&body) == Some(generation) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} not served (last: {status} {:?})",
+            generation_of(&body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_request() {
+    let script = Script::from_toml_str(
+        r#"
+[[rule]]
+match = { request_uri_prefix = "/app/slow" }
+status = 200
+headers = [["Content-Type", "text/plain"]]
+body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
+"#,
+    )
+    .expect("script");
+    let mock = MockServer::bind_tcp("127.0.0.1:0", script).await.expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(&conf, config(port, backend, 0)).expect("write");
+    let pid_file = dir.path().join("proxy.pid");
+    let log = dir.path().join("proxy.log");
+    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
+    let mut proxy: Proc = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(support::proxy_bin());
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("--config")
+            .arg(&c)
+            .arg("--pid-file")
+            .arg(&p);
+        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
+        proc.wait_ready(front, Some("listening on")).map(|()| proc)
+    })
+    .await
+    .expect("blocking")
+    .expect("proxy starts");
+    let deadline = Instant::now() + WAIT;
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for_generation(front, 0).await;
+
+    // A slow request started on generation 0 finishes on it, across the reloads.
+    let slow = tokio::spawn(async move { get(front, "/app/slow.php").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(client(front, tally.clone(), stop.clone(), errors.clone())))
+        .collect();
+    for generation in 1..=20u32 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        std::fs::write(&conf, config(port, backend, generation)).expect("write");
+        let p = pid_file.clone();
+        tokio::task::spawn_blocking(move || reload(&p)).await.expect("reload");
+    }
+    wait_for_generation(front, 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let (ok, failed, resent) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+        tally.resent.load(Ordering::Relaxed),
+    );
+    eprintln!("reload under load: {ok} answered, {failed} failed, {resent} resent on a new connection");
+    assert_eq!(failed, 0, "failed requests: {:?}", errors.lock().unwrap());
+    assert!(ok > 100, "too little load to show anything: {ok}");
+    assert_eq!(tally.newest.load(Ordering::Relaxed), 20);
+
+    let (status, body) = slow.await.expect("slow request");
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"part-one;part-two");
+
+    // A configuration that does not load: refused, the reason logged, generation 20 serves on.
+    std::fs::write(&conf, "listen = [\"127.0.0.1:1\"\n").expect("write");
+    let p = pid_file.clone();
+    tokio::task::spawn_blocking(move || reload(&p)).await.expect("reload");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("reload refused") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = get(front, "/app/after.php").await;
+    assert_eq!((status, generation_of(&body)), (200, Some(20)));
+    assert!(proxy.exited().is_none(), "the proxy exited");
+    tokio::task::spawn_blocking(move || drop(proxy)).await.expect("stop");
+}
