@@ -643,12 +643,12 @@ fn server_name_port(
             }
         },
     };
-    let default_port = if req.scheme.eq_ignore_ascii_case("https") || crate::tls::current().is_some()
-    {
-        443
-    } else {
-        80
-    };
+    let default_port =
+        if req.scheme.eq_ignore_ascii_case("https") || crate::tls::current().is_some() {
+            443
+        } else {
+            80
+        };
     let configured_port = configured.as_ref().and_then(|c| c.port);
     let (name, port) = match from_request {
         Some(hp) => (hp.host, hp.port),

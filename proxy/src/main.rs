@@ -22,6 +22,8 @@ const AFTER_HELP: &str = "\
 --apache reads the file as Apache does (Include/IncludeOptional, Define and ${VAR}, Debian's
 envvars beside it, <IfModule> by the LoadModule lines read, <IfDefine>), then Listen, ProxyPass,
 ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType, ProxyFCGISetEnvIf, CGIPassAuth,
+SSLEngine, SSLCertificateFile, SSLCertificateKeyFile, SSLCertificateChainFile, SSLProtocol,
+Protocols (h2, h2c, http/1.1),
 <Proxy balancer://...>, BalancerMember, ProxySet, <VirtualHost> (by ServerName/ServerAlias),
 DocumentRoot, Alias, AliasMatch, DirectoryIndex, <Directory>, <Files>, <FilesMatch> and
 SetHandler \"proxy:...\" (handler mode), Require all granted|denied and Require local; other
@@ -29,7 +31,10 @@ access control is refused; other directives are listed in one warning and ignore
 /status (JSON).
 
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
-admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish. Logs go
+admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish (for
+timeouts.shutdown_grace). SIGHUP, or `fcgi-proxy reload --pid-file FILE`, reloads the
+configuration gracefully (a bad one is refused and logged). Under systemd it reports readiness
+over NOTIFY_SOCKET and takes listening sockets passed by socket activation (LISTEN_FDS). Logs go
 to stderr; RUST_LOG sets the filter (default `info`; one line per request under target
 `access`).
 
@@ -256,6 +261,15 @@ fn main() -> ExitCode {
     }
     if args.check {
         print!("{}", config.describe());
+        // The certificates too: what a start or a reload would read.
+        let checked = config
+            .front_listeners()
+            .map_err(|e| e.to_string())
+            .and_then(|l| fronts_for(&config, &l));
+        if let Err(e) = checked {
+            eprintln!("fcgi-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
         return ExitCode::SUCCESS;
     }
     if args.admin.is_some() {
@@ -279,10 +293,13 @@ fn main() -> ExitCode {
 fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
     let text = std::fs::read_to_string(pid_file)
         .map_err(|e| format!("{}: cannot read: {e}", pid_file.display()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{}: not a process id: {:?}", pid_file.display(), text.trim()))?;
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        format!(
+            "{}: not a process id: {:?}",
+            pid_file.display(),
+            text.trim()
+        )
+    })?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGHUP,
@@ -348,7 +365,9 @@ impl Control {
                 let _ = old.send(true);
                 tracing::info!("configuration reloaded");
             }
-            Err(e) => tracing::error!("reload refused, still serving the previous configuration: {e}"),
+            Err(e) => {
+                tracing::error!("reload refused, still serving the previous configuration: {e}")
+            }
         }
         fcgi_proxy::systemd::notify("READY=1");
     }

@@ -212,16 +212,33 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
             match settings.tls.clone() {
                 None if settings.h2 => {
-                    serve_plain_h2c(stream, info, proxy, &builder, &settings, &mut shutdown, waits)
-                        .await;
+                    serve_plain_h2c(
+                        stream,
+                        info,
+                        proxy,
+                        &builder,
+                        &settings,
+                        &mut shutdown,
+                        waits,
+                    )
+                    .await;
                 }
                 None => {
                     let io = Rewind::new(Bytes::new(), stream);
                     serve_client(io, info, proxy, &builder, &mut shutdown, waits, None).await;
                 }
                 Some(acceptor) => {
-                    serve_tls(stream, acceptor, info, proxy, &builder, &settings, &mut shutdown, waits)
-                        .await;
+                    serve_tls(
+                        stream,
+                        acceptor,
+                        info,
+                        proxy,
+                        &builder,
+                        &settings,
+                        &mut shutdown,
+                        waits,
+                    )
+                    .await;
                 }
             }
             drop(slot);
@@ -395,7 +412,8 @@ async fn serve_client<S, C>(
                 // connection is closed gently, so that a request crossing the close meets an
                 // end of stream the client may retry on (RFC 9112 9.3.1), not a reset.
                 Err(()) => {
-                    let now = read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
+                    let now =
+                        read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
                     match tokio::time::timeout(Duration::ZERO, now).await {
                         Ok(Ok(b)) if !b.is_empty() => Some(b),
                         Ok(_) => None,

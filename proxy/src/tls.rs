@@ -99,10 +99,7 @@ impl ResolvesServerCert for SniResolver {
 
 /// The rustls server configuration of a listener: its certificates (loaded now, so a missing
 /// or mismatched file is an error at start), versions, and the ALPN protocols in order.
-pub fn server_config(
-    plan: &TlsPlan,
-    alpn: &[&[u8]],
-) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(plan: &TlsPlan, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
     let default = load_certified_key(&plan.default)?;
     let mut by_name = Vec::new();
     for (names, f) in &plan.sni {

@@ -56,7 +56,11 @@ fn get_fields(path: &'static str) -> Vec<(&'static str, &'static [u8])> {
 
 /// What the server sent on a connection, frame types with their stream, until it closed or
 /// went quiet for `quiet`.
-async fn exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> (Vec<(u8, u32, u8)>, bool) {
+async fn exchange(
+    front: SocketAddr,
+    frames: &[Vec<u8>],
+    quiet: Duration,
+) -> (Vec<(u8, u32, u8)>, bool) {
     exchange_paced(front, &[frames.concat()], Duration::ZERO, quiet).await
 }
 
@@ -94,8 +98,10 @@ async fn exchange_paced(
     let mut seen = Vec::new();
     let mut i = 0;
     while i + 9 <= buf.len() {
-        let len = (usize::from(buf[i]) << 16) | (usize::from(buf[i + 1]) << 8) | usize::from(buf[i + 2]);
-        let stream = u32::from_be_bytes([buf[i + 5], buf[i + 6], buf[i + 7], buf[i + 8]]) & 0x7fff_ffff;
+        let len =
+            (usize::from(buf[i]) << 16) | (usize::from(buf[i + 1]) << 8) | usize::from(buf[i + 2]);
+        let stream =
+            u32::from_be_bytes([buf[i + 5], buf[i + 6], buf[i + 7], buf[i + 8]]) & 0x7fff_ffff;
         // With the first byte of the payload: for a HEADERS frame, an indexed `:status`.
         seen.push((buf[i + 3], stream, buf.get(i + 9).copied().unwrap_or(0)));
         i += 9 + len;
@@ -180,7 +186,11 @@ fn backend_requests(m: &MockHandle) -> usize {
 /// Malformed requests, each on a connection of its own, against `front` (after a good one,
 /// which must be answered): for each, its name and whether it was refused without reaching the
 /// backend.
-async fn try_malformed(front: SocketAddr, mock: &MockHandle, who: &str) -> Vec<(&'static str, bool)> {
+async fn try_malformed(
+    front: SocketAddr,
+    mock: &MockHandle,
+    who: &str,
+) -> Vec<(&'static str, bool)> {
     let quiet = Duration::from_millis(500);
     let headers =
         |fields: &[(&str, &[u8])]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
@@ -354,7 +364,12 @@ async fn rapid_reset_flood_loses_its_connection() {
     let mut frames = Vec::new();
     for i in 0..STREAMS {
         let id = 1 + 2 * i;
-        frames.push(frame(HEADERS, END_STREAM | END_HEADERS, id, &block(&get_fields("/r"))));
+        frames.push(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            id,
+            &block(&get_fields("/r")),
+        ));
         frames.push(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
     }
     let (seen, closed) = exchange(setup.front, &frames, Duration::from_secs(3)).await;
@@ -365,7 +380,12 @@ async fn rapid_reset_flood_loses_its_connection() {
     // The proxy still serves others.
     let (seen, _) = exchange(
         setup.front,
-        &[frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/after")))],
+        &[frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &block(&get_fields("/after")),
+        )],
         Duration::from_millis(300),
     )
     .await;
@@ -390,7 +410,12 @@ async fn paced_resets_lose_their_connection() {
     let mut parts = Vec::new();
     for i in 0..STREAMS {
         let id = 1 + 2 * i;
-        parts.push(frame(HEADERS, END_STREAM | END_HEADERS, id, &block(&get_fields("/p"))));
+        parts.push(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            id,
+            &block(&get_fields("/p")),
+        ));
         parts.push(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
     }
     let (seen, closed) = exchange_paced(

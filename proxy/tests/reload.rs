@@ -59,7 +59,12 @@ struct Tally {
 }
 
 /// One client: kept-alive connections, one request at a time, until `stop`.
-async fn client(front: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>, errors: Arc<std::sync::Mutex<Vec<String>>>) {
+async fn client(
+    front: SocketAddr,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+) {
     'conn: while !stop.load(Ordering::Relaxed) {
         let Ok(tcp) = tokio::net::TcpStream::connect(front).await else {
             tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +100,10 @@ async fn client(front: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>, err
                         }
                         (s, b) => {
                             tally.failed.fetch_add(1, Ordering::Relaxed);
-                            errors.lock().unwrap().push(format!("status {s}, body {:?}", b.map(|b| b.len())));
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {s}, body {:?}", b.map(|b| b.len())));
                         }
                     }
                 }
@@ -105,7 +113,10 @@ async fn client(front: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>, err
                 }
                 Ok(Err(e)) => {
                     tally.failed.fetch_add(1, Ordering::Relaxed);
-                    errors.lock().unwrap().push(format!("request {on_this} on its connection: {e:?}"));
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("request {on_this} on its connection: {e:?}"));
                     continue 'conn;
                 }
                 Err(_) => {
@@ -134,7 +145,9 @@ fn reload(pid_file: &Path) {
 }
 
 async fn get(front: SocketAddr, path: &str) -> (u16, Bytes) {
-    let tcp = tokio::net::TcpStream::connect(front).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(front)
+        .await
+        .expect("connect");
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .expect("handshake");
@@ -148,7 +161,10 @@ async fn get(front: SocketAddr, path: &str) -> (u16, Bytes) {
         .expect("in time")
         .expect("response");
     let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.expect("body").to_bytes())
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
 }
 
 async fn wait_for_generation(front: SocketAddr, generation: u32) {
@@ -179,7 +195,9 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
 "#,
     )
     .expect("script");
-    let mock = MockServer::bind_tcp("127.0.0.1:0", script).await.expect("mock");
+    let mock = MockServer::bind_tcp("127.0.0.1:0", script)
+        .await
+        .expect("mock");
     let backend = mock.socket_addr().expect("tcp");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = support::free_port();
@@ -224,7 +242,9 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
         tokio::time::sleep(Duration::from_millis(60)).await;
         std::fs::write(&conf, config(port, backend, generation)).expect("write");
         let p = pid_file.clone();
-        tokio::task::spawn_blocking(move || reload(&p)).await.expect("reload");
+        tokio::task::spawn_blocking(move || reload(&p))
+            .await
+            .expect("reload");
     }
     wait_for_generation(front, 20).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -237,7 +257,9 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
         tally.failed.load(Ordering::Relaxed),
         tally.resent.load(Ordering::Relaxed),
     );
-    eprintln!("reload under load: {ok} answered, {failed} failed, {resent} resent on a new connection");
+    eprintln!(
+        "reload under load: {ok} answered, {failed} failed, {resent} resent on a new connection"
+    );
     assert_eq!(failed, 0, "failed requests: {:?}", errors.lock().unwrap());
     assert!(ok > 100, "too little load to show anything: {ok}");
     assert_eq!(tally.newest.load(Ordering::Relaxed), 20);
@@ -249,7 +271,9 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
     // A configuration that does not load: refused, the reason logged, generation 20 serves on.
     std::fs::write(&conf, "listen = [\"127.0.0.1:1\"\n").expect("write");
     let p = pid_file.clone();
-    tokio::task::spawn_blocking(move || reload(&p)).await.expect("reload");
+    tokio::task::spawn_blocking(move || reload(&p))
+        .await
+        .expect("reload");
     let deadline = Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -262,5 +286,7 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
     let (status, body) = get(front, "/app/after.php").await;
     assert_eq!((status, generation_of(&body)), (200, Some(20)));
     assert!(proxy.exited().is_none(), "the proxy exited");
-    tokio::task::spawn_blocking(move || drop(proxy)).await.expect("stop");
+    tokio::task::spawn_blocking(move || drop(proxy))
+        .await
+        .expect("stop");
 }

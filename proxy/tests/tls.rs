@@ -43,13 +43,14 @@ fn make_pki(dir: &Path) -> Pki {
     let int = ca("test intermediate")
         .signed_by(&int_key, &root, &root_key)
         .expect("intermediate");
-    let leaf = |name: &str, key: &KeyPair, by: &rcgen::Certificate, by_key: &KeyPair, ips: &[&str]| {
-        let mut names = vec![name.to_owned()];
-        names.extend(ips.iter().map(|s| s.to_string()));
-        let mut p = CertificateParams::new(names).expect("params");
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.signed_by(key, by, by_key).expect("leaf")
-    };
+    let leaf =
+        |name: &str, key: &KeyPair, by: &rcgen::Certificate, by_key: &KeyPair, ips: &[&str]| {
+            let mut names = vec![name.to_owned()];
+            names.extend(ips.iter().map(|s| s.to_string()));
+            let mut p = CertificateParams::new(names).expect("params");
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.signed_by(key, by, by_key).expect("leaf")
+        };
     let a_key = KeyPair::generate().expect("key");
     let a = leaf("a.test", &a_key, &int, &int_key, &["127.0.0.1"]);
     let b_key = KeyPair::generate().expect("key");
@@ -336,7 +337,10 @@ target = "fcgi://{backend}/"
 
     // Takes the only slot: a TCP connection that sends half a ClientHello and stops.
     let mut staller = TcpStream::connect(front).await.expect("connect");
-    staller.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.expect("write");
+    staller
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .expect("write");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t0 = std::time::Instant::now();
     let cfg = client_config(&pki, &[&rustls::version::TLS13], &[b"http/1.1"]);
@@ -426,12 +430,17 @@ DocumentRoot "{d}"
     );
     let conf_path = dir.path().join("httpd.conf");
     std::fs::write(&conf_path, conf).expect("write config");
-    for f in ["a.crt", "a.key", "chain.crt", "b.crt", "b.key", "httpd.conf"] {
+    for f in [
+        "a.crt",
+        "a.key",
+        "chain.crt",
+        "b.crt",
+        "b.key",
+        "httpd.conf",
+    ] {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            dir.path().join(f),
-            std::fs::Permissions::from_mode(0o644),
-        );
+        let _ =
+            std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o644));
     }
 
     // (case, SNI name, h2)
@@ -477,7 +486,11 @@ DocumentRoot "{d}"
                         )
                     })
                     .map(|(n, v)| {
-                        let v = if n == "HTTP_X_CASE" { case.to_string() } else { v };
+                        let v = if n == "HTTP_X_CASE" {
+                            case.to_string()
+                        } else {
+                            v
+                        };
                         (n, v)
                     })
                     .collect();

@@ -1218,7 +1218,10 @@ impl Importer {
                     "on" => true,
                     "off" => false,
                     "optional" | "addr" => {
-                        return Err(self.err(n, format!("SSLEngine {} is not supported (on or off)", args[0])));
+                        return Err(self.err(
+                            n,
+                            format!("SSLEngine {} is not supported (on or off)", args[0]),
+                        ));
                     }
                     _ => return Err(self.err(n, "SSLEngine must be on or off")),
                 };
@@ -1276,7 +1279,11 @@ impl Importer {
                     chain: t.chain.clone().or(main.chain.clone()),
                     versions: t.versions.clone().or(main.versions.clone()),
                     protocols: t.protocols.clone().or(main.protocols.clone()),
-                    line: if t.engine.is_some() { t.line } else { main.line },
+                    line: if t.engine.is_some() {
+                        t.line
+                    } else {
+                        main.line
+                    },
                 },
                 Some(h),
             ));

@@ -287,7 +287,10 @@ impl Config {
                 Some(v) => parse_versions(v).map_err(|e| c.tls_err(e))?,
                 None => vec![TlsVersion::Tls12, TlsVersion::Tls13],
             };
-            Ok((files(&t.cert, t.key.as_deref(), t.chain.as_deref()), versions))
+            Ok((
+                files(&t.cert, t.key.as_deref(), t.chain.as_deref()),
+                versions,
+            ))
         };
         let (default, versions) = plan_of(lead)?;
         let mut sni = Vec::new();
