@@ -45,6 +45,9 @@ fn block(fields: &[(&str, &[u8])]) -> Vec<u8> {
     b
 }
 
+/// Header fields in the order they are sent.
+type Fields = Vec<(&'static str, &'static [u8])>;
+
 fn get_fields(path: &'static str) -> Vec<(&'static str, &'static [u8])> {
     vec![
         (":method", b"GET"),
@@ -203,7 +206,7 @@ async fn try_malformed(
     );
     assert_eq!(backend_requests(mock), 1, "{who}");
 
-    let mut cases: Vec<(&'static str, Vec<(&str, &[u8])>)> = Vec::new();
+    let mut cases: Vec<(&'static str, Fields)> = Vec::new();
     let mut f = get_fields("/c");
     f.push(("connection", b"keep-alive"));
     cases.push(("connection-specific field", f));
