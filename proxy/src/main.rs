@@ -23,7 +23,7 @@ const AFTER_HELP: &str = "\
 envvars beside it, <IfModule> by the LoadModule lines read, <IfDefine>), then Listen, ProxyPass,
 ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType, ProxyFCGISetEnvIf, CGIPassAuth,
 SSLEngine, SSLCertificateFile, SSLCertificateKeyFile, SSLCertificateChainFile, SSLProtocol,
-Protocols (h2, h2c, http/1.1),
+Protocols (h2, h2c, http/1.1), LogFormat, CustomLog (the first, to a file),
 <Proxy balancer://...>, BalancerMember, ProxySet, <VirtualHost> (by ServerName/ServerAlias),
 DocumentRoot, Alias, AliasMatch, DirectoryIndex, <Directory>, <Files>, <FilesMatch> and
 SetHandler \"proxy:...\" (handler mode), Require all granted|denied and Require local; other
@@ -33,7 +33,8 @@ access control is refused; other directives are listed in one warning and ignore
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
 admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish (for
 timeouts.shutdown_grace). SIGHUP, or `fcgi-proxy reload --pid-file FILE`, reloads the
-configuration gracefully (a bad one is refused and logged). Under systemd it reports readiness
+configuration gracefully (a bad one is refused and logged); SIGUSR1 reopens the access log
+file (logrotate). Under systemd it reports readiness
 over NOTIFY_SOCKET and takes listening sockets passed by socket activation (LISTEN_FDS). Logs go
 to stderr; RUST_LOG sets the filter (default `info`; one line per request under target
 `access`).
@@ -265,7 +266,11 @@ fn main() -> ExitCode {
         let checked = config
             .front_listeners()
             .map_err(|e| e.to_string())
-            .and_then(|l| fronts_for(&config, &l));
+            .and_then(|l| fronts_for(&config, &l))
+            .and_then(|_| match &config.access_log {
+                Some(a) => fcgi_proxy::access_log::check(a),
+                None => Ok(()),
+            });
         if let Err(e) = checked {
             eprintln!("fcgi-proxy: {e}");
             return ExitCode::FAILURE;
@@ -359,7 +364,8 @@ impl Control {
     fn reload(&mut self) {
         fcgi_proxy::systemd::notify("RELOADING=1");
         match self.next_generation() {
-            Ok((generation, stop)) => {
+            Ok((generation, stop, log)) => {
+                fcgi_proxy::access_log::activate(log);
                 let _ = self.gens.send(Arc::new(generation));
                 let old = std::mem::replace(&mut self.gen_stop, stop);
                 let _ = old.send(true);
@@ -372,7 +378,17 @@ impl Control {
         fcgi_proxy::systemd::notify("READY=1");
     }
 
-    fn next_generation(&self) -> Result<(Gen, tokio::sync::watch::Sender<bool>), String> {
+    #[allow(clippy::type_complexity)]
+    fn next_generation(
+        &self,
+    ) -> Result<
+        (
+            Gen,
+            tokio::sync::watch::Sender<bool>,
+            Option<fcgi_proxy::access_log::Active>,
+        ),
+        String,
+    > {
         let (mut config, warnings) =
             load(&self.reloader.source, &self.reloader.read).map_err(|e| e.to_string())?;
         for w in &warnings {
@@ -391,6 +407,7 @@ impl Control {
             ));
         }
         let fronts = fronts_for(&config, &listeners)?;
+        let log = access_log_for(&config)?;
         let proxy =
             Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -401,7 +418,18 @@ impl Control {
                 stop: stop_rx,
             },
             stop_tx,
+            log,
         ))
+    }
+}
+
+/// The Apache-style access log the configuration asks for (its file opened), if any.
+fn access_log_for(config: &Config) -> Result<Option<fcgi_proxy::access_log::Active>, String> {
+    match &config.access_log {
+        Some(a) if a.json || a.format.is_some() => Ok(Some(
+            fcgi_proxy::access_log::Active::prepare(a, config.server_name.as_deref())?,
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -423,6 +451,7 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
         return Err("no listen address configured".into());
     }
     let fronts = fronts_for(&config, &listeners)?;
+    fcgi_proxy::access_log::activate(access_log_for(&config)?);
     let mut inherited = fcgi_proxy::systemd::inherited_listeners()?;
     let mut sockets: Vec<Vec<(usize, std::net::TcpListener)>> =
         (0..threads).map(|_| Vec::new()).collect();
@@ -588,10 +617,14 @@ fn serve_thread(
     served
 }
 
-/// Reloads at each SIGHUP; returns at SIGTERM or SIGINT.
+/// Reloads at each SIGHUP, reopens the access log at each SIGUSR1 (logrotate); returns at
+/// SIGTERM or SIGINT.
 async fn serve_signals(control: &mut Control) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+    let (Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
         wait_for_signal().await;
         return;
     };
@@ -602,6 +635,11 @@ async fn serve_signals(control: &mut Control) {
             biased;
             () = &mut stop => return,
             _ = hup.recv() => control.reload(),
+            _ = usr1.recv() => {
+                if let Err(e) = fcgi_proxy::access_log::reopen() {
+                    tracing::error!("cannot reopen the access log: {e}");
+                }
+            }
         }
     }
 }

@@ -295,11 +295,104 @@ impl Drop for InFlight {
     }
 }
 
-/// The response body hyper writes, holding the request's [`InFlight`] until hyper is done.
+/// The response body hyper writes, holding the request's [`InFlight`] until hyper is done,
+/// and its access log line until then (Apache logs a request when its response is done).
 #[derive(Debug)]
 struct CountedBody {
     body: ProxyBody,
     _in_flight: InFlight,
+    log: Option<Box<PendingLog>>,
+}
+
+/// An Apache-style access log line in the making.
+#[derive(Debug)]
+struct PendingLog {
+    active: Arc<crate::access_log::Active>,
+    record: crate::access_log::Record,
+    started: tokio::time::Instant,
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.log.take() {
+            l.record.taken = l.started.elapsed();
+            crate::access_log::record(&l.active, &l.record);
+        }
+    }
+}
+
+/// What the access log needs of a request, when an Apache-style log is configured.
+fn start_log<B>(
+    req: &Request<B>,
+    info: ConnInfo,
+    keepalives: u64,
+    keeps_open: bool,
+    tls: bool,
+) -> Option<Box<PendingLog>> {
+    let active = crate::access_log::custom()?;
+    let headers = req.headers();
+    let request_headers = active
+        .request_headers()
+        .iter()
+        .map(|h| headers.get(h).cloned())
+        .collect();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| crate::uri::parse_host(h.as_bytes()).ok());
+    let target = match crate::access_log::origin_form(req.uri()) {
+        Some(t) => t.to_owned(),
+        None => req.uri().to_string(),
+    };
+    Some(Box::new(PendingLog {
+        active,
+        record: crate::access_log::Record {
+            peer: info.peer,
+            local: info.local,
+            received: std::time::SystemTime::now(),
+            taken: Duration::ZERO,
+            method: req.method().clone(),
+            target,
+            version: req.version(),
+            status: 0,
+            body_bytes: 0,
+            head_bytes: 0,
+            request_headers,
+            response_headers: Vec::new(),
+            host_port: host.as_ref().and_then(|h| h.port),
+            host: host.map(|h| h.host),
+            tls: crate::tls::current().is_some() || tls,
+            keepalives,
+            // HTTP/1.0 closes unless it asked to be kept alive.
+            keeps_open: keeps_open
+                && (req.version() != http::Version::HTTP_10
+                    || headers.get_all(http::header::CONNECTION).iter().any(|v| {
+                        v.as_bytes()
+                            .split(|&b| b == b',')
+                            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+                    })),
+        },
+        started: tokio::time::Instant::now(),
+    }))
+}
+
+/// The response's part of the line: status, logged fields, the size of its head (as HTTP/1.1
+/// writes it, with the Date field hyper adds).
+fn log_head(log: &mut PendingLog, resp: &Response<ProxyBody>) {
+    let r = &mut log.record;
+    r.status = resp.status().as_u16();
+    r.response_headers = log
+        .active
+        .response_headers()
+        .iter()
+        .map(|h| resp.headers().get(h).cloned())
+        .collect();
+    let reason = resp.status().canonical_reason().unwrap_or("").len() as u64;
+    // "HTTP/1.1 200 OK\r\n", the fields, "date: ...\r\n" (37 bytes), the blank line.
+    let mut head = 13 + reason + 2 + 37 + 2;
+    for (n, v) in resp.headers() {
+        head += (n.as_str().len() + 2 + v.len() + 2) as u64;
+    }
+    r.head_bytes = head;
 }
 
 impl Body for CountedBody {
@@ -310,7 +403,13 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (&mut self.log, &r)
+            && let Some(d) = frame.data_ref()
+        {
+            log.record.body_bytes += d.len() as u64;
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -452,15 +551,26 @@ async fn serve_client<S, C>(
                     let in_flight = InFlight(activity.clone());
                     let proxy = proxy.clone();
                     let tls = tls.clone();
+                    let mut log = start_log(
+                        &req,
+                        info,
+                        n - 1,
+                        !last && !asks_to_close(req.headers()),
+                        tls.is_some(),
+                    );
                     Box::pin(async move {
                         let mut resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
                         if last {
                             // MaxKeepAliveRequests reached (or KeepAlive Off).
                             answers::close_after(&mut resp);
                         }
+                        if let Some(l) = &mut log {
+                            log_head(l, &resp);
+                        }
                         Ok(resp.map(|body| CountedBody {
                             body,
                             _in_flight: in_flight,
+                            log,
                         }))
                     })
                 })
@@ -727,12 +837,17 @@ async fn serve_h2<S, C>(
             let proxy = proxy.clone();
             let tls = tls.clone();
             let mut cancelled = Cancelled(Some(resets.clone()));
+            let mut log = start_log(&req, info, n - 1, true, tls.is_some());
             Box::pin(async move {
                 let resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
                 cancelled.disarm();
+                if let Some(l) = &mut log {
+                    log_head(l, &resp);
+                }
                 Ok(resp.map(|body| CountedBody {
                     body,
                     _in_flight: in_flight,
+                    log,
                 }))
             })
         })

@@ -72,10 +72,12 @@ pub fn parse_with(
     imp.file = origin.to_owned();
     let tls = imp.tls.clone();
     let main_file = imp.main_file.clone();
+    let access_log = imp.access_log();
     let (mut cfg, warnings) = imp.finish()?;
     let mut with_tls = Importer::new(&main_file);
     with_tls.tls = tls;
     with_tls.apply_tls(&mut cfg)?;
+    cfg.access_log = access_log;
     Ok((cfg, warnings))
 }
 
@@ -510,6 +512,16 @@ struct Importer {
     proxy_timeout: Option<Duration>,
     /// mod_ssl and mod_http2 settings: the main server's, then one per `<VirtualHost>`.
     tls: Vec<TlsScope>,
+    /// mod_log_config: `LogFormat` by nickname (a format without one is the default), then
+    /// the first `CustomLog` (path, format or nickname).
+    log: LogScope,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LogScope {
+    formats: Vec<(String, String)>,
+    default_format: Option<String>,
+    custom: Option<(String, Option<String>)>,
 }
 
 /// What one server says about TLS and protocols (merged over the main server's at the end).
@@ -573,6 +585,7 @@ impl Importer {
             timeout: None,
             proxy_timeout: None,
             tls: vec![TlsScope::default()],
+            log: LogScope::default(),
         }
     }
 
@@ -1184,6 +1197,9 @@ impl Importer {
             | "sslcertificatechainfile"
             | "sslprotocol"
             | "protocols" => self.tls_directive(&lname, name, args, ctx, n)?,
+            "logformat" | "customlog" | "transferlog" => {
+                self.log_directive(&lname, name, args, ctx, n)?;
+            }
             _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
             _ => self.ignore(name, n),
         }
@@ -1264,6 +1280,93 @@ impl Importer {
             }
         }
         Ok(())
+    }
+
+    /// mod_log_config's `LogFormat`, `CustomLog` and `TransferLog`: one access log, the first
+    /// `CustomLog` read (any server's); the others are named in a warning.
+    fn log_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        self.server_only(name, ctx, n)?;
+        match lname {
+            "logformat" => {
+                self.need_args(name, args, 1, 2, n)?;
+                match args.get(1) {
+                    Some(nick) => self.log.formats.push((nick.clone(), args[0].clone())),
+                    None => self.log.default_format = Some(args[0].clone()),
+                }
+            }
+            _ => {
+                let (min, max) = if lname == "customlog" { (1, 3) } else { (1, 1) };
+                self.need_args(name, args, min, max, n)?;
+                if args[0].starts_with('|') {
+                    self.warn(n, format!("{name} to a program ignored: a file only"));
+                    return Ok(());
+                }
+                if args.len() == 3 {
+                    self.warn(
+                        n,
+                        format!(
+                            "{name}: condition '{}' ignored: every request is logged",
+                            args[2]
+                        ),
+                    );
+                }
+                if self.log.custom.is_some() {
+                    self.warn(
+                        n,
+                        format!("{name} ignored: fcgi-proxy writes one access log (the first)"),
+                    );
+                    return Ok(());
+                }
+                let path = if args[0].starts_with('/') {
+                    args[0].clone()
+                } else {
+                    std::path::Path::new(&self.main_file).parent().map_or_else(
+                        || args[0].clone(),
+                        |d| d.join(&args[0]).display().to_string(),
+                    )
+                };
+                let spec = if lname == "customlog" {
+                    args.get(1).cloned()
+                } else {
+                    None
+                };
+                self.log.custom = Some((path, spec));
+            }
+        }
+        Ok(())
+    }
+
+    /// The access log the `CustomLog` read names, its format resolved (a nickname not defined
+    /// by `LogFormat` is a format itself, as in Apache; none: the default `LogFormat`, else
+    /// Apache's `%h %l %u %t "%r" %>s %b`).
+    fn access_log(&self) -> Option<super::log::AccessLog> {
+        let (path, spec) = self.log.custom.clone()?;
+        let format = match spec {
+            Some(s) => self
+                .log
+                .formats
+                .iter()
+                .rev()
+                .find(|(nick, _)| *nick == s)
+                .map_or(s, |(_, f)| f.clone()),
+            None => self
+                .log
+                .default_format
+                .clone()
+                .unwrap_or_else(|| "%h %l %u %t \"%r\" %>s %b".to_owned()),
+        };
+        Some(super::log::AccessLog {
+            format: Some(format),
+            json: false,
+            path: Some(path),
+        })
     }
 
     /// The TLS and protocols of each server, the main server's settings under a virtual host's.

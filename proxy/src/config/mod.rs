@@ -5,6 +5,7 @@
 pub mod apache;
 pub mod duration;
 pub mod expr;
+pub mod log;
 mod model;
 pub mod read;
 pub mod site;

@@ -87,6 +87,9 @@ pub struct Config {
     /// addresses are plain HTTP/1.1).
     #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<super::tls::Listener>,
+    /// `[access_log]` (Apache `CustomLog` with its `LogFormat`): format and file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<super::log::AccessLog>,
     /// TLS of this server (Apache `SSLEngine on` with `SSLCertificateFile`, ...): in a
     /// `<VirtualHost>`, the certificate of the names it serves (SNI).
     #[serde(skip)]
@@ -140,6 +143,7 @@ impl Default for Config {
             admin_listen: None,
             workers: None,
             listeners: Vec::new(),
+            access_log: None,
             tls: None,
             protocols: None,
             origin: None,
