@@ -616,7 +616,7 @@ fn push_escaped(out: &mut Vec<u8>, v: &[u8]) {
             b'\t' => out.extend_from_slice(b"\\t"),
             0x08 => out.extend_from_slice(b"\\b"),
             0x0b => out.extend_from_slice(b"\\v"),
-            c if c < 0x20 || c >= 0x7f => {
+            c if !(0x20..0x7f).contains(&c) => {
                 let _ = write!(out, "\\x{c:02x}");
             }
             c => out.push(c),
