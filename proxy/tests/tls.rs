@@ -528,3 +528,89 @@ DocumentRoot "{d}"
     assert!(h2a.contains(&("SERVER_PROTOCOL".into(), "HTTP/2.0".into())));
     assert!(!theirs[4].1.iter().any(|(n, _)| n == "SSL_TLS_SNI"));
 }
+
+/// `curl --http2` over TLS to a PHP script behind real php-fpm: what PHP sees in `$_SERVER`
+/// is what a browser request through Apache with mod_ssl and mod_http2 gives it.
+#[test]
+fn curl_http2_through_php_fpm() {
+    let Some(fpm_bin) = support::fpm::php_fpm_bin() else {
+        return;
+    };
+    let Some(curl) = programs::require_program("curl", "curl") else {
+        return;
+    };
+    let _serial = support::fpm::serial();
+    let fpm = support::fpm::Fpm::start(&fpm_bin, support::fpm::Pm::Static(2));
+    std::fs::write(
+        fpm.docroot.join("server.php"),
+        "<?php\nheader('Content-Type: application/json');\necho json_encode($_SERVER);\n",
+    )
+    .expect("server.php");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _pki = make_pki(dir.path());
+    let port = support::free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"
+[[listener]]
+addr = "127.0.0.1:{port}"
+tls = {{ cert = "{d}/b.crt", key = "{d}/b.key" }}
+
+[[route]]
+path = "/app/"
+target = "fcgi://127.0.0.1:{}{}/"
+"#,
+        fpm.port,
+        fpm.docroot.display()
+    );
+    let conf_path = dir.path().join("proxy.toml");
+    std::fs::write(&conf_path, conf).expect("write config");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let proxy = support::start_proxy_toml(&conf_path, &dir.path().join("proxy.log"), front)
+        .expect("proxy starts");
+    let out = std::process::Command::new(curl)
+        .args(["--http2", "-sS", "--max-time", "10", "--cacert"])
+        .arg(dir.path().join("b.crt"))
+        .arg("--resolve")
+        .arg(format!("b.test:{port}:127.0.0.1"))
+        .args(["-H", "Accept-Language: en", "-w", "\n%{http_version}"])
+        .arg(format!("https://b.test:{port}/app/server.php/extra?q=1"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.output()
+    );
+    let (json, version) = text.rsplit_once('\n').expect("body and version");
+    assert_eq!(version, "2", "not HTTP/2");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let port_s = port.to_string();
+    for (k, want) in [
+        ("HTTPS", "on"),
+        ("SSL_TLS_SNI", "b.test"),
+        ("REQUEST_SCHEME", "https"),
+        ("SERVER_PROTOCOL", "HTTP/2.0"),
+        ("HTTP2", "on"),
+        ("SERVER_NAME", "b.test"),
+        ("SERVER_PORT", port_s.as_str()),
+        ("HTTP_HOST", format!("b.test:{port}").as_str()),
+        ("HTTP_ACCEPT_LANGUAGE", "en"),
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/app/server.php/extra?q=1"),
+        ("SCRIPT_NAME", "/app/server.php"),
+        ("PATH_INFO", "/extra"),
+        ("QUERY_STRING", "q=1"),
+    ] {
+        assert_eq!(v[k].as_str(), Some(want), "{k} in {v}");
+    }
+    assert!(
+        v["HTTP_USER_AGENT"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("curl/")),
+        "{v}"
+    );
+    drop(proxy);
+}
