@@ -302,6 +302,10 @@ struct CountedBody {
     body: ProxyBody,
     _in_flight: InFlight,
     log: Option<Box<PendingLog>>,
+    /// HTTP/2: when the body last gave data that has not been asked for again (milliseconds
+    /// after the connection's epoch, plus one; 0: not waiting). Data given and not asked for
+    /// again means the stream waits for the client's flow-control window.
+    stall: Option<Arc<AtomicU64>>,
 }
 
 /// An Apache-style access log line in the making.
@@ -408,6 +412,13 @@ impl Body for CountedBody {
             && let Some(d) = frame.data_ref()
         {
             log.record.body_bytes += d.len() as u64;
+        }
+        if let Some(stall) = &self.stall {
+            let at = match &r {
+                Poll::Ready(Some(Ok(_))) => self._in_flight.0.now_ms() + 1,
+                _ => 0,
+            };
+            stall.store(at, Ordering::Relaxed);
         }
         r
     }
@@ -571,6 +582,7 @@ async fn serve_client<S, C>(
                             body,
                             _in_flight: in_flight,
                             log,
+                            stall: None,
                         }))
                     })
                 })
@@ -823,9 +835,13 @@ async fn serve_h2<S, C>(
     let last_request = waits.last_request;
     // Requests the client reset before their answer (the handler's future dropped).
     let resets = Arc::new(AtomicU64::new(0));
+    // The stall stamps of the responses in flight (see `CountedBody::stall`).
+    let stalls: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+    let max_headers = settings.max_headers;
     let svc = {
         let activity = activity.clone();
         let resets = resets.clone();
+        let stalls = stalls.clone();
         service_fn(move |mut req: Request<Incoming>| -> Handled {
             let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -834,12 +850,26 @@ async fn serve_h2<S, C>(
                 activity.unparkable.store(true, Ordering::Relaxed);
             }
             h2_to_origin_form(&mut req);
+            let too_many = req.headers().len() > max_headers;
             let proxy = proxy.clone();
             let tls = tls.clone();
             let mut cancelled = Cancelled(Some(resets.clone()));
             let mut log = start_log(&req, info, n - 1, true, tls.is_some());
+            let stall = Arc::new(AtomicU64::new(0));
+            {
+                let mut all = stalls.lock().unwrap_or_else(|p| p.into_inner());
+                // Those of finished responses go.
+                all.retain(|s| Arc::strong_count(s) > 1);
+                all.push(stall.clone());
+            }
             Box::pin(async move {
-                let resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
+                let resp = if too_many {
+                    // `LimitRequestFields`, which HTTP/1.1's parser enforces for the other path.
+                    drop(req);
+                    answers::error(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                } else {
+                    crate::tls::scope(tls, proxy.handle(req, info)).await
+                };
                 cancelled.disarm();
                 if let Some(l) = &mut log {
                     log_head(l, &resp);
@@ -848,6 +878,7 @@ async fn serve_h2<S, C>(
                     body,
                     _in_flight: in_flight,
                     log,
+                    stall: Some(stall),
                 }))
             })
         })
@@ -861,10 +892,33 @@ async fn serve_h2<S, C>(
     let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut stopping = false;
     let mut idle: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
+    let write_timeout_ms = settings.client_write_timeout.as_millis() as u64;
+    let mut stall_check = tokio::time::interval(H2_STALL_CHECK);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                 return Poll::Ready(r);
+            }
+            // Only while responses are in flight: an idle connection has no timer running.
+            while activity.in_flight.load(Ordering::Relaxed) > 0
+                && stall_check.poll_tick(cx).is_ready()
+            {
+                let now = activity.now_ms();
+                let stalled = stalls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|s| {
+                        let at = s.load(Ordering::Relaxed);
+                        at != 0 && (now + 1).saturating_sub(at) > write_timeout_ms
+                    });
+                if stalled {
+                    // nginx's send_timeout for HTTP/2: a client that gives no window for a
+                    // response's data holds the response, and its backend, no longer.
+                    tracing::info!(peer = %info.peer, "HTTP/2 connection closed: no flow-control window for {:?}", settings.client_write_timeout);
+                    return Poll::Ready(Ok(()));
+                }
             }
             if resets.load(Ordering::Relaxed) > H2_MAX_CLIENT_RESETS {
                 // Streams opened and reset over and over (rapid reset): each one started a
@@ -917,6 +971,9 @@ async fn serve_h2<S, C>(
         tracing::debug!(peer = %info.peer, "HTTP/2 connection ended: {e}");
     }
 }
+
+/// How often an HTTP/2 connection looks for responses stalled by flow control.
+const H2_STALL_CHECK: Duration = Duration::from_millis(250);
 
 /// Streams a client may reset before the server has served them, at once; beyond, the
 /// connection ends with GOAWAY (the "rapid reset" attack, CVE-2023-44487).

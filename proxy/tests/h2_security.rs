@@ -74,6 +74,23 @@ async fn exchange_paced(
     pause: Duration,
     quiet: Duration,
 ) -> (Vec<(u8, u32, u8)>, bool) {
+    let (buf, closed) = exchange_bytes(front, parts, pause, quiet).await;
+    (frames_of(&buf), closed)
+}
+
+/// What the server sent, as bytes.
+async fn raw_exchange(front: SocketAddr, frames: &[Vec<u8>], quiet: Duration) -> Vec<u8> {
+    exchange_bytes(front, &[frames.concat()], Duration::ZERO, quiet)
+        .await
+        .0
+}
+
+async fn exchange_bytes(
+    front: SocketAddr,
+    parts: &[Vec<u8>],
+    pause: Duration,
+    quiet: Duration,
+) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(front).await.expect("connect");
     let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
@@ -98,6 +115,11 @@ async fn exchange_paced(
             Err(_) => break,
         }
     }
+    (buf, closed)
+}
+
+/// The frames in `buf`: type, stream, first payload byte.
+fn frames_of(buf: &[u8]) -> Vec<(u8, u32, u8)> {
     let mut seen = Vec::new();
     let mut i = 0;
     while i + 9 <= buf.len() {
@@ -109,7 +131,7 @@ async fn exchange_paced(
         seen.push((buf[i + 3], stream, buf.get(i + 9).copied().unwrap_or(0)));
         i += 9 + len;
     }
-    (seen, closed)
+    seen
 }
 
 /// Whether a frame of this type came on this stream.
@@ -433,4 +455,150 @@ async fn paced_resets_lose_their_connection() {
         "the connection survived {STREAMS} requests reset one by one"
     );
     drop(silent);
+}
+
+/// The `:status` of the response on stream 1 when it was sent as an indexed HPACK field
+/// (RFC 7541 Appendix A: 8 = 200, 12 = 400, 13 = 404, 14 = 500); else `None`.
+fn indexed_status(seen: &[(u8, u32, u8)]) -> Option<u16> {
+    let first = seen
+        .iter()
+        .find(|(t, s, _)| *t == HEADERS && *s == 1)
+        .map(|(_, _, b)| *b)?;
+    Some(match first {
+        0x88 => 200,
+        0x89 => 204,
+        0x8a => 206,
+        0x8b => 304,
+        0x8c => 400,
+        0x8d => 404,
+        0x8e => 500,
+        _ => return None,
+    })
+}
+
+/// The status of the proxy's own error page in `raw` (its `<title>` starts with it): the
+/// head's `:status` may be Huffman-coded.
+fn literal_status(raw: &[u8]) -> Option<u16> {
+    let at = raw.windows(7).position(|w| w == b"<title>")? + 7;
+    std::str::from_utf8(raw.get(at..at + 3)?).ok()?.parse().ok()
+}
+
+/// The HTTP/1.1 limits hold over HTTP/2: too many header fields is 431, a body over
+/// `max_body` is 413, and neither reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_requests_meet_the_http1_limits() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let setup = start(
+        &mock.socket_addr().expect("tcp").to_string(),
+        "max_headers = 8\nmax_body = 10",
+    )
+    .await;
+    let quiet = Duration::from_millis(500);
+    // 12 fields.
+    let mut many = get_fields("/many");
+    let names: [&'static str; 8] = ["x-a", "x-b", "x-c", "x-d", "x-e", "x-f", "x-g", "x-h"];
+    for n in names {
+        many.push((n, b"1"));
+    }
+    let raw = raw_exchange(
+        setup.front,
+        &[frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&many))],
+        quiet,
+    )
+    .await;
+    assert_eq!(literal_status(&raw), Some(431), "too many fields");
+    // A declared body over max_body.
+    let post: Fields = vec![
+        (":method", b"POST"),
+        (":scheme", b"http"),
+        (":authority", b"h2.test"),
+        (":path", b"/big"),
+        ("content-length", b"20"),
+    ];
+    let raw = raw_exchange(
+        setup.front,
+        &[
+            frame(HEADERS, END_HEADERS, 1, &block(&post)),
+            frame(DATA, END_STREAM, 1, b"01234567890123456789"),
+        ],
+        quiet,
+    )
+    .await;
+    assert_eq!(literal_status(&raw), Some(413), "body over max_body");
+    assert_eq!(backend_requests(&mock), 0);
+    // Within the limits, served.
+    let (seen, _) = exchange(
+        setup.front,
+        &[frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/ok")))],
+        quiet,
+    )
+    .await;
+    assert_eq!(indexed_status(&seen), Some(200), "{seen:?}");
+}
+
+/// A client that gives no flow-control window holds its response for `client_write` at most
+/// (then the connection closes), not for as long as it keeps answering pings; and an HTTP/2
+/// connection that sends no request closes after `header_read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stalls_and_idle_connections_are_bounded() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let conf = format!(
+        r#"
+workers = 1
+[timeouts]
+client_write = "1s"
+header_read = "1s"
+
+[[listener]]
+addr = "127.0.0.1:{port}"
+protocols = ["h2c", "http/1.1"]
+
+[[route]]
+path = "/"
+target = "fcgi://{}/"
+"#,
+        mock.socket_addr().expect("tcp")
+    );
+    let c = dir.path().join("proxy.toml");
+    std::fs::write(&c, conf).expect("write config");
+    let l = dir.path().join("proxy.log");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let proxy = tokio::task::spawn_blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("blocking")
+        .expect("proxy starts");
+
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: the response head can come, its data cannot.
+    let no_window = frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    let t0 = std::time::Instant::now();
+    let (seen, closed) = exchange(
+        front,
+        &[
+            no_window,
+            frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/w"))),
+        ],
+        Duration::from_secs(4),
+    )
+    .await;
+    assert!(has(&seen, HEADERS, 1), "no response head: {seen:?}");
+    assert!(
+        closed && t0.elapsed() < Duration::from_secs(4),
+        "a response without window was held {:?} (closed: {closed})",
+        t0.elapsed()
+    );
+
+    // Preface and SETTINGS, then nothing: GOAWAY after header_read (1 s), before the client
+    // has been quiet for 2 s.
+    let (seen, closed) = exchange(front, &[], Duration::from_millis(2000)).await;
+    assert!(
+        closed || goaway(&seen),
+        "an idle HTTP/2 connection was not closed: {seen:?}"
+    );
+    std::thread::spawn(move || drop(proxy)).join().ok();
 }
