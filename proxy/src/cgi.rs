@@ -32,8 +32,11 @@
 //! - The request body length is an input: the runtime buffers chunked bodies and gives an exact
 //!   `CONTENT_LENGTH` (Apache streams them without CONTENT_LENGTH unless `proxy-sendcl`).
 //! - `Max-Forwards: 0` on OPTIONS or TRACE is forwarded as 0 (Apache answers those itself).
-//! - No `REMOTE_HOST`, `REMOTE_USER`, `AUTH_TYPE`, `REMOTE_IDENT`, `REDIRECT_*`, `UNIQUE_ID`,
-//!   `HTTPS`/`SSL_*` (no DNS lookups, authentication, internal redirects, TLS here).
+//! - No `REMOTE_HOST`, `REMOTE_USER`, `AUTH_TYPE`, `REMOTE_IDENT`, `REDIRECT_*`, `UNIQUE_ID`
+//!   (no DNS lookups, authentication, internal redirects here).
+//! - Over TLS, `HTTPS=on` and `SSL_TLS_SNI` as mod_ssl without `StdEnvVars`; over HTTP/2,
+//!   mod_http2's `HTTP2`, `H2PUSH`, `H2_PUSH`, `H2_PUSHED`, `H2_PUSHED_ON`, not its
+//!   `H2_STREAM_ID` and `H2_STREAM_TAG` (docs/reference/apache.md §9).
 
 use core::fmt;
 use std::borrow::Cow;
