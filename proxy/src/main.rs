@@ -347,13 +347,19 @@ fn fronts_for(
 
 type Gen = server::Generation<TokioConnector>;
 
+/// A serving thread's end of the channel of listeners a reload adds (configured address,
+/// socket).
+type Added = tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, std::net::TcpListener)>;
+
 /// The control side of the serving threads: the current generation and how to replace it.
 struct Control {
     gens: tokio::sync::watch::Sender<Arc<Gen>>,
     /// Stops the current generation's connections.
     gen_stop: tokio::sync::watch::Sender<bool>,
-    /// The configured listen addresses (a reload must keep them).
+    /// The configured listen addresses.
     addrs: Vec<SocketAddr>,
+    /// Each serving thread's channel for listeners a reload adds.
+    adders: Vec<tokio::sync::mpsc::UnboundedSender<(SocketAddr, std::net::TcpListener)>>,
     reloader: Reloader,
 }
 
@@ -364,9 +370,16 @@ impl Control {
     fn reload(&mut self) {
         fcgi_proxy::systemd::notify("RELOADING=1");
         match self.next_generation() {
-            Ok((generation, stop, log)) => {
+            Ok((generation, stop, log, bound)) => {
                 fcgi_proxy::access_log::activate(log);
+                self.addrs = generation.fronts.iter().map(|(a, _)| *a).collect();
                 let _ = self.gens.send(Arc::new(generation));
+                // New listeners after the generation that has them.
+                for (key, sockets) in bound {
+                    for (adder, l) in self.adders.iter().zip(sockets) {
+                        let _ = adder.send((key, l));
+                    }
+                }
                 let old = std::mem::replace(&mut self.gen_stop, stop);
                 let _ = old.send(true);
                 tracing::info!("configuration reloaded");
@@ -386,6 +399,7 @@ impl Control {
             Gen,
             tokio::sync::watch::Sender<bool>,
             Option<fcgi_proxy::access_log::Active>,
+            Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
         ),
         String,
     > {
@@ -398,15 +412,31 @@ impl Control {
             config.admin_listen = self.reloader.admin.clone();
         }
         let listeners = config.front_listeners().map_err(|e| e.to_string())?;
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
-        if addrs != self.addrs {
-            return Err(format!(
-                "the listen addresses changed ({} to {}): that needs a restart",
-                list(&self.addrs),
-                list(&addrs)
-            ));
+        if listeners.is_empty() {
+            return Err("no listen address configured".into());
         }
         let fronts = fronts_for(&config, &listeners)?;
+        // Addresses not listened on yet: bound now (every serving thread its socket), so that a
+        // reload that cannot listen changes nothing.
+        let mut bound = Vec::new();
+        for fl in &listeners {
+            if self.addrs.contains(&fl.addr) {
+                continue;
+            }
+            let mut sockets = Vec::new();
+            let mut addr = fl.addr;
+            for t in 0..self.adders.len() {
+                let l = listen(addr, self.adders.len() > 1)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                if t == 0 {
+                    addr = l.local_addr().map_err(|e| e.to_string())?;
+                }
+                sockets.push(l);
+            }
+            tracing::info!("listening on {addr}");
+            bound.push((fl.addr, sockets));
+        }
+        let fronts = listeners.iter().map(|l| l.addr).zip(fronts).collect();
         let log = access_log_for(&config)?;
         let proxy =
             Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
@@ -419,6 +449,7 @@ impl Control {
             },
             stop_tx,
             log,
+            bound,
         ))
     }
 }
@@ -433,14 +464,6 @@ fn access_log_for(config: &Config) -> Result<Option<fcgi_proxy::access_log::Acti
     }
 }
 
-fn list(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Everything is bound before any thread starts, so a bad address fails at once and port 0 is
 /// chosen once (by the first thread's socket). Thread 0 is this one; it also serves the admin
 /// listener and waits for the stop and reload signals.
@@ -453,7 +476,7 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     let fronts = fronts_for(&config, &listeners)?;
     fcgi_proxy::access_log::activate(access_log_for(&config)?);
     let mut inherited = fcgi_proxy::systemd::inherited_listeners()?;
-    let mut sockets: Vec<Vec<(usize, std::net::TcpListener)>> =
+    let mut sockets: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for (i, fl) in listeners.iter().enumerate() {
         let what = match (&fronts[i].tls, fronts[i].h2) {
@@ -467,7 +490,7 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
             let (addr, l) = inherited.remove(k);
             println!("listening on {addr}{what} (from systemd)");
             for mine in &mut sockets {
-                mine.push((i, l.try_clone().map_err(|e| format!("{addr}: {e}"))?));
+                mine.push((fl.addr, l.try_clone().map_err(|e| format!("{addr}: {e}"))?));
             }
             continue;
         }
@@ -479,7 +502,7 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
                 addr = l.local_addr().map_err(|e| e.to_string())?;
                 println!("listening on {addr}{what}");
             }
-            mine.push((i, l));
+            mine.push((fl.addr, l));
         }
     }
     if let Some((addr, _)) = inherited.first() {
@@ -503,13 +526,17 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     let (gen_stop, gen_stop_rx) = tokio::sync::watch::channel(false);
     let (gens, gens_rx) = tokio::sync::watch::channel(Arc::new(server::Generation {
         proxy,
-        fronts,
+        fronts: listeners.iter().map(|l| l.addr).zip(fronts).collect(),
         stop: gen_stop_rx,
     }));
+    let (adders, mut added): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
     let control = Control {
         gens,
         gen_stop,
         addrs,
+        adders,
         reloader,
     };
     if let Some(p) = &pid_file {
@@ -519,18 +546,26 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sockets = sockets.into_iter();
     let mine = sockets.next().unwrap_or_default();
+    let mine_added = added.remove(0);
     let mut others = Vec::new();
-    for (i, listeners) in sockets.enumerate() {
+    for ((i, listeners), added) in sockets.enumerate().zip(added) {
         let slot = i + 1;
         let (gens, stop) = (gens_rx.clone(), stop_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("fcgi-proxy-{slot}"))
-            .spawn(move || serve_thread(slot, listeners, gens, stop, None))
+            .spawn(move || serve_thread(slot, listeners, added, gens, stop, None))
             .map_err(|e| format!("cannot start a serving thread: {e}"))?;
         others.push(t);
     }
     fcgi_proxy::systemd::notify("READY=1");
-    let r = serve_thread(0, mine, gens_rx, stop_rx, Some((admin, stop_tx, control)));
+    let r = serve_thread(
+        0,
+        mine,
+        mine_added,
+        gens_rx,
+        stop_rx,
+        Some((admin, stop_tx, control)),
+    );
     for t in others {
         match t.join() {
             Ok(Ok(())) => {}
@@ -567,7 +602,8 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
 /// thread to stop.
 fn serve_thread(
     slot: usize,
-    listeners: Vec<(usize, std::net::TcpListener)>,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    mut added: Added,
     gens: tokio::sync::watch::Receiver<Arc<Gen>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     control: Option<(
@@ -583,35 +619,59 @@ fn serve_thread(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let served = rt.block_on(async move {
         tokio::spawn(fcgi_proxy::access_log::install());
-        let mut servers = Vec::new();
-        for (index, l) in listeners {
+        let mut servers = tokio::task::JoinSet::new();
+        let serve = |servers: &mut tokio::task::JoinSet<_>, key, l| -> Result<(), String> {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-            servers.push(tokio::spawn(server::serve_generations(
+            servers.spawn(server::serve_generations(
                 l,
-                index,
+                key,
                 gens.clone(),
                 stop_rx.clone(),
-            )));
+            ));
+            Ok(())
+        };
+        for (key, l) in listeners {
+            serve(&mut servers, key, l)?;
         }
         if let Some((admin, stop_tx, mut control)) = control {
             if let Some(l) = admin {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-                servers.push(tokio::spawn(server::serve_admin_generations(
+                servers.spawn(server::serve_admin_generations(
                     l,
                     gens.clone(),
                     stop_rx.clone(),
-                )));
+                ));
             }
-            serve_signals(&mut control).await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            fcgi_proxy::systemd::notify("STOPPING=1");
-            let _ = stop_tx.send(true);
-            let _ = control.gen_stop.send(true);
+            tokio::spawn(async move {
+                serve_signals(&mut control).await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                fcgi_proxy::systemd::notify("STOPPING=1");
+                let _ = stop_tx.send(true);
+                let _ = control.gen_stop.send(true);
+            });
         }
-        for s in servers {
-            let _ = s.await;
+        // Listeners a reload adds, until shutdown.
+        let mut stopping = stop_rx.clone();
+        loop {
+            let l = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s) => break,
+                l = added.recv() => l,
+            };
+            match l {
+                Some((key, l)) => {
+                    if let Err(e) = serve(&mut servers, key, l) {
+                        tracing::error!("cannot serve {key}: {e}");
+                    }
+                }
+                None => {
+                    let _ = stopping.wait_for(|s| *s).await;
+                    break;
+                }
+            }
         }
-        Ok(())
+        while servers.join_next().await.is_some() {}
+        Ok::<(), String>(())
     });
     fcgi_proxy::access_log::flush();
     served

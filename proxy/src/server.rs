@@ -31,6 +31,7 @@ use crate::answers;
 use crate::body::{BodyError, ProxyBody};
 use crate::handler::Proxy;
 use crate::net::{Acceptor, ConnInfo, Connector, read_on_stack};
+use std::net::SocketAddr;
 
 /// Front-end limits and timeouts.
 #[derive(Debug, Clone)]
@@ -91,8 +92,9 @@ impl Default for FrontSettings {
 /// flight completes on the configuration it started with, then they close.
 pub struct Generation<C: Connector> {
     pub proxy: Arc<Proxy<C>>,
-    /// Per listener, in the order the serving tasks were given their index.
-    pub fronts: Vec<FrontSettings>,
+    /// Per listener, by its configured address. A listener whose address a new generation
+    /// does not have stops accepting (and its socket closes) when that generation comes.
+    pub fronts: Vec<(SocketAddr, FrontSettings)>,
     /// Turns true when this generation is replaced, or at shutdown.
     pub stop: watch::Receiver<bool>,
 }
@@ -112,12 +114,13 @@ pub async fn serve<A: Acceptor, C: Connector>(
     settings: FrontSettings,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let key = SocketAddr::from(([0, 0, 0, 0], 0));
     let (tx, rx) = watch::channel(Arc::new(Generation {
         proxy,
-        fronts: vec![settings],
+        fronts: vec![(key, settings)],
         stop: shutdown.clone(),
     }));
-    let r = serve_generations(acceptor, 0, rx, shutdown).await;
+    let r = serve_generations(acceptor, key, rx, shutdown).await;
     drop(tx);
     r
 }
@@ -148,17 +151,26 @@ async fn next_generation<C: Connector>(
     gens.borrow_and_update().clone()
 }
 
-/// Serves `acceptor` (listener number `index` of each generation's `fronts`) with the current
-/// generation of `gens` until `shutdown` turns true, then waits for open connections up to
-/// the grace period.
+/// The settings of the listener `key` in `g`, if it still has it.
+fn front_of<C: Connector>(g: &Generation<C>, key: SocketAddr) -> Option<FrontSettings> {
+    g.fronts
+        .iter()
+        .find(|(a, _)| *a == key)
+        .map(|(_, f)| f.clone())
+}
+
+/// Serves `acceptor` (the listener configured as `key` in each generation's `fronts`) with the
+/// current generation of `gens` until `shutdown` turns true or a generation without `key`
+/// comes, then closes the listening socket and waits for open connections up to the grace
+/// period.
 pub async fn serve_generations<A: Acceptor, C: Connector>(
     acceptor: A,
-    index: usize,
+    key: SocketAddr,
     mut gens: watch::Receiver<Arc<Generation<C>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut current = gens.borrow_and_update().clone();
-    let mut settings = current.fronts.get(index).cloned().unwrap_or_default();
+    let mut settings = front_of(&current, key).unwrap_or_default();
     let mut builder = h1_builder(&settings);
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
@@ -168,8 +180,12 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
             biased;
             _ = stopped(&mut shutdown) => break,
             g = next_generation(&mut gens) => {
+                let Some(f) = front_of(&g, key) else {
+                    // Not listened on any more.
+                    break;
+                };
                 current = g;
-                settings = current.fronts.get(index).cloned().unwrap_or_default();
+                settings = f;
                 builder = h1_builder(&settings);
                 continue;
             }
@@ -189,10 +205,19 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
                 continue;
             }
         };
+        // A generation that came during the accept: this connection is served by it, or, if
+        // it has no such listener any more, by the one before, and the listener stops.
+        let mut retired = false;
         if gens.has_changed().unwrap_or(false) {
-            current = gens.borrow_and_update().clone();
-            settings = current.fronts.get(index).cloned().unwrap_or_default();
-            builder = h1_builder(&settings);
+            let g = gens.borrow_and_update().clone();
+            match front_of(&g, key) {
+                Some(f) => {
+                    current = g;
+                    settings = f;
+                    builder = h1_builder(&settings);
+                }
+                None => retired = true,
+            }
         }
         let proxy = current.proxy.clone();
         let builder = builder.clone();
@@ -244,8 +269,13 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
             drop(slot);
             drop(done);
         });
+        if retired {
+            break;
+        }
     }
-    // Wait for open connections to finish, up to the grace period.
+    // New connections are refused from now on (not left in a backlog nobody accepts from);
+    // open ones finish, up to the grace period.
+    drop(acceptor);
     drop(conn_done_tx);
     let _ = tokio::time::timeout(settings.shutdown_grace, conn_done_rx.recv()).await;
     Ok(())

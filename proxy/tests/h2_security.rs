@@ -531,7 +531,12 @@ async fn h2_requests_meet_the_http1_limits() {
     // Within the limits, served.
     let (seen, _) = exchange(
         setup.front,
-        &[frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/ok")))],
+        &[frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &block(&get_fields("/ok")),
+        )],
         quiet,
     )
     .await;
@@ -581,7 +586,12 @@ target = "fcgi://{}/"
         front,
         &[
             no_window,
-            frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&get_fields("/w"))),
+            frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                1,
+                &block(&get_fields("/w")),
+            ),
         ],
         Duration::from_secs(4),
     )

@@ -170,14 +170,19 @@ async fn get(front: SocketAddr, path: &str) -> (u16, Bytes) {
 async fn wait_for_generation(front: SocketAddr, generation: u32) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let (status, body) = get(front, "/app/probe.php").await;
-        if status == 200 && generation_of(&body) == Some(generation) {
-            return;
-        }
+        // Not listening yet (a reload in progress) counts as not yet.
+        let last = if tokio::net::TcpStream::connect(front).await.is_ok() {
+            let (status, body) = get(front, "/app/probe.php").await;
+            if status == 200 && generation_of(&body) == Some(generation) {
+                return;
+            }
+            format!("{status} {:?}", generation_of(&body))
+        } else {
+            "connection refused".to_owned()
+        };
         assert!(
             Instant::now() < deadline,
-            "generation {generation} not served (last: {status} {:?})",
-            generation_of(&body)
+            "generation {generation} not served on {front} (last: {last})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -286,6 +291,76 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
     let (status, body) = get(front, "/app/after.php").await;
     assert_eq!((status, generation_of(&body)), (200, Some(20)));
     assert!(proxy.exited().is_none(), "the proxy exited");
+    tokio::task::spawn_blocking(move || drop(proxy))
+        .await
+        .expect("stop");
+}
+
+fn config_on(ports: &[u16], backend: SocketAddr, generation: u32) -> String {
+    let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "workers = 2\nlisten = [{}]\n[[setenv]]\nname = \"GEN\"\nvalue = \"{generation}\"\n\
+         [[route]]\npath = \"/app/\"\ntarget = \"fcgi://{backend}/\"\n",
+        listen.join(", ")
+    )
+}
+
+/// A reload that adds a listen address starts listening there; one that drops an address
+/// stops listening there (connections are refused, not left in a backlog), the others serve on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2) = (support::free_port(), support::free_port());
+    let (a1, a2): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{p1}").parse().expect("addr"),
+        format!("127.0.0.1:{p2}").parse().expect("addr"),
+    );
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(&conf, config_on(&[p1], backend, 1)).expect("write");
+    let pid_file = dir.path().join("proxy.pid");
+    let log = dir.path().join("proxy.log");
+    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
+    let proxy: Proc = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(support::proxy_bin());
+        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
+        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
+        proc.wait_ready(a1, Some("listening on")).map(|()| proc)
+    })
+    .await
+    .expect("blocking")
+    .expect("proxy starts");
+    wait_for_generation(a1, 1).await;
+    assert!(
+        tokio::net::TcpStream::connect(a2).await.is_err(),
+        "{a2} open before"
+    );
+
+    std::fs::write(&conf, config_on(&[p1, p2], backend, 2)).expect("write");
+    let p = pid_file.clone();
+    tokio::task::spawn_blocking(move || reload(&p))
+        .await
+        .expect("reload");
+    wait_for_generation(a2, 2).await;
+    wait_for_generation(a1, 2).await;
+
+    std::fs::write(&conf, config_on(&[p2], backend, 3)).expect("write");
+    let p = pid_file.clone();
+    tokio::task::spawn_blocking(move || reload(&p))
+        .await
+        .expect("reload");
+    wait_for_generation(a2, 3).await;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(a1).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{a1} still accepts after its removal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::task::spawn_blocking(move || drop(proxy))
         .await
         .expect("stop");
