@@ -151,6 +151,16 @@ async fn next_generation<C: Connector>(
     gens.borrow_and_update().clone()
 }
 
+/// What ends a connection: `stop` (shutdown: in-flight requests finish, idle connections
+/// close) and `retire` (its generation was replaced by a reload, or shutdown: a kept-alive
+/// HTTP/1 connection serves one more request, the one the client may be sending, and closes
+/// with it, so no request crosses a close the client did not hear of; HTTP/2 sends GOAWAY).
+#[derive(Debug, Clone)]
+struct Stops {
+    stop: watch::Receiver<bool>,
+    retire: watch::Receiver<bool>,
+}
+
 /// The settings of the listener `key` in `g`, if it still has it.
 fn front_of<C: Connector>(g: &Generation<C>, key: SocketAddr) -> Option<FrontSettings> {
     g.fronts
@@ -221,7 +231,10 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
         }
         let proxy = current.proxy.clone();
         let builder = builder.clone();
-        let mut shutdown = current.stop.clone();
+        let mut stops = Stops {
+            stop: shutdown.clone(),
+            retire: current.stop.clone(),
+        };
         let done = conn_done_tx.clone();
         let waits = Waits {
             next: settings.keep_alive_timeout,
@@ -237,31 +250,16 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
             match settings.tls.clone() {
                 None if settings.h2 => {
-                    serve_plain_h2c(
-                        stream,
-                        info,
-                        proxy,
-                        &builder,
-                        &settings,
-                        &mut shutdown,
-                        waits,
-                    )
-                    .await;
+                    serve_plain_h2c(stream, info, proxy, &builder, &settings, &mut stops, waits)
+                        .await;
                 }
                 None => {
                     let io = Rewind::new(Bytes::new(), stream);
-                    serve_client(io, info, proxy, &builder, &mut shutdown, waits, None).await;
+                    serve_client(io, info, proxy, &builder, &mut stops, waits, None).await;
                 }
                 Some(acceptor) => {
                     serve_tls(
-                        stream,
-                        acceptor,
-                        info,
-                        proxy,
-                        &builder,
-                        &settings,
-                        &mut shutdown,
-                        waits,
+                        stream, acceptor, info, proxy, &builder, &settings, &mut stops, waits,
                     )
                     .await;
                 }
@@ -507,7 +505,7 @@ async fn serve_client<S, C>(
     info: ConnInfo,
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
-    shutdown: &mut watch::Receiver<bool>,
+    stops: &mut Stops,
     waits: Waits,
     tls: Option<Arc<crate::tls::ConnTls>>,
 ) where
@@ -515,8 +513,21 @@ async fn serve_client<S, C>(
     C: Connector,
 {
     let activity = io.activity.clone();
-    let stop = stopped(shutdown);
+    let Stops { stop, retire } = stops;
+    let stop = stopped(stop);
     tokio::pin!(stop);
+    let retire = stopped(retire);
+    tokio::pin!(retire);
+    // Retired (see `Stops`): the next request is the last.
+    let mut retired = false;
+    // The request after which the connection closes (0: none); a retirement brings it nearer.
+    let last_at = Arc::new(AtomicU64::new(waits.last_request));
+    let retire_now = |started: u64| {
+        let next = started + 1;
+        let _ = last_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+            (l == 0 || l > next).then_some(next)
+        });
+    };
     // Where the deadline for a session's first head runs from, if not from the session's start:
     // the end of the last response, for part of a head hyper had already read when it parked.
     let mut head_from: Option<tokio::time::Instant> = None;
@@ -537,7 +548,8 @@ async fn serve_client<S, C>(
             let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
             let first = tokio::select! {
                 biased;
-                () = stop.as_mut() => Err(()),
+                () = stop.as_mut() => Err(true),
+                () = retire.as_mut(), if !retired => Err(false),
                 r = tokio::time::timeout(
                     remaining,
                     read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
@@ -547,11 +559,18 @@ async fn serve_client<S, C>(
             };
             let first = match first {
                 Ok(f) => f,
+                // Retired while idle: the next request is answered (on this configuration) and
+                // closes the connection; the keep-alive wait goes on meanwhile.
+                Err(false) => {
+                    retired = true;
+                    retire_now(activity.started.load(Ordering::Relaxed));
+                    continue;
+                }
                 // Stopping (shutdown, or a reload retiring this connection) while idle: a request
                 // already here is still answered (with `Connection: close`); otherwise the
                 // connection is closed gently, so that a request crossing the close meets an
                 // end of stream the client may retry on (RFC 9112 9.3.1), not a reset.
-                Err(()) => {
+                Err(true) => {
                     let now =
                         read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
                     match tokio::time::timeout(Duration::ZERO, now).await {
@@ -577,10 +596,11 @@ async fn serve_client<S, C>(
                 let proxy = proxy.clone();
                 let activity = activity.clone();
                 let tls = tls.clone();
-                let last_request = waits.last_request;
+                let last_at = last_at.clone();
                 service_fn(move |req: Request<Incoming>| -> Handled {
                     let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
                     activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let last_request = last_at.load(Ordering::Relaxed);
                     let last = last_request != 0 && n >= last_request;
                     if last
                         || !req.body().is_end_stream()
@@ -631,6 +651,19 @@ async fn serve_client<S, C>(
                     if !stopping && stop.as_mut().poll(cx).is_ready() {
                         stopping = true;
                         Pin::new(&mut conn).graceful_shutdown();
+                        continue;
+                    }
+                    if !retired && !stopping && retire.as_mut().poll(cx).is_ready() {
+                        retired = true;
+                        retire_now(activity.started.load(Ordering::Relaxed));
+                        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                            // Closes after the answer in flight (`Connection: close` when its
+                            // head is not written yet).
+                            stopping = true;
+                            Pin::new(&mut conn).graceful_shutdown();
+                        }
+                        // Otherwise a request being received is the last; with none, the
+                        // connection parks below and waits for one.
                         continue;
                     }
                     if parking || stopping || activity.in_flight.load(Ordering::Relaxed) > 0 {
@@ -757,15 +790,16 @@ async fn serve_tls<S, C>(
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
     settings: &FrontSettings,
-    shutdown: &mut watch::Receiver<bool>,
+    stops: &mut Stops,
     waits: Waits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
+    // A reload does not interrupt a handshake: the connection is retired after it.
     let handshake = tokio::select! {
         biased;
-        _ = stopped(shutdown) => return,
+        _ = stopped(&mut stops.stop) => return,
         r = tokio::time::timeout(settings.tls_handshake_timeout, acceptor.0.accept(stream)) => r,
     };
     let tls = match handshake {
@@ -786,9 +820,18 @@ async fn serve_tls<S, C>(
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let io = Rewind::new(Bytes::new(), tls);
     if h2 {
-        serve_h2(io, info, proxy, settings, shutdown, waits, Some(facts)).await;
+        serve_h2(
+            io,
+            info,
+            proxy,
+            settings,
+            &mut stops.retire,
+            waits,
+            Some(facts),
+        )
+        .await;
     } else {
-        serve_client(io, info, proxy, builder, shutdown, waits, Some(facts)).await;
+        serve_client(io, info, proxy, builder, stops, waits, Some(facts)).await;
     }
 }
 
@@ -801,7 +844,7 @@ async fn serve_plain_h2c<S, C>(
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
     settings: &FrontSettings,
-    shutdown: &mut watch::Receiver<bool>,
+    stops: &mut Stops,
     waits: Waits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -809,7 +852,7 @@ async fn serve_plain_h2c<S, C>(
 {
     let first = tokio::select! {
         biased;
-        _ = stopped(shutdown) => return,
+        _ = stopped(&mut stops.stop) => return,
         r = tokio::time::timeout(
             waits.head,
             read_on_stack::<PARKED_READ, _, _>(&mut stream, Bytes::copy_from_slice),
@@ -822,9 +865,9 @@ async fn serve_plain_h2c<S, C>(
     let h2 = first[..n] == H2_PREFACE[..n];
     let io = Rewind::new(first, stream);
     if h2 {
-        serve_h2(io, info, proxy, settings, shutdown, waits, None).await;
+        serve_h2(io, info, proxy, settings, &mut stops.retire, waits, None).await;
     } else {
-        serve_client(io, info, proxy, builder, shutdown, waits, None).await;
+        serve_client(io, info, proxy, builder, stops, waits, None).await;
     }
 }
 

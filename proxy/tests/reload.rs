@@ -1,8 +1,10 @@
-//! Graceful reload: under steady load, the configuration is changed and reloaded 20 times
-//! (`fcgi-proxy reload --pid-file`, i.e. SIGHUP); no request fails, a request in flight across
-//! a reload finishes on the configuration it started with, new connections get the new one,
-//! and a configuration that does not load is refused with the reason in the log while the
-//! last good one keeps serving.
+//! Graceful reload: under steady load (kept-alive connections), the configuration is changed
+//! and reloaded 20 times (`fcgi-proxy reload --pid-file`, i.e. SIGHUP); no request fails, a
+//! request in flight across a reload finishes on the configuration it started with, new
+//! connections get the new one, and a configuration that does not load is refused with the
+//! reason in the log while the last good one keeps serving. A kept-alive connection of a
+//! replaced configuration serves its next request and closes with it (`Connection: close`), so
+//! a client never has to resend one; the count of resends is printed.
 
 mod support;
 
@@ -364,4 +366,89 @@ async fn reload_adds_and_removes_listeners() {
     tokio::task::spawn_blocking(move || drop(proxy))
         .await
         .expect("stop");
+}
+
+/// A kept-alive connection idle across a reload: its next request is answered on the old
+/// configuration with `Connection: close` (not met by a close), and the connection then ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_kept_alive_connection_serves_one_more_request_after_a_reload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(&conf, config(port, backend, 1)).expect("write");
+    let pid_file = dir.path().join("proxy.pid");
+    let log = dir.path().join("proxy.log");
+    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
+    let proxy: Proc = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(support::proxy_bin());
+        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
+        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
+        proc.wait_ready(front, Some("listening on")).map(|()| proc)
+    })
+    .await
+    .expect("blocking")
+    .expect("proxy starts");
+    wait_for_generation(front, 1).await;
+
+    let mut old = tokio::net::TcpStream::connect(front)
+        .await
+        .expect("connect");
+    let req = b"GET /app/k.php HTTP/1.1\r\nHost: reload.test\r\n\r\n";
+    old.write_all(req).await.expect("write");
+    let first = read_answer(&mut old).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("[\"GEN\",\"1\"]"), "{first}");
+
+    std::fs::write(&conf, config(port, backend, 2)).expect("write");
+    let p = pid_file.clone();
+    tokio::task::spawn_blocking(move || reload(&p))
+        .await
+        .expect("reload");
+    wait_for_generation(front, 2).await;
+
+    old.write_all(req)
+        .await
+        .expect("write on the old connection");
+    let second = read_answer(&mut old).await;
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the old connection's next request: {second:?}"
+    );
+    assert!(second.contains("[\"GEN\",\"1\"]"), "{second}");
+    assert!(
+        second.to_ascii_lowercase().contains("connection: close"),
+        "{second}"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(WAIT, old.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(n, 0, "more after the last answer: {rest:?}");
+    tokio::task::spawn_blocking(move || drop(proxy))
+        .await
+        .expect("stop");
+}
+
+/// One answer on a kept-alive connection whose body is the echo JSON (ends with `}`).
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        if n == 0 || buf.ends_with(b"}") || buf.ends_with(b"}\n") {
+            return String::from_utf8_lossy(&buf).into_owned();
+        }
+    }
 }
