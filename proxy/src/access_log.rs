@@ -256,6 +256,37 @@ mod tests {
         sink.timestamp(t + Duration::from_micros(5));
         assert_eq!(sink.buf, b"2026-12-06T13:09:38.152207Z");
     }
+
+    #[test]
+    fn log_format_parsing() {
+        let f = LogFormat::parse(r#"%h %{X-A}i %>s \"%r\" %{ms}T%%"#).unwrap();
+        assert_eq!(
+            f.request_headers,
+            vec![http::HeaderName::from_static("x-a")]
+        );
+        assert!(LogFormat::parse("%400,501{User-agent}i").is_err());
+        assert!(LogFormat::parse("%Z").is_err());
+        assert!(LogFormat::parse("%{x").is_err());
+        assert!(LogFormat::parse("trailing %").is_err());
+        for nick in ["common", "combined", "vhost_combined", "referer", "agent"] {
+            let fmt = crate::config::log::nickname(nick).unwrap();
+            LogFormat::parse(fmt).unwrap();
+        }
+    }
+
+    #[test]
+    fn escaping_as_apache() {
+        let mut out = Vec::new();
+        push_escaped(&mut out, b"a\"b\\c\nd\te\x01f\xe9");
+        assert_eq!(out, br#"a\"b\\c\nd\te\x01f\xe9"#);
+    }
+
+    #[test]
+    fn clf_time() {
+        let mut out = Vec::new();
+        push_clf_time(&mut out, UNIX_EPOCH + Duration::from_secs(1_796_562_578));
+        assert_eq!(out, b"[06/Dec/2026:13:09:38 +0000]");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

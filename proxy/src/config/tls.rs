@@ -359,4 +359,87 @@ mod tests {
         assert!(p(&["spdy"], true).is_err());
         assert!(p(&["h2c"], true).is_err());
     }
+
+    fn toml(text: &str) -> Result<Vec<FrontListener>, ConfigError> {
+        let cfg = crate::config::toml::parse_unvalidated(text, "t.toml")?;
+        cfg.front_listeners()
+    }
+
+    #[test]
+    fn toml_listeners() {
+        let l = toml(
+            r#"
+listen = ["127.0.0.1:8080"]
+[[listener]]
+addr = "127.0.0.1:8443"
+tls = { cert = "/c.pem", key = "/k.pem", versions = ["TLSv1.3"], sni = [{ names = ["A.example"], cert = "/a.pem" }] }
+[[listener]]
+addr = "127.0.0.1:8081"
+protocols = ["h2c", "http/1.1"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(l.len(), 3);
+        assert!(l[0].tls.is_none() && !l[0].h2 && l[0].http1);
+        let t = l[1].tls.as_ref().unwrap();
+        assert_eq!(t.default.key, "/k.pem");
+        assert_eq!(t.versions, vec![TlsVersion::Tls13]);
+        // Names lower case; the key defaults to the certificate's file.
+        assert_eq!(t.sni[0].0, vec!["a.example".to_owned()]);
+        assert_eq!(t.sni[0].1.key, "/a.pem");
+        assert!(l[1].h2 && l[1].http1);
+        assert!(l[2].tls.is_none() && l[2].h2);
+    }
+
+    #[test]
+    fn toml_listener_errors() {
+        let twice = toml("listen = [\"127.0.0.1:1\"]\n[[listener]]\naddr = \"127.0.0.1:1\"\n");
+        assert!(twice.unwrap_err().message.contains("twice"));
+        let unknown = toml("[[listener]]\naddr = \"127.0.0.1:1\"\ncert = \"x\"\n");
+        assert!(unknown.is_err());
+        let proto = toml(
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nprotocols = [\"h2c\"]\ntls = { cert = \"/c\" }\n",
+        );
+        assert!(proto.unwrap_err().message.contains("h2 or http/1.1"));
+    }
+
+    #[test]
+    fn apache_ssl_per_virtual_host() {
+        let conf = "Listen 8443 https\nListen 8080\nSSLProtocol all -SSLv3 -TLSv1.2\n\
+                    <VirtualHost *:8443>\nServerName a.example\nSSLEngine on\n\
+                    SSLCertificateFile /a.crt\nSSLCertificateKeyFile /a.key\n\
+                    SSLCertificateChainFile /chain.crt\nProtocols h2 http/1.1\n</VirtualHost>\n\
+                    <VirtualHost *:8443>\nServerName b.example\nServerAlias *.b.example\n\
+                    SSLEngine on\nSSLCertificateFile /b.pem\n</VirtualHost>\n\
+                    <VirtualHost *:8080>\nServerName plain.example\n</VirtualHost>\n";
+        let (cfg, _) = crate::config::apache::parse(conf, "/etc/x/httpd.conf").unwrap();
+        let l = cfg.front_listeners().unwrap();
+        let t = l[0].tls.as_ref().expect("8443 is TLS");
+        assert_eq!(t.default.cert, "/a.crt");
+        assert_eq!(t.default.chain.as_deref(), Some("/chain.crt"));
+        assert_eq!(
+            t.versions,
+            vec![TlsVersion::Tls13],
+            "SSLProtocol of the main server"
+        );
+        assert_eq!(t.sni.len(), 2);
+        assert_eq!(
+            t.sni[1].0,
+            vec!["b.example".to_owned(), "*.b.example".to_owned()]
+        );
+        assert_eq!(t.sni[1].1.key, "/b.pem");
+        assert!(l[0].h2, "Protocols of the first virtual host");
+        assert!(l[1].tls.is_none() && !l[1].h2);
+    }
+
+    #[test]
+    fn apache_ssl_errors() {
+        let no_cert = "Listen 443\n<VirtualHost *:443>\nSSLEngine on\n</VirtualHost>\n";
+        let e = crate::config::apache::parse(no_cert, "h.conf").unwrap_err();
+        assert!(e.message.contains("SSLCertificateFile"), "{e}");
+        let old = "Listen 443\nSSLProtocol SSLv3\n";
+        assert!(crate::config::apache::parse(old, "h.conf").is_err());
+        let optional = "Listen 443\nSSLEngine optional\n";
+        assert!(crate::config::apache::parse(optional, "h.conf").is_err());
+    }
 }
