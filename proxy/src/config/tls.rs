@@ -183,9 +183,9 @@ fn files(cert: &str, key: Option<&str>, chain: Option<&str>) -> CertFiles {
 impl Config {
     /// Every listening address with how it is served: `listen` (plain HTTP/1.1, or as its
     /// Apache virtual hosts say), then `[[listener]]`. With Apache virtual hosts, an address
-    /// whose port a `<VirtualHost>` with `SSLEngine on` names is a TLS listener; the
-    /// certificate a client gets is that of the first such host named by its SNI, else of the
-    /// first of them.
+    /// whose first `<VirtualHost>` (by port) has `SSLEngine on` is a TLS listener; the
+    /// certificate a client gets is that of the first virtual host with TLS named by its SNI,
+    /// else the first one's.
     pub fn front_listeners(&self) -> Result<Vec<FrontListener>, ConfigError> {
         let mut out = Vec::new();
         for spec in &self.listen {
@@ -241,7 +241,8 @@ impl Config {
         Ok(out)
     }
 
-    /// A `listen` address: TLS when the server, or a virtual host of its port, has TLS on.
+    /// A `listen` address: TLS when the server, or the first virtual host of its port, has TLS
+    /// on.
     fn apache_listener(&self, spec: &str, addr: SocketAddr) -> Result<FrontListener, ConfigError> {
         let hosts: Vec<&Config> = self
             .vhosts
@@ -265,10 +266,11 @@ impl Config {
         } else {
             hosts.iter().copied().filter(|c| c.tls.is_some()).collect()
         };
-        // The first server of the address decides the protocols (as its `Protocols` does in
-        // Apache for the connection).
+        // The first server of the address (Apache's default server for it) decides whether its
+        // connections are TLS and their protocols; SNI then picks among the TLS ones.
         let first = hosts.first().copied().unwrap_or(self);
-        let Some(&lead) = with_tls.first() else {
+        let lead = first.tls.as_ref().map(|_| first);
+        let Some(lead) = lead else {
             let (h2, http1) = match &first.protocols {
                 Some(p) => parse_protocols(p, false).map_err(|e| first.tls_err(e))?,
                 None => (false, true),
@@ -430,6 +432,20 @@ protocols = ["h2c", "http/1.1"]
         assert_eq!(t.sni[1].1.key, "/b.pem");
         assert!(l[0].h2, "Protocols of the first virtual host");
         assert!(l[1].tls.is_none() && !l[1].h2);
+    }
+
+    #[test]
+    fn first_virtual_host_decides() {
+        // Debian's layout with default-ssl enabled, read with --listen: every virtual host
+        // then matches the one address, and the first (plain) decides.
+        let conf = "Listen 80\nListen 443\n<VirtualHost *:80>\nServerName a\n</VirtualHost>\n\
+                    <VirtualHost *:443>\nServerName a\nSSLEngine on\nSSLCertificateFile /c\n\
+                    </VirtualHost>\n";
+        let (mut cfg, _) = crate::config::apache::parse(conf, "h.conf").unwrap();
+        let l = cfg.front_listeners().unwrap();
+        assert!(l[0].tls.is_none() && l[1].tls.is_some());
+        cfg.override_listen(vec!["127.0.0.1:8080".into()]);
+        assert!(cfg.front_listeners().unwrap()[0].tls.is_none());
     }
 
     #[test]
