@@ -32,8 +32,11 @@
 //! - The request body length is an input: the runtime buffers chunked bodies and gives an exact
 //!   `CONTENT_LENGTH` (Apache streams them without CONTENT_LENGTH unless `proxy-sendcl`).
 //! - `Max-Forwards: 0` on OPTIONS or TRACE is forwarded as 0 (Apache answers those itself).
-//! - No `REMOTE_HOST`, `REMOTE_USER`, `AUTH_TYPE`, `REMOTE_IDENT`, `REDIRECT_*`, `UNIQUE_ID`,
-//!   `HTTPS`/`SSL_*` (no DNS lookups, authentication, internal redirects, TLS here).
+//! - No `REMOTE_HOST`, `REMOTE_USER`, `AUTH_TYPE`, `REMOTE_IDENT`, `REDIRECT_*`, `UNIQUE_ID`
+//!   (no DNS lookups, authentication, internal redirects here).
+//! - Over TLS, `HTTPS=on` and `SSL_TLS_SNI` as mod_ssl without `StdEnvVars`; over HTTP/2,
+//!   mod_http2's `HTTP2`, `H2PUSH`, `H2_PUSH`, `H2_PUSHED`, `H2_PUSHED_ON`, not its
+//!   `H2_STREAM_ID` and `H2_STREAM_TAG` (docs/reference/apache.md §9).
 
 use core::fmt;
 use std::borrow::Cow;
@@ -654,11 +657,12 @@ fn server_name_port(
             }
         },
     };
-    let default_port = if req.scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    };
+    let default_port =
+        if req.scheme.eq_ignore_ascii_case("https") || crate::tls::current().is_some() {
+            443
+        } else {
+            80
+        };
     let configured_port = configured.as_ref().and_then(|c| c.port);
     let (name, port) = match from_request {
         Some(hp) => (hp.host, hp.port),
@@ -913,6 +917,23 @@ fn fill_common<'a, V: Vars>(
     env: &mut V,
     c: &Common<'_>,
 ) -> Result<(Vec<Header<'a>>, String, u16), CgiError> {
+    // What mod_ssl's and mod_http2's fixups put in the environment before the handler runs
+    // (mod_ssl with `SSLOptions -StdEnvVars`; docs/reference/apache.md, mod_ssl and mod_http2).
+    let tls = crate::tls::current();
+    if let Some(t) = &tls {
+        env.set_static("HTTPS", b"on");
+        if let Some(sni) = &t.sni {
+            env.set_static("SSL_TLS_SNI", sni.as_bytes());
+        }
+    }
+    if req.protocol == "HTTP/2.0" {
+        env.set_static("HTTP2", b"on");
+        env.set_static("H2PUSH", b"off");
+        env.set_static("H2_PUSH", b"off");
+        env.set_static("H2_PUSHED", b"");
+        env.set_static("H2_PUSHED_ON", b"");
+    }
+    let scheme = if tls.is_some() { "https" } else { req.scheme };
     // Headers (ap_add_common_vars).
     let headers = effective_headers(req);
     let pass_auth = c.pass_auth;
@@ -963,7 +984,7 @@ fn fill_common<'a, V: Vars>(
     env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
     env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("REQUEST_SCHEME", req.scheme.as_bytes());
+    env.set_static("REQUEST_SCHEME", scheme.as_bytes());
     env.set_static("CONTEXT_PREFIX", c.context_prefix);
     env.set_static("CONTEXT_DOCUMENT_ROOT", c.context_document_root);
     env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());

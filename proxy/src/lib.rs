@@ -19,4 +19,6 @@ pub mod route;
 pub mod server;
 pub mod site;
 pub mod static_files;
+pub mod systemd;
+pub mod tls;
 pub mod uri;

@@ -22,6 +22,8 @@ const AFTER_HELP: &str = "\
 --apache reads the file as Apache does (Include/IncludeOptional, Define and ${VAR}, Debian's
 envvars beside it, <IfModule> by the LoadModule lines read, <IfDefine>), then Listen, ProxyPass,
 ProxyPassMatch, <Location>, SetEnvIf, ProxyFCGIBackendType, ProxyFCGISetEnvIf, CGIPassAuth,
+SSLEngine, SSLCertificateFile, SSLCertificateKeyFile, SSLCertificateChainFile, SSLProtocol,
+Protocols (h2, h2c, http/1.1), LogFormat, CustomLog (the first, to a file),
 <Proxy balancer://...>, BalancerMember, ProxySet, <VirtualHost> (by ServerName/ServerAlias),
 DocumentRoot, Alias, AliasMatch, DirectoryIndex, <Directory>, <Files>, <FilesMatch> and
 SetHandler \"proxy:...\" (handler mode), Require all granted|denied and Require local; other
@@ -29,7 +31,11 @@ access control is refused; other directives are listed in one warning and ignore
 /status (JSON).
 
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
-admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish. Logs go
+admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish (for
+timeouts.shutdown_grace). SIGHUP, or `fcgi-proxy reload --pid-file FILE`, reloads the
+configuration gracefully (a bad one is refused and logged); SIGUSR1 reopens the access log
+file (logrotate). Under systemd it reports readiness
+over NOTIFY_SOCKET and takes listening sockets passed by socket activation (LISTEN_FDS). Logs go
 to stderr; RUST_LOG sets the filter (default `info`; one line per request under target
 `access`).
 
@@ -59,6 +65,15 @@ enum Mode {
     Run(RunArgs),
     /// Print the effective configuration and exit
     CheckConfig(CheckArgs),
+    /// Tell the running proxy (by its --pid-file) to reload its configuration (SIGHUP)
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ReloadArgs {
+    /// The pid file the running proxy was started with
+    #[arg(long, value_name = "FILE")]
+    pid_file: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,8 +124,12 @@ struct RunArgs {
     /// Serve /metrics and /status here (off by default; `admin_listen` in TOML)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Write the process id here once listening (removed at exit); `fcgi-proxy reload` reads it
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone)]
 enum Source {
     Toml(PathBuf),
     Apache(PathBuf),
@@ -129,6 +148,8 @@ impl From<SourceArgs> for Source {
 
 struct Args {
     check: bool,
+    reload: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
     source: Source,
     read: ReadArgs,
     admin: Option<String>,
@@ -136,6 +157,7 @@ struct Args {
 
 impl From<Cli> for Args {
     fn from(cli: Cli) -> Args {
+        let mut reload = None;
         let (check, run) = match cli.command {
             None => (false, cli.run),
             Some(Mode::Run(run)) => (false, run),
@@ -146,11 +168,18 @@ impl From<Cli> for Args {
                     defines: c.defines,
                     listen: Vec::new(),
                     admin: None,
+                    pid_file: None,
                 },
             ),
+            Some(Mode::Reload(r)) => {
+                reload = Some(r.pid_file);
+                (false, cli.run)
+            }
         };
         Args {
             check,
+            reload,
+            pid_file: run.pid_file,
             source: run.source.into(),
             read: ReadArgs {
                 define: run.defines.define,
@@ -198,6 +227,18 @@ fn load(source: &Source, read: &ReadArgs) -> Result<(Config, Vec<Warning>), Conf
 
 fn main() -> ExitCode {
     let args = Args::from(Cli::parse());
+    if let Some(pid_file) = &args.reload {
+        return match signal_reload(pid_file) {
+            Ok(pid) => {
+                println!("fcgi-proxy (pid {pid}) told to reload");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fcgi-proxy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Colour only for a person at a terminal: a file, a pipe or the journal gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -221,12 +262,30 @@ fn main() -> ExitCode {
     }
     if args.check {
         print!("{}", config.describe());
+        // The certificates too: what a start or a reload would read.
+        let checked = config
+            .front_listeners()
+            .map_err(|e| e.to_string())
+            .and_then(|l| fronts_for(&config, &l))
+            .and_then(|_| match &config.access_log {
+                Some(a) => fcgi_proxy::access_log::check(a),
+                None => Ok(()),
+            });
+        if let Err(e) = checked {
+            eprintln!("fcgi-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
         return ExitCode::SUCCESS;
     }
     if args.admin.is_some() {
         config.admin_listen = args.admin.clone();
     }
-    match run(config) {
+    let reloader = Reloader {
+        source: args.source.clone(),
+        read: args.read.clone(),
+        admin: args.admin.clone(),
+    };
+    match run(config, reloader, args.pid_file.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fcgi-proxy: {e}");
@@ -235,27 +294,221 @@ fn main() -> ExitCode {
     }
 }
 
+/// `fcgi-proxy reload`: SIGHUP to the process named by the pid file.
+fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("{}: cannot read: {e}", pid_file.display()))?;
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        format!(
+            "{}: not a process id: {:?}",
+            pid_file.display(),
+            text.trim()
+        )
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    Ok(pid)
+}
+
+/// How to read the configuration again at SIGHUP.
+struct Reloader {
+    source: Source,
+    read: ReadArgs,
+    admin: Option<String>,
+}
+
+/// The front settings of each listener: certificates are read here, so a bad file stops the
+/// start, or refuses a reload.
+fn fronts_for(
+    config: &Config,
+    listeners: &[fcgi_proxy::config::tls::FrontListener],
+) -> Result<Vec<FrontSettings>, String> {
+    let base = FrontSettings::from_config(config);
+    listeners
+        .iter()
+        .map(|fl| {
+            Ok(FrontSettings {
+                tls: match &fl.tls {
+                    Some(plan) => Some(
+                        fcgi_proxy::tls::Acceptor::new(plan, fl.h2, fl.http1)
+                            .map_err(|e| format!("listener {}: {e}", fl.spec))?,
+                    ),
+                    None => None,
+                },
+                h2: fl.h2,
+                ..base.clone()
+            })
+        })
+        .collect()
+}
+
+type Gen = server::Generation<TokioConnector>;
+
+/// A serving thread's end of the channel of listeners a reload adds (configured address,
+/// socket).
+type Added = tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, std::net::TcpListener)>;
+
+/// The control side of the serving threads: the current generation and how to replace it.
+struct Control {
+    gens: tokio::sync::watch::Sender<Arc<Gen>>,
+    /// Stops the current generation's connections.
+    gen_stop: tokio::sync::watch::Sender<bool>,
+    /// The configured listen addresses.
+    addrs: Vec<SocketAddr>,
+    /// Each serving thread's channel for listeners a reload adds.
+    adders: Vec<tokio::sync::mpsc::UnboundedSender<(SocketAddr, std::net::TcpListener)>>,
+    reloader: Reloader,
+}
+
+impl Control {
+    /// Reads and checks the configuration again; on success new connections get it and the
+    /// old generation's connections finish what they are doing and close. On failure the
+    /// reason is logged and nothing changes.
+    fn reload(&mut self) {
+        fcgi_proxy::systemd::notify("RELOADING=1");
+        match self.next_generation() {
+            Ok((generation, stop, log, bound)) => {
+                fcgi_proxy::access_log::activate(log);
+                self.addrs = generation.fronts.iter().map(|(a, _)| *a).collect();
+                let _ = self.gens.send(Arc::new(generation));
+                // New listeners after the generation that has them.
+                for (key, sockets) in bound {
+                    for (adder, l) in self.adders.iter().zip(sockets) {
+                        let _ = adder.send((key, l));
+                    }
+                }
+                let old = std::mem::replace(&mut self.gen_stop, stop);
+                let _ = old.send(true);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!("reload refused, still serving the previous configuration: {e}")
+            }
+        }
+        fcgi_proxy::systemd::notify("READY=1");
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn next_generation(
+        &self,
+    ) -> Result<
+        (
+            Gen,
+            tokio::sync::watch::Sender<bool>,
+            Option<fcgi_proxy::access_log::Active>,
+            Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+        ),
+        String,
+    > {
+        let (mut config, warnings) =
+            load(&self.reloader.source, &self.reloader.read).map_err(|e| e.to_string())?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        if self.reloader.admin.is_some() {
+            config.admin_listen = self.reloader.admin.clone();
+        }
+        let listeners = config.front_listeners().map_err(|e| e.to_string())?;
+        if listeners.is_empty() {
+            return Err("no listen address configured".into());
+        }
+        let fronts = fronts_for(&config, &listeners)?;
+        // Addresses not listened on yet: bound now (every serving thread its socket), so that a
+        // reload that cannot listen changes nothing.
+        let mut bound = Vec::new();
+        for fl in &listeners {
+            if self.addrs.contains(&fl.addr) {
+                continue;
+            }
+            let mut sockets = Vec::new();
+            let mut addr = fl.addr;
+            for t in 0..self.adders.len() {
+                let l = listen(addr, self.adders.len() > 1)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                if t == 0 {
+                    addr = l.local_addr().map_err(|e| e.to_string())?;
+                }
+                sockets.push(l);
+            }
+            tracing::info!("listening on {addr}");
+            bound.push((fl.addr, sockets));
+        }
+        let fronts = listeners.iter().map(|l| l.addr).zip(fronts).collect();
+        let log = access_log_for(&config)?;
+        let proxy =
+            Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        Ok((
+            server::Generation {
+                proxy,
+                fronts,
+                stop: stop_rx,
+            },
+            stop_tx,
+            log,
+            bound,
+        ))
+    }
+}
+
+/// The Apache-style access log the configuration asks for (its file opened), if any.
+fn access_log_for(config: &Config) -> Result<Option<fcgi_proxy::access_log::Active>, String> {
+    match &config.access_log {
+        Some(a) if a.json || a.format.is_some() => Ok(Some(
+            fcgi_proxy::access_log::Active::prepare(a, config.server_name.as_deref())?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Everything is bound before any thread starts, so a bad address fails at once and port 0 is
 /// chosen once (by the first thread's socket). Thread 0 is this one; it also serves the admin
-/// listener and waits for the stop signal.
-fn run(config: Config) -> Result<(), String> {
+/// listener and waits for the stop and reload signals.
+fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<(), String> {
     let threads = config.worker_threads();
-    let addrs = config.listen_addrs().map_err(|e| e.to_string())?;
-    if addrs.is_empty() {
+    let listeners = config.front_listeners().map_err(|e| e.to_string())?;
+    if listeners.is_empty() {
         return Err("no listen address configured".into());
     }
-    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
-    for addr in addrs {
-        let mut addr = addr;
+    let fronts = fronts_for(&config, &listeners)?;
+    fcgi_proxy::access_log::activate(access_log_for(&config)?);
+    let mut inherited = fcgi_proxy::systemd::inherited_listeners()?;
+    let mut sockets: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, fl) in listeners.iter().enumerate() {
+        let what = match (&fronts[i].tls, fronts[i].h2) {
+            (Some(_), true) => " (TLS, h2 and http/1.1)",
+            (Some(_), false) => " (TLS)",
+            (None, true) => " (h2c and http/1.1)",
+            (None, false) => "",
+        };
+        // A socket systemd passed for this address is used by every thread.
+        if let Some(k) = inherited.iter().position(|(a, _)| *a == fl.addr) {
+            let (addr, l) = inherited.remove(k);
+            println!("listening on {addr}{what} (from systemd)");
+            for mine in &mut sockets {
+                mine.push((fl.addr, l.try_clone().map_err(|e| format!("{addr}: {e}"))?));
+            }
+            continue;
+        }
+        let mut addr = fl.addr;
         for (t, mine) in sockets.iter_mut().enumerate() {
             let l =
                 listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if t == 0 {
                 addr = l.local_addr().map_err(|e| e.to_string())?;
-                println!("listening on {addr}");
+                println!("listening on {addr}{what}");
             }
-            mine.push(l);
+            mine.push((fl.addr, l));
         }
+    }
+    if let Some((addr, _)) = inherited.first() {
+        return Err(format!(
+            "systemd passed a socket for {addr}, which the configuration does not listen on"
+        ));
     }
     let admin = match &config.admin_listen {
         None => None,
@@ -268,28 +521,60 @@ fn run(config: Config) -> Result<(), String> {
     };
     // One descriptor per client connection: take what the hard limit allows.
     fcgi_proxy::admission::raise_open_file_limit();
-    let front = FrontSettings::from_config(&config);
+    let addrs = listeners.iter().map(|l| l.addr).collect();
     let proxy = Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+    let (gen_stop, gen_stop_rx) = tokio::sync::watch::channel(false);
+    let (gens, gens_rx) = tokio::sync::watch::channel(Arc::new(server::Generation {
+        proxy,
+        fronts: listeners.iter().map(|l| l.addr).zip(fronts).collect(),
+        stop: gen_stop_rx,
+    }));
+    let (adders, mut added): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let control = Control {
+        gens,
+        gen_stop,
+        addrs,
+        adders,
+        reloader,
+    };
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("{}: cannot write the pid file: {e}", p.display()))?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sockets = sockets.into_iter();
     let mine = sockets.next().unwrap_or_default();
+    let mine_added = added.remove(0);
     let mut others = Vec::new();
-    for (i, listeners) in sockets.enumerate() {
+    for ((i, listeners), added) in sockets.enumerate().zip(added) {
         let slot = i + 1;
-        let (proxy, front, stop) = (proxy.clone(), front.clone(), stop_rx.clone());
+        let (gens, stop) = (gens_rx.clone(), stop_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("fcgi-proxy-{slot}"))
-            .spawn(move || serve_thread(slot, listeners, proxy, front, stop, None))
+            .spawn(move || serve_thread(slot, listeners, added, gens, stop, None))
             .map_err(|e| format!("cannot start a serving thread: {e}"))?;
         others.push(t);
     }
-    let r = serve_thread(0, mine, proxy, front, stop_rx, Some((admin, stop_tx)));
+    fcgi_proxy::systemd::notify("READY=1");
+    let r = serve_thread(
+        0,
+        mine,
+        mine_added,
+        gens_rx,
+        stop_rx,
+        Some((admin, stop_tx, control)),
+    );
     for t in others {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("fcgi-proxy: {e}"),
             Err(_) => eprintln!("fcgi-proxy: a serving thread panicked"),
         }
+    }
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
     }
     r
 }
@@ -313,16 +598,18 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
 
 /// One serving thread: a current-thread runtime serving its own sockets. A connection, its
 /// requests and their backend exchanges all stay on this thread. The thread given `control`
-/// also serves the admin listener and, on SIGTERM or SIGINT, tells every thread to stop.
+/// also serves the admin listener, reloads at SIGHUP and, on SIGTERM or SIGINT, tells every
+/// thread to stop.
 fn serve_thread(
     slot: usize,
-    listeners: Vec<std::net::TcpListener>,
-    proxy: Arc<Proxy<TokioConnector>>,
-    front: FrontSettings,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    mut added: Added,
+    gens: tokio::sync::watch::Receiver<Arc<Gen>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     control: Option<(
         Option<std::net::TcpListener>,
         tokio::sync::watch::Sender<bool>,
+        Control,
     )>,
 ) -> Result<(), String> {
     fcgi_proxy::pool::set_thread_slot(slot);
@@ -332,36 +619,89 @@ fn serve_thread(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let served = rt.block_on(async move {
         tokio::spawn(fcgi_proxy::access_log::install());
-        let mut servers = Vec::new();
-        for l in listeners {
+        let mut servers = tokio::task::JoinSet::new();
+        let serve = |servers: &mut tokio::task::JoinSet<_>, key, l| -> Result<(), String> {
             let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-            servers.push(tokio::spawn(server::serve(
+            servers.spawn(server::serve_generations(
                 l,
-                proxy.clone(),
-                front.clone(),
+                key,
+                gens.clone(),
                 stop_rx.clone(),
-            )));
+            ));
+            Ok(())
+        };
+        for (key, l) in listeners {
+            serve(&mut servers, key, l)?;
         }
-        if let Some((admin, stop_tx)) = control {
+        if let Some((admin, stop_tx, mut control)) = control {
             if let Some(l) = admin {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-                servers.push(tokio::spawn(server::serve_admin(
+                servers.spawn(server::serve_admin_generations(
                     l,
-                    proxy.clone(),
+                    gens.clone(),
                     stop_rx.clone(),
-                )));
+                ));
             }
-            wait_for_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
+            tokio::spawn(async move {
+                serve_signals(&mut control).await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                fcgi_proxy::systemd::notify("STOPPING=1");
+                let _ = stop_tx.send(true);
+                let _ = control.gen_stop.send(true);
+            });
         }
-        for s in servers {
-            let _ = s.await;
+        // Listeners a reload adds, until shutdown.
+        let mut stopping = stop_rx.clone();
+        loop {
+            let l = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s) => break,
+                l = added.recv() => l,
+            };
+            match l {
+                Some((key, l)) => {
+                    if let Err(e) = serve(&mut servers, key, l) {
+                        tracing::error!("cannot serve {key}: {e}");
+                    }
+                }
+                None => {
+                    let _ = stopping.wait_for(|s| *s).await;
+                    break;
+                }
+            }
         }
-        Ok(())
+        while servers.join_next().await.is_some() {}
+        Ok::<(), String>(())
     });
     fcgi_proxy::access_log::flush();
     served
+}
+
+/// Reloads at each SIGHUP, reopens the access log at each SIGUSR1 (logrotate); returns at
+/// SIGTERM or SIGINT.
+async fn serve_signals(control: &mut Control) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        wait_for_signal().await;
+        return;
+    };
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => return,
+            _ = hup.recv() => control.reload(),
+            _ = usr1.recv() => {
+                if let Err(e) = fcgi_proxy::access_log::reopen() {
+                    tracing::error!("cannot reopen the access log: {e}");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,6 +31,7 @@ use crate::answers;
 use crate::body::{BodyError, ProxyBody};
 use crate::handler::Proxy;
 use crate::net::{Acceptor, ConnInfo, Connector, read_on_stack};
+use std::net::SocketAddr;
 
 /// Front-end limits and timeouts.
 #[derive(Debug, Clone)]
@@ -56,6 +57,14 @@ pub struct FrontSettings {
     /// Requests per client connection (Apache `MaxKeepAliveRequests`); the last one is
     /// answered with `Connection: close`. 0 = unlimited.
     pub max_keep_alive_requests: u32,
+    /// TLS on this listener (with the ALPN protocols it offers).
+    pub tls: Option<crate::tls::Acceptor>,
+    /// HTTP/2: negotiated by ALPN over TLS; without TLS, accepted with prior knowledge (h2c).
+    pub h2: bool,
+    /// A TLS handshake must be complete this long after the accept.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_streams: u32,
 }
 
 impl Default for FrontSettings {
@@ -70,7 +79,31 @@ impl Default for FrontSettings {
             date_header: true,
             keep_alive: true,
             max_keep_alive_requests: 100,
+            tls: None,
+            h2: false,
+            tls_handshake_timeout: Duration::from_secs(10),
+            h2_max_streams: 100,
         }
+    }
+}
+
+/// What a listener serves with; a reload replaces it as a whole. Connections accepted from
+/// then on use the new one; those of an older one are told to finish (`stop`): what is in
+/// flight completes on the configuration it started with, then they close.
+pub struct Generation<C: Connector> {
+    pub proxy: Arc<Proxy<C>>,
+    /// Per listener, by its configured address. A listener whose address a new generation
+    /// does not have stops accepting (and its socket closes) when that generation comes.
+    pub fronts: Vec<(SocketAddr, FrontSettings)>,
+    /// Turns true when this generation is replaced, or at shutdown.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl<C: Connector> std::fmt::Debug for Generation<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("fronts", &self.fronts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,8 +112,21 @@ pub async fn serve<A: Acceptor, C: Connector>(
     acceptor: A,
     proxy: Arc<Proxy<C>>,
     settings: FrontSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let key = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (tx, rx) = watch::channel(Arc::new(Generation {
+        proxy,
+        fronts: vec![(key, settings)],
+        stop: shutdown.clone(),
+    }));
+    let r = serve_generations(acceptor, key, rx, shutdown).await;
+    drop(tx);
+    r
+}
+
+/// The HTTP/1.1 session settings of a listener.
+fn h1_builder(settings: &FrontSettings) -> Arc<http1::Builder> {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -92,7 +138,50 @@ pub async fn serve<A: Acceptor, C: Connector>(
         .max_headers(settings.max_headers)
         .auto_date_header(settings.date_header)
         .keep_alive(true);
-    let builder = Arc::new(builder);
+    Arc::new(builder)
+}
+
+/// The next generation, or never if no more can come.
+async fn next_generation<C: Connector>(
+    gens: &mut watch::Receiver<Arc<Generation<C>>>,
+) -> Arc<Generation<C>> {
+    if gens.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    gens.borrow_and_update().clone()
+}
+
+/// What ends a connection: `stop` (shutdown: in-flight requests finish, idle connections
+/// close) and `retire` (its generation was replaced by a reload, or shutdown: a kept-alive
+/// HTTP/1 connection serves one more request, the one the client may be sending, and closes
+/// with it, so no request crosses a close the client did not hear of; HTTP/2 sends GOAWAY).
+#[derive(Debug, Clone)]
+struct Stops {
+    stop: watch::Receiver<bool>,
+    retire: watch::Receiver<bool>,
+}
+
+/// The settings of the listener `key` in `g`, if it still has it.
+fn front_of<C: Connector>(g: &Generation<C>, key: SocketAddr) -> Option<FrontSettings> {
+    g.fronts
+        .iter()
+        .find(|(a, _)| *a == key)
+        .map(|(_, f)| f.clone())
+}
+
+/// Serves `acceptor` (the listener configured as `key` in each generation's `fronts`) with the
+/// current generation of `gens` until `shutdown` turns true or a generation without `key`
+/// comes, then closes the listening socket and waits for open connections up to the grace
+/// period.
+pub async fn serve_generations<A: Acceptor, C: Connector>(
+    acceptor: A,
+    key: SocketAddr,
+    mut gens: watch::Receiver<Arc<Generation<C>>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut current = gens.borrow_and_update().clone();
+    let mut settings = front_of(&current, key).unwrap_or_default();
+    let mut builder = h1_builder(&settings);
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         // A slot first: at `limits.max_connections` the listener pauses and new connections
@@ -100,7 +189,17 @@ pub async fn serve<A: Acceptor, C: Connector>(
         let slot = tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => break,
-            s = proxy.admission().connection_slot() => s,
+            g = next_generation(&mut gens) => {
+                let Some(f) = front_of(&g, key) else {
+                    // Not listened on any more.
+                    break;
+                };
+                current = g;
+                settings = f;
+                builder = h1_builder(&settings);
+                continue;
+            }
+            s = current.proxy.admission().connection_slot() => s,
         };
         let accepted = tokio::select! {
             biased;
@@ -116,9 +215,26 @@ pub async fn serve<A: Acceptor, C: Connector>(
                 continue;
             }
         };
-        let proxy = proxy.clone();
+        // A generation that came during the accept: this connection is served by it, or, if
+        // it has no such listener any more, by the one before, and the listener stops.
+        let mut retired = false;
+        if gens.has_changed().unwrap_or(false) {
+            let g = gens.borrow_and_update().clone();
+            match front_of(&g, key) {
+                Some(f) => {
+                    current = g;
+                    settings = f;
+                    builder = h1_builder(&settings);
+                }
+                None => retired = true,
+            }
+        }
+        let proxy = current.proxy.clone();
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let mut stops = Stops {
+            stop: shutdown.clone(),
+            retire: current.stop.clone(),
+        };
         let done = conn_done_tx.clone();
         let waits = Waits {
             next: settings.keep_alive_timeout,
@@ -129,14 +245,35 @@ pub async fn serve<A: Acceptor, C: Connector>(
                 u64::from(settings.max_keep_alive_requests)
             },
         };
+        let settings = settings.clone();
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
-            serve_client(stream, info, proxy, &builder, &mut shutdown, waits).await;
+            match settings.tls.clone() {
+                None if settings.h2 => {
+                    serve_plain_h2c(stream, info, proxy, &builder, &settings, &mut stops, waits)
+                        .await;
+                }
+                None => {
+                    let io = Rewind::new(Bytes::new(), stream);
+                    serve_client(io, info, proxy, &builder, &mut stops, waits, None).await;
+                }
+                Some(acceptor) => {
+                    serve_tls(
+                        stream, acceptor, info, proxy, &builder, &settings, &mut stops, waits,
+                    )
+                    .await;
+                }
+            }
             drop(slot);
             drop(done);
         });
+        if retired {
+            break;
+        }
     }
-    // Wait for open connections to finish, up to the grace period.
+    // New connections are refused from now on (not left in a backlog nobody accepts from);
+    // open ones finish, up to the grace period.
+    drop(acceptor);
     drop(conn_done_tx);
     let _ = tokio::time::timeout(settings.shutdown_grace, conn_done_rx.recv()).await;
     Ok(())
@@ -186,11 +323,108 @@ impl Drop for InFlight {
     }
 }
 
-/// The response body hyper writes, holding the request's [`InFlight`] until hyper is done.
+/// The response body hyper writes, holding the request's [`InFlight`] until hyper is done,
+/// and its access log line until then (Apache logs a request when its response is done).
 #[derive(Debug)]
 struct CountedBody {
     body: ProxyBody,
     _in_flight: InFlight,
+    log: Option<Box<PendingLog>>,
+    /// HTTP/2: when the body last gave data that has not been asked for again (milliseconds
+    /// after the connection's epoch, plus one; 0: not waiting). Data given and not asked for
+    /// again means the stream waits for the client's flow-control window.
+    stall: Option<Arc<AtomicU64>>,
+}
+
+/// An Apache-style access log line in the making.
+#[derive(Debug)]
+struct PendingLog {
+    active: Arc<crate::access_log::Active>,
+    record: crate::access_log::Record,
+    started: tokio::time::Instant,
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.log.take() {
+            l.record.taken = l.started.elapsed();
+            crate::access_log::record(&l.active, &l.record);
+        }
+    }
+}
+
+/// What the access log needs of a request, when an Apache-style log is configured.
+fn start_log<B>(
+    req: &Request<B>,
+    info: ConnInfo,
+    keepalives: u64,
+    keeps_open: bool,
+    tls: bool,
+) -> Option<Box<PendingLog>> {
+    let active = crate::access_log::custom()?;
+    let headers = req.headers();
+    let request_headers = active
+        .request_headers()
+        .iter()
+        .map(|h| headers.get(h).cloned())
+        .collect();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| crate::uri::parse_host(h.as_bytes()).ok());
+    let target = match crate::access_log::origin_form(req.uri()) {
+        Some(t) => t.to_owned(),
+        None => req.uri().to_string(),
+    };
+    Some(Box::new(PendingLog {
+        active,
+        record: crate::access_log::Record {
+            peer: info.peer,
+            local: info.local,
+            received: std::time::SystemTime::now(),
+            taken: Duration::ZERO,
+            method: req.method().clone(),
+            target,
+            version: req.version(),
+            status: 0,
+            body_bytes: 0,
+            head_bytes: 0,
+            request_headers,
+            response_headers: Vec::new(),
+            host_port: host.as_ref().and_then(|h| h.port),
+            host: host.map(|h| h.host),
+            tls: crate::tls::current().is_some() || tls,
+            keepalives,
+            // HTTP/1.0 closes unless it asked to be kept alive.
+            keeps_open: keeps_open
+                && (req.version() != http::Version::HTTP_10
+                    || headers.get_all(http::header::CONNECTION).iter().any(|v| {
+                        v.as_bytes()
+                            .split(|&b| b == b',')
+                            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+                    })),
+        },
+        started: tokio::time::Instant::now(),
+    }))
+}
+
+/// The response's part of the line: status, logged fields, the size of its head (as HTTP/1.1
+/// writes it, with the Date field hyper adds).
+fn log_head(log: &mut PendingLog, resp: &Response<ProxyBody>) {
+    let r = &mut log.record;
+    r.status = resp.status().as_u16();
+    r.response_headers = log
+        .active
+        .response_headers()
+        .iter()
+        .map(|h| resp.headers().get(h).cloned())
+        .collect();
+    let reason = resp.status().canonical_reason().unwrap_or("").len() as u64;
+    // "HTTP/1.1 200 OK\r\n", the fields, "date: ...\r\n" (37 bytes), the blank line.
+    let mut head = 13 + reason + 2 + 37 + 2;
+    for (n, v) in resp.headers() {
+        head += (n.as_str().len() + 2 + v.len() + 2) as u64;
+    }
+    r.head_bytes = head;
 }
 
 impl Body for CountedBody {
@@ -201,7 +435,20 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (&mut self.log, &r)
+            && let Some(d) = frame.data_ref()
+        {
+            log.record.body_bytes += d.len() as u64;
+        }
+        if let Some(stall) = &self.stall {
+            let at = match &r {
+                Poll::Ready(Some(Ok(_))) => self._in_flight.0.now_ms() + 1,
+                _ => 0,
+            };
+            stall.store(at, Ordering::Relaxed);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -254,31 +501,32 @@ enum Wait {
 /// connection has been idle (answered, nothing in flight, no new bytes) for [`PARK_AFTER`],
 /// then parked again.
 async fn serve_client<S, C>(
-    stream: S,
+    mut io: Rewind<S>,
     info: ConnInfo,
     proxy: Arc<Proxy<C>>,
     builder: &http1::Builder,
-    shutdown: &mut watch::Receiver<bool>,
+    stops: &mut Stops,
     waits: Waits,
+    tls: Option<Arc<crate::tls::ConnTls>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
-    let activity = Arc::new(Activity {
-        started: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-        unparkable: AtomicBool::new(false),
-        idle_since_ms: AtomicU64::new(0),
-        bytes_read: AtomicU64::new(0),
-        idle_bytes: AtomicU64::new(0),
-        epoch: tokio::time::Instant::now(),
-    });
-    let stop = stopped(shutdown);
+    let activity = io.activity.clone();
+    let Stops { stop, retire } = stops;
+    let stop = stopped(stop);
     tokio::pin!(stop);
-    let mut io = Rewind {
-        pre: Bytes::new(),
-        inner: stream,
-        activity: activity.clone(),
+    let retire = stopped(retire);
+    tokio::pin!(retire);
+    // Retired (see `Stops`): the next request is the last.
+    let mut retired = false;
+    // The request after which the connection closes (0: none); a retirement brings it nearer.
+    let last_at = Arc::new(AtomicU64::new(waits.last_request));
+    let retire_now = |started: u64| {
+        let next = started + 1;
+        let _ = last_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+            (l == 0 || l > next).then_some(next)
+        });
     };
     // Where the deadline for a session's first head runs from, if not from the session's start:
     // the end of the last response, for part of a head hyper had already read when it parked.
@@ -300,12 +548,39 @@ async fn serve_client<S, C>(
             let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
             let first = tokio::select! {
                 biased;
-                () = stop.as_mut() => None,
+                () = stop.as_mut() => Err(true),
+                () = retire.as_mut(), if !retired => Err(false),
                 r = tokio::time::timeout(
                     remaining,
                     read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
                 ) => {
-                    r.ok().and_then(Result::ok).filter(|b| !b.is_empty())
+                    Ok(r.ok().and_then(Result::ok).filter(|b| !b.is_empty()))
+                }
+            };
+            let first = match first {
+                Ok(f) => f,
+                // Retired while idle: the next request is answered (on this configuration) and
+                // closes the connection; the keep-alive wait goes on meanwhile.
+                Err(false) => {
+                    retired = true;
+                    retire_now(activity.started.load(Ordering::Relaxed));
+                    continue;
+                }
+                // Stopping (shutdown, or a reload retiring this connection) while idle: a request
+                // already here is still answered (with `Connection: close`); otherwise the
+                // connection is closed gently, so that a request crossing the close meets an
+                // end of stream the client may retry on (RFC 9112 9.3.1), not a reset.
+                Err(true) => {
+                    let now =
+                        read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
+                    match tokio::time::timeout(Duration::ZERO, now).await {
+                        Ok(Ok(b)) if !b.is_empty() => Some(b),
+                        Ok(_) => None,
+                        Err(_) => {
+                            linger(io.inner).await;
+                            return;
+                        }
+                    }
                 }
             };
             let Some(first) = first else {
@@ -320,10 +595,12 @@ async fn serve_client<S, C>(
             let svc = {
                 let proxy = proxy.clone();
                 let activity = activity.clone();
-                let last_request = waits.last_request;
+                let tls = tls.clone();
+                let last_at = last_at.clone();
                 service_fn(move |req: Request<Incoming>| -> Handled {
                     let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
                     activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let last_request = last_at.load(Ordering::Relaxed);
                     let last = last_request != 0 && n >= last_request;
                     if last
                         || !req.body().is_end_stream()
@@ -334,15 +611,28 @@ async fn serve_client<S, C>(
                     }
                     let in_flight = InFlight(activity.clone());
                     let proxy = proxy.clone();
+                    let tls = tls.clone();
+                    let mut log = start_log(
+                        &req,
+                        info,
+                        n - 1,
+                        !last && !asks_to_close(req.headers()),
+                        tls.is_some(),
+                    );
                     Box::pin(async move {
-                        let mut resp = proxy.handle(req, info).await;
+                        let mut resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
                         if last {
                             // MaxKeepAliveRequests reached (or KeepAlive Off).
                             answers::close_after(&mut resp);
                         }
+                        if let Some(l) = &mut log {
+                            log_head(l, &resp);
+                        }
                         Ok(resp.map(|body| CountedBody {
                             body,
                             _in_flight: in_flight,
+                            log,
+                            stall: None,
                         }))
                     })
                 })
@@ -361,6 +651,19 @@ async fn serve_client<S, C>(
                     if !stopping && stop.as_mut().poll(cx).is_ready() {
                         stopping = true;
                         Pin::new(&mut conn).graceful_shutdown();
+                        continue;
+                    }
+                    if !retired && !stopping && retire.as_mut().poll(cx).is_ready() {
+                        retired = true;
+                        retire_now(activity.started.load(Ordering::Relaxed));
+                        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                            // Closes after the answer in flight (`Connection: close` when its
+                            // head is not written yet).
+                            stopping = true;
+                            Pin::new(&mut conn).graceful_shutdown();
+                        }
+                        // Otherwise a request being received is the last; with none, the
+                        // connection parks below and waits for one.
                         continue;
                     }
                     if parking || stopping || activity.in_flight.load(Ordering::Relaxed) > 0 {
@@ -436,13 +739,11 @@ async fn serve_client<S, C>(
                     return None;
                 }
             };
-            if stopping {
-                return None;
-            }
-            if failed || !parking {
-                // The proxy ends the connection (a refused head, `Connection: close`) or the client
-                // did. The client may still be sending: close gently so that the answer already
-                // written is not destroyed by a reset (RFC 9112 9.6).
+            if failed || !parking || stopping {
+                // The proxy ends the connection (a refused head, `Connection: close`, stopping) or
+                // the client did. The client may still be sending: close gently so that the answer
+                // already written is not destroyed by a reset (RFC 9112 9.6), nor a request that
+                // crossed the close.
                 let http1::Parts { io: done, .. } = conn.into_parts();
                 linger(done.into_inner().inner).await;
                 return None;
@@ -473,6 +774,325 @@ async fn serve_client<S, C>(
         io = parked;
         head_from = from;
         returned = true;
+    }
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A TLS connection: the handshake (within `tls_handshake_timeout`, or the connection is
+/// dropped and its slot freed), then HTTP/2 if ALPN chose it, else HTTP/1.1.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls<S, C>(
+    stream: S,
+    acceptor: crate::tls::Acceptor,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: &http1::Builder,
+    settings: &FrontSettings,
+    stops: &mut Stops,
+    waits: Waits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    // A reload does not interrupt a handshake: the connection is retired after it.
+    let handshake = tokio::select! {
+        biased;
+        _ = stopped(&mut stops.stop) => return,
+        r = tokio::time::timeout(settings.tls_handshake_timeout, acceptor.0.accept(stream)) => r,
+    };
+    let tls = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake not complete within {:?}", settings.tls_handshake_timeout);
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let facts = Arc::new(crate::tls::ConnTls {
+        sni: conn.server_name().map(str::to_ascii_lowercase),
+    });
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let io = Rewind::new(Bytes::new(), tls);
+    if h2 {
+        serve_h2(
+            io,
+            info,
+            proxy,
+            settings,
+            &mut stops.retire,
+            waits,
+            Some(facts),
+        )
+        .await;
+    } else {
+        serve_client(io, info, proxy, builder, stops, waits, Some(facts)).await;
+    }
+}
+
+/// A plain connection on a listener that also takes HTTP/2 with prior knowledge (h2c): the
+/// first bytes decide.
+#[allow(clippy::too_many_arguments)]
+async fn serve_plain_h2c<S, C>(
+    mut stream: S,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: &http1::Builder,
+    settings: &FrontSettings,
+    stops: &mut Stops,
+    waits: Waits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let first = tokio::select! {
+        biased;
+        _ = stopped(&mut stops.stop) => return,
+        r = tokio::time::timeout(
+            waits.head,
+            read_on_stack::<PARKED_READ, _, _>(&mut stream, Bytes::copy_from_slice),
+        ) => r.ok().and_then(Result::ok).filter(|b| !b.is_empty()),
+    };
+    let Some(first) = first else {
+        return;
+    };
+    let n = first.len().min(H2_PREFACE.len());
+    let h2 = first[..n] == H2_PREFACE[..n];
+    let io = Rewind::new(first, stream);
+    if h2 {
+        serve_h2(io, info, proxy, settings, &mut stops.retire, waits, None).await;
+    } else {
+        serve_client(io, info, proxy, builder, stops, waits, None).await;
+    }
+}
+
+/// How long a closing HTTP/2 connection may take to finish its streams after GOAWAY when the
+/// reason is the connection's own idleness (shutdown has its own grace period).
+const H2_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// An HTTP/2 connection. The request path is the HTTP/1.1 one ([`Proxy::handle`]), with the
+/// request in origin form and a Host field made from `:authority` (as mod_http2 does). Bounds:
+/// `h2_max_streams` streams at once, hyper's bound on streams the client resets before they
+/// are served (rapid reset), `max_header_bytes` of header list, the requests per connection of
+/// `max_keep_alive_requests` (then GOAWAY), pings to find a dead peer, and an idle connection
+/// (nothing in flight) closes after `keep_alive_timeout` (`header_read` before its first
+/// request).
+#[allow(clippy::too_many_arguments)]
+async fn serve_h2<S, C>(
+    io: Rewind<S>,
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    settings: &FrontSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    waits: Waits,
+    tls: Option<Arc<crate::tls::ConnTls>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
+{
+    let activity = io.activity.clone();
+    let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2_max_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS))
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_INTERVAL)
+        .auto_date_header(settings.date_header);
+    let last_request = waits.last_request;
+    // Requests the client reset before their answer (the handler's future dropped).
+    let resets = Arc::new(AtomicU64::new(0));
+    // The stall stamps of the responses in flight (see `CountedBody::stall`).
+    let stalls: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+    let max_headers = settings.max_headers;
+    let svc = {
+        let activity = activity.clone();
+        let resets = resets.clone();
+        let stalls = stalls.clone();
+        service_fn(move |mut req: Request<Incoming>| -> Handled {
+            let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight(activity.clone());
+            if last_request != 0 && n >= last_request {
+                activity.unparkable.store(true, Ordering::Relaxed);
+            }
+            h2_to_origin_form(&mut req);
+            let too_many = req.headers().len() > max_headers;
+            let proxy = proxy.clone();
+            let tls = tls.clone();
+            let mut cancelled = Cancelled(Some(resets.clone()));
+            let mut log = start_log(&req, info, n - 1, true, tls.is_some());
+            let stall = Arc::new(AtomicU64::new(0));
+            {
+                let mut all = stalls.lock().unwrap_or_else(|p| p.into_inner());
+                // Those of finished responses go.
+                all.retain(|s| Arc::strong_count(s) > 1);
+                all.push(stall.clone());
+            }
+            Box::pin(async move {
+                let resp = if too_many {
+                    // `LimitRequestFields`, which HTTP/1.1's parser enforces for the other path.
+                    drop(req);
+                    answers::error(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                } else {
+                    crate::tls::scope(tls, proxy.handle(req, info)).await
+                };
+                cancelled.disarm();
+                if let Some(l) = &mut log {
+                    log_head(l, &resp);
+                }
+                Ok(resp.map(|body| CountedBody {
+                    body,
+                    _in_flight: in_flight,
+                    log,
+                    stall: Some(stall),
+                }))
+            })
+        })
+    };
+    let conn = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    // Closing: GOAWAY sent, streams in flight finish; then this deadline (for idleness and the
+    // request cap only).
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stopping = false;
+    let mut idle: Option<(u64, Pin<Box<tokio::time::Sleep>>)> = None;
+    let write_timeout_ms = settings.client_write_timeout.as_millis() as u64;
+    let mut stall_check = tokio::time::interval(H2_STALL_CHECK);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            // Only while responses are in flight: an idle connection has no timer running.
+            while activity.in_flight.load(Ordering::Relaxed) > 0
+                && stall_check.poll_tick(cx).is_ready()
+            {
+                let now = activity.now_ms();
+                let stalled = stalls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|s| {
+                        let at = s.load(Ordering::Relaxed);
+                        at != 0 && (now + 1).saturating_sub(at) > write_timeout_ms
+                    });
+                if stalled {
+                    // nginx's send_timeout for HTTP/2: a client that gives no window for a
+                    // response's data holds the response, and its backend, no longer.
+                    tracing::info!(peer = %info.peer, "HTTP/2 connection closed: no flow-control window for {:?}", settings.client_write_timeout);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if resets.load(Ordering::Relaxed) > H2_MAX_CLIENT_RESETS {
+                // Streams opened and reset over and over (rapid reset): each one started a
+                // request; the connection is dropped.
+                tracing::info!(peer = %info.peer, "HTTP/2 connection closed: more than {H2_MAX_CLIENT_RESETS} requests reset by the client");
+                return Poll::Ready(Ok(()));
+            }
+            if !stopping && stop.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                closing = None;
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            if stopping {
+                return Poll::Pending;
+            }
+            if let Some(c) = &mut closing {
+                if c.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+            if activity.unparkable.load(Ordering::Relaxed) {
+                // MaxKeepAliveRequests reached: no more streams.
+                closing = Some(Box::pin(tokio::time::sleep(H2_CLOSE_GRACE)));
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                idle = None;
+                return Poll::Pending;
+            }
+            let started = activity.started.load(Ordering::Relaxed);
+            if idle.as_ref().is_none_or(|(s, _)| *s != started) {
+                let wait = if started == 0 { waits.head } else { waits.next };
+                idle = Some((started, Box::pin(tokio::time::sleep(wait))));
+            }
+            let Some((_, sleep)) = &mut idle else {
+                return Poll::Pending;
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            closing = Some(Box::pin(tokio::time::sleep(H2_CLOSE_GRACE)));
+            conn.as_mut().graceful_shutdown();
+        }
+    })
+    .await;
+    if let Err(e) = ended {
+        tracing::debug!(peer = %info.peer, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// How often an HTTP/2 connection looks for responses stalled by flow control.
+const H2_STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// Streams a client may reset before the server has served them, at once; beyond, the
+/// connection ends with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Requests the client may reset before their answer on one connection; beyond, the connection
+/// is closed. A browser resets a few (navigation away); a flood of them is an attack that costs
+/// a backend request each.
+const H2_MAX_CLIENT_RESETS: u64 = 100;
+
+/// Counts a request whose handler was dropped before it answered.
+struct Cancelled(Option<Arc<AtomicU64>>);
+
+impl Cancelled {
+    /// The request was answered.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Streams the server may reset for a client's errors on one connection; beyond, GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 200;
+/// A ping this often while the connection is open; no answer within as long closes it.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// An HTTP/2 request as the request path expects one: the target in origin form, and the
+/// `:authority` as a Host field when the client sent none (RFC 9113 8.3.1).
+fn h2_to_origin_form<B>(req: &mut Request<B>) {
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    if req.uri().scheme().is_some()
+        && let Some(pq) = req.uri().path_and_query()
+        && let Ok(u) = http::Uri::try_from(pq.as_str())
+    {
+        *req.uri_mut() = u;
     }
 }
 
@@ -532,7 +1152,30 @@ struct Rewind<S> {
     activity: Arc<Activity>,
 }
 
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            unparkable: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            idle_bytes: AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+        })
+    }
+}
+
 impl<S> Rewind<S> {
+    /// `stream` with `pre` (bytes already read from it) in front, and a new [`Activity`].
+    fn new(pre: Bytes, stream: S) -> Rewind<S> {
+        Rewind {
+            pre,
+            inner: stream,
+            activity: Activity::new(),
+        }
+    }
+
     fn prepend(&mut self, first: Bytes) {
         if first.is_empty() {
             return;
@@ -605,6 +1248,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 pub async fn serve_admin<A: Acceptor, C: Connector>(
     acceptor: A,
     proxy: Arc<Proxy<C>>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(Arc::new(Generation {
+        proxy,
+        fronts: Vec::new(),
+        stop: shutdown.clone(),
+    }));
+    let r = serve_admin_generations(acceptor, rx, shutdown).await;
+    drop(tx);
+    r
+}
+
+/// [`serve_admin`] answering from the current generation's proxy.
+pub async fn serve_admin_generations<A: Acceptor, C: Connector>(
+    acceptor: A,
+    gens: watch::Receiver<Arc<Generation<C>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     loop {
@@ -617,7 +1276,7 @@ pub async fn serve_admin<A: Acceptor, C: Connector>(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let proxy = gens.borrow().proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let proxy = proxy.clone();
@@ -646,6 +1305,8 @@ impl FrontSettings {
             max_headers: c.limits.max_headers,
             keep_alive: c.limits.keep_alive,
             max_keep_alive_requests: c.limits.max_keep_alive_requests,
+            tls_handshake_timeout: c.timeouts.tls_handshake,
+            shutdown_grace: c.timeouts.shutdown_grace,
             ..FrontSettings::default()
         }
     }

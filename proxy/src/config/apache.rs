@@ -72,7 +72,15 @@ pub fn parse_with(
     }
     imp.run(&read.lines)?;
     imp.file = origin.to_owned();
-    imp.finish()
+    let tls = imp.tls.clone();
+    let main_file = imp.main_file.clone();
+    let access_log = imp.access_log();
+    let (mut cfg, warnings) = imp.finish()?;
+    let mut with_tls = Importer::new(&main_file);
+    with_tls.tls = tls;
+    with_tls.apply_tls(&mut cfg)?;
+    cfg.access_log = access_log;
+    Ok((cfg, warnings))
 }
 
 /// `ap_getword_conf`: whitespace-separated words; `"…"` or `'…'` group words (a backslash
@@ -519,6 +527,30 @@ struct Importer {
     htaccess: Option<(Overrides, Origin)>,
     /// The modules the configuration loads, and whether it has `LoadModule` lines.
     modules: (Vec<String>, bool),
+    /// mod_ssl and mod_http2 settings: the main server's, then one per `<VirtualHost>`.
+    tls: Vec<TlsScope>,
+    /// mod_log_config: `LogFormat` by nickname (a format without one is the default), then
+    /// the first `CustomLog` (path, format or nickname).
+    log: LogScope,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LogScope {
+    formats: Vec<(String, String)>,
+    default_format: Option<String>,
+    custom: Option<(String, Option<String>)>,
+}
+
+/// What one server says about TLS and protocols (merged over the main server's at the end).
+#[derive(Debug, Clone, Default)]
+struct TlsScope {
+    engine: Option<bool>,
+    cert: Option<(String, usize)>,
+    key: Option<String>,
+    chain: Option<String>,
+    versions: Option<Vec<String>>,
+    protocols: Option<Vec<String>>,
+    line: usize,
 }
 
 /// Directives that restrict who may see what. Dropping one would serve what Apache refuses, so
@@ -600,6 +632,8 @@ impl Importer {
             authz_open: Vec::new(),
             htaccess: None,
             modules: (Vec::new(), false),
+            tls: vec![TlsScope::default()],
+            log: LogScope::default(),
         }
     }
 
@@ -1012,6 +1046,7 @@ impl Importer {
                     ..Scope::default()
                 });
                 self.in_host = Some(self.hosts.len() - 1);
+                self.tls.push(TlsScope::default());
                 Ok(Ctx::Server)
             }
             "directory" | "directorymatch" => {
@@ -1240,10 +1275,15 @@ impl Importer {
                 self.need_args(name, args, 1, 2, n)?;
                 let addr = &args[0];
                 super::parse_listen(addr).map_err(|e| self.err(n, e))?;
-                if args.len() == 2 && !args[1].eq_ignore_ascii_case("http") {
+                // `https` names what the address serves; TLS itself is `SSLEngine on` in the
+                // server (or virtual host) of the address, as in Apache.
+                if args.len() == 2
+                    && !args[1].eq_ignore_ascii_case("http")
+                    && !args[1].eq_ignore_ascii_case("https")
+                {
                     self.warn(
                         n,
-                        format!("Listen protocol '{}' ignored: plain HTTP only", args[1]),
+                        format!("Listen protocol '{}' ignored: http or https only", args[1]),
                     );
                 }
                 self.cfg.listen.push(addr.clone());
@@ -1417,6 +1457,15 @@ impl Importer {
                     _ => return Err(self.err(n, format!("{name} is not allowed here"))),
                 }
             }
+            "sslengine"
+            | "sslcertificatefile"
+            | "sslcertificatekeyfile"
+            | "sslcertificatechainfile"
+            | "sslprotocol"
+            | "protocols" => self.tls_directive(&lname, name, args, ctx, n)?,
+            "logformat" | "customlog" | "transferlog" => {
+                self.log_directive(&lname, name, args, ctx, n)?;
+            }
             _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
             _ if self.htaccess.is_some() && !HTACCESS_HARMLESS.contains(&lname.as_str()) => {
                 return Err(self.err(
@@ -1428,6 +1477,223 @@ impl Importer {
                 ));
             }
             _ => self.ignore(name, n),
+        }
+        Ok(())
+    }
+
+    /// mod_ssl's certificate directives and mod_http2's `Protocols`, per server.
+    fn tls_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        self.server_only(name, ctx, n)?;
+        let path = |imp: &Self, p: &str| -> String {
+            if p.starts_with('/') {
+                p.to_owned()
+            } else {
+                // Relative to the directory of the main file (ServerRoot's default).
+                std::path::Path::new(&imp.main_file)
+                    .parent()
+                    .map_or_else(|| p.to_owned(), |d| d.join(p).display().to_string())
+            }
+        };
+        let i = self.in_host.map_or(0, |h| h + 1);
+        match lname {
+            "sslengine" => {
+                self.need_args(name, args, 1, 1, n)?;
+                let on = match args[0].to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    "optional" | "addr" => {
+                        return Err(self.err(
+                            n,
+                            format!("SSLEngine {} is not supported (on or off)", args[0]),
+                        ));
+                    }
+                    _ => return Err(self.err(n, "SSLEngine must be on or off")),
+                };
+                self.tls[i].engine = Some(on);
+                self.tls[i].line = n;
+            }
+            "sslcertificatefile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].cert = Some((path(self, &args[0]), n));
+            }
+            "sslcertificatekeyfile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].key = Some(path(self, &args[0]));
+            }
+            "sslcertificatechainfile" => {
+                self.need_args(name, args, 1, 1, n)?;
+                self.tls[i].chain = Some(path(self, &args[0]));
+            }
+            "sslprotocol" => {
+                if args.is_empty() {
+                    return Err(self.err(n, "SSLProtocol needs at least one protocol"));
+                }
+                super::tls::parse_versions(args).map_err(|e| self.err(n, e))?;
+                self.tls[i].versions = Some(args.to_vec());
+            }
+            _ => {
+                if args.is_empty() {
+                    return Err(self.err(n, "Protocols needs at least one protocol"));
+                }
+                for p in args {
+                    let l = p.to_ascii_lowercase();
+                    if !matches!(l.as_str(), "h2" | "h2c" | "http/1.1") {
+                        return Err(self.err(
+                            n,
+                            format!("Protocols: unknown protocol '{p}' (h2, h2c, http/1.1)"),
+                        ));
+                    }
+                }
+                self.tls[i].protocols = Some(args.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// mod_log_config's `LogFormat`, `CustomLog` and `TransferLog`: one access log, the first
+    /// `CustomLog` read (any server's); the others are named in a warning.
+    fn log_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        self.server_only(name, ctx, n)?;
+        match lname {
+            "logformat" => {
+                self.need_args(name, args, 1, 2, n)?;
+                match args.get(1) {
+                    Some(nick) => self.log.formats.push((nick.clone(), args[0].clone())),
+                    None => self.log.default_format = Some(args[0].clone()),
+                }
+            }
+            _ => {
+                let (min, max) = if lname == "customlog" { (1, 3) } else { (1, 1) };
+                self.need_args(name, args, min, max, n)?;
+                if args[0].starts_with('|') {
+                    self.warn(n, format!("{name} to a program ignored: a file only"));
+                    return Ok(());
+                }
+                if args.len() == 3 {
+                    self.warn(
+                        n,
+                        format!(
+                            "{name}: condition '{}' ignored: every request is logged",
+                            args[2]
+                        ),
+                    );
+                }
+                if self.log.custom.is_some() {
+                    self.warn(
+                        n,
+                        format!("{name} ignored: fcgi-proxy writes one access log (the first)"),
+                    );
+                    return Ok(());
+                }
+                let path = if args[0].starts_with('/') {
+                    args[0].clone()
+                } else {
+                    std::path::Path::new(&self.main_file).parent().map_or_else(
+                        || args[0].clone(),
+                        |d| d.join(&args[0]).display().to_string(),
+                    )
+                };
+                let spec = if lname == "customlog" {
+                    args.get(1).cloned()
+                } else {
+                    None
+                };
+                self.log.custom = Some((path, spec));
+            }
+        }
+        Ok(())
+    }
+
+    /// The access log the `CustomLog` read names, its format resolved (a nickname not defined
+    /// by `LogFormat` is a format itself, as in Apache; none: the default `LogFormat`, else
+    /// Apache's `%h %l %u %t "%r" %>s %b`).
+    fn access_log(&self) -> Option<super::log::AccessLog> {
+        let (path, spec) = self.log.custom.clone()?;
+        let format = match spec {
+            Some(s) => self
+                .log
+                .formats
+                .iter()
+                .rev()
+                .find(|(nick, _)| *nick == s)
+                .map_or(s, |(_, f)| f.clone()),
+            None => self
+                .log
+                .default_format
+                .clone()
+                .unwrap_or_else(|| "%h %l %u %t \"%r\" %>s %b".to_owned()),
+        };
+        Some(super::log::AccessLog {
+            format: Some(format),
+            json: false,
+            path: Some(path),
+        })
+    }
+
+    /// The TLS and protocols of each server, the main server's settings under a virtual host's.
+    fn apply_tls(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        let main = self.tls[0].clone();
+        let mut scopes = vec![(main.clone(), None::<usize>)];
+        for (h, t) in self.tls[1..].iter().enumerate() {
+            scopes.push((
+                TlsScope {
+                    engine: t.engine.or(main.engine),
+                    cert: t.cert.clone().or(main.cert.clone()),
+                    key: t.key.clone().or(main.key.clone()),
+                    chain: t.chain.clone().or(main.chain.clone()),
+                    versions: t.versions.clone().or(main.versions.clone()),
+                    protocols: t.protocols.clone().or(main.protocols.clone()),
+                    line: if t.engine.is_some() {
+                        t.line
+                    } else {
+                        main.line
+                    },
+                },
+                Some(h),
+            ));
+        }
+        for (t, host) in scopes {
+            let tls = if t.engine == Some(true) {
+                let Some((cert, _)) = t.cert.clone() else {
+                    return Err(ConfigError::at(
+                        Some(&self.main_file),
+                        t.line,
+                        "SSLEngine on without SSLCertificateFile",
+                    ));
+                };
+                Some(super::tls::TlsConfig {
+                    cert,
+                    key: t.key.clone(),
+                    chain: t.chain.clone(),
+                    versions: t.versions.clone(),
+                    sni: Vec::new(),
+                })
+            } else {
+                None
+            };
+            let target = match host {
+                None => &mut *cfg,
+                Some(h) => match cfg.vhosts.get_mut(h) {
+                    Some(v) => &mut *v.config,
+                    None => continue,
+                },
+            };
+            target.tls = tls;
+            target.protocols.clone_from(&t.protocols);
         }
         Ok(())
     }

@@ -5,10 +5,12 @@
 pub mod apache;
 pub mod duration;
 pub mod expr;
+pub mod log;
 mod model;
 pub mod read;
 pub mod site;
 pub mod site_toml;
+pub mod tls;
 pub mod toml;
 pub mod url;
 
@@ -213,13 +215,14 @@ impl Config {
     pub fn validate(&self) -> Result<Vec<Warning>, ConfigError> {
         let file = self.origin.as_deref();
         let mut warnings = Vec::new();
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.listeners.is_empty() {
             return Err(self.err(
                 "no listen address configured (listen = [\"127.0.0.1:8080\"] or Apache Listen)"
                     .into(),
             ));
         }
         self.listen_addrs()?;
+        self.front_listeners()?;
         if !self.document_root.starts_with('/') {
             return Err(self.err(format!(
                 "document_root must be an absolute path, found '{}'",
@@ -450,6 +453,7 @@ impl Config {
             v.config.listen.clone_from(&listen);
         }
         self.listen = listen;
+        self.listeners.clear();
     }
 
     /// A human summary for `fcgi-proxy check-config`: per route the match, target, effective

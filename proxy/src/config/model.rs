@@ -87,6 +87,20 @@ pub struct Config {
     /// thread. Default: the number of available cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// `[[listener]]`: addresses served with TLS, or with HTTP/2 without it (`listen`
+    /// addresses are plain HTTP/1.1).
+    #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<super::tls::Listener>,
+    /// `[access_log]` (Apache `CustomLog` with its `LogFormat`): format and file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<super::log::AccessLog>,
+    /// TLS of this server (Apache `SSLEngine on` with `SSLCertificateFile`, ...): in a
+    /// `<VirtualHost>`, the certificate of the names it serves (SNI).
+    #[serde(skip)]
+    pub tls: Option<super::tls::TlsConfig>,
+    /// Apache `Protocols` (mod_http2) of this server: `h2`, `h2c`, `http/1.1`.
+    #[serde(skip)]
+    pub protocols: Option<Vec<String>>,
     /// The file this came from (for messages).
     #[serde(skip)]
     pub origin: Option<String>,
@@ -135,6 +149,10 @@ impl Default for Config {
             balancers: Vec::new(),
             admin_listen: None,
             workers: None,
+            listeners: Vec::new(),
+            access_log: None,
+            tls: None,
+            protocols: None,
             origin: None,
             sites: Vec::new(),
             site: Site::default(),
@@ -190,6 +208,22 @@ pub struct Timeouts {
         skip_serializing_if = "Option::is_none"
     )]
     pub backend_connect: Option<Duration>,
+    /// A TLS handshake must be complete this long after the accept, or the connection is
+    /// closed (and its slot freed). Default 10s.
+    #[serde(default = "d10", with = "serde_duration")]
+    pub tls_handshake: Duration,
+    /// At SIGTERM, how long in-flight requests may take to finish before the process exits
+    /// (systemd's `TimeoutStopSec` should be longer). Default 30s.
+    #[serde(default = "d30", with = "serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+fn d30() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn d10() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn d5() -> Duration {
@@ -211,6 +245,8 @@ impl Default for Timeouts {
             keep_alive: d5(),
             backend_io: d60(),
             backend_connect: None,
+            tls_handshake: d10(),
+            shutdown_grace: d30(),
         }
     }
 }
