@@ -115,6 +115,23 @@ fn setup(fpm_bin: &Path, apache_port: u16) -> Wiki {
     // The Apache tree.
     let tree = t.join("apache2");
     copy_tree(Path::new("/etc/apache2"), &tree);
+    // The copy's logs (CustomLog, ErrorLog) go to the test's directory, not /var/log/apache2.
+    let envvars = tree.join("envvars");
+    let vars = std::fs::read_to_string(&envvars).unwrap();
+    let log_dir = t.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let vars: String = vars
+        .lines()
+        .map(|l| {
+            if l.starts_with("export APACHE_LOG_DIR=") {
+                format!("export APACHE_LOG_DIR={}\n", log_dir.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(vars.contains(&log_dir.display().to_string()), "{vars}");
+    std::fs::write(&envvars, vars).unwrap();
     enable(&tree, "conf", "php8.2-fpm.conf");
     enable(&tree, "conf", "dokuwiki.conf");
     for m in [
@@ -508,13 +525,19 @@ async fn use_the_wiki(front: SocketAddr, label: &str, id: &str) {
     );
 }
 
-/// `(method target, status)` of each access log line of the proxy's log.
-fn access_lines(log: &Path) -> Vec<(String, u16)> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let re = regex::Regex::new(r#"access: \S+ "([^"]*)" (\d{3})"#).unwrap();
+/// `(method target, status)` of each access log line: the proxy's own lines in its output
+/// `log`, and the Apache-style lines (`"GET /x HTTP/1.1" 200`) of the files in `log_dir`, where
+/// the configuration's `CustomLog` writes.
+fn access_lines(log: &Path, log_dir: &Path) -> Vec<(String, u16)> {
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    for e in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    let own = regex::Regex::new(r#"access: \S+ "([^"]*)" (\d{3})"#).unwrap();
+    let apache = regex::Regex::new(r#""(\S+ \S+) HTTP/[0-9.]+" (\d{3}) "#).unwrap();
     text.lines()
         .filter_map(|l| {
-            let c = re.captures(l)?;
+            let c = own.captures(l).or_else(|| apache.captures(l))?;
             Some((c[1].to_owned(), c[2].parse().ok()?))
         })
         .collect()
@@ -577,7 +600,7 @@ async fn wiki_works_through_the_proxy() {
     // The browser: every request it makes is answered 2xx or 304. (Each access log line is
     // written as its response ends: let the last ones of the session above arrive first.)
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = access_lines(&log).len();
+    let before = access_lines(&log, &wiki.path().join("log")).len();
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dokuwiki.png");
     let profile = wiki.path().join("chrome");
     let url = format!("http://{front}/dokuwiki/doku.php?id=start");
@@ -587,7 +610,7 @@ async fn wiki_works_through_the_proxy() {
         .unwrap();
     // The access log line is written as each response ends.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen: Vec<(String, u16)> = access_lines(&log).split_off(before);
+    let seen: Vec<(String, u16)> = access_lines(&log, &wiki.path().join("log")).split_off(before);
     let bad: Vec<&(String, u16)> = seen
         .iter()
         .filter(|(_, s)| !((200..300).contains(s) || *s == 304))
