@@ -3,6 +3,8 @@
 //! unless implemented), on `config_fixtures/site/` (a Debian-shaped tree) and on a copy of this
 //! machine's `/etc/apache2`.
 
+mod support;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -615,23 +617,6 @@ fn host_rules_use_the_resolved_name() {
     }
 }
 
-/// Copies a directory tree, symbolic links as links.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
-        } else if ft.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
 #[test]
 fn this_machines_apache_tree_with_php_fpm_enabled() {
     if programs::require_program("apache2", "apache2").is_none() {
@@ -640,7 +625,7 @@ fn this_machines_apache_tree_with_php_fpm_enabled() {
     let etc = Path::new("/etc/apache2");
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("apache2");
-    copy_tree(etc, &tree);
+    support::copy_tree(etc, &tree);
     let conf = tree.join("apache2.conf");
     // As installed: no handler, no route.
     let (cfg, _) = read(&conf, &[]).unwrap();

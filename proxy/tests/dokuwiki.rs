@@ -65,23 +65,6 @@ impl Wiki {
     }
 }
 
-/// Copies a directory tree, symbolic links as links.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
-        } else if ft.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
 /// `a2enconf`/`a2enmod` in the copy: `<kind>-enabled/<name>` -> `../<kind>-available/<name>`.
 fn enable(tree: &Path, kind: &str, name: &str) {
     let available = tree.join(format!("{kind}-available/{name}"));
@@ -114,7 +97,7 @@ fn setup(fpm_bin: &Path, apache_port: u16) -> Wiki {
 
     // The Apache tree.
     let tree = t.join("apache2");
-    copy_tree(Path::new("/etc/apache2"), &tree);
+    support::copy_tree(Path::new("/etc/apache2"), &tree);
     // The copy's logs (CustomLog, ErrorLog) go to the test's directory, not /var/log/apache2.
     let envvars = tree.join("envvars");
     let vars = std::fs::read_to_string(&envvars).unwrap();
