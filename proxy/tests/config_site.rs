@@ -633,8 +633,7 @@ fn this_machines_apache_tree_with_php_fpm_enabled() {
     assert_eq!(cfg.listen, vec!["80"]);
     // a2enconf php8.2-fpm alone: <IfModule proxy_fcgi_module> is false, still no handler.
     let php = tree.join("conf-available/php8.2-fpm.conf");
-    if !php.exists() {
-        eprintln!("SKIPPED this_machines_apache_tree_with_php_fpm_enabled: no php8.2-fpm.conf");
+    if !programs::require_file(&php, "php8.2-fpm") {
         return;
     }
     std::os::unix::fs::symlink(

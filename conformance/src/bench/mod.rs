@@ -136,8 +136,8 @@ said otherwise):
                          it), Apache DocumentRoot; HAProxy cannot serve files and sits them out
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 
-A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) takes about 17 minutes
-on 2 cores.
+A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) took about 15 minutes
+on 2 cores before the two static-file workloads were added (not measured since).
 ";
 
 /// `cargo xtask bench`: the command line. Unset options take their values from
