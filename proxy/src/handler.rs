@@ -729,6 +729,9 @@ impl<C: Connector> Proxy<C> {
             // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
             return Ok((Response::new(ProxyBody::empty()), None, None));
         }
+        if request_line_len(req.method(), &target) > self.config.limits.max_request_line + 1 {
+            return Err(StatusCode::URI_TOO_LONG);
+        }
         let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
         let host = self.host_for(req.headers(), &uri, info.local);
         let m = match host.router.route(&uri) {
@@ -1032,13 +1035,35 @@ fn protocol_name(v: http::Version) -> &'static str {
 /// The header limits hyper enforces only roughly (its read buffer bound is approximate): a field
 /// line longer than `LimitRequestFieldSize`, or header lines adding up to more than
 /// `max_header_bytes`, are refused with 431 before anything else happens.
+/// The length of the request line `METHOD target HTTP/x.y` (an HTTP/2 request as if written
+/// as one). Apache measures LimitRequestLine on the whole line, and its line buffer lets one
+/// byte more through: with `LimitRequestLine 100` a 101-byte line is served and a 102-byte one
+/// is a 414 (Apache 2.4.71, docs/reference/apache.md).
+fn request_line_len(method: &Method, target: &str) -> usize {
+    method.as_str().len() + 1 + target.len() + 1 + "HTTP/1.1".len()
+}
+
 fn head_over_limits(headers: &HeaderMap, limits: &crate::config::Limits) -> Option<StatusCode> {
     let mut total = 0usize;
+    // Repeated fields are merged into one value (`a, b`) for the backend, and Apache refuses a
+    // merged value over LimitRequestFieldSize too (its 400; a 431 here, like every header
+    // limit). A HeaderMap yields a name's values one after another.
+    let mut merged = 0usize;
+    let mut previous: Option<&header::HeaderName> = None;
     for (name, value) in headers {
         // `Name: value` as it came, without its CRLF.
         let line = name.as_str().len() + 2 + value.len();
         total += line + 2;
-        if line > limits.max_header_line || total > limits.max_header_bytes {
+        merged = if previous == Some(name) {
+            merged + 2 + value.len()
+        } else {
+            value.len()
+        };
+        previous = Some(name);
+        if line > limits.max_header_line
+            || merged > limits.max_header_line
+            || total > limits.max_header_bytes
+        {
             return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
     }

@@ -256,6 +256,15 @@ async fn oversized_heads_are_431_and_never_reach_the_backend() {
             "{}",
             &t.text()[..t.text().len().min(200)]
         );
+        // Two field lines under LimitRequestFieldSize whose merged value (`a, b`, as the
+        // backend would get it) is over it.
+        let merged = format!(
+            "GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: {}\r\nX-Long: {}\r\n\r\n",
+            "c".repeat(7_854),
+            "d".repeat(476)
+        );
+        let t = talk(&f.addr, merged.as_bytes(), T).await;
+        assert_eq!(t.statuses(), [431], "merged value over the limit");
         // 101 headers (over LimitRequestFields 100).
         let mut many = String::from("GET /app/x HTTP/1.1\r\nHost: x\r\n");
         for i in 0..100 {
@@ -306,10 +315,24 @@ async fn overlong_target_is_414_and_never_reaches_the_backend() {
         .await;
         let st = t.statuses();
         assert!(st == [414] || st == [431], "{st:?}");
-        // At the limit: served.
-        let ok = format!("/app/{}", "a".repeat(90));
-        assert_eq!(send(&f, get(&ok)).await.status, StatusCode::OK);
-        assert_eq!(uris_seen(&m), [ok]);
+        // The limit is on the whole request line, as Apache measures it: with LimitRequestLine
+        // 100 a 101-byte line is served, a 102-byte one is a 414 (the target alone is short).
+        let line = |len: usize| {
+            let target = format!("/app/{}", "a".repeat(len - "GET  HTTP/1.1".len() - 5));
+            let line = format!("GET {target} HTTP/1.1");
+            assert_eq!(line.len(), len);
+            (
+                target,
+                format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            )
+        };
+        let (_, over) = line(102);
+        let t = talk(&f.addr, over.as_bytes(), T).await;
+        assert_eq!(t.statuses(), [414], "{}", t.text());
+        let (at_limit, served) = line(101);
+        let t = talk(&f.addr, served.as_bytes(), T).await;
+        assert_eq!(t.statuses(), [200], "{}", t.text());
+        assert_eq!(uris_seen(&m), [at_limit]);
     })
     .await;
 }
