@@ -21,9 +21,10 @@
 //!
 //! Deliberate differences from Apache httpd 2.4 (the reference run here was 2.4.71):
 //! - `SERVER_SOFTWARE` is [`SERVER_SOFTWARE`], not Apache's banner.
-//! - `PATH_TRANSLATED` is always `DOCUMENT_ROOT` + `PATH_INFO` (runs of `/` merged). Apache runs
-//!   a sub-request, which yields a `proxy:fcgi://…` URL when PATH_INFO itself falls under a
-//!   ProxyPass (observed: `PATH_INFO=/myapp/zz` → `PATH_TRANSLATED=proxy:fcgi://127.0.0.1:27001/zz`).
+//! - `PATH_TRANSLATED` is always `DOCUMENT_ROOT` + `PATH_INFO` (runs of `/` merged), or none when
+//!   the two do not fit into one file name, as in Apache. Apache runs a sub-request, which
+//!   yields a `proxy:fcgi://…` URL when PATH_INFO itself falls under a ProxyPass (observed:
+//!   `PATH_INFO=/myapp/zz` → `PATH_TRANSLATED=proxy:fcgi://127.0.0.1:27001/zz`).
 //! - `proxy-fcgi-pathinfo=full` maps to the filesystem as documented (walk `/`+path, then
 //!   DOCUMENT_ROOT+path; a regular file becomes SCRIPT_FILENAME, the rest PATH_INFO; nothing
 //!   found → as if unset). Apache ≤ 2.4.62 ignores `full`; 2.4.71 behaves like this.
@@ -1010,14 +1011,27 @@ fn fill_common<'a, V: Vars>(
             match c.path_translated {
                 Some(pt) => env.set_static("PATH_TRANSLATED", pt),
                 None => {
-                    let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
-                    pt.extend_from_slice(&merge_slashes(pi));
-                    env.set_static("PATH_TRANSLATED", &pt);
+                    let pi = merge_slashes(pi);
+                    if fits_under_root(&cfg.document_root, &pi) {
+                        let mut pt = cfg.document_root.trim_end_matches('/').as_bytes().to_vec();
+                        pt.extend_from_slice(&pi);
+                        env.set_static("PATH_TRANSLATED", &pt);
+                    }
                 }
             }
         }
     }
     Ok((headers, server_name, server_port))
+}
+
+/// Whether the URL path `path` appended to the directory `root` makes a file name Apache's core
+/// can map: `apr_filepath_merge` refuses one where the root's length, the path's (leading
+/// slashes dropped) and 4 exceed `PATH_MAX` (4096). Apache then sends no PATH_TRANSLATED
+/// (docs/reference/apache.md 3.6).
+pub fn fits_under_root(root: &str, path: &[u8]) -> bool {
+    const PATH_MAX: usize = 4096;
+    let start = path.iter().take_while(|&&b| b == b'/').count();
+    root.len() + (path.len() - start) + 4 <= PATH_MAX
 }
 
 /// A request served by `SetHandler "proxy:…"` (handler mode): the file Apache's core mapped

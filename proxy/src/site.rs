@@ -195,8 +195,11 @@ fn decide_at(
             if !at.path_info.is_empty() && d.accept_path_info == Some(AcceptPathInfo::Off) {
                 return Decision::Status(404);
             }
-            let path_translated =
-                (!at.path_info.is_empty()).then(|| path_translated(cfg, &at.path_info, fs));
+            let path_translated = if at.path_info.is_empty() {
+                None
+            } else {
+                path_translated(cfg, &at.path_info, fs)
+            };
             Decision::Handler(Box::new(HandlerTarget {
                 path_translated,
                 worker: *url,
@@ -265,8 +268,13 @@ fn decide_at(
 /// a directory asked for with a trailing '/' is its DirectoryIndex file when one exists.
 /// (Apache's sub-request also runs ProxyPass; a path info under a ProxyPass is not mapped
 /// that way here.)
-fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Vec<u8> {
-    let (file, _, _) = cfg.site.translate(path_info, &cfg.document_root);
+/// None when the path info under the DocumentRoot makes a name too long to map, as Apache's
+/// core refuses it ([`crate::cgi::fits_under_root`]; an Alias has no such check).
+fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Option<Vec<u8>> {
+    let (file, prefix, _) = cfg.site.translate(path_info, &cfg.document_root);
+    if prefix.is_empty() && !crate::cgi::fits_under_root(&cfg.document_root, path_info) {
+        return None;
+    }
     let (mut found, rest, kind) = walk(fs, &file);
     if kind == PathKind::Directory && found.ends_with(b"/") {
         let d = cfg.site.merge(path_info, &found, kind);
@@ -278,12 +286,12 @@ fn path_translated(cfg: &Config, path_info: &[u8], fs: &dyn Fs) -> Vec<u8> {
             let mut candidate = found.clone();
             candidate.extend_from_slice(name.as_bytes());
             if fs.kind(&candidate) != PathKind::Missing {
-                return candidate;
+                return Some(candidate);
             }
         }
     }
     found.extend_from_slice(&rest);
-    found
+    Some(found)
 }
 
 /// Whether the existing file `path` may be served: reached without symbolic links, or with

@@ -346,3 +346,24 @@ pathinfo = "full"
     );
     assert_eq!(get(&p, "PATH_INFO"), None);
 }
+
+#[test]
+fn no_path_translated_when_the_path_info_is_too_long_for_a_file_name() {
+    // Apache maps PATH_INFO under the DocumentRoot with apr_filepath_merge, which refuses a
+    // name over PATH_MAX (4096 with the root, the path and 4); its sub-request then has no file
+    // name and no PATH_TRANSLATED is sent (docs/reference/apache.md 3.6).
+    let text = "Listen 80\nDocumentRoot /var/www/html\n\
+        SetEnvIf Request_URI . proxy-fcgi-pathinfo=unescape\n\
+        ProxyPass /app/ fcgi://127.0.0.1:27001/\n";
+    let (cfg, _) = apache::parse(text, "t.conf").unwrap();
+    // "/var/www/html" (13) + the path info without its leading '/' + 4: 4096 fits, 4097 not.
+    let fits = format!("/app/{}", "a".repeat(4096 - 13 - 4));
+    let p = run(&cfg, &Req::get(&fits)).unwrap();
+    assert_eq!(get(&p, "PATH_INFO"), Some(&fits[4..]));
+    let pt = get(&p, "PATH_TRANSLATED").expect("PATH_TRANSLATED at the limit");
+    assert_eq!(pt.len(), 13 + fits.len() - 4);
+    let over = format!("{fits}a");
+    let p = run(&cfg, &Req::get(&over)).unwrap();
+    assert_eq!(get(&p, "PATH_INFO"), Some(&over[4..]));
+    assert_eq!(get(&p, "PATH_TRANSLATED"), None);
+}
