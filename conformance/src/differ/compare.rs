@@ -177,6 +177,10 @@ pub struct Accept {
     /// through either proxy: what each front end itself does with them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outside: bool,
+    /// Only when the oracle's side of the difference (a status, a param's value) matches this
+    /// regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<String>,
     pub reason: String,
 }
 
@@ -184,7 +188,8 @@ pub struct Accept {
 #[derive(Debug, Default)]
 pub struct KnownList {
     pub file: Option<String>,
-    entries: Vec<(Accept, Option<regex::Regex>)>,
+    /// Each entry with its `request` and `oracle` expressions compiled.
+    entries: Vec<(Accept, Option<regex::Regex>, Option<regex::Regex>)>,
     /// The route configurations of the run, by name (for `outside`).
     pub routes: Vec<RouteConfig>,
 }
@@ -211,13 +216,14 @@ impl KnownList {
         let known: Known = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
         let mut entries = Vec::new();
         for a in known.accepted {
-            let re = match &a.request {
-                Some(r) => Some(
-                    regex::Regex::new(r)
-                        .map_err(|e| format!("{origin}: accept {:?}: request: {e}", a.kind))?,
-                ),
-                None => None,
+            let compile = |field: &str, r: &Option<String>| match r {
+                Some(r) => regex::Regex::new(r)
+                    .map(Some)
+                    .map_err(|e| format!("{origin}: accept {:?}: {field}: {e}", a.kind)),
+                None => Ok(None),
             };
+            let re = compile("request", &a.request)?;
+            let oracle = compile("oracle", &a.oracle)?;
             if let Some(b) = &a.body
                 && !["none", "length", "chunked", "early-close"].contains(&b.as_str())
             {
@@ -226,7 +232,7 @@ impl KnownList {
             if a.reason.trim().is_empty() {
                 return Err(format!("{origin}: accept {:?}: no reason", a.kind));
             }
-            entries.push((a, re));
+            entries.push((a, re, oracle));
         }
         Ok(KnownList {
             file: None,
@@ -251,16 +257,17 @@ impl KnownList {
             && !reached;
         self.entries
             .iter()
-            .find(|(a, re)| {
+            .find(|(a, re, oracle)| {
                 crate::report::glob_match(&a.kind, &d.kind)
                     && re.as_ref().is_none_or(|re| re.is_match(&raw))
+                    && oracle.as_ref().is_none_or(|re| re.is_match(&d.oracle))
                     && a.body.as_deref().is_none_or(|b| b == body)
                     && (!a.outside || outside)
                     && a.route
                         .as_deref()
                         .is_none_or(|g| crate::report::glob_match(g, route))
             })
-            .map(|(a, _)| a.reason.as_str())
+            .map(|(a, _, _)| a.reason.as_str())
     }
 }
 
@@ -428,6 +435,33 @@ reason = "y"
         assert!(
             KnownList::parse(
                 "[[accept]]\nkind = \"x\"\nbody = \"big\"\nreason = \"y\"",
+                "t"
+            )
+            .is_err()
+        );
+        let by_value = KnownList::parse(
+            "[[accept]]\nkind = \"param P value\"\noracle = '^proxy:'\nreason = \"z\"",
+            "t",
+        )
+        .unwrap();
+        let value = |oracle: &str| Diff {
+            kind: "param P value".into(),
+            oracle: oracle.into(),
+            target: "/var/www/html/a".into(),
+        };
+        assert!(
+            by_value
+                .accepts(&value("proxy:fcgi://app:9000/a"), &any, "p", true)
+                .is_some()
+        );
+        assert!(
+            by_value
+                .accepts(&value("/srv/a"), &any, "p", true)
+                .is_none()
+        );
+        assert!(
+            KnownList::parse(
+                "[[accept]]\nkind = \"x\"\noracle = '('\nreason = \"y\"",
                 "t"
             )
             .is_err()
