@@ -45,4 +45,30 @@ mod tests {
         assert!(home.doc("docs/reference/apache.md").is_some());
         assert!(home.doc("docs/reference/nope.md").is_none());
     }
+
+    /// `fcgi-conformance differ` outside a checkout uses the known differences built in.
+    #[test]
+    fn differ_reads_its_known_differences_built_in() {
+        use conformance::differ::{DifferArgs, KnownSource, Setup};
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            args: DifferArgs,
+        }
+        let args = <Cmd as clap::Parser>::parse_from(["differ"]).args;
+        let setup = Setup::new(&Home::Installed(EMBEDDED), &args);
+        assert!(matches!(setup.expected, KnownSource::BuiltIn(_)));
+        let ours = setup.expected.load("ours").unwrap();
+        assert!(
+            ours.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("(built in)"))
+        );
+        let on_disk =
+            KnownSource::Dir(conformance::sim::suite::workspace_root().join("scenarios/expected"))
+                .load("ours")
+                .unwrap();
+        assert_eq!(ours.len(), on_disk.len());
+        assert!(ours.len() > 5);
+    }
 }

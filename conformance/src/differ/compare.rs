@@ -195,6 +195,15 @@ pub struct KnownList {
 }
 
 impl KnownList {
+    /// How many entries the list has.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn route_of(&self, name: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.name() == name)
     }

@@ -171,11 +171,43 @@ pub fn route_scenario(route: &RouteConfig) -> Result<Scenario, String> {
     Scenario::parse(&text, &route.name()).map_err(|e| e.to_string())
 }
 
+/// Where the known differences of each target are read from.
+#[derive(Debug, Clone)]
+pub enum KnownSource {
+    /// `differ-<target>.toml` files in a directory.
+    Dir(PathBuf),
+    /// The `scenarios/expected` files built into the program (file name, text).
+    BuiltIn(&'static [(&'static str, &'static str)]),
+}
+
+impl KnownSource {
+    /// The known differences of `target` (none when it has no list).
+    pub fn load(&self, target: &str) -> Result<KnownList, String> {
+        match self {
+            KnownSource::Dir(dir) => KnownList::load(dir, target),
+            KnownSource::BuiltIn(files) => {
+                let file = format!("differ-{target}.toml");
+                match files.iter().find(|(name, _)| *name == file) {
+                    Some((_, text)) => {
+                        let origin = format!("scenarios/expected/{file} (built in)");
+                        let mut list = KnownList::parse(text, &origin)?;
+                        list.file = Some(origin);
+                        Ok(list)
+                    }
+                    None => Ok(KnownList::default()),
+                }
+            }
+        }
+    }
+}
+
 /// Files and options of a run.
 #[derive(Debug)]
 pub struct Setup {
     pub opts: RealOptions,
-    pub expected_dir: PathBuf,
+    /// Where the known differences come from: `--expected DIR`, else the checkout's
+    /// `scenarios/expected`, or the copies built into an installed program.
+    pub expected: KnownSource,
     pub found_dir: Option<PathBuf>,
     pub out_dir: PathBuf,
 }
@@ -199,10 +231,11 @@ impl Setup {
                 keep: None,
                 backend: Default::default(),
             },
-            expected_dir: args
-                .expected
-                .clone()
-                .unwrap_or_else(|| root.join("scenarios/expected")),
+            expected: match (&args.expected, home) {
+                (Some(dir), _) => KnownSource::Dir(dir.clone()),
+                (None, Home::Repo(r)) => KnownSource::Dir(r.join("scenarios/expected")),
+                (None, Home::Installed(e)) => KnownSource::BuiltIn(e.expected),
+            },
             found_dir: match &args.found {
                 Some(p) if p == Path::new("-") => None,
                 Some(p) => Some(p.clone()),
@@ -255,7 +288,7 @@ pub fn run(args: &DifferArgs, setup: &Setup) -> Result<Outcome, String> {
     }
     let mut known = BTreeMap::new();
     for t in &targets {
-        known.insert(*t, KnownList::load(&setup.expected_dir, t.name())?);
+        known.insert(*t, setup.expected.load(t.name())?);
     }
     let (routes, all_cases) = cases::generate(args.seed, args.cases as usize, args.area);
     for list in known.values_mut() {
