@@ -77,6 +77,11 @@ pub struct BodyLimits {
     pub max_body: u64,
     /// Largest response header block accepted from a backend.
     pub max_response_header_bytes: usize,
+    /// What a request whose body is being read is charged to the body budget besides the bytes
+    /// it holds: its connection's read buffer, which grows up to the request head limit (the
+    /// `max_buf_size` hyper is given: `limits.max_header_bytes`, at least 8 KiB), and with it
+    /// the write buffer and the task, which are smaller.
+    pub read_buffers_charge: usize,
 }
 
 /// How the request body reaches the exchange, and the CONTENT_LENGTH it gets.
@@ -131,7 +136,7 @@ pub async fn prepare_body(
     }
     // A body is read through the connection's buffers, held while it lasts: charged first.
     let mut charge = BodyCharge::new(budget);
-    if !charge.grow(READ_BUFFERS_CHARGE) {
+    if !charge.grow(limits.read_buffers_charge) {
         return Err(over_budget(budget));
     }
     match declared {
@@ -189,11 +194,6 @@ async fn encode_probing(
     tracing::info!("request refused: path info walk deeper than {MAX_LOOKUPS} components");
     Err(StatusCode::INTERNAL_SERVER_ERROR)
 }
-
-/// What a request whose body is being read is charged to the body budget besides the bytes it
-/// holds: its connection's read buffer (which grows up to the request head limit, 64 KiB by
-/// default) and write buffer, and its share of the task, at about their largest.
-const READ_BUFFERS_CHARGE: usize = 64 * 1024;
 
 /// The blocks a slow body is copied into (see [`collect`]); at least [`BodyBytes::KEEP`], so
 /// each is kept as it is.
@@ -576,6 +576,7 @@ impl<C: Connector> Proxy<C> {
             max_buffered: config.limits.max_body_buffer,
             max_body: config.limits.max_body,
             max_response_header_bytes: 64 * 1024,
+            read_buffers_charge: config.limits.max_header_bytes.max(8 * 1024),
         };
         let nofile = crate::admission::open_file_limit().unwrap_or(1024);
         let admission = Admission::new(&config.limits, nofile);

@@ -82,7 +82,7 @@ async fn connection_limit_pauses_accepting_until_one_closes() {
 /// Bodies buffered at once share `limits.body_buffer_budget`: a chunked body that does not fit
 /// is answered 503 and its connection closed, the backend never sees it, and its bytes are
 /// given back; the body that fitted is served, and afterwards the budget is whole again. Each
-/// body being read is also charged 64 KiB for its connection's buffers.
+/// body being read is also charged `limits.max_header_bytes` (64 KiB) for its connection's buffers.
 const BUDGET: u64 = (64 + 64 + 100) * 1024;
 const A_HELD: u64 = (64 + 80) * 1024;
 
