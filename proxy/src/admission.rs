@@ -64,6 +64,18 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// A reload's admission: the connection slots and the body budget go on being counted
+    /// where the previous configuration counted them when their limits did not change, so the
+    /// connections and bodies of both generations count against one limit.
+    pub fn carry_from(&mut self, previous: &Admission) {
+        if self.max_connections == previous.max_connections {
+            self.connections = Arc::clone(&previous.connections);
+        }
+        if self.body.limit == previous.body.limit {
+            self.body = Arc::clone(&previous.body);
+        }
+    }
+
     /// With `nofile` the open-file limit when `limits.max_connections` is 0 (auto).
     pub fn new(limits: &Limits, nofile: u64) -> Self {
         let max_connections = limits

@@ -596,6 +596,24 @@ impl<C: Connector> Proxy<C> {
         })
     }
 
+    /// Takes over from `previous` (the configuration a reload replaces) what it can go on
+    /// using: the pool of each worker whose backend and pool settings did not change (its idle
+    /// connections are reused, in-flight ones come back to it), and the admission counts.
+    /// Workers are matched by URL, in order, so two workers of one URL keep two pools.
+    pub fn carry_from(&mut self, previous: &Proxy<C>) {
+        let mut taken = vec![false; previous.workers.len()];
+        for w in &mut self.workers {
+            let found = previous.workers.iter().enumerate().find(|(i, p)| {
+                !taken[*i] && p.name == w.name && p.reuse == w.reuse && p.pool.same_as(&w.pool)
+            });
+            if let Some((i, p)) = found {
+                taken[i] = true;
+                w.pool = p.pool.clone();
+            }
+        }
+        self.admission.carry_from(&previous.admission);
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

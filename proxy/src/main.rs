@@ -438,8 +438,9 @@ impl Control {
         }
         let fronts = listeners.iter().map(|l| l.addr).zip(fronts).collect();
         let log = access_log_for(&config)?;
-        let proxy =
-            Arc::new(Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?);
+        let mut proxy = Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?;
+        proxy.carry_from(&self.gens.borrow().proxy);
+        let proxy = Arc::new(proxy);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         Ok((
             server::Generation {

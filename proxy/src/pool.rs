@@ -526,6 +526,15 @@ impl<C: Connector> Pool<C> {
         &self.addr
     }
 
+    /// Whether `other` talks to the same backend with the same settings and shards, so that
+    /// one may stand in for the other (a reload keeps such a pool: its idle connections, the
+    /// limit it learned, the requests waiting on it).
+    pub fn same_as(&self, other: &Pool<C>) -> bool {
+        self.addr == other.addr
+            && self.settings == other.settings
+            && self.shared.locals.len() == other.shared.locals.len()
+    }
+
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
     }

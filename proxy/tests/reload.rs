@@ -452,3 +452,81 @@ async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
         }
     }
 }
+
+/// The backend connections of a backend the reload leaves as it was are kept: the requests of
+/// the new configuration go on over the connection the old one opened. A backend whose pool
+/// settings changed gets a new pool, and the old pool's idle connection is closed once the old
+/// configuration is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_pools_of_unchanged_backends() {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let conf = dir.path().join("proxy.toml");
+    // One serving thread: one pool shard, so every request finds the idle connection.
+    let config = |generation: u32, worker_max: &str| {
+        config(port, backend, generation).replace("workers = 2", "workers = 1") + worker_max
+    };
+    std::fs::write(&conf, config(1, "")).expect("write");
+    let pid_file = dir.path().join("proxy.pid");
+    let log = dir.path().join("proxy.log");
+    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
+    let proxy: Proc = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(support::proxy_bin());
+        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
+        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
+        proc.wait_ready(front, Some("listening on")).map(|()| proc)
+    })
+    .await
+    .expect("blocking")
+    .expect("proxy starts");
+    wait_for_generation(front, 1).await;
+    let reload_to = |generation: u32, worker_max: &'static str| {
+        std::fs::write(&conf, config(generation, worker_max)).expect("write");
+        let p = pid_file.clone();
+        async move {
+            tokio::task::spawn_blocking(move || reload(&p))
+                .await
+                .expect("reload");
+            wait_for_generation(front, generation).await;
+        }
+    };
+    let opened = || mock.journal().snapshot().connections.len();
+    assert_eq!(opened(), 1);
+
+    // Same backend, same settings (only a param changed): the connection goes on.
+    reload_to(2, "").await;
+    assert_eq!(get(front, "/app/a.php").await.0, 200);
+    let snap = mock.journal().snapshot();
+    assert_eq!(snap.connections.len(), 1, "{:?}", snap.connections);
+    assert!(snap.connections[0].closed_ms.is_none());
+    assert!(snap.requests.len() >= 3);
+
+    // The pool's settings changed: a new pool, a new connection; the old one is closed.
+    reload_to(3, "worker.max = 7\n").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snap = mock.journal().snapshot();
+        let done = snap.connections.len() == 2 && snap.connections[0].closed_ms.is_some();
+        if done {
+            assert_ne!(
+                snap.connections[0].closed_by,
+                Some(fcgi_mock::journal::ClosedBy::Backend)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old pool's connection is closed and a new one opened: {:?}",
+            snap.connections
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::spawn_blocking(move || drop(proxy))
+        .await
+        .expect("stop");
+}
