@@ -9,6 +9,7 @@ pub mod body;
 pub mod cgi;
 pub mod config;
 pub mod error;
+pub mod error_log;
 pub mod exchange;
 pub mod handler;
 pub mod metrics;

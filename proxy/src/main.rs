@@ -33,11 +33,11 @@ access control is refused; other directives are listed in one warning and ignore
 On start it prints `listening on ADDR` on stdout for each listener (`admin on ADDR` for the
 admin listener). SIGTERM or SIGINT stops accepting and lets in-flight requests finish (for
 timeouts.shutdown_grace). SIGHUP, or `fcgi-proxy reload --pid-file FILE`, reloads the
-configuration gracefully (a bad one is refused and logged); SIGUSR1 reopens the access log
-file (logrotate). Under systemd it reports readiness
-over NOTIFY_SOCKET and takes listening sockets passed by socket activation (LISTEN_FDS). Logs go
-to stderr; RUST_LOG sets the filter (default `info`; one line per request under target
-`access`).
+configuration gracefully (a bad one is refused and logged); SIGUSR1 reopens the access and error log
+files (logrotate). Under systemd it reports readiness
+over NOTIFY_SOCKET and takes listening sockets passed by socket activation (LISTEN_FDS). Messages
+go to stderr, or to [error_log] (Apache ErrorLog, LogLevel); RUST_LOG, when set, is the filter
+(default `info`; one line per request on stderr under target `access`).
 
 check-config prints the effective routes, reuse settings, connection caps and timeouts, and
 exits non-zero with `file:line: message` on an error.";
@@ -239,17 +239,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Colour only for a person at a terminal: a file, a pipe or the journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let (mut config, warnings) = match load(&args.source, &args.read) {
         Ok(x) => x,
         Err(e) => {
@@ -270,12 +259,18 @@ fn main() -> ExitCode {
             .and_then(|_| match &config.access_log {
                 Some(a) => fcgi_proxy::access_log::check(a),
                 None => Ok(()),
-            });
+            })
+            .and_then(|()| fcgi_proxy::error_log::check(config.error_log.as_ref()));
         if let Err(e) = checked {
             eprintln!("fcgi-proxy: {e}");
             return ExitCode::FAILURE;
         }
         return ExitCode::SUCCESS;
+    }
+    // The error log as configured (colour only for a person at a terminal).
+    if let Err(e) = fcgi_proxy::error_log::init(config.error_log.as_ref()) {
+        eprintln!("fcgi-proxy: {e}");
+        return ExitCode::FAILURE;
     }
     if args.admin.is_some() {
         config.admin_listen = args.admin.clone();
@@ -372,6 +367,11 @@ impl Control {
         match self.next_generation() {
             Ok((generation, stop, log, bound)) => {
                 fcgi_proxy::access_log::activate(log);
+                if let Err(e) =
+                    fcgi_proxy::error_log::apply(generation.proxy.config().error_log.as_ref())
+                {
+                    tracing::error!("error log: {e}");
+                }
                 self.addrs = generation.fronts.iter().map(|(a, _)| *a).collect();
                 let _ = self.gens.send(Arc::new(generation));
                 // New listeners after the generation that has them.
@@ -438,6 +438,7 @@ impl Control {
         }
         let fronts = listeners.iter().map(|l| l.addr).zip(fronts).collect();
         let log = access_log_for(&config)?;
+        fcgi_proxy::error_log::check(config.error_log.as_ref())?;
         let mut proxy = Proxy::new(Arc::new(config), TokioConnector).map_err(|e| e.to_string())?;
         proxy.carry_from(&self.gens.borrow().proxy);
         let proxy = Arc::new(proxy);
@@ -699,6 +700,9 @@ async fn serve_signals(control: &mut Control) {
             _ = usr1.recv() => {
                 if let Err(e) = fcgi_proxy::access_log::reopen() {
                     tracing::error!("cannot reopen the access log: {e}");
+                }
+                if let Err(e) = fcgi_proxy::error_log::reopen() {
+                    tracing::error!("cannot reopen the error log: {e}");
                 }
             }
         }

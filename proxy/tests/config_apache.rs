@@ -631,3 +631,26 @@ fn trailing_slash_mismatch_warns() {
         "{w:#?}"
     );
 }
+
+#[test]
+fn error_log_and_log_level_are_imported() {
+    let text = "ServerRoot /srv/site\nListen 80\nErrorLog logs/error.log\n\
+        LogLevel info ssl:debug\nLogLevel warn\n\
+        <VirtualHost *:80>\nServerName a.test\nErrorLog /var/log/a-error.log\n</VirtualHost>\n";
+    let (cfg, warnings) = apache::parse(text, "/etc/site/httpd.conf").unwrap();
+    let e = cfg.error_log.as_ref().expect("an error log");
+    // Relative to ServerRoot, as Apache reads it; the last LogLevel wins.
+    assert_eq!(e.path.as_deref(), Some("/srv/site/logs/error.log"));
+    assert_eq!(e.level.as_deref(), Some("warn"));
+    let said = |what: &str| warnings.iter().any(|w| w.to_string().contains(what));
+    assert!(said("ssl:debug ignored"), "{warnings:?}");
+    assert!(said("virtual host ignored"), "{warnings:?}");
+    // Not a level: refused with the line.
+    let err = apache::parse("Listen 80\nLogLevel loud\n", "t.conf").unwrap_err();
+    assert!(err.to_string().contains("loud"), "{err}");
+    // A piped error log is not a file.
+    let (cfg, warnings) =
+        apache::parse("Listen 80\nErrorLog \"|/usr/bin/logger\"\n", "t.conf").unwrap();
+    assert!(cfg.error_log.is_none());
+    assert!(!warnings.is_empty());
+}

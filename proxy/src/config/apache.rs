@@ -59,6 +59,7 @@ pub fn parse_with(
     let read = super::read::read(origin, text, defines)?;
     let mut imp = Importer::new(origin);
     imp.modules = (read.modules.clone(), read.modules_known);
+    imp.server_root.clone_from(&read.server_root);
     for (what, file, line) in &read.undecided {
         imp.file = file.to_string();
         imp.ignore(what, *line);
@@ -75,11 +76,13 @@ pub fn parse_with(
     let tls = imp.tls.clone();
     let main_file = imp.main_file.clone();
     let access_log = imp.access_log();
+    let error_log = imp.log.error.clone();
     let (mut cfg, warnings) = imp.finish()?;
     let mut with_tls = Importer::new(&main_file);
     with_tls.tls = tls;
     with_tls.apply_tls(&mut cfg)?;
     cfg.access_log = access_log;
+    cfg.error_log = error_log;
     Ok((cfg, warnings))
 }
 
@@ -510,6 +513,9 @@ struct Importer {
     /// The file of the line being read (the main file otherwise).
     file: String,
     main_file: String,
+    /// `ServerRoot` as last read (relative file names are below it); none: the main file's
+    /// directory.
+    server_root: Option<String>,
     cfg: Config,
     warnings: Vec<Warning>,
     ignored: Vec<(String, Vec<(String, usize)>)>,
@@ -539,6 +545,8 @@ struct LogScope {
     formats: Vec<(String, String)>,
     default_format: Option<String>,
     custom: Option<(String, Option<String>)>,
+    /// `ErrorLog` and `LogLevel` of the main server.
+    error: Option<super::log::ErrorLog>,
 }
 
 /// What one server says about TLS and protocols (merged over the main server's at the end).
@@ -616,6 +624,7 @@ impl Importer {
         Importer {
             file: file.to_owned(),
             main_file: file.to_owned(),
+            server_root: None,
             cfg: Config {
                 origin: Some(file.to_owned()),
                 ..Config::default()
@@ -1466,6 +1475,7 @@ impl Importer {
             "logformat" | "customlog" | "transferlog" => {
                 self.log_directive(&lname, name, args, ctx, n)?;
             }
+            "errorlog" | "loglevel" => self.error_log_directive(&lname, name, args, ctx, n)?,
             _ if self.dir_directive(&lname, name, args, ctx, n)? => {}
             _ if self.htaccess.is_some() && !HTACCESS_HARMLESS.contains(&lname.as_str()) => {
                 return Err(self.err(
@@ -1616,6 +1626,78 @@ impl Importer {
             }
         }
         Ok(())
+    }
+
+    /// `ErrorLog FILE` and `LogLevel LEVEL [module:level ...]` of the main server. A virtual
+    /// host's own, a per-module level, a piped or syslog error log are left out with a warning:
+    /// the proxy writes one error log.
+    fn error_log_directive(
+        &mut self,
+        lname: &str,
+        name: &str,
+        args: &[String],
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<(), ConfigError> {
+        if self.in_host.is_some() {
+            self.warn(
+                n,
+                format!("{name} in a virtual host ignored: fcgi-proxy writes one error log"),
+            );
+            return Ok(());
+        }
+        if !matches!(ctx, Ctx::Server) {
+            self.ignore(name, n);
+            return Ok(());
+        }
+        if lname == "errorlog" {
+            self.need_args(name, args, 1, 1, n)?;
+            let to = &args[0];
+            if to.starts_with('|') || to.starts_with("syslog") {
+                self.warn(
+                    n,
+                    format!("{name} {to} ignored: a file only (stderr meanwhile)"),
+                );
+                return Ok(());
+            }
+            let path = self.server_relative(to);
+            self.log.error.get_or_insert_with(Default::default).path = Some(path);
+            return Ok(());
+        }
+        self.need_args(name, args, 1, usize::MAX, n)?;
+        let mut level = None;
+        for a in args {
+            if a.contains(':') {
+                self.warn(
+                    n,
+                    format!("{name} {a} ignored: one level for every message"),
+                );
+            } else {
+                level = Some(a.clone());
+            }
+        }
+        if let Some(level) = level {
+            let e = super::log::ErrorLog {
+                path: None,
+                level: Some(level),
+            };
+            e.filter_level().map_err(|m| self.err(n, m))?;
+            self.log.error.get_or_insert_with(Default::default).level = e.level;
+        }
+        Ok(())
+    }
+
+    /// A file name as Apache reads it: relative names are below `ServerRoot`.
+    fn server_relative(&self, p: &str) -> String {
+        if p.starts_with('/') {
+            return p.to_owned();
+        }
+        match &self.server_root {
+            Some(root) => std::path::Path::new(root).join(p).display().to_string(),
+            None => std::path::Path::new(&self.main_file)
+                .parent()
+                .map_or_else(|| p.to_owned(), |d| d.join(p).display().to_string()),
+        }
     }
 
     /// The access log the `CustomLog` read names, its format resolved (a nickname not defined

@@ -229,6 +229,9 @@ impl Config {
                 self.document_root
             )));
         }
+        if let Some(e) = &self.error_log {
+            e.filter_level().map_err(|m| self.err(m))?;
+        }
         if let Some(name) = &self.server_name {
             crate::uri::parse_host(name.as_bytes())
                 .map_err(|_| self.err(format!("invalid server_name '{name}'")))?;

@@ -94,6 +94,9 @@ pub struct Config {
     /// `[access_log]` (Apache `CustomLog` with its `LogFormat`): format and file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<super::log::AccessLog>,
+    /// `[error_log]` (Apache `ErrorLog` and `LogLevel`): the proxy's own messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_log: Option<super::log::ErrorLog>,
     /// TLS of this server (Apache `SSLEngine on` with `SSLCertificateFile`, ...): in a
     /// `<VirtualHost>`, the certificate of the names it serves (SNI).
     #[serde(skip)]
@@ -151,6 +154,7 @@ impl Default for Config {
             workers: None,
             listeners: Vec::new(),
             access_log: None,
+            error_log: None,
             tls: None,
             protocols: None,
             origin: None,

@@ -30,6 +30,8 @@ pub struct Read {
     pub modules_known: bool,
     /// The modules loaded (built in, then by `LoadModule`), without `_module` / `mod_` / `.c`.
     pub modules: Vec<String>,
+    /// The last `ServerRoot` read, if any.
+    pub server_root: Option<String>,
 }
 
 /// Modules compiled into Debian's apache2 (`apache2 -l`): always loaded.
@@ -332,6 +334,7 @@ impl Reader {
                     }
                     "serverroot" if words.len() == 2 => {
                         self.server_root = PathBuf::from(&words[1]);
+                        self.out.server_root = Some(words[1].clone());
                     }
                     "loadmodule" if words.len() >= 2 => {
                         self.out.modules_known = true;
