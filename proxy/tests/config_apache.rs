@@ -55,13 +55,15 @@ fn peer_config_a_loads() {
     assert!(r.worker.reuse, "reuse is on by default (product decision)");
     assert_eq!(r.origin.as_ref().map(|o| o.line), Some(17));
     assert_eq!(r.backend_type(&cfg), BackendType::Fpm);
+    // ErrorLog and LogLevel are imported.
+    let e = cfg.error_log.as_ref().expect("an error log");
+    assert_eq!(e.path.as_deref(), Some("/dev/stderr"));
+    assert_eq!(e.level.as_deref(), Some("warn"));
     let w = ignored_warning(&warnings);
     for expected in [
         "ServerRoot (line 2)",
         "PidFile (line 5)",
         "DefaultRuntimeDir (line 6)",
-        "ErrorLog (line 7)",
-        "LogLevel (line 8)",
         "User (line 10)",
         "Group (line 11)",
         "LoadModule (lines 12, 13, 14, 15)",
@@ -73,7 +75,7 @@ fn peer_config_a_loads() {
         );
     }
     assert!(
-        w.message.starts_with("ignored 11 directive(s)"),
+        w.message.starts_with("ignored 9 directive(s)"),
         "{}",
         w.message
     );
