@@ -46,8 +46,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use crate::config::expr::{
     Env, ExprVars, RequestFacts, ServerVar, apply_fcgi_setenvif, apply_setenv, apply_setenvif,
 };
+use crate::config::site::PathKind;
 use crate::config::{BackendType, Config, Member, Route, Target, WorkerUrl};
 use crate::route::{Backend, RouteMatch};
+use crate::site::Fs;
 use crate::uri::{self, EncodedSlashes, RequestUri, TargetForm};
 
 /// Our `SERVER_SOFTWARE` (Apache sends its banner, e.g. `Apache/2.4.71 (Debian)`).
@@ -116,54 +118,17 @@ pub struct RequestEnv {
     pub canon_pathinfo: Option<Vec<u8>>,
 }
 
-/// What kind of filesystem object a path names (for `proxy-fcgi-pathinfo=full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Directory,
-    Other,
-    Missing,
-}
-
-/// Filesystem access for `proxy-fcgi-pathinfo=full` (a trait so tests can fake it).
-pub trait FileProbe {
-    /// What `path` (absolute) names, following symlinks.
-    fn kind(&self, path: &[u8]) -> FileKind;
-}
-
-/// The real filesystem.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RealFs;
-
-impl FileProbe for RealFs {
-    fn kind(&self, path: &[u8]) -> FileKind {
-        #[cfg(unix)]
-        let p = {
-            use std::os::unix::ffi::OsStrExt;
-            std::path::Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf()
-        };
-        #[cfg(not(unix))]
-        let p = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
-        match std::fs::metadata(p) {
-            Ok(m) if m.is_file() => FileKind::File,
-            Ok(m) if m.is_dir() => FileKind::Directory,
-            Ok(_) => FileKind::Other,
-            Err(_) => FileKind::Missing,
-        }
-    }
-}
-
-/// A [`FileProbe`] that answers from what it was told ([`ProbeMemo::learn`]); the first path
+/// An [`Fs`] that answers from what it was told ([`ProbeMemo::learn`]); the first path
 /// it does not know is noted ([`ProbeMemo::take_wanted`]) and answered `Missing`, so that the
 /// caller can look it up elsewhere (off the serving thread) and run the walk again.
 #[derive(Debug, Default)]
 pub struct ProbeMemo {
-    known: Vec<(Vec<u8>, FileKind)>,
+    known: Vec<(Vec<u8>, PathKind)>,
     wanted: std::cell::RefCell<Option<Vec<u8>>>,
 }
 
 impl ProbeMemo {
-    pub fn learn(&mut self, path: Vec<u8>, kind: FileKind) {
+    pub fn learn(&mut self, path: Vec<u8>, kind: PathKind) {
         self.known.push((path, kind));
     }
 
@@ -173,8 +138,8 @@ impl ProbeMemo {
     }
 }
 
-impl FileProbe for ProbeMemo {
-    fn kind(&self, path: &[u8]) -> FileKind {
+impl Fs for ProbeMemo {
+    fn kind(&self, path: &[u8]) -> PathKind {
         if let Some((_, k)) = self.known.iter().find(|(p, _)| p == path) {
             return *k;
         }
@@ -182,7 +147,7 @@ impl FileProbe for ProbeMemo {
         if wanted.is_none() {
             *wanted = Some(path.to_vec());
         }
-        FileKind::Missing
+        PathKind::Missing
     }
 }
 
@@ -201,7 +166,7 @@ pub struct CgiInput<'a> {
     /// The proxy process's `PATH` (`std::env::var_os("PATH")`); `None` → [`DEFAULT_PATH`].
     pub process_path: Option<&'a [u8]>,
     /// Filesystem for `proxy-fcgi-pathinfo=full`.
-    pub fs: &'a dyn FileProbe,
+    pub fs: &'a dyn Fs,
 }
 
 /// What a balancer decided besides the member, for `BALANCER_ROUTE_CHANGED`,
@@ -392,27 +357,15 @@ fn merge_slashes(p: &[u8]) -> Vec<u8> {
 
 /// Walk an absolute path component by component: the first component that is not a directory
 /// must be a regular file; it is the script and the rest is PATH_INFO.
-fn walk(fs: &dyn FileProbe, path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+fn walk(fs: &dyn Fs, path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let path = merge_slashes(path);
     if path.first() != Some(&b'/') {
         return None;
     }
-    let mut i = 1;
-    while i <= path.len() {
-        let end = path[i..]
-            .iter()
-            .position(|&c| c == b'/')
-            .map_or(path.len(), |p| i + p);
-        if end > i {
-            match fs.kind(&path[..end]) {
-                FileKind::Directory => {}
-                FileKind::File => return Some((path[..end].to_vec(), path[end..].to_vec())),
-                FileKind::Other | FileKind::Missing => return None,
-            }
-        }
-        i = end + 1;
+    match crate::site::walk(fs, &path) {
+        (file, rest, PathKind::File) => Some((file, rest)),
+        _ => None,
     }
-    None
 }
 
 /// How [`canonicalize`] treats the backend path.
@@ -436,7 +389,7 @@ pub fn canonicalize(
     worker: &WorkerUrl,
     backend_path: &[u8],
     opts: &CanonOptions<'_>,
-    fs: &dyn FileProbe,
+    fs: &dyn Fs,
 ) -> Result<Canon, CgiError> {
     let CanonOptions {
         pathinfo,

@@ -20,7 +20,7 @@ use crate::admission::{Admission, BodyBudget, BodyCharge};
 use crate::answers;
 use crate::balancer::BalancerState;
 use crate::body::ProxyBody;
-use crate::cgi::{self, BalancerVars, CgiInput, FileProbe, ProbeMemo, RealFs};
+use crate::cgi::{self, BalancerVars, CgiInput, ProbeMemo};
 use crate::config::site::{DirSettings, Handler, VhostAddr};
 use crate::config::{BackendSocket, Config, ConfigError, Member, Target, WorkerUrl};
 use crate::error::{ErrorKind, ProxyError};
@@ -30,6 +30,7 @@ use crate::net::{BackendAddr, ConnInfo, Connector};
 use crate::pool::{Pool, PoolSettings};
 use crate::route::{Backend, Router};
 use crate::site::Decision;
+use crate::site::{Fs, RealFs};
 use crate::uri::{self, UriOptions};
 
 /// Bodies up to this size are read before the backend is contacted, so they can be sent again
@@ -175,7 +176,7 @@ fn borrowed_headers(h: &HeaderMap) -> Vec<(&str, &[u8])> {
 /// up on a blocking-pool thread, never on the serving thread, and `encode` runs again. Without
 /// such a walk it runs once and touches no filesystem.
 async fn encode_probing(
-    mut encode: impl FnMut(&dyn FileProbe) -> Result<bytes::Bytes, StatusCode>,
+    mut encode: impl FnMut(&dyn Fs) -> Result<bytes::Bytes, StatusCode>,
 ) -> Result<bytes::Bytes, StatusCode> {
     /// More components than any real path has: a walk is cut short beyond.
     const MAX_LOOKUPS: usize = 256;
@@ -188,7 +189,7 @@ async fn encode_probing(
         let lookup = path.clone();
         let kind = tokio::task::spawn_blocking(move || RealFs.kind(&lookup))
             .await
-            .unwrap_or(cgi::FileKind::Missing);
+            .unwrap_or(crate::config::site::PathKind::Missing);
         memo.learn(path, kind);
     }
     tracing::info!("request refused: path info walk deeper than {MAX_LOOKUPS} components");
@@ -767,7 +768,7 @@ impl<C: Connector> Proxy<C> {
                 info.local.ip().to_canonical(),
             );
             let refused = tokio::task::spawn_blocking(move || {
-                crate::site::route_access(&cfg, &path, remote, local, &crate::site::RealFs)
+                crate::site::route_access(&cfg, &path, remote, local, &RealFs)
             })
             .await
             .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
@@ -795,25 +796,23 @@ impl<C: Connector> Proxy<C> {
         let env = cgi::request_env(&host.config, &m, &creq);
         let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
         // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
-        let preamble_for = |member: Option<&Member>,
-                            balancer: BalancerVars,
-                            keep_conn: bool,
-                            fs: &dyn FileProbe| {
-            let input = CgiInput {
-                config: &host.config,
-                route_match: &m,
-                member,
-                balancer,
-                request: &creq,
-                env: &env,
-                process_path: self.process_path.as_deref(),
-                fs,
+        let preamble_for =
+            |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool, fs: &dyn Fs| {
+                let input = CgiInput {
+                    config: &host.config,
+                    route_match: &m,
+                    member,
+                    balancer,
+                    request: &creq,
+                    env: &env,
+                    process_path: self.process_path.as_deref(),
+                    fs,
+                };
+                cgi::encode_params(&input, keep_conn).map_err(|e| {
+                    tracing::info!("request refused: {e}");
+                    status(e.status)
+                })
             };
-            cgi::encode_params(&input, keep_conn).map_err(|e| {
-                tracing::info!("request refused: {e}");
-                status(e.status)
-            })
-        };
         let route = Some(m.route);
         match &m.backend {
             Backend::Worker => {
@@ -958,7 +957,7 @@ impl<C: Connector> Proxy<C> {
             info.local.ip().to_canonical(),
         );
         let decision = tokio::task::spawn_blocking(move || {
-            crate::site::decide(&cfg, &path, remote, local, &crate::site::RealFs)
+            crate::site::decide(&cfg, &path, remote, local, &RealFs)
         })
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;

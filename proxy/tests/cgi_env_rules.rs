@@ -5,8 +5,8 @@
 mod cgi_support;
 
 use cgi_support::{Req, get, names, run, run_with_fs, toml_config};
-use fcgi_proxy::cgi::RealFs;
 use fcgi_proxy::config::apache;
+use fcgi_proxy::site::RealFs;
 
 const DOCROOT: &str = "/srv/httpd-tests/t/htdocs";
 

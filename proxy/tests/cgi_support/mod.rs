@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 
-use fcgi_proxy::cgi::{self, CgiInput, FileKind, FileProbe, Request};
+use fcgi_proxy::cgi::{self, CgiInput, Request};
 use fcgi_proxy::config::Config;
+use fcgi_proxy::config::site::PathKind;
 use fcgi_proxy::route::{Backend, Router};
+use fcgi_proxy::site::Fs;
 use fcgi_proxy::uri;
 
 /// A fake filesystem: listed files are regular files, their parents and listed dirs are
@@ -26,11 +28,11 @@ impl FakeFs {
     }
 }
 
-impl FileProbe for FakeFs {
-    fn kind(&self, path: &[u8]) -> FileKind {
+impl Fs for FakeFs {
+    fn kind(&self, path: &[u8]) -> PathKind {
         let p = String::from_utf8_lossy(path);
         if self.files.iter().any(|f| *f == p) {
-            return FileKind::File;
+            return PathKind::File;
         }
         let prefix = format!("{}/", p.trim_end_matches('/'));
         if p == "/"
@@ -41,9 +43,9 @@ impl FileProbe for FakeFs {
                 .chain(self.dirs.iter())
                 .any(|f| f.starts_with(&prefix))
         {
-            return FileKind::Directory;
+            return PathKind::Directory;
         }
-        FileKind::Missing
+        PathKind::Missing
     }
 }
 
@@ -110,7 +112,7 @@ pub fn toml_config(text: &str) -> Config {
 }
 
 /// Run a request through the whole pure pipeline.
-pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn FileProbe) -> Outcome {
+pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
     let u = uri::parse_target(&req.target, &cfg.uri_options()).map_err(|e| e.status)?;
     let router = Router::new(cfg).expect("router");
     let m = router.route(&u).ok_or(404u16)?;
