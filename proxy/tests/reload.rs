@@ -132,6 +132,26 @@ async fn client(
     }
 }
 
+/// Starts the proxy on `conf` with `--pid-file` (its stderr in `log`) and waits until it
+/// listens on `front`.
+async fn start(conf: &Path, pid_file: &Path, log: &Path, front: SocketAddr) -> Proc {
+    let (c, p, l) = (conf.to_owned(), pid_file.to_owned(), log.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(support::proxy_bin());
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("--config")
+            .arg(&c)
+            .arg("--pid-file")
+            .arg(&p);
+        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
+        proc.wait_ready(front, Some("listening on")).map(|()| proc)
+    })
+    .await
+    .expect("blocking")
+    .expect("proxy starts")
+}
+
 fn reload(pid_file: &Path) {
     let out = std::process::Command::new(support::proxy_bin())
         .arg("reload")
@@ -213,21 +233,7 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
     std::fs::write(&conf, config(port, backend, 0)).expect("write");
     let pid_file = dir.path().join("proxy.pid");
     let log = dir.path().join("proxy.log");
-    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
-    let mut proxy: Proc = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(support::proxy_bin());
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .arg("--config")
-            .arg(&c)
-            .arg("--pid-file")
-            .arg(&p);
-        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
-        proc.wait_ready(front, Some("listening on")).map(|()| proc)
-    })
-    .await
-    .expect("blocking")
-    .expect("proxy starts");
+    let mut proxy = start(&conf, &pid_file, &log, front).await;
     let deadline = Instant::now() + WAIT;
     while !pid_file.exists() {
         assert!(Instant::now() < deadline, "no pid file");
@@ -325,16 +331,7 @@ async fn reload_adds_and_removes_listeners() {
     std::fs::write(&conf, config_on(&[p1], backend, 1)).expect("write");
     let pid_file = dir.path().join("proxy.pid");
     let log = dir.path().join("proxy.log");
-    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
-    let proxy: Proc = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(support::proxy_bin());
-        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
-        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
-        proc.wait_ready(a1, Some("listening on")).map(|()| proc)
-    })
-    .await
-    .expect("blocking")
-    .expect("proxy starts");
+    let proxy = start(&conf, &pid_file, &log, a1).await;
     wait_for_generation(a1, 1).await;
     assert!(
         tokio::net::TcpStream::connect(a2).await.is_err(),
@@ -384,16 +381,7 @@ async fn idle_kept_alive_connection_serves_one_more_request_after_a_reload() {
     std::fs::write(&conf, config(port, backend, 1)).expect("write");
     let pid_file = dir.path().join("proxy.pid");
     let log = dir.path().join("proxy.log");
-    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
-    let proxy: Proc = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(support::proxy_bin());
-        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
-        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
-        proc.wait_ready(front, Some("listening on")).map(|()| proc)
-    })
-    .await
-    .expect("blocking")
-    .expect("proxy starts");
+    let proxy = start(&conf, &pid_file, &log, front).await;
     wait_for_generation(front, 1).await;
 
     let mut old = tokio::net::TcpStream::connect(front)
@@ -474,16 +462,7 @@ async fn a_reload_keeps_the_pools_of_unchanged_backends() {
     std::fs::write(&conf, config(1, "")).expect("write");
     let pid_file = dir.path().join("proxy.pid");
     let log = dir.path().join("proxy.log");
-    let (c, l, p) = (conf.clone(), log.clone(), pid_file.clone());
-    let proxy: Proc = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(support::proxy_bin());
-        cmd.arg("--config").arg(&c).arg("--pid-file").arg(&p);
-        let mut proc = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &l);
-        proc.wait_ready(front, Some("listening on")).map(|()| proc)
-    })
-    .await
-    .expect("blocking")
-    .expect("proxy starts");
+    let proxy = start(&conf, &pid_file, &log, front).await;
     wait_for_generation(front, 1).await;
     let reload_to = |generation: u32, worker_max: &'static str| {
         std::fs::write(&conf, config(generation, worker_max)).expect("write");

@@ -1501,16 +1501,6 @@ impl Importer {
         n: usize,
     ) -> Result<(), ConfigError> {
         self.server_only(name, ctx, n)?;
-        let path = |imp: &Self, p: &str| -> String {
-            if p.starts_with('/') {
-                p.to_owned()
-            } else {
-                // Relative to the directory of the main file (ServerRoot's default).
-                std::path::Path::new(&imp.main_file)
-                    .parent()
-                    .map_or_else(|| p.to_owned(), |d| d.join(p).display().to_string())
-            }
-        };
         let i = self.in_host.map_or(0, |h| h + 1);
         match lname {
             "sslengine" => {
@@ -1531,15 +1521,15 @@ impl Importer {
             }
             "sslcertificatefile" => {
                 self.need_args(name, args, 1, 1, n)?;
-                self.tls[i].cert = Some((path(self, &args[0]), n));
+                self.tls[i].cert = Some((self.server_relative(&args[0]), n));
             }
             "sslcertificatekeyfile" => {
                 self.need_args(name, args, 1, 1, n)?;
-                self.tls[i].key = Some(path(self, &args[0]));
+                self.tls[i].key = Some(self.server_relative(&args[0]));
             }
             "sslcertificatechainfile" => {
                 self.need_args(name, args, 1, 1, n)?;
-                self.tls[i].chain = Some(path(self, &args[0]));
+                self.tls[i].chain = Some(self.server_relative(&args[0]));
             }
             "sslprotocol" => {
                 if args.is_empty() {
@@ -1609,14 +1599,7 @@ impl Importer {
                     );
                     return Ok(());
                 }
-                let path = if args[0].starts_with('/') {
-                    args[0].clone()
-                } else {
-                    std::path::Path::new(&self.main_file).parent().map_or_else(
-                        || args[0].clone(),
-                        |d| d.join(&args[0]).display().to_string(),
-                    )
-                };
+                let path = self.server_relative(&args[0]);
                 let spec = if lname == "customlog" {
                     args.get(1).cloned()
                 } else {
