@@ -283,9 +283,25 @@ mod tests {
 
     #[test]
     fn clf_time() {
-        let mut out = Vec::new();
-        push_clf_time(&mut out, UNIX_EPOCH + Duration::from_secs(1_796_562_578));
-        assert_eq!(out, b"[06/Dec/2026:13:09:38 +0000]");
+        let at = |secs: u64, zone: &jiff::tz::TimeZone| {
+            let mut out = Vec::new();
+            push_clf_time_in(&mut out, UNIX_EPOCH + Duration::from_secs(secs), zone);
+            String::from_utf8(out).unwrap()
+        };
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(at(1_796_562_578, &utc), "[06/Dec/2026:13:09:38 +0000]");
+        // Central Europe: +0100 in winter, +0200 in summer, the date following the offset.
+        let cet = jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        assert_eq!(at(1_796_562_578, &cet), "[06/Dec/2026:14:09:38 +0100]");
+        assert_eq!(at(1_781_740_800, &cet), "[18/Jun/2026:02:00:00 +0200]");
+        // West of UTC, and a half-hour offset.
+        let ny = jiff::tz::TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
+        assert_eq!(at(1_796_562_578, &ny), "[06/Dec/2026:08:09:38 -0500]");
+        let india =
+            jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(5 * 3600 + 1800).unwrap());
+        assert_eq!(at(1_796_562_578, &india), "[06/Dec/2026:18:39:38 +0530]");
+        // Just after midnight UTC, still the day before in New York.
+        assert_eq!(at(1_796_515_200, &ny), "[05/Dec/2026:19:00:00 -0500]");
     }
 }
 
@@ -673,18 +689,39 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// `[06/Dec/2026:16:40:21 +0000]` (UTC).
+/// The system's time zone (`TZ`, else `/etc/localtime`), read once: `%t` is local time, as
+/// Apache writes it. One that cannot be read is UTC.
+fn local_zone() -> &'static jiff::tz::TimeZone {
+    static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    ZONE.get_or_init(|| jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC))
+}
+
+/// `[06/Dec/2026:17:40:21 +0100]`: local time with its offset from UTC.
 fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    push_clf_time_in(out, t, local_zone());
+}
+
+fn push_clf_time_in(out: &mut Vec<u8>, t: SystemTime, zone: &jiff::tz::TimeZone) {
+    let utc = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let offset = jiff::Timestamp::from_second(i64::try_from(utc).unwrap_or(i64::MAX))
+        .map_or(0, |ts| zone.to_offset(ts).seconds());
+    let secs = utc.saturating_add_signed(i64::from(offset));
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
+    let (sign, off) = if offset < 0 {
+        ('-', offset.unsigned_abs())
+    } else {
+        ('+', offset.unsigned_abs())
+    };
     let _ = write!(
         out,
-        "[{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000]",
+        "[{d:02}/{}/{y:04}:{:02}:{:02}:{:02} {sign}{:02}{:02}]",
         MONTHS[(mo - 1) as usize],
         s / 3600,
         s / 60 % 60,
-        s % 60
+        s % 60,
+        off / 3600,
+        off / 60 % 60,
     );
 }
 

@@ -1,7 +1,7 @@
 //! Apache-style access logs: the same configuration file (`LogFormat`, `CustomLog`) read by
 //! real Apache and by `fcgi-proxy --apache`, the same requests through each, and the lines each
 //! wrote compared byte for byte (the time of `%t` and the durations of `%D`/`%T` checked for
-//! their shape, as two runs cannot share them). Then, without Apache: JSON lines, and the log
+//! their shape, as two runs cannot share them; `%t`'s offset from UTC compared too). Then, without Apache: JSON lines, and the log
 //! file reopened at SIGUSR1 after logrotate moved it.
 
 mod support;
@@ -92,14 +92,15 @@ fn lines(path: &std::path::Path, n: usize) -> Vec<String> {
     }
 }
 
-/// `%t`, `%D` and `%T` as placeholders, after checking their shape.
+/// `%t` (but for its offset from UTC: both write local time, in the same zone, `LOG_TZ`),
+/// `%D` and `%T` as placeholders, after checking their shape.
 fn mask(line: &str) -> String {
-    let t = regex::Regex::new(r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]")
+    let t = regex::Regex::new(r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} ([+-]\d{4})\]")
         .expect("regex");
     let d = regex::Regex::new(r" D=\d+ T=\d+$").expect("regex");
     assert!(t.is_match(line), "no %t in {line:?}");
     assert!(d.is_match(line), "no %D/%T in {line:?}");
-    d.replace(&t.replace(line, "[TIME]"), " D=? T=?")
+    d.replace(&t.replace(line, "[TIME $1]"), " D=? T=?")
         .into_owned()
 }
 

@@ -273,6 +273,10 @@ fn tail(s: &str, lines: usize) -> String {
 
 /// Starts Apache httpd in the foreground on `conf`, with a clean environment (Apache passes its
 /// own environment, e.g. PATH, to FastCGI applications), and waits until `addr` accepts.
+/// The time zone Apache and the proxy run in when started on the same Apache configuration:
+/// not UTC, so that access log times show that both write local time with its offset.
+pub const LOG_TZ: &str = "CET-1CEST,M3.5.0,M10.5.0/3";
+
 pub fn start_apache(apache: &Path, conf: &Path, dir: &Path, addr: SocketAddr) -> Proc {
     let check = Command::new(apache)
         .env_clear()
@@ -292,6 +296,7 @@ pub fn start_apache(apache: &Path, conf: &Path, dir: &Path, addr: SocketAddr) ->
     let mut cmd = Command::new(apache);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .env("TZ", LOG_TZ)
         .arg("-f")
         .arg(conf)
         .arg("-DFOREGROUND");
@@ -309,6 +314,7 @@ pub fn start_proxy_apache(conf: &Path, dir: &Path, addr: SocketAddr) -> Result<P
     // The same environment as Apache's: like Apache, the proxy passes its PATH to applications.
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/bin")
+        .env("TZ", LOG_TZ)
         .arg("--apache")
         .arg(conf);
     let mut p = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &dir.join("fcgi-proxy.err"));
