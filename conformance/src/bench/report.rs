@@ -137,6 +137,10 @@ pub struct Run {
     pub cpu_seconds: Option<f64>,
     /// Processes in the proxy's tree at the end of the run.
     pub processes: usize,
+    /// Over TLS: the version, cipher suite and ALPN `openssl s_client` negotiated with the
+    /// target, offering what the load client offers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +231,14 @@ pub struct Goal {
 }
 
 /// The load workloads the acceptance goals are judged on.
-pub const GOAL_WORKLOADS: [&str; 4] = ["get-c4", "get-c64", "post64k-c16", "unix-c64"];
+pub const GOAL_WORKLOADS: [&str; 6] = [
+    "get-c4",
+    "get-c64",
+    "post64k-c16",
+    "unix-c64",
+    "https-get-c16",
+    "h2-get-c16",
+];
 
 /// Where the first, stricter CPU goal (0.8x nginx) is still reported.
 const CPU_0_8_WORKLOADS: [&str; 2] = ["get-c4", "get-c64"];
@@ -483,6 +494,28 @@ pub fn goals_table(goals: &[Goal]) -> String {
     t.to_string()
 }
 
+/// What each target negotiated on the TLS workloads, one line per workload and target (the
+/// distinct values over its runs).
+pub fn negotiated(workloads: &[WorkloadResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in workloads {
+        for t in &w.targets {
+            let mut seen: Vec<&str> = Vec::new();
+            for r in &t.runs {
+                if let Some(n) = r.tls.as_deref()
+                    && !seen.contains(&n)
+                {
+                    seen.push(n);
+                }
+            }
+            if !seen.is_empty() {
+                out.push(format!("{} / {}: {}", w.name, t.target, seen.join("; ")));
+            }
+        }
+    }
+    out
+}
+
 /// Errors of failed runs, one line each.
 pub fn failures(workloads: &[WorkloadResult]) -> Vec<String> {
     let mut out = Vec::new();
@@ -524,6 +557,18 @@ impl Report {
                 s.push_str(&format!("- {}: {}\n", w.name, w.description));
             }
         }
+        let tls = negotiated(&self.workloads);
+        if !tls.is_empty() {
+            s.push_str(
+                "\nTLS negotiated (openssl s_client with OpenSSL's defaults, as wrk and h2load \
+                 connect):\n",
+            );
+            for l in tls {
+                s.push_str("  ");
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
         for key in ["access_logs", "skipped"] {
             if let Some(v) = self.meta.get(key) {
                 s.push_str(&format!("\n{}: {v}\n", key.replace('_', " ")));
@@ -561,6 +606,7 @@ mod tests {
             wrk: None,
             cpu_seconds: None,
             processes: 1,
+            tls: None,
             note: None,
             error: None,
         }

@@ -97,10 +97,11 @@ pub fn parse_output(stdout: &str) -> Result<WrkSummary, String> {
     serde_json::from_str(line).map_err(|e| format!("bad wrk summary {line:?}: {e}"))
 }
 
-/// The wrk command line for `path` (threads: at most 2, never more than connections; wrk takes
-/// whole seconds, at least 1).
+/// The wrk command line for `path`, over TLS when `https` (threads: at most 2, never more than
+/// connections; wrk takes whole seconds, at least 1).
 pub fn command(
     addr: SocketAddr,
+    https: bool,
     path: &str,
     connections: usize,
     duration: Duration,
@@ -115,19 +116,23 @@ pub fn command(
         .arg("5s")
         .arg("-s")
         .arg(script_path)
-        .arg(format!("http://{addr}{path}"));
+        .arg(format!(
+            "{}://{addr}{path}",
+            if https { "https" } else { "http" }
+        ));
     c
 }
 
-/// Runs wrk against `path` and parses its summary.
+/// Runs wrk against `path` (over TLS when `https`) and parses its summary.
 pub fn run(
     addr: SocketAddr,
+    https: bool,
     path: &str,
     connections: usize,
     duration: Duration,
     script_path: &Path,
 ) -> Result<WrkSummary, String> {
-    let out = command(addr, path, connections, duration, script_path)
+    let out = command(addr, https, path, connections, duration, script_path)
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -187,6 +192,7 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
     fn command_line() {
         let c = command(
             "127.0.0.1:8080".parse().unwrap(),
+            false,
             PATH,
             64,
             Duration::from_secs(5),
@@ -209,5 +215,15 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
                 "http://127.0.0.1:8080/bench/hello"
             ]
         );
+        let c = command(
+            "127.0.0.1:8443".parse().unwrap(),
+            true,
+            PATH,
+            16,
+            Duration::from_secs(1),
+            Path::new("/tmp/s.lua"),
+        );
+        let url = c.get_args().last().unwrap().to_string_lossy().into_owned();
+        assert_eq!(url, "https://127.0.0.1:8443/bench/hello");
     }
 }
