@@ -1109,6 +1109,102 @@ mod tests {
         assert!(config(PeerKind::FcgiProxy, &off).contains("access log off (RUST_LOG=warn)"));
     }
     #[test]
+    fn tls_configs_listen_with_the_certificate_and_offer_h2() {
+        let files = TlsFiles {
+            cert: PathBuf::from("/tmp/t/cert.pem"),
+            key: PathBuf::from("/tmp/t/key.pem"),
+            cert_and_key: PathBuf::from("/tmp/t/cert-key.pem"),
+        };
+        let o = PeerOptions {
+            tls: Some(files),
+            ..PeerOptions::default()
+        };
+        let ours = config(PeerKind::FcgiProxy, &o);
+        assert!(!ours.contains("listen = "), "{ours}");
+        assert!(
+            ours.contains(
+                "[[listener]]\naddr = \"127.0.0.1:28090\"\ntls = { cert = \"/tmp/t/cert.pem\", \
+                 key = \"/tmp/t/key.pem\" }\n"
+            ),
+            "{ours}"
+        );
+        // What fcgi-proxy makes of it: one TLS listener offering h2 and http/1.1, the route kept.
+        let cfg = fcgi_proxy::config::Config::from_toml_str(&ours, "proxy.toml").unwrap();
+        let l = cfg.front_listeners().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].addr, "127.0.0.1:28090".parse().unwrap());
+        let plan = l[0].tls.as_ref().expect("TLS");
+        assert_eq!(plan.default.cert, "/tmp/t/cert.pem");
+        assert_eq!(plan.default.key, "/tmp/t/key.pem");
+        assert!(l[0].h2 && l[0].http1);
+        assert!(
+            ours.contains("target = \"fcgi://127.0.0.1:9000/srv/app/\""),
+            "{ours}"
+        );
+
+        let nginx = config(PeerKind::Nginx, &o);
+        for line in [
+            "    listen 127.0.0.1:28090 ssl http2;\n",
+            "    ssl_certificate     /tmp/t/cert.pem;\n",
+            "    ssl_certificate_key /tmp/t/key.pem;\n",
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n",
+        ] {
+            assert!(nginx.contains(line), "{line:?} in\n{nginx}");
+        }
+        assert!(
+            !nginx.contains("ssl_session_cache"),
+            "nginx's default: {nginx}"
+        );
+        let haproxy = config(PeerKind::Haproxy, &o);
+        assert!(
+            haproxy.contains(
+                "    bind 127.0.0.1:28090 ssl crt /tmp/t/cert-key.pem alpn h2,http/1.1 \
+                 ssl-min-ver TLSv1.2\n"
+            ),
+            "{haproxy}"
+        );
+        let apache = config(PeerKind::Apache, &o);
+        for line in [
+            "/mod_ssl.so\n",
+            "/mod_http2.so\n",
+            "SSLEngine on\n",
+            "SSLCertificateFile /tmp/t/cert.pem\n",
+            "SSLCertificateKeyFile /tmp/t/key.pem\n",
+            "SSLSessionCache shmcb:/tmp/x/run/ssl_scache(512000)\n",
+            "SSLProtocol -all +TLSv1.2 +TLSv1.3\n",
+            "Protocols h2 http/1.1\n",
+        ] {
+            assert!(apache.contains(line), "{line:?} in\n{apache}");
+        }
+        // The static-file configs too.
+        let files = PeerOptions {
+            static_root: Some(PathBuf::from("/tmp/docroot")),
+            ..o.clone()
+        };
+        assert!(
+            config(PeerKind::Nginx, &files).contains("    listen 127.0.0.1:28090 ssl http2;\n")
+        );
+        let ours = config(PeerKind::FcgiProxy, &files);
+        let cfg = fcgi_proxy::config::Config::from_toml_str(&ours, "proxy.toml").unwrap();
+        assert!(cfg.front_listeners().unwrap()[0].tls.is_some(), "{ours}");
+
+        // Without TLS nothing of it.
+        let plain = PeerOptions::default();
+        for k in PeerKind::ALL {
+            let c = config(k, &plain);
+            for tls in ["ssl", "SSL", "[[listener]]", "cert", "h2", "Protocols"] {
+                assert!(!c.contains(tls), "{}: {tls} in\n{c}", k.name());
+            }
+        }
+        let cfg = fcgi_proxy::config::Config::from_toml_str(
+            &config(PeerKind::FcgiProxy, &plain),
+            "proxy.toml",
+        )
+        .unwrap();
+        assert!(cfg.front_listeners().unwrap()[0].tls.is_none());
+    }
+
+    #[test]
     fn static_root_serves_files_without_the_backend() {
         let o = PeerOptions {
             static_root: Some(PathBuf::from("/tmp/docroot")),

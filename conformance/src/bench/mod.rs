@@ -1270,6 +1270,8 @@ impl Bench<'_> {
             }
         };
         let h2_log = self.opts.out_dir.join(format!("{}-h2load.log", w.name));
+        // What h2load itself reports having negotiated (TLS version and cipher suite).
+        let h2_tls = std::cell::RefCell::new(None::<String>);
         let wrk = |d: Duration| match w.protocol {
             Protocol::Http1 | Protocol::Https => wrk::run(
                 peer.addr(),
@@ -1280,7 +1282,14 @@ impl Bench<'_> {
                 script,
             ),
             Protocol::H2 => {
-                h2load::run(peer.addr(), w.path, w.connections, d, &h2_log).map(|(_, s)| s)
+                h2load::run(peer.addr(), w.path, w.connections, d, &h2_log).map(|(h, s)| {
+                    *h2_tls.borrow_mut() = Some(format!(
+                        "{} {}",
+                        h.tls_protocol.unwrap_or_default(),
+                        h.cipher.unwrap_or_default()
+                    ));
+                    s
+                })
             }
         };
         if !self.opts.warmup.is_zero()
@@ -1294,6 +1303,15 @@ impl Bench<'_> {
         let after = procfs::cpu_ticks(&pids);
         let mem = procfs::memory(&pids);
         stop_peer(peer);
+        if let (Some(probed), Some(seen)) = (&run.tls, h2_tls.borrow().as_deref())
+            && !probed.starts_with(&format!("{seen},"))
+        {
+            let note = format!("h2load negotiated {seen}, openssl s_client {probed}");
+            run.note = Some(match run.note.take() {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
         match result {
             Err(e) => run.error = Some(e),
             Ok(s) => {
@@ -1574,6 +1592,8 @@ mod tests {
                 "get-c64-nolog",
                 "static-4k-c64",
                 "static-1m-c16",
+                "https-get-c16",
+                "h2-get-c16",
                 "idle-10k"
             ]
         );
@@ -1604,7 +1624,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_run_fits_in_twenty_minutes() {
+    fn the_default_run_fits_in_twenty_five_minutes() {
         let o = Options::full();
         let per_run = o.duration + o.warmup + Duration::from_secs(2); // start, check, stop
         let targets = o.targets.len() as u32;
@@ -1615,7 +1635,7 @@ mod tests {
                 WorkloadKind::Idle => Duration::from_secs(15) * (o.idle_rounds as u32) * targets,
             };
         }
-        assert!(total < Duration::from_secs(20 * 60), "{total:?}");
+        assert!(total < Duration::from_secs(25 * 60), "{total:?}");
     }
 
     #[test]
@@ -1644,6 +1664,67 @@ mod tests {
         assert!(v.contains(&"libfcgi tcp, backend keep-alive, no access log".to_owned()));
         assert!(v.contains(&"libfcgi tcp, backend reuse off, access log".to_owned()));
         assert!(v.contains(&"static files, access log".to_owned()));
+        assert!(
+            v.contains(
+                &"libfcgi tcp, backend keep-alive, access log, TLS (h2 and http/1.1 by ALPN)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn tls_workloads_speak_https_and_h2_with_their_tools() {
+        let o = parse("--workloads https-get-c16,h2-get-c16").unwrap();
+        let w = workloads(&o);
+        let got: Vec<(&str, usize, Protocol)> = w
+            .iter()
+            .map(|w| (w.name.as_str(), w.connections, w.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("https-get-c16", 16, Protocol::Https),
+                ("h2-get-c16", 16, Protocol::H2)
+            ]
+        );
+        for w in &w {
+            assert!(w.protocol.tls());
+            assert_eq!(w.backend, BackendChoice::Libfcgi);
+            assert_eq!(w.backend_keepalive, Some(true));
+            assert_eq!(w.path, wrk::PATH);
+            assert!(
+                report::GOAL_WORKLOADS.contains(&w.name.as_str()),
+                "{}",
+                w.name
+            );
+            for k in PeerKind::ALL {
+                assert_eq!(w.not_applicable(k), None, "{}", k.name());
+            }
+        }
+        assert_eq!(w[0].needs(), [(tls::OPENSSL, "openssl")]);
+        assert_eq!(
+            w[1].needs(),
+            [(tls::OPENSSL, "openssl"), (h2load::H2LOAD, h2load::PACKAGE)]
+        );
+        // Plain workloads need neither.
+        let get = workloads(&parse("--workloads get-c4").unwrap());
+        assert_eq!(get[0].protocol, Protocol::Http1);
+        assert!(get[0].needs().is_empty());
+    }
+
+    #[test]
+    fn a_command_that_overruns_is_stopped() {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let started = Instant::now();
+        let err = output_within(c, Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("still running"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut c = Command::new("echo");
+        c.arg("hi");
+        let out = output_within(c, Duration::from_secs(5)).unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+        assert!(output_within(Command::new("/nonexistent/prog"), Duration::from_secs(1)).is_err());
     }
 
     #[test]

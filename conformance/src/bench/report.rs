@@ -623,6 +623,56 @@ mod tests {
     }
 
     #[test]
+    fn tls_workloads_have_the_get_c4_goals_and_report_what_was_negotiated() {
+        let with_tls = |round, n: &str| Run {
+            tls: Some(n.to_owned()),
+            ..run(round, 100.0, 10.0, 1.0)
+        };
+        let a = "TLSv1.3 TLS_AES_256_GCM_SHA384, ALPN h2";
+        let b = "TLSv1.3 TLS_AES_128_GCM_SHA256, ALPN h2";
+        let mut w = WorkloadResult {
+            name: "h2-get-c16".into(),
+            description: String::new(),
+            kind: WorkloadKind::Wrk,
+            connections: 16,
+            backend_keepalive: Some(true),
+            backend: "libfcgi".into(),
+            access_log: true,
+            targets: vec![
+                target(OURS, vec![with_tls(0, a), with_tls(1, a)]),
+                target(REFERENCE, vec![with_tls(0, a), with_tls(1, b)]),
+            ],
+        };
+        w.aggregate();
+        let g = goals(std::slice::from_ref(&w), 64.0);
+        let names: Vec<&str> = g.iter().map(|g| g.goal.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "requests/s >= 1.05x nginx",
+                "CPU/request <= 1.0x nginx",
+                "p99 latency <= nginx"
+            ]
+        );
+        assert_eq!(
+            negotiated(std::slice::from_ref(&w)),
+            [
+                format!("h2-get-c16 / fcgi-proxy: {a}"),
+                format!("h2-get-c16 / nginx: {a}; {b}")
+            ]
+        );
+        let r = Report {
+            machine: Machine::default(),
+            meta: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            workloads: vec![w],
+            goals: g,
+        };
+        assert!(r.render().contains("\nTLS negotiated"), "{}", r.render());
+        assert!(negotiated(&[]).is_empty());
+    }
+
+    #[test]
     fn a_target_that_cannot_run_a_workload_says_why_and_is_no_failure() {
         let mut haproxy = target("haproxy", Vec::new());
         haproxy.not_applicable = Some("cannot serve files".into());

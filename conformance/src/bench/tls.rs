@@ -304,6 +304,100 @@ mod tests {
         assert!(parse_s_client("connect: Connection refused\n").is_err());
     }
 
+    /// A TLS server on a loopback port offering `alpn`, answering every request (HTTP/1.1 or
+    /// HTTP/2) with `body` as `content_type`.
+    async fn server(
+        dir: &Path,
+        alpn: &[&[u8]],
+        content_type: &'static str,
+    ) -> (SocketAddr, CertificateDer<'static>) {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let (files, der) = write_certificate(dir).unwrap();
+        let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+        #[allow(deprecated)]
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        hyper::Response::builder()
+                            .header("content-type", content_type)
+                            .body(http_body_util::Full::new(Bytes::from_static(
+                                b"Hello, world\n",
+                            )))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, der)
+    }
+
+    #[test]
+    fn checks_go_over_the_protocol_asked_for() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let expect = super::super::LIBFCGI_ANSWER;
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+            let (addr, cert) = server(dir.path(), both, "text/plain").await;
+            check_h2(addr, &cert, "/x", expect).await.unwrap();
+            check_https(addr, &cert, "/x", expect).await.unwrap();
+
+            // A server without ALPN (HTTP/1.1 only): the HTTP/2 check says h2 was not chosen;
+            // HTTPS still passes.
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, cert) = server(dir.path(), &[], "text/plain").await;
+            let err = check_h2(addr, &cert, "/x", expect).await.unwrap_err();
+            assert!(err.contains("ALPN did not choose h2 (got None)"), "{err}");
+            check_https(addr, &cert, "/x", expect).await.unwrap();
+            // One offering only http/1.1 refuses a client wanting h2 (RFC 7301).
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, cert) = server(dir.path(), &[b"http/1.1"], "text/plain").await;
+            let err = check_h2(addr, &cert, "/x", expect).await.unwrap_err();
+            assert!(err.contains("TLS handshake"), "{err}");
+
+            // Not the backend's answer.
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, cert) = server(dir.path(), both, "text/html").await;
+            let err = check_h2(addr, &cert, "/x", expect).await.unwrap_err();
+            assert!(
+                err.contains("answered 200, Content-Type \"text/html\""),
+                "{err}"
+            );
+            assert!(check_https(addr, &cert, "/x", expect).await.is_err());
+
+            // A certificate the check does not trust.
+            let other = tempfile::tempdir().unwrap();
+            let (_, stranger) = write_certificate(other.path()).unwrap();
+            let err = check_https(addr, &stranger, "/x", expect)
+                .await
+                .unwrap_err();
+            assert!(err.contains("TLS handshake"), "{err}");
+        });
+    }
+
     #[test]
     fn writes_a_p256_certificate_for_localhost() {
         let dir = tempfile::tempdir().unwrap();
