@@ -133,7 +133,10 @@ fn quick_bench_runs_and_writes_results() {
             };
             for t in &w.targets {
                 let n = t.runs[0].tls.as_deref().unwrap_or_default();
-                assert!(n.starts_with("TLSv1.3 TLS_") && n.ends_with(alpn), "{n}");
+                assert!(
+                    n.starts_with("TLSv1.3 TLS_AES_128_GCM_SHA256,") && n.ends_with(alpn),
+                    "{n}"
+                );
             }
         }
         assert!(out.path().join("tls/cert.pem").is_file());

@@ -17,7 +17,7 @@ pub const PACKAGE: &str = "nghttp2-client";
 pub const STREAMS: usize = 4;
 
 /// The h2load command line: `connections` connections (over at most 2 threads) of
-/// [`STREAMS`] streams each, for `duration` (whole seconds, at least 1), each request logged to
+/// [`STREAMS`] streams each, offering only the TLS 1.3 suite the other clients offer, for `duration` (whole seconds, at least 1), each request logged to
 /// `log`. A connection with no activity for 5 s is given up (counted as timed out).
 pub fn command(
     addr: SocketAddr,
@@ -31,6 +31,7 @@ pub fn command(
     c.arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-m{STREAMS}"))
+        .arg(format!("--tls13-ciphers={}", super::tls::CLIENT_SUITE))
         .arg("-D")
         .arg(duration.as_secs().max(1).to_string())
         .arg("-N")
@@ -351,6 +352,7 @@ req/s           :    2513.66     4419.14     3452.99      949.97    87.50%
                 "-t2",
                 "-c16",
                 "-m4",
+                "--tls13-ciphers=TLS_AES_128_GCM_SHA256",
                 "-D",
                 "5",
                 "-N",

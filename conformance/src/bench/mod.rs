@@ -142,7 +142,8 @@ said otherwise):
     h2-get-c16           small GET over HTTP/2 and TLS, 16 connections x 4 streams (h2load,
                          ALPN h2; skipped when h2load, from nghttp2-client, is not installed)
                          Both: one self-signed ECDSA P-256 certificate per run, every target
-                         listening with TLS 1.2/1.3 and h2 + http/1.1 by ALPN
+                         listening with TLS 1.2/1.3 and h2 + http/1.1 by ALPN, the clients
+                         offering one cipher suite, TLS_AES_128_GCM_SHA256
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 
 A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) took about 15 minutes
@@ -462,7 +463,8 @@ pub const TLS_NOTE: &str = "https-get-c16 and h2-get-c16: one self-signed ECDSA 
     ssl_prefer_server_ciphers on and no ssl_session_cache (nginx's default); HAProxy `bind ... \
     ssl crt ... alpn h2,http/1.1`; Apache mod_ssl with Debian's ssl.conf settings and mod_http2 \
     (`Protocols h2 http/1.1`). wrk offers no ALPN (HTTP/1.1); h2load offers h2, 4 streams per \
-    connection";
+    connection; every client offers one TLS 1.3 cipher suite, TLS_AES_128_GCM_SHA256 (wrk and \
+    s_client through OPENSSL_CONF, h2load --tls13-ciphers)";
 
 /// The workloads of a run, in order.
 pub fn workloads(o: &Options) -> Vec<Workload> {
@@ -592,8 +594,8 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             protocol: Protocol::Https,
             ..wrk(
                 "https-get-c16",
-                "GET over HTTP/1.1 and TLS (wrk: no ALPN; TLSv1.3 with OpenSSL's defaults), 16 \
-                 client connections, backend keep-alive",
+                "GET over HTTP/1.1 and TLS 1.3 (wrk: no ALPN; TLS_AES_128_GCM_SHA256), 16 client \
+                 connections, backend keep-alive",
                 16,
                 RequestShape::Get,
             )
@@ -603,8 +605,8 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             ..wrk(
                 "h2-get-c16",
                 &format!(
-                    "GET over HTTP/2 and TLS (h2load, ALPN h2), 16 client connections x {} \
-                     streams, backend keep-alive",
+                    "GET over HTTP/2 and TLS 1.3 (h2load, ALPN h2; TLS_AES_128_GCM_SHA256), 16 \
+                     client connections x {} streams, backend keep-alive",
                     h2load::STREAMS
                 ),
                 16,
@@ -1238,7 +1240,17 @@ impl Bench<'_> {
                 None
             }
         };
-        let n = tls::probe(addr, alpn)?;
+        let n = tls::probe(
+            addr,
+            alpn,
+            &self.opts.out_dir.join("tls").join(tls::CLIENT_CONF),
+        )?;
+        if n.cipher != tls::CLIENT_SUITE {
+            return Err(format!(
+                "openssl s_client offering only {} negotiated {n}",
+                tls::CLIENT_SUITE
+            ));
+        }
         if protocol == Protocol::H2 && n.alpn.as_deref() != Some("h2") {
             return Err(format!("openssl s_client offering h2 negotiated {n}"));
         }
@@ -1280,12 +1292,13 @@ impl Bench<'_> {
             }
         };
         let h2_log = self.opts.out_dir.join(format!("{}-h2load.log", w.name));
+        let client_conf = self.opts.out_dir.join("tls").join(tls::CLIENT_CONF);
         // What h2load itself reports having negotiated (TLS version and cipher suite).
         let h2_tls = std::cell::RefCell::new(None::<String>);
         let wrk = |d: Duration| match w.protocol {
             Protocol::Http1 | Protocol::Https => wrk::run(
                 peer.addr(),
-                w.protocol == Protocol::Https,
+                (w.protocol == Protocol::Https).then_some(client_conf.as_path()),
                 w.path,
                 w.connections,
                 d,

@@ -559,10 +559,7 @@ impl Report {
         }
         let tls = negotiated(&self.workloads);
         if !tls.is_empty() {
-            s.push_str(
-                "\nTLS negotiated (openssl s_client with OpenSSL's defaults, as wrk and h2load \
-                 connect):\n",
-            );
+            s.push_str("\nTLS negotiated (openssl s_client offering what wrk and h2load offer):\n");
             for l in tls {
                 s.push_str("  ");
                 s.push_str(&l);

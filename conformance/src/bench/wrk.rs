@@ -97,11 +97,12 @@ pub fn parse_output(stdout: &str) -> Result<WrkSummary, String> {
     serde_json::from_str(line).map_err(|e| format!("bad wrk summary {line:?}: {e}"))
 }
 
-/// The wrk command line for `path`, over TLS when `https` (threads: at most 2, never more than
-/// connections; wrk takes whole seconds, at least 1).
+/// The wrk command line for `path` (threads: at most 2, never more than connections; wrk takes
+/// whole seconds, at least 1). With `tls`, over HTTPS, OpenSSL configured by that file
+/// (`OPENSSL_CONF`: wrk has no option for the cipher suites it offers).
 pub fn command(
     addr: SocketAddr,
-    https: bool,
+    tls: Option<&Path>,
     path: &str,
     connections: usize,
     duration: Duration,
@@ -118,21 +119,24 @@ pub fn command(
         .arg(script_path)
         .arg(format!(
             "{}://{addr}{path}",
-            if https { "https" } else { "http" }
+            if tls.is_some() { "https" } else { "http" }
         ));
+    if let Some(conf) = tls {
+        c.env("OPENSSL_CONF", conf);
+    }
     c
 }
 
-/// Runs wrk against `path` (over TLS when `https`) and parses its summary.
+/// Runs wrk against `path` (over TLS with `tls`, see [`command`]) and parses its summary.
 pub fn run(
     addr: SocketAddr,
-    https: bool,
+    tls: Option<&Path>,
     path: &str,
     connections: usize,
     duration: Duration,
     script_path: &Path,
 ) -> Result<WrkSummary, String> {
-    let out = command(addr, https, path, connections, duration, script_path)
+    let out = command(addr, tls, path, connections, duration, script_path)
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -192,7 +196,7 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
     fn command_line() {
         let c = command(
             "127.0.0.1:8080".parse().unwrap(),
-            false,
+            None,
             PATH,
             64,
             Duration::from_secs(5),
@@ -215,9 +219,10 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
                 "http://127.0.0.1:8080/bench/hello"
             ]
         );
+        assert_eq!(c.get_envs().count(), 0);
         let c = command(
             "127.0.0.1:8443".parse().unwrap(),
-            true,
+            Some(Path::new("/tmp/client.cnf")),
             PATH,
             16,
             Duration::from_secs(1),
@@ -225,5 +230,13 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
         );
         let url = c.get_args().last().unwrap().to_string_lossy().into_owned();
         assert_eq!(url, "https://127.0.0.1:8443/bench/hello");
+        let envs: Vec<_> = c.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("OPENSSL_CONF"),
+                Some(std::ffi::OsStr::new("/tmp/client.cnf"))
+            )]
+        );
     }
 }
