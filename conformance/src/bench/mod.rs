@@ -41,9 +41,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
 
-use crate::peers::{
-    BackendAddr, PeerKind, PeerOptions, RunningPeer, Signal, TlsFiles, find_program, signal,
-};
+use crate::peers::{BackendAddr, PeerKind, PeerOptions, RunningPeer, Signal, find_program, signal};
 use backend::Backend;
 use fpm::Fpm;
 use machine::Machine;
@@ -790,7 +788,8 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Result<std::process::
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
     let pid = child.id();
     register(&[pid]);
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    // Read on threads of their own: a child blocked on a full pipe would never exit.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
@@ -798,19 +797,9 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Result<std::process::
             }
             buf
         })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -870,8 +859,8 @@ struct Bench<'a> {
     configs: BTreeMap<String, String>,
     idle_rt: tokio::runtime::Runtime,
     started: Instant,
-    /// The TLS workloads' certificate (generated once per run) and what the checks trust.
-    tls: Option<(TlsFiles, rustls::pki_types::CertificateDer<'static>)>,
+    /// The TLS workloads' certificate (generated once per run) and client configuration.
+    tls: Option<tls::TlsSetup>,
 }
 
 /// Runs the benchmark and writes the results. Errors only for set-up failures (build,
@@ -1033,7 +1022,7 @@ impl Bench<'_> {
         o.access_log = w.access_log;
         o.max_client_connections = idle.max(1024 - 256) + 256;
         if w.protocol.tls() {
-            o.tls = self.tls.as_ref().map(|(f, _)| f.clone());
+            o.tls = self.tls.as_ref().map(|t| t.files.clone());
         }
         match own {
             None => {}
@@ -1223,11 +1212,12 @@ impl Bench<'_> {
         expect: Expect,
         protocol: Protocol,
     ) -> Result<Option<String>, String> {
-        let cert = match (protocol, &self.tls) {
+        let setup = match (protocol, &self.tls) {
             (Protocol::Http1, _) => return check_get(addr, path, expect).map(|()| None),
             (_, None) => return Err("no TLS certificate was made for this run".to_owned()),
-            (_, Some((_, cert))) => cert,
+            (_, Some(t)) => t,
         };
+        let cert = &setup.cert;
         let alpn = match protocol {
             Protocol::H2 => {
                 self.idle_rt
@@ -1240,11 +1230,7 @@ impl Bench<'_> {
                 None
             }
         };
-        let n = tls::probe(
-            addr,
-            alpn,
-            &self.opts.out_dir.join("tls").join(tls::CLIENT_CONF),
-        )?;
+        let n = tls::probe(addr, alpn, &setup.client_conf)?;
         if n.cipher != tls::CLIENT_SUITE {
             return Err(format!(
                 "openssl s_client offering only {} negotiated {n}",
@@ -1292,13 +1278,13 @@ impl Bench<'_> {
             }
         };
         let h2_log = self.opts.out_dir.join(format!("{}-h2load.log", w.name));
-        let client_conf = self.opts.out_dir.join("tls").join(tls::CLIENT_CONF);
+        let client_conf = self.tls.as_ref().map(|t| t.client_conf.as_path());
         // What h2load itself reports having negotiated (TLS version and cipher suite).
         let h2_tls = std::cell::RefCell::new(None::<String>);
         let wrk = |d: Duration| match w.protocol {
             Protocol::Http1 | Protocol::Https => wrk::run(
                 peer.addr(),
-                (w.protocol == Protocol::Https).then_some(client_conf.as_path()),
+                client_conf.filter(|_| w.protocol == Protocol::Https),
                 w.path,
                 w.connections,
                 d,

@@ -130,6 +130,7 @@ impl Metrics {
 pub struct Run {
     pub round: usize,
     pub metrics: Metrics,
+    /// wrk's summary; for h2-get-c16, h2load's numbers in the same shape (no byte count).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wrk: Option<WrkSummary>,
     /// CPU seconds of the proxy's process tree over the measured part.

@@ -52,11 +52,21 @@ pub fn client_conf_text() -> String {
     )
 }
 
+/// What the TLS workloads run with.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// What the targets serve.
+    pub files: TlsFiles,
+    /// The certificate, which the check requests trust (and nothing else).
+    pub cert: CertificateDer<'static>,
+    /// The OpenSSL configuration of wrk and s_client ([`CLIENT_CONF`]).
+    pub client_conf: PathBuf,
+}
+
 /// Writes a new self-signed ECDSA P-256 certificate for `localhost` and 127.0.0.1 into `dir`:
 /// `cert.pem`, `key.pem` and `cert-key.pem` (both, for HAProxy's `crt`); and the clients'
-/// OpenSSL configuration, [`CLIENT_CONF`]. Returns the files and
-/// the certificate (which the check requests trust).
-pub fn write_certificate(dir: &Path) -> Result<(TlsFiles, CertificateDer<'static>), String> {
+/// OpenSSL configuration, [`CLIENT_CONF`].
+pub fn write_certificate(dir: &Path) -> Result<TlsSetup, String> {
     use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| format!("key: {e}"))?;
@@ -82,8 +92,13 @@ pub fn write_certificate(dir: &Path) -> Result<(TlsFiles, CertificateDer<'static
         &files.cert_and_key,
         format!("{}{}", cert.pem(), key.serialize_pem()),
     )?;
-    write(&dir.join(CLIENT_CONF), client_conf_text())?;
-    Ok((files, cert.der().clone()))
+    let client_conf = dir.join(CLIENT_CONF);
+    write(&client_conf, client_conf_text())?;
+    Ok(TlsSetup {
+        files,
+        cert: cert.der().clone(),
+        client_conf,
+    })
 }
 
 /// A client trusting only `cert`, offering `alpn` (none: what wrk sends).
@@ -341,7 +356,9 @@ mod tests {
     ) -> (SocketAddr, CertificateDer<'static>) {
         use rustls::pki_types::PrivateKeyDer;
         use rustls::pki_types::pem::PemObject;
-        let (files, der) = write_certificate(dir).unwrap();
+        let TlsSetup {
+            files, cert: der, ..
+        } = write_certificate(dir).unwrap();
         let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
         #[allow(deprecated)]
         let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -418,7 +435,7 @@ mod tests {
 
             // A certificate the check does not trust.
             let other = tempfile::tempdir().unwrap();
-            let (_, stranger) = write_certificate(other.path()).unwrap();
+            let stranger = write_certificate(other.path()).unwrap().cert;
             let err = check_https(addr, &stranger, "/x", expect)
                 .await
                 .unwrap_err();
@@ -459,14 +476,19 @@ mod tests {
     #[test]
     fn writes_a_p256_certificate_for_localhost() {
         let dir = tempfile::tempdir().unwrap();
-        let (files, der) = write_certificate(dir.path()).unwrap();
+        let TlsSetup {
+            files,
+            cert: der,
+            client_conf,
+        } = write_certificate(dir.path()).unwrap();
         let cert = std::fs::read_to_string(&files.cert).unwrap();
         let key = std::fs::read_to_string(&files.key).unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
         assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
         let both = std::fs::read_to_string(&files.cert_and_key).unwrap();
         assert_eq!(both, format!("{cert}{key}"));
-        let conf = std::fs::read_to_string(dir.path().join(CLIENT_CONF)).unwrap();
+        assert_eq!(client_conf, dir.path().join(CLIENT_CONF));
+        let conf = std::fs::read_to_string(&client_conf).unwrap();
         assert!(
             conf.contains("\nCiphersuites = TLS_AES_128_GCM_SHA256\n"),
             "{conf}"
@@ -481,7 +503,7 @@ mod tests {
         }
         assert!(der_bytes.windows(4).any(|w| w == [127, 0, 0, 1]));
         // A second run gets a new key.
-        let (files2, _) = write_certificate(dir.path()).unwrap();
-        assert_ne!(std::fs::read_to_string(&files2.key).unwrap(), key);
+        let again = write_certificate(dir.path()).unwrap();
+        assert_ne!(std::fs::read_to_string(&again.files.key).unwrap(), key);
     }
 }
