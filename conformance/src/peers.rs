@@ -81,6 +81,9 @@ pub struct PeerOptions {
     pub static_root: Option<PathBuf>,
     /// The `fcgi-proxy` binary (required for [`PeerKind::FcgiProxy`]).
     pub fcgi_proxy_bin: Option<PathBuf>,
+    /// Serve TLS with this certificate on the listener, offering h2 and http/1.1 by ALPN
+    /// (TLSv1.2 and TLSv1.3); each peer's defaults otherwise.
+    pub tls: Option<TlsFiles>,
     /// Extra environment for the peer process (applied last: it overrides what `access_log`
     /// sets).
     pub env: Vec<(String, String)>,
@@ -98,9 +101,19 @@ impl Default for PeerOptions {
             document_root: "/srv/app".to_owned(),
             static_root: None,
             fcgi_proxy_bin: None,
+            tls: None,
             env: Vec::new(),
         }
     }
+}
+
+/// A certificate and its key as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate followed by the key (HAProxy's `crt` takes one file).
+    pub cert_and_key: PathBuf,
 }
 
 /// A generated config: the file to write and the command line that runs it.
@@ -484,6 +497,34 @@ fn fcgi_url(o: &PeerOptions) -> String {
     }
 }
 
+/// fcgi-proxy's listening address: `listen = [...]` (a top-level key) for plain HTTP/1.1, or a
+/// `[[listener]]` table with `tls` (its default protocols: h2 and http/1.1 by ALPN, TLSv1.2
+/// and TLSv1.3). Returns (top-level lines, tables).
+fn fcgi_proxy_listen(o: &PeerOptions, listen: SocketAddr) -> (String, String) {
+    match &o.tls {
+        None => (format!("listen = [\"{listen}\"]\n"), String::new()),
+        Some(t) => (
+            String::new(),
+            format!(
+                "\n[[listener]]\n\
+                 addr = \"{listen}\"\n\
+                 tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                t.cert.display(),
+                t.key.display()
+            ),
+        ),
+    }
+}
+
+/// What a config's first comment says about TLS.
+fn tls_words(o: &PeerOptions) -> &'static str {
+    if o.tls.is_some() {
+        "; TLS (h2 and http/1.1 by ALPN)"
+    } else {
+        ""
+    }
+}
+
 fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     if let Some(root) = &o.static_root {
         return fcgi_proxy_static_config(o, listen, root);
@@ -497,13 +538,15 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
         Some(r) => format!("worker.reuse = {r}\n"),
         None => String::new(),
     };
+    let (listen_key, listener) = fcgi_proxy_listen(o, listen);
     let text = format!(
-        "# fcgi-proxy: one prefix route, backend keep-alive {ka};\n\
+        "# fcgi-proxy: one prefix route, backend keep-alive {ka}{tls};\n\
          # access log {log};\n\
          # serving threads and the backend connection limit are the defaults a user gets (one\n\
          # thread per core; the limit learned from the backend)\n\
-         listen = [\"{listen}\"]\n\
+         {listen_key}\
          document_root = \"{root}\"\n\
+         {listener}\
          \n\
          [timeouts]\n\
          keep_alive = \"{kat}s\"\n\
@@ -516,6 +559,7 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          target = \"{target}\"\n\
          {reuse}",
         ka = keepalive_words(o.backend_keepalive),
+        tls = tls_words(o),
         root = o.document_root,
         kat = o.keepalive_timeout.as_secs(),
         target = fcgi_url(o),
@@ -543,8 +587,9 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
     } else {
         "off".to_owned()
     };
+    let (listen_params, ssl) = nginx_tls(o);
     let text = format!(
-        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka}\n\
+        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka}{tls}\n\
          worker_processes {workers};\n\
          worker_rlimit_nofile {nofile};\n\
          pid nginx.pid;\n\
@@ -565,7 +610,8 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
          {keepalive}\
          \x20 }}\n\
          \x20 server {{\n\
-         \x20   listen {listen};\n\
+         \x20   listen {listen}{listen_params};\n\
+         {ssl}\
          \x20   root {root};\n\
          \x20   location / {{\n\
          \x20     include /etc/nginx/fastcgi_params;\n\
@@ -576,6 +622,7 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
          \x20 }}\n\
          }}\n",
         ka = keepalive_words(o.backend_keepalive),
+        tls = tls_words(o),
         workers = o.workers,
         nofile = per_worker * 2 + 1024,
         kat = o.keepalive_timeout.as_secs(),
@@ -601,6 +648,27 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
     }
 }
 
+/// nginx's TLS: the `listen` parameters and the `server` lines. nginx 1.22 (Debian 12) turns
+/// HTTP/2 on with the `listen` parameter (`http2 on;` came in 1.25.1). Debian's nginx.conf adds
+/// `ssl_prefer_server_ciphers on` and no `ssl_session_cache` (nginx's default: none; session
+/// tickets on).
+fn nginx_tls(o: &PeerOptions) -> (&'static str, String) {
+    match &o.tls {
+        None => ("", String::new()),
+        Some(t) => (
+            " ssl http2",
+            format!(
+                "\x20   ssl_certificate     {};\n\
+                 \x20   ssl_certificate_key {};\n\
+                 \x20   ssl_protocols TLSv1.2 TLSv1.3;\n\
+                 \x20   ssl_prefer_server_ciphers on;\n",
+                t.cert.display(),
+                t.key.display()
+            ),
+        ),
+    }
+}
+
 fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     let (keep, reuse) = match o.backend_keepalive {
         Some(true) => ("    option keep-conn\n", "    http-reuse always\n"),
@@ -614,7 +682,7 @@ fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     };
     let kat = o.keepalive_timeout.as_secs();
     let text = format!(
-        "# HAProxy: fcgi-app backend, backend keep-alive {ka}; no `log` target, so no access\n\
+        "# HAProxy: fcgi-app backend, backend keep-alive {ka}{tls}; no `log` target, so no access\n\
          # log (HAProxy logs nothing by default)\n\
          global\n\
          \x20   maxconn {maxconn}\n\
@@ -629,13 +697,22 @@ fn haproxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
          \x20   docroot {root}\n\
          {keep}\
          frontend fe\n\
-         \x20   bind {listen}\n\
+         \x20   bind {listen}{bind_tls}\n\
          \x20   default_backend be_fcgi\n\
          backend be_fcgi\n\
          {reuse}\
          \x20   use-fcgi-app app\n\
          \x20   server s1 {server} proto fcgi\n",
         ka = keepalive_words(o.backend_keepalive),
+        tls = tls_words(o),
+        // HAProxy's session cache and tickets at their defaults.
+        bind_tls = match &o.tls {
+            None => String::new(),
+            Some(t) => format!(
+                " ssl crt {} alpn h2,http/1.1 ssl-min-ver TLSv1.2",
+                t.cert_and_key.display()
+            ),
+        },
         maxconn = haproxy_maxconn(o.max_client_connections + 256, open_file_limit()),
         workers = o.workers,
         root = o.document_root,
@@ -718,8 +795,9 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
             ),
         ),
     };
+    let ssl = apache_tls(o, dir);
     let text = format!(
-        "# Apache httpd: event MPM, 2 processes x 64 threads, {what}\n\
+        "# Apache httpd: event MPM, 2 processes x 64 threads, {what}{tls}\n\
          ServerRoot {d}\n\
          ServerName 127.0.0.1\n\
          Listen {listen}\n\
@@ -745,7 +823,9 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
          KeepAlive On\n\
          MaxKeepAliveRequests 0\n\
          KeepAliveTimeout {kat}\n\
+         {ssl}\
          {serve}",
+        tls = tls_words(o),
         m = APACHE_MODULES,
         kat = o.keepalive_timeout.as_secs(),
     );
@@ -758,6 +838,32 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
     }
 }
 
+/// Apache's TLS: mod_ssl with Debian's `ssl.conf` settings (its session cache, ciphers, no
+/// session tickets), TLSv1.2 and TLSv1.3, and mod_http2 offering h2 and http/1.1 by ALPN.
+fn apache_tls(o: &PeerOptions, dir: &Path) -> String {
+    let Some(t) = &o.tls else {
+        return String::new();
+    };
+    format!(
+        "LoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\n\
+         LoadModule ssl_module        {m}/mod_ssl.so\n\
+         LoadModule http2_module      {m}/mod_http2.so\n\
+         SSLSessionCache shmcb:{d}/run/ssl_scache(512000)\n\
+         SSLSessionCacheTimeout 300\n\
+         SSLCipherSuite HIGH:!aNULL\n\
+         SSLSessionTickets off\n\
+         SSLProtocol -all +TLSv1.2 +TLSv1.3\n\
+         SSLEngine on\n\
+         SSLCertificateFile {cert}\n\
+         SSLCertificateKeyFile {key}\n\
+         Protocols h2 http/1.1\n",
+        m = APACHE_MODULES,
+        d = dir.display(),
+        cert = t.cert.display(),
+        key = t.key.display(),
+    )
+}
+
 /// fcgi-proxy serving the files of a `[[site]]`, its defaults otherwise. A site serves files
 /// only when it has a handler (without `php` every request is answered 404), so it names the
 /// backend for `*.php`; the files requested are not PHP and never reach it.
@@ -767,10 +873,12 @@ fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) ->
     } else {
         "off (RUST_LOG=warn)"
     };
+    let (listen_key, listener) = fcgi_proxy_listen(o, listen);
     let text = format!(
-        "# fcgi-proxy: static files from a [[site]] root, its defaults otherwise;\n\
+        "# fcgi-proxy: static files from a [[site]] root, its defaults otherwise{tls};\n\
          # access log {log}\n\
-         listen = [\"{listen}\"]\n\
+         {listen_key}\
+         {listener}\
          \n\
          [timeouts]\n\
          keep_alive = \"{kat}s\"\n\
@@ -780,6 +888,7 @@ fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) ->
          \n\
          [[site]]\n\
          root = \"{root}\"\n",
+        tls = tls_words(o),
         kat = o.keepalive_timeout.as_secs(),
         root = root.display(),
     );
@@ -799,8 +908,9 @@ fn nginx_static_config(o: &PeerOptions, listen: SocketAddr, dir: &Path, root: &P
     } else {
         "off".to_owned()
     };
+    let (listen_params, ssl) = nginx_tls(o);
     let text = format!(
-        "# nginx: static files from root, sendfile on and mime.types as Debian ships them\n\
+        "# nginx: static files from root, sendfile on and mime.types as Debian ships them{tls}\n\
          worker_processes {workers};\n\
          worker_rlimit_nofile {nofile};\n\
          pid nginx.pid;\n\
@@ -819,10 +929,12 @@ fn nginx_static_config(o: &PeerOptions, listen: SocketAddr, dir: &Path, root: &P
          \x20 keepalive_timeout {kat}s;\n\
          \x20 keepalive_requests 1000000;\n\
          \x20 server {{\n\
-         \x20   listen {listen};\n\
+         \x20   listen {listen}{listen_params};\n\
+         {ssl}\
          \x20   root {root};\n\
          \x20 }}\n\
          }}\n",
+        tls = tls_words(o),
         workers = o.workers,
         nofile = per_worker * 2 + 1024,
         kat = o.keepalive_timeout.as_secs(),
@@ -996,6 +1108,102 @@ mod tests {
         assert!(!apache.contains("CustomLog") && !apache.contains("LogFormat"));
         assert!(config(PeerKind::FcgiProxy, &off).contains("access log off (RUST_LOG=warn)"));
     }
+    #[test]
+    fn tls_configs_listen_with_the_certificate_and_offer_h2() {
+        let files = TlsFiles {
+            cert: PathBuf::from("/tmp/t/cert.pem"),
+            key: PathBuf::from("/tmp/t/key.pem"),
+            cert_and_key: PathBuf::from("/tmp/t/cert-key.pem"),
+        };
+        let o = PeerOptions {
+            tls: Some(files),
+            ..PeerOptions::default()
+        };
+        let ours = config(PeerKind::FcgiProxy, &o);
+        assert!(!ours.contains("listen = "), "{ours}");
+        assert!(
+            ours.contains(
+                "[[listener]]\naddr = \"127.0.0.1:28090\"\ntls = { cert = \"/tmp/t/cert.pem\", \
+                 key = \"/tmp/t/key.pem\" }\n"
+            ),
+            "{ours}"
+        );
+        // What fcgi-proxy makes of it: one TLS listener offering h2 and http/1.1, the route kept.
+        let cfg = fcgi_proxy::config::Config::from_toml_str(&ours, "proxy.toml").unwrap();
+        let l = cfg.front_listeners().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].addr, "127.0.0.1:28090".parse().unwrap());
+        let plan = l[0].tls.as_ref().expect("TLS");
+        assert_eq!(plan.default.cert, "/tmp/t/cert.pem");
+        assert_eq!(plan.default.key, "/tmp/t/key.pem");
+        assert!(l[0].h2 && l[0].http1);
+        assert!(
+            ours.contains("target = \"fcgi://127.0.0.1:9000/srv/app/\""),
+            "{ours}"
+        );
+
+        let nginx = config(PeerKind::Nginx, &o);
+        for line in [
+            "    listen 127.0.0.1:28090 ssl http2;\n",
+            "    ssl_certificate     /tmp/t/cert.pem;\n",
+            "    ssl_certificate_key /tmp/t/key.pem;\n",
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n",
+        ] {
+            assert!(nginx.contains(line), "{line:?} in\n{nginx}");
+        }
+        assert!(
+            !nginx.contains("ssl_session_cache"),
+            "nginx's default: {nginx}"
+        );
+        let haproxy = config(PeerKind::Haproxy, &o);
+        assert!(
+            haproxy.contains(
+                "    bind 127.0.0.1:28090 ssl crt /tmp/t/cert-key.pem alpn h2,http/1.1 \
+                 ssl-min-ver TLSv1.2\n"
+            ),
+            "{haproxy}"
+        );
+        let apache = config(PeerKind::Apache, &o);
+        for line in [
+            "/mod_ssl.so\n",
+            "/mod_http2.so\n",
+            "SSLEngine on\n",
+            "SSLCertificateFile /tmp/t/cert.pem\n",
+            "SSLCertificateKeyFile /tmp/t/key.pem\n",
+            "SSLSessionCache shmcb:/tmp/x/run/ssl_scache(512000)\n",
+            "SSLProtocol -all +TLSv1.2 +TLSv1.3\n",
+            "Protocols h2 http/1.1\n",
+        ] {
+            assert!(apache.contains(line), "{line:?} in\n{apache}");
+        }
+        // The static-file configs too.
+        let files = PeerOptions {
+            static_root: Some(PathBuf::from("/tmp/docroot")),
+            ..o.clone()
+        };
+        assert!(
+            config(PeerKind::Nginx, &files).contains("    listen 127.0.0.1:28090 ssl http2;\n")
+        );
+        let ours = config(PeerKind::FcgiProxy, &files);
+        let cfg = fcgi_proxy::config::Config::from_toml_str(&ours, "proxy.toml").unwrap();
+        assert!(cfg.front_listeners().unwrap()[0].tls.is_some(), "{ours}");
+
+        // Without TLS nothing of it.
+        let plain = PeerOptions::default();
+        for k in PeerKind::ALL {
+            let c = config(k, &plain);
+            for tls in ["ssl", "SSL", "[[listener]]", "cert", "h2", "Protocols"] {
+                assert!(!c.contains(tls), "{}: {tls} in\n{c}", k.name());
+            }
+        }
+        let cfg = fcgi_proxy::config::Config::from_toml_str(
+            &config(PeerKind::FcgiProxy, &plain),
+            "proxy.toml",
+        )
+        .unwrap();
+        assert!(cfg.front_listeners().unwrap()[0].tls.is_none());
+    }
+
     #[test]
     fn static_root_serves_files_without_the_backend() {
         let o = PeerOptions {

@@ -1,14 +1,15 @@
 //! `cargo xtask bench --quick` end to end against fcgi-proxy and nginx, every workload (the
-//! Unix-socket and php-fpm ones included): checks that it runs and writes its results, not what
-//! the numbers are. Skips (with the reason printed) when wrk, nginx, spawn-fcgi, cc or
-//! libfcgi-dev are missing, and leaves out `fpm-c16` when php-fpm 8.2 is, unless `FCGI_REQUIRE`
-//! (or `CI`) requires them: then it fails (see the `programs` crate).
+//! Unix-socket, php-fpm, HTTPS and HTTP/2 ones included): checks that it runs and writes its
+//! results, not what the numbers are. Skips (with the reason printed) when wrk, nginx,
+//! spawn-fcgi, cc or libfcgi-dev are missing, and leaves out `fpm-c16` when php-fpm 8.2 is,
+//! the TLS workloads without openssl and `h2-get-c16` without h2load (nghttp2-client), unless
+//! `FCGI_REQUIRE` (or `CI`) requires them: then it fails (see the `programs` crate).
 
 mod common;
 
 use std::path::PathBuf;
 
-use conformance::bench::{self, Options, fpm};
+use conformance::bench::{self, Options, fpm, h2load, tls};
 use conformance::peers::PeerKind;
 
 /// `target/<profile>/fcgi-proxy` next to this test's `deps/` directory (`cargo test
@@ -35,6 +36,8 @@ fn quick_bench_runs_and_writes_results() {
         return;
     }
     let php_fpm = programs::require_program(fpm::PHP_FPM, fpm::PACKAGE).is_some();
+    let openssl = programs::require_program(tls::OPENSSL, "openssl").is_some();
+    let h2load = programs::require_program(h2load::H2LOAD, h2load::PACKAGE).is_some();
     let bin = proxy_binary().unwrap_or_else(common::proxy_bin);
     let out = tempfile::tempdir().unwrap();
     let opts = Options {
@@ -59,6 +62,8 @@ fn quick_bench_runs_and_writes_results() {
         "get-c64-nolog",
         "static-4k-c64",
         "static-1m-c16",
+        "https-get-c16",
+        "h2-get-c16",
         "idle-200",
     ];
     if !php_fpm {
@@ -68,6 +73,12 @@ fn quick_bench_runs_and_writes_results() {
             "{:?}",
             report.meta
         );
+    }
+    if !openssl {
+        want.retain(|w| *w != "https-get-c16");
+    }
+    if !openssl || !h2load {
+        want.retain(|w| *w != "h2-get-c16");
     }
     assert_eq!(names, want);
     for w in &report.workloads {
@@ -101,6 +112,35 @@ fn quick_bench_runs_and_writes_results() {
         files.contains("sendfile on;") && !files.contains("fastcgi_pass"),
         "{files}"
     );
+
+    // The TLS workloads: both targets listen with TLS and the check went over the workload's
+    // protocol (h2 negotiated by ALPN for h2-get-c16, none for wrk's HTTPS).
+    if openssl {
+        let tls = "libfcgi tcp, backend keep-alive, access log, TLS (h2 and http/1.1 by ALPN)";
+        let nginx = &report.configs[&format!("nginx ({tls})")];
+        assert!(nginx.contains(" ssl http2;"), "{nginx}");
+        let ours = &report.configs[&format!("fcgi-proxy ({tls})")];
+        assert!(ours.contains("[[listener]]"), "{ours}");
+        for w in report
+            .workloads
+            .iter()
+            .filter(|w| w.name.contains("-get-c16"))
+        {
+            let alpn = if w.name.starts_with("h2") {
+                "ALPN h2"
+            } else {
+                "ALPN none"
+            };
+            for t in &w.targets {
+                let n = t.runs[0].tls.as_deref().unwrap_or_default();
+                assert!(
+                    n.starts_with("TLSv1.3 TLS_AES_128_GCM_SHA256,") && n.ends_with(alpn),
+                    "{n}"
+                );
+            }
+        }
+        assert!(out.path().join("tls/cert.pem").is_file());
+    }
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())

@@ -1,6 +1,6 @@
 //! The external programs the tests and the conformance suite run (Apache httpd, nginx, Caddy,
-//! HAProxy, lighttpd, h2o, php-fpm, cgi-fcgi, spawn-fcgi, wrk, a C compiler): where they are,
-//! and what a test does when one is missing.
+//! HAProxy, lighttpd, h2o, php-fpm, cgi-fcgi, spawn-fcgi, wrk, h2load, openssl, a C compiler):
+//! where they are, and what a test does when one is missing.
 //!
 //! **Where.** [`find_program`] looks in each absolute directory of `PATH`, then in
 //! `/usr/local/sbin`, `/usr/sbin` and `/sbin`: Debian installs `apache2`, `nginx` and

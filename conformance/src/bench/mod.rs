@@ -23,10 +23,12 @@
 
 pub mod backend;
 pub mod fpm;
+pub mod h2load;
 pub mod idle;
 pub mod machine;
 pub mod procfs;
 pub mod report;
+pub mod tls;
 pub mod wrk;
 
 use std::collections::BTreeMap;
@@ -134,10 +136,17 @@ said otherwise):
                          a document root the bench writes (no request reaches a backend):
                          fcgi-proxy a [[site]] root, nginx root (sendfile on, as Debian ships
                          it), Apache DocumentRoot; HAProxy cannot serve files and sits them out
+    https-get-c16        small GET over HTTP/1.1 and TLS, 16 connections (wrk, no ALPN)
+    h2-get-c16           small GET over HTTP/2 and TLS, 16 connections x 4 streams (h2load,
+                         ALPN h2; skipped when h2load, from nghttp2-client, is not installed)
+                         Both: one self-signed ECDSA P-256 certificate per run, every target
+                         listening with TLS 1.2/1.3 and h2 + http/1.1 by ALPN, the clients
+                         offering one cipher suite, TLS_AES_128_GCM_SHA256
     idle                 N idle HTTP/1.1 keep-alive client connections: the proxy's memory
 
 A full run (3 rounds x (5 s + 1 s warm-up) per target per workload) took about 15 minutes
-on 2 cores before the two static-file workloads were added (not measured since).
+on 2 cores before the static-file and TLS workloads were added (not measured since; about
+23 minutes expected).
 ";
 
 /// `cargo xtask bench`: the command line. Unset options take their values from
@@ -164,7 +173,7 @@ pub struct BenchArgs {
     /// Idle connections for the memory workload (default 10000)
     #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub idle: Option<usize>,
-    /// Comma-separated: fcgi-proxy,nginx,haproxy,apache (default all)
+    /// Comma-separated: fcgi-proxy (or ours),nginx,haproxy,apache (default all)
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<PeerKind>,
     /// Comma-separated workload names (default all; see below)
@@ -179,6 +188,10 @@ pub struct BenchArgs {
 }
 
 fn parse_target(name: &str) -> Result<PeerKind, String> {
+    // `ours`, as `cargo xtask conformance --target` calls it.
+    if name.trim() == "ours" {
+        return Ok(PeerKind::FcgiProxy);
+    }
     PeerKind::ALL
         .into_iter()
         .find(|k| k.name() == name.trim())
@@ -380,6 +393,25 @@ pub struct Workload {
     pub backend_keepalive: Option<bool>,
     /// Access logs as each target has them by default (false: off for all).
     pub access_log: bool,
+    /// How the clients speak to the targets.
+    pub protocol: Protocol,
+}
+
+/// The client side of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP (wrk).
+    Http1,
+    /// HTTP/1.1 over TLS (wrk, which offers no ALPN).
+    Https,
+    /// HTTP/2 over TLS, ALPN h2 (h2load).
+    H2,
+}
+
+impl Protocol {
+    pub fn tls(self) -> bool {
+        self != Protocol::Http1
+    }
 }
 
 impl Workload {
@@ -391,13 +423,26 @@ impl Workload {
 
     /// Why this workload cannot run here, if it cannot (a program it needs is missing).
     pub fn missing(&self) -> Option<String> {
-        (self.backend == BackendChoice::PhpFpm && find_program(fpm::PHP_FPM).is_none()).then(|| {
-            format!(
-                "{} not installed (apt-get install {})",
-                fpm::PHP_FPM,
-                fpm::PACKAGE
-            )
-        })
+        self.needs()
+            .into_iter()
+            .find(|(prog, _)| find_program(prog).is_none())
+            .map(|(prog, pkg)| format!("{prog} not installed (apt-get install {pkg})"))
+    }
+
+    /// The programs this workload needs beyond the bench's own prerequisites, with their
+    /// Debian packages.
+    pub fn needs(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v = Vec::new();
+        if self.backend == BackendChoice::PhpFpm {
+            v.push((fpm::PHP_FPM, fpm::PACKAGE));
+        }
+        if self.protocol.tls() {
+            v.push((tls::OPENSSL, "openssl"));
+        }
+        if self.protocol == Protocol::H2 {
+            v.push((h2load::H2LOAD, h2load::PACKAGE));
+        }
+        v
     }
 }
 
@@ -407,6 +452,17 @@ pub const ACCESS_LOG_NOTE: &str = "every workload but get-c64-nolog runs each ta
     to a file; nginx and Apache the combined format to access.log; HAProxy logs nothing without \
     a `log` target and runs without one. get-c64-nolog turns them off (fcgi-proxy \
     RUST_LOG=warn, nginx access_log off, Apache without CustomLog)";
+
+/// What every report with a TLS workload says about how TLS is set up.
+pub const TLS_NOTE: &str = "https-get-c16 and h2-get-c16: one self-signed ECDSA P-256 \
+    certificate per run (target/bench/tls/); every target listens with TLS (TLSv1.2 and \
+    TLSv1.3) offering h2 and http/1.1 by ALPN, its defaults otherwise: fcgi-proxy a \
+    [[listener]] with `tls` (rustls); nginx `listen ... ssl http2` with Debian's \
+    ssl_prefer_server_ciphers on and no ssl_session_cache (nginx's default); HAProxy `bind ... \
+    ssl crt ... alpn h2,http/1.1`; Apache mod_ssl with Debian's ssl.conf settings and mod_http2 \
+    (`Protocols h2 http/1.1`). wrk offers no ALPN (HTTP/1.1); h2load offers h2, 4 streams per \
+    connection; every client offers one TLS 1.3 cipher suite, TLS_AES_128_GCM_SHA256 (wrk and \
+    s_client through OPENSSL_CONF, h2load --tls13-ciphers)";
 
 /// The workloads of a run, in order.
 pub fn workloads(o: &Options) -> Vec<Workload> {
@@ -420,6 +476,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         backend: BackendChoice::Libfcgi,
         backend_keepalive: Some(true),
         access_log: true,
+        protocol: Protocol::Http1,
     };
     let (thousands, rest) = (o.idle_connections / 1000, o.idle_connections % 1000);
     let idle_name = if thousands > 0 && rest == 0 {
@@ -527,6 +584,29 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
                 "GET of a 1 MiB file, 16 client connections, no request reaches a backend: \
                  fcgi-proxy a [[site]] root, nginx root (sendfile on), Apache DocumentRoot, each \
                  with its defaults; HAProxy cannot serve files",
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            protocol: Protocol::Https,
+            ..wrk(
+                "https-get-c16",
+                "GET over HTTP/1.1 and TLS 1.3 (wrk: no ALPN; TLS_AES_128_GCM_SHA256), 16 client \
+                 connections, backend keep-alive",
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            protocol: Protocol::H2,
+            ..wrk(
+                "h2-get-c16",
+                &format!(
+                    "GET over HTTP/2 and TLS 1.3 (h2load, ALPN h2; TLS_AES_128_GCM_SHA256), 16 \
+                     client connections x {} streams, backend keep-alive",
+                    h2load::STREAMS
+                ),
                 16,
                 RequestShape::Get,
             )
@@ -652,10 +732,21 @@ pub fn answer_matches(response: &[u8], expect: Expect) -> bool {
     let Ok(r) = testkit::http1::parse_response(response) else {
         return false;
     };
-    r.status == 200
-        && r.header("content-type")
-            .is_some_and(|c| c.to_ascii_lowercase().starts_with(expect.content_type))
-        && r.body_text().contains(expect.body)
+    expect_matches(
+        r.status,
+        r.header("content-type").unwrap_or_default(),
+        &r.body_text(),
+        expect,
+    )
+}
+
+/// Whether a response's status, Content-Type and body are `expect`'s (200).
+pub fn expect_matches(status: u16, content_type: &str, body: &str, expect: Expect) -> bool {
+    status == 200
+        && content_type
+            .to_ascii_lowercase()
+            .starts_with(expect.content_type)
+        && body.contains(expect.body)
 }
 
 /// One GET of `path` through a peer (Connection: close); Ok when it answered as `expect`s.
@@ -683,6 +774,53 @@ pub fn check_get(addr: SocketAddr, path: &str, expect: Expect) -> Result<(), Str
             expect.body
         ))
     }
+}
+
+/// Runs `cmd` (stdin empty, stdout and stderr collected) and stops it by its PID if it is still
+/// running after `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Result<std::process::Output, String> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    let pid = child.id();
+    register(&[pid]);
+    // Read on threads of their own: a child blocked on a full pipe would never exit.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("{prog} still running after {limit:?}; stopped"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => break Err(format!("{prog}: {e}")),
+        }
+    };
+    unregister(&[pid]);
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 fn command_line(prog: &str, args: &[&str]) -> Option<String> {
@@ -721,6 +859,8 @@ struct Bench<'a> {
     configs: BTreeMap<String, String>,
     idle_rt: tokio::runtime::Runtime,
     started: Instant,
+    /// The TLS workloads' certificate (generated once per run) and client configuration.
+    tls: Option<tls::TlsSetup>,
 }
 
 /// Runs the benchmark and writes the results. Errors only for set-up failures (build,
@@ -759,6 +899,21 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
+    let tls = if workloads(opts).iter().any(|w| w.protocol.tls()) {
+        let dir = opts.out_dir.join("tls");
+        let made = tls::write_certificate(&dir)?;
+        progress(
+            opts,
+            &format!(
+                "TLS: a new self-signed ECDSA P-256 certificate for {} and 127.0.0.1 in {}",
+                tls::SERVER_NAME,
+                dir.display()
+            ),
+        );
+        Some(made)
+    } else {
+        None
+    };
     let mut bench = Bench {
         opts,
         backend,
@@ -768,6 +923,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         configs: BTreeMap::new(),
         idle_rt,
         started,
+        tls,
     };
     let targets: Vec<PeerKind> = opts
         .targets
@@ -853,6 +1009,7 @@ impl Bench<'_> {
             document_root: "/srv/app".to_owned(),
             static_root: None,
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
+            tls: None,
             env: Vec::new(),
         }
     }
@@ -864,6 +1021,9 @@ impl Bench<'_> {
         o.backend_keepalive = w.backend_keepalive;
         o.access_log = w.access_log;
         o.max_client_connections = idle.max(1024 - 256) + 256;
+        if w.protocol.tls() {
+            o.tls = self.tls.as_ref().map(|t| t.files.clone());
+        }
         match own {
             None => {}
             Some(OwnBackend::Unix(b)) => o.backend = b.addr.clone(),
@@ -973,6 +1133,7 @@ impl Bench<'_> {
                         wrk: None,
                         cpu_seconds: None,
                         processes: 0,
+                        tls: None,
                         note: None,
                         error: Some(format!("backend failed to start: {e}")),
                     });
@@ -1020,25 +1181,66 @@ impl Bench<'_> {
         Ok(result)
     }
 
+    /// Starts `kind` and checks one request through it over `protocol`; over TLS, also what
+    /// `openssl s_client` negotiates (returned, for the report).
     fn start_peer(
         &mut self,
         kind: PeerKind,
         o: &PeerOptions,
         variant: &str,
-        path: &str,
-        expect: Expect,
-    ) -> Result<RunningPeer, String> {
+        (path, expect, protocol): (&str, Expect, Protocol),
+    ) -> Result<(RunningPeer, Option<String>), String> {
         let peer = kind.start(o).map_err(|e| format!("start: {e}"))?;
         register(&peer.pids());
         self.configs
             .entry(format!("{} ({variant})", kind.name()))
             .or_insert_with(|| peer.config().text.clone());
-        if let Err(e) = check_get(peer.addr(), path, expect) {
-            let tail = peer.log_tail(1000);
-            stop_peer(peer);
-            return Err(format!("{e}; peer output: {tail}"));
+        match self.check_peer(peer.addr(), path, expect, protocol) {
+            Ok(negotiated) => Ok((peer, negotiated)),
+            Err(e) => {
+                let tail = peer.log_tail(1000);
+                stop_peer(peer);
+                Err(format!("{e}; peer output: {tail}"))
+            }
         }
-        Ok(peer)
+    }
+
+    fn check_peer(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        expect: Expect,
+        protocol: Protocol,
+    ) -> Result<Option<String>, String> {
+        let setup = match (protocol, &self.tls) {
+            (Protocol::Http1, _) => return check_get(addr, path, expect).map(|()| None),
+            (_, None) => return Err("no TLS certificate was made for this run".to_owned()),
+            (_, Some(t)) => t,
+        };
+        let cert = &setup.cert;
+        let alpn = match protocol {
+            Protocol::H2 => {
+                self.idle_rt
+                    .block_on(tls::check_h2(addr, cert, path, expect))?;
+                Some("h2")
+            }
+            _ => {
+                self.idle_rt
+                    .block_on(tls::check_https(addr, cert, path, expect))?;
+                None
+            }
+        };
+        let n = tls::probe(addr, alpn, &setup.client_conf)?;
+        if n.cipher != tls::CLIENT_SUITE {
+            return Err(format!(
+                "openssl s_client offering only {} negotiated {n}",
+                tls::CLIENT_SUITE
+            ));
+        }
+        if protocol == Protocol::H2 && n.alpn.as_deref() != Some("h2") {
+            return Err(format!("openssl s_client offering h2 negotiated {n}"));
+        }
+        Ok(Some(n.to_string()))
     }
 
     fn wrk_run(
@@ -1055,6 +1257,7 @@ impl Bench<'_> {
             wrk: None,
             cpu_seconds: None,
             processes: 0,
+            tls: None,
             note: None,
             error: None,
         };
@@ -1064,14 +1267,40 @@ impl Bench<'_> {
             BackendChoice::Static => STATIC_ANSWER,
             _ => LIBFCGI_ANSWER,
         };
-        let peer = match self.start_peer(kind, &o, &variant(w), w.path, expect) {
-            Ok(p) => p,
+        let peer = match self.start_peer(kind, &o, &variant(w), (w.path, expect, w.protocol)) {
+            Ok((p, negotiated)) => {
+                run.tls = negotiated;
+                p
+            }
             Err(e) => {
                 run.error = Some(e);
                 return run;
             }
         };
-        let wrk = |d: Duration| wrk::run(peer.addr(), w.path, w.connections, d, script);
+        let h2_log = self.opts.out_dir.join(format!("{}-h2load.log", w.name));
+        let client_conf = self.tls.as_ref().map(|t| t.client_conf.as_path());
+        // What h2load itself reports having negotiated (TLS version and cipher suite).
+        let h2_tls = std::cell::RefCell::new(None::<String>);
+        let wrk = |d: Duration| match w.protocol {
+            Protocol::Http1 | Protocol::Https => wrk::run(
+                peer.addr(),
+                client_conf.filter(|_| w.protocol == Protocol::Https),
+                w.path,
+                w.connections,
+                d,
+                script,
+            ),
+            Protocol::H2 => {
+                h2load::run(peer.addr(), w.path, w.connections, d, &h2_log).map(|(h, s)| {
+                    *h2_tls.borrow_mut() = Some(format!(
+                        "{} {}",
+                        h.tls_protocol.unwrap_or_default(),
+                        h.cipher.unwrap_or_default()
+                    ));
+                    s
+                })
+            }
+        };
         if !self.opts.warmup.is_zero()
             && let Err(e) = wrk(self.opts.warmup)
         {
@@ -1083,6 +1312,15 @@ impl Bench<'_> {
         let after = procfs::cpu_ticks(&pids);
         let mem = procfs::memory(&pids);
         stop_peer(peer);
+        if let (Some(probed), Some(seen)) = (&run.tls, h2_tls.borrow().as_deref())
+            && !probed.starts_with(&format!("{seen},"))
+        {
+            let note = format!("h2load negotiated {seen}, openssl s_client {probed}");
+            run.note = Some(match run.note.take() {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
         match result {
             Err(e) => run.error = Some(e),
             Ok(s) => {
@@ -1114,13 +1352,15 @@ impl Bench<'_> {
             wrk: None,
             cpu_seconds: None,
             processes: 0,
+            tls: None,
             note: None,
             error: None,
         };
         let o = self.peer_options(w, None, w.connections);
         let variant = format!("{} idle connections", w.connections);
-        let peer = match self.start_peer(kind, &o, &variant, w.path, LIBFCGI_ANSWER) {
-            Ok(p) => p,
+        let check = (w.path, LIBFCGI_ANSWER, Protocol::Http1);
+        let peer = match self.start_peer(kind, &o, &variant, check) {
+            Ok((p, _)) => p,
             Err(e) => {
                 run.error = Some(e);
                 return run;
@@ -1218,6 +1458,14 @@ impl Bench<'_> {
                 .and_then(|s| s.lines().next().map(str::to_owned))
                 .unwrap_or_default(),
         );
+        if let Some(v) = find_program(h2load::H2LOAD)
+            .and_then(|p| command_line(&p.display().to_string(), &["--version"]))
+        {
+            put("h2load", v);
+        }
+        if self.tls.is_some() {
+            put("tls", TLS_NOTE.to_owned());
+        }
         if let Some(v) = find_program(fpm::PHP_FPM)
             .and_then(|p| command_line(&p.display().to_string(), &["-v"]))
             .and_then(|s| s.lines().next().map(str::to_owned))
@@ -1262,11 +1510,16 @@ fn variant(w: &Workload) -> String {
     } else {
         "no access log"
     };
+    let tls = if w.protocol.tls() {
+        ", TLS (h2 and http/1.1 by ALPN)"
+    } else {
+        ""
+    };
     if w.backend == BackendChoice::Static {
         // No backend to reuse connections to.
-        return format!("{backend}, {log}");
+        return format!("{backend}, {log}{tls}");
     }
-    format!("{backend}, {reuse}, {log}")
+    format!("{backend}, {reuse}, {log}{tls}")
 }
 
 fn stop_peer(peer: RunningPeer) {
@@ -1330,6 +1583,9 @@ mod tests {
         let names: Vec<String> = workloads(&o).into_iter().map(|w| w.name).collect();
         assert_eq!(names, ["get-c4", "idle-200"]);
 
+        let o = parse("--targets ours,nginx").unwrap();
+        assert_eq!(o.targets, [PeerKind::FcgiProxy, PeerKind::Nginx]);
+
         let o = parse("--duration 7 --rounds 5 --idle 10000").unwrap();
         assert_eq!(o.duration, Duration::from_secs(7));
         assert_eq!(o.rounds, 5);
@@ -1348,6 +1604,8 @@ mod tests {
                 "get-c64-nolog",
                 "static-4k-c64",
                 "static-1m-c16",
+                "https-get-c16",
+                "h2-get-c16",
                 "idle-10k"
             ]
         );
@@ -1378,7 +1636,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_run_fits_in_twenty_minutes() {
+    fn the_default_run_fits_in_twenty_five_minutes() {
         let o = Options::full();
         let per_run = o.duration + o.warmup + Duration::from_secs(2); // start, check, stop
         let targets = o.targets.len() as u32;
@@ -1389,7 +1647,7 @@ mod tests {
                 WorkloadKind::Idle => Duration::from_secs(15) * (o.idle_rounds as u32) * targets,
             };
         }
-        assert!(total < Duration::from_secs(20 * 60), "{total:?}");
+        assert!(total < Duration::from_secs(25 * 60), "{total:?}");
     }
 
     #[test]
@@ -1418,6 +1676,67 @@ mod tests {
         assert!(v.contains(&"libfcgi tcp, backend keep-alive, no access log".to_owned()));
         assert!(v.contains(&"libfcgi tcp, backend reuse off, access log".to_owned()));
         assert!(v.contains(&"static files, access log".to_owned()));
+        assert!(
+            v.contains(
+                &"libfcgi tcp, backend keep-alive, access log, TLS (h2 and http/1.1 by ALPN)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn tls_workloads_speak_https_and_h2_with_their_tools() {
+        let o = parse("--workloads https-get-c16,h2-get-c16").unwrap();
+        let w = workloads(&o);
+        let got: Vec<(&str, usize, Protocol)> = w
+            .iter()
+            .map(|w| (w.name.as_str(), w.connections, w.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("https-get-c16", 16, Protocol::Https),
+                ("h2-get-c16", 16, Protocol::H2)
+            ]
+        );
+        for w in &w {
+            assert!(w.protocol.tls());
+            assert_eq!(w.backend, BackendChoice::Libfcgi);
+            assert_eq!(w.backend_keepalive, Some(true));
+            assert_eq!(w.path, wrk::PATH);
+            assert!(
+                report::GOAL_WORKLOADS.contains(&w.name.as_str()),
+                "{}",
+                w.name
+            );
+            for k in PeerKind::ALL {
+                assert_eq!(w.not_applicable(k), None, "{}", k.name());
+            }
+        }
+        assert_eq!(w[0].needs(), [(tls::OPENSSL, "openssl")]);
+        assert_eq!(
+            w[1].needs(),
+            [(tls::OPENSSL, "openssl"), (h2load::H2LOAD, h2load::PACKAGE)]
+        );
+        // Plain workloads need neither.
+        let get = workloads(&parse("--workloads get-c4").unwrap());
+        assert_eq!(get[0].protocol, Protocol::Http1);
+        assert!(get[0].needs().is_empty());
+    }
+
+    #[test]
+    fn a_command_that_overruns_is_stopped() {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let started = Instant::now();
+        let err = output_within(c, Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("still running"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut c = Command::new("echo");
+        c.arg("hi");
+        let out = output_within(c, Duration::from_secs(5)).unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+        assert!(output_within(Command::new("/nonexistent/prog"), Duration::from_secs(1)).is_err());
     }
 
     #[test]

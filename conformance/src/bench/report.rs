@@ -130,6 +130,7 @@ impl Metrics {
 pub struct Run {
     pub round: usize,
     pub metrics: Metrics,
+    /// wrk's summary; for h2-get-c16, h2load's numbers in the same shape (no byte count).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wrk: Option<WrkSummary>,
     /// CPU seconds of the proxy's process tree over the measured part.
@@ -137,6 +138,10 @@ pub struct Run {
     pub cpu_seconds: Option<f64>,
     /// Processes in the proxy's tree at the end of the run.
     pub processes: usize,
+    /// Over TLS: the version, cipher suite and ALPN `openssl s_client` negotiated with the
+    /// target, offering what the load client offers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +232,14 @@ pub struct Goal {
 }
 
 /// The load workloads the acceptance goals are judged on.
-pub const GOAL_WORKLOADS: [&str; 4] = ["get-c4", "get-c64", "post64k-c16", "unix-c64"];
+pub const GOAL_WORKLOADS: [&str; 6] = [
+    "get-c4",
+    "get-c64",
+    "post64k-c16",
+    "unix-c64",
+    "https-get-c16",
+    "h2-get-c16",
+];
 
 /// Where the first, stricter CPU goal (0.8x nginx) is still reported.
 const CPU_0_8_WORKLOADS: [&str; 2] = ["get-c4", "get-c64"];
@@ -483,6 +495,28 @@ pub fn goals_table(goals: &[Goal]) -> String {
     t.to_string()
 }
 
+/// What each target negotiated on the TLS workloads, one line per workload and target (the
+/// distinct values over its runs).
+pub fn negotiated(workloads: &[WorkloadResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in workloads {
+        for t in &w.targets {
+            let mut seen: Vec<&str> = Vec::new();
+            for r in &t.runs {
+                if let Some(n) = r.tls.as_deref()
+                    && !seen.contains(&n)
+                {
+                    seen.push(n);
+                }
+            }
+            if !seen.is_empty() {
+                out.push(format!("{} / {}: {}", w.name, t.target, seen.join("; ")));
+            }
+        }
+    }
+    out
+}
+
 /// Errors of failed runs, one line each.
 pub fn failures(workloads: &[WorkloadResult]) -> Vec<String> {
     let mut out = Vec::new();
@@ -524,6 +558,15 @@ impl Report {
                 s.push_str(&format!("- {}: {}\n", w.name, w.description));
             }
         }
+        let tls = negotiated(&self.workloads);
+        if !tls.is_empty() {
+            s.push_str("\nTLS negotiated (openssl s_client offering what wrk and h2load offer):\n");
+            for l in tls {
+                s.push_str("  ");
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
         for key in ["access_logs", "skipped"] {
             if let Some(v) = self.meta.get(key) {
                 s.push_str(&format!("\n{}: {v}\n", key.replace('_', " ")));
@@ -561,6 +604,7 @@ mod tests {
             wrk: None,
             cpu_seconds: None,
             processes: 1,
+            tls: None,
             note: None,
             error: None,
         }
@@ -574,6 +618,56 @@ mod tests {
             vs_nginx: Metrics::default(),
             not_applicable: None,
         }
+    }
+
+    #[test]
+    fn tls_workloads_have_the_get_c4_goals_and_report_what_was_negotiated() {
+        let with_tls = |round, n: &str| Run {
+            tls: Some(n.to_owned()),
+            ..run(round, 100.0, 10.0, 1.0)
+        };
+        let a = "TLSv1.3 TLS_AES_256_GCM_SHA384, ALPN h2";
+        let b = "TLSv1.3 TLS_AES_128_GCM_SHA256, ALPN h2";
+        let mut w = WorkloadResult {
+            name: "h2-get-c16".into(),
+            description: String::new(),
+            kind: WorkloadKind::Wrk,
+            connections: 16,
+            backend_keepalive: Some(true),
+            backend: "libfcgi".into(),
+            access_log: true,
+            targets: vec![
+                target(OURS, vec![with_tls(0, a), with_tls(1, a)]),
+                target(REFERENCE, vec![with_tls(0, a), with_tls(1, b)]),
+            ],
+        };
+        w.aggregate();
+        let g = goals(std::slice::from_ref(&w), 64.0);
+        let names: Vec<&str> = g.iter().map(|g| g.goal.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "requests/s >= 1.05x nginx",
+                "CPU/request <= 1.0x nginx",
+                "p99 latency <= nginx"
+            ]
+        );
+        assert_eq!(
+            negotiated(std::slice::from_ref(&w)),
+            [
+                format!("h2-get-c16 / fcgi-proxy: {a}"),
+                format!("h2-get-c16 / nginx: {a}; {b}")
+            ]
+        );
+        let r = Report {
+            machine: Machine::default(),
+            meta: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            workloads: vec![w],
+            goals: g,
+        };
+        assert!(r.render().contains("\nTLS negotiated"), "{}", r.render());
+        assert!(negotiated(&[]).is_empty());
     }
 
     #[test]

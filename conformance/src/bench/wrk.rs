@@ -98,9 +98,11 @@ pub fn parse_output(stdout: &str) -> Result<WrkSummary, String> {
 }
 
 /// The wrk command line for `path` (threads: at most 2, never more than connections; wrk takes
-/// whole seconds, at least 1).
+/// whole seconds, at least 1). With `tls`, over HTTPS, OpenSSL configured by that file
+/// (`OPENSSL_CONF`: wrk has no option for the cipher suites it offers).
 pub fn command(
     addr: SocketAddr,
+    tls: Option<&Path>,
     path: &str,
     connections: usize,
     duration: Duration,
@@ -115,19 +117,26 @@ pub fn command(
         .arg("5s")
         .arg("-s")
         .arg(script_path)
-        .arg(format!("http://{addr}{path}"));
+        .arg(format!(
+            "{}://{addr}{path}",
+            if tls.is_some() { "https" } else { "http" }
+        ));
+    if let Some(conf) = tls {
+        c.env("OPENSSL_CONF", conf);
+    }
     c
 }
 
-/// Runs wrk against `path` and parses its summary.
+/// Runs wrk against `path` (over TLS with `tls`, see [`command`]) and parses its summary.
 pub fn run(
     addr: SocketAddr,
+    tls: Option<&Path>,
     path: &str,
     connections: usize,
     duration: Duration,
     script_path: &Path,
 ) -> Result<WrkSummary, String> {
-    let out = command(addr, path, connections, duration, script_path)
+    let out = command(addr, tls, path, connections, duration, script_path)
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -187,6 +196,7 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
     fn command_line() {
         let c = command(
             "127.0.0.1:8080".parse().unwrap(),
+            None,
             PATH,
             64,
             Duration::from_secs(5),
@@ -208,6 +218,25 @@ BENCH_JSON {\"requests\":24684,\"duration_us\":1003368,\"bytes\":3233604,\"error
                 "/tmp/s.lua",
                 "http://127.0.0.1:8080/bench/hello"
             ]
+        );
+        assert_eq!(c.get_envs().count(), 0);
+        let c = command(
+            "127.0.0.1:8443".parse().unwrap(),
+            Some(Path::new("/tmp/client.cnf")),
+            PATH,
+            16,
+            Duration::from_secs(1),
+            Path::new("/tmp/s.lua"),
+        );
+        let url = c.get_args().last().unwrap().to_string_lossy().into_owned();
+        assert_eq!(url, "https://127.0.0.1:8443/bench/hello");
+        let envs: Vec<_> = c.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("OPENSSL_CONF"),
+                Some(std::ffi::OsStr::new("/tmp/client.cnf"))
+            )]
         );
     }
 }
