@@ -626,8 +626,29 @@ pub struct Client {
     /// The proxy instance the client talks to (0-based, below `topology.proxies`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub proxy: u32,
+    /// The protocol the client speaks: HTTP/1.1 (default) or HTTP/2 with prior knowledge on the
+    /// plain listener (`h2c`).
+    #[serde(default, skip_serializing_if = "Transport::is_http1")]
+    pub transport: Transport,
     #[serde(rename = "request")]
     pub requests: Vec<RequestSpec>,
+}
+
+/// A client's protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Transport {
+    #[default]
+    #[serde(rename = "http/1.1")]
+    Http1,
+    /// HTTP/2 over cleartext TCP, the connection preface sent at once (RFC 9113 3.3).
+    #[serde(rename = "h2c")]
+    H2c,
+}
+
+impl Transport {
+    pub fn is_http1(&self) -> bool {
+        *self == Transport::Http1
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -695,6 +716,22 @@ pub struct RequestSpec {
     /// How long a `raw` exchange waits for more bytes after a complete response (default 500ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet: Option<Dur>,
+    /// `h2c` clients: the exact header block of the request, pseudo-header fields included, in
+    /// this order, names and values byte for byte (HPACK literals, RFC 7541 6.2.2), on an
+    /// HTTP/2 connection of its own; the body (`body`, `body_size`) follows in DATA frames.
+    /// For requests no HTTP/2 library would send. The tag field `x-request-tag` is added last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<(String, String)>>,
+    /// `h2c`, with `fields`: the stream is reset (RST_STREAM, CANCEL) after its header block
+    /// and body, without END_STREAM (an upload abandoned midway), tagged `<label>.reset`; then
+    /// a well-formed GET of `target` on the same connection is the request's answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// `h2c`, with `fields`: first open this many streams with the header block, each reset at
+    /// once (rapid reset, CVE-2023-44487), tagged `<label>.flood`; then a well-formed GET of
+    /// `target` on the same connection is the request's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rapid_reset: Option<u32>,
 }
 
 impl RequestSpec {
@@ -1269,6 +1306,12 @@ impl Scenario {
         out
     }
 
+    /// Whether a client speaks HTTP/2 with prior knowledge, so the proxy's plain listener must
+    /// take it.
+    pub fn speaks_h2c(&self) -> bool {
+        self.clients.iter().any(|c| c.transport == Transport::H2c)
+    }
+
     /// Replaces `${backend}` with that backend's `name:port`, and `${c*N}` runs.
     pub fn expand(&self, text: &str) -> String {
         expand_names(text, self.backends.iter().map(|b| (&b.name, b.authority())))
@@ -1366,6 +1409,35 @@ impl Scenario {
                 }
                 if r.body.is_some() && r.body_size.is_some() {
                     return Err(format!("{what}: give `body` or `body_size`, not both"));
+                }
+                match c.transport {
+                    Transport::Http1 => {
+                        if r.fields.is_some() || r.reset || r.rapid_reset.is_some() {
+                            return Err(format!(
+                                "{what}: `fields`, `reset` and `rapid_reset` need \
+                                 `transport = \"h2c\"`"
+                            ));
+                        }
+                    }
+                    Transport::H2c => {
+                        if r.raw.is_some() || r.chunked.is_some() {
+                            return Err(format!(
+                                "{what}: `raw` and `chunked` are HTTP/1.1; an h2c client's \
+                                 malformed requests are `fields`"
+                            ));
+                        }
+                        if r.fields.is_some() && !r.headers.is_empty() {
+                            return Err(format!(
+                                "{what}: `fields` is the whole header block; no `headers` with it"
+                            ));
+                        }
+                        if (r.reset || r.rapid_reset.is_some()) && r.fields.is_none() {
+                            return Err(format!("{what}: `reset` and `rapid_reset` need `fields`"));
+                        }
+                        if r.reset && r.rapid_reset.is_some() {
+                            return Err(format!("{what}: give `reset` or `rapid_reset`, not both"));
+                        }
+                    }
                 }
             }
         }
