@@ -2023,6 +2023,72 @@ raw = "GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n""#;
     }
 
     #[test]
+    fn http2_requests_need_an_h2c_client_and_fields_for_resets() {
+        let text = |transport: &str, request: &str| {
+            format!(
+                r#"
+id = "security/x"
+description = "d"
+level = "MUST"
+[requirement]
+quote = "q"
+source = "RFC 9113"
+section = "8.3"
+[topology]
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+[[backend]]
+name = "app"
+[[client]]
+name = "c1"
+{transport}
+[[client.request]]
+target = "/app/x"
+{request}
+[expect]
+"#
+            )
+        };
+        let fields = r#"fields = [[":method", "GET"], [":path", "/app/x"]]"#;
+        let h2c = r#"transport = "h2c""#;
+        let ok = Scenario::parse(&text(h2c, fields), "ok").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.clients[0].transport, Transport::H2c);
+        assert!(ok.speaks_h2c());
+        let plain = Scenario::parse(&text("", ""), "plain").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.clients[0].transport, Transport::Http1);
+        assert!(!plain.speaks_h2c());
+        let bad = [
+            ("", fields.to_string(), "need `transport = \"h2c\"`"),
+            ("", "reset = true".to_string(), "need `transport"),
+            (h2c, "rapid_reset = 10".to_string(), "need `fields`"),
+            (
+                h2c,
+                format!("{fields}\nreset = true\nrapid_reset = 3"),
+                "not both",
+            ),
+            (
+                h2c,
+                format!("{fields}\nheaders = [[\"a\", \"b\"]]"),
+                "no `headers`",
+            ),
+            (
+                h2c,
+                "raw = \"GET / HTTP/1.1\\r\\n\\r\\n\"".to_string(),
+                "HTTP/1.1",
+            ),
+            (h2c, "chunked = 4\nbody = \"abcd\"".to_string(), "HTTP/1.1"),
+        ];
+        for (transport, request, why) in bad {
+            let e = Scenario::parse(&text(transport, &request), "bad").unwrap_err();
+            assert!(e.message.contains(why), "{request}: {e}");
+        }
+        let e = Scenario::parse(&text(r#"transport = "h3""#, ""), "h3").unwrap_err();
+        assert!(e.message.contains("h3"), "{e}");
+    }
+
+    #[test]
     fn requirements_from_repository_files_are_checked_against_them() {
         let doc = "# Title\n\n## 2. Paths\n\n### 2.3 `proxy-fcgi-pathinfo`\n\n- `first-dot` splits\n  at the slash *after* the dot.\n\nThen more text.\n\n### S1. httpoxy\n\n## One worker, one connection\n";
         let req = |section: &str, quote: &str| Requirement {
