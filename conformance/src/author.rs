@@ -10,6 +10,7 @@ use crate::home::Home;
 use crate::report::level_meaning;
 use crate::scenario::{
     BackendExpect, Bounds, ClientConnection, Expect, ParamExpect, RequestExpect, Route, Scenario,
+    Transport,
 };
 use crate::sim::suite::{self, ScenarioFile};
 
@@ -280,11 +281,35 @@ pub fn explain(s: &Scenario) -> String {
         } else {
             format!(", from {}", c.start)
         };
-        let _ = writeln!(o, "  - client {} ({conn}{start}):", c.name);
+        let proto = match c.transport {
+            Transport::Http1 => "",
+            Transport::H2c => ", HTTP/2 with prior knowledge",
+        };
+        let _ = writeln!(o, "  - client {} ({conn}{proto}{start}):", c.name);
         for spec in &c.requests {
-            let mut w = match &spec.raw {
-                Some(raw) => format!("raw bytes {:?}", shorten(raw, 100)),
-                None => format!("{} {}", spec.method, spec.target),
+            let mut w = match (&spec.raw, &spec.fields) {
+                (Some(raw), _) => format!("raw bytes {:?}", shorten(raw, 100)),
+                (None, Some(fields)) => {
+                    let block: Vec<String> =
+                        fields.iter().map(|(n, v)| format!("{n}: {v:?}")).collect();
+                    let mut w = format!(
+                        "HTTP/2 header block [{}] on a connection of its own",
+                        shorten(&block.join(", "), 200)
+                    );
+                    if spec.reset {
+                        w.push_str(
+                            ", the stream reset after its body, then a GET on the same connection",
+                        );
+                    }
+                    if let Some(n) = spec.rapid_reset {
+                        let _ = write!(
+                            w,
+                            ", first {n} streams opened and reset at once, then a GET on the same connection"
+                        );
+                    }
+                    w
+                }
+                (None, None) => format!("{} {}", spec.method, spec.target),
             };
             for (n, v) in &spec.headers {
                 let _ = write!(w, ", {n}: {v}");

@@ -626,8 +626,29 @@ pub struct Client {
     /// The proxy instance the client talks to (0-based, below `topology.proxies`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub proxy: u32,
+    /// The protocol the client speaks: HTTP/1.1 (default) or HTTP/2 with prior knowledge on the
+    /// plain listener (`h2c`).
+    #[serde(default, skip_serializing_if = "Transport::is_http1")]
+    pub transport: Transport,
     #[serde(rename = "request")]
     pub requests: Vec<RequestSpec>,
+}
+
+/// A client's protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Transport {
+    #[default]
+    #[serde(rename = "http/1.1")]
+    Http1,
+    /// HTTP/2 over cleartext TCP, the connection preface sent at once (RFC 9113 3.3).
+    #[serde(rename = "h2c")]
+    H2c,
+}
+
+impl Transport {
+    pub fn is_http1(&self) -> bool {
+        *self == Transport::Http1
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -695,6 +716,22 @@ pub struct RequestSpec {
     /// How long a `raw` exchange waits for more bytes after a complete response (default 500ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet: Option<Dur>,
+    /// `h2c` clients: the exact header block of the request, pseudo-header fields included, in
+    /// this order, names and values byte for byte (HPACK literals, RFC 7541 6.2.2), on an
+    /// HTTP/2 connection of its own; the body (`body`, `body_size`) follows in DATA frames.
+    /// For requests no HTTP/2 library would send. The tag field `x-request-tag` is added last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<(String, String)>>,
+    /// `h2c`, with `fields`: the stream is reset (RST_STREAM, CANCEL) after its header block
+    /// and body, without END_STREAM (an upload abandoned midway), tagged `<label>.reset`; then
+    /// a well-formed GET of `target` on the same connection is the request's answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// `h2c`, with `fields`: first open this many streams with the header block, each reset at
+    /// once (rapid reset, CVE-2023-44487), tagged `<label>.flood`; then a well-formed GET of
+    /// `target` on the same connection is the request's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rapid_reset: Option<u32>,
 }
 
 impl RequestSpec {
@@ -1269,6 +1306,12 @@ impl Scenario {
         out
     }
 
+    /// Whether a client speaks HTTP/2 with prior knowledge, so the proxy's plain listener must
+    /// take it.
+    pub fn speaks_h2c(&self) -> bool {
+        self.clients.iter().any(|c| c.transport == Transport::H2c)
+    }
+
     /// Replaces `${backend}` with that backend's `name:port`, and `${c*N}` runs.
     pub fn expand(&self, text: &str) -> String {
         expand_names(text, self.backends.iter().map(|b| (&b.name, b.authority())))
@@ -1366,6 +1409,35 @@ impl Scenario {
                 }
                 if r.body.is_some() && r.body_size.is_some() {
                     return Err(format!("{what}: give `body` or `body_size`, not both"));
+                }
+                match c.transport {
+                    Transport::Http1 => {
+                        if r.fields.is_some() || r.reset || r.rapid_reset.is_some() {
+                            return Err(format!(
+                                "{what}: `fields`, `reset` and `rapid_reset` need \
+                                 `transport = \"h2c\"`"
+                            ));
+                        }
+                    }
+                    Transport::H2c => {
+                        if r.raw.is_some() || r.chunked.is_some() {
+                            return Err(format!(
+                                "{what}: `raw` and `chunked` are HTTP/1.1; an h2c client's \
+                                 malformed requests are `fields`"
+                            ));
+                        }
+                        if r.fields.is_some() && !r.headers.is_empty() {
+                            return Err(format!(
+                                "{what}: `fields` is the whole header block; no `headers` with it"
+                            ));
+                        }
+                        if (r.reset || r.rapid_reset.is_some()) && r.fields.is_none() {
+                            return Err(format!("{what}: `reset` and `rapid_reset` need `fields`"));
+                        }
+                        if r.reset && r.rapid_reset.is_some() {
+                            return Err(format!("{what}: give `reset` or `rapid_reset`, not both"));
+                        }
+                    }
                 }
             }
         }
@@ -1948,6 +2020,72 @@ raw = "GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n""#;
         }
         let err = Scenario::parse(&text(r#"target = "/app/x""#), "plain").unwrap_err();
         assert!(err.message.contains("need `raw`"), "{err}");
+    }
+
+    #[test]
+    fn http2_requests_need_an_h2c_client_and_fields_for_resets() {
+        let text = |transport: &str, request: &str| {
+            format!(
+                r#"
+id = "security/x"
+description = "d"
+level = "MUST"
+[requirement]
+quote = "q"
+source = "RFC 9113"
+section = "8.3"
+[topology]
+[[topology.route]]
+path = "/app/"
+backend = "app"
+reuse = true
+[[backend]]
+name = "app"
+[[client]]
+name = "c1"
+{transport}
+[[client.request]]
+target = "/app/x"
+{request}
+[expect]
+"#
+            )
+        };
+        let fields = r#"fields = [[":method", "GET"], [":path", "/app/x"]]"#;
+        let h2c = r#"transport = "h2c""#;
+        let ok = Scenario::parse(&text(h2c, fields), "ok").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.clients[0].transport, Transport::H2c);
+        assert!(ok.speaks_h2c());
+        let plain = Scenario::parse(&text("", ""), "plain").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.clients[0].transport, Transport::Http1);
+        assert!(!plain.speaks_h2c());
+        let bad = [
+            ("", fields.to_string(), "need `transport = \"h2c\"`"),
+            ("", "reset = true".to_string(), "need `transport"),
+            (h2c, "rapid_reset = 10".to_string(), "need `fields`"),
+            (
+                h2c,
+                format!("{fields}\nreset = true\nrapid_reset = 3"),
+                "not both",
+            ),
+            (
+                h2c,
+                format!("{fields}\nheaders = [[\"a\", \"b\"]]"),
+                "no `headers`",
+            ),
+            (
+                h2c,
+                "raw = \"GET / HTTP/1.1\\r\\n\\r\\n\"".to_string(),
+                "HTTP/1.1",
+            ),
+            (h2c, "chunked = 4\nbody = \"abcd\"".to_string(), "HTTP/1.1"),
+        ];
+        for (transport, request, why) in bad {
+            let e = Scenario::parse(&text(transport, &request), "bad").unwrap_err();
+            assert!(e.message.contains(why), "{request}: {e}");
+        }
+        let e = Scenario::parse(&text(r#"transport = "h3""#, ""), "h3").unwrap_err();
+        assert!(e.message.contains("h3"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! trace name their instance's host; the proxies' own log lines are all from `proxy`.
 
 pub mod client;
+pub mod h2;
 pub mod net;
 pub mod params;
 pub mod raw;
@@ -200,6 +201,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
         .map(proxy_host)
         .collect();
     let proxy_slots: Vec<ProxySlot> = proxy_hosts.iter().map(|_| ProxySlot::default()).collect();
+    let h2 = s.speaks_h2c();
     for (host, slot) in proxy_hosts.iter().zip(&proxy_slots) {
         let cfg = Arc::new(config.clone());
         let connector = ObservedConnector::for_host(net_stats.clone(), trace.clone(), host);
@@ -216,6 +218,9 @@ fn run_inner(s: &Scenario, seed: u64, trace: &Trace) -> Run {
                 let (stop, stopped) = watch::channel(false);
                 let settings = FrontSettings {
                     date_header: false,
+                    // The plain listener takes HTTP/2 with prior knowledge too (`h2c = true`
+                    // on a `[[listener]]`) when a client speaks it.
+                    h2,
                     ..FrontSettings::from_config(&cfg)
                 };
                 let r = serve(listener, proxy, settings, stopped).await;

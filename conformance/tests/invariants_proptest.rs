@@ -9,7 +9,7 @@ use std::time::Duration;
 use conformance::check;
 use conformance::scenario::{
     Backend, Balancer, Client, ClientConnection, Dur, Expect, Fault, FaultAction, LbMethod, Level,
-    Member, RequestSpec, Requirement, Route, Scenario, SimSettings, Topology,
+    Member, RequestSpec, Requirement, Route, Scenario, SimSettings, Topology, Transport,
 };
 use conformance::sim;
 use proptest::prelude::*;
@@ -329,6 +329,7 @@ fn scenario(sh: &Shape) -> Scenario {
             },
             timeout: Dur(Duration::from_secs(30)),
             proxy: 0,
+            transport: Transport::Http1,
             requests: c
                 .requests
                 .iter()
@@ -351,6 +352,9 @@ fn scenario(sh: &Shape) -> Scenario {
                     half_close: false,
                     trickle: None,
                     quiet: None,
+                    fields: None,
+                    reset: false,
+                    rapid_reset: None,
                 })
                 .collect(),
         })

@@ -16,9 +16,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, timeout_at};
 
+use super::h2 as h2raw;
 use super::raw::{self, RawOutcome};
 use super::trace::Trace;
-use crate::scenario::{ClientConnection, ClientOutcome, PlannedRequest, RequestSpec, Scenario};
+use crate::scenario::{
+    ClientConnection, ClientOutcome, PlannedRequest, RequestSpec, Scenario, Transport,
+};
 
 /// The header that tags every request with its label, so that the request can be found in the
 /// backends' journals (it arrives as the CGI param `HTTP_X_REQUEST_TAG`).
@@ -175,22 +178,82 @@ impl Dial {
         }
     }
 
-    /// A new HTTP/1.1 connection to the proxy.
+    /// An HTTP/2 exchange written frame by frame on a new connection.
+    async fn h2_frames(&self, plan: &h2raw::Plan, deadline: Instant) -> h2raw::Outcome {
+        let failed = |outcome: ClientOutcome, e: String| h2raw::Outcome {
+            timed_out: outcome == ClientOutcome::Timeout,
+            error: Some(e),
+            ..h2raw::Outcome::default()
+        };
+        match self {
+            Dial::Sim { instance, .. } => {
+                let connect = turmoil::net::TcpStream::connect(sim_addr(*instance));
+                match open(deadline, connect).await {
+                    Ok(s) => h2raw::exchange(s, plan, deadline).await,
+                    Err((o, e)) => failed(o, e),
+                }
+            }
+            Dial::Real { addr, .. } => {
+                let connect = tokio::net::TcpStream::connect(*addr);
+                match open(deadline, connect).await {
+                    Ok(s) => h2raw::exchange(s, plan, deadline).await,
+                    Err((o, e)) => failed(o, e),
+                }
+            }
+        }
+    }
+
+    /// A new connection to the proxy speaking `transport`.
     async fn connect(
         &self,
+        transport: Transport,
         deadline: Instant,
-    ) -> Result<SendRequest<ReqBody>, (ClientOutcome, String)> {
+    ) -> Result<Sender, (ClientOutcome, String)> {
         match self {
             Dial::Sim { instance, .. } => {
                 handshake(
+                    transport,
                     deadline,
                     turmoil::net::TcpStream::connect(sim_addr(*instance)),
                 )
                 .await
             }
             Dial::Real { addr, .. } => {
-                handshake(deadline, tokio::net::TcpStream::connect(*addr)).await
+                handshake(transport, deadline, tokio::net::TcpStream::connect(*addr)).await
             }
+        }
+    }
+}
+
+/// A client connection: HTTP/1.1, or HTTP/2 with prior knowledge.
+#[derive(Debug)]
+pub enum Sender {
+    Http1(SendRequest<ReqBody>),
+    H2c(hyper::client::conn::http2::SendRequest<ReqBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::H2c(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::H2c(s) => s.ready().await,
+        }
+    }
+
+    async fn send_request(
+        &mut self,
+        req: hyper::Request<ReqBody>,
+    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::H2c(s) => s.send_request(req).await,
         }
     }
 }
@@ -239,24 +302,44 @@ where
 }
 
 async fn handshake<S, F>(
+    transport: Transport,
     deadline: Instant,
     connect: F,
-) -> Result<SendRequest<ReqBody>, (ClientOutcome, String)>
+) -> Result<Sender, (ClientOutcome, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: std::future::Future<Output = std::io::Result<S>>,
 {
     let stream = open(deadline, connect).await?;
-    let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
-    let (s, conn) = match timeout_at(deadline, hs).await {
-        Err(_) => return Err((ClientOutcome::Timeout, "handshake timed out".into())),
-        Ok(Err(e)) => return Err((ClientOutcome::Error, format!("handshake: {e}"))),
-        Ok(Ok(x)) => x,
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(s)
+    let failed = |e: hyper::Error| (ClientOutcome::Error, format!("handshake: {e}"));
+    let timed_out = || (ClientOutcome::Timeout, "handshake timed out".to_string());
+    match transport {
+        Transport::Http1 => {
+            let hs = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream));
+            let (s, conn) = timeout_at(deadline, hs)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::Http1(s))
+        }
+        Transport::H2c => {
+            let hs = hyper::client::conn::http2::handshake::<_, _, ReqBody>(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(stream),
+            );
+            let (s, conn) = timeout_at(deadline, hs)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::H2c(s))
+        }
+    }
 }
 
 /// What a client host runs.
@@ -268,6 +351,7 @@ pub struct ClientRun {
     /// Scenario time the client starts.
     pub start: Duration,
     pub connection: ClientConnection,
+    pub transport: Transport,
     /// Per request.
     pub timeout: Duration,
     /// (index into the results, request), in sending order.
@@ -298,6 +382,7 @@ pub fn runs(
             dial: dials.get(c.proxy as usize).copied().unwrap_or(dials[0]),
             start: c.start.0,
             connection: c.connection,
+            transport: c.transport,
             timeout: c.timeout.0,
             plan: planned
                 .iter()
@@ -319,6 +404,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         dial,
         start,
         connection,
+        transport,
         timeout,
         plan,
         addresses,
@@ -328,7 +414,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
     let expand =
         |text: &str| crate::scenario::expand_names(text, addresses.iter().map(|(n, a)| (n, a)));
     tokio::time::sleep(start.saturating_sub(dial.now())).await;
-    let mut sender: Option<SendRequest<ReqBody>> = None;
+    let mut sender: Option<Sender> = None;
     for (index, p) in plan {
         if let Some(at) = p.spec.at {
             tokio::time::sleep(at.0.saturating_sub(dial.now())).await;
@@ -338,10 +424,17 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         }
         let deadline = Instant::now() + timeout;
         let sent_at = dial.now();
+        // A header block written field by field says its own method (if any).
+        let method = p
+            .spec
+            .fields
+            .as_ref()
+            .and_then(|f| f.iter().find(|(n, _)| n == ":method"))
+            .map_or_else(|| p.spec.method.clone(), |(_, v)| v.clone());
         let mut result = RequestResult {
             label: p.label.clone(),
             client: name.clone(),
-            method: p.spec.method.clone(),
+            method: method.clone(),
             target: p.spec.target.clone(),
             sent_at,
             head_at: None,
@@ -358,7 +451,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         };
         trace.log(
             &name,
-            &format!("-> {} {} [{}]", p.spec.method, p.spec.target, p.label),
+            &format!("-> {method} {} [{}]", p.spec.target, p.label),
         );
         let mut p = p;
         p.spec.target = expand(&p.spec.target);
@@ -366,8 +459,15 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
             *n = expand(n);
             *v = expand(v);
         }
-        let keep = match &p.spec.raw {
-            Some(text) => {
+        let keep = match (&p.spec.raw, &p.spec.fields) {
+            (_, Some(fields)) => {
+                let plan = h2_plan(&p, fields, &expand);
+                let o = dial.h2_frames(&plan, deadline).await;
+                record_h2(&mut result, o, dial);
+                // The exchange had a connection of its own.
+                true
+            }
+            (Some(text), None) => {
                 let bytes = raw::with_tag(expand(text).as_bytes(), TAG_HEADER, &p.label);
                 let quiet = p.spec.quiet.map_or(RAW_QUIET, |d| d.0);
                 let sending = raw::Sending {
@@ -379,7 +479,7 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
                 // A kept connection is left alone: the raw request had its own.
                 true
             }
-            None => exchange(&mut sender, &p, deadline, dial, &mut result).await,
+            (None, None) => exchange(&mut sender, transport, &p, deadline, dial, &mut result).await,
         };
         result.done_at = dial.now();
         trace.log(&name, &describe(&result));
@@ -395,6 +495,61 @@ pub async fn run(c: ClientRun) -> turmoil::Result {
         }
     }
     Ok(())
+}
+
+/// The frames of an h2c request given as `fields`: the block as written (each name and value
+/// with `${...}` expanded) and the tag last; after a reset or a flood, a well-formed GET of the
+/// target whose answer is the request's.
+fn h2_plan(
+    p: &PlannedRequest,
+    fields: &[(String, String)],
+    expand: &dyn Fn(&str) -> String,
+) -> h2raw::Plan {
+    let mut block: Vec<(Vec<u8>, Vec<u8>)> = fields
+        .iter()
+        .map(|(n, v)| (expand(n).into_bytes(), expand(v).into_bytes()))
+        .collect();
+    let tag = |suffix: &str| format!("{}{suffix}", p.label).into_bytes();
+    let flood = p.spec.rapid_reset.unwrap_or(0);
+    let (own, follow) = if p.spec.reset {
+        (tag(".reset"), true)
+    } else {
+        (tag(""), flood > 0)
+    };
+    block.push((TAG_HEADER.to_ascii_lowercase().into_bytes(), own));
+    let authority = fields
+        .iter()
+        .find(|(n, _)| n == ":authority")
+        .map_or_else(|| "example.com".to_string(), |(_, v)| expand(v));
+    h2raw::Plan {
+        fields: block,
+        body: p.spec.body_bytes(),
+        reset: p.spec.reset,
+        rapid_reset: flood,
+        follow_up: follow.then(|| h2raw::follow_up(&authority, &p.spec.target, &p.label)),
+    }
+}
+
+/// An h2c exchange's outcome as the request's result.
+fn record_h2(r: &mut RequestResult, o: h2raw::Outcome, dial: Dial) {
+    r.closed = o.closed || o.goaway.is_some();
+    r.error = o.why();
+    r.status = o.status;
+    r.headers = o.headers;
+    r.body = o.body;
+    if r.status.is_some() {
+        r.head_at = Some(dial.now());
+        r.responses = r.status.into_iter().collect();
+    }
+    r.outcome = match (o.status, o.complete) {
+        (Some(_), true) => ClientOutcome::Complete,
+        (Some(_), false) => ClientOutcome::Truncated,
+        (None, _) if o.timed_out => ClientOutcome::Timeout,
+        (None, _) => ClientOutcome::Error,
+    };
+    if r.outcome == ClientOutcome::Complete {
+        r.error = None;
+    }
 }
 
 /// How long a raw exchange waits for more after a complete response.
@@ -448,7 +603,8 @@ fn describe(r: &RequestResult) -> String {
 /// Sends one request and reads the response. Returns whether the connection may carry the
 /// next request.
 async fn exchange(
-    sender: &mut Option<SendRequest<ReqBody>>,
+    sender: &mut Option<Sender>,
+    transport: Transport,
     p: &PlannedRequest,
     deadline: Instant,
     dial: Dial,
@@ -470,7 +626,7 @@ async fn exchange(
         }
     }
     if sender.is_none() {
-        match dial.connect(deadline).await {
+        match dial.connect(transport, deadline).await {
             Ok(s) => *sender = Some(s),
             Err((outcome, e)) => return fail(r, outcome, e),
         }
@@ -478,19 +634,33 @@ async fn exchange(
     let Some(s) = sender.as_mut() else {
         return false;
     };
-    let mut req = hyper::Request::builder()
-        .method(p.spec.method.as_str())
-        .uri(p.spec.target.as_str());
-    let has_host = p
+    let host = p
         .spec
         .headers
         .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("host"));
-    if !has_host {
-        req = req.header("Host", "example.com");
-    }
-    for (n, v) in &p.spec.headers {
-        req = req.header(n.as_str(), v.as_str());
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_str());
+    let mut req = hyper::Request::builder().method(p.spec.method.as_str());
+    match transport {
+        Transport::Http1 => {
+            req = req.uri(p.spec.target.as_str());
+            if host.is_none() {
+                req = req.header("Host", "example.com");
+            }
+            for (n, v) in &p.spec.headers {
+                req = req.header(n.as_str(), v.as_str());
+            }
+        }
+        Transport::H2c => {
+            // The Host becomes `:authority` (RFC 9113 8.3.1).
+            let host = host.unwrap_or("example.com");
+            req = req.uri(format!("http://{host}{}", p.spec.target));
+            for (n, v) in &p.spec.headers {
+                if !n.eq_ignore_ascii_case("host") {
+                    req = req.header(n.as_str(), v.as_str());
+                }
+            }
+        }
     }
     req = req.header(TAG_HEADER, p.label.as_str());
     let req = match req.body(ReqBody::new(&p.spec)) {

@@ -122,6 +122,14 @@ pub(super) fn config(
         "Listen {listen}\nServerName example.com\nDocumentRoot {}\n",
         quote(&docroot)
     ));
+    if s.speaks_h2c() {
+        // mod_http2 takes HTTP/2 with prior knowledge on a plain listener (H2Direct is on
+        // for h2c by default).
+        c.push_str(
+            "LoadModule http2_module /usr/lib/apache2/modules/mod_http2.so\n\
+             Protocols h2c http/1.1\n",
+        );
+    }
     for b in &s.topology.balancers {
         c.push_str(&format!("<Proxy \"balancer://{}\">\n", b.name));
         for m in &b.members {

@@ -139,16 +139,22 @@ pub(super) fn config(
     }
     // A path no route maps is not found (Caddy would answer an empty 200).
     routes.push_str("\t\trespond 404\n");
-    let servers = s
-        .topology
-        .header_timeout
-        .map(|t| {
-            format!(
-                "\tservers {{\n\t\ttimeouts {{\n\t\t\tread_header {}ms\n\t\t}}\n\t}}\n",
-                t.0.as_millis()
-            )
-        })
-        .unwrap_or_default();
+    let mut server_opts = String::new();
+    if let Some(t) = s.topology.header_timeout {
+        server_opts.push_str(&format!(
+            "\t\ttimeouts {{\n\t\t\tread_header {}ms\n\t\t}}\n",
+            t.0.as_millis()
+        ));
+    }
+    if s.speaks_h2c() {
+        // HTTP/2 with prior knowledge on the plain listener, besides HTTP/1.1.
+        server_opts.push_str("\t\tprotocols h1 h2c\n");
+    }
+    let servers = if server_opts.is_empty() {
+        String::new()
+    } else {
+        format!("\tservers {{\n{server_opts}\t}}\n")
+    };
     let text = format!(
         "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n{servers}}}\n\
          http://:{port} {{\n\tbind {ip}\n{matchers}\troute {{\n{routes}\t}}\n}}\n",

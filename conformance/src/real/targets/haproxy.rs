@@ -71,7 +71,9 @@ pub(super) fn config(
     if let Some(t) = s.topology.header_timeout {
         c.push_str(&format!("    timeout http-request {}ms\n", t.0.as_millis()));
     }
-    let mut fe = format!("frontend fe\n    bind {listen}\n");
+    // `proto h2`: the bind speaks HTTP/2 with prior knowledge (and HTTP/2 only).
+    let proto = if s.speaks_h2c() { " proto h2" } else { "" };
+    let mut fe = format!("frontend fe\n    bind {listen}{proto}\n");
     let mut bes = String::new();
     for (i, r) in s.topology.routes.iter().enumerate() {
         let up = upstream(s, r)?;

@@ -89,6 +89,12 @@ pub(super) fn config(
         listen.ip(),
         listen.port()
     );
+    if s.speaks_h2c() {
+        // HTTP/2, and HTTP/2 with prior knowledge on a plain listener (h2c).
+        c.push_str(
+            "server.feature-flags = ( \"server.h2proto\" => \"enable\", \"server.h2c\" => \"enable\" )\n",
+        );
+    }
     if let Some(t) = s.topology.header_timeout {
         // lighttpd has only an idle timeout for reading a request, no deadline for the head.
         c.push_str(&format!(

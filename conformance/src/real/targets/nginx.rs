@@ -166,12 +166,15 @@ pub(super) fn config(
         .header_timeout
         .map(|t| format!("  client_header_timeout {}ms;\n", t.0.as_millis()))
         .unwrap_or_default();
+    // nginx before 1.25 has no `http2 on`: the listen parameter makes the plain listener
+    // HTTP/2 with prior knowledge (and HTTP/2 only).
+    let h2 = if s.speaks_h2c() { " http2" } else { "" };
     let text = format!(
         "pid {d}/nginx.pid;\nerror_log stderr notice;\nworker_processes 1;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n{header_timeout}  client_body_temp_path {d}/body;\n  fastcgi_temp_path {d}/fastcgi;\n\
          proxy_temp_path {d}/proxy;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         {upstreams}  server {{\n    listen {listen};\n    server_name example.com;\n    root {docroot};\n{locations}  }}\n}}\n"
+         {upstreams}  server {{\n    listen {listen}{h2};\n    server_name example.com;\n    root {docroot};\n{locations}  }}\n}}\n"
     );
     Ok(Generated::new(
         "nginx.conf",

@@ -15,7 +15,16 @@ pub(super) fn config(
     opts: &RealOptions,
 ) -> Result<Generated, String> {
     let mut cfg = crate::ours::config(s)?;
-    cfg.listen = vec![listen.to_string()];
+    if s.speaks_h2c() {
+        cfg.listen = Vec::new();
+        cfg.listeners = vec![fcgi_proxy::config::tls::Listener {
+            addr: listen.to_string(),
+            tls: None,
+            protocols: Some(vec!["h2c".into(), "http/1.1".into()]),
+        }];
+    } else {
+        cfg.listen = vec![listen.to_string()];
+    }
     let mut text = toml::to_string(&cfg).map_err(|e| format!("config as TOML: {e}"))?;
     for b in &s.backends {
         if let Some(real) = backends.get(&b.name) {
