@@ -202,7 +202,7 @@ impl<'a> ParamsWriter<'a> {
             };
             self.out.extend_from_slice(&h.to_bytes());
         }
-        nv::encode_pair(self.out, n, v);
+        nv::encode_pair_sized(self.out, n, v, len);
     }
 
     /// Closes the record being filled.
