@@ -607,10 +607,11 @@ async fn serve_client<S, C>(
                     activity.in_flight.fetch_add(1, Ordering::Relaxed);
                     let last_request = last_at.load(Ordering::Relaxed);
                     let last = last_request != 0 && n >= last_request;
+                    let closes = asks_to_close(req.headers());
                     if last
                         || !req.body().is_end_stream()
                         || req.version() != Version::HTTP_11
-                        || asks_to_close(req.headers())
+                        || closes
                     {
                         activity.unparkable.store(true, Ordering::Relaxed);
                     }
@@ -621,7 +622,7 @@ async fn serve_client<S, C>(
                         &req,
                         info,
                         n - 1,
-                        !last && !asks_to_close(req.headers()),
+                        !last && !closes,
                         tls.is_some(),
                     );
                     Box::pin(async move {
