@@ -242,14 +242,67 @@ fn ip_string(ip: IpAddr) -> String {
 /// request were a tenth of the proxy's own instructions).
 fn ipv4_string(ip: Ipv4Addr) -> String {
     let mut s = String::with_capacity(15);
-    let mut digits = itoa::Buffer::new();
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        s.push_str(digits.format(octet));
-    }
+    s.push_str(Ipv4Text::new(ip).as_str());
     s
+}
+
+/// A dotted quad on the stack: SERVER_ADDR and REMOTE_ADDR of every request, not allocated.
+struct Ipv4Text {
+    buf: [u8; 15],
+    len: usize,
+}
+
+impl Ipv4Text {
+    fn new(ip: Ipv4Addr) -> Ipv4Text {
+        let mut t = Ipv4Text {
+            buf: [0; 15],
+            len: 0,
+        };
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                t.push(b".");
+            }
+            t.push(digits.format(octet).as_bytes());
+        }
+        t
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn as_str(&self) -> &str {
+        // Digits and dots only.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// [`ip_string`], on the stack for IPv4 (and IPv4-mapped) addresses.
+enum IpText {
+    V4(Ipv4Text),
+    Other(String),
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let v4 = match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        match v4 {
+            Some(v4) => IpText::V4(Ipv4Text::new(v4)),
+            None => IpText::Other(ip_string(ip)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IpText::V4(t) => t.as_str().as_bytes(),
+            IpText::Other(s) => s.as_bytes(),
+        }
+    }
 }
 
 /// A number as the bytes of its decimal form.
@@ -680,7 +733,13 @@ fn server_name_port(
         },
     };
     let port = port.or(configured_port).unwrap_or(default_port);
-    Ok((uri::escape_html(&name), port))
+    // A host parse_host accepted has none of the characters escaped; checked, not assumed.
+    let name = if name.contains(['&', '<', '>', '"']) {
+        uri::escape_html(&name)
+    } else {
+        name
+    };
+    Ok((name, port))
 }
 
 fn max_forwards(method: &str, value: &[u8]) -> Result<Vec<u8>, CgiError> {
@@ -980,9 +1039,9 @@ fn fill_common<'a, V: Vars>(
     env.set_static("SERVER_SIGNATURE", b"");
     env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     env.set_static("SERVER_NAME", server_name.as_bytes());
-    env.set_static("SERVER_ADDR", ip_string(req.local.ip()).as_bytes());
+    env.set_static("SERVER_ADDR", IpText::new(req.local.ip()).as_bytes());
     env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
-    env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
+    env.set_static("REMOTE_ADDR", IpText::new(req.remote.ip()).as_bytes());
     env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
     env.set_static("REQUEST_SCHEME", scheme.as_bytes());
     env.set_static("CONTEXT_PREFIX", c.context_prefix);
@@ -1121,6 +1180,24 @@ mod tests {
     fn ipv4_mapped_addresses_are_written_as_ipv4() {
         let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(ip_string(mapped), "10.0.0.1");
+        assert_eq!(IpText::new(mapped).as_bytes(), b"10.0.0.1");
+    }
+
+    #[test]
+    fn ip_text_is_the_address_as_written() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.168.10.1",
+            "::1",
+            "2001:db8::7",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let want = ip.to_canonical().to_string();
+            assert_eq!(IpText::new(ip).as_bytes(), want.as_bytes());
+            assert_eq!(ip_string(ip), want);
+        }
     }
 
     #[test]
