@@ -201,6 +201,67 @@ pub struct CgiInput<'a> {
     pub process_path: Option<&'a [u8]>,
     /// Filesystem for `proxy-fcgi-pathinfo=full`.
     pub fs: &'a dyn FileProbe,
+    /// The server's variables encoded once ([`FixedParams::new`] of this config and
+    /// `process_path`); `None`: every variable encoded for the request.
+    pub fixed: Option<&'a FixedParams>,
+}
+
+/// CGI variables that are the same for most requests of a server, encoded once: written into
+/// the PARAMS records in one copy instead of pair by pair. A run is used only when the
+/// request's values are exactly its values (checked for every request), so the records are the
+/// same either way.
+#[derive(Debug, Clone)]
+pub struct FixedParams {
+    /// PATH (the process's), SERVER_SIGNATURE, SERVER_SOFTWARE.
+    software: FixedRun,
+    /// DOCUMENT_ROOT, REQUEST_SCHEME (`http`), CONTEXT_PREFIX (empty), CONTEXT_DOCUMENT_ROOT
+    /// (the DocumentRoot), SERVER_ADMIN: a routed request over plain HTTP.
+    site: FixedRun,
+}
+
+impl FixedParams {
+    pub fn new(cfg: &Config, process_path: Option<&[u8]>) -> FixedParams {
+        let root = cfg.document_root.as_bytes();
+        FixedParams {
+            software: FixedRun::new(&[
+                ("PATH", process_path.unwrap_or(DEFAULT_PATH.as_bytes())),
+                ("SERVER_SIGNATURE", b""),
+                ("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes()),
+            ]),
+            site: FixedRun::new(&[
+                ("DOCUMENT_ROOT", root),
+                ("REQUEST_SCHEME", b"http"),
+                ("CONTEXT_PREFIX", b""),
+                ("CONTEXT_DOCUMENT_ROOT", root),
+                ("SERVER_ADMIN", server_admin(cfg).as_bytes()),
+            ]),
+        }
+    }
+}
+
+/// Consecutive variables and their pairs encoded back to back.
+#[derive(Debug, Clone)]
+struct FixedRun {
+    pairs: Vec<(&'static str, Vec<u8>)>,
+    encoded: Vec<u8>,
+}
+
+impl FixedRun {
+    fn new(pairs: &[(&'static str, &[u8])]) -> FixedRun {
+        let mut encoded = Vec::new();
+        for (n, v) in pairs {
+            fastcgi::nv::encode_pair(&mut encoded, n.as_bytes(), v);
+        }
+        FixedRun {
+            pairs: pairs.iter().map(|&(n, v)| (n, v.to_vec())).collect(),
+            encoded,
+        }
+    }
+
+    /// Whether the run's values are `values`, in order.
+    fn holds(&self, values: &[&[u8]]) -> bool {
+        self.pairs.len() == values.len() && self.pairs.iter().zip(values).all(|((_, v), w)| v == w)
+    }
 }
 
 /// What a balancer decided besides the member, for `BALANCER_ROUTE_CHANGED`,
@@ -767,6 +828,12 @@ trait Vars {
     fn set_owned(&mut self, name: String, value: &[u8]);
     /// A variable set before the CGI variables (by SetEnv); only `PATH` is asked for.
     fn get(&self, name: &str) -> Option<&[u8]>;
+    /// The variables of `run`, in order.
+    fn set_run(&mut self, run: &FixedRun) {
+        for (n, v) in &run.pairs {
+            self.set_static(n, v);
+        }
+    }
 }
 
 impl Vars for Env {
@@ -795,6 +862,13 @@ impl Vars for Records<'_, '_> {
     }
     fn get(&self, _: &str) -> Option<&[u8]> {
         None
+    }
+    fn set_run(&mut self, run: &FixedRun) {
+        self.0.encoded_pairs(&run.encoded, |w| {
+            for (n, v) in &run.pairs {
+                w.pair(n.as_bytes(), v);
+            }
+        });
     }
 }
 
@@ -943,6 +1017,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
             context_prefix: b"",
             context_document_root: cfg.document_root.as_bytes(),
             path_translated: None,
+            fixed: input.fixed,
         },
     )?;
     Ok(Filled {
@@ -966,6 +1041,7 @@ struct Common<'a> {
     context_document_root: &'a [u8],
     /// PATH_TRANSLATED when known (handler mode); else DocumentRoot + PATH_INFO.
     path_translated: Option<&'a [u8]>,
+    fixed: Option<&'a FixedParams>,
 }
 
 /// The CGI variables after the request environment, in Apache's order (`ap_add_common_vars`,
@@ -1035,18 +1111,39 @@ fn fill_common<'a, V: Vars>(
         .as_deref()
         .or(c.process_path)
         .unwrap_or(DEFAULT_PATH.as_bytes());
-    env.set_static("PATH", path_var);
-    env.set_static("SERVER_SIGNATURE", b"");
-    env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+    match c
+        .fixed
+        .map(|f| &f.software)
+        .filter(|r| r.holds(&[path_var, b"", SERVER_SOFTWARE.as_bytes()]))
+    {
+        Some(run) => env.set_run(run),
+        None => {
+            env.set_static("PATH", path_var);
+            env.set_static("SERVER_SIGNATURE", b"");
+            env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+        }
+    }
     env.set_static("SERVER_NAME", server_name.as_bytes());
     env.set_static("SERVER_ADDR", IpText::new(req.local.ip()).as_bytes());
     env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
     env.set_static("REMOTE_ADDR", IpText::new(req.remote.ip()).as_bytes());
-    env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("REQUEST_SCHEME", scheme.as_bytes());
-    env.set_static("CONTEXT_PREFIX", c.context_prefix);
-    env.set_static("CONTEXT_DOCUMENT_ROOT", c.context_document_root);
-    env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());
+    let site = [
+        cfg.document_root.as_bytes(),
+        scheme.as_bytes(),
+        c.context_prefix,
+        c.context_document_root,
+        server_admin(cfg).as_bytes(),
+    ];
+    match c.fixed.map(|f| &f.site).filter(|r| r.holds(&site)) {
+        Some(run) => env.set_run(run),
+        None => {
+            env.set_static("DOCUMENT_ROOT", site[0]);
+            env.set_static("REQUEST_SCHEME", site[1]);
+            env.set_static("CONTEXT_PREFIX", site[2]);
+            env.set_static("CONTEXT_DOCUMENT_ROOT", site[3]);
+            env.set_static("SERVER_ADMIN", site[4]);
+        }
+    }
     env.set_static("SCRIPT_FILENAME", c.script_filename.as_bytes());
     env.set_static("REMOTE_PORT", digits.format(req.remote.port()).as_bytes());
 
@@ -1164,6 +1261,7 @@ pub fn encode_handler_params(
             context_prefix: facts.context_prefix,
             context_document_root: facts.context_document_root,
             path_translated: facts.path_translated,
+            fixed: None,
         },
     )?;
     Ok(crate::exchange::encode_preamble(

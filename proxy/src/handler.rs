@@ -423,6 +423,8 @@ struct Host {
     route_access: bool,
     addrs: Vec<VhostAddr>,
     names: Vec<String>,
+    /// The CGI variables its routed requests share, encoded once.
+    fixed: cgi::FixedParams,
 }
 
 /// Workers are shared by URL between the routes of every host, as in Apache; the first
@@ -495,6 +497,8 @@ impl<C: Connector> Proxy<C> {
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         let mut handler_workers: BTreeMap<String, usize> = BTreeMap::new();
         let mut hosts = Vec::with_capacity(1 + config.vhosts.len());
+        let process_path =
+            std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         let servers = std::iter::once((config.clone(), Vec::new(), Vec::new())).chain(
             config.vhosts.iter().map(|v| {
                 (
@@ -540,6 +544,7 @@ impl<C: Connector> Proxy<C> {
                 handler_workers.entry(url.raw.clone()).or_insert(w);
             }
             hosts.push(Host {
+                fixed: cgi::FixedParams::new(&cfg, process_path.as_deref()),
                 config: cfg,
                 router,
                 route_workers,
@@ -579,8 +584,6 @@ impl<C: Connector> Proxy<C> {
         };
         let nofile = crate::admission::open_file_limit().unwrap_or(1024);
         let admission = Admission::new(&config.limits, nofile);
-        let process_path =
-            std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         Ok(Proxy {
             config,
             hosts,
@@ -786,6 +789,7 @@ impl<C: Connector> Proxy<C> {
                 env: &env,
                 process_path: self.process_path.as_deref(),
                 fs,
+                fixed: Some(&host.fixed),
             };
             cgi::encode_params(&input, keep_conn).map_err(|e| {
                 tracing::info!("request refused: {e}");
