@@ -702,7 +702,7 @@ impl<C: Connector> Proxy<C> {
             }
         };
         let status = resp.status().as_u16();
-        self.metrics.request(route, status, member.as_deref());
+        self.metrics.request(route, status, member);
         if let Some((started, method, target)) = access {
             crate::access_log::line(
                 info.peer,
@@ -710,7 +710,7 @@ impl<C: Connector> Proxy<C> {
                 &target,
                 status,
                 started.elapsed(),
-                member.as_deref(),
+                member,
             );
         }
         resp
@@ -720,7 +720,7 @@ impl<C: Connector> Proxy<C> {
         &self,
         req: Request<Incoming>,
         info: ConnInfo,
-    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
             return Err(refused);
         }
@@ -809,7 +809,7 @@ impl<C: Connector> Proxy<C> {
                 Ok((
                     respond(result, &worker.name),
                     route,
-                    Some(worker.name.clone()),
+                    Some(worker.name.as_str()),
                 ))
             }
             Backend::Balancer { index, .. } => {
@@ -864,14 +864,14 @@ impl<C: Connector> Proxy<C> {
                             return Ok((
                                 respond(Err(e), &member.name),
                                 route,
-                                Some(member.name.clone()),
+                                Some(member.name.as_str()),
                             ));
                         }
                         r => {
                             return Ok((
                                 respond(r, &member.name),
                                 route,
-                                Some(member.name.clone()),
+                                Some(member.name.as_str()),
                             ));
                         }
                     }
@@ -932,7 +932,7 @@ impl<C: Connector> Proxy<C> {
         req: Request<Incoming>,
         info: ConnInfo,
         uri: uri::RequestUri,
-    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         let cfg = host.config.clone();
         let path = uri.path.clone();
         let (remote, local) = (
@@ -1017,7 +1017,7 @@ impl<C: Connector> Proxy<C> {
         Ok((
             respond(result, &worker.name),
             None,
-            Some(worker.name.clone()),
+            Some(worker.name.as_str()),
         ))
     }
 }
