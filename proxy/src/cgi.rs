@@ -572,7 +572,16 @@ pub fn canonicalize(
             ));
         }
     };
-    let path = if nocanon {
+    // A path of bytes canon_encode keeps has no `%`: it is its own encoding, and decoding it
+    // for FPM gives it back; neither is made (most request paths are of this kind).
+    let kept = if nocanon || !rel.iter().all(|&c| c == b'/' || uri::canon_keeps(c)) {
+        None
+    } else {
+        core::str::from_utf8(rel).ok()
+    };
+    let path: Cow<'_, str> = if let Some(p) = kept {
+        Cow::Borrowed(p)
+    } else if nocanon {
         // AH10414: a raw control character or space (or '?' when the backend may be FPM)
         // means the encoding was missed.
         if rel
@@ -584,16 +593,18 @@ pub fn canonicalize(
                 "nocanon path contains control characters, spaces or '?'",
             ));
         }
-        String::from_utf8_lossy(rel).into_owned()
+        Cow::Owned(String::from_utf8_lossy(rel).into_owned())
     } else {
-        uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
-            .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?
+        Cow::Owned(
+            uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
+                .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?,
+        )
     };
     let mut filename = String::with_capacity(worker.host.len() + path.len() + 20);
     filename.push_str("proxy:");
     worker.push_canonical_authority(&mut filename);
     filename.push('/');
-    if backend_type == BackendType::Fpm && !nocanon {
+    if backend_type == BackendType::Fpm && !nocanon && kept.is_none() {
         // Deliberately unlike Apache, which sends the path %-encoded: php-fpm opens
         // SCRIPT_FILENAME as it is, so a script named with a space or a non-ASCII character
         // would be "File not found.". The file's name as on disk, unless it would carry a

@@ -418,6 +418,11 @@ pub fn unescape_keep2f(s: &[u8]) -> Vec<u8> {
 
 const CANON_ALLOWED: &[u8] = b"~$-_.+!*'(),;:@&=";
 
+/// Whether [`canon_encode`] keeps `c` as it is (besides `/`).
+pub fn canon_keeps(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || CANON_ALLOWED.contains(&c)
+}
+
 fn push_hex(out: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('%');
@@ -450,7 +455,7 @@ pub fn canon_encode(x: &[u8], keep_encoded_slashes: bool) -> Option<String> {
                 continue;
             }
         }
-        if c.is_ascii_alphanumeric() || CANON_ALLOWED.contains(&c) {
+        if canon_keeps(c) {
             out.push(c as char);
         } else {
             push_hex(&mut out, c);
@@ -793,5 +798,23 @@ mod tests {
     #[test]
     fn html_escape() {
         assert_eq!(escape_html("a&b<c>\"d"), "a&amp;b&lt;c&gt;&quot;d");
+    }
+
+    #[test]
+    fn kept_bytes_are_their_own_encoding_and_decoding() {
+        // cgi::canonicalize relies on it to skip both for such a path.
+        let kept: Vec<u8> = (0..=255u8)
+            .filter(|&c| c == b'/' || canon_keeps(c))
+            .collect();
+        assert!(!kept.contains(&b'%') && !kept.contains(&b'?') && !kept.contains(&b'#'));
+        for keep_2f in [false, true] {
+            assert_eq!(canon_encode(&kept, keep_2f).unwrap().as_bytes(), &kept[..]);
+        }
+        assert_eq!(unescape_keep2f(&kept), kept);
+        for c in 0..=255u8 {
+            if c != b'/' && !canon_keeps(c) {
+                assert_ne!(canon_encode(&[c], false).unwrap().as_bytes(), [c]);
+            }
+        }
     }
 }
