@@ -956,8 +956,8 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         .get(rm.route)
         .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
     // The worker URL and the path canonicalisation encodes.
-    let (worker, backend_path): (&WorkerUrl, Vec<u8>) = match (&rm.backend, &route.target) {
-        (Backend::Worker, Target::Worker(w)) => (w, rm.path.clone()),
+    let (worker, backend_path): (&WorkerUrl, Cow<'_, [u8]>) = match (&rm.backend, &route.target) {
+        (Backend::Worker, Target::Worker(w)) => (w, Cow::Borrowed(&rm.path)),
         (Backend::Balancer { index, .. }, Target::Balancer(_)) => {
             let member = input
                 .member
@@ -988,7 +988,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
             }
             let mut p = member.url.path.as_bytes().to_vec();
             p.extend_from_slice(&rm.path);
-            (&member.url, p)
+            (&member.url, Cow::Owned(p))
         }
         _ => return Err(CgiError::new(500, "route and match disagree")),
     };

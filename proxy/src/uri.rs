@@ -192,7 +192,12 @@ fn split_absolute(target: &str) -> Result<(TargetForm, &str), UriError> {
 /// Normalise then decode an encoded path (steps 2 and 3 of the module doc).
 pub fn decode_and_normalize(raw_path: &str, opts: &UriOptions) -> Result<Vec<u8>, UriError> {
     let normalized = normalize_path(raw_path.as_bytes(), opts.merge_slashes)?;
-    let decoded = unescape_path(&normalized, opts.encoded_slashes)?;
+    // Without a '%' there is nothing to decode (most paths): no second copy.
+    let decoded = if normalized.contains(&b'%') {
+        unescape_path(&normalized, opts.encoded_slashes)?
+    } else {
+        normalized
+    };
     if decoded.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
         return Err(UriError::new(400, "decoded path contains NUL, CR or LF"));
     }
