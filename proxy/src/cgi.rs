@@ -417,6 +417,24 @@ pub fn http2env(name: &str) -> Option<String> {
     Some(s)
 }
 
+/// [`http2env`] written into `buf` when it fits (the usual header name), else allocated.
+fn http2env_in<'b>(name: &str, buf: &'b mut [u8; 64]) -> Option<Cow<'b, [u8]>> {
+    if 5 + name.len() > buf.len() {
+        return http2env(name).map(|s| Cow::Owned(s.into_bytes()));
+    }
+    buf[..5].copy_from_slice(b"HTTP_");
+    for (slot, c) in buf[5..].iter_mut().zip(name.bytes()) {
+        *slot = if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else if c == b'-' {
+            b'_'
+        } else {
+            return None;
+        };
+    }
+    Some(Cow::Borrowed(&buf[..5 + name.len()]))
+}
+
 /// Apache `ap_find_path_info`: the length of the SCRIPT_NAME prefix of `uri` given `path_info`.
 /// Walks back while the bytes agree (a `/` in path_info matches a run of `/` in uri), then
 /// forward to the next `/`.
@@ -839,6 +857,12 @@ trait Vars {
     fn set_owned(&mut self, name: String, value: &[u8]);
     /// A variable set before the CGI variables (by SetEnv); only `PATH` is asked for.
     fn get(&self, name: &str) -> Option<&[u8]>;
+    /// A request header as its `HTTP_` variable ([`http2env`]; none for a name it refuses).
+    fn set_header(&mut self, name: &str, value: &[u8]) {
+        if let Some(n) = http2env(name) {
+            self.set_owned(n, value);
+        }
+    }
     /// The variables of `run`, in order.
     fn set_run(&mut self, run: &FixedRun) {
         for (n, v) in &run.pairs {
@@ -873,6 +897,12 @@ impl Vars for Records<'_, '_> {
     }
     fn get(&self, _: &str) -> Option<&[u8]> {
         None
+    }
+    fn set_header(&mut self, name: &str, value: &[u8]) {
+        let mut buf = [0u8; 64];
+        if let Some(n) = http2env_in(name, &mut buf) {
+            self.0.pair(&n, value);
+        }
     }
     fn set_run(&mut self, run: &FixedRun) {
         self.0.encoded_pairs(&run.encoded, |w| {
@@ -1100,16 +1130,16 @@ fn fill_common<'a, V: Vars>(
         } else if name.eq_ignore_ascii_case("authorization")
             || name.eq_ignore_ascii_case("proxy-authorization")
         {
-            if pass_auth && let Some(n) = http2env(name) {
-                env.set_owned(n, value);
+            if pass_auth {
+                env.set_header(name, value);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
             // The body is passed with a Content-Length; the coding is gone.
         } else if name.eq_ignore_ascii_case("max-forwards") {
             let v = max_forwards(req.method, value)?;
             env.set_static("HTTP_MAX_FORWARDS", &v);
-        } else if let Some(n) = http2env(name) {
-            env.set_owned(n, value);
+        } else {
+            env.set_header(name, value);
         }
     }
     if let (Some(cl), false) = (req.content_length, saw_content_length) {
@@ -1334,6 +1364,33 @@ mod tests {
         assert_eq!(f("", "/x"), "");
         assert_eq!(f("/abc", ""), "/abc");
         assert_eq!(f("/bal/x.php/y", "/sub/x.php/y"), "/bal");
+    }
+
+    #[test]
+    fn http2env_in_is_http2env() {
+        let long = "X-".to_string() + &"a".repeat(57);
+        let longer = long.clone() + "b";
+        for name in [
+            "Host",
+            "user-agent",
+            "X_Under",
+            "Remote.User",
+            "x-é",
+            "",
+            "a-",
+            long.as_str(),
+            longer.as_str(),
+            &"Y".repeat(200),
+            &("Y".repeat(200) + "."),
+        ] {
+            let mut buf = [0u8; 64];
+            let want = http2env(name).map(String::into_bytes);
+            assert_eq!(
+                http2env_in(name, &mut buf).map(Cow::into_owned),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]
