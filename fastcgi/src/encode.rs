@@ -191,6 +191,31 @@ impl<'a> ParamsWriter<'a> {
             );
             return;
         }
+        self.open_record();
+        nv::encode_pair_sized(self.out, n, v, len);
+    }
+
+    /// Pairs encoded beforehand with [`nv::encode_pair`], back to back. When they all fit in
+    /// the record being filled (or in a new one) they are appended in one copy, which is what
+    /// [`ParamsWriter::pair`] would write for each of them; otherwise `one_by_one` writes them
+    /// as separate pairs, so that records still break between pairs.
+    pub fn encoded_pairs(&mut self, encoded: &[u8], one_by_one: impl FnOnce(&mut Self)) {
+        let fits = match self.open {
+            Some(h) => self.out.len() - h - HEADER_LEN + encoded.len() <= self.max,
+            None => encoded.len() <= self.max,
+        };
+        if !fits {
+            one_by_one(self);
+            return;
+        }
+        if encoded.is_empty() {
+            return;
+        }
+        self.open_record();
+        self.out.extend_from_slice(encoded);
+    }
+
+    fn open_record(&mut self) {
         if self.open.is_none() {
             self.open = Some(self.out.len());
             let h = Header {
@@ -202,7 +227,6 @@ impl<'a> ParamsWriter<'a> {
             };
             self.out.extend_from_slice(&h.to_bytes());
         }
-        nv::encode_pair(self.out, n, v);
     }
 
     /// Closes the record being filled.
@@ -296,6 +320,45 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_pairs_write_what_pair_by_pair_writes() {
+        let before: [(&[u8], &[u8]); 2] = [(b"A", b"1"), (b"LONGER_NAME", b"some value")];
+        let run: [(&[u8], &[u8]); 3] = [(b"B", b""), (b"CC", b"22"), (b"DDD", &[b'x'; 130])];
+        let mut encoded = Vec::new();
+        for (n, v) in run {
+            nv::encode_pair(&mut encoded, n, v);
+        }
+        // Record sizes where the run fits after the first pairs, only in a record of its own,
+        // or not at all (then it is split between pairs, as pair by pair).
+        for max in [1, 5, 20, 40, 150, 160, 175, 200, 1000] {
+            for lead in 0..=before.len() {
+                let mut want = Vec::new();
+                let mut w = ParamsWriter::new(&mut want, 1, max);
+                for (n, v) in &before[..lead] {
+                    w.pair(n, v);
+                }
+                for (n, v) in run {
+                    w.pair(n, v);
+                }
+                w.pair(b"Z", b"end");
+                w.finish();
+                let mut got = Vec::new();
+                let mut w = ParamsWriter::new(&mut got, 1, max);
+                for (n, v) in &before[..lead] {
+                    w.pair(n, v);
+                }
+                w.encoded_pairs(&encoded, |w| {
+                    for (n, v) in run {
+                        w.pair(n, v);
+                    }
+                });
+                w.pair(b"Z", b"end");
+                w.finish();
+                assert_eq!(got, want, "max {max}, {lead} pairs before");
+            }
+        }
+    }
 
     #[test]
     fn padding_for_len() {

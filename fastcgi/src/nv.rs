@@ -52,9 +52,21 @@ fn put_len(out: &mut Vec<u8>, len: usize) {
 /// # Panics
 /// If a length exceeds 2^31-1, which no caller can reach with in-memory data of sane size.
 pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.reserve(encoded_len(name, value));
-    put_len(out, name.len());
-    put_len(out, value.len());
+    encode_pair_sized(out, name, value, encoded_len(name, value));
+}
+
+/// [`encode_pair`] with its [`encoded_len`] already known (a PARAMS writer computes it to
+/// place the pair): a request writes some 25 pairs, where the lengths counted twice showed.
+#[inline]
+pub(crate) fn encode_pair_sized(out: &mut Vec<u8>, name: &[u8], value: &[u8], encoded: usize) {
+    out.reserve(encoded);
+    if name.len() <= 127 && value.len() <= 127 {
+        out.push(name.len() as u8);
+        out.push(value.len() as u8);
+    } else {
+        put_len(out, name.len());
+        put_len(out, value.len());
+    }
     out.extend_from_slice(name);
     out.extend_from_slice(value);
 }

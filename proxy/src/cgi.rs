@@ -167,6 +167,67 @@ pub struct CgiInput<'a> {
     pub process_path: Option<&'a [u8]>,
     /// Filesystem for `proxy-fcgi-pathinfo=full`.
     pub fs: &'a dyn Fs,
+    /// The server's variables encoded once ([`FixedParams::new`] of this config and
+    /// `process_path`); `None`: every variable encoded for the request.
+    pub fixed: Option<&'a FixedParams>,
+}
+
+/// CGI variables that are the same for most requests of a server, encoded once: written into
+/// the PARAMS records in one copy instead of pair by pair. A run is used only when the
+/// request's values are exactly its values (checked for every request), so the records are the
+/// same either way.
+#[derive(Debug, Clone)]
+pub struct FixedParams {
+    /// PATH (the process's), SERVER_SIGNATURE, SERVER_SOFTWARE.
+    software: FixedRun,
+    /// DOCUMENT_ROOT, REQUEST_SCHEME (`http`), CONTEXT_PREFIX (empty), CONTEXT_DOCUMENT_ROOT
+    /// (the DocumentRoot), SERVER_ADMIN: a routed request over plain HTTP.
+    site: FixedRun,
+}
+
+impl FixedParams {
+    pub fn new(cfg: &Config, process_path: Option<&[u8]>) -> FixedParams {
+        let root = cfg.document_root.as_bytes();
+        FixedParams {
+            software: FixedRun::new(&[
+                ("PATH", process_path.unwrap_or(DEFAULT_PATH.as_bytes())),
+                ("SERVER_SIGNATURE", b""),
+                ("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes()),
+            ]),
+            site: FixedRun::new(&[
+                ("DOCUMENT_ROOT", root),
+                ("REQUEST_SCHEME", b"http"),
+                ("CONTEXT_PREFIX", b""),
+                ("CONTEXT_DOCUMENT_ROOT", root),
+                ("SERVER_ADMIN", server_admin(cfg).as_bytes()),
+            ]),
+        }
+    }
+}
+
+/// Consecutive variables and their pairs encoded back to back.
+#[derive(Debug, Clone)]
+struct FixedRun {
+    pairs: Vec<(&'static str, Vec<u8>)>,
+    encoded: Vec<u8>,
+}
+
+impl FixedRun {
+    fn new(pairs: &[(&'static str, &[u8])]) -> FixedRun {
+        let mut encoded = Vec::new();
+        for (n, v) in pairs {
+            fastcgi::nv::encode_pair(&mut encoded, n.as_bytes(), v);
+        }
+        FixedRun {
+            pairs: pairs.iter().map(|&(n, v)| (n, v.to_vec())).collect(),
+            encoded,
+        }
+    }
+
+    /// Whether the run's values are `values`, in order.
+    fn holds(&self, values: &[&[u8]]) -> bool {
+        self.pairs.len() == values.len() && self.pairs.iter().zip(values).all(|((_, v), w)| v == w)
+    }
 }
 
 /// What a balancer decided besides the member, for `BALANCER_ROUTE_CHANGED`,
@@ -208,14 +269,67 @@ fn ip_string(ip: IpAddr) -> String {
 /// request were a tenth of the proxy's own instructions).
 fn ipv4_string(ip: Ipv4Addr) -> String {
     let mut s = String::with_capacity(15);
-    let mut digits = itoa::Buffer::new();
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        s.push_str(digits.format(octet));
-    }
+    s.push_str(Ipv4Text::new(ip).as_str());
     s
+}
+
+/// A dotted quad on the stack: SERVER_ADDR and REMOTE_ADDR of every request, not allocated.
+struct Ipv4Text {
+    buf: [u8; 15],
+    len: usize,
+}
+
+impl Ipv4Text {
+    fn new(ip: Ipv4Addr) -> Ipv4Text {
+        let mut t = Ipv4Text {
+            buf: [0; 15],
+            len: 0,
+        };
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                t.push(b".");
+            }
+            t.push(digits.format(octet).as_bytes());
+        }
+        t
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn as_str(&self) -> &str {
+        // Digits and dots only.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// [`ip_string`], on the stack for IPv4 (and IPv4-mapped) addresses.
+enum IpText {
+    V4(Ipv4Text),
+    Other(String),
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let v4 = match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        match v4 {
+            Some(v4) => IpText::V4(Ipv4Text::new(v4)),
+            None => IpText::Other(ip_string(ip)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IpText::V4(t) => t.as_str().as_bytes(),
+            IpText::Other(s) => s.as_bytes(),
+        }
+    }
 }
 
 /// A number as the bytes of its decimal form.
@@ -267,6 +381,24 @@ pub fn http2env(name: &str) -> Option<String> {
         }
     }
     Some(s)
+}
+
+/// [`http2env`] written into `buf` when it fits (the usual header name), else allocated.
+fn http2env_in<'b>(name: &str, buf: &'b mut [u8; 64]) -> Option<Cow<'b, [u8]>> {
+    if 5 + name.len() > buf.len() {
+        return http2env(name).map(|s| Cow::Owned(s.into_bytes()));
+    }
+    buf[..5].copy_from_slice(b"HTTP_");
+    for (slot, c) in buf[5..].iter_mut().zip(name.bytes()) {
+        *slot = if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else if c == b'-' {
+            b'_'
+        } else {
+            return None;
+        };
+    }
+    Some(Cow::Borrowed(&buf[..5 + name.len()]))
 }
 
 /// Apache `ap_find_path_info`: the length of the SCRIPT_NAME prefix of `uri` given `path_info`.
@@ -412,7 +544,16 @@ pub fn canonicalize(
             ));
         }
     };
-    let path = if nocanon {
+    // A path of bytes canon_encode keeps has no `%`: it is its own encoding, and decoding it
+    // for FPM gives it back; neither is made (most request paths are of this kind).
+    let kept = if nocanon || !rel.iter().all(|&c| c == b'/' || uri::canon_keeps(c)) {
+        None
+    } else {
+        core::str::from_utf8(rel).ok()
+    };
+    let path: Cow<'_, str> = if let Some(p) = kept {
+        Cow::Borrowed(p)
+    } else if nocanon {
         // AH10414: a raw control character or space (or '?' when the backend may be FPM)
         // means the encoding was missed.
         if rel
@@ -424,16 +565,18 @@ pub fn canonicalize(
                 "nocanon path contains control characters, spaces or '?'",
             ));
         }
-        String::from_utf8_lossy(rel).into_owned()
+        Cow::Owned(String::from_utf8_lossy(rel).into_owned())
     } else {
-        uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
-            .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?
+        Cow::Owned(
+            uri::canon_encode(rel, slashes == EncodedSlashes::NoDecode)
+                .ok_or_else(|| CgiError::new(400, "invalid %-escape in the backend path"))?,
+        )
     };
     let mut filename = String::with_capacity(worker.host.len() + path.len() + 20);
     filename.push_str("proxy:");
     worker.push_canonical_authority(&mut filename);
     filename.push('/');
-    if backend_type == BackendType::Fpm && !nocanon {
+    if backend_type == BackendType::Fpm && !nocanon && kept.is_none() {
         // Deliberately unlike Apache, which sends the path %-encoded: php-fpm opens
         // SCRIPT_FILENAME as it is, so a script named with a space or a non-ASCII character
         // would be "File not found.". The file's name as on disk, unless it would carry a
@@ -634,7 +777,13 @@ fn server_name_port(
         },
     };
     let port = port.or(configured_port).unwrap_or(default_port);
-    Ok((uri::escape_html(&name), port))
+    // A host parse_host accepted has none of the characters escaped; checked, not assumed.
+    let name = if name.contains(['&', '<', '>', '"']) {
+        uri::escape_html(&name)
+    } else {
+        name
+    };
+    Ok((name, port))
 }
 
 fn max_forwards(method: &str, value: &[u8]) -> Result<Vec<u8>, CgiError> {
@@ -662,6 +811,18 @@ trait Vars {
     fn set_owned(&mut self, name: String, value: &[u8]);
     /// A variable set before the CGI variables (by SetEnv); only `PATH` is asked for.
     fn get(&self, name: &str) -> Option<&[u8]>;
+    /// A request header as its `HTTP_` variable ([`http2env`]; none for a name it refuses).
+    fn set_header(&mut self, name: &str, value: &[u8]) {
+        if let Some(n) = http2env(name) {
+            self.set_owned(n, value);
+        }
+    }
+    /// The variables of `run`, in order.
+    fn set_run(&mut self, run: &FixedRun) {
+        for (n, v) in &run.pairs {
+            self.set_static(n, v);
+        }
+    }
 }
 
 impl Vars for Env {
@@ -690,6 +851,19 @@ impl Vars for Records<'_, '_> {
     }
     fn get(&self, _: &str) -> Option<&[u8]> {
         None
+    }
+    fn set_header(&mut self, name: &str, value: &[u8]) {
+        let mut buf = [0u8; 64];
+        if let Some(n) = http2env_in(name, &mut buf) {
+            self.0.pair(&n, value);
+        }
+    }
+    fn set_run(&mut self, run: &FixedRun) {
+        self.0.encoded_pairs(&run.encoded, |w| {
+            for (n, v) in &run.pairs {
+                w.pair(n.as_bytes(), v);
+            }
+        });
     }
 }
 
@@ -766,8 +940,8 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         .get(rm.route)
         .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
     // The worker URL and the path canonicalisation encodes.
-    let (worker, backend_path): (&WorkerUrl, Vec<u8>) = match (&rm.backend, &route.target) {
-        (Backend::Worker, Target::Worker(w)) => (w, rm.path.clone()),
+    let (worker, backend_path): (&WorkerUrl, Cow<'_, [u8]>) = match (&rm.backend, &route.target) {
+        (Backend::Worker, Target::Worker(w)) => (w, Cow::Borrowed(&rm.path)),
         (Backend::Balancer { index, .. }, Target::Balancer(_)) => {
             let member = input
                 .member
@@ -798,7 +972,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
             }
             let mut p = member.url.path.as_bytes().to_vec();
             p.extend_from_slice(&rm.path);
-            (&member.url, p)
+            (&member.url, Cow::Owned(p))
         }
         _ => return Err(CgiError::new(500, "route and match disagree")),
     };
@@ -838,6 +1012,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
             context_prefix: b"",
             context_document_root: cfg.document_root.as_bytes(),
             path_translated: None,
+            fixed: input.fixed,
         },
     )?;
     Ok(Filled {
@@ -861,6 +1036,7 @@ struct Common<'a> {
     context_document_root: &'a [u8],
     /// PATH_TRANSLATED when known (handler mode); else DocumentRoot + PATH_INFO.
     path_translated: Option<&'a [u8]>,
+    fixed: Option<&'a FixedParams>,
 }
 
 /// The CGI variables after the request environment, in Apache's order (`ap_add_common_vars`,
@@ -908,16 +1084,16 @@ fn fill_common<'a, V: Vars>(
         } else if name.eq_ignore_ascii_case("authorization")
             || name.eq_ignore_ascii_case("proxy-authorization")
         {
-            if pass_auth && let Some(n) = http2env(name) {
-                env.set_owned(n, value);
+            if pass_auth {
+                env.set_header(name, value);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") && req.content_length.is_some() {
             // The body is passed with a Content-Length; the coding is gone.
         } else if name.eq_ignore_ascii_case("max-forwards") {
             let v = max_forwards(req.method, value)?;
             env.set_static("HTTP_MAX_FORWARDS", &v);
-        } else if let Some(n) = http2env(name) {
-            env.set_owned(n, value);
+        } else {
+            env.set_header(name, value);
         }
     }
     if let (Some(cl), false) = (req.content_length, saw_content_length) {
@@ -930,18 +1106,39 @@ fn fill_common<'a, V: Vars>(
         .as_deref()
         .or(c.process_path)
         .unwrap_or(DEFAULT_PATH.as_bytes());
-    env.set_static("PATH", path_var);
-    env.set_static("SERVER_SIGNATURE", b"");
-    env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+    match c
+        .fixed
+        .map(|f| &f.software)
+        .filter(|r| r.holds(&[path_var, b"", SERVER_SOFTWARE.as_bytes()]))
+    {
+        Some(run) => env.set_run(run),
+        None => {
+            env.set_static("PATH", path_var);
+            env.set_static("SERVER_SIGNATURE", b"");
+            env.set_static("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+        }
+    }
     env.set_static("SERVER_NAME", server_name.as_bytes());
-    env.set_static("SERVER_ADDR", ip_string(req.local.ip()).as_bytes());
+    env.set_static("SERVER_ADDR", IpText::new(req.local.ip()).as_bytes());
     env.set_static("SERVER_PORT", digits.format(server_port).as_bytes());
-    env.set_static("REMOTE_ADDR", ip_string(req.remote.ip()).as_bytes());
-    env.set_static("DOCUMENT_ROOT", cfg.document_root.as_bytes());
-    env.set_static("REQUEST_SCHEME", scheme.as_bytes());
-    env.set_static("CONTEXT_PREFIX", c.context_prefix);
-    env.set_static("CONTEXT_DOCUMENT_ROOT", c.context_document_root);
-    env.set_static("SERVER_ADMIN", server_admin(cfg).as_bytes());
+    env.set_static("REMOTE_ADDR", IpText::new(req.remote.ip()).as_bytes());
+    let site = [
+        cfg.document_root.as_bytes(),
+        scheme.as_bytes(),
+        c.context_prefix,
+        c.context_document_root,
+        server_admin(cfg).as_bytes(),
+    ];
+    match c.fixed.map(|f| &f.site).filter(|r| r.holds(&site)) {
+        Some(run) => env.set_run(run),
+        None => {
+            env.set_static("DOCUMENT_ROOT", site[0]);
+            env.set_static("REQUEST_SCHEME", site[1]);
+            env.set_static("CONTEXT_PREFIX", site[2]);
+            env.set_static("CONTEXT_DOCUMENT_ROOT", site[3]);
+            env.set_static("SERVER_ADMIN", site[4]);
+        }
+    }
     env.set_static("SCRIPT_FILENAME", c.script_filename.as_bytes());
     env.set_static("REMOTE_PORT", digits.format(req.remote.port()).as_bytes());
 
@@ -1072,6 +1269,7 @@ pub fn encode_handler_params(
             context_prefix: facts.context_prefix,
             context_document_root: facts.context_document_root,
             path_translated: facts.path_translated,
+            fixed: None,
         },
     )?;
     Ok(crate::exchange::encode_preamble(
@@ -1088,6 +1286,24 @@ mod tests {
     fn ipv4_mapped_addresses_are_written_as_ipv4() {
         let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(ip_string(mapped), "10.0.0.1");
+        assert_eq!(IpText::new(mapped).as_bytes(), b"10.0.0.1");
+    }
+
+    #[test]
+    fn ip_text_is_the_address_as_written() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.168.10.1",
+            "::1",
+            "2001:db8::7",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let want = ip.to_canonical().to_string();
+            assert_eq!(IpText::new(ip).as_bytes(), want.as_bytes());
+            assert_eq!(ip_string(ip), want);
+        }
     }
 
     #[test]
@@ -1115,6 +1331,33 @@ mod tests {
         assert_eq!(f("", "/x"), "");
         assert_eq!(f("/abc", ""), "/abc");
         assert_eq!(f("/bal/x.php/y", "/sub/x.php/y"), "/bal");
+    }
+
+    #[test]
+    fn http2env_in_is_http2env() {
+        let long = "X-".to_string() + &"a".repeat(57);
+        let longer = long.clone() + "b";
+        for name in [
+            "Host",
+            "user-agent",
+            "X_Under",
+            "Remote.User",
+            "x-é",
+            "",
+            "a-",
+            long.as_str(),
+            longer.as_str(),
+            &"Y".repeat(200),
+            &("Y".repeat(200) + "."),
+        ] {
+            let mut buf = [0u8; 64];
+            let want = http2env(name).map(String::into_bytes);
+            assert_eq!(
+                http2env_in(name, &mut buf).map(Cow::into_owned),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -424,6 +424,8 @@ struct Host {
     route_access: bool,
     addrs: Vec<VhostAddr>,
     names: Vec<String>,
+    /// The CGI variables its routed requests share, encoded once.
+    fixed: cgi::FixedParams,
 }
 
 /// Workers are shared by URL between the routes of every host, as in Apache; the first
@@ -496,6 +498,8 @@ impl<C: Connector> Proxy<C> {
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         let mut handler_workers: BTreeMap<String, usize> = BTreeMap::new();
         let mut hosts = Vec::with_capacity(1 + config.vhosts.len());
+        let process_path =
+            std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         let servers = std::iter::once((config.clone(), Vec::new(), Vec::new())).chain(
             config.vhosts.iter().map(|v| {
                 (
@@ -541,6 +545,7 @@ impl<C: Connector> Proxy<C> {
                 handler_workers.entry(url.raw.clone()).or_insert(w);
             }
             hosts.push(Host {
+                fixed: cgi::FixedParams::new(&cfg, process_path.as_deref()),
                 config: cfg,
                 router,
                 route_workers,
@@ -581,8 +586,6 @@ impl<C: Connector> Proxy<C> {
         };
         let nofile = crate::admission::open_file_limit().unwrap_or(1024);
         let admission = Admission::new(&config.limits, nofile);
-        let process_path =
-            std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned().into_bytes());
         Ok(Proxy {
             config,
             hosts,
@@ -719,7 +722,7 @@ impl<C: Connector> Proxy<C> {
             }
         };
         let status = resp.status().as_u16();
-        self.metrics.request(route, status, member.as_deref());
+        self.metrics.request(route, status, member);
         if let Some((started, method, target)) = access {
             crate::access_log::line(
                 info.peer,
@@ -727,7 +730,7 @@ impl<C: Connector> Proxy<C> {
                 &target,
                 status,
                 started.elapsed(),
-                member.as_deref(),
+                member,
             );
         }
         resp
@@ -737,7 +740,7 @@ impl<C: Connector> Proxy<C> {
         &self,
         req: Request<Incoming>,
         info: ConnInfo,
-    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
             return Err(refused);
         }
@@ -807,6 +810,7 @@ impl<C: Connector> Proxy<C> {
                     env: &env,
                     process_path: self.process_path.as_deref(),
                     fs,
+                    fixed: Some(&host.fixed),
                 };
                 cgi::encode_params(&input, keep_conn).map_err(|e| {
                     tracing::info!("request refused: {e}");
@@ -826,7 +830,7 @@ impl<C: Connector> Proxy<C> {
                 Ok((
                     respond(result, &worker.name),
                     route,
-                    Some(worker.name.clone()),
+                    Some(worker.name.as_str()),
                 ))
             }
             Backend::Balancer { index, .. } => {
@@ -881,14 +885,14 @@ impl<C: Connector> Proxy<C> {
                             return Ok((
                                 respond(Err(e), &member.name),
                                 route,
-                                Some(member.name.clone()),
+                                Some(member.name.as_str()),
                             ));
                         }
                         r => {
                             return Ok((
                                 respond(r, &member.name),
                                 route,
-                                Some(member.name.clone()),
+                                Some(member.name.as_str()),
                             ));
                         }
                     }
@@ -949,7 +953,7 @@ impl<C: Connector> Proxy<C> {
         req: Request<Incoming>,
         info: ConnInfo,
         uri: uri::RequestUri,
-    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<String>), StatusCode> {
+    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         let cfg = host.config.clone();
         let path = uri.path.clone();
         let (remote, local) = (
@@ -1034,7 +1038,7 @@ impl<C: Connector> Proxy<C> {
         Ok((
             respond(result, &worker.name),
             None,
-            Some(worker.name.clone()),
+            Some(worker.name.as_str()),
         ))
     }
 }

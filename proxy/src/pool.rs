@@ -298,7 +298,8 @@ pub fn thread_slot() -> usize {
 /// A pool of connections to one backend.
 pub struct Pool<C: Connector> {
     connector: C,
-    addr: BackendAddr,
+    /// Shared: every exchange holds a clone of its pool.
+    addr: Arc<BackendAddr>,
     settings: PoolSettings,
     shared: Arc<Shared<C::Stream>>,
 }
@@ -496,7 +497,7 @@ impl<C: Connector> Pool<C> {
         let cap = settings.max.unwrap_or(settings.default_max);
         Pool {
             connector,
-            addr,
+            addr: Arc::new(addr),
             shared: Arc::new(Shared {
                 idle_ttl: settings.ttl.unwrap_or(DEFAULT_IDLE_TTL),
                 ids: AtomicU64::new(0),

@@ -78,22 +78,23 @@ pub fn find_header_end_from(buf: &[u8], searched: usize) -> Option<(usize, usize
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
-/// Headers that describe the backend hop or the body framing, not the response.
-fn is_dropped(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "upgrade"
-            | "trailer"
-            | "te"
-    )
+/// Headers that describe the backend hop or the body framing, not the response (any case:
+/// checked before a name is made a `HeaderName`, which each of these would be).
+fn is_dropped(name: &[u8]) -> bool {
+    const DROPPED: [&[u8]; 8] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"upgrade",
+        b"trailer",
+        b"te",
+    ];
+    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
 /// Parses the header block (as delimited by [`find_header_end`]).
@@ -104,8 +105,16 @@ pub fn parse(block: &[u8]) -> Result<ResponseHead, HeaderError> {
 /// [`parse`] of a block already in shared bytes: header values are slices of it, not copies.
 pub fn parse_shared(block: bytes::Bytes) -> Result<ResponseHead, HeaderError> {
     let mut status: Option<(StatusCode, Option<String>)> = None;
+    let mut location = false;
     let mut headers = HeaderMap::new();
-    for raw in block.split(|&b| b == b'\n') {
+    for raw in memchr::memchr_iter(b'\n', &block)
+        .chain(std::iter::once(block.len()))
+        .scan(0, |start, end| {
+            let line = &block[*start..end];
+            *start = end + 1;
+            Some(line)
+        })
+    {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.is_empty() {
             continue;
@@ -124,12 +133,13 @@ pub fn parse_shared(block: bytes::Bytes) -> Result<ResponseHead, HeaderError> {
             status = Some(parse_status(value)?);
             continue;
         }
+        if is_dropped(name) {
+            continue;
+        }
         let hname = HeaderName::from_bytes(name).map_err(|_| HeaderError::BadName {
             name: String::from_utf8_lossy(name).into_owned(),
         })?;
-        if is_dropped(&hname) {
-            continue;
-        }
+        location |= hname == http::header::LOCATION;
         let hvalue = HeaderValue::from_maybe_shared(block.slice_ref(value)).map_err(|_| {
             HeaderError::BadValue {
                 name: hname.as_str().to_string(),
@@ -139,7 +149,7 @@ pub fn parse_shared(block: bytes::Bytes) -> Result<ResponseHead, HeaderError> {
     }
     let (status, reason) = match status {
         Some(s) => s,
-        None if headers.contains_key(http::header::LOCATION) => (StatusCode::FOUND, None),
+        None if location => (StatusCode::FOUND, None),
         None => (StatusCode::OK, None),
     };
     Ok(ResponseHead {

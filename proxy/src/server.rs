@@ -514,6 +514,11 @@ async fn serve_client<S, C>(
 {
     let activity = io.activity.clone();
     let Stops { stop, retire } = stops;
+    // While hyper serves, the connection's future is polled several times per request; the
+    // stop and retire futures are polled again only when their channel changed (or not yet),
+    // which these copies of the receivers tell with an atomic load.
+    let mut stop_seen = Seen::new(stop);
+    let mut retire_seen = Seen::new(retire);
     let stop = stopped(stop);
     tokio::pin!(stop);
     let retire = stopped(retire);
@@ -602,10 +607,11 @@ async fn serve_client<S, C>(
                     activity.in_flight.fetch_add(1, Ordering::Relaxed);
                     let last_request = last_at.load(Ordering::Relaxed);
                     let last = last_request != 0 && n >= last_request;
+                    let closes = asks_to_close(req.headers());
                     if last
                         || !req.body().is_end_stream()
                         || req.version() != Version::HTTP_11
-                        || asks_to_close(req.headers())
+                        || closes
                     {
                         activity.unparkable.store(true, Ordering::Relaxed);
                     }
@@ -616,7 +622,7 @@ async fn serve_client<S, C>(
                         &req,
                         info,
                         n - 1,
-                        !last && !asks_to_close(req.headers()),
+                        !last && !closes,
                         tls.is_some(),
                     );
                     Box::pin(async move {
@@ -648,12 +654,12 @@ async fn serve_client<S, C>(
                     if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                         return Poll::Ready(r.map_err(Ended::Hyper));
                     }
-                    if !stopping && stop.as_mut().poll(cx).is_ready() {
+                    if !stopping && stop_seen.poll(stop.as_mut(), cx).is_ready() {
                         stopping = true;
                         Pin::new(&mut conn).graceful_shutdown();
                         continue;
                     }
-                    if !retired && !stopping && retire.as_mut().poll(cx).is_ready() {
+                    if !retired && !stopping && retire_seen.poll(retire.as_mut(), cx).is_ready() {
                         retired = true;
                         retire_now(activity.started.load(Ordering::Relaxed));
                         if activity.in_flight.load(Ordering::Relaxed) > 0 {
@@ -1293,6 +1299,35 @@ pub async fn serve_admin_generations<A: Acceptor, C: Connector>(
 /// Resolves once shutdown is requested (or the controller is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Polls a [`stopped`] future only when it may have become ready: on the first poll (which
+/// registers it for a wake-up), and when its channel has changed since. Polling a watch future
+/// takes its lock; a connection's future is polled several times per request.
+struct Seen {
+    rx: watch::Receiver<bool>,
+    polled: bool,
+}
+
+impl Seen {
+    fn new(rx: &watch::Receiver<bool>) -> Seen {
+        Seen {
+            rx: rx.clone(),
+            polled: false,
+        }
+    }
+
+    fn poll<F: Future<Output = ()>>(&mut self, f: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<()> {
+        // A closed channel (Err) resolves the future too.
+        if self.polled && matches!(self.rx.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        // Marked before the poll: a change after it is seen by the next call (and wakes the
+        // task through the future's registration).
+        self.rx.mark_unchanged();
+        self.polled = true;
+        f.poll(cx)
+    }
 }
 
 impl FrontSettings {

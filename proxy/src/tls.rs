@@ -26,10 +26,39 @@ tokio::task_local! {
 }
 
 /// Runs `f` as a request of a TLS connection (`Some`) or of a plain one.
-pub async fn scope<F: core::future::Future>(tls: Option<Arc<ConnTls>>, f: F) -> F::Output {
+///
+/// Not an `async fn`: that would hold `f` twice (as its argument and inside whichever future
+/// it awaits), doubling the size of every request's future and of the copy that boxes it.
+pub fn scope<F: core::future::Future>(tls: Option<Arc<ConnTls>>, f: F) -> Scoped<F> {
     match tls {
-        Some(t) => CONN_TLS.scope(t, f).await,
-        None => f.await,
+        Some(t) => Scoped::Tls {
+            inner: CONN_TLS.scope(t, f),
+        },
+        None => Scoped::Plain { inner: f },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`scope`] returns.
+    #[project = ScopedProj]
+    #[derive(Debug)]
+    pub enum Scoped<F: core::future::Future> {
+        Tls { #[pin] inner: tokio::task::futures::TaskLocalFuture<Arc<ConnTls>, F> },
+        Plain { #[pin] inner: F },
+    }
+}
+
+impl<F: core::future::Future> core::future::Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        match self.project() {
+            ScopedProj::Tls { inner } => inner.poll(cx),
+            ScopedProj::Plain { inner } => inner.poll(cx),
+        }
     }
 }
 

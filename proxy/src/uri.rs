@@ -192,7 +192,12 @@ fn split_absolute(target: &str) -> Result<(TargetForm, &str), UriError> {
 /// Normalise then decode an encoded path (steps 2 and 3 of the module doc).
 pub fn decode_and_normalize(raw_path: &str, opts: &UriOptions) -> Result<Vec<u8>, UriError> {
     let normalized = normalize_path(raw_path.as_bytes(), opts.merge_slashes)?;
-    let decoded = unescape_path(&normalized, opts.encoded_slashes)?;
+    // Without a '%' there is nothing to decode (most paths): no second copy.
+    let decoded = if normalized.contains(&b'%') {
+        unescape_path(&normalized, opts.encoded_slashes)?
+    } else {
+        normalized
+    };
     if decoded.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
         return Err(UriError::new(400, "decoded path contains NUL, CR or LF"));
     }
@@ -418,6 +423,11 @@ pub fn unescape_keep2f(s: &[u8]) -> Vec<u8> {
 
 const CANON_ALLOWED: &[u8] = b"~$-_.+!*'(),;:@&=";
 
+/// Whether [`canon_encode`] keeps `c` as it is (besides `/`).
+pub fn canon_keeps(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || CANON_ALLOWED.contains(&c)
+}
+
 fn push_hex(out: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('%');
@@ -450,7 +460,7 @@ pub fn canon_encode(x: &[u8], keep_encoded_slashes: bool) -> Option<String> {
                 continue;
             }
         }
-        if c.is_ascii_alphanumeric() || CANON_ALLOWED.contains(&c) {
+        if canon_keeps(c) {
             out.push(c as char);
         } else {
             push_hex(&mut out, c);
@@ -793,5 +803,23 @@ mod tests {
     #[test]
     fn html_escape() {
         assert_eq!(escape_html("a&b<c>\"d"), "a&amp;b&lt;c&gt;&quot;d");
+    }
+
+    #[test]
+    fn kept_bytes_are_their_own_encoding_and_decoding() {
+        // cgi::canonicalize relies on it to skip both for such a path.
+        let kept: Vec<u8> = (0..=255u8)
+            .filter(|&c| c == b'/' || canon_keeps(c))
+            .collect();
+        assert!(!kept.contains(&b'%') && !kept.contains(&b'?') && !kept.contains(&b'#'));
+        for keep_2f in [false, true] {
+            assert_eq!(canon_encode(&kept, keep_2f).unwrap().as_bytes(), &kept[..]);
+        }
+        assert_eq!(unescape_keep2f(&kept), kept);
+        for c in 0..=255u8 {
+            if c != b'/' && !canon_keeps(c) {
+                assert_ne!(canon_encode(&[c], false).unwrap().as_bytes(), [c]);
+            }
+        }
     }
 }

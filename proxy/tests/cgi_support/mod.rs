@@ -136,6 +136,11 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
         Backend::Balancer { index, .. } => Some(&cfg.balancers[*index].members[req.member]),
         Backend::Worker => None,
     };
+    let process_path = req.process_path.as_deref().map(str::as_bytes);
+    // The server's variables encoded once for this process PATH (the runtime's case), and for
+    // another one, which a request must then not take.
+    let fixed = cgi::FixedParams::new(cfg, process_path);
+    let other = cgi::FixedParams::new(cfg, Some(b"/elsewhere"));
     let input = CgiInput {
         config: cfg,
         route_match: &m,
@@ -147,23 +152,26 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
         },
         request: &request,
         env: &env,
-        process_path: req.process_path.as_deref().map(str::as_bytes),
+        process_path,
         fs,
+        fixed: Some(&fixed),
     };
     let built = cgi::build_params(&input);
     // What goes on the wire: the records the runtime sends must carry exactly these params,
     // whichever way they were made (straight into records when no rule is in play).
-    let encoded = cgi::encode_params(&input, true);
-    match (&built, &encoded) {
-        (Ok(params), Ok(records)) => {
-            let want: Vec<(Vec<u8>, Vec<u8>)> = params
-                .iter()
-                .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
-                .collect();
-            assert_eq!(decode_params(records), want, "encoded PARAMS differ");
+    for fixed in [Some(&fixed), Some(&other), None] {
+        let encoded = cgi::encode_params(&CgiInput { fixed, ..input }, true);
+        match (&built, &encoded) {
+            (Ok(params), Ok(records)) => {
+                let want: Vec<(Vec<u8>, Vec<u8>)> = params
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
+                    .collect();
+                assert_eq!(decode_params(records), want, "encoded PARAMS differ");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.status, b.status),
+            _ => panic!("build_params and encode_params disagree: {built:?} / {encoded:?}"),
         }
-        (Err(a), Err(b)) => assert_eq!(a.status, b.status),
-        _ => panic!("build_params and encode_params disagree: {built:?} / {encoded:?}"),
     }
     let params = built.map_err(|e| e.status)?;
     Ok(params
