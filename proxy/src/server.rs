@@ -246,21 +246,27 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
             },
         };
         let settings = settings.clone();
+        // A task's future is allocated (and written) at its full size, which is its largest
+        // variant's: the TLS handshake and the HTTP/2 connection are boxed so that a plain
+        // HTTP/1.1 connection, the common and the idle case, does not carry their size (about
+        // 9 KiB more per idle connection when they were inline).
         tokio::spawn(async move {
             let stream = SendTimeout::new(stream, settings.client_write_timeout);
             match settings.tls.clone() {
                 None if settings.h2 => {
-                    serve_plain_h2c(stream, info, proxy, &builder, &settings, &mut stops, waits)
-                        .await;
+                    Box::pin(serve_plain_h2c(
+                        stream, info, proxy, &builder, &settings, &mut stops, waits,
+                    ))
+                    .await;
                 }
                 None => {
                     let io = Rewind::new(Bytes::new(), stream);
                     serve_client(io, info, proxy, &builder, &mut stops, waits, None).await;
                 }
                 Some(acceptor) => {
-                    serve_tls(
+                    Box::pin(serve_tls(
                         stream, acceptor, info, proxy, &builder, &settings, &mut stops, waits,
-                    )
+                    ))
                     .await;
                 }
             }
