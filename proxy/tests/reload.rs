@@ -152,6 +152,44 @@ async fn start(conf: &Path, pid_file: &Path, log: &Path, front: SocketAddr) -> P
     .expect("proxy starts")
 }
 
+/// A mock backend and the proxy in front of it, started on `config(port, backend, 1)` and
+/// serving generation 1.
+struct Running {
+    _mock: fcgi_mock::MockHandle,
+    backend: SocketAddr,
+    dir: tempfile::TempDir,
+    port: u16,
+    front: SocketAddr,
+    conf: std::path::PathBuf,
+    pid_file: std::path::PathBuf,
+    proxy: Proc,
+}
+
+async fn running(config: impl Fn(u16, SocketAddr, u32) -> String) -> Running {
+    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
+        .await
+        .expect("mock");
+    let backend = mock.socket_addr().expect("tcp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(&conf, config(port, backend, 1)).expect("write");
+    let pid_file = dir.path().join("proxy.pid");
+    let proxy = start(&conf, &pid_file, &dir.path().join("proxy.log"), front).await;
+    wait_for_generation(front, 1).await;
+    Running {
+        _mock: mock,
+        backend,
+        dir,
+        port,
+        front,
+        conf,
+        pid_file,
+        proxy,
+    }
+}
+
 fn reload(pid_file: &Path) {
     let out = std::process::Command::new(support::proxy_bin())
         .arg("reload")
@@ -370,19 +408,16 @@ async fn reload_adds_and_removes_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_kept_alive_connection_serves_one_more_request_after_a_reload() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let conf = dir.path().join("proxy.toml");
-    std::fs::write(&conf, config(port, backend, 1)).expect("write");
-    let pid_file = dir.path().join("proxy.pid");
-    let log = dir.path().join("proxy.log");
-    let proxy = start(&conf, &pid_file, &log, front).await;
-    wait_for_generation(front, 1).await;
+    let Running {
+        _mock: _m,
+        backend,
+        dir: _dir,
+        port,
+        front,
+        conf,
+        pid_file,
+        proxy,
+    } = running(config).await;
 
     let mut old = tokio::net::TcpStream::connect(front)
         .await
@@ -447,23 +482,22 @@ async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
 /// configuration is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_pools_of_unchanged_backends() {
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let conf = dir.path().join("proxy.toml");
     // One serving thread: one pool shard, so every request finds the idle connection.
-    let config = |generation: u32, worker_max: &str| {
-        config(port, backend, generation).replace("workers = 2", "workers = 1") + worker_max
+    let one_thread = |port, backend, generation| {
+        config(port, backend, generation).replace("workers = 2", "workers = 1")
     };
-    std::fs::write(&conf, config(1, "")).expect("write");
-    let pid_file = dir.path().join("proxy.pid");
-    let log = dir.path().join("proxy.log");
-    let proxy = start(&conf, &pid_file, &log, front).await;
-    wait_for_generation(front, 1).await;
+    let Running {
+        _mock: mock,
+        backend,
+        dir: _dir,
+        port,
+        front,
+        conf,
+        pid_file,
+        proxy,
+    } = running(one_thread).await;
+    let config =
+        |generation: u32, worker_max: &str| one_thread(port, backend, generation) + worker_max;
     let reload_to = |generation: u32, worker_max: &'static str| {
         std::fs::write(&conf, config(generation, worker_max)).expect("write");
         let p = pid_file.clone();
