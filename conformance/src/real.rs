@@ -230,6 +230,11 @@ pub fn run(s: &Scenario, target: Target, opts: &RealOptions) -> RealOutcome {
     if let Some(why) = target.cannot_express(original) {
         return RealOutcome::skip(why);
     }
+    if let (Target::External, Some(e)) = (target, &opts.external)
+        && let Err(why) = e.front_for(original)
+    {
+        return RealOutcome::skip(why);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -373,8 +378,9 @@ async fn run_async(
     let mut procs: Vec<(PathBuf, Proc)> = Vec::new();
     match &external {
         Some(e) => {
-            wait_ready(e.proxy, &log).await?;
-            listens.push(e.proxy);
+            let front = e.front_for(s)?;
+            wait_ready(front, &log).await?;
+            listens.push(front);
         }
         None => {
             let addrs: BTreeMap<String, SocketAddr> =

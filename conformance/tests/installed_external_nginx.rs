@@ -22,15 +22,24 @@ impl Nginx {
         bin: &Path,
         dir: &Path,
         listen: SocketAddr,
+        h2c: SocketAddr,
         backend: SocketAddr,
         extra: &str,
     ) -> Nginx {
+        // The same server on a second port for HTTP/2 with prior knowledge (nginx 1.22 speaks
+        // only h2c on a plain `http2` listener).
+        let server = |listen: String| {
+            format!(
+                "  server {{ listen {listen}; root /var/www/html;\n    \
+                 location / {{ include /etc/nginx/fastcgi_params; {extra}\n      \
+                 fastcgi_pass {backend}; }}\n  }}\n"
+            )
+        };
         let conf = format!(
             "pid nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ access_log off;\n  \
-             client_body_temp_path body; fastcgi_temp_path fastcgi;\n  \
-             server {{ listen {listen}; root /var/www/html;\n    \
-             location / {{ include /etc/nginx/fastcgi_params; {extra}\n      \
-             fastcgi_pass {backend}; }}\n  }}\n}}\n"
+             client_body_temp_path body; fastcgi_temp_path fastcgi;\n{}{}}}\n",
+            server(listen.to_string()),
+            server(format!("{h2c} http2")),
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
         let child = Command::new(bin)
@@ -70,8 +79,9 @@ impl Drop for Nginx {
     }
 }
 
-/// `fcgi-conformance run --target external ...` from `cwd`, on three checks: two MUST
-/// (httpoxy) and one COMPAT (Authorization withheld, as Apache does) that nginx fails.
+/// `fcgi-conformance run --target external ...` from `cwd`, on four checks: two MUST
+/// (httpoxy) and one COMPAT (Authorization withheld, as Apache does) that nginx fails, and
+/// httpoxy over h2c, which runs only with `--h2c-url` in `extra`.
 fn run(cwd: &Path, listen: SocketAddr, backend: SocketAddr, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fcgi-conformance"))
         .current_dir(cwd)
@@ -85,9 +95,19 @@ fn run(cwd: &Path, listen: SocketAddr, backend: SocketAddr, extra: &[&str]) -> O
             "cgi/proxy-header-dropped",
             "security/s1-httpoxy-any-case",
             "cgi/authorization-not-passed",
+            "security/h2-httpoxy",
         ])
         .output()
         .expect("run fcgi-conformance")
+}
+
+/// Three free loopback addresses: HTTP/1.1, h2c, the backend.
+fn addrs() -> (SocketAddr, SocketAddr, SocketAddr) {
+    (
+        free_loopback_port().unwrap(),
+        free_loopback_port().unwrap(),
+        free_loopback_port().unwrap(),
+    )
 }
 
 #[test]
@@ -110,13 +130,25 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
         )
     };
 
-    // The stock fastcgi_params: Proxy: becomes HTTP_PROXY, a MUST failure.
-    let (listen, backend) = (free_loopback_port().unwrap(), free_loopback_port().unwrap());
+    // The stock fastcgi_params: Proxy: becomes HTTP_PROXY, a MUST failure. Without --h2c-url
+    // the h2c check is SKIP (nginx's HTTP/1.1 port would not speak it); with it, it fails too.
+    let (listen, h2c, backend) = addrs();
     let ng = dir.path().join("stock");
     std::fs::create_dir_all(&ng).unwrap();
-    let stock = Nginx::start(&nginx, &ng, listen, backend, "");
+    let stock = Nginx::start(&nginx, &ng, listen, h2c, backend, "");
+    let h2c_url = format!("http://{h2c}");
+    let with_h2c = run(&cwd, listen, backend, &["--h2c-url", &h2c_url]);
+    // Last, so that its junit.xml is the one read below.
     let o = run(&cwd, listen, backend, &[]);
     drop(stock);
+    let out = text(&with_h2c);
+    assert_eq!(with_h2c.status.code(), Some(1), "{out}");
+    assert!(out.contains("verdict: FAIL (3 failed: 3 MUST)"), "{out}");
+    assert!(
+        // Failed on what nginx sent over h2c, not for lack of an answer.
+        out.contains("MUST FAIL security/h2-httpoxy on external: c1.1: param HTTP_PROXY="),
+        "{out}"
+    );
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("verdict: FAIL (2 failed: 2 MUST)"), "{out}");
@@ -125,8 +157,11 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
         "{out}"
     );
     let junit = std::fs::read_to_string(cwd.join("report/junit.xml")).expect("junit.xml");
+    assert!(junit.contains("give --h2c-url"), "the SKIP says why: {junit}");
     assert!(
-        junit.contains("<testsuite name=\"external: MUST\" tests=\"2\" failures=\"2\""),
+        junit.contains(
+            "<testsuite name=\"external: MUST\" tests=\"3\" failures=\"2\" skipped=\"1\""
+        ),
         "{junit}"
     );
     assert!(
@@ -137,18 +172,20 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
     );
 
     // httpoxy fixed: only the COMPAT check fails, which passes the run unless --strict.
-    let (listen, backend) = (free_loopback_port().unwrap(), free_loopback_port().unwrap());
+    let (listen, h2c, backend) = addrs();
     let ng = dir.path().join("fixed");
     std::fs::create_dir_all(&ng).unwrap();
     let fixed = Nginx::start(
         &nginx,
         &ng,
         listen,
+        h2c,
         backend,
         "fastcgi_param HTTP_PROXY \"\";",
     );
-    let lax = run(&cwd, listen, backend, &[]);
-    let strict = run(&cwd, listen, backend, &["--strict"]);
+    let h2c_url = format!("http://{h2c}");
+    let lax = run(&cwd, listen, backend, &["--h2c-url", &h2c_url]);
+    let strict = run(&cwd, listen, backend, &["--h2c-url", &h2c_url, "--strict"]);
     drop(fixed);
     let out = text(&lax);
     assert_eq!(lax.status.code(), Some(0), "{out}");

@@ -160,7 +160,9 @@ External proxy (--target external): a proxy you run and configured yourself. Con
 send every request path, unchanged, to the one FastCGI backend at --backend (the suite starts
 its mock backend there, so nothing else may listen on it), with its default settings otherwise,
 e.g. nginx: `location / { include fastcgi_params; fastcgi_pass 127.0.0.1:PORT2; }`. --url is
-where it listens for HTTP (http://HOST:PORT, no path). Scenarios that need more than one
+where it listens for HTTP (http://HOST:PORT, no path); --h2c-url where it accepts HTTP/2 with
+prior knowledge (h2c; the same URL if it takes both there; nginx needs a second `listen PORT
+http2;` server): without it the h2c checks are SKIP. Scenarios that need more than one
 backend, a balancer, regex routes, path-info modes, caps, timeouts, specific reuse settings or
 other settings of the proxy are SKIP with the reason. The checks run one at a time.
 
@@ -223,6 +225,10 @@ pub struct ConformanceArgs {
     /// With --target external: where it listens (http://HOST:PORT)
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// With --target external: where it accepts HTTP/2 with prior knowledge (h2c), http://HOST:PORT
+    /// (may be the --url); without it the checks sent over h2c are SKIP
+    #[arg(long, value_name = "URL")]
+    pub h2c_url: Option<String>,
     /// Also run the scenario files under DIR (ids: their paths below DIR)
     #[arg(long = "scenarios", value_name = "DIR")]
     pub scenarios: Vec<PathBuf>,
@@ -273,6 +279,9 @@ impl ConformanceArgs {
         }
         if let Some(u) = &self.url {
             words.extend(["--url".into(), u.clone()]);
+        }
+        if let Some(u) = &self.h2c_url {
+            words.extend(["--h2c-url".into(), u.clone()]);
         }
         if let Some(m) = &self.markdown {
             words.extend(["--markdown".into(), m.display().to_string()]);
@@ -350,30 +359,44 @@ pub fn cli(home: &Home, args: &ConformanceArgs) -> ExitCode {
         first
     });
     let external = match (targets.contains(&Target::External), url, backend) {
-        (true, Some(u), Some(b)) => match super::External::parse(&u, &b) {
-            Ok(e) => {
-                // Every check would wait for it otherwise.
-                if let Err(err) = std::net::TcpStream::connect_timeout(
-                    &e.proxy,
-                    std::time::Duration::from_secs(2),
-                ) {
-                    eprintln!("nothing accepts connections at {u} ({err}): start the proxy first");
+        (true, Some(u), Some(b)) => {
+            match super::External::parse(&u, &b).and_then(|e| match &args.h2c_url {
+                Some(h) => e.with_h2c(h),
+                None => Ok(e),
+            }) {
+                Ok(e) => {
+                    // Every check would wait for it otherwise.
+                    let fronts = [
+                        (Some(e.proxy), &u),
+                        (e.h2c, args.h2c_url.as_ref().unwrap_or(&u)),
+                    ];
+                    for (addr, given) in fronts {
+                        let Some(addr) = addr else { continue };
+                        if let Err(err) = std::net::TcpStream::connect_timeout(
+                            &addr,
+                            std::time::Duration::from_secs(2),
+                        ) {
+                            eprintln!(
+                                "nothing accepts connections at {given} ({err}): start the proxy first"
+                            );
+                            return ExitCode::from(2);
+                        }
+                    }
+                    Some(e)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
                     return ExitCode::from(2);
                 }
-                Some(e)
             }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
+        }
         (true, _, _) => {
             eprintln!("--target external needs --url and --backend (see --help)");
             return ExitCode::from(2);
         }
-        (false, None, None) => None,
+        (false, None, None) if args.h2c_url.is_none() => None,
         (false, _, _) => {
-            eprintln!("--url and --backend go with --target external");
+            eprintln!("--url, --h2c-url and --backend go with --target external");
             return ExitCode::from(2);
         }
     };

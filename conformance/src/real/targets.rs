@@ -516,6 +516,25 @@ mod tests {
     }
 
     #[test]
+    fn external_sends_h2c_checks_only_where_h2c_was_given() {
+        let e = External::parse("http://127.0.0.1:8080", "127.0.0.1:9001").unwrap();
+        let h1 = scenario("cgi/meta-variables");
+        let h2 = scenario("security/h2-httpoxy");
+        assert_eq!(e.front_for(&h1), Ok(e.proxy));
+        assert!(e.front_for(&h2).unwrap_err().contains("--h2c-url"));
+        let e = e.with_h2c("http://127.0.0.1:8081/").unwrap();
+        assert_eq!(e.front_for(&h1), Ok("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(e.front_for(&h2), Ok("127.0.0.1:8081".parse().unwrap()));
+        assert!(
+            External::parse("http://127.0.0.1:8080", "127.0.0.1:9001")
+                .unwrap()
+                .with_h2c("h2c://127.0.0.1:8081")
+                .unwrap_err()
+                .starts_with("--h2c-url")
+        );
+    }
+
+    #[test]
     fn external_runs_only_what_one_backend_with_its_own_settings_can_show() {
         assert_eq!(
             Target::External.cannot_express(&scenario("cgi/meta-variables")),

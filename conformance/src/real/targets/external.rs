@@ -17,32 +17,66 @@ pub struct External {
     /// The FastCGI backend address the proxy is configured with (`--backend HOST:PORT`); the
     /// runner's mock listens there.
     pub backend: SocketAddr,
+    /// Where the proxy accepts HTTP/2 with prior knowledge (h2c), from `--h2c-url`; may be
+    /// `proxy`. Without it the checks sent over h2c are SKIP: a proxy that was not set up for
+    /// h2c does not fail them.
+    pub h2c: Option<SocketAddr>,
 }
 
 impl External {
     /// From `--url` and `--backend`.
     pub fn parse(url: &str, backend: &str) -> Result<External, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("--url {url:?}: only http://HOST:PORT is supported"))?;
-        let authority = rest.split('/').next().unwrap_or_default();
-        if rest.len() > authority.len() && rest[authority.len()..] != *"/" {
-            return Err(format!(
-                "--url {url:?}: give the proxy's root; the scenarios send their own paths"
-            ));
-        }
-        let with_port = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        let proxy = resolve(&with_port).map_err(|e| format!("--url {url:?}: {e}"))?;
+        let proxy = parse_url("--url", url)?;
         let backend = resolve(backend).map_err(|e| format!("--backend {backend:?}: {e}"))?;
         if backend.port() == 0 {
             return Err("--backend needs a port".into());
         }
-        Ok(External { proxy, backend })
+        Ok(External {
+            proxy,
+            backend,
+            h2c: None,
+        })
     }
+
+    /// With `--h2c-url`: the h2c checks run too, sent there.
+    pub fn with_h2c(self, url: &str) -> Result<External, String> {
+        Ok(External {
+            h2c: Some(parse_url("--h2c-url", url)?),
+            ..self
+        })
+    }
+
+    /// Where the clients of `s` connect: the h2c address for a scenario sent over h2c (every
+    /// client of such a scenario is), else the HTTP/1.1 one.
+    pub fn front_for(&self, s: &Scenario) -> Result<SocketAddr, String> {
+        if !s.speaks_h2c() {
+            return Ok(self.proxy);
+        }
+        self.h2c.ok_or_else(|| NO_H2C.to_string())
+    }
+}
+
+/// Why an h2c check is SKIP without `--h2c-url`.
+pub const NO_H2C: &str = "sent over HTTP/2 with prior knowledge (h2c); give --h2c-url if the \
+    external proxy accepts h2c (nginx: a `listen PORT http2;` server)";
+
+/// `http://HOST:PORT` (a trailing `/` allowed), as given for `flag`.
+fn parse_url(flag: &str, url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{flag} {url:?}: only http://HOST:PORT is supported"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if rest.len() > authority.len() && rest[authority.len()..] != *"/" {
+        return Err(format!(
+            "{flag} {url:?}: give the proxy's root; the scenarios send their own paths"
+        ));
+    }
+    let with_port = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    resolve(&with_port).map_err(|e| format!("{flag} {url:?}: {e}"))
 }
 
 fn resolve(s: &str) -> Result<SocketAddr, String> {
