@@ -157,7 +157,10 @@ fn the_exit_status_follows_the_levels_against_a_users_nginx() {
         "{out}"
     );
     let junit = std::fs::read_to_string(cwd.join("report/junit.xml")).expect("junit.xml");
-    assert!(junit.contains("give --h2c-url"), "the SKIP says why: {junit}");
+    assert!(
+        junit.contains("give --h2c-url"),
+        "the SKIP says why: {junit}"
+    );
     assert!(
         junit.contains(
             "<testsuite name=\"external: MUST\" tests=\"3\" failures=\"2\" skipped=\"1\""

@@ -161,6 +161,19 @@ struct Stops {
     retire: watch::Receiver<bool>,
 }
 
+/// What a client connection's task holds besides its stream: where the connection came from,
+/// what serves it, what ends it, and its slot among `limits.max_connections` and in the
+/// listener's shutdown wait (both freed when this is dropped, with the connection).
+struct Client<C: Connector> {
+    info: ConnInfo,
+    proxy: Arc<Proxy<C>>,
+    builder: Arc<http1::Builder>,
+    stops: Stops,
+    waits: Waits,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _done: tokio::sync::mpsc::Sender<()>,
+}
+
 /// The settings of the listener `key` in `g`, if it still has it.
 fn front_of<C: Connector>(g: &Generation<C>, key: SocketAddr) -> Option<FrontSettings> {
     g.fronts
@@ -229,50 +242,46 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
                 None => retired = true,
             }
         }
-        let proxy = current.proxy.clone();
-        let builder = builder.clone();
-        let mut stops = Stops {
-            stop: shutdown.clone(),
-            retire: current.stop.clone(),
-        };
-        let done = conn_done_tx.clone();
-        let waits = Waits {
-            next: settings.keep_alive_timeout,
-            head: settings.header_read_timeout,
-            last_request: if !settings.keep_alive {
-                1
-            } else {
-                u64::from(settings.max_keep_alive_requests)
-            },
-        };
         let settings = settings.clone();
-        // A task's future is allocated (and written) at its full size, which is its largest
-        // variant's: the TLS handshake and the HTTP/2 connection are boxed so that a plain
-        // HTTP/1.1 connection, the common and the idle case, does not carry their size (about
-        // 9 KiB more per idle connection when they were inline).
-        tokio::spawn(async move {
-            let stream = SendTimeout::new(stream, settings.client_write_timeout);
-            match settings.tls.clone() {
-                None if settings.h2 => {
-                    Box::pin(serve_plain_h2c(
-                        stream, info, proxy, &builder, &settings, &mut stops, waits,
-                    ))
-                    .await;
-                }
-                None => {
-                    let io = Rewind::new(Bytes::new(), stream);
-                    serve_client(io, info, proxy, &builder, &mut stops, waits, None).await;
-                }
-                Some(acceptor) => {
-                    Box::pin(serve_tls(
-                        stream, acceptor, info, proxy, &builder, &settings, &mut stops, waits,
-                    ))
-                    .await;
-                }
+        let client = Client {
+            info,
+            proxy: current.proxy.clone(),
+            builder: builder.clone(),
+            stops: Stops {
+                stop: shutdown.clone(),
+                retire: current.stop.clone(),
+            },
+            waits: Waits {
+                next: settings.keep_alive_timeout,
+                head: settings.header_read_timeout,
+                last_request: if !settings.keep_alive {
+                    1
+                } else {
+                    u64::from(settings.max_keep_alive_requests)
+                },
+            },
+            _slot: slot,
+            _done: conn_done_tx.clone(),
+        };
+        let stream = SendTimeout::new(stream, settings.client_write_timeout);
+        // Each kind of connection is its own task, allocated at its own future's size: a plain
+        // HTTP/1.1 connection (the common and the idle case) does not carry the size of a TLS
+        // handshake or an HTTP/2 connection, nor a wrapper around `serve_client`.
+        match settings.tls.clone() {
+            None if settings.h2 => {
+                tokio::spawn(serve_plain_h2c(stream, client, settings));
             }
-            drop(slot);
-            drop(done);
-        });
+            None => {
+                tokio::spawn(serve_client(
+                    Rewind::new(Bytes::new(), stream),
+                    client,
+                    None,
+                ));
+            }
+            Some(acceptor) => {
+                tokio::spawn(serve_tls(stream, acceptor, client, settings));
+            }
+        }
         if retired {
             break;
         }
@@ -302,6 +311,8 @@ struct Activity {
     /// `bytes_read` when `in_flight` last fell to zero: more since means the next request has
     /// begun to arrive.
     idle_bytes: AtomicU64,
+    /// The request after which the connection closes (0: none); a retirement brings it nearer.
+    last_at: AtomicU64,
     epoch: tokio::time::Instant,
 }
 
@@ -506,112 +517,119 @@ enum Wait {
 /// request head, or shutdown: parked (socket only) until a byte arrives, then hyper until the
 /// connection has been idle (answered, nothing in flight, no new bytes) for [`PARK_AFTER`],
 /// then parked again.
-async fn serve_client<S, C>(
+//
+// Not an `async fn`: its arguments would be kept twice in the future (as arguments and as the
+// body's locals), and a parked connection's memory is this future's size.
+#[allow(clippy::manual_async_fn)]
+fn serve_client<S, C>(
     mut io: Rewind<S>,
-    info: ConnInfo,
-    proxy: Arc<Proxy<C>>,
-    builder: &http1::Builder,
-    stops: &mut Stops,
-    waits: Waits,
+    mut client: Client<C>,
     tls: Option<Arc<crate::tls::ConnTls>>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
-    let activity = io.activity.clone();
-    let Stops { stop, retire } = stops;
-    // While hyper serves, the connection's future is polled several times per request; the
-    // stop and retire futures are polled again only when their channel changed (or not yet),
-    // which these copies of the receivers tell with an atomic load.
-    let mut stop_seen = Seen::new(stop);
-    let mut retire_seen = Seen::new(retire);
-    let stop = stopped(stop);
-    tokio::pin!(stop);
-    let retire = stopped(retire);
-    tokio::pin!(retire);
-    // Retired (see `Stops`): the next request is the last.
-    let mut retired = false;
-    // The request after which the connection closes (0: none); a retirement brings it nearer.
-    let last_at = Arc::new(AtomicU64::new(waits.last_request));
-    let retire_now = |started: u64| {
-        let next = started + 1;
-        let _ = last_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-            (l == 0 || l > next).then_some(next)
-        });
-    };
-    // Where the deadline for a session's first head runs from, if not from the session's start:
-    // the end of the last response, for part of a head hyper had already read when it parked.
-    let mut head_from: Option<tokio::time::Instant> = None;
-    // Parked before and back: from now on, parked only after PARK_AFTER idle.
-    let mut returned = false;
-    loop {
-        if io.pre.is_empty() {
-            // Parked. The deadline for the next request head runs from the end of the last
-            // response (from the accept for the first), as it does under hyper.
-            let idle_for = activity
-                .now_ms()
-                .saturating_sub(activity.idle_since_ms.load(Ordering::Relaxed));
-            let limit = if activity.started.load(Ordering::Relaxed) == 0 {
-                waits.head
-            } else {
-                waits.next
-            };
-            let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
-            let first = tokio::select! {
-                biased;
-                () = stop.as_mut() => Err(true),
-                () = retire.as_mut(), if !retired => Err(false),
-                r = tokio::time::timeout(
-                    remaining,
-                    read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
-                ) => {
-                    Ok(r.ok().and_then(Result::ok).filter(|b| !b.is_empty()))
-                }
-            };
-            let first = match first {
-                Ok(f) => f,
-                // Retired while idle: the next request is answered (on this configuration) and
-                // closes the connection; the keep-alive wait goes on meanwhile.
-                Err(false) => {
-                    retired = true;
-                    retire_now(activity.started.load(Ordering::Relaxed));
-                    continue;
-                }
-                // Stopping (shutdown, or a reload retiring this connection) while idle: a request
-                // already here is still answered (with `Connection: close`); otherwise the
-                // connection is closed gently, so that a request crossing the close meets an
-                // end of stream the client may retry on (RFC 9112 9.3.1), not a reset.
-                Err(true) => {
-                    let now =
-                        read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice);
-                    match tokio::time::timeout(Duration::ZERO, now).await {
-                        Ok(Ok(b)) if !b.is_empty() => Some(b),
-                        Ok(_) => None,
-                        Err(_) => {
-                            linger(io.inner).await;
-                            return;
+    async move {
+        // The whole `client` goes into the future, not only the fields used below: its slot is
+        // held until the connection ends.
+        let client = &mut client;
+        let waits = &client.waits;
+        let (proxy, builder) = (&client.proxy, &*client.builder);
+        let activity = io.activity.clone();
+        let Stops { stop, retire } = &mut client.stops;
+        // Retired (see `Stops`): the next request is the last.
+        let mut retired = false;
+        activity
+            .last_at
+            .store(waits.last_request, Ordering::Relaxed);
+        let retire_now = |started: u64| {
+            let next = started + 1;
+            let _ = activity
+                .last_at
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    (l == 0 || l > next).then_some(next)
+                });
+        };
+        // Where the deadline for a session's first head runs from, if not from the session's start:
+        // the end of the last response, for part of a head hyper had already read when it parked.
+        let mut head_from: Option<tokio::time::Instant> = None;
+        // Parked before and back: from now on, parked only after PARK_AFTER idle.
+        let mut returned = false;
+        loop {
+            if io.pre.is_empty() {
+                // Parked. The deadline for the next request head runs from the end of the last
+                // response (from the accept for the first), as it does under hyper.
+                let idle_for = activity
+                    .now_ms()
+                    .saturating_sub(activity.idle_since_ms.load(Ordering::Relaxed));
+                let limit = if activity.started.load(Ordering::Relaxed) == 0 {
+                    waits.head
+                } else {
+                    waits.next
+                };
+                let remaining = limit.saturating_sub(Duration::from_millis(idle_for));
+                // One end is watched at a time, which keeps a parked connection's task small:
+                // shutdown retires every generation right after stopping (and an older generation
+                // is retired already), so a connection not yet retired hears of a shutdown as a
+                // retirement first, then, retired, of the stop.
+                let first = {
+                    let (end, stopping) = if retired {
+                        (&mut *stop, true)
+                    } else {
+                        (&mut *retire, false)
+                    };
+                    tokio::select! {
+                        biased;
+                        () = stopped(end) => Err(stopping),
+                        r = tokio::time::timeout(
+                            remaining,
+                            read_on_stack::<PARKED_READ, _, _>(&mut io.inner, Bytes::copy_from_slice),
+                        ) => {
+                            Ok(r.ok().and_then(Result::ok).filter(|b| !b.is_empty()))
                         }
                     }
-                }
-            };
-            let Some(first) = first else {
-                return;
-            };
-            io.pre = first;
-        }
-        // The session lives in its own allocation: a parked connection's task keeps only what
-        // the loop above needs, not hyper's connection state (idle connections cost memory
-        // in proportion to the future a connection's task holds).
-        let session = Box::pin(async {
+                };
+                let first = match first {
+                    Ok(f) => f,
+                    // Retired while idle: the next request is answered (on this configuration) and
+                    // closes the connection; the keep-alive wait goes on meanwhile.
+                    Err(false) => {
+                        retired = true;
+                        retire_now(activity.started.load(Ordering::Relaxed));
+                        continue;
+                    }
+                    // Stopping (shutdown, or a reload retiring this connection) while idle: a request
+                    // already here is still answered (with `Connection: close`); otherwise the
+                    // connection is closed gently, so that a request crossing the close meets an
+                    // end of stream the client may retry on (RFC 9112 9.3.1), not a reset. Rare:
+                    // boxed, to keep the parked task small.
+                    Err(true) => match Box::pin(read_now_or_linger(io.inner)).await {
+                        Some((b, inner)) => {
+                            io.inner = inner;
+                            Some(b)
+                        }
+                        None => return,
+                    },
+                };
+                let Some(first) = first else {
+                    return;
+                };
+                io.pre = first;
+            }
+            // The session lives in its own allocation: a parked connection's task keeps only what
+            // the loop above needs, not hyper's connection state (idle connections cost memory
+            // in proportion to the future a connection's task holds).
+            let session = Box::pin(async {
+            let info = client.info;
             let svc = {
                 let proxy = proxy.clone();
                 let activity = activity.clone();
                 let tls = tls.clone();
-                let last_at = last_at.clone();
                 service_fn(move |req: Request<Incoming>| -> Handled {
                     let n = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
                     activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let last_request = last_at.load(Ordering::Relaxed);
+                    let last_request = activity.last_at.load(Ordering::Relaxed);
                     let last = last_request != 0 && n >= last_request;
                     let closes = asks_to_close(req.headers());
                     if last
@@ -650,6 +668,14 @@ async fn serve_client<S, C>(
                 })
             };
             let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+            // While hyper serves, the connection's future is polled several times per request;
+            // the stop and retire futures are polled again only when their channel changed (or
+            // not yet), which these copies of the receivers tell with an atomic load.
+            let (mut stop_seen, mut retire_seen) = (Seen::new(stop), Seen::new(retire));
+            let stop_end = stopped(&mut *stop);
+            tokio::pin!(stop_end);
+            let retire_end = stopped(&mut *retire);
+            tokio::pin!(retire_end);
             let served_before = activity.started.load(Ordering::Relaxed);
             activity.unparkable.store(false, Ordering::Relaxed);
             let (mut parking, mut stopping) = (false, false);
@@ -660,12 +686,12 @@ async fn serve_client<S, C>(
                     if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                         return Poll::Ready(r.map_err(Ended::Hyper));
                     }
-                    if !stopping && stop_seen.poll(stop.as_mut(), cx).is_ready() {
+                    if !stopping && stop_seen.poll(stop_end.as_mut(), cx).is_ready() {
                         stopping = true;
                         Pin::new(&mut conn).graceful_shutdown();
                         continue;
                     }
-                    if !retired && !stopping && retire_seen.poll(retire.as_mut(), cx).is_ready() {
+                    if !retired && !stopping && retire_seen.poll(retire_end.as_mut(), cx).is_ready() {
                         retired = true;
                         retire_now(activity.started.load(Ordering::Relaxed));
                         if activity.in_flight.load(Ordering::Relaxed) > 0 {
@@ -780,12 +806,13 @@ async fn serve_client<S, C>(
             Some((io, head_from))
         })
         .await;
-        let Some((parked, from)) = session else {
-            return;
-        };
-        io = parked;
-        head_from = from;
-        returned = true;
+            let Some((parked, from)) = session else {
+                return;
+            };
+            io = parked;
+            head_from = from;
+            returned = true;
+        }
     }
 }
 
@@ -794,16 +821,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A TLS connection: the handshake (within `tls_handshake_timeout`, or the connection is
 /// dropped and its slot freed), then HTTP/2 if ALPN chose it, else HTTP/1.1.
-#[allow(clippy::too_many_arguments)]
 async fn serve_tls<S, C>(
     stream: S,
     acceptor: crate::tls::Acceptor,
-    info: ConnInfo,
-    proxy: Arc<Proxy<C>>,
-    builder: &http1::Builder,
-    settings: &FrontSettings,
-    stops: &mut Stops,
-    waits: Waits,
+    mut client: Client<C>,
+    settings: FrontSettings,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
@@ -811,17 +833,17 @@ async fn serve_tls<S, C>(
     // A reload does not interrupt a handshake: the connection is retired after it.
     let handshake = tokio::select! {
         biased;
-        _ = stopped(&mut stops.stop) => return,
+        _ = stopped(&mut client.stops.stop) => return,
         r = tokio::time::timeout(settings.tls_handshake_timeout, acceptor.0.accept(stream)) => r,
     };
     let tls = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+            tracing::debug!(peer = %client.info.peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %info.peer, "TLS handshake not complete within {:?}", settings.tls_handshake_timeout);
+            tracing::debug!(peer = %client.info.peer, "TLS handshake not complete within {:?}", settings.tls_handshake_timeout);
             return;
         }
     };
@@ -832,41 +854,24 @@ async fn serve_tls<S, C>(
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let io = Rewind::new(Bytes::new(), tls);
     if h2 {
-        serve_h2(
-            io,
-            info,
-            proxy,
-            settings,
-            &mut stops.retire,
-            waits,
-            Some(facts),
-        )
-        .await;
+        serve_h2(io, client, &settings, Some(facts)).await;
     } else {
-        serve_client(io, info, proxy, builder, stops, waits, Some(facts)).await;
+        serve_client(io, client, Some(facts)).await;
     }
 }
 
 /// A plain connection on a listener that also takes HTTP/2 with prior knowledge (h2c): the
 /// first bytes decide.
-#[allow(clippy::too_many_arguments)]
-async fn serve_plain_h2c<S, C>(
-    mut stream: S,
-    info: ConnInfo,
-    proxy: Arc<Proxy<C>>,
-    builder: &http1::Builder,
-    settings: &FrontSettings,
-    stops: &mut Stops,
-    waits: Waits,
-) where
+async fn serve_plain_h2c<S, C>(mut stream: S, mut client: Client<C>, settings: FrontSettings)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
     let first = tokio::select! {
         biased;
-        _ = stopped(&mut stops.stop) => return,
+        _ = stopped(&mut client.stops.stop) => return,
         r = tokio::time::timeout(
-            waits.head,
+            client.waits.head,
             read_on_stack::<PARKED_READ, _, _>(&mut stream, Bytes::copy_from_slice),
         ) => r.ok().and_then(Result::ok).filter(|b| !b.is_empty()),
     };
@@ -877,9 +882,9 @@ async fn serve_plain_h2c<S, C>(
     let h2 = first[..n] == H2_PREFACE[..n];
     let io = Rewind::new(first, stream);
     if h2 {
-        serve_h2(io, info, proxy, settings, &mut stops.retire, waits, None).await;
+        serve_h2(io, client, &settings, None).await;
     } else {
-        serve_client(io, info, proxy, builder, stops, waits, None).await;
+        serve_client(io, client, None).await;
     }
 }
 
@@ -897,16 +902,15 @@ const H2_CLOSE_GRACE: Duration = Duration::from_secs(5);
 #[allow(clippy::too_many_arguments)]
 async fn serve_h2<S, C>(
     io: Rewind<S>,
-    info: ConnInfo,
-    proxy: Arc<Proxy<C>>,
+    mut client: Client<C>,
     settings: &FrontSettings,
-    shutdown: &mut watch::Receiver<bool>,
-    waits: Waits,
     tls: Option<Arc<crate::tls::ConnTls>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Connector,
 {
+    let (info, waits, proxy) = (client.info, client.waits, client.proxy.clone());
+    let shutdown = &mut client.stops.retire;
     let activity = io.activity.clone();
     let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -1117,6 +1121,20 @@ const LINGER_BYTES: usize = 1 << 20;
 /// most [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread input resets the
 /// connection, and the reset can destroy a response the client has not read yet (a 400 or 431
 /// for a request it is still writing).
+/// A stopping idle connection: bytes that are already there (a request to answer), with the
+/// stream back; else the connection is closed gently ([`linger`]) and `None`.
+async fn read_now_or_linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> Option<(Bytes, S)> {
+    let now = read_on_stack::<PARKED_READ, _, _>(&mut io, Bytes::copy_from_slice);
+    match tokio::time::timeout(Duration::ZERO, now).await {
+        Ok(Ok(b)) if !b.is_empty() => Some((b, io)),
+        Ok(_) => None,
+        Err(_) => {
+            linger(io).await;
+            None
+        }
+    }
+}
+
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     let deadline = tokio::time::Instant::now() + LINGER;
     if tokio::time::timeout_at(deadline, io.shutdown())
@@ -1173,6 +1191,7 @@ impl Activity {
             idle_since_ms: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             idle_bytes: AtomicU64::new(0),
+            last_at: AtomicU64::new(0),
             epoch: tokio::time::Instant::now(),
         })
     }
