@@ -760,7 +760,8 @@ impl<C: Connector> Proxy<C> {
         let m = match host.router.route(&uri) {
             Some(m) => m,
             // ProxyPass first (translate_name), then the filesystem.
-            None if host.files => return self.serve_file(host, req, info, uri).await,
+            // Boxed: its future is large, and inline it would make every request's as large.
+            None if host.files => return Box::pin(self.serve_file(host, req, info, uri)).await,
             None => return Err(StatusCode::NOT_FOUND),
         };
         if host.route_access {
