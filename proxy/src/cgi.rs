@@ -100,8 +100,10 @@ pub struct Request<'a> {
     pub remote: SocketAddr,
     /// Local address of the connection (SERVER_ADDR).
     pub local: SocketAddr,
-    /// `http` (or `https`).
+    /// `http` or `https`.
     pub scheme: &'a str,
+    /// The TLS connection the request came on (HTTPS, SSL_TLS_SNI), if it did.
+    pub tls: Option<&'a crate::tls::ConnTls>,
     /// The request body length as it will be sent on STDIN: `Some` when the request had a
     /// Content-Length or a (buffered) chunked body, `None` for a bodiless request.
     pub content_length: Option<u64>,
@@ -754,12 +756,11 @@ fn server_name_port(
             }
         },
     };
-    let default_port =
-        if req.scheme.eq_ignore_ascii_case("https") || crate::tls::current().is_some() {
-            443
-        } else {
-            80
-        };
+    let default_port = if req.scheme.eq_ignore_ascii_case("https") || req.tls.is_some() {
+        443
+    } else {
+        80
+    };
     let configured_port = configured.as_ref().and_then(|c| c.port);
     let (name, port) = match from_request {
         Some(hp) => (hp.host, hp.port),
@@ -1049,8 +1050,8 @@ fn fill_common<'a, V: Vars>(
 ) -> Result<(Vec<Header<'a>>, String, u16), CgiError> {
     // What mod_ssl's and mod_http2's fixups put in the environment before the handler runs
     // (mod_ssl with `SSLOptions -StdEnvVars`; docs/reference/apache.md, mod_ssl and mod_http2).
-    let tls = crate::tls::current();
-    if let Some(t) = &tls {
+    let tls = req.tls;
+    if let Some(t) = tls {
         env.set_static("HTTPS", b"on");
         if let Some(sni) = &t.sni {
             env.set_static("SSL_TLS_SNI", sni.as_bytes());

@@ -692,7 +692,12 @@ impl<C: Connector> Proxy<C> {
     }
 
     /// Serves one client request. Never fails: errors become error responses.
-    pub async fn handle(&self, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        info: ConnInfo,
+        tls: Option<&crate::tls::ConnTls>,
+    ) -> Response<ProxyBody> {
         // What the access line needs, only if it is written.
         let access = crate::access_log::enabled().then(|| {
             (
@@ -708,7 +713,7 @@ impl<C: Connector> Proxy<C> {
             answers::close_after(&mut r);
             (r, None, None)
         } else {
-            match self.proxy(req, info).await {
+            match self.proxy(req, info, tls).await {
                 Ok(x) => x,
                 Err(status) => {
                     let mut r = answers::error(status);
@@ -740,6 +745,7 @@ impl<C: Connector> Proxy<C> {
         &self,
         req: Request<Incoming>,
         info: ConnInfo,
+        tls: Option<&crate::tls::ConnTls>,
     ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
             return Err(refused);
@@ -761,7 +767,9 @@ impl<C: Connector> Proxy<C> {
             Some(m) => m,
             // ProxyPass first (translate_name), then the filesystem.
             // Boxed: its future is large, and inline it would make every request's as large.
-            None if host.files => return Box::pin(self.serve_file(host, req, info, uri)).await,
+            None if host.files => {
+                return Box::pin(self.serve_file(host, req, info, tls, uri)).await;
+            }
             None => return Err(StatusCode::NOT_FOUND),
         };
         if host.route_access {
@@ -794,7 +802,8 @@ impl<C: Connector> Proxy<C> {
             headers: &headers,
             remote: info.peer,
             local: info.local,
-            scheme: "http",
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             content_length: prepared.content_length,
         };
         let env = cgi::request_env(&host.config, &m, &creq);
@@ -953,6 +962,7 @@ impl<C: Connector> Proxy<C> {
         host: &Host,
         req: Request<Incoming>,
         info: ConnInfo,
+        tls: Option<&crate::tls::ConnTls>,
         uri: uri::RequestUri,
     ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
         let cfg = host.config.clone();
@@ -982,7 +992,9 @@ impl<C: Connector> Proxy<C> {
                     .get(header::HOST)
                     .and_then(|h| uri::parse_host(h.as_bytes()).ok())
                 {
-                    location = format!("http://{}{location}", h.to_header_value());
+                    // The scheme the client used (Apache: the server's, https under mod_ssl).
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    location = format!("{scheme}://{}{location}", h.to_header_value());
                 }
                 let mut r = answers::error(StatusCode::MOVED_PERMANENTLY);
                 let v = http::HeaderValue::from_str(&location)
@@ -1008,7 +1020,8 @@ impl<C: Connector> Proxy<C> {
             headers: &headers,
             remote: info.peer,
             local: info.local,
-            scheme: "http",
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             content_length: prepared.content_length,
         };
         let facts = cgi::HandlerFacts {

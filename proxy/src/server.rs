@@ -409,7 +409,7 @@ fn start_log<B>(
             response_headers: Vec::new(),
             host_port: host.as_ref().and_then(|h| h.port),
             host: host.map(|h| h.host),
-            tls: crate::tls::current().is_some() || tls,
+            tls,
             keepalives,
             // HTTP/1.0 closes unless it asked to be kept alive.
             keeps_open: keeps_open
@@ -650,7 +650,7 @@ where
                         tls.is_some(),
                     );
                     Box::pin(async move {
-                        let mut resp = crate::tls::scope(tls, proxy.handle(req, info)).await;
+                        let mut resp = proxy.handle(req, info, tls.as_deref()).await;
                         if last {
                             // MaxKeepAliveRequests reached (or KeepAlive Off).
                             answers::close_after(&mut resp);
@@ -957,7 +957,7 @@ async fn serve_h2<S, C>(
                     drop(req);
                     answers::error(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
                 } else {
-                    crate::tls::scope(tls, proxy.handle(req, info)).await
+                    proxy.handle(req, info, tls.as_deref()).await
                 };
                 cancelled.disarm();
                 if let Some(l) = &mut log {

@@ -13,58 +13,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::tls::{CertFiles, TlsPlan, TlsVersion};
 
-/// What a request's handler knows of its connection's TLS.
+/// What a request's handler knows of its connection's TLS (set once per connection, after the
+/// handshake, and handed to every request of it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnTls {
     /// The host name the client asked for in its handshake (SNI), lower case.
     pub sni: Option<String>,
-}
-
-tokio::task_local! {
-    /// Set around each request served over TLS (the request path reads it for the CGI params).
-    static CONN_TLS: Arc<ConnTls>;
-}
-
-/// Runs `f` as a request of a TLS connection (`Some`) or of a plain one.
-///
-/// Not an `async fn`: that would hold `f` twice (as its argument and inside whichever future
-/// it awaits), doubling the size of every request's future and of the copy that boxes it.
-pub fn scope<F: core::future::Future>(tls: Option<Arc<ConnTls>>, f: F) -> Scoped<F> {
-    match tls {
-        Some(t) => Scoped::Tls {
-            inner: CONN_TLS.scope(t, f),
-        },
-        None => Scoped::Plain { inner: f },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future [`scope`] returns.
-    #[project = ScopedProj]
-    #[derive(Debug)]
-    pub enum Scoped<F: core::future::Future> {
-        Tls { #[pin] inner: tokio::task::futures::TaskLocalFuture<Arc<ConnTls>, F> },
-        Plain { #[pin] inner: F },
-    }
-}
-
-impl<F: core::future::Future> core::future::Future for Scoped<F> {
-    type Output = F::Output;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        match self.project() {
-            ScopedProj::Tls { inner } => inner.poll(cx),
-            ScopedProj::Plain { inner } => inner.poll(cx),
-        }
-    }
-}
-
-/// The TLS of the connection of the request being served, if it came over TLS.
-pub fn current() -> Option<Arc<ConnTls>> {
-    CONN_TLS.try_with(Arc::clone).ok()
 }
 
 /// ring, not aws-lc-rs: it builds with the C compiler alone. Its provider is deprecated only for

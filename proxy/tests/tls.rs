@@ -366,6 +366,72 @@ target = "fcgi://{backend}/"
     blocking(move || drop(proxy)).await;
 }
 
+/// A directory asked for without its slash over HTTPS is redirected to an `https://` URL (the
+/// scheme the client used, as Apache under mod_ssl); over plain HTTP to an `http://` one.
+#[tokio::test]
+async fn directory_redirect_keeps_the_scheme() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    std::fs::create_dir_all(dir.path().join("www/docs")).expect("docs dir");
+    std::fs::write(dir.path().join("www/docs/index.html"), "hi").expect("index");
+    let (tls_port, plain_port) = (support::free_port(), support::free_port());
+    let d = dir.path().display();
+    let conf = format!(
+        r#"
+[[listener]]
+addr = "127.0.0.1:{tls_port}"
+tls = {{ cert = "{d}/a.crt", key = "{d}/a.key", chain = "{d}/chain.crt" }}
+
+[[listener]]
+addr = "127.0.0.1:{plain_port}"
+
+[[site]]
+root = "{d}/www"
+"#
+    );
+    let conf_path = dir.path().join("proxy.toml");
+    std::fs::write(&conf_path, conf).expect("write config");
+    let front: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
+    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("proxy starts");
+    async fn location<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        io: &mut S,
+        host: &str,
+    ) -> String {
+        let req = format!("GET /docs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        io.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(WAIT, io.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        assert!(text.starts_with("HTTP/1.1 301"), "{text}");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .unwrap_or_else(|| panic!("no Location: {text}"))
+            .to_owned()
+    }
+    let cfg = client_config(&pki, &[&rustls::version::TLS13], &[b"http/1.1"]);
+    let mut s = connect_tls(front, "a.test", cfg).await.expect("a.test");
+    let host = format!("a.test:{tls_port}");
+    assert_eq!(
+        location(&mut s, &host).await,
+        format!("https://{host}/docs/")
+    );
+    let mut tcp = TcpStream::connect(("127.0.0.1", plain_port))
+        .await
+        .expect("plain");
+    let host = format!("a.test:{plain_port}");
+    assert_eq!(
+        location(&mut tcp, &host).await,
+        format!("http://{host}/docs/")
+    );
+    blocking(move || drop(proxy)).await;
+}
+
 /// Apache with mod_ssl and mod_http2, and `fcgi-proxy --apache`, read the same file: two
 /// TLS virtual hosts on one port. Each request (HTTP/1.1 and HTTP/2, each SNI name, no SNI)
 /// goes through each in turn, on the same port, to the same backend; the params each sent

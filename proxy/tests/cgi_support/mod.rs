@@ -129,6 +129,7 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
         remote: req.remote,
         local: req.local,
         scheme: "http",
+        tls: None,
         content_length: req.content_length,
     };
     let env = cgi::request_env(cfg, &m, &request);
