@@ -15,13 +15,16 @@ use support::Signal;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn get(front: SocketAddr, path: &str) -> String {
+    send(
+        front,
+        &format!("GET {path} HTTP/1.1\r\nHost: log.test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn send(front: SocketAddr, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(front).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: log.test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    s.write_all(request.as_bytes()).expect("write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -68,11 +71,16 @@ fn messages_go_to_the_error_log_from_its_level() {
     let stderr = dir.path().join("proxy.err");
     let mut proxy = support::start_proxy_toml(&conf, &stderr, front).expect("proxy");
 
+    // An HTTP/1.1 request without Host is refused with an `info` message, below `warn`.
+    let refused = send(
+        front,
+        "GET /app/a.php HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
     let answer = get(front, "/app/a.php");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     let text = wait_for_line(&log, "backend unreachable");
-    // `info` messages are below `warn`.
-    assert!(!text.contains(" INFO "), "{text}");
+    assert!(!text.contains("request refused"), "{text}");
     // The access line is not an error message: stderr, not the error log.
     let err = wait_for_line(&stderr, "/app/a.php");
     assert!(!err.contains("backend unreachable"), "{err}");
