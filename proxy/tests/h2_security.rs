@@ -22,27 +22,12 @@ const GOAWAY: u8 = 7;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let n = payload.len();
-    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
+use testkit::h2::frame;
 
 /// A header block of literal fields without indexing (RFC 7541 6.2.2), names and values as
-/// given (short ones only).
+/// given.
 fn block(fields: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (n, v) in fields {
-        assert!(n.len() < 127 && v.len() < 127);
-        b.push(0);
-        b.push(n.len() as u8);
-        b.extend_from_slice(n.as_bytes());
-        b.push(v.len() as u8);
-        b.extend_from_slice(v);
-    }
-    b
+    testkit::h2::literal_block(fields.iter().map(|(n, v)| (n.as_bytes(), *v)))
 }
 
 /// Header fields in the order they are sent.

@@ -4,7 +4,9 @@
 //! [`http1`]: HTTP/1.x responses parsed from the raw bytes a connection delivered (status,
 //! headers, and a body framed by Content-Length, chunked coding or the end of the connection),
 //! for the clients that send what no HTTP library would and must read back exactly what came.
+//! [`h2`]: HTTP/2 frames and HPACK literal header blocks written byte by byte.
 
+pub mod h2;
 pub mod http1;
 
 /// The names of the files directly in `dir`, sorted. Panics naming `dir` if it cannot be read:
