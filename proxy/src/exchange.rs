@@ -519,7 +519,12 @@ async fn read_response<R: AsyncRead + Unpin>(
     // A fresh connection waits for its first byte: `accept` is when silence means the backend
     // had no worker for it, which the pool hears about while the wait goes on.
     let mut awaiting_first = watch.first_byte;
+    // No data for `io_timeout` ends the exchange. The deadline moves with every read, but the
+    // timer is one for the whole exchange, set again only when it fires before the deadline
+    // (registering a timer for each read cost more than the read's own bookkeeping).
     let mut deadline = tokio::time::Instant::now() + opts.io_timeout;
+    let silence = tokio::time::sleep_until(deadline);
+    tokio::pin!(silence);
     loop {
         let read = tokio::select! {
             biased;
@@ -530,7 +535,14 @@ async fn read_response<R: AsyncRead + Unpin>(
                     ProxyError::new(ErrorKind::ClientBody, "client went away; backend request aborted"),
                 ));
             }
-            r = tokio::time::timeout_at(deadline, read_into(r, client)) => r,
+            r = read_into(r, client) => Some(r),
+            () = silence.as_mut() => {
+                if silence.deadline() < deadline {
+                    silence.as_mut().reset(deadline);
+                    continue;
+                }
+                None
+            }
             () = sleep_until_some(accept) => {
                 accept = None;
                 signal(Signal::Overdue);
@@ -538,22 +550,22 @@ async fn read_response<R: AsyncRead + Unpin>(
             }
         };
         deadline = tokio::time::Instant::now() + opts.io_timeout;
-        if awaiting_first && matches!(read, Ok(Ok(n)) if n > 0) {
+        if awaiting_first && matches!(read, Some(Ok(n)) if n > 0) {
             awaiting_first = false;
             accept = None;
             signal(Signal::FirstByte);
         }
         let err = match read {
-            Ok(Ok(0)) => Some(ProxyError::new(
+            Some(Ok(0)) => Some(ProxyError::new(
                 ErrorKind::BackendClosed,
                 "backend closed the connection before FCGI_END_REQUEST",
             )),
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(ProxyError::new(
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(ProxyError::new(
                 ErrorKind::BackendClosed,
                 format!("read from backend: {e}"),
             )),
-            Err(_) => Some(ProxyError::new(
+            None => Some(ProxyError::new(
                 ErrorKind::ResponseTimeout,
                 format!("no data from backend for {:?}", opts.io_timeout),
             )),

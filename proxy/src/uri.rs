@@ -539,14 +539,14 @@ impl HostPort {
 /// refused). Anything else → 400.
 pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
     let bad = || UriError::new(400, "invalid Host");
-    let s = core::str::from_utf8(value).map_err(|_| bad())?;
-    let s = s.trim_matches(|c| c == ' ' || c == '\t');
-    if s.is_empty() {
+    let v = value.trim_ascii_start_matches_ws();
+    if v.is_empty() {
         return Err(bad());
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']').ok_or_else(bad)?;
-        let lit = &rest[..end];
+    if v[0] == b'[' {
+        let s = core::str::from_utf8(&v[1..]).map_err(|_| bad())?;
+        let end = s.find(']').ok_or_else(bad)?;
+        let lit = &s[..end];
         if lit.is_empty()
             || !lit
                 .bytes()
@@ -554,42 +554,75 @@ pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
         {
             return Err(bad());
         }
-        let after = &rest[end + 1..];
+        let after = &s[end + 1..];
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
+            Some(p) => Some(parse_port(p.as_bytes()).ok_or_else(bad)?),
             None if after.is_empty() => None,
             None => return Err(bad()),
         };
-        (format!("[{}]", lit.to_ascii_lowercase()), port)
+        return Ok(HostPort {
+            host: format!("[{}]", lit.to_ascii_lowercase()),
+            port,
+        });
+    }
+    // A name or an IPv4 address: letters, digits, '-', '_' and single dots, one pass (this
+    // runs for every request).
+    let (h, port) = match v.iter().rposition(|&b| b == b':') {
+        Some(i) => (&v[..i], Some(parse_port(&v[i + 1..]).ok_or_else(bad)?)),
+        None => (v, None),
+    };
+    if h.is_empty() {
+        return Err(bad());
+    }
+    let mut last_dot = false;
+    for &b in h {
+        match b {
+            b'.' if last_dot => return Err(bad()),
+            b'.' => last_dot = true,
+            b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => last_dot = false,
+            _ => return Err(bad()),
+        }
+    }
+    let h = if h.len() > 1 && last_dot {
+        &h[..h.len() - 1]
     } else {
-        let (h, p) = match s.rfind(':') {
-            Some(i) => (&s[..i], Some(&s[i + 1..])),
-            None => (s, None),
-        };
-        if h.is_empty()
-            || h.contains("..")
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        {
-            return Err(bad());
-        }
-        let mut h = h.to_ascii_lowercase();
-        if h.len() > 1 && h.ends_with('.') {
-            h.pop();
-        }
-        (h, p)
+        h
     };
-    let port = match port {
-        None => None,
-        Some(p) => {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(bad)?)
-        }
-    };
+    // ASCII only, checked above.
+    let host = String::from_utf8(h.to_ascii_lowercase()).map_err(|_| bad())?;
     Ok(HostPort { host, port })
+}
+
+/// Spaces and tabs around a field value, as Host is read.
+trait TrimWs {
+    fn trim_ascii_start_matches_ws(&self) -> &[u8];
+}
+
+impl TrimWs for [u8] {
+    fn trim_ascii_start_matches_ws(&self) -> &[u8] {
+        let ws = |b: &u8| *b == b' ' || *b == b'\t';
+        let start = self.iter().position(|b| !ws(b)).unwrap_or(self.len());
+        let end = self.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
+        &self[start..end.max(start)]
+    }
+}
+
+/// A port: decimal digits (leading zeros allowed), 1 to 65535.
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for &b in p {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(b - b'0');
+        if n > u32::from(u16::MAX) {
+            return None;
+        }
+    }
+    u16::try_from(n).ok().filter(|n| *n > 0)
 }
 
 #[cfg(test)]
