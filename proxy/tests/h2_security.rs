@@ -13,16 +13,9 @@ use support::Proc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 1;
-const DATA: u8 = 0;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 1;
-const END_HEADERS: u8 = 4;
-
-use testkit::h2::frame;
+use testkit::h2::{
+    DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PREFACE, RST_STREAM, SETTINGS, frame,
+};
 
 /// A header block of literal fields without indexing (RFC 7541 6.2.2), names and values as
 /// given.
@@ -315,12 +308,8 @@ async fn nginx_refuses_the_same_h2_requests() {
     let Some(nginx) = programs::require_program("nginx", "nginx") else {
         return;
     };
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
+    let f = support::Fixture::new(Script::default()).await;
+    let (mock, backend, port, front, dir) = (&f.mock, f.backend, f.port, f.front, &f.dir);
     let d = dir.path().display();
     let conf = format!(
         "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -332,7 +321,6 @@ async fn nginx_refuses_the_same_h2_requests() {
     );
     let c = dir.path().join("nginx.conf");
     std::fs::write(&c, conf).expect("write config");
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut cmd = std::process::Command::new(&nginx);
     cmd.arg("-c").arg(&c).arg("-p").arg(dir.path());
     let log = dir.path().join("nginx.out");
@@ -343,7 +331,7 @@ async fn nginx_refuses_the_same_h2_requests() {
     .await
     .expect("blocking")
     .expect("nginx starts");
-    let results = try_malformed(front, &mock, "nginx").await;
+    let results = try_malformed(front, mock, "nginx").await;
     let lenient = [
         "connection-specific field",
         "transfer-encoding",

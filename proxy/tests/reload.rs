@@ -155,35 +155,21 @@ async fn start(conf: &Path, pid_file: &Path, log: &Path, front: SocketAddr) -> P
 /// A mock backend and the proxy in front of it, started on `config(port, backend, 1)` and
 /// serving generation 1.
 struct Running {
-    _mock: fcgi_mock::MockHandle,
-    backend: SocketAddr,
-    dir: tempfile::TempDir,
-    port: u16,
-    front: SocketAddr,
+    f: support::Fixture,
     conf: std::path::PathBuf,
     pid_file: std::path::PathBuf,
     proxy: Proc,
 }
 
 async fn running(config: impl Fn(u16, SocketAddr, u32) -> String) -> Running {
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let conf = dir.path().join("proxy.toml");
-    std::fs::write(&conf, config(port, backend, 1)).expect("write");
-    let pid_file = dir.path().join("proxy.pid");
-    let proxy = start(&conf, &pid_file, &dir.path().join("proxy.log"), front).await;
-    wait_for_generation(front, 1).await;
+    let f = support::Fixture::new(Script::default()).await;
+    let conf = f.path("proxy.toml");
+    std::fs::write(&conf, config(f.port, f.backend, 1)).expect("write");
+    let pid_file = f.path("proxy.pid");
+    let proxy = start(&conf, &pid_file, &f.path("proxy.log"), f.front).await;
+    wait_for_generation(f.front, 1).await;
     Running {
-        _mock: mock,
-        backend,
-        dir,
-        port,
-        front,
+        f,
         conf,
         pid_file,
         proxy,
@@ -260,17 +246,12 @@ body = [{ data = "part-one;" }, { data = "part-two", delay_ms = 1500 }]
 "#,
     )
     .expect("script");
-    let mock = MockServer::bind_tcp("127.0.0.1:0", script)
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let conf = dir.path().join("proxy.toml");
+    let f = support::Fixture::new(script).await;
+    let (backend, port, front) = (f.backend, f.port, f.front);
+    let conf = f.path("proxy.toml");
     std::fs::write(&conf, config(port, backend, 0)).expect("write");
-    let pid_file = dir.path().join("proxy.pid");
-    let log = dir.path().join("proxy.log");
+    let pid_file = f.path("proxy.pid");
+    let log = f.path("proxy.log");
     let mut proxy = start(&conf, &pid_file, &log, front).await;
     let deadline = Instant::now() + WAIT;
     while !pid_file.exists() {
@@ -409,15 +390,12 @@ async fn reload_adds_and_removes_listeners() {
 async fn idle_kept_alive_connection_serves_one_more_request_after_a_reload() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Running {
-        _mock: _m,
-        backend,
-        dir: _dir,
-        port,
-        front,
+        f,
         conf,
         pid_file,
         proxy,
     } = running(config).await;
+    let (backend, port, front) = (f.backend, f.port, f.front);
 
     let mut old = tokio::net::TcpStream::connect(front)
         .await
@@ -487,15 +465,12 @@ async fn a_reload_keeps_the_pools_of_unchanged_backends() {
         config(port, backend, generation).replace("workers = 2", "workers = 1")
     };
     let Running {
-        _mock: mock,
-        backend,
-        dir: _dir,
-        port,
-        front,
+        f,
         conf,
         pid_file,
         proxy,
     } = running(one_thread).await;
+    let (mock, backend, port, front) = (&f.mock, f.backend, f.port, f.front);
     let config =
         |generation: u32, worker_max: &str| one_thread(port, backend, generation) + worker_max;
     let reload_to = |generation: u32, worker_max: &'static str| {

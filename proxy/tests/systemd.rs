@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use fcgi_mock::{MockServer, Script};
+use fcgi_mock::Script;
 use support::{Proc, Signal};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -37,13 +37,8 @@ async fn socket_activation_and_notifications() {
     let Some(activate) = programs::require_program("systemd-socket-activate", "systemd") else {
         return;
     };
-    let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
-        .await
-        .expect("mock");
-    let backend = mock.socket_addr().expect("tcp");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let f = support::Fixture::new(Script::default()).await;
+    let (backend, port, front, dir) = (f.backend, f.port, f.front, &f.dir);
     let conf = dir.path().join("proxy.toml");
     std::fs::write(
         &conf,

@@ -176,6 +176,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
+/// The proxy on `conf` (written to `dir/proxy.toml`), ready on `front`.
+async fn start_proxy(dir: &Path, conf: String, front: SocketAddr) -> Proc {
+    let c = dir.join("proxy.toml");
+    std::fs::write(&c, conf).expect("write config");
+    let l = dir.join("proxy.log");
+    blocking(move || support::start_proxy_toml(&c, &l, front))
+        .await
+        .expect("proxy starts")
+}
+
 /// TOML `[[listener]]`s: a TLS one (a chain in its own file, an SNI certificate) and a plain
 /// one taking h2c; what each kind of client gets and what the backend is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,13 +222,8 @@ path = "/app/"
 target = "fcgi://{backend}/srv/"
 "#
     );
-    let conf_path = dir.path().join("proxy.toml");
-    std::fs::write(&conf_path, conf).expect("write config");
     let front: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
-    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
-    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
-        .await
-        .expect("proxy starts");
+    let proxy = start_proxy(dir.path(), conf, front).await;
 
     let both = [&rustls::version::TLS13, &rustls::version::TLS12];
     // TLS 1.3, http/1.1 by ALPN, the default certificate (whose chain comes from `chain`).
@@ -325,13 +330,8 @@ path = "/app/"
 target = "fcgi://{backend}/"
 "#
     );
-    let conf_path = dir.path().join("proxy.toml");
-    std::fs::write(&conf_path, conf).expect("write config");
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
-    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
-        .await
-        .expect("proxy starts");
+    let proxy = start_proxy(dir.path(), conf, front).await;
     // Give the readiness probe's connection time to be dropped.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -389,13 +389,8 @@ addr = "127.0.0.1:{plain_port}"
 root = "{d}/www"
 "#
     );
-    let conf_path = dir.path().join("proxy.toml");
-    std::fs::write(&conf_path, conf).expect("write config");
     let front: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
-    let (c, l) = (conf_path.clone(), dir.path().join("proxy.log"));
-    let proxy: Proc = blocking(move || support::start_proxy_toml(&c, &l, front))
-        .await
-        .expect("proxy starts");
+    let proxy = start_proxy(dir.path(), conf, front).await;
     async fn location<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         io: &mut S,
         host: &str,

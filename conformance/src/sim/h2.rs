@@ -14,17 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
 /// The client connection preface (RFC 9113 3.4).
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const WINDOW_UPDATE: u8 = 0x8;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
+pub use testkit::h2::PREFACE;
+use testkit::h2::{
+    ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PING, RST_STREAM, SETTINGS,
+    WINDOW_UPDATE,
+};
 /// RST_STREAM error code CANCEL (RFC 9113 7).
 const CANCEL: u32 = 0x8;
 /// The largest frame payload a peer must accept before its SETTINGS say more (RFC 9113 4.2).
@@ -47,7 +41,12 @@ fn headers_frames(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
     ));
     while let Some(c) = chunks.next() {
         let end = chunks.peek().is_none();
-        out.extend(frame(0x9, if end { END_HEADERS } else { 0 }, stream, c));
+        out.extend(frame(
+            CONTINUATION,
+            if end { END_HEADERS } else { 0 },
+            stream,
+            c,
+        ));
     }
     out
 }
@@ -283,7 +282,10 @@ mod tests {
         let f = headers_frames(1, &big, true);
         // HEADERS without END_HEADERS, then a CONTINUATION with it.
         assert_eq!(f[3..5], [HEADERS, END_STREAM]);
-        assert_eq!(f[9 + MAX_FRAME + 3..9 + MAX_FRAME + 5], [0x9, END_HEADERS]);
+        assert_eq!(
+            f[9 + MAX_FRAME + 3..9 + MAX_FRAME + 5],
+            [CONTINUATION, END_HEADERS]
+        );
         let d = data_frames(1, b"abc", false);
         assert_eq!(d[4], 0);
         assert!(data_frames(1, b"", true).is_empty());

@@ -27,6 +27,40 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopped process may take to exit before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What most proxy tests start from: a mock FastCGI backend, a temporary directory and a free
+/// loopback address for the proxy to listen on.
+pub struct Fixture {
+    pub mock: fcgi_mock::MockHandle,
+    pub backend: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub front: SocketAddr,
+}
+
+impl Fixture {
+    pub async fn new(script: fcgi_mock::Script) -> Fixture {
+        let mock = fcgi_mock::MockServer::bind_tcp("127.0.0.1:0", script)
+            .await
+            .expect("mock");
+        let backend = mock.socket_addr().expect("tcp");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let front = SocketAddr::from(([127, 0, 0, 1], port));
+        Fixture {
+            mock,
+            backend,
+            dir,
+            port,
+            front,
+        }
+    }
+
+    /// `name` in the temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// The proxy binary under test.
 pub fn proxy_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fcgi-proxy"))
