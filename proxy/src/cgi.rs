@@ -100,13 +100,18 @@ pub struct Request<'a> {
     pub remote: SocketAddr,
     /// Local address of the connection (SERVER_ADDR).
     pub local: SocketAddr,
-    /// `http` or `https`.
-    pub scheme: &'a str,
-    /// The TLS connection the request came on (HTTPS, SSL_TLS_SNI), if it did.
+    /// The TLS connection the request came on (HTTPS, SSL_TLS_SNI, the scheme), if it did.
     pub tls: Option<&'a crate::tls::ConnTls>,
     /// The request body length as it will be sent on STDIN: `Some` when the request had a
     /// Content-Length or a (buffered) chunked body, `None` for a bodiless request.
     pub content_length: Option<u64>,
+}
+
+impl Request<'_> {
+    /// `https` on a TLS connection, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        crate::tls::scheme(self.tls)
+    }
 }
 
 /// The request environment before the CGI variables are added (Apache's `r->subprocess_env`
@@ -698,7 +703,7 @@ impl ExprVars for ServerVars<'_> {
             ServerVar::ServerSoftware => s(SERVER_SOFTWARE),
             ServerVar::ServerAddr => s(&ip_string(req.local.ip())),
             ServerVar::RequestMethod => s(req.method),
-            ServerVar::RequestScheme => s(req.scheme),
+            ServerVar::RequestScheme => s(req.scheme()),
             ServerVar::RequestUri | ServerVar::DocumentUri => req.uri.path.clone(),
             ServerVar::RequestFilename | ServerVar::ScriptFilename => s(&self.script_filename),
             ServerVar::PathInfo => self.path_info.clone().unwrap_or_default(),
@@ -706,11 +711,7 @@ impl ExprVars for ServerVars<'_> {
             ServerVar::TheRequest => s(&format!("{} {} {}", req.method, req.uri.raw, req.protocol)),
             ServerVar::RemoteAddr | ServerVar::RemoteHost => s(&ip_string(req.remote.ip())),
             ServerVar::RemotePort => s(&req.remote.port().to_string()),
-            ServerVar::Https => s(if req.scheme.eq_ignore_ascii_case("https") {
-                "on"
-            } else {
-                "off"
-            }),
+            ServerVar::Https => s(if req.tls.is_some() { "on" } else { "off" }),
             ServerVar::Ipv6 => s(if ip_string(req.remote.ip()).contains(':') {
                 "on"
             } else {
@@ -756,11 +757,7 @@ fn server_name_port(
             }
         },
     };
-    let default_port = if req.scheme.eq_ignore_ascii_case("https") || req.tls.is_some() {
-        443
-    } else {
-        80
-    };
+    let default_port = if req.tls.is_some() { 443 } else { 80 };
     let configured_port = configured.as_ref().and_then(|c| c.port);
     let (name, port) = match from_request {
         Some(hp) => (hp.host, hp.port),
@@ -1064,7 +1061,7 @@ fn fill_common<'a, V: Vars>(
         env.set_static("H2_PUSHED", b"");
         env.set_static("H2_PUSHED_ON", b"");
     }
-    let scheme = if tls.is_some() { "https" } else { req.scheme };
+    let scheme = req.scheme();
     // Headers (ap_add_common_vars).
     let headers = effective_headers(req);
     let pass_auth = c.pass_auth;

@@ -802,7 +802,6 @@ impl<C: Connector> Proxy<C> {
             headers: &headers,
             remote: info.peer,
             local: info.local,
-            scheme: if tls.is_some() { "https" } else { "http" },
             tls,
             content_length: prepared.content_length,
         };
@@ -993,7 +992,7 @@ impl<C: Connector> Proxy<C> {
                     .and_then(|h| uri::parse_host(h.as_bytes()).ok())
                 {
                     // The scheme the client used (Apache: the server's, https under mod_ssl).
-                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    let scheme = crate::tls::scheme(tls);
                     location = format!("{scheme}://{}{location}", h.to_header_value());
                 }
                 let mut r = answers::error(StatusCode::MOVED_PERMANENTLY);
@@ -1020,7 +1019,6 @@ impl<C: Connector> Proxy<C> {
             headers: &headers,
             remote: info.peer,
             local: info.local,
-            scheme: if tls.is_some() { "https" } else { "http" },
             tls,
             content_length: prepared.content_length,
         };

@@ -21,6 +21,11 @@ pub struct ConnTls {
     pub sni: Option<String>,
 }
 
+/// The URL scheme of a request on a connection with (`https`) or without (`http`) TLS.
+pub fn scheme(tls: Option<&ConnTls>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
 /// ring, not aws-lc-rs: it builds with the C compiler alone. Its provider is deprecated only for
 /// lacking post-quantum key exchange; X25519, P-256 and P-384 remain.
 #[allow(deprecated)]

@@ -128,7 +128,6 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
         headers: &headers,
         remote: req.remote,
         local: req.local,
-        scheme: "http",
         tls: None,
         content_length: req.content_length,
     };
