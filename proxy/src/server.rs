@@ -242,7 +242,6 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
                 None => retired = true,
             }
         }
-        let settings = settings.clone();
         let client = Client {
             info,
             proxy: current.proxy.clone(),
@@ -269,7 +268,7 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
         // handshake or an HTTP/2 connection, nor a wrapper around `serve_client`.
         match settings.tls.clone() {
             None if settings.h2 => {
-                tokio::spawn(serve_plain_h2c(stream, client, settings));
+                tokio::spawn(serve_plain_h2c(stream, client, settings.clone()));
             }
             None => {
                 tokio::spawn(serve_client(
@@ -279,7 +278,7 @@ pub async fn serve_generations<A: Acceptor, C: Connector>(
                 ));
             }
             Some(acceptor) => {
-                tokio::spawn(serve_tls(stream, acceptor, client, settings));
+                tokio::spawn(serve_tls(stream, acceptor, client, settings.clone()));
             }
         }
         if retired {
