@@ -539,7 +539,7 @@ impl HostPort {
 /// refused). Anything else → 400.
 pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
     let bad = || UriError::new(400, "invalid Host");
-    let v = value.trim_ascii_start_matches_ws();
+    let v = trim_spaces_and_tabs(value);
     if v.is_empty() {
         return Err(bad());
     }
@@ -593,18 +593,12 @@ pub fn parse_host(value: &[u8]) -> Result<HostPort, UriError> {
     Ok(HostPort { host, port })
 }
 
-/// Spaces and tabs around a field value, as Host is read.
-trait TrimWs {
-    fn trim_ascii_start_matches_ws(&self) -> &[u8];
-}
-
-impl TrimWs for [u8] {
-    fn trim_ascii_start_matches_ws(&self) -> &[u8] {
-        let ws = |b: &u8| *b == b' ' || *b == b'\t';
-        let start = self.iter().position(|b| !ws(b)).unwrap_or(self.len());
-        let end = self.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
-        &self[start..end.max(start)]
-    }
+/// `v` without the spaces and tabs around it (how a Host value is read; not CR or LF).
+fn trim_spaces_and_tabs(v: &[u8]) -> &[u8] {
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !ws(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
+    &v[start..end]
 }
 
 /// A port: decimal digits (leading zeros allowed), 1 to 65535.
