@@ -558,30 +558,31 @@ impl Report {
                 s.push_str(&format!("- {}: {}\n", w.name, w.description));
             }
         }
-        let tls = negotiated(&self.workloads);
-        if !tls.is_empty() {
-            s.push_str("\nTLS negotiated (openssl s_client offering what wrk and h2load offer):\n");
-            for l in tls {
-                s.push_str("  ");
-                s.push_str(&l);
-                s.push('\n');
-            }
-        }
+        push_section(
+            &mut s,
+            "TLS negotiated (openssl s_client offering what wrk and h2load offer)",
+            negotiated(&self.workloads),
+        );
         for key in ["access_logs", "skipped"] {
             if let Some(v) = self.meta.get(key) {
                 s.push_str(&format!("\n{}: {v}\n", key.replace('_', " ")));
             }
         }
-        let f = failures(&self.workloads);
-        if !f.is_empty() {
-            s.push_str("\nfailed runs:\n");
-            for l in f {
-                s.push_str("  ");
-                s.push_str(&l);
-                s.push('\n');
-            }
-        }
+        push_section(&mut s, "failed runs", failures(&self.workloads));
         s
+    }
+}
+
+/// A titled list of indented lines, when there are any.
+fn push_section(s: &mut String, title: &str, lines: Vec<String>) {
+    if lines.is_empty() {
+        return;
+    }
+    s.push_str(&format!("\n{title}:\n"));
+    for l in lines {
+        s.push_str("  ");
+        s.push_str(&l);
+        s.push('\n');
     }
 }
 
