@@ -657,13 +657,25 @@ pub fn start(
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = dir.join("executions.log");
     std::fs::write(&log, "").map_err(|e| format!("{}: {e}", log.display()))?;
-    let addr = crate::peers::free_loopback_port().map_err(|e| format!("free port: {e}"))?;
-    match kind {
-        BackendKind::Mock => Err("the mock is not a program".into()),
-        BackendKind::PhpFpm => start_php_fpm(plan, dir, scripts, addr, log),
-        BackendKind::Libfcgi => start_libfcgi(plan, dir, addr, log),
+    // A port found free can be taken before the program binds it (an outgoing connection's
+    // ephemeral port, another check's listener): then another port, a few times.
+    let mut tries = 0;
+    loop {
+        let addr = crate::peers::free_loopback_port().map_err(|e| format!("free port: {e}"))?;
+        let started = match kind {
+            BackendKind::Mock => Err("the mock is not a program".into()),
+            BackendKind::PhpFpm => start_php_fpm(plan, dir, scripts, addr, log.clone()),
+            BackendKind::Libfcgi => start_libfcgi(plan, dir, addr, log.clone()),
+        };
+        match started {
+            Err(e) if e.contains("Address already in use") && tries < PORT_TRIES => tries += 1,
+            other => return other,
+        }
     }
 }
+
+/// Ports tried after the first when the one found free was taken meanwhile.
+const PORT_TRIES: usize = 3;
 
 fn start_php_fpm(
     plan: &Plan,
