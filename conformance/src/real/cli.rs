@@ -154,7 +154,9 @@ status 2, naming the program, before any check runs). A check the target cannot 
 SKIP with the reason. A target that crashes during a check fails it, with the tail of its
 log; each check starts a fresh target process. Listed deviations
 (scenarios/expected/<target>.toml, and --expected FILE for your own) turn FAIL into XFAIL; a
-listed deviation that passes is XPASS.
+listed deviation that passes is XPASS. A peer's unexpected result (FAIL or XPASS) is run once
+more and the second run counts, the first named in its detail (a one-off failure of a peer's
+process on a loaded machine is noise in its column); ours and an external proxy never are.
 
 External proxy (--target external): a proxy you run and configured yourself. Configure it to
 send every request path, unchanged, to the one FastCGI backend at --backend (the suite starts
@@ -486,23 +488,37 @@ pub fn cli(home: &Home, args: &ConformanceArgs) -> ExitCode {
             threads
         };
         let outcomes = par_map(&files, threads, |f| {
-            let o = super::run(&f.scenario, target, &opts);
+            let judged = |o: super::RealOutcome| match o.verdict {
+                Verdict::Pass | Verdict::Fail => {
+                    expected.resolve(&f.scenario.id, o.verdict, o.detail)
+                }
+                v => (v, o.detail),
+            };
+            let mut r = judged(super::run(&f.scenario, target, &opts));
+            // A peer is a reference, not the subject: a one-off failure of its process on a
+            // loaded machine must not turn the matrix red, so its unexpected result gets one
+            // more run, which counts. Ours never gets a second chance.
+            if target.is_peer() && matches!(r.0, Verdict::Fail | Verdict::Xpass) {
+                let (verdict, detail) = judged(super::run(&f.scenario, target, &opts));
+                r = (
+                    verdict,
+                    format!(
+                        "{detail} [second run; the first was {}: {}]",
+                        r.0.as_str(),
+                        r.1
+                    ),
+                );
+            }
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress.update(&format!("{column}: {n}/{} {}", files.len(), f.scenario.id));
-            o
+            r
         });
         progress.finish(&format!(
             "{column}: {} scenarios in {:.1}s",
             files.len(),
             t0.elapsed().as_secs_f64()
         ));
-        for (f, o) in files.iter().zip(outcomes) {
-            let (verdict, detail) = match o.verdict {
-                Verdict::Pass | Verdict::Fail => {
-                    expected.resolve(&f.scenario.id, o.verdict, o.detail)
-                }
-                v => (v, o.detail),
-            };
+        for (f, (verdict, detail)) in files.iter().zip(outcomes) {
             results.push(CheckResult {
                 check: f.scenario.id.clone(),
                 target: column.clone(),

@@ -90,6 +90,11 @@ impl Target {
         }
     }
 
+    /// Another project's proxy the suite starts itself (not ours, not the user's own).
+    pub fn is_peer(self) -> bool {
+        self.program().is_some()
+    }
+
     pub fn parse(s: &str) -> Option<Target> {
         Target::ALL
             .into_iter()
