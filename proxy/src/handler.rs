@@ -970,16 +970,30 @@ impl<C: Connector> Proxy<C> {
             info.peer.ip().to_canonical(),
             info.local.ip().to_canonical(),
         );
-        let decision = tokio::task::spawn_blocking(move || {
-            crate::site::decide(&cfg, &path, remote, local, &RealFs)
+        let method = req.method().clone();
+        // One trip off the serving thread: the decision and, for a file, opening (and reading)
+        // it.
+        let (decision, opened) = tokio::task::spawn_blocking(move || {
+            match crate::site::decide(&cfg, &path, remote, local, &RealFs) {
+                Decision::File(file) => (None, Some(crate::static_files::open(file, &method))),
+                d => (Some(d), None),
+            }
         })
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        if let Some(opened) = opened {
+            return Ok((
+                crate::static_files::respond(opened, req.headers()),
+                None,
+                None,
+            ));
+        }
+        let Some(decision) = decision else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        };
         let target = match decision {
             Decision::Status(s) => return Err(status(s)),
-            Decision::File(path) => {
-                return Ok((crate::static_files::serve(path, req).await, None, None));
-            }
+            Decision::File(_) => return Err(StatusCode::INTERNAL_SERVER_ERROR),
             Decision::Redirect(to) => {
                 let mut location = uri::escape_uri(&to);
                 if let Some(q) = &uri.query {

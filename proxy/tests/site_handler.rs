@@ -76,6 +76,8 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
         std::fs::write(p, php).unwrap();
     }
     std::fs::write(root.join("blog/files/a.txt"), "0123456789").unwrap();
+    // Larger than what is read whole when opened: streamed.
+    std::fs::write(root.join("blog/files/big.bin"), big_file()).unwrap();
     // Links: to a file of the site, and out of every root.
     let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
     link("a.txt", "blog/files/in.txt");
@@ -250,10 +252,91 @@ async fn static_files_of_the_site() {
         .await;
     assert_eq!((r.status, r.body.as_slice()), (206, &b"234"[..]));
     assert_eq!(r.header("content-range"), Some("bytes 2-4/10"));
+    // Ranges that cannot be served as one part: several (the whole file, as RFC 9110 allows),
+    // one that does not parse (ignored, as Apache does), one past the end (416).
+    for range in ["bytes=0-1,4-5", "pages=1", "bytes=x"] {
+        let (r, _) = s
+            .request(host, "GET /files/a.txt", &format!("Range: {range}\r\n"))
+            .await;
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"0123456789"[..]),
+            "{range}"
+        );
+    }
+    let (r, _) = s
+        .request(host, "GET /files/a.txt", "Range: bytes=10-\r\n")
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    // If-Range: the range only while the file is the one the client names.
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            &format!("Range: bytes=2-4\r\nIf-Range: {etag}\r\n"),
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            "Range: bytes=2-4\r\nIf-Range: \"old\"\r\n",
+        )
+        .await;
+    assert_eq!((r.status, r.body.len()), (200, 10));
+    // Dates: If-Modified-Since with the file's own date is 304; If-Unmodified-Since before it
+    // is 412.
+    let modified = r.header("last-modified").expect("Last-Modified").to_owned();
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            &format!("If-Modified-Since: {modified}\r\n"),
+        )
+        .await;
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    // ... unless an If-None-Match names another version: it decides alone.
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            &format!("If-Modified-Since: {modified}\r\nIf-None-Match: \"other\"\r\n"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let (r, _) = s
+        .request(
+            host,
+            "GET /files/a.txt",
+            "If-Unmodified-Since: Mon, 01 Jan 2001 00:00:00 GMT\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 412);
+    let (r, _) = s.request(host, "HEAD /files/a.txt", "").await;
+    assert_eq!((r.status, r.header("content-length")), (200, Some("10")));
     let (r, _) = s
         .request(host, "PUT /files/a.txt", "Content-Length: 0\r\n")
         .await;
     assert_eq!(r.status, 405);
+
+    // A file streamed rather than read whole: all of it, and a range across its chunks.
+    let big = big_file();
+    let (r, _) = s.get(host, "/files/big.bin").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert!(
+        r.body == big,
+        "the whole file, {} bytes of {}",
+        r.body.len(),
+        big.len()
+    );
+    let (r, _) = s
+        .request(host, "GET /files/big.bin", "Range: bytes=1000-700000\r\n")
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(r.body == big[1000..=700_000], "{} bytes", r.body.len());
 
     // Symbolic links: inside the site, followed; out of every root, refused; under
     // Options -FollowSymLinks, refused.
@@ -355,4 +438,11 @@ async fn a_php_site_through_php_fpm() {
         .unwrap();
     assert_eq!(r.status, 404);
     assert!(!r.body.is_empty());
+}
+
+/// 800 KB that no two offsets' windows confuse.
+fn big_file() -> Vec<u8> {
+    (0..800_000u32)
+        .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+        .collect()
 }
