@@ -292,19 +292,25 @@ impl Ipv4Text {
             buf: [0; 15],
             len: 0,
         };
-        let mut digits = itoa::Buffer::new();
         for (i, octet) in ip.octets().into_iter().enumerate() {
             if i > 0 {
-                t.push(b".");
+                t.push(b'.');
             }
-            t.push(digits.format(octet).as_bytes());
+            // Byte by byte: a copy of one to three bytes would be a memcpy call each.
+            if octet >= 100 {
+                t.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                t.push(b'0' + octet / 10 % 10);
+            }
+            t.push(b'0' + octet % 10);
         }
         t
     }
 
-    fn push(&mut self, b: &[u8]) {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
     }
 
     fn as_str(&self) -> &str {
@@ -1293,6 +1299,8 @@ mod tests {
             "0.0.0.0",
             "255.255.255.255",
             "192.168.10.1",
+            "9.10.99.100",
+            "101.110.200.209",
             "::1",
             "2001:db8::7",
             "::ffff:127.0.0.1",
