@@ -24,8 +24,10 @@ use crate::body::{self, BodyError, ProxyBody};
 
 /// Files up to this size are read whole in the trip that opens them.
 pub const READ_WHOLE: u64 = 256 * 1024;
-/// The read size for larger files, streamed at the client's pace.
-const CHUNK: usize = 256 * 1024;
+/// The read size for larger files, streamed at the client's pace. Larger reads cost less CPU
+/// per file but hold more memory per download (hyper queues several chunks for writing): 256
+/// KiB took 1.2 MiB per connection with 400 clients downloading 1 MiB files, 64 KiB 0.4 MiB.
+const CHUNK: usize = 64 * 1024;
 /// Chunks of a file in flight to the client at once.
 const DEPTH: usize = 2;
 
@@ -239,9 +241,11 @@ fn stream(file: std::fs::File, start: u64, len: u64) -> ProxyBody {
         while at < end {
             let Some(f) = file.take() else { return };
             let want = (end - at).min(CHUNK as u64);
+            // The file's offset moves with each read: only the first one seeks.
+            let seek = (at == start && start > 0).then_some(start);
             let read = tokio::task::spawn_blocking(move || {
                 let mut buf = Vec::with_capacity(want as usize);
-                let r = read_at(&f, at, want, &mut buf);
+                let r = read_next(&f, seek, want, &mut buf);
                 (f, buf, r)
             })
             .await;
@@ -266,10 +270,18 @@ fn stream(file: std::fs::File, start: u64, len: u64) -> ProxyBody {
     ProxyBody::Stream(stream)
 }
 
-/// Appends up to `want` bytes of `file` from offset `at` to `buf` (fewer only at its end).
-fn read_at(file: &std::fs::File, at: u64, want: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+/// Appends up to `want` bytes of `file` (from offset `seek`, if given) to `buf`: fewer only at
+/// its end.
+fn read_next(
+    file: &std::fs::File,
+    seek: Option<u64>,
+    want: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut f = file;
-    f.seek(SeekFrom::Start(at))?;
+    if let Some(at) = seek {
+        f.seek(SeekFrom::Start(at))?;
+    }
     f.take(want).read_to_end(buf)?;
     Ok(())
 }
