@@ -63,7 +63,11 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
         return Opened::MethodNotAllowed;
     }
     let path = PathBuf::from(std::ffi::OsString::from_vec(path));
-    let Ok(mut file) = std::fs::File::open(&path) else {
+    // A regular file before opening it: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Opened::NotFound;
+    }
+    let Ok(file) = std::fs::File::open(&path) else {
         return Opened::NotFound;
     };
     let Ok(meta) = file.metadata() else {
@@ -72,13 +76,16 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
     if !meta.is_file() {
         return Opened::NotFound;
     }
+    let mut size = meta.len();
     let content = if method == Method::HEAD {
         Content::None
-    } else if meta.len() <= READ_WHOLE {
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        if file.read_to_end(&mut buf).is_err() {
+    } else if size <= READ_WHOLE {
+        // What was read is what is sent, should the file change meanwhile.
+        let mut buf = Vec::with_capacity(size as usize);
+        if (&file).take(size).read_to_end(&mut buf).is_err() {
             return Opened::NotFound;
         }
+        size = buf.len() as u64;
         Content::Whole(Bytes::from(buf))
     } else {
         Content::Open(file)
@@ -87,7 +94,7 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
         .first_raw()
         .unwrap_or("application/octet-stream");
     Opened::File {
-        size: meta.len(),
+        size,
         modified: meta.modified().ok(),
         content,
         mime,

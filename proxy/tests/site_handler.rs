@@ -78,6 +78,12 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
     std::fs::write(root.join("blog/files/a.txt"), "0123456789").unwrap();
     // Larger than what is read whole when opened: streamed.
     std::fs::write(root.join("blog/files/big.bin"), big_file()).unwrap();
+    // A FIFO: opening it would wait for a writer.
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(root.join("blog/files/pipe.txt"))
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(fifo.success());
     // Links: to a file of the site, and out of every root.
     let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
     link("a.txt", "blog/files/in.txt");
@@ -320,6 +326,10 @@ async fn static_files_of_the_site() {
         .request(host, "PUT /files/a.txt", "Content-Length: 0\r\n")
         .await;
     assert_eq!(r.status, 405);
+
+    // Not a regular file: not found, and no thread left waiting on it.
+    let (r, _) = s.get(host, "/files/pipe.txt").await;
+    assert_eq!(r.status, 404);
 
     // A file streamed rather than read whole: all of it, and a range across its chunks.
     let big = big_file();
