@@ -279,6 +279,13 @@ async fn collect(
 /// Something held until the exchange ends, body included (e.g. a balancer member's busy count).
 pub type Hold = Box<dyn std::any::Any + Send>;
 
+/// What the filesystem trip of a request no route takes found: a file to serve, opened, or
+/// what else to do.
+enum Mapped {
+    Opened(crate::static_files::Opened),
+    Decided(Decision),
+}
+
 /// What the request path knows about a request when it forwards it.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -973,28 +980,23 @@ impl<C: Connector> Proxy<C> {
         let method = req.method().clone();
         // One trip off the serving thread: the decision and, for a file, opening (and reading)
         // it.
-        let (decision, opened) = tokio::task::spawn_blocking(move || {
+        let mapped = tokio::task::spawn_blocking(move || {
             match crate::site::decide(&cfg, &path, remote, local, &RealFs) {
-                Decision::File(file) => (None, Some(crate::static_files::open(file, &method))),
-                d => (Some(d), None),
+                Decision::File(file) => Mapped::Opened(crate::static_files::open(file, &method)),
+                d => Mapped::Decided(d),
             }
         })
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-        if let Some(opened) = opened {
-            return Ok((
-                crate::static_files::respond(opened, req.headers()),
-                None,
-                None,
-            ));
-        }
-        let Some(decision) = decision else {
-            return Err(StatusCode::INTERNAL_SERVER_ERROR);
-        };
-        let target = match decision {
-            Decision::Status(s) => return Err(status(s)),
-            Decision::File(_) => return Err(StatusCode::INTERNAL_SERVER_ERROR),
-            Decision::Redirect(to) => {
+        let target = match mapped {
+            Mapped::Opened(opened) => {
+                let r = crate::static_files::respond(opened, req.headers());
+                return Ok((r, None, None));
+            }
+            // Opened above.
+            Mapped::Decided(Decision::File(_)) => return Err(StatusCode::INTERNAL_SERVER_ERROR),
+            Mapped::Decided(Decision::Status(s)) => return Err(status(s)),
+            Mapped::Decided(Decision::Redirect(to)) => {
                 let mut location = uri::escape_uri(&to);
                 if let Some(q) = &uri.query {
                     location.push('?');
@@ -1015,7 +1017,7 @@ impl<C: Connector> Proxy<C> {
                 r.headers_mut().insert(header::LOCATION, v);
                 return Ok((r, None, None));
             }
-            Decision::Handler(t) => t,
+            Mapped::Decided(Decision::Handler(t)) => t,
         };
         let wi = *self
             .handler_workers
