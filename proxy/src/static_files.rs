@@ -13,6 +13,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -63,11 +64,13 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
         return Opened::MethodNotAllowed;
     }
     let path = PathBuf::from(std::ffi::OsString::from_vec(path));
-    // A regular file before opening it: opening a FIFO would wait for a writer.
-    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-        return Opened::NotFound;
-    }
-    let Ok(file) = std::fs::File::open(&path) else {
+    // Non-blocking: opening a FIFO would otherwise wait for a writer. A regular file's reads
+    // ignore the flag; anything else is refused below, by the opened file's own metadata.
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&path)
+    else {
         return Opened::NotFound;
     };
     let Ok(meta) = file.metadata() else {
@@ -122,16 +125,6 @@ pub fn respond(opened: Opened, headers: &HeaderMap) -> Response<ProxyBody> {
     };
     let etag = modified.and_then(|m| etag(size, m));
     let last_modified = modified.map(httpdate::fmt_http_date);
-    let validators = |mut r: Response<ProxyBody>| {
-        let h = r.headers_mut();
-        if let Some(v) = last_modified.as_deref().and_then(header_value) {
-            h.insert(header::LAST_MODIFIED, v);
-        }
-        if let Some(v) = etag.as_deref().and_then(header_value) {
-            h.insert(header::ETAG, v);
-        }
-        r
-    };
     let not_modified = || {
         let mut r = bare(StatusCode::NOT_MODIFIED);
         if let Some(v) = etag.as_deref().and_then(header_value) {
@@ -188,9 +181,15 @@ pub fn respond(opened: Opened, headers: &HeaderMap) -> Response<ProxyBody> {
         }
         Content::Open(file) => stream(file, start, len),
     };
-    let mut r = validators(Response::new(body));
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
+    if let Some(v) = last_modified.as_deref().and_then(header_value) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some(v) = etag.as_deref().and_then(header_value) {
+        h.insert(header::ETAG, v);
+    }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
