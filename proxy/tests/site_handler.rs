@@ -275,51 +275,34 @@ async fn static_files_of_the_site() {
         .await;
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */10"));
-    // If-Range: the range only while the file is the one the client names.
-    let (r, _) = s
-        .request(
-            host,
-            "GET /files/a.txt",
-            &format!("Range: bytes=2-4\r\nIf-Range: {etag}\r\n"),
-        )
-        .await;
-    assert_eq!(r.status, 206);
-    let (r, _) = s
-        .request(
-            host,
-            "GET /files/a.txt",
-            "Range: bytes=2-4\r\nIf-Range: \"old\"\r\n",
-        )
-        .await;
-    assert_eq!((r.status, r.body.len()), (200, 10));
-    // Dates: If-Modified-Since with the file's own date is 304; If-Unmodified-Since before it
-    // is 412.
+    // Conditions: If-Range gives the range only while the file is the one the client names;
+    // If-Modified-Since with the file's own date is 304, unless an If-None-Match names another
+    // version (it decides alone); If-Unmodified-Since before that date is 412.
+    let (r, _) = s.get(host, "/files/a.txt").await;
     let modified = r.header("last-modified").expect("Last-Modified").to_owned();
-    let (r, _) = s
-        .request(
-            host,
-            "GET /files/a.txt",
-            &format!("If-Modified-Since: {modified}\r\n"),
-        )
-        .await;
-    assert_eq!((r.status, r.body.len()), (304, 0));
-    // ... unless an If-None-Match names another version: it decides alone.
-    let (r, _) = s
-        .request(
-            host,
-            "GET /files/a.txt",
-            &format!("If-Modified-Since: {modified}\r\nIf-None-Match: \"other\"\r\n"),
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    let (r, _) = s
-        .request(
-            host,
-            "GET /files/a.txt",
-            "If-Unmodified-Since: Mon, 01 Jan 2001 00:00:00 GMT\r\n",
-        )
-        .await;
-    assert_eq!(r.status, 412);
+    let cases = [
+        (format!("Range: bytes=2-4\r\nIf-Range: {etag}\r\n"), 206, 3),
+        (
+            "Range: bytes=2-4\r\nIf-Range: \"old\"\r\n".to_owned(),
+            200,
+            10,
+        ),
+        (format!("If-Modified-Since: {modified}\r\n"), 304, 0),
+        (
+            format!("If-Modified-Since: {modified}\r\nIf-None-Match: \"other\"\r\n"),
+            200,
+            10,
+        ),
+        (
+            "If-Unmodified-Since: Mon, 01 Jan 2001 00:00:00 GMT\r\n".to_owned(),
+            412,
+            0,
+        ),
+    ];
+    for (extra, status, len) in cases {
+        let (r, _) = s.request(host, "GET /files/a.txt", &extra).await;
+        assert_eq!((r.status, r.body.len()), (status, len), "{extra}");
+    }
     let (r, _) = s.request(host, "HEAD /files/a.txt", "").await;
     assert_eq!((r.status, r.header("content-length")), (200, Some("10")));
     let (r, _) = s
