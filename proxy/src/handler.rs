@@ -200,6 +200,11 @@ async fn encode_probing(
 /// each is kept as it is.
 const COPY_BLOCK: usize = 32 * 1024;
 
+/// How long a body may pause before what was read of it is copied out of hyper's read buffers
+/// (see [`collect`]): a body still on its way from a near client (the rest of a 64 KiB POST a
+/// read behind) completes within it and is never copied.
+const COPY_AFTER: Duration = Duration::from_millis(2);
+
 fn over_budget(budget: &BodyBudget) -> StatusCode {
     tracing::info!(
         "request body refused: {} bytes of bodies buffered (limits.body_buffer_budget)",
@@ -218,9 +223,9 @@ async fn collect(
 ) -> Result<BodyBytes, StatusCode> {
     let mut out = BodyBytes::default();
     // Pieces read since the body last had to wait for the client. Each is a slice of one of
-    // hyper's read buffers and keeps all of it alive: a body that arrives slowly is copied into
-    // buffers of its own size before waiting, so what it holds is what the budget counts. A body
-    // that arrives at once keeps hyper's pieces (no copy).
+    // hyper's read buffers and keeps all of it alive: a body that pauses for longer than
+    // COPY_AFTER is copied into buffers of its own size before waiting on, so what it holds is
+    // what the budget counts. A body that arrives at once keeps hyper's pieces (no copy).
     let mut fresh: Vec<Bytes> = Vec::new();
     // Copies go into blocks of one size, filled in turn: slow bodies then cost whole blocks of
     // a single size class instead of many odd-sized buffers (the allocator keeps them apart).
@@ -230,23 +235,26 @@ async fn collect(
         let ready = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
         let frame = match ready {
             Poll::Ready(f) => Ok(f),
-            Poll::Pending => {
-                for piece in fresh.drain(..) {
-                    let mut rest = &piece[..];
-                    while !rest.is_empty() {
-                        if block.capacity() == block.len() {
-                            if !block.is_empty() {
-                                out.push(block.split().freeze());
+            Poll::Pending => match tokio::time::timeout(COPY_AFTER.min(t), next.as_mut()).await {
+                Ok(f) => Ok(f),
+                Err(_) => {
+                    for piece in fresh.drain(..) {
+                        let mut rest = &piece[..];
+                        while !rest.is_empty() {
+                            if block.capacity() == block.len() {
+                                if !block.is_empty() {
+                                    out.push(block.split().freeze());
+                                }
+                                block = BytesMut::with_capacity(COPY_BLOCK);
                             }
-                            block = BytesMut::with_capacity(COPY_BLOCK);
+                            let n = rest.len().min(block.capacity() - block.len());
+                            block.extend_from_slice(&rest[..n]);
+                            rest = &rest[n..];
                         }
-                        let n = rest.len().min(block.capacity() - block.len());
-                        block.extend_from_slice(&rest[..n]);
-                        rest = &rest[n..];
                     }
+                    tokio::time::timeout(t.saturating_sub(COPY_AFTER), next).await
                 }
-                tokio::time::timeout(t, next).await
-            }
+            },
         };
         match frame {
             Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
@@ -278,6 +286,9 @@ async fn collect(
 
 /// Something held until the exchange ends, body included (e.g. a balancer member's busy count).
 pub type Hold = Box<dyn std::any::Any + Send>;
+
+/// A forwarded request's answer, with the route and the worker or member that served it.
+type Proxied<'a> = (Response<ProxyBody>, Option<usize>, Option<&'a str>);
 
 /// What the filesystem trip of a request no route takes found: a file to serve, opened, or
 /// what else to do.
@@ -699,217 +710,231 @@ impl<C: Connector> Proxy<C> {
     }
 
     /// Serves one client request. Never fails: errors become error responses.
-    pub async fn handle(
-        &self,
+    //
+    // Not an `async fn`, nor `proxy` below: an async fn's future keeps its arguments twice (as
+    // arguments and as the body's locals), and this future is moved into a box per request.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle<'a>(
+        &'a self,
         req: Request<Incoming>,
         info: ConnInfo,
-        tls: Option<&crate::tls::ConnTls>,
-    ) -> Response<ProxyBody> {
-        // What the access line needs, only if it is written.
-        let access = crate::access_log::enabled().then(|| {
-            (
-                tokio::time::Instant::now(),
-                req.method().clone(),
-                req.uri().clone(),
-            )
-        });
-        let (resp, route, member) = if !transfer_coding_is_plain_chunked(req.headers()) {
-            // The body's framing is in doubt, so nothing after it on this connection can be
-            // trusted to be a request.
-            let mut r = answers::error(StatusCode::BAD_REQUEST);
-            answers::close_after(&mut r);
-            (r, None, None)
-        } else {
-            match self.proxy(req, info, tls).await {
-                Ok(x) => x,
-                Err(status) => {
-                    let mut r = answers::error(status);
-                    if refused_mid_body(status) {
-                        // The rest of the body was not read: nothing after it can be trusted
-                        // to be a request, and a refused client should come back later.
-                        answers::close_after(&mut r);
+        tls: Option<&'a crate::tls::ConnTls>,
+    ) -> impl Future<Output = Response<ProxyBody>> + 'a {
+        async move {
+            // What the access line needs, only if it is written.
+            let access = crate::access_log::enabled().then(|| {
+                (
+                    tokio::time::Instant::now(),
+                    req.method().clone(),
+                    req.uri().clone(),
+                )
+            });
+            let (resp, route, member) = if !transfer_coding_is_plain_chunked(req.headers()) {
+                // The body's framing is in doubt, so nothing after it on this connection can be
+                // trusted to be a request.
+                let mut r = answers::error(StatusCode::BAD_REQUEST);
+                answers::close_after(&mut r);
+                (r, None, None)
+            } else {
+                match self.proxy(req, info, tls).await {
+                    Ok(x) => x,
+                    Err(status) => {
+                        let mut r = answers::error(status);
+                        if refused_mid_body(status) {
+                            // The rest of the body was not read: nothing after it can be trusted
+                            // to be a request, and a refused client should come back later.
+                            answers::close_after(&mut r);
+                        }
+                        (r, None, None)
                     }
-                    (r, None, None)
                 }
+            };
+            let status = resp.status().as_u16();
+            self.metrics.request(route, status, member);
+            if let Some((started, method, target)) = access {
+                crate::access_log::line(
+                    info.peer,
+                    &method,
+                    &target,
+                    status,
+                    started.elapsed(),
+                    member,
+                );
             }
-        };
-        let status = resp.status().as_u16();
-        self.metrics.request(route, status, member);
-        if let Some((started, method, target)) = access {
-            crate::access_log::line(
-                info.peer,
-                &method,
-                &target,
-                status,
-                started.elapsed(),
-                member,
-            );
+            resp
         }
-        resp
     }
 
-    async fn proxy(
-        &self,
+    #[allow(clippy::manual_async_fn)]
+    fn proxy<'a>(
+        &'a self,
         req: Request<Incoming>,
         info: ConnInfo,
-        tls: Option<&crate::tls::ConnTls>,
-    ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
-        if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
-            return Err(refused);
-        }
-        let target = match crate::access_log::origin_form(req.uri()) {
-            Some(t) => std::borrow::Cow::Borrowed(t),
-            None => std::borrow::Cow::Owned(req.uri().to_string()),
-        };
-        if target == "*" && req.method() == Method::OPTIONS {
-            // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
-            return Ok((Response::new(ProxyBody::empty()), None, None));
-        }
-        if request_line_len(req.method(), &target) > self.config.limits.max_request_line + 1 {
-            return Err(StatusCode::URI_TOO_LONG);
-        }
-        let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
-        let host = self.host_for(req.headers(), &uri, info.local);
-        let m = match host.router.route(&uri) {
-            Some(m) => m,
-            // ProxyPass first (translate_name), then the filesystem.
-            // Boxed: its future is large, and inline it would make every request's as large.
-            None if host.files => {
-                return Box::pin(self.serve_file(host, req, info, tls, uri)).await;
+        tls: Option<&'a crate::tls::ConnTls>,
+    ) -> impl Future<Output = Result<Proxied<'a>, StatusCode>> + 'a {
+        async move {
+            if let Some(refused) = head_over_limits(req.headers(), &self.config.limits) {
+                return Err(refused);
             }
-            None => return Err(StatusCode::NOT_FOUND),
-        };
-        if host.route_access {
-            // Off the serving thread: a host-name rule asks the resolver.
-            let (cfg, path) = (host.config.clone(), uri.path.clone());
-            let (remote, local) = (
-                info.peer.ip().to_canonical(),
-                info.local.ip().to_canonical(),
-            );
-            let refused = tokio::task::spawn_blocking(move || {
-                crate::site::route_access(&cfg, &path, remote, local, &RealFs)
-            })
-            .await
-            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-            if let Some(s) = refused {
-                return Err(status(s));
-            }
-        }
-        let (parts, body) = req.into_parts();
-        let headers = borrowed_headers(&parts.headers);
-        let prepared = self.read_body(&parts.headers, body).await?;
-        // Given back when the request is answered (the exchange has sent the body by then, or
-        // holds only what it still sends).
-        let _charge = prepared.charge;
-        let protocol = protocol_name(parts.version);
-        let creq = cgi::Request {
-            method: parts.method.as_str(),
-            protocol,
-            uri: &uri,
-            headers: &headers,
-            remote: info.peer,
-            local: info.local,
-            tls,
-            content_length: prepared.content_length,
-        };
-        let env = cgi::request_env(&host.config, &m, &creq);
-        let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
-        // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
-        let preamble_for =
-            |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool, fs: &dyn Fs| {
-                let input = CgiInput {
-                    config: &host.config,
-                    route_match: &m,
-                    member,
-                    balancer,
-                    request: &creq,
-                    env: &env,
-                    process_path: self.process_path.as_deref(),
-                    fs,
-                    fixed: Some(&host.fixed),
-                };
-                cgi::encode_params(&input, keep_conn).map_err(|e| {
-                    tracing::info!("request refused: {e}");
-                    status(e.status)
-                })
+            let target = match crate::access_log::origin_form(req.uri()) {
+                Some(t) => std::borrow::Cow::Borrowed(t),
+                None => std::borrow::Cow::Owned(req.uri().to_string()),
             };
-        let route = Some(m.route);
-        match &m.backend {
-            Backend::Worker => {
-                let worker =
-                    &self.workers[host.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
-                let preamble = encode_probing(|fs| {
-                    preamble_for(None, BalancerVars::default(), worker.reuse, fs)
-                })
-                .await?;
-                let result = forward(worker, preamble, prepared.body, shape, None).await;
-                Ok((
-                    respond(result, &worker.name),
-                    route,
-                    Some(worker.name.as_str()),
-                ))
+            if target == "*" && req.method() == Method::OPTIONS {
+                // A question about the server itself (RFC 9110 9.3.7): answered here, as Apache does.
+                return Ok((Response::new(ProxyBody::empty()), None, None));
             }
-            Backend::Balancer { index, .. } => {
-                let b = &self.balancers[*index];
-                let cfg = &self.config.balancers[*index];
-                let replay = prepared.body.replayable();
-                let mut body = Some(prepared.body);
-                let mut tried = Vec::new();
-                let session = b.session(&m.filename, &parts.headers);
-                // Whether a route change was noted, and on the first attempt.
-                let mut changed: Option<(bool, bool)> = None;
-                loop {
-                    let Ok(picked) = b.choose(session.as_ref(), &tried).await else {
-                        return Ok((answers::error(StatusCode::SERVICE_UNAVAILABLE), route, None));
+            if request_line_len(req.method(), &target) > self.config.limits.max_request_line + 1 {
+                return Err(StatusCode::URI_TOO_LONG);
+            }
+            let uri = uri::parse_target(&target, &self.uri_opts).map_err(|e| status(e.status))?;
+            let host = self.host_for(req.headers(), &uri, info.local);
+            let m = match host.router.route(&uri) {
+                Some(m) => m,
+                // ProxyPass first (translate_name), then the filesystem.
+                // Boxed: its future is large, and inline it would make every request's as large.
+                None if host.files => {
+                    return Box::pin(self.serve_file(host, req, info, tls, uri)).await;
+                }
+                None => return Err(StatusCode::NOT_FOUND),
+            };
+            if host.route_access {
+                // Off the serving thread: a host-name rule asks the resolver.
+                let (cfg, path) = (host.config.clone(), uri.path.clone());
+                let (remote, local) = (
+                    info.peer.ip().to_canonical(),
+                    info.local.ip().to_canonical(),
+                );
+                let refused = tokio::task::spawn_blocking(move || {
+                    crate::site::route_access(&cfg, &path, remote, local, &RealFs)
+                })
+                .await
+                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+                if let Some(s) = refused {
+                    return Err(status(s));
+                }
+            }
+            let (parts, body) = req.into_parts();
+            let headers = borrowed_headers(&parts.headers);
+            let prepared = self.read_body(&parts.headers, body).await?;
+            // Given back when the request is answered (the exchange has sent the body by then, or
+            // holds only what it still sends).
+            let _charge = prepared.charge;
+            let protocol = protocol_name(parts.version);
+            let creq = cgi::Request {
+                method: parts.method.as_str(),
+                protocol,
+                uri: &uri,
+                headers: &headers,
+                remote: info.peer,
+                local: info.local,
+                tls,
+                content_length: prepared.content_length,
+            };
+            let env = cgi::request_env(&host.config, &m, &creq);
+            let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
+            // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
+            let preamble_for =
+                |member: Option<&Member>, balancer: BalancerVars, keep_conn: bool, fs: &dyn Fs| {
+                    let input = CgiInput {
+                        config: &host.config,
+                        route_match: &m,
+                        member,
+                        balancer,
+                        request: &creq,
+                        env: &env,
+                        process_path: self.process_path.as_deref(),
+                        fs,
+                        fixed: Some(&host.fixed),
                     };
-                    let (mi, guard) = (picked.member, picked.guard);
-                    let member = &b.members[mi];
-                    let worker = &self.workers[member.worker];
-                    let (any, first) =
-                        *changed.get_or_insert((picked.route_changed, picked.route_changed));
-                    let any = any || picked.route_changed;
-                    changed = Some((any, first));
-                    let vars = BalancerVars {
-                        route_changed: any,
-                        route_changed_late: any && !first,
-                        session: session.as_ref(),
-                    };
+                    cgi::encode_params(&input, keep_conn).map_err(|e| {
+                        tracing::info!("request refused: {e}");
+                        status(e.status)
+                    })
+                };
+            let route = Some(m.route);
+            match &m.backend {
+                Backend::Worker => {
+                    let worker =
+                        &self.workers[host.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
                     let preamble = encode_probing(|fs| {
-                        preamble_for(Some(&cfg.members[mi]), vars, worker.reuse, fs)
+                        preamble_for(None, BalancerVars::default(), worker.reuse, fs)
                     })
                     .await?;
-                    let this_body = match (body.take(), &replay) {
-                        (Some(x), _) => x,
-                        (None, Some(r)) => RequestBody::Buffered(r.clone()),
-                        (None, None) => unreachable_body(),
-                    };
-                    let result =
-                        forward(worker, preamble, this_body, shape, Some(Box::new(guard))).await;
-                    match result {
-                        Err(e) if fails_over(&e, shape) => {
-                            if e.member_is_down() {
-                                b.mark_error(mi);
-                            }
-                            tried.push(mi);
-                            // With nofailover, the next pick refuses a session whose member
-                            // failed.
-                            let more = tried.len() <= b.max_attempts && replay.is_some();
-                            if more {
-                                tracing::info!(balancer = %b.name, member = %member.name, "failing over: {e}");
-                                continue;
-                            }
+                    let result = forward(worker, preamble, prepared.body, shape, None).await;
+                    Ok((
+                        respond(result, &worker.name),
+                        route,
+                        Some(worker.name.as_str()),
+                    ))
+                }
+                Backend::Balancer { index, .. } => {
+                    let b = &self.balancers[*index];
+                    let cfg = &self.config.balancers[*index];
+                    let replay = prepared.body.replayable();
+                    let mut body = Some(prepared.body);
+                    let mut tried = Vec::new();
+                    let session = b.session(&m.filename, &parts.headers);
+                    // Whether a route change was noted, and on the first attempt.
+                    let mut changed: Option<(bool, bool)> = None;
+                    loop {
+                        let Ok(picked) = b.choose(session.as_ref(), &tried).await else {
                             return Ok((
-                                respond(Err(e), &member.name),
+                                answers::error(StatusCode::SERVICE_UNAVAILABLE),
                                 route,
-                                Some(member.name.as_str()),
+                                None,
                             ));
-                        }
-                        r => {
-                            return Ok((
-                                respond(r, &member.name),
-                                route,
-                                Some(member.name.as_str()),
-                            ));
+                        };
+                        let (mi, guard) = (picked.member, picked.guard);
+                        let member = &b.members[mi];
+                        let worker = &self.workers[member.worker];
+                        let (any, first) =
+                            *changed.get_or_insert((picked.route_changed, picked.route_changed));
+                        let any = any || picked.route_changed;
+                        changed = Some((any, first));
+                        let vars = BalancerVars {
+                            route_changed: any,
+                            route_changed_late: any && !first,
+                            session: session.as_ref(),
+                        };
+                        let preamble = encode_probing(|fs| {
+                            preamble_for(Some(&cfg.members[mi]), vars, worker.reuse, fs)
+                        })
+                        .await?;
+                        let this_body = match (body.take(), &replay) {
+                            (Some(x), _) => x,
+                            (None, Some(r)) => RequestBody::Buffered(r.clone()),
+                            (None, None) => unreachable_body(),
+                        };
+                        let result =
+                            forward(worker, preamble, this_body, shape, Some(Box::new(guard)))
+                                .await;
+                        match result {
+                            Err(e) if fails_over(&e, shape) => {
+                                if e.member_is_down() {
+                                    b.mark_error(mi);
+                                }
+                                tried.push(mi);
+                                // With nofailover, the next pick refuses a session whose member
+                                // failed.
+                                let more = tried.len() <= b.max_attempts && replay.is_some();
+                                if more {
+                                    tracing::info!(balancer = %b.name, member = %member.name, "failing over: {e}");
+                                    continue;
+                                }
+                                return Ok((
+                                    respond(Err(e), &member.name),
+                                    route,
+                                    Some(member.name.as_str()),
+                                ));
+                            }
+                            r => {
+                                return Ok((
+                                    respond(r, &member.name),
+                                    route,
+                                    Some(member.name.as_str()),
+                                ));
+                            }
                         }
                     }
                 }
