@@ -820,17 +820,7 @@ impl<C: Connector> Proxy<C> {
             // Given back when the request is answered (the exchange has sent the body by then, or
             // holds only what it still sends).
             let _charge = prepared.charge;
-            let protocol = protocol_name(parts.version);
-            let creq = cgi::Request {
-                method: parts.method.as_str(),
-                protocol,
-                uri: &uri,
-                headers: &headers,
-                remote: info.peer,
-                local: info.local,
-                tls,
-                content_length: prepared.content_length,
-            };
+            let creq = cgi_request(&parts, &uri, &headers, info, tls, prepared.content_length);
             let env = cgi::request_env(&host.config, &m, &creq);
             let shape = Shape::of(&parts.method, self.limits.max_response_header_bytes);
             // BEGIN_REQUEST and PARAMS, encoded once per member (and kept for a resend).
@@ -1053,16 +1043,7 @@ impl<C: Connector> Proxy<C> {
         let headers = borrowed_headers(&parts.headers);
         let prepared = self.read_body(&parts.headers, body).await?;
         let _charge = prepared.charge;
-        let creq = cgi::Request {
-            method: parts.method.as_str(),
-            protocol: protocol_name(parts.version),
-            uri: &uri,
-            headers: &headers,
-            remote: info.peer,
-            local: info.local,
-            tls,
-            content_length: prepared.content_length,
-        };
+        let creq = cgi_request(&parts, &uri, &headers, info, tls, prepared.content_length);
         let facts = cgi::HandlerFacts {
             worker: &target.worker,
             filename: &target.filename,
@@ -1093,6 +1074,27 @@ impl<C: Connector> Proxy<C> {
             None,
             Some(worker.name.as_str()),
         ))
+    }
+}
+
+/// The request as the CGI layer reads it.
+fn cgi_request<'a>(
+    parts: &'a http::request::Parts,
+    uri: &'a uri::RequestUri,
+    headers: &'a [(&'a str, &'a [u8])],
+    info: ConnInfo,
+    tls: Option<&'a crate::tls::ConnTls>,
+    content_length: Option<u64>,
+) -> cgi::Request<'a> {
+    cgi::Request {
+        method: parts.method.as_str(),
+        protocol: protocol_name(parts.version),
+        uri,
+        headers,
+        remote: info.peer,
+        local: info.local,
+        tls,
+        content_length,
     }
 }
 
