@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -186,10 +187,19 @@ pub async fn exchange<C: Connector>(
         pool, conn, preamble, body, opts, head_tx, hold,
     ))));
     let head = std::future::poll_fn(|cx| {
-        if let Some(d) = &mut drive.0
-            && d.as_mut().poll(cx).is_ready()
-        {
-            drive.0 = None;
+        if let Some(d) = &mut drive.0 {
+            // The exchange runs in this very poll: the head it sends needs no wake-up, and the
+            // receiver's waker left from the last poll would schedule this task once more for
+            // nothing (a whole extra poll of the connection per request). Checked with a waker
+            // that does nothing instead, which also takes a head already there.
+            if let Poll::Ready(head) =
+                Pin::new(&mut head_rx).poll(&mut Context::from_waker(std::task::Waker::noop()))
+            {
+                return Poll::Ready(head);
+            }
+            if d.as_mut().poll(cx).is_ready() {
+                drive.0 = None;
+            }
         }
         // Ready once the head is sent, or the exchange ended (and dropped the sender).
         Pin::new(&mut head_rx).poll(cx)
