@@ -353,58 +353,43 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         RequestBody::Streaming(incoming) => {
             // Boxed: only bodies too large to buffer stream, and inline the two halves would
             // make every exchange's future (moved into a box per request) as large.
-            Box::pin(converse_streaming(
-                stream, client, preamble, incoming, opts, watch, head, signal,
-            ))
+            Box::pin(async {
+                write_all(stream, &preamble, opts.io_timeout).await?;
+                let (mut rd, mut wr) = tokio::io::split(stream);
+                let stdin = client.stdin_encoder();
+                let (read, written) = {
+                    let write = pump_body(&mut wr, incoming, stdin, opts.io_timeout);
+                    let read = read_response(&mut rd, client, opts, watch, head, signal);
+                    tokio::pin!(write, read);
+                    let mut written: Option<bool> = None;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            w = &mut write, if written.is_none() => match w {
+                                Ok(()) => written = Some(true),
+                                // The client's body broke: the backend got a partial request.
+                                Err(e) if e.kind == ErrorKind::ClientBody => return Err(e),
+                                // The backend stopped reading; it may still answer (e.g. 413).
+                                Err(e) => {
+                                    tracing::debug!("request body not fully written: {e}");
+                                    written = Some(false);
+                                }
+                            },
+                            r = &mut read => break (r, written),
+                        }
+                    }
+                };
+                read?;
+                // An answer before the body was consumed leaves the connection unusable.
+                if written == Some(true) {
+                    client.stdin_sent();
+                }
+                Ok(())
+            })
             .await?;
         }
     }
     Ok(client.reusable())
-}
-
-/// [`converse`] for a body read from the client while it is written to the backend.
-#[allow(clippy::too_many_arguments)]
-async fn converse_streaming<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    client: &mut Client,
-    preamble: Bytes,
-    incoming: Incoming,
-    opts: ExchangeOptions,
-    watch: Watch,
-    head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
-    signal: &mut (dyn FnMut(Signal) + Send),
-) -> Result<(), ProxyError> {
-    write_all(stream, &preamble, opts.io_timeout).await?;
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let stdin = client.stdin_encoder();
-    let (read, written) = {
-        let write = pump_body(&mut wr, incoming, stdin, opts.io_timeout);
-        let read = read_response(&mut rd, client, opts, watch, head, signal);
-        tokio::pin!(write, read);
-        let mut written: Option<bool> = None;
-        loop {
-            tokio::select! {
-                biased;
-                w = &mut write, if written.is_none() => match w {
-                    Ok(()) => written = Some(true),
-                    // The client's body broke: the backend got a partial request.
-                    Err(e) if e.kind == ErrorKind::ClientBody => return Err(e),
-                    // The backend stopped reading; it may still answer (e.g. 413).
-                    Err(e) => {
-                        tracing::debug!("request body not fully written: {e}");
-                        written = Some(false);
-                    }
-                },
-                r = &mut read => break (r, written),
-            }
-        }
-    };
-    read?;
-    // An answer before the body was consumed leaves the connection unusable.
-    if written == Some(true) {
-        client.stdin_sent();
-    }
-    Ok(())
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(

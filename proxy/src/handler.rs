@@ -238,20 +238,7 @@ async fn collect(
             Poll::Pending => match tokio::time::timeout(COPY_AFTER.min(t), next.as_mut()).await {
                 Ok(f) => Ok(f),
                 Err(_) => {
-                    for piece in fresh.drain(..) {
-                        let mut rest = &piece[..];
-                        while !rest.is_empty() {
-                            if block.capacity() == block.len() {
-                                if !block.is_empty() {
-                                    out.push(block.split().freeze());
-                                }
-                                block = BytesMut::with_capacity(COPY_BLOCK);
-                            }
-                            let n = rest.len().min(block.capacity() - block.len());
-                            block.extend_from_slice(&rest[..n]);
-                            rest = &rest[n..];
-                        }
-                    }
+                    copy_out(&mut fresh, &mut block, &mut out);
                     tokio::time::timeout(t.saturating_sub(COPY_AFTER), next).await
                 }
             },
@@ -280,6 +267,25 @@ async fn collect(
                     fresh.push(d);
                 }
             }
+        }
+    }
+}
+
+/// Copies `fresh` pieces into `block`, a new one of [`COPY_BLOCK`] bytes each time it is full
+/// (the full ones go to `out`), and lets the pieces (and hyper's buffers they keep) go.
+fn copy_out(fresh: &mut Vec<Bytes>, block: &mut BytesMut, out: &mut BodyBytes) {
+    for piece in fresh.drain(..) {
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            if block.capacity() == block.len() {
+                if !block.is_empty() {
+                    out.push(block.split().freeze());
+                }
+                *block = BytesMut::with_capacity(COPY_BLOCK);
+            }
+            let n = rest.len().min(block.capacity() - block.len());
+            block.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
         }
     }
 }
