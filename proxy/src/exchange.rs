@@ -183,7 +183,7 @@ pub async fn exchange<C: Connector>(
     // needs no task of its own. If its body still streams, the rest runs in a task; also if
     // this request is dropped first (the client went away), so that the exchange sees nobody
     // waiting and aborts the backend request as it would in its own task.
-    let mut drive = Detached(Some(Box::pin(drive(
+    let mut drive = Detached(Some(crate::box_in_place!(drive(
         pool, conn, preamble, body, opts, head_tx, hold,
     ))));
     let head = std::future::poll_fn(|cx| {

@@ -23,3 +23,15 @@ pub mod static_files;
 pub mod systemd;
 pub mod tls;
 pub mod uri;
+
+/// A future moved into a new box, written there directly: `Box::pin(f)` builds the whole
+/// future on the stack first and copies all of it, a few KiB per request for the request's
+/// futures, mostly bytes no state has used yet. A macro, not a function: a function's argument
+/// is itself a copy on the stack.
+macro_rules! box_in_place {
+    ($f:expr) => {{
+        let boxed = Box::into_pin(Box::write(Box::new_uninit(), $f));
+        boxed
+    }};
+}
+pub(crate) use box_in_place;

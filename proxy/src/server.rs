@@ -648,7 +648,7 @@ where
                         !last && !closes,
                         tls.is_some(),
                     );
-                    Box::pin(async move {
+                    crate::box_in_place!(async move {
                         let mut resp = proxy.handle(req, info, tls.as_deref()).await;
                         if last {
                             // MaxKeepAliveRequests reached (or KeepAlive Off).
