@@ -11,6 +11,7 @@ pub fn close_after(r: &mut Response<ProxyBody>) {
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
+#[cold]
 pub fn error(status: StatusCode) -> Response<ProxyBody> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let body = format!(

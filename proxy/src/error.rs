@@ -59,6 +59,7 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
+    #[cold]
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         let side = match kind {
             ErrorKind::AcquireTimeout | ErrorKind::QueueFull | ErrorKind::NoMemberAvailable => {
