@@ -159,8 +159,11 @@ impl Decoder {
         Ok(Some(rec))
     }
 
-    fn pairs(&mut self, content: &[u8]) -> Result<Vec<(bytes::Bytes, bytes::Bytes)>, DecodeError> {
-        nv::decode_all(content, self.limits.max_nv_bytes)
+    fn pairs(
+        &mut self,
+        content: &bytes::Bytes,
+    ) -> Result<Vec<(bytes::Bytes, bytes::Bytes)>, DecodeError> {
+        nv::decode_shared(content, self.limits.max_nv_bytes)
             .map_err(|e| self.fail(DecodeError::BadNameValues(e)))
     }
 

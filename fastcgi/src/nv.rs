@@ -82,13 +82,33 @@ pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8>
 
 /// Decodes a complete buffer of pairs (the body of a GET_VALUES record, or a whole PARAMS stream).
 pub fn decode_all(data: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>, NvError> {
-    let mut p = NvParser::new(limit);
-    p.feed(data)?;
-    let mut out = Vec::new();
-    while let Some(pair) = p.next_pair() {
-        out.push(pair);
+    decode_shared(&Bytes::copy_from_slice(data), limit)
+}
+
+/// [`decode_all`] over bytes already shared: names and values are slices of `data`, nothing
+/// is copied.
+pub fn decode_shared(data: &Bytes, limit: usize) -> Result<Vec<(Bytes, Bytes)>, NvError> {
+    if data.len() > limit {
+        return Err(NvError::TooLarge { limit });
     }
-    p.finish()?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        let (nlen, a) = NvParser::peek_len(rest).ok_or(NvError::Truncated)?;
+        let (vlen, b) = NvParser::peek_len(&rest[a..]).ok_or(NvError::Truncated)?;
+        let name_at = at + a + b;
+        let end = name_at
+            .checked_add(nlen)
+            .and_then(|v| v.checked_add(vlen))
+            .filter(|&end| end <= data.len())
+            .ok_or(NvError::Truncated)?;
+        out.push((
+            data.slice(name_at..name_at + nlen),
+            data.slice(name_at + nlen..end),
+        ));
+        at = end;
+    }
     Ok(out)
 }
 

@@ -904,7 +904,10 @@ pub fn build_params(input: &CgiInput<'_>) -> Result<Vec<Param>, CgiError> {
 /// The request's BEGIN_REQUEST and PARAMS records (the stream closed), as
 /// [`build_params`] would give them encoded. Without SetEnv, SetEnvIf or ProxyFCGISetEnvIf in
 /// play the variables go straight into the records, with no table in between.
-pub fn encode_params(input: &CgiInput<'_>, keep_conn: bool) -> Result<bytes::Bytes, CgiError> {
+pub fn encode_params(
+    input: &CgiInput<'_>,
+    keep_conn: bool,
+) -> Result<crate::exchange::Preamble, CgiError> {
     let route = input
         .config
         .routes
@@ -1252,7 +1255,7 @@ pub fn encode_handler_params(
     env: &Env,
     process_path: Option<&[u8]>,
     keep_conn: bool,
-) -> Result<bytes::Bytes, CgiError> {
+) -> Result<crate::exchange::Preamble, CgiError> {
     let mut filename = String::with_capacity(facts.filename.len() + 32);
     filename.push_str("proxy:");
     facts.worker.push_canonical_authority(&mut filename);

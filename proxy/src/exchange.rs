@@ -36,6 +36,18 @@ use crate::response::{self, ResponseHead};
 pub const REQUEST_ID: u16 = 1;
 /// STDERR text logged per request; the rest is counted, not logged, so a flood cannot fill logs.
 const STDERR_LOG_MAX: usize = 8192;
+
+/// FCGI_GET_VALUES for the three values of the spec: the same bytes every time, in front of
+/// every [`Preamble`].
+static ASK_VALUES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut out = Vec::new();
+    fastcgi::encode::get_values(
+        &mut out,
+        &[fastcgi::MAX_CONNS, fastcgi::MAX_REQS, fastcgi::MPXS_CONNS],
+    );
+    out
+});
+
 /// Response bytes drained after a HEAD before the connection is given up instead.
 const HEAD_DRAIN_MAX: usize = 1 << 20;
 
@@ -134,35 +146,58 @@ pub struct Outcome {
     pub body: ProxyBody,
 }
 
-/// BEGIN_REQUEST + PARAMS + empty PARAMS, encoded once per request (and reused on retry).
-pub fn encode_preamble<N: AsRef<str>, V: AsRef<[u8]>>(params: &[(N, V)], keep_conn: bool) -> Bytes {
+/// A request's first records, encoded once per request (and reused on retry): FCGI_GET_VALUES
+/// ([`ASK_VALUES`]), then BEGIN_REQUEST, the PARAMS and the empty PARAMS. The question goes out
+/// only when the exchange asks it; otherwise the rest is sent, a slice of the same bytes (no
+/// copy either way).
+#[derive(Debug, Clone)]
+pub struct Preamble(Bytes);
+
+impl Preamble {
+    /// BEGIN_REQUEST onwards.
+    pub fn request(&self) -> &[u8] {
+        &self.0[ASK_VALUES.len()..]
+    }
+
+    /// FCGI_GET_VALUES, then the request's records.
+    fn asking(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// [`Preamble`] with these params.
+pub fn encode_preamble<N: AsRef<str>, V: AsRef<[u8]>>(
+    params: &[(N, V)],
+    keep_conn: bool,
+) -> Preamble {
     // The pairs, their length bytes and the records' headers.
     let size = params
         .iter()
         .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 8)
         .sum::<usize>();
-    let written: Result<Bytes, std::convert::Infallible> = write_preamble(keep_conn, size, |w| {
-        for (n, v) in params {
-            w.pair(n.as_ref().as_bytes(), v.as_ref());
-        }
-        Ok(())
-    });
+    let written: Result<Preamble, std::convert::Infallible> =
+        write_preamble(keep_conn, size, |w| {
+            for (n, v) in params {
+                w.pair(n.as_ref().as_bytes(), v.as_ref());
+            }
+            Ok(())
+        });
     match written {
         Ok(b) => b,
         Err(never) => match never {},
     }
 }
 
-/// BEGIN_REQUEST, the PARAMS records `pairs` writes, and the empty PARAMS that ends them;
-/// `size` is about what the pairs take.
+/// [`Preamble`] with the PARAMS records `pairs` writes; `size` is about what the pairs take.
 pub fn write_preamble<E>(
     keep_conn: bool,
     size: usize,
     pairs: impl FnOnce(&mut fastcgi::encode::ParamsWriter<'_>) -> Result<(), E>,
-) -> Result<Bytes, E> {
-    let mut out = Vec::with_capacity(size + 32);
+) -> Result<Preamble, E> {
+    let mut out = Vec::with_capacity(ASK_VALUES.len() + size + 32);
+    out.extend_from_slice(&ASK_VALUES);
     client::encode_preamble(&mut out, REQUEST_ID, Role::Responder, keep_conn, pairs)?;
-    Ok(Bytes::from(out))
+    Ok(Preamble(Bytes::from(out)))
 }
 
 /// Runs the exchange on `conn` and returns once the response head is known (or the exchange
@@ -171,7 +206,7 @@ pub fn write_preamble<E>(
 pub async fn exchange<C: Connector>(
     pool: &Pool<C>,
     conn: Conn<C::Stream>,
-    preamble: Bytes,
+    preamble: Preamble,
     body: RequestBody,
     opts: ExchangeOptions,
     hold: Option<crate::handler::Hold>,
@@ -233,7 +268,7 @@ impl<F: Future<Output = ()> + Send + 'static> Drop for Detached<F> {
 async fn drive<C: Connector>(
     pool: Pool<C>,
     mut conn: Conn<C::Stream>,
-    preamble: Bytes,
+    preamble: Preamble,
     body: RequestBody,
     opts: ExchangeOptions,
     head_tx: oneshot::Sender<Result<Outcome, ProxyError>>,
@@ -251,20 +286,6 @@ async fn drive<C: Connector>(
     let ask_values = conn.ask_values
         || (conn.reused && opts.prove_delivery && pool.answers_get_values() == Some(true));
     let mut client = Client::new(REQUEST_ID);
-    let preamble = if ask_values {
-        // Asked ahead of the request on every fresh connection: backends answer as soon as a
-        // worker reads the connection, so the answer proves it was accepted (and may carry
-        // FCGI_MAX_CONNS). It costs no round trip.
-        let mut out = Vec::with_capacity(64 + preamble.len());
-        client.get_values(
-            &mut out,
-            &[fastcgi::MAX_CONNS, fastcgi::MAX_REQS, fastcgi::MPXS_CONNS],
-        );
-        out.extend_from_slice(&preamble);
-        Bytes::from(out)
-    } else {
-        preamble
-    };
     // The preamble was encoded (once for every attempt) by `write_preamble`.
     client.start(opts.keep_conn);
     let id = conn.id();
@@ -278,7 +299,7 @@ async fn drive<C: Connector>(
         opts,
         Watch {
             accept,
-            first_byte: ask_values,
+            asked_values: ask_values,
         },
         &mut head,
         &mut |signal| match signal {
@@ -334,19 +355,24 @@ async fn drive<C: Connector>(
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     client: &mut Client,
-    preamble: Bytes,
+    preamble: Preamble,
     body: RequestBody,
     opts: ExchangeOptions,
     watch: Watch,
     head: &mut Option<oneshot::Sender<Result<Outcome, ProxyError>>>,
     signal: &mut (dyn FnMut(Signal) + Send),
 ) -> Result<bool, ProxyError> {
+    let first = if watch.asked_values {
+        preamble.asking()
+    } else {
+        preamble.request()
+    };
     match body {
         RequestBody::Buffered(data) => {
             // The request in one gathered write: the body is not copied into records, each
             // record's header is written beside its slice of the body.
             let headers = client.stdin_headers(data.pieces());
-            let mut slices = client::gathered(&preamble, data.pieces(), &headers);
+            let mut slices = client::gathered(first, data.pieces(), &headers);
             write_all_vectored(stream, &mut slices, opts.io_timeout).await?;
             read_response(stream, client, opts, watch, head, signal).await?;
         }
@@ -354,7 +380,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             // Boxed: only bodies too large to buffer stream, and inline the two halves would
             // make every exchange's future (moved into a box per request) as large.
             Box::pin(async {
-                write_all(stream, &preamble, opts.io_timeout).await?;
+                write_all(stream, first, opts.io_timeout).await?;
                 let (mut rd, mut wr) = tokio::io::split(stream);
                 let stdin = client.stdin_encoder();
                 let (read, written) = {
@@ -473,8 +499,10 @@ async fn pump_body<W: AsyncWrite + Unpin>(
 struct Watch {
     /// A fresh connection: when silence means no worker took it ([`Signal::Overdue`]).
     accept: Option<tokio::time::Instant>,
-    /// FCGI_GET_VALUES went first: report the first byte back ([`Signal::FirstByte`]).
-    first_byte: bool,
+    /// FCGI_GET_VALUES goes first ([`ASK_VALUES`]): backends answer it as soon as a worker
+    /// reads the connection, so the answer proves the request was taken (and may carry
+    /// FCGI_MAX_CONNS), at no round trip. Report the first byte back ([`Signal::FirstByte`]).
+    asked_values: bool,
 }
 
 /// What the conversation tells the task that owns the connection while it runs.
@@ -534,7 +562,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     };
     // A fresh connection waits for its first byte: `accept` is when silence means the backend
     // had no worker for it, which the pool hears about while the wait goes on.
-    let mut awaiting_first = watch.first_byte;
+    let mut awaiting_first = watch.asked_values;
     // No data for `io_timeout` ends the exchange. The deadline moves with every read, but the
     // timer is one for the whole exchange, set again only when it fires before the deadline
     // (registering a timer for each read cost more than the read's own bookkeeping).

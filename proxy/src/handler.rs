@@ -176,8 +176,8 @@ fn borrowed_headers(h: &HeaderMap) -> Vec<(&str, &[u8])> {
 /// up on a blocking-pool thread, never on the serving thread, and `encode` runs again. Without
 /// such a walk it runs once and touches no filesystem.
 async fn encode_probing(
-    mut encode: impl FnMut(&dyn Fs) -> Result<bytes::Bytes, StatusCode>,
-) -> Result<bytes::Bytes, StatusCode> {
+    mut encode: impl FnMut(&dyn Fs) -> Result<exchange::Preamble, StatusCode>,
+) -> Result<exchange::Preamble, StatusCode> {
     /// More components than any real path has: a walk is cut short beyond.
     const MAX_LOOKUPS: usize = 256;
     let mut memo = ProbeMemo::default();
@@ -342,7 +342,7 @@ impl Shape {
 /// received is never sent twice). docs/architecture.md, "Resending".
 pub async fn forward<C: Connector>(
     worker: &Worker<C>,
-    preamble: bytes::Bytes,
+    preamble: exchange::Preamble,
     body: RequestBody,
     shape: Shape,
     hold: Option<Hold>,

@@ -167,7 +167,11 @@ pub fn run_with_fs(cfg: &Config, req: &Req, fs: &dyn Fs) -> Outcome {
                     .iter()
                     .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
                     .collect();
-                assert_eq!(decode_params(records), want, "encoded PARAMS differ");
+                assert_eq!(
+                    decode_params(records.request()),
+                    want,
+                    "encoded PARAMS differ"
+                );
             }
             (Err(a), Err(b)) => assert_eq!(a.status, b.status),
             _ => panic!("build_params and encode_params disagree: {built:?} / {encoded:?}"),
