@@ -14,9 +14,10 @@
 //!     connection that finishes a request is closed instead of pooled while any is overdue. A
 //!     request already written is never sent elsewhere: it is served where it waits;
 //!   - the number of connections accepted at that moment becomes the *limit*: further requests
-//!     wait inside the proxy for a pooled connection (bounded by `acquire`) instead of in the
-//!     backlog. While requests wait at the limit, one extra connection at a time (a *probe*)
-//!     tests for more capacity; an accepted probe raises the limit, an overdue one backs off;
+//!     wait inside the proxy for a pooled connection (bounded by `acquire`), first come first
+//!     served, instead of in the backlog. While requests wait at the limit, one extra
+//!     connection at a time (a *probe*) tests for more capacity; an accepted probe raises the
+//!     limit, an overdue one backs off;
 //!   - an announced FCGI_MAX_CONNS starts the limit, but never below the concurrency the
 //!     backend has demonstrated (libfcgi announces 1 per process, however many share a socket);
 //!   - while the backend's acceptance is unknown, at most [`PENDING_MIN`] (or as many as are
@@ -37,13 +38,12 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::Notify;
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::net::{BackendAddr, Connector};
@@ -151,9 +151,29 @@ struct Common {
     connect_unlogged: u64,
     /// Counters kept here; `idle`, `reused` and the idle closes live in [`Local`].
     stats: PoolStats,
+    /// Checkouts waiting for a connection, first come first (so in ticket order): only the
+    /// first may take an idle connection, and a checkout that comes while any waits goes
+    /// behind them.
+    queue: std::collections::VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+/// A checkout's place in [`Common::queue`].
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    waker: Option<Waker>,
+    /// Told to look again (a connection or a slot came free) since it last looked.
+    woken: bool,
 }
 
 impl Common {
+    /// Where waiting checkout `ticket` is in the queue (a search: the queue is in ticket order,
+    /// and thousands may wait on a saturated backend).
+    fn place(&self, ticket: u64) -> Option<usize> {
+        self.queue.binary_search_by_key(&ticket, |w| w.ticket).ok()
+    }
+
     /// Connections open, idle or busy, pending or accepted.
     fn open(&self) -> usize {
         self.accepted + self.pending.len()
@@ -167,6 +187,15 @@ impl Common {
 
     fn overdue(&self) -> bool {
         self.pending.iter().any(|p| p.overdue)
+    }
+
+    /// The first waiting checkout is told to look again (a connection or a slot came free);
+    /// its waker, to wake once the lock is released.
+    #[must_use]
+    fn wake_first(&mut self) -> Option<Waker> {
+        let first = self.queue.front_mut()?;
+        first.woken = true;
+        first.waker.take()
     }
 
     /// Fresh connection `id` is accepted: moved from `pending` to `accepted`, with what that
@@ -275,7 +304,8 @@ struct Shared<S> {
     ids: AtomicU64,
     common: Mutex<Common>,
     locals: Box<[Padded<Mutex<Local<S>>>]>,
-    freed: Notify,
+    /// Checkouts waiting now (the length of [`Common::queue`], readable without the lock).
+    waiting: AtomicUsize,
 }
 
 thread_local! {
@@ -369,13 +399,63 @@ impl<S> Drop for Slot<S> {
     }
 }
 
-/// A checkout counted in `waiting`; uncounted when it gets a connection, fails or is dropped
-/// (the client went away).
-struct Queued<'a, S>(&'a Shared<S>);
+/// A checkout in the queue (and counted in `waiting`); out of it when it gets a connection,
+/// fails or is dropped (the client went away). Leaving first, it wakes the next, which may take
+/// what is left.
+struct Queued<'a, S> {
+    shared: &'a Shared<S>,
+    ticket: u64,
+}
+
+impl<S> Queued<'_, S> {
+    /// Whether this checkout is the first in the queue.
+    fn first(&self) -> bool {
+        self.shared
+            .common()
+            .queue
+            .front()
+            .is_some_and(|w| w.ticket == self.ticket)
+    }
+
+    /// Until this checkout is told to look again (at once if it was since it last looked).
+    fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut c = self.shared.common();
+            let Some(w) = c.place(self.ticket).and_then(|i| c.queue.get_mut(i)) else {
+                return Poll::Ready(());
+            };
+            if std::mem::take(&mut w.woken) {
+                return Poll::Ready(());
+            }
+            w.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
 
 impl<S> Drop for Queued<'_, S> {
     fn drop(&mut self) {
-        self.0.common().stats.waiting -= 1;
+        let mut c = self.shared.common();
+        c.stats.waiting -= 1;
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Some(i) = c.place(self.ticket) else {
+            return;
+        };
+        let me = c.queue.remove(i);
+        // A wake meant for this checkout goes on to the next, as does the first place.
+        let w = if i == 0 || me.is_some_and(|w| w.woken) {
+            c.wake_first()
+        } else {
+            None
+        };
+        drop(c);
+        wake(w);
+    }
+}
+
+fn wake(w: Option<Waker>) {
+    if let Some(w) = w {
+        w.wake();
     }
 }
 
@@ -406,10 +486,10 @@ impl<S> Shared<S> {
         let mut c = self.common();
         c.accepted -= n;
         c.sync();
+        // The first waiter takes a slot and, leaving the queue, wakes the next.
+        let w = c.wake_first();
         drop(c);
-        for _ in 0..n {
-            self.freed.notify_one();
-        }
+        wake(w);
     }
 
     /// The connection `id` was closed, pending or accepted.
@@ -422,8 +502,15 @@ impl<S> Shared<S> {
             None => c.accepted -= 1,
         }
         c.sync();
+        let w = c.wake_first();
         drop(c);
-        self.freed.notify_one();
+        wake(w);
+    }
+
+    /// The first waiting checkout looks again.
+    fn freed(&self) {
+        let w = self.common().wake_first();
+        wake(w);
     }
 
     /// Another thread's most recently used idle connection, if any thread has one.
@@ -513,11 +600,13 @@ impl<C: Connector> Pool<C> {
                         cap,
                         ..PoolStats::default()
                     },
+                    queue: std::collections::VecDeque::new(),
+                    next_ticket: 0,
                 }),
                 locals: (0..threads.max(1))
                     .map(|_| Padded(Mutex::new(Local::new())))
                     .collect(),
-                freed: Notify::new(),
+                waiting: AtomicUsize::new(0),
             }),
             settings,
         }
@@ -597,7 +686,13 @@ impl<C: Connector> Pool<C> {
         let mut queued: Option<Queued<'_, C::Stream>> = None;
         loop {
             let now = tokio::time::Instant::now();
-            if !fresh_first {
+            // First come, first served: an idle connection goes to the first checkout in the
+            // queue, and one that just came takes it only when none waits.
+            let my_turn = match &queued {
+                None => self.shared.waiting.load(Ordering::Relaxed) == 0,
+                Some(q) => q.first(),
+            };
+            if !fresh_first && my_turn {
                 match self.take_idle(me, now) {
                     Taken::Reused(stream) => return Ok(self.reused_conn(stream)),
                     // Closed or expired since the watcher last looked: closed; look again.
@@ -605,11 +700,6 @@ impl<C: Connector> Pool<C> {
                     Taken::None => {}
                 }
             }
-            // Register interest before looking at the counts, so a slot freed in between is
-            // not missed (a connection released since `take_idle` leaves a permit in `freed`).
-            let notified = self.shared.freed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             let (opened, wake_at) = {
                 let mut c = self.shared.common();
                 match c.may_open(hard_cap, now) {
@@ -659,7 +749,7 @@ impl<C: Connector> Pool<C> {
                     });
                 }
                 None => {
-                    if queued.is_none() {
+                    let Some(q) = &queued else {
                         let mut c = self.shared.common();
                         let max = self.settings.max_waiting;
                         if max > 0 && c.stats.waiting >= max {
@@ -673,13 +763,27 @@ impl<C: Connector> Pool<C> {
                             ));
                         }
                         c.stats.waiting += 1;
+                        self.shared.waiting.fetch_add(1, Ordering::Relaxed);
                         c.stats.waits += 1;
+                        let ticket = c.next_ticket;
+                        c.next_ticket += 1;
+                        c.queue.push_back(Waiter {
+                            ticket,
+                            waker: None,
+                            woken: false,
+                        });
                         drop(c);
-                        queued = Some(Queued(&self.shared));
-                    }
+                        queued = Some(Queued {
+                            shared: &self.shared,
+                            ticket,
+                        });
+                        // Looks once more from its place before it sleeps: a connection
+                        // released since it last looked woke nobody.
+                        continue;
+                    };
                     let wait_started = tokio::time::Instant::now();
                     let until = wake_at.map_or(deadline, |w| w.min(deadline));
-                    let woken = tokio::time::timeout_at(until, notified).await.is_ok();
+                    let woken = tokio::time::timeout_at(until, q.woken()).await.is_ok();
                     let waited_ms = wait_started.elapsed().as_millis() as u64;
                     self.shared.common().stats.wait_ms += waited_ms;
                     if !woken && tokio::time::Instant::now() >= deadline {
@@ -809,7 +913,7 @@ impl<C: Connector> Pool<C> {
         drop(c);
         if changed {
             // More may now be opened (the pending bound, a probe slot).
-            self.shared.freed.notify_waiters();
+            self.shared.freed();
         }
     }
 
@@ -873,7 +977,7 @@ impl<C: Connector> Pool<C> {
         if c.stats.answers_get_values.is_none() {
             c.stats.answers_get_values = Some(false);
             drop(c);
-            self.shared.freed.notify_waiters();
+            self.shared.freed();
         }
     }
 
@@ -899,7 +1003,7 @@ impl<C: Connector> Pool<C> {
             }
             drop(c);
             if settled {
-                self.shared.freed.notify_waiters();
+                self.shared.freed();
             }
         }
         let me = self.shared.my_slot();
@@ -930,7 +1034,7 @@ impl<C: Connector> Pool<C> {
         if let Some(w) = wake {
             w.wake();
         }
-        self.shared.freed.notify_one();
+        self.shared.freed();
     }
 }
 

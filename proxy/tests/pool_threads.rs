@@ -162,3 +162,41 @@ fn concurrent_threads_never_exceed_the_cap() {
     assert!(accepted.load(Ordering::SeqCst) <= MAX);
     assert_eq!(s.opened + s.reused, 400);
 }
+
+/// Waiting is first come, first served: a connection released while a checkout waits goes to
+/// that checkout, not to one that comes just after the release (which would leave the one that
+/// waited to wait again, and under a saturated backend some requests to wait far longer than
+/// the rest).
+#[test]
+fn a_released_connection_goes_to_the_checkout_that_waited_not_to_one_that_just_came() {
+    let (addr, _) = silent_backend();
+    let p = Arc::new(pool(addr, 1, Duration::from_secs(1)));
+    let rt = runtime();
+    set_thread_slot(0);
+    rt.block_on(async {
+        let held = p.checkout(Duration::from_secs(1)).await.expect("first");
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.checkout(Duration::from_secs(1)).await }
+        });
+        while p.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        p.release(held);
+        // Comes after the release, before the waiting checkout has run again.
+        let late = tokio::time::timeout(
+            Duration::from_millis(200),
+            p.checkout(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(
+            late.is_err(),
+            "the checkout that came last took the connection released for the one waiting"
+        );
+        let got = waiter.await.expect("join").expect("the waiting checkout");
+        assert!(
+            got.reused,
+            "the waiting checkout got the released connection"
+        );
+    });
+}
