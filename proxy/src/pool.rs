@@ -436,7 +436,6 @@ impl<S> Queued<'_, S> {
 impl<S> Drop for Queued<'_, S> {
     fn drop(&mut self) {
         let mut c = self.shared.common();
-        c.stats.waiting -= 1;
         self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
         let Some(i) = c.place(self.ticket) else {
             return;
@@ -507,8 +506,15 @@ impl<S> Shared<S> {
         wake(w);
     }
 
-    /// The first waiting checkout looks again.
+    /// The first waiting checkout looks again. Called for every released connection, so it
+    /// takes the shared lock only when a checkout waits: a checkout about to wait counts itself
+    /// in `waiting` and then looks once more (idle lists, open slots), under the same locks the
+    /// change being announced took, so either it sees the change or the change sees it
+    /// counted.
     fn freed(&self) {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let w = self.common().wake_first();
         wake(w);
     }
@@ -630,7 +636,10 @@ impl<C: Connector> Pool<C> {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let mut s = self.shared.common().stats;
+        let c = self.shared.common();
+        let mut s = c.stats;
+        s.waiting = c.queue.len();
+        drop(c);
         for i in 0..self.shared.locals.len() {
             let l = self.shared.local(i);
             s.idle += l.idle.len();
@@ -752,17 +761,17 @@ impl<C: Connector> Pool<C> {
                     let Some(q) = &queued else {
                         let mut c = self.shared.common();
                         let max = self.settings.max_waiting;
-                        if max > 0 && c.stats.waiting >= max {
+                        if max > 0 && c.queue.len() >= max {
                             c.stats.queue_full += 1;
                             return Err(ProxyError::new(
                                 ErrorKind::QueueFull,
                                 format!(
                                     "{} requests already wait for a connection to {} (limits.max_waiting)",
-                                    c.stats.waiting, self.addr
+                                    c.queue.len(),
+                                    self.addr
                                 ),
                             ));
                         }
-                        c.stats.waiting += 1;
                         self.shared.waiting.fetch_add(1, Ordering::Relaxed);
                         c.stats.waits += 1;
                         let ticket = c.next_ticket;
@@ -993,17 +1002,14 @@ impl<C: Connector> Pool<C> {
         {
             let mut c = self.shared.common();
             // A connection that carried a whole exchange was accepted, whatever the exchange
-            // told.
-            let settled = c.settle(slot.id);
+            // told. Every way out of here wakes the first waiter: `freed` at the end, or the
+            // dropped slot.
+            c.settle(slot.id);
             if c.overdue() {
                 c.stats.yields += 1;
                 drop(c);
                 // Dropping the armed slot frees it.
                 return;
-            }
-            drop(c);
-            if settled {
-                self.shared.freed();
             }
         }
         let me = self.shared.my_slot();
