@@ -94,22 +94,37 @@ pub fn decode_shared(data: &Bytes, limit: usize) -> Result<Vec<(Bytes, Bytes)>, 
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        let rest = &data[at..];
-        let (nlen, a) = NvParser::peek_len(rest).ok_or(NvError::Truncated)?;
-        let (vlen, b) = NvParser::peek_len(&rest[a..]).ok_or(NvError::Truncated)?;
-        let name_at = at + a + b;
-        let end = name_at
-            .checked_add(nlen)
-            .and_then(|v| v.checked_add(vlen))
-            .filter(|&end| end <= data.len())
-            .ok_or(NvError::Truncated)?;
+        let (lens, nlen, vlen) = pair_at(&data[at..]).ok_or(NvError::Truncated)?;
+        let name_at = at + lens;
         out.push((
             data.slice(name_at..name_at + nlen),
-            data.slice(name_at + nlen..end),
+            data.slice(name_at + nlen..name_at + nlen + vlen),
         ));
-        at = end;
+        at = name_at + nlen + vlen;
     }
     Ok(out)
+}
+
+/// The pair at the start of `buf`, if `buf` holds all of it: the size of its two length
+/// fields, then the name's and the value's lengths.
+fn pair_at(buf: &[u8]) -> Option<(usize, usize, usize)> {
+    let (nlen, a) = peek_len(buf)?;
+    let (vlen, b) = peek_len(&buf[a..])?;
+    let total = a.checked_add(b)?.checked_add(nlen)?.checked_add(vlen)?;
+    (buf.len() >= total).then_some((a + b, nlen, vlen))
+}
+
+/// A length field (1 byte below 128, else 4 with the top bit set) and its size.
+fn peek_len(buf: &[u8]) -> Option<(usize, usize)> {
+    let first = *buf.first()?;
+    if first & 0x80 == 0 {
+        Some((first as usize, 1))
+    } else if buf.len() >= 4 {
+        let v = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) & 0x7fff_ffff;
+        Some((v as usize, 4))
+    } else {
+        None
+    }
 }
 
 /// Streaming parser for a name-value stream. Feed it chunks in any split; take pairs out as they
@@ -145,27 +160,10 @@ impl NvParser {
         Ok(())
     }
 
-    fn peek_len(buf: &[u8]) -> Option<(usize, usize)> {
-        let first = *buf.first()?;
-        if first & 0x80 == 0 {
-            Some((first as usize, 1))
-        } else if buf.len() >= 4 {
-            let v = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) & 0x7fff_ffff;
-            Some((v as usize, 4))
-        } else {
-            None
-        }
-    }
-
     /// The next complete pair, if the buffered bytes hold one.
     pub fn next_pair(&mut self) -> Option<(Bytes, Bytes)> {
-        let (nlen, a) = Self::peek_len(&self.buf)?;
-        let (vlen, b) = Self::peek_len(&self.buf[a..])?;
-        let total = a.checked_add(b)?.checked_add(nlen)?.checked_add(vlen)?;
-        if self.buf.len() < total {
-            return None;
-        }
-        self.buf.advance(a + b);
+        let (lens, nlen, vlen) = pair_at(&self.buf)?;
+        self.buf.advance(lens);
         let name = self.buf.split_to(nlen).freeze();
         let value = self.buf.split_to(vlen).freeze();
         Some((name, value))
@@ -187,18 +185,15 @@ mod tests {
 
     #[test]
     fn peek_len_forms() {
-        assert_eq!(NvParser::peek_len(&[]), None);
-        assert_eq!(NvParser::peek_len(&[0]), Some((0, 1)));
-        assert_eq!(NvParser::peek_len(&[127, 0xff]), Some((127, 1)));
+        assert_eq!(peek_len(&[]), None);
+        assert_eq!(peek_len(&[0]), Some((0, 1)));
+        assert_eq!(peek_len(&[127, 0xff]), Some((127, 1)));
         // The 4-byte form needs all four bytes.
-        assert_eq!(NvParser::peek_len(&[0x80]), None);
-        assert_eq!(NvParser::peek_len(&[0x80, 0, 0]), None);
-        assert_eq!(NvParser::peek_len(&[0x80, 0, 0, 0x80]), Some((128, 4)));
-        assert_eq!(NvParser::peek_len(&[0x81, 2, 3, 4]), Some((0x0102_0304, 4)));
-        assert_eq!(
-            NvParser::peek_len(&[0xff, 0xff, 0xff, 0xff]),
-            Some((MAX_LEN, 4))
-        );
+        assert_eq!(peek_len(&[0x80]), None);
+        assert_eq!(peek_len(&[0x80, 0, 0]), None);
+        assert_eq!(peek_len(&[0x80, 0, 0, 0x80]), Some((128, 4)));
+        assert_eq!(peek_len(&[0x81, 2, 3, 4]), Some((0x0102_0304, 4)));
+        assert_eq!(peek_len(&[0xff, 0xff, 0xff, 0xff]), Some((MAX_LEN, 4)));
     }
 
     #[test]
