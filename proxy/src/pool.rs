@@ -693,13 +693,18 @@ impl<C: Connector> Pool<C> {
         let hard_cap = self.settings.max.unwrap_or(self.settings.default_max);
         // In the queue of waiting checkouts (counted in `waiting` until dropped).
         let mut queued: Option<Queued<'_, C::Stream>> = None;
+        // A waiting checkout that was first stays first until it leaves the queue.
+        let mut first = false;
         loop {
             let now = tokio::time::Instant::now();
             // First come, first served: an idle connection goes to the first checkout in the
             // queue, and one that just came takes it only when none waits.
             let my_turn = match &queued {
                 None => self.shared.waiting.load(Ordering::Relaxed) == 0,
-                Some(q) => q.first(),
+                Some(q) => {
+                    first = first || q.first();
+                    first
+                }
             };
             if !fresh_first && my_turn {
                 match self.take_idle(me, now) {
@@ -711,7 +716,16 @@ impl<C: Connector> Pool<C> {
             }
             let (opened, wake_at) = {
                 let mut c = self.shared.common();
-                match c.may_open(hard_cap, now) {
+                // So is a free slot: a checkout that just came, or one behind others in the
+                // queue, does not open the one freed for the first.
+                let my_turn = match &queued {
+                    None => c.queue.is_empty(),
+                    Some(q) => {
+                        first = first || c.queue.front().is_some_and(|w| w.ticket == q.ticket);
+                        first
+                    }
+                };
+                match my_turn.then(|| c.may_open(hard_cap, now)).flatten() {
                     Some(probe) => {
                         let id = self.shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
                         let track = self.settings.reuse;
@@ -731,8 +745,9 @@ impl<C: Connector> Pool<C> {
                         let ask = track && c.stats.answers_get_values != Some(false);
                         (Some((id, track, ask)), None)
                     }
-                    // A probe may become possible when the backoff ends.
-                    None => (None, c.probe_after.filter(|&t| t > now)),
+                    // A probe may become possible when the backoff ends (for the first: the
+                    // rest wait their turn, not a timer each).
+                    None => (None, c.probe_after.filter(|&t| my_turn && t > now)),
                 }
             };
             if opened.is_none() && fresh_first {

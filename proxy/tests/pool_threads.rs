@@ -200,3 +200,39 @@ fn a_released_connection_goes_to_the_checkout_that_waited_not_to_one_that_just_c
         );
     });
 }
+
+/// The same for a slot: a connection closed while a checkout waits at the cap frees a slot,
+/// and that slot goes to the checkout that waited, not to one that comes just after.
+#[test]
+fn a_freed_slot_goes_to_the_checkout_that_waited_not_to_one_that_just_came() {
+    let (addr, accepted) = silent_backend();
+    let p = Arc::new(pool(addr, 1, Duration::from_secs(1)));
+    let rt = runtime();
+    set_thread_slot(0);
+    rt.block_on(async {
+        let held = p.checkout(Duration::from_secs(1)).await.expect("first");
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.checkout(Duration::from_secs(1)).await }
+        });
+        while p.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Closed, not released: its slot is free, no connection is.
+        drop(held);
+        // Comes after the close, before the waiting checkout has run again.
+        let late = tokio::time::timeout(
+            Duration::from_millis(200),
+            p.checkout(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(
+            late.is_err(),
+            "the checkout that came last opened the slot freed for the one waiting"
+        );
+        let got = waiter.await.expect("join").expect("the waiting checkout");
+        assert!(!got.reused, "the waiting checkout opened a new connection");
+        assert_eq!(p.stats().open, 1, "the cap holds");
+    });
+    assert!(accepted.load(Ordering::SeqCst) <= 2);
+}
