@@ -87,6 +87,9 @@ pub struct PeerOptions {
     /// Extra environment for the peer process (applied last: it overrides what `access_log`
     /// sets).
     pub env: Vec<(String, String)>,
+    /// Start the peer in a session of its own (`setsid`), as a service manager starts a
+    /// server, instead of in the caller's. See [`own_session`].
+    pub own_session: bool,
 }
 
 impl Default for PeerOptions {
@@ -103,6 +106,7 @@ impl Default for PeerOptions {
             fcgi_proxy_bin: None,
             tls: None,
             env: Vec::new(),
+            own_session: false,
         }
     }
 }
@@ -243,7 +247,11 @@ impl PeerKind {
             .iter()
             .map(|a| a.replace("{dir}", &dir_s).replace("{config}", &cfg_s))
             .collect();
-        let mut cmd = Command::new(&bin);
+        let mut cmd = if opts.own_session {
+            own_session(&bin)
+        } else {
+            Command::new(&bin)
+        };
         cmd.args(&args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -271,7 +279,46 @@ impl PeerKind {
             dir,
         };
         peer.wait_ready(Duration::from_secs(10))?;
+        if opts.own_session {
+            check_own_session(peer.pid().unwrap_or(0)).map_err(io::Error::other)?;
+        }
         Ok(peer)
+    }
+}
+
+/// A command that runs `program` in a new session, the way a service manager starts a server.
+///
+/// On Linux with `kernel.sched_autogroup_enabled=1` (the default on Debian), the scheduler
+/// shares CPU between sessions first and between processes within a session second. A server
+/// started from the load generator's session competes inside that group with the load
+/// generator, while every backend process spawn-fcgi starts is a session of its own: the
+/// server then gets a fraction of the CPU no service manager would give it, and requests wait
+/// for a backend process that waits for a CPU (docs/bench.md, "Sessions"). `setsid` calls
+/// setsid(2) and execs in place (a spawned child is not a process group leader), so the PID
+/// spawned is the program's: it is stopped and measured by that PID as before; see
+/// [`check_own_session`].
+pub fn own_session(program: &Path) -> Command {
+    let mut cmd = Command::new(programs::program_path("setsid"));
+    cmd.arg(program);
+    cmd
+}
+
+/// Whether process `pid` leads a session of its own (started through [`own_session`], with
+/// `setsid` replaced by the program itself).
+pub fn check_own_session(pid: u32) -> Result<(), String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("process {pid}: {e}"))?;
+    // Fields after the name: state, ppid, pgrp, session.
+    let session = stat_fields(&stat)
+        .and_then(|f| f.get(3).and_then(|s| s.parse::<u32>().ok()))
+        .ok_or_else(|| format!("process {pid}: unreadable /proc/{pid}/stat"))?;
+    if session == pid {
+        Ok(())
+    } else {
+        Err(format!(
+            "process {pid} is in session {session}, not a session of its own: setsid forked \
+             instead of running the program in place"
+        ))
     }
 }
 
@@ -961,6 +1008,33 @@ fn nginx_static_config(o: &PeerOptions, listen: SocketAddr, dir: &Path, root: &P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program started through `own_session` leads a session of its own under the PID that
+    /// was spawned (so it is stopped and measured by that PID); one started plainly does not.
+    #[test]
+    fn own_session_runs_the_program_in_place_in_a_new_session() {
+        let sleep_bin = find_program("sleep").expect("sleep");
+        let mut own = own_session(&sleep_bin)
+            .arg("30")
+            .spawn()
+            .expect("setsid sleep");
+        let mut plain = Command::new(&sleep_bin).arg("30").spawn().expect("sleep");
+        // Until setsid has exec'd, the process may still be setsid itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm"));
+        while comm(own.id()).is_ok_and(|c| c.trim() != "sleep") && Instant::now() < deadline {
+            sleep(Duration::from_millis(5));
+        }
+        let own_check = check_own_session(own.id());
+        let plain_check = check_own_session(plain.id());
+        for c in [&mut own, &mut plain] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(comm(own.id()).ok(), None, "stopped by its own PID");
+        own_check.expect("a session of its own");
+        assert!(plain_check.is_err(), "{plain_check:?}");
+    }
 
     #[test]
     fn stat_fields_skip_the_command_name() {

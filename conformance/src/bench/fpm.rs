@@ -53,7 +53,7 @@ impl Fpm {
             max_requests: None,
             reply: Reply::default(),
         };
-        let backend = real::start_php_fpm_pool(&plan, &dir.path().join("fpm"), addr)?;
+        let backend = real::start_php_fpm_pool(&plan, &dir.path().join("fpm"), addr, true)?;
         let fpm = Fpm {
             backend,
             document_root,

@@ -31,6 +31,9 @@ pub struct Machine {
     pub systemd_detect_virt: Option<String>,
     /// `MemTotal` from `/proc/meminfo`.
     pub mem_total_mib: Option<u64>,
+    /// `/proc/sys/kernel/sched_autogroup_enabled`: the scheduler shares CPU between sessions
+    /// first (Debian's default), which is why every target runs in a session of its own.
+    pub sched_autogroup: Option<bool>,
     /// `git rev-parse --short HEAD` of the workspace.
     pub commit: Option<String>,
 }
@@ -118,6 +121,8 @@ impl Machine {
             mem_total_mib: std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|t| parse_meminfo_total_mib(&t)),
+            sched_autogroup: read_trimmed("/proc/sys/kernel/sched_autogroup_enabled")
+                .map(|v| v != "0"),
             commit: command_output(
                 "git",
                 &[
@@ -178,14 +183,19 @@ impl Machine {
             (None, None) => "? logical cores".to_owned(),
         };
         format!(
-            "machine: {cpu}, {cores}, {mem} RAM, Linux {kernel}, clocksource {cs}, {virt}, \
-             commit {commit}",
+            "machine: {cpu}, {cores}, {mem} RAM, Linux {kernel}, clocksource {cs}, \
+             autogroup {autogroup}, {virt}, commit {commit}",
             cpu = self.cpu_model.clone().unwrap_or_else(unknown),
             mem = self
                 .mem_total_mib
                 .map_or_else(unknown, |m| format!("{:.1} GiB", m as f64 / 1024.0)),
             kernel = self.kernel.clone().unwrap_or_else(unknown),
             cs = self.clocksource.clone().unwrap_or_else(unknown),
+            autogroup = match self.sched_autogroup {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "?",
+            },
             virt = self.virtualisation(),
             commit = self.commit.clone().unwrap_or_else(unknown),
         )
@@ -251,12 +261,13 @@ mod tests {
             dmi_sys_vendor: Some("QEMU".into()),
             systemd_detect_virt: Some("kvm".into()),
             mem_total_mib: Some(24105),
+            sched_autogroup: Some(true),
             commit: Some("254c080".into()),
         };
         assert_eq!(
             m.line(),
             "machine: AMD EPYC, 2 logical cores, 23.5 GiB RAM, Linux 6.1.0-28-amd64, \
-             clocksource kvm-clock, virtualised (systemd-detect-virt: kvm; hypervisor CPU flag; \
+             clocksource kvm-clock, autogroup on, virtualised (systemd-detect-virt: kvm; hypervisor CPU flag; \
              DMI: QEMU Standard PC (Q35 + ICH9, 2009)), commit 254c080"
         );
         let bare = Machine {
@@ -275,6 +286,7 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("commit ?"), "{line}");
+        assert!(line.contains("autogroup ?"), "{line}");
         assert_eq!(
             Machine::default().virtualisation(),
             "virtualisation unknown"

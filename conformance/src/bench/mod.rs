@@ -265,6 +265,7 @@ pub fn missing_prerequisites() -> Vec<String> {
         ("spawn-fcgi", "spawn-fcgi"),
         ("nginx", "nginx"),
         ("prlimit", "util-linux"),
+        ("setsid", "util-linux"),
     ] {
         if find_program(prog).is_none() {
             missing.push(format!("{prog} (apt-get install {pkg})"));
@@ -445,8 +446,13 @@ impl Workload {
     }
 }
 
+/// How the processes of a run are grouped for the scheduler (see `crate::peers::own_session`).
+const SESSIONS_NOTE: &str = "every target and php-fpm started in a session of its own (setsid), as \
+     a service manager starts a server; each spawn-fcgi responder is a session of its own (spawn-fcgi \
+     does that); wrk and h2load run in the bench's session";
+
 /// What every report says about access logs.
-pub const ACCESS_LOG_NOTE: &str = "every workload but get-c64-nolog runs each target with the \
+const ACCESS_LOG_NOTE: &str = "every workload but get-c64-nolog runs each target with the \
     access log it has by default: fcgi-proxy one line per request on stderr (no RUST_LOG), sent \
     to a file; nginx and Apache the combined format to access.log; HAProxy logs nothing without \
     a `log` target and runs without one. get-c64-nolog turns them off (fcgi-proxy \
@@ -1010,6 +1016,8 @@ impl Bench<'_> {
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
             tls: None,
             env: Vec::new(),
+            // Not in the load generator's session: see `crate::peers::own_session`.
+            own_session: true,
         }
     }
 
@@ -1449,6 +1457,7 @@ impl Bench<'_> {
             ),
         );
         put("access_logs", ACCESS_LOG_NOTE.to_owned());
+        put("sessions", SESSIONS_NOTE.to_owned());
         put("open_file_limit", nofile.to_string());
         put("fcgi_proxy_bin", self.proxy_bin.display().to_string());
         put(

@@ -563,7 +563,7 @@ impl Report {
             "TLS negotiated (openssl s_client offering what wrk and h2load offer)",
             negotiated(&self.workloads),
         );
-        for key in ["access_logs", "skipped"] {
+        for key in ["access_logs", "sessions", "skipped"] {
             if let Some(v) = self.meta.get(key) {
                 s.push_str(&format!("\n{}: {v}\n", key.replace('_', " ")));
             }

@@ -691,7 +691,7 @@ fn start_php_fpm(
         }
         std::fs::write(path, &php).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let mut b = start_php_fpm_pool(plan, dir, addr)?;
+    let mut b = start_php_fpm_pool(plan, dir, addr, false)?;
     b.log = log;
     Ok(b)
 }
@@ -705,6 +705,7 @@ pub fn start_php_fpm_pool(
     plan: &Plan,
     dir: &Path,
     addr: SocketAddr,
+    own_session: bool,
 ) -> Result<RealBackend, String> {
     let bin = find_program(PHP_FPM)
         .ok_or_else(|| format!("{PHP_FPM} not installed (apt-get install php8.2-fpm)"))?;
@@ -714,7 +715,13 @@ pub fn start_php_fpm_pool(
         .map_err(|e| format!("{}: {e}", conf.display()))?;
     let out = std::fs::File::create(dir.join("php-fpm.out")).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin);
+    // In a session of its own if asked, as systemd starts php-fpm (the bench's case; see
+    // `crate::peers::own_session`).
+    let mut cmd = if own_session {
+        crate::peers::own_session(&bin)
+    } else {
+        Command::new(&bin)
+    };
     cmd.arg("-F").arg("-y").arg(&conf);
     if crate::peers::running_as_root() {
         cmd.arg("-R");
@@ -754,6 +761,9 @@ pub fn start_php_fpm_pool(
         std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(m) = &b.master {
+        if own_session {
+            crate::peers::check_own_session(m.id())?;
+        }
         b.pids = process_tree(m.id()).into_iter().skip(1).collect();
     }
     Ok(b)
