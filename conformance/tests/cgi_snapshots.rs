@@ -63,7 +63,28 @@ fn cgi_params_per_target() {
         if let Some(why) = target.unavailable(&opts) {
             panic!("{}: {why}", target.name());
         }
-        let outcomes = suite::par_map(&files, 2, |f| real::run(&f.scenario, target, &opts));
+        let mut outcomes = suite::par_map(&files, 2, |f| real::run(&f.scenario, target, &opts));
+        // Every scenario here sends the backend at least one request through every target.
+        // A peer's run that got none through was an accident of the run (Caddy, once, on a
+        // loaded CI machine), not what the peer does with the request: it runs once more, and
+        // the first run's verdict is printed. fcgi-proxy gets no second run: there it would
+        // be a fault of ours.
+        for (f, o) in files.iter().zip(outcomes.iter_mut()) {
+            let none_through = o
+                .run
+                .as_ref()
+                .is_some_and(|r| params::received(r).is_empty());
+            if none_through && target != Target::Ours {
+                eprintln!(
+                    "{} on {}: no request reached the backend ({:?}: {}); running it again",
+                    f.scenario.id,
+                    target.name(),
+                    o.verdict,
+                    o.detail
+                );
+                *o = real::run(&f.scenario, target, &opts);
+            }
+        }
         for (f, o) in files.iter().zip(outcomes) {
             let s = &f.scenario;
             let Some(run) = o.run else {
