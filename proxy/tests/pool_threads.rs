@@ -163,76 +163,77 @@ fn concurrent_threads_never_exceed_the_cap() {
     assert_eq!(s.opened + s.reused, 400);
 }
 
+/// How the connection a checkout holds is given up while another checkout waits at the cap.
+#[derive(Clone, Copy, PartialEq)]
+enum GiveUp {
+    /// Released: the connection goes idle, for reuse.
+    Release,
+    /// Closed (dropped): its slot is free, no connection is.
+    Close,
+}
+
+/// A pool at its cap of one: a checkout waits, the connection is given up, then another
+/// checkout comes before the waiting one has run again. The late one must not get what was
+/// freed; the waiting one does. Returns whether the waiting checkout's connection was reused.
+fn freed_goes_to_the_waiting_checkout(give_up: GiveUp) -> bool {
+    let (addr, accepted) = silent_backend();
+    let p = Arc::new(pool(addr, 1, Duration::from_secs(1)));
+    let rt = runtime();
+    set_thread_slot(0);
+    let reused = rt.block_on(async {
+        let held = p.checkout(Duration::from_secs(1)).await.expect("first");
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.checkout(Duration::from_secs(1)).await }
+        });
+        while p.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        match give_up {
+            GiveUp::Release => p.release(held),
+            GiveUp::Close => drop(held),
+        }
+        // Comes after the connection was given up, before the waiting checkout ran again.
+        let late = tokio::time::timeout(
+            Duration::from_millis(200),
+            p.checkout(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(
+            late.is_err(),
+            "the checkout that came last took what was freed for the one waiting ({})",
+            if give_up == GiveUp::Release {
+                "a released connection"
+            } else {
+                "a slot"
+            }
+        );
+        let got = waiter.await.expect("join").expect("the waiting checkout");
+        assert_eq!(p.stats().open, 1, "the cap holds");
+        got.reused
+    });
+    assert!(accepted.load(Ordering::SeqCst) <= 2);
+    reused
+}
+
 /// Waiting is first come, first served: a connection released while a checkout waits goes to
 /// that checkout, not to one that comes just after the release (which would leave the one that
 /// waited to wait again, and under a saturated backend some requests to wait far longer than
 /// the rest).
 #[test]
 fn a_released_connection_goes_to_the_checkout_that_waited_not_to_one_that_just_came() {
-    let (addr, _) = silent_backend();
-    let p = Arc::new(pool(addr, 1, Duration::from_secs(1)));
-    let rt = runtime();
-    set_thread_slot(0);
-    rt.block_on(async {
-        let held = p.checkout(Duration::from_secs(1)).await.expect("first");
-        let waiter = tokio::spawn({
-            let p = p.clone();
-            async move { p.checkout(Duration::from_secs(1)).await }
-        });
-        while p.stats().waiting == 0 {
-            tokio::task::yield_now().await;
-        }
-        p.release(held);
-        // Comes after the release, before the waiting checkout has run again.
-        let late = tokio::time::timeout(
-            Duration::from_millis(200),
-            p.checkout(Duration::from_secs(1)),
-        )
-        .await;
-        assert!(
-            late.is_err(),
-            "the checkout that came last took the connection released for the one waiting"
-        );
-        let got = waiter.await.expect("join").expect("the waiting checkout");
-        assert!(
-            got.reused,
-            "the waiting checkout got the released connection"
-        );
-    });
+    assert!(
+        freed_goes_to_the_waiting_checkout(GiveUp::Release),
+        "the waiting checkout got the released connection"
+    );
 }
 
 /// The same for a slot: a connection closed while a checkout waits at the cap frees a slot,
 /// and that slot goes to the checkout that waited, not to one that comes just after.
 #[test]
 fn a_freed_slot_goes_to_the_checkout_that_waited_not_to_one_that_just_came() {
-    let (addr, accepted) = silent_backend();
-    let p = Arc::new(pool(addr, 1, Duration::from_secs(1)));
-    let rt = runtime();
-    set_thread_slot(0);
-    rt.block_on(async {
-        let held = p.checkout(Duration::from_secs(1)).await.expect("first");
-        let waiter = tokio::spawn({
-            let p = p.clone();
-            async move { p.checkout(Duration::from_secs(1)).await }
-        });
-        while p.stats().waiting == 0 {
-            tokio::task::yield_now().await;
-        }
-        // Closed, not released: its slot is free, no connection is.
-        drop(held);
-        // Comes after the close, before the waiting checkout has run again.
-        let late = tokio::time::timeout(
-            Duration::from_millis(200),
-            p.checkout(Duration::from_secs(1)),
-        )
-        .await;
-        assert!(
-            late.is_err(),
-            "the checkout that came last opened the slot freed for the one waiting"
-        );
-        let got = waiter.await.expect("join").expect("the waiting checkout");
-        assert!(!got.reused, "the waiting checkout opened a new connection");
-        assert_eq!(p.stats().open, 1, "the cap holds");
-    });
-    assert!(accepted.load(Ordering::SeqCst) <= 2);
+    assert!(
+        !freed_goes_to_the_waiting_checkout(GiveUp::Close),
+        "the waiting checkout opened a new connection"
+    );
 }
