@@ -174,6 +174,11 @@ impl Common {
         self.queue.binary_search_by_key(&ticket, |w| w.ticket).ok()
     }
 
+    /// Whether waiting checkout `ticket` is the first in the queue.
+    fn is_first(&self, ticket: u64) -> bool {
+        self.queue.front().is_some_and(|w| w.ticket == ticket)
+    }
+
     /// Connections open, idle or busy, pending or accepted.
     fn open(&self) -> usize {
         self.accepted + self.pending.len()
@@ -410,11 +415,7 @@ struct Queued<'a, S> {
 impl<S> Queued<'_, S> {
     /// Whether this checkout is the first in the queue.
     fn first(&self) -> bool {
-        self.shared
-            .common()
-            .queue
-            .front()
-            .is_some_and(|w| w.ticket == self.ticket)
+        self.shared.common().is_first(self.ticket)
     }
 
     /// Until this checkout is told to look again (at once if it was since it last looked).
@@ -721,7 +722,7 @@ impl<C: Connector> Pool<C> {
                 let my_turn = match &queued {
                     None => c.queue.is_empty(),
                     Some(q) => {
-                        first = first || c.queue.front().is_some_and(|w| w.ticket == q.ticket);
+                        first = first || c.is_first(q.ticket);
                         first
                     }
                 };
