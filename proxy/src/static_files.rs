@@ -259,9 +259,11 @@ fn stream_reading(file: std::fs::File, start: u64, len: u64, from_cache: bool) -
         while at < end {
             let Some(f) = file.take() else { return };
             let want = (end - at).min(CHUNK as u64) as usize;
+            // One buffer per chunk, whichever read fills it: it is the chunk the client gets.
+            let mut buf = vec![0u8; want];
             let cached = if from_cache {
-                match read_cached(&f, at, want) {
-                    Cached::Read(buf) => Some(Ok(buf)),
+                match read_cached(&f, at, &mut buf) {
+                    Cached::Read(n) => Some(Ok(n)),
                     Cached::OnDisk => None,
                     Cached::Unsupported => {
                         from_cache = false;
@@ -272,26 +274,30 @@ fn stream_reading(file: std::fs::File, start: u64, len: u64, from_cache: bool) -
             } else {
                 None
             };
-            let (f, read) = match cached {
-                Some(r) => (Some(f), r),
+            let read = match cached {
+                Some(r) => {
+                    file = Some(f);
+                    r.map(|n| (buf, n))
+                }
                 None => match tokio::task::spawn_blocking(move || {
-                    let r = read_at(&f, at, want);
-                    (f, r)
+                    let r = read_at(&f, at, &mut buf);
+                    (f, buf, r)
                 })
                 .await
                 {
-                    Ok((f, r)) => (Some(f), r),
-                    Err(e) => (None, Err(std::io::Error::other(e.to_string()))),
+                    Ok((f, buf, r)) => {
+                        file = Some(f);
+                        r.map(|n| (buf, n))
+                    }
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
                 },
             };
-            file = f;
             let chunk = match read {
                 // Shorter than its metadata said: the client must not see a complete body.
-                Ok(buf) if buf.is_empty() => {
-                    Err(BodyError("the file shrank while it was served".into()))
-                }
-                Ok(buf) => {
-                    at += buf.len() as u64;
+                Ok((_, 0)) => Err(BodyError("the file shrank while it was served".into())),
+                Ok((mut buf, n)) => {
+                    buf.truncate(n);
+                    at += n as u64;
                     Ok(Bytes::from(buf))
                 }
                 Err(e) => Err(BodyError(e.to_string())),
@@ -308,8 +314,8 @@ fn stream_reading(file: std::fs::File, start: u64, len: u64, from_cache: bool) -
 
 /// What a read from the page cache found.
 enum Cached {
-    /// Up to the bytes asked for (fewer when only part is cached; none at the file's end).
-    Read(Vec<u8>),
+    /// This many bytes (fewer than asked when only part is cached; none at the file's end).
+    Read(usize),
     /// Nothing of it is in the page cache: read it where waiting is allowed.
     OnDisk,
     /// Reads that do not wait are not supported here (kernel before 4.14, some filesystems).
@@ -317,32 +323,27 @@ enum Cached {
     Failed(std::io::Error),
 }
 
-/// Up to `want` bytes of `file` from offset `at`, only as far as they are in the page cache.
-fn read_cached(file: &std::fs::File, at: u64, want: usize) -> Cached {
+/// Fills `buf` from offset `at` of `file`, only as far as the page cache holds it.
+fn read_cached(file: &std::fs::File, at: u64, buf: &mut [u8]) -> Cached {
     use rustix::io::{Errno, IoSliceMut, ReadWriteFlags};
-    let mut buf = vec![0u8; want];
     match rustix::io::preadv2(
         file,
-        &mut [IoSliceMut::new(&mut buf)],
+        &mut [IoSliceMut::new(buf)],
         at,
         ReadWriteFlags::NOWAIT,
     ) {
-        Ok(n) => {
-            buf.truncate(n);
-            Cached::Read(buf)
-        }
+        Ok(n) => Cached::Read(n),
         Err(Errno::AGAIN) => Cached::OnDisk,
         Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Cached::Unsupported,
         Err(e) => Cached::Failed(e.into()),
     }
 }
 
-/// Up to `want` bytes of `file` from offset `at` (fewer only at its end). Blocking.
-fn read_at(file: &std::fs::File, at: u64, want: usize) -> std::io::Result<Vec<u8>> {
+/// Fills `buf` from offset `at` of `file` (less only at its end); how many bytes. Blocking.
+fn read_at(file: &std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; want];
     let mut got = 0;
-    while got < want {
+    while got < buf.len() {
         match file.read_at(&mut buf[got..], at + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
@@ -350,8 +351,7 @@ fn read_at(file: &std::fs::File, at: u64, want: usize) -> std::io::Result<Vec<u8
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }
 
 /// Apache's default ETag: size and modification time in microseconds, in hex.
