@@ -307,6 +307,39 @@ enum Mapped {
     Decided(Decision),
 }
 
+/// Maps a request no route takes (`uri`: its decoded path) and opens the file it names, if
+/// any. `on_serving_thread`: nothing may wait but for a local filesystem; `None` when a
+/// question needs the blocking pool (ask again there).
+fn map(
+    cfg: &Config,
+    uri: &[u8],
+    remote: std::net::IpAddr,
+    local: std::net::IpAddr,
+    method: &Method,
+    on_serving_thread: bool,
+) -> Option<Mapped> {
+    use crate::static_files::{Reading, open};
+    let decision = if on_serving_thread {
+        let fs = crate::site::ServingThreadFs::default();
+        let d = crate::site::decide(cfg, uri, remote, local, &fs);
+        if fs.needs_pool() {
+            return None;
+        }
+        d
+    } else {
+        crate::site::decide(cfg, uri, remote, local, &RealFs)
+    };
+    let reading = if on_serving_thread {
+        Reading::CachedOnly
+    } else {
+        Reading::MayWait
+    };
+    Some(match decision {
+        Decision::File(file) => Mapped::Opened(open(file, method, reading)),
+        d => Mapped::Decided(d),
+    })
+}
+
 /// What the request path knows about a request when it forwards it.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -437,6 +470,8 @@ pub struct Proxy<C: Connector> {
     process_path: Option<Vec<u8>>,
     metrics: Metrics,
     admission: Admission,
+    /// Where filesystem lookups run, when a host maps requests to files.
+    lookups: Option<Arc<crate::mounts::LookupPlace>>,
 }
 
 /// One server: the main one or a virtual host, with its own routes and filesystem sections.
@@ -614,6 +649,10 @@ impl<C: Connector> Proxy<C> {
         };
         let nofile = crate::admission::open_file_limit().unwrap_or(1024);
         let admission = Admission::new(&config.limits, nofile);
+        let lookups = hosts
+            .iter()
+            .any(|h| h.files)
+            .then(|| crate::mounts::LookupPlace::new(config.filesystem_lookups));
         Ok(Proxy {
             config,
             hosts,
@@ -625,6 +664,7 @@ impl<C: Connector> Proxy<C> {
             process_path,
             metrics: Metrics::default(),
             admission,
+            lookups,
         })
     }
 
@@ -708,7 +748,12 @@ impl<C: Connector> Proxy<C> {
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             "/status" => (
-                metrics::status_json(&self.worker_views(), &balancers, &self.admission.stats()),
+                metrics::status_json(
+                    &self.worker_views(),
+                    &balancers,
+                    &self.admission.stats(),
+                    self.lookups.as_ref().map(|l| l.describe()),
+                ),
                 "application/json",
             ),
             _ => return answers::error(StatusCode::NOT_FOUND),
@@ -809,17 +854,22 @@ impl<C: Connector> Proxy<C> {
                 None => return Err(StatusCode::NOT_FOUND),
             };
             if host.route_access {
-                // Off the serving thread: a host-name rule asks the resolver.
-                let (cfg, path) = (host.config.clone(), uri.path.clone());
                 let (remote, local) = (
                     info.peer.ip().to_canonical(),
                     info.local.ip().to_canonical(),
                 );
-                let refused = tokio::task::spawn_blocking(move || {
-                    crate::site::route_access(&cfg, &path, remote, local, &RealFs)
-                })
-                .await
-                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+                // Only a host-name rule (it asks the resolver) goes off the serving thread.
+                let fs = crate::site::ServingThreadFs::default();
+                let mut refused =
+                    crate::site::route_access(&host.config, &uri.path, remote, local, &fs);
+                if fs.needs_pool() {
+                    let (cfg, path) = (host.config.clone(), uri.path.clone());
+                    refused = tokio::task::spawn_blocking(move || {
+                        crate::site::route_access(&cfg, &path, remote, local, &RealFs)
+                    })
+                    .await
+                    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+                }
                 if let Some(s) = refused {
                     return Err(status(s));
                 }
@@ -986,8 +1036,8 @@ impl<C: Connector> Proxy<C> {
         first
     }
 
-    /// A request no route takes, on a server with handlers: mapped to the filesystem (off the
-    /// serving thread), then handed to its FastCGI handler, redirected or refused.
+    /// A request no route takes, on a server with handlers: mapped to the filesystem ([`map`]),
+    /// then handed to its FastCGI handler, redirected or refused.
     async fn serve_file(
         &self,
         host: &Host,
@@ -996,23 +1046,29 @@ impl<C: Connector> Proxy<C> {
         tls: Option<&crate::tls::ConnTls>,
         uri: uri::RequestUri,
     ) -> Result<(Response<ProxyBody>, Option<usize>, Option<&str>), StatusCode> {
-        let cfg = host.config.clone();
-        let path = uri.path.clone();
         let (remote, local) = (
             info.peer.ip().to_canonical(),
             info.local.ip().to_canonical(),
         );
-        let method = req.method().clone();
-        // One trip off the serving thread: the decision and, for a file, opening (and reading)
-        // it.
-        let mapped = tokio::task::spawn_blocking(move || {
-            match crate::site::decide(&cfg, &path, remote, local, &RealFs) {
-                Decision::File(file) => Mapped::Opened(crate::static_files::open(file, &method)),
-                d => Mapped::Decided(d),
+        // The decision and, for a file, opening (and reading) it: on the serving thread when
+        // the filesystems are local, else (or when a host name must be looked up) in one trip
+        // to the blocking pool.
+        let inline = self.lookups.as_ref().is_some_and(|l| l.inline());
+        let mapped = inline
+            .then(|| map(&host.config, &uri.path, remote, local, req.method(), true))
+            .flatten();
+        let mapped = match mapped {
+            Some(m) => m,
+            None => {
+                let (cfg, path, method) =
+                    (host.config.clone(), uri.path.clone(), req.method().clone());
+                tokio::task::spawn_blocking(move || map(&cfg, &path, remote, local, &method, false))
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(StatusCode::INTERNAL_SERVER_ERROR)?
             }
-        })
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        };
         let target = match mapped {
             Mapped::Opened(opened) => {
                 let r = crate::static_files::respond(opened, req.headers());

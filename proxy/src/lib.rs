@@ -13,6 +13,7 @@ pub mod error_log;
 pub mod exchange;
 pub mod handler;
 pub mod metrics;
+pub mod mounts;
 pub mod net;
 pub mod pool;
 pub mod response;

@@ -126,6 +126,10 @@ struct RunArgs {
     /// Serve /metrics and /status here (off by default; `admin_listen` in TOML)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Where a site's filesystem lookups run: auto (on the serving threads while every mounted
+    /// filesystem is local) or pool (always off them); `filesystem_lookups` in TOML
+    #[arg(long, value_name = "auto|pool")]
+    filesystem_lookups: Option<fcgi_proxy::mounts::LookupMode>,
     /// Write the process id here once listening (removed at exit); `fcgi-proxy reload` reads it
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
@@ -154,7 +158,25 @@ struct Args {
     pid_file: Option<PathBuf>,
     source: Source,
     read: ReadArgs,
+    overrides: Overrides,
+}
+
+/// Settings given on the command line, over the configuration's (at start and each reload).
+#[derive(Debug, Clone, Default)]
+struct Overrides {
     admin: Option<String>,
+    filesystem_lookups: Option<fcgi_proxy::mounts::LookupMode>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if self.admin.is_some() {
+            config.admin_listen = self.admin.clone();
+        }
+        if let Some(m) = self.filesystem_lookups {
+            config.filesystem_lookups = m;
+        }
+    }
 }
 
 impl From<Cli> for Args {
@@ -170,6 +192,7 @@ impl From<Cli> for Args {
                     defines: c.defines,
                     listen: Vec::new(),
                     admin: None,
+                    filesystem_lookups: None,
                     pid_file: None,
                 },
             ),
@@ -187,7 +210,10 @@ impl From<Cli> for Args {
                 define: run.defines.define,
                 listen: run.listen,
             },
-            admin: run.admin,
+            overrides: Overrides {
+                admin: run.admin,
+                filesystem_lookups: run.filesystem_lookups,
+            },
         }
     }
 }
@@ -274,13 +300,11 @@ fn main() -> ExitCode {
         eprintln!("fcgi-proxy: {e}");
         return ExitCode::FAILURE;
     }
-    if args.admin.is_some() {
-        config.admin_listen = args.admin.clone();
-    }
+    args.overrides.apply(&mut config);
     let reloader = Reloader {
         source: args.source.clone(),
         read: args.read.clone(),
-        admin: args.admin.clone(),
+        overrides: args.overrides.clone(),
     };
     match run(config, reloader, args.pid_file.clone()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,7 +338,7 @@ fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
 struct Reloader {
     source: Source,
     read: ReadArgs,
-    admin: Option<String>,
+    overrides: Overrides,
 }
 
 /// The front settings of each listener: certificates are read here, so a bad file stops the
@@ -410,9 +434,7 @@ impl Control {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        if self.reloader.admin.is_some() {
-            config.admin_listen = self.reloader.admin.clone();
-        }
+        self.reloader.overrides.apply(&mut config);
         let listeners = config.front_listeners().map_err(|e| e.to_string())?;
         if listeners.is_empty() {
             return Err("no listen address configured".into());

@@ -335,6 +335,7 @@ pub fn status_json(
     workers: &[WorkerView],
     balancers: &[&BalancerState],
     admission: &AdmissionStats,
+    filesystem_lookups: Option<serde_json::Value>,
 ) -> String {
     let workers: Vec<serde_json::Value> = workers
         .iter()
@@ -409,9 +410,13 @@ pub fn status_json(
         "body_buffer_budget": a.body_budget,
         "body_buffer_refused": a.body_refused,
     });
-    let mut out =
-        serde_json::json!({ "admission": admission, "workers": workers, "balancers": balancers })
-            .to_string();
+    let mut out = serde_json::json!({
+        "admission": admission,
+        "workers": workers,
+        "balancers": balancers,
+        "filesystem_lookups": filesystem_lookups,
+    })
+    .to_string();
     out.push('\n');
     out
 }

@@ -3,7 +3,8 @@
 //! DocumentRoot; walking to the first component that is not a directory, the rest being path
 //! info), the sections are merged for that file ([`crate::config::site::Site::merge`]), and
 //! the outcome is a FastCGI handler, a redirect or a status. Everything here is pure but for
-//! the [`Fs`] it is given; the runtime calls it off the serving threads.
+//! the [`Fs`] it is given; the runtime calls it on the serving thread or off it, as
+//! [`crate::mounts`] says.
 
 use std::net::IpAddr;
 
@@ -28,7 +29,8 @@ pub trait Fs {
     }
 }
 
-/// The real filesystem (blocking: call it through `spawn_blocking`).
+/// The real filesystem: it may wait on the disk or the network; [`crate::mounts`] says where it
+/// may be asked.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealFs;
 
@@ -56,6 +58,36 @@ impl Fs for RealFs {
         let name = dns_lookup::lookup_addr(&ip).ok()?;
         let back = dns_lookup::lookup_host(&name).ok()?;
         back.contains(&ip).then_some(name)
+    }
+}
+
+/// The real filesystem, asked on a serving thread ([`crate::mounts`] says when it may be): a
+/// question that may wait on the network (a host name for `Require host`) is not answered
+/// but noted, and the caller asks again in the blocking pool.
+#[derive(Debug, Default)]
+pub struct ServingThreadFs {
+    wanted_host: std::cell::Cell<bool>,
+}
+
+impl ServingThreadFs {
+    /// Whether a question needed the blocking pool: what was decided does not hold.
+    pub fn needs_pool(&self) -> bool {
+        self.wanted_host.get()
+    }
+}
+
+impl Fs for ServingThreadFs {
+    fn kind(&self, path: &[u8]) -> PathKind {
+        RealFs.kind(path)
+    }
+
+    fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
+        RealFs.canonical(path)
+    }
+
+    fn host_of(&self, _ip: IpAddr) -> Option<String> {
+        self.wanted_host.set(true);
+        None
     }
 }
 

@@ -5,10 +5,12 @@
 //! If-None-Match. Which file, and whether it may be served at all (roots, symbolic links,
 //! access), is decided before ([`crate::site::decide`]).
 //!
-//! The filesystem is touched in one trip off the serving thread ([`open`], called in the same
-//! blocking task as the decision): open, fstat and, for a file of up to [`READ_WHOLE`] bytes,
-//! the whole read. A thread-pool round trip costs more than serving a small file, and a file
-//! server that makes one per step (open, stat, each read) spends most of its time in them.
+//! The filesystem is touched in one step, where the decision was made ([`open`]): open, fstat
+//! and, for a file of up to [`READ_WHOLE`] bytes, the whole read. On the serving thread
+//! (local filesystems, [`crate::mounts`]) the read takes only what the page cache holds; in the
+//! blocking pool it may wait for the disk. A thread-pool round trip costs more than serving a
+//! small file, and a file server that makes one per step (open, stat, each read) spends most
+//! of its time in them.
 //! A larger file streams in chunks, read on the serving thread when the page cache holds them
 //! ([`stream`]).
 //! The header grammar is the maintained crates' (`httpdate`, `http-range-header`, `mime_guess`).
@@ -60,8 +62,18 @@ pub enum Content {
     Open(std::fs::File),
 }
 
-/// Opens the file at `path` for a `method` request and, when small, reads it. Blocking.
-pub fn open(path: Vec<u8>, method: &Method) -> Opened {
+/// How [`open`] may read a small file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Off the serving thread: read it, waiting for the disk if need be.
+    MayWait,
+    /// On the serving thread: read it whole if the page cache holds it all, else leave it
+    /// open, to be streamed (what is not cached is read off the serving thread then).
+    CachedOnly,
+}
+
+/// Opens the file at `path` for a `method` request and, when small, reads it.
+pub fn open(path: Vec<u8>, method: &Method, reading: Reading) -> Opened {
     if !(method == Method::GET || method == Method::HEAD || method == Method::POST) {
         return Opened::MethodNotAllowed;
     }
@@ -84,7 +96,19 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
     let mut size = meta.len();
     let content = if method == Method::HEAD {
         Content::None
-    } else if size <= READ_WHOLE {
+    } else if size > READ_WHOLE {
+        Content::Open(file)
+    } else if reading == Reading::CachedOnly {
+        // One more byte than the size, so a file that grew is seen as not read whole.
+        let mut buf = vec![0u8; size as usize + 1];
+        match read_cached(&file, 0, &mut buf) {
+            Cached::Read(n) if n as u64 == size => {
+                buf.truncate(n);
+                Content::Whole(Bytes::from(buf))
+            }
+            _ => Content::Open(file),
+        }
+    } else {
         // What was read is what is sent, should the file change meanwhile.
         let mut buf = Vec::with_capacity(size as usize);
         if (&file).take(size).read_to_end(&mut buf).is_err() {
@@ -92,8 +116,6 @@ pub fn open(path: Vec<u8>, method: &Method) -> Opened {
         }
         size = buf.len() as u64;
         Content::Whole(Bytes::from(buf))
-    } else {
-        Content::Open(file)
     };
     let mime = mime_guess::from_path(&path)
         .first_raw()
@@ -412,6 +434,34 @@ mod tests {
                 collect(0, data.len() as u64 + 1, from_cache).is_err(),
                 "from_cache {from_cache}: a file shorter than its length must not end cleanly"
             );
+        }
+    }
+
+    /// A small file is read whole by either reading when the page cache holds it (a file just
+    /// written); on the serving thread, an empty file too.
+    #[test]
+    fn small_files_are_read_whole_by_either_reading() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, data) in [("small.txt", &b"0123456789"[..]), ("empty.txt", b"")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, data).expect("write");
+            for reading in [Reading::MayWait, Reading::CachedOnly] {
+                let bytes = path.as_os_str().as_encoded_bytes().to_vec();
+                match open(bytes, &Method::GET, reading) {
+                    Opened::File {
+                        size,
+                        content: Content::Whole(b),
+                        mime,
+                        ..
+                    } => {
+                        assert_eq!(
+                            (size, &b[..], mime),
+                            (data.len() as u64, data, "text/plain")
+                        );
+                    }
+                    other => panic!("{name} {reading:?}: {other:?}"),
+                }
+            }
         }
     }
 

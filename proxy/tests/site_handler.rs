@@ -26,31 +26,64 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 struct Site {
-    _dir: tempfile::TempDir,
+    _served: Served,
     root: String,
     front: SocketAddr,
     mock: MockHandle,
-    _proxy: Proc,
 }
 
-async fn start() -> Site {
+/// Where the proxy is told to make its filesystem lookups (`--filesystem-lookups`): every
+/// test of the site runs with both, so each way of mapping a request is held to the same
+/// answers.
+const LOOKUPS: [&str; 2] = ["auto", "pool"];
+
+async fn start(lookups: &str) -> Site {
     let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
         .await
         .expect("mock");
     let port = mock.socket_addr().expect("tcp").port();
-    let (dir, root, front, proxy) = start_site(port, "<?php\n").await;
+    let served = start_site(port, "<?php\n", lookups).await;
+    let expected = match lookups {
+        "pool" => "pool",
+        // The mount table decides, as the proxy reads it.
+        _ => match fcgi_proxy::mounts::first_not_local(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        ) {
+            None => "serving-threads",
+            Some(_) => "pool",
+        },
+    };
+    let status = support::exchange(
+        served.admin,
+        &RawRequest::whole("GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .expect("/status");
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    assert_eq!(
+        status["filesystem_lookups"]["place"], expected,
+        "--filesystem-lookups {lookups}: {status}"
+    );
     Site {
-        _dir: dir,
-        root,
-        front,
+        root: served.root.clone(),
+        front: served.front,
+        _served: served,
         mock,
-        _proxy: proxy,
     }
 }
 
+/// A running site: its files, its front and admin addresses, the proxy.
+struct Served {
+    _dir: tempfile::TempDir,
+    root: String,
+    front: SocketAddr,
+    admin: SocketAddr,
+    _proxy: Proc,
+}
+
 /// The fixture site in a temp dir, its `.php` files holding `php`, served by `fcgi-proxy` with
-/// its PHP backend on `php_port`: (dir, site root, front address, proxy).
-async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, SocketAddr, Proc) {
+/// its PHP backend on `php_port`, its filesystem lookups where `lookups` says.
+async fn start_site(php_port: u16, php: &str, lookups: &str) -> Served {
     let port = php_port;
     let dir = tempfile::tempdir().unwrap();
     support::open_up_dir(dir.path());
@@ -70,6 +103,7 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
         "blog/nolinks/real.txt",
         "blog/empty/.keep",
         "secret.txt",
+        "blog/hostonly/h.txt",
     ] {
         let p = root.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -92,6 +126,9 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
     let front: SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
     let mut cmd = std::process::Command::new(support::proxy_bin());
     cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -102,7 +139,11 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
         .arg("-D")
         .arg(format!("SITE_ROOT={}", root.display()))
         .arg("--define")
-        .arg(format!("PHP_PORT={port}"));
+        .arg(format!("PHP_PORT={port}"))
+        .arg("--admin")
+        .arg(admin.to_string())
+        .arg("--filesystem-lookups")
+        .arg(lookups);
     let log = dir.path().join("proxy.log");
     let mut proxy = Proc::spawn_capturing_stdout("fcgi-proxy", cmd, &log);
     let root = root.display().to_string();
@@ -114,7 +155,13 @@ async fn start_site(php_port: u16, php: &str) -> (tempfile::TempDir, String, Soc
     .await
     .unwrap()
     .unwrap_or_else(|e| panic!("{e}"));
-    (dir, root, front, proxy)
+    Served {
+        _dir: dir,
+        root,
+        front,
+        admin,
+        _proxy: proxy,
+    }
 }
 
 impl Site {
@@ -154,7 +201,13 @@ fn param(e: &Option<RequestEntry>, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_hosts_handler_and_proxypass() {
-    let s = start().await;
+    for lookups in LOOKUPS {
+        virtual_hosts_handler_and_proxypass_with(lookups).await;
+    }
+}
+
+async fn virtual_hosts_handler_and_proxypass_with(lookups: &str) {
+    let s = start(lookups).await;
     let port = s.mock.socket_addr().unwrap().port();
     let root = &s.root;
 
@@ -201,6 +254,12 @@ async fn virtual_hosts_handler_and_proxypass() {
     // A <Location> restricts what a ProxyPass route takes too (<Directory /> does not).
     let (r, e) = s.get("blog.example", "/api/private/x").await;
     assert_eq!((r.status, e.is_some()), (403, false));
+    // A host-name rule asks the resolver, which is never done on a serving thread: such a
+    // request is decided again in the blocking pool. (127.0.0.1 is localhost both ways.)
+    let (r, e) = s.get("blog.example", "/api/byname/x").await;
+    assert_eq!((r.status, e.is_some()), (200, true), "{lookups}");
+    let (r, _) = s.get("blog.example", "/hostonly/h.txt").await;
+    assert_eq!(r.status, 200, "{lookups}");
 
     // DirectoryIndex, DirectorySlash, Alias.
     let (r, e) = s.get("blog.example", "/sub/").await;
@@ -229,7 +288,13 @@ async fn virtual_hosts_handler_and_proxypass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files_of_the_site() {
-    let s = start().await;
+    for lookups in LOOKUPS {
+        static_files_of_the_site_with(lookups).await;
+    }
+}
+
+async fn static_files_of_the_site_with(lookups: &str) {
+    let s = start(lookups).await;
     let host = "blog.example";
     let (r, e) = s.get(host, "/files/a.txt").await;
     assert_eq!((r.status, e.is_some()), (200, false));
@@ -390,7 +455,8 @@ async fn a_php_site_through_php_fpm() {
         tokio::task::spawn_blocking(move || support::start_php_fpm(&fpm, &conf, &dir, fpm_addr))
             .await
             .unwrap();
-    let (_dir, root, front, _proxy) = start_site(fpm_port, TEST_PHP).await;
+    let served = start_site(fpm_port, TEST_PHP, "auto").await;
+    let (root, front) = (&served.root, served.front);
     let ask = |line: &str, extra: &str| {
         RawRequest::whole(format!(
             "{line} HTTP/1.1\r\nHost: blog.example\r\n{extra}Connection: close\r\n\r\n"

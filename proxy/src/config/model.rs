@@ -87,6 +87,11 @@ pub struct Config {
     /// thread. Default: the number of available cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// `filesystem_lookups = "auto" | "pool"`: where a site's filesystem lookups (mapping a
+    /// request to a file, opening it) run. `auto`: on the serving thread while every mounted
+    /// filesystem is local, else in the blocking pool; `pool`: always in the pool.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub filesystem_lookups: crate::mounts::LookupMode,
     /// `[[listener]]`: addresses served with TLS, or with HTTP/2 without it (`listen`
     /// addresses are plain HTTP/1.1).
     #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
@@ -123,6 +128,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_auto(m: &crate::mounts::LookupMode) -> bool {
+    *m == crate::mounts::LookupMode::Auto
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -152,6 +161,7 @@ impl Default for Config {
             balancers: Vec::new(),
             admin_listen: None,
             workers: None,
+            filesystem_lookups: crate::mounts::LookupMode::Auto,
             listeners: Vec::new(),
             access_log: None,
             error_log: None,
