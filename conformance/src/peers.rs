@@ -79,6 +79,12 @@ pub struct PeerOptions {
     /// `[[site]]` with this `root`, nginx `root`, Apache `DocumentRoot`, each with its defaults
     /// otherwise. HAProxy cannot serve files: its config ignores this.
     pub static_root: Option<PathBuf>,
+    /// Serve a PHP site from `document_root` as its users set one up: a request for a `.php`
+    /// file that is there goes to the backend (fcgi-proxy a `[[site]]` with `php`; nginx
+    /// Debian's `snippets/fastcgi-php.conf`, `try_files $fastcgi_script_name =404`; Apache
+    /// Debian's `php8.2-fpm.conf`, `<FilesMatch>` with `SetHandler "proxy:fcgi://..."`).
+    /// HAProxy maps nothing to files: its config ignores this.
+    pub php_site: bool,
     /// The `fcgi-proxy` binary (required for [`PeerKind::FcgiProxy`]).
     pub fcgi_proxy_bin: Option<PathBuf>,
     /// Serve TLS with this certificate on the listener, offering h2 and http/1.1 by ALPN
@@ -103,6 +109,7 @@ impl Default for PeerOptions {
             workers: 2,
             document_root: "/srv/app".to_owned(),
             static_root: None,
+            php_site: false,
             fcgi_proxy_bin: None,
             tls: None,
             env: Vec::new(),
@@ -576,6 +583,9 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     if let Some(root) = &o.static_root {
         return fcgi_proxy_static_config(o, listen, root);
     }
+    if o.php_site {
+        return fcgi_proxy_php_site_config(o, listen);
+    }
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
     } else {
@@ -628,6 +638,28 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
     } else {
         ("", "")
     };
+    let (what, location) = if o.php_site {
+        (
+            "a PHP site as Debian's snippets/fastcgi-php.conf has it",
+            // Debian's snippet, with its relative include made absolute (the config is not
+            // in /etc/nginx); the default site includes it in `location ~ \.php$`.
+            "\x20   index index.php index.html;\n\
+             \x20   location ~ \\.php$ {\n\
+             \x20     fastcgi_split_path_info ^(.+?\\.php)(/.*)$;\n\
+             \x20     try_files $fastcgi_script_name =404;\n\
+             \x20     set $path_info $fastcgi_path_info;\n\
+             \x20     fastcgi_param PATH_INFO $path_info;\n\
+             \x20     fastcgi_index index.php;\n\
+             \x20     include /etc/nginx/fastcgi.conf;\n",
+        )
+    } else {
+        (
+            "fastcgi_pass to one upstream",
+            "\x20   location / {\n\
+             \x20     include /etc/nginx/fastcgi_params;\n\
+             \x20     fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n",
+        )
+    };
     let access_log = if o.access_log {
         // nginx's default (logs/access.log combined), in the peer's directory.
         format!("{} combined", dir.join("access.log").display())
@@ -636,7 +668,7 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
     };
     let (listen_params, ssl) = nginx_tls(o);
     let text = format!(
-        "# nginx: fastcgi_pass to one upstream, backend keep-alive {ka}{tls}\n\
+        "# nginx: {what}, backend keep-alive {ka}{tls}\n\
          worker_processes {workers};\n\
          worker_rlimit_nofile {nofile};\n\
          pid nginx.pid;\n\
@@ -660,9 +692,7 @@ fn nginx_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig {
          \x20   listen {listen}{listen_params};\n\
          {ssl}\
          \x20   root {root};\n\
-         \x20   location / {{\n\
-         \x20     include /etc/nginx/fastcgi_params;\n\
-         \x20     fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+         {location}\
          {keep_conn}\
          \x20     fastcgi_pass fcgi_backend;\n\
          \x20   }}\n\
@@ -831,6 +861,33 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
                 r = root.display()
             ),
         ),
+        None if o.php_site => {
+            // Debian's php8.2-fpm.conf, on the backend's address.
+            let handler = match &o.backend {
+                BackendAddr::Tcp(a) => format!("proxy:fcgi://{a}"),
+                BackendAddr::Unix(p) => format!("proxy:unix:{}|fcgi://localhost", p.display()),
+            };
+            let worker = match o.backend_keepalive {
+                Some(true) => format!(
+                    "<Proxy \"{}\">\n    ProxySet enablereuse=on\n</Proxy>\n",
+                    handler.trim_start_matches("proxy:")
+                ),
+                _ => String::new(),
+            };
+            (
+                format!(
+                    "a PHP site, SetHandler as Debian's php8.2-fpm.conf has it, backend reuse {}",
+                    keepalive_words(o.backend_keepalive)
+                ),
+                format!(
+                    "DocumentRoot {r}\n\
+                     <Directory {r}>\n    Require all granted\n</Directory>\n\
+                     <FilesMatch \".+\\.ph(?:ar|p|tml)$\">\n    SetHandler \"{handler}\"\n</FilesMatch>\n\
+                     {worker}",
+                    r = o.document_root
+                ),
+            )
+        }
         None => (
             format!(
                 "ProxyPass to fcgi://, backend reuse {}",
@@ -938,6 +995,45 @@ fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) ->
         tls = tls_words(o),
         kat = o.keepalive_timeout.as_secs(),
         root = root.display(),
+    );
+    PeerConfig {
+        file_name: "proxy.toml",
+        text,
+        command: vec!["--config".into(), "{config}".into()],
+    }
+}
+
+/// fcgi-proxy serving a PHP site: a `[[site]]` whose `php` backend takes the `.php` files
+/// found under `document_root`, its defaults otherwise (backend connections reused).
+fn fcgi_proxy_php_site_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
+    let log = if o.access_log {
+        "one line per request on stderr (no RUST_LOG)"
+    } else {
+        "off (RUST_LOG=warn)"
+    };
+    let php = match &o.backend {
+        BackendAddr::Tcp(a) => format!("fcgi://{a}"),
+        BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+    };
+    let (listen_key, listener) = fcgi_proxy_listen(o, listen);
+    let text = format!(
+        "# fcgi-proxy: a PHP site, a [[site]] with `php`, its defaults otherwise{tls};\n\
+         # access log {log}\n\
+         {listen_key}\
+         {listener}\
+         \n\
+         [timeouts]\n\
+         keep_alive = \"{kat}s\"\n\
+         \n\
+         [limits]\n\
+         max_keep_alive_requests = 0   # unlimited, like the others here\n\
+         \n\
+         [[site]]\n\
+         root = \"{root}\"\n\
+         php = \"{php}\"\n",
+        tls = tls_words(o),
+        kat = o.keepalive_timeout.as_secs(),
+        root = o.document_root,
     );
     PeerConfig {
         file_name: "proxy.toml",
@@ -1313,5 +1409,59 @@ mod tests {
             "{apache}"
         );
         assert!(!config(PeerKind::Nginx, &PeerOptions::default()).contains("sendfile"));
+    }
+
+    /// A PHP site: each target looks the script up under the document root before the backend
+    /// gets it, as its users' configuration does, and forwards nothing else.
+    #[test]
+    fn php_site_looks_scripts_up_before_passing_them() {
+        let o = PeerOptions {
+            php_site: true,
+            document_root: "/tmp/site".to_owned(),
+            backend_keepalive: None,
+            ..PeerOptions::default()
+        };
+        let ours = config(PeerKind::FcgiProxy, &o);
+        assert!(
+            ours.contains("[[site]]\nroot = \"/tmp/site\"\nphp = \"fcgi://127.0.0.1:9000\"\n"),
+            "{ours}"
+        );
+        assert!(!ours.contains("[[route]]"), "{ours}");
+        let nginx = config(PeerKind::Nginx, &o);
+        for line in [
+            "    root /tmp/site;\n",
+            "    location ~ \\.php$ {\n",
+            "      try_files $fastcgi_script_name =404;\n",
+            "      include /etc/nginx/fastcgi.conf;\n",
+            "      fastcgi_pass fcgi_backend;\n",
+        ] {
+            assert!(nginx.contains(line), "{line} in\n{nginx}");
+        }
+        assert!(
+            !nginx.contains("location / ") && !nginx.contains("keepalive 64"),
+            "{nginx}"
+        );
+        let apache = config(PeerKind::Apache, &o);
+        assert!(apache.contains("DocumentRoot /tmp/site\n"), "{apache}");
+        assert!(
+            apache.contains("    SetHandler \"proxy:fcgi://127.0.0.1:9000\"\n"),
+            "{apache}"
+        );
+        assert!(
+            !apache.contains("ProxyPass") && !apache.contains("enablereuse"),
+            "{apache}"
+        );
+        // Reuse asked for: Apache's worker for the handler's URL gets it.
+        let apache = config(
+            PeerKind::Apache,
+            &PeerOptions {
+                backend_keepalive: Some(true),
+                ..o
+            },
+        );
+        assert!(
+            apache.contains("<Proxy \"fcgi://127.0.0.1:9000\">\n    ProxySet enablereuse=on\n"),
+            "{apache}"
+        );
     }
 }

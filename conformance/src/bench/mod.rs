@@ -130,6 +130,10 @@ said otherwise):
     fpm-c16              a hello-world PHP script on php-fpm 8.2 (pm = static, 8 children),
                          16 connections, each target's default backend reuse (skipped when
                          php-fpm8.2 is not installed)
+    site-fpm-c16         fpm-c16 through each target's PHP site set-up (the script looked up
+                         on disk first): fcgi-proxy a [[site]] with php, nginx Debian's
+                         fastcgi-php.conf (try_files), Apache SetHandler as Debian's
+                         php8.2-fpm.conf; HAProxy maps no request to a file and sits it out
     get-c64-nolog        get-c64 with every access log off
     static-4k-c64, static-1m-c16
                          GET of a 4 KiB / 1 MiB file over 64 / 16 connections, served from
@@ -389,6 +393,9 @@ pub struct Workload {
     /// The request path.
     pub path: &'static str,
     pub backend: BackendChoice,
+    /// Each target serves a PHP site (see `PeerOptions::php_site`) instead of passing every
+    /// request to the backend.
+    pub php_site: bool,
     /// Backend reuse for every target; None: each target's own default.
     pub backend_keepalive: Option<bool>,
     /// Access logs as each target has them by default (false: off for all).
@@ -417,8 +424,16 @@ impl Protocol {
 impl Workload {
     /// Why `kind` sits this workload out (not a failure): HAProxy cannot serve files.
     pub fn not_applicable(&self, kind: PeerKind) -> Option<String> {
-        (self.backend == BackendChoice::Static && kind == PeerKind::Haproxy)
-            .then(|| "cannot serve files".to_owned())
+        if kind != PeerKind::Haproxy {
+            return None;
+        }
+        if self.backend == BackendChoice::Static {
+            Some("cannot serve files".to_owned())
+        } else if self.php_site {
+            Some("maps no request to a file".to_owned())
+        } else {
+            None
+        }
     }
 
     /// Why this workload cannot run here, if it cannot (a program it needs is missing).
@@ -479,6 +494,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         shape,
         path: wrk::PATH,
         backend: BackendChoice::Libfcgi,
+        php_site: false,
         backend_keepalive: Some(true),
         access_log: true,
         protocol: Protocol::Http1,
@@ -551,6 +567,27 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
                      (pm = static, {} children); backend reuse as each target has it by \
                      default: fcgi-proxy reuses connections, nginx, HAProxy and Apache open one \
                      per request",
+                    fpm::CHILDREN
+                ),
+                16,
+                RequestShape::Get,
+            )
+        },
+        Workload {
+            backend: BackendChoice::PhpFpm,
+            php_site: true,
+            path: fpm::PATH,
+            backend_keepalive: None,
+            ..wrk(
+                "site-fpm-c16",
+                &format!(
+                    "fpm-c16 through each target's PHP site set-up, as Debian has it: the \
+                     script is looked up in the document root before php-fpm gets it \
+                     (fcgi-proxy a [[site]] with php; nginx snippets/fastcgi-php.conf, \
+                     try_files $fastcgi_script_name =404; Apache php8.2-fpm.conf, \
+                     <FilesMatch> SetHandler proxy:fcgi://); php-fpm 8.2 (pm = static, {} \
+                     children), backend reuse as each target has it by default; HAProxy maps \
+                     no request to a file",
                     fpm::CHILDREN
                 ),
                 16,
@@ -1013,6 +1050,7 @@ impl Bench<'_> {
             workers: 2,
             document_root: "/srv/app".to_owned(),
             static_root: None,
+            php_site: false,
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
             tls: None,
             env: Vec::new(),
@@ -1027,6 +1065,7 @@ impl Bench<'_> {
         let mut o = self.base_options();
         o.backend_keepalive = w.backend_keepalive;
         o.access_log = w.access_log;
+        o.php_site = w.php_site;
         o.max_client_connections = idle.max(1024 - 256) + 256;
         if w.protocol.tls() {
             o.tls = self.tls.as_ref().map(|t| t.files.clone());
@@ -1527,6 +1566,11 @@ fn variant(w: &Workload) -> String {
         // No backend to reuse connections to.
         return format!("{backend}, {log}{tls}");
     }
+    let backend = if w.php_site {
+        format!("{backend}, PHP site")
+    } else {
+        backend.to_owned()
+    };
     format!("{backend}, {reuse}, {log}{tls}")
 }
 
@@ -1609,6 +1653,7 @@ mod tests {
                 "get-c16-noreuse",
                 "unix-c64",
                 "fpm-c16",
+                "site-fpm-c16",
                 "get-c64-nolog",
                 "static-4k-c64",
                 "static-1m-c16",
