@@ -93,9 +93,9 @@ pub struct PeerOptions {
     /// Extra environment for the peer process (applied last: it overrides what `access_log`
     /// sets).
     pub env: Vec<(String, String)>,
-    /// Start the peer in a session of its own (`setsid`), as a service manager starts a
-    /// server, instead of in the caller's. See [`own_session`].
-    pub own_session: bool,
+    /// The session the peer starts in: its own (`setsid`), as a service manager starts a
+    /// server, or the caller's. See [`Session`].
+    pub session: Session,
 }
 
 impl Default for PeerOptions {
@@ -113,7 +113,7 @@ impl Default for PeerOptions {
             fcgi_proxy_bin: None,
             tls: None,
             env: Vec::new(),
-            own_session: false,
+            session: Session::Callers,
         }
     }
 }
@@ -254,11 +254,7 @@ impl PeerKind {
             .iter()
             .map(|a| a.replace("{dir}", &dir_s).replace("{config}", &cfg_s))
             .collect();
-        let mut cmd = if opts.own_session {
-            own_session(&bin)
-        } else {
-            Command::new(&bin)
-        };
+        let mut cmd = opts.session.command(&bin);
         cmd.args(&args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -286,33 +282,59 @@ impl PeerKind {
             dir,
         };
         peer.wait_ready(Duration::from_secs(10))?;
-        if opts.own_session {
-            check_own_session(peer.pid().unwrap_or(0)).map_err(io::Error::other)?;
-        }
+        opts.session
+            .check(peer.pid().unwrap_or(0))
+            .map_err(io::Error::other)?;
         Ok(peer)
     }
 }
 
-/// A command that runs `program` in a new session, the way a service manager starts a server.
+/// The session a server process starts in.
 ///
 /// On Linux with `kernel.sched_autogroup_enabled=1` (the default on Debian), the scheduler
 /// shares CPU between sessions first and between processes within a session second. A server
 /// started from the load generator's session competes inside that group with the load
 /// generator, while every backend process spawn-fcgi starts is a session of its own: the
 /// server then gets a fraction of the CPU no service manager would give it, and requests wait
-/// for a backend process that waits for a CPU (docs/bench.md, "Sessions"). `setsid` calls
-/// setsid(2) and execs in place (a spawned child is not a process group leader), so the PID
-/// spawned is the program's: it is stopped and measured by that PID as before; see
-/// [`check_own_session`].
-pub fn own_session(program: &Path) -> Command {
-    let mut cmd = Command::new(programs::program_path("setsid"));
-    cmd.arg(program);
-    cmd
+/// for a backend process that waits for a CPU (docs/bench.md, "Sessions"). The bench starts
+/// its servers in sessions of their own; the conformance suite in its own session, where CPU
+/// fairness does not matter and Ctrl-C reaches them directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Session {
+    /// The caller's session.
+    #[default]
+    Callers,
+    /// A new session, through `setsid`, which calls setsid(2) and execs in place (a spawned
+    /// child is not a process group leader): the PID spawned is the program's, stopped and
+    /// measured by that PID as before; [`Session::check`] verifies it.
+    Own,
 }
 
-/// Whether process `pid` leads a session of its own (started through [`own_session`], with
-/// `setsid` replaced by the program itself).
-pub fn check_own_session(pid: u32) -> Result<(), String> {
+impl Session {
+    /// The command that runs `program` in this session.
+    pub fn command(self, program: &Path) -> Command {
+        match self {
+            Session::Callers => Command::new(program),
+            Session::Own => {
+                let mut cmd = Command::new(programs::program_path("setsid"));
+                cmd.arg(program);
+                cmd
+            }
+        }
+    }
+
+    /// After the start: that process `pid` is where this session puts it.
+    pub fn check(self, pid: u32) -> Result<(), String> {
+        match self {
+            Session::Callers => Ok(()),
+            Session::Own => check_own_session(pid),
+        }
+    }
+}
+
+/// Whether process `pid` leads a session of its own (started in [`Session::Own`], with `setsid`
+/// replaced by the program itself).
+fn check_own_session(pid: u32) -> Result<(), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("process {pid}: {e}"))?;
     // Fields after the name: state, ppid, pgrp, session.
@@ -1105,24 +1127,29 @@ fn nginx_static_config(o: &PeerOptions, listen: SocketAddr, dir: &Path, root: &P
 mod tests {
     use super::*;
 
-    /// A program started through `own_session` leads a session of its own under the PID that
-    /// was spawned (so it is stopped and measured by that PID); one started plainly does not.
+    /// A program started in `Session::Own` leads a session of its own under the PID that
+    /// was spawned (so it is stopped and measured by that PID); one in `Session::Callers` does not.
     #[test]
     fn own_session_runs_the_program_in_place_in_a_new_session() {
         let sleep_bin = find_program("sleep").expect("sleep");
-        let mut own = own_session(&sleep_bin)
+        let mut own = Session::Own
+            .command(&sleep_bin)
             .arg("30")
             .spawn()
             .expect("setsid sleep");
-        let mut plain = Command::new(&sleep_bin).arg("30").spawn().expect("sleep");
+        let mut plain = Session::Callers
+            .command(&sleep_bin)
+            .arg("30")
+            .spawn()
+            .expect("sleep");
         // Until setsid has exec'd, the process may still be setsid itself.
         let deadline = Instant::now() + Duration::from_secs(5);
         let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm"));
         while comm(own.id()).is_ok_and(|c| c.trim() != "sleep") && Instant::now() < deadline {
             sleep(Duration::from_millis(5));
         }
-        let own_check = check_own_session(own.id());
-        let plain_check = check_own_session(plain.id());
+        let own_check = Session::Own.check(own.id());
+        let plain_check = Session::Own.check(plain.id());
         for c in [&mut own, &mut plain] {
             let _ = c.kill();
             let _ = c.wait();

@@ -53,7 +53,12 @@ impl Fpm {
             max_requests: None,
             reply: Reply::default(),
         };
-        let backend = real::start_php_fpm_pool(&plan, &dir.path().join("fpm"), addr, true)?;
+        let backend = real::start_php_fpm_pool(
+            &plan,
+            &dir.path().join("fpm"),
+            addr,
+            crate::peers::Session::Own,
+        )?;
         let fpm = Fpm {
             backend,
             document_root,

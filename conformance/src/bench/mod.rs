@@ -461,7 +461,7 @@ impl Workload {
     }
 }
 
-/// How the processes of a run are grouped for the scheduler (see `crate::peers::own_session`).
+/// How the processes of a run are grouped for the scheduler (see `crate::peers::Session`).
 const SESSIONS_NOTE: &str = "every target and php-fpm started in a session of its own (setsid), as \
      a service manager starts a server; each spawn-fcgi responder is a session of its own (spawn-fcgi \
      does that); wrk and h2load run in the bench's session";
@@ -1054,8 +1054,8 @@ impl Bench<'_> {
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
             tls: None,
             env: Vec::new(),
-            // Not in the load generator's session: see `crate::peers::own_session`.
-            own_session: true,
+            // Not in the load generator's session: see `crate::peers::Session`.
+            session: crate::peers::Session::Own,
         }
     }
 

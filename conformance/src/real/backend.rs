@@ -691,7 +691,7 @@ fn start_php_fpm(
         }
         std::fs::write(path, &php).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let mut b = start_php_fpm_pool(plan, dir, addr, false)?;
+    let mut b = start_php_fpm_pool(plan, dir, addr, crate::peers::Session::Callers)?;
     b.log = log;
     Ok(b)
 }
@@ -705,7 +705,7 @@ pub fn start_php_fpm_pool(
     plan: &Plan,
     dir: &Path,
     addr: SocketAddr,
-    own_session: bool,
+    session: crate::peers::Session,
 ) -> Result<RealBackend, String> {
     let bin = find_program(PHP_FPM)
         .ok_or_else(|| format!("{PHP_FPM} not installed (apt-get install php8.2-fpm)"))?;
@@ -715,13 +715,8 @@ pub fn start_php_fpm_pool(
         .map_err(|e| format!("{}: {e}", conf.display()))?;
     let out = std::fs::File::create(dir.join("php-fpm.out")).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    // In a session of its own if asked, as systemd starts php-fpm (the bench's case; see
-    // `crate::peers::own_session`).
-    let mut cmd = if own_session {
-        crate::peers::own_session(&bin)
-    } else {
-        Command::new(&bin)
-    };
+    // The bench's php-fpm gets a session of its own, as systemd starts it.
+    let mut cmd = session.command(&bin);
     cmd.arg("-F").arg("-y").arg(&conf);
     if crate::peers::running_as_root() {
         cmd.arg("-R");
@@ -761,9 +756,7 @@ pub fn start_php_fpm_pool(
         std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(m) = &b.master {
-        if own_session {
-            crate::peers::check_own_session(m.id())?;
-        }
+        session.check(m.id())?;
         b.pids = process_tree(m.id()).into_iter().skip(1).collect();
     }
     Ok(b)
