@@ -127,8 +127,9 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Where a site's filesystem lookups run: auto (on the serving threads while every mounted
-    /// filesystem is local) or pool (always off them); `filesystem_lookups` in TOML
-    #[arg(long, value_name = "auto|pool")]
+    /// filesystem is local), pool (always off them) or serving-thread (always on them);
+    /// `filesystem_lookups` in TOML
+    #[arg(long, value_name = "auto|pool|serving-thread")]
     filesystem_lookups: Option<fcgi_proxy::mounts::LookupMode>,
     /// Write the process id here once listening (removed at exit); `fcgi-proxy reload` reads it
     #[arg(long, value_name = "FILE")]

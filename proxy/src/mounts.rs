@@ -28,6 +28,9 @@ pub enum LookupMode {
     /// Always in the blocking pool (storage whose latency the mount table does not show, such
     /// as a network block device under ext4).
     Pool,
+    /// Always on the serving thread, whatever is mounted (a filesystem the list does not know
+    /// that answers at once, an automount of a local disk).
+    ServingThread,
 }
 
 impl std::str::FromStr for LookupMode {
@@ -36,7 +39,8 @@ impl std::str::FromStr for LookupMode {
         match s {
             "auto" => Ok(LookupMode::Auto),
             "pool" => Ok(LookupMode::Pool),
-            _ => Err(format!("`{s}`: expected auto or pool")),
+            "serving-thread" => Ok(LookupMode::ServingThread),
+            _ => Err(format!("`{s}`: expected auto, pool or serving-thread")),
         }
     }
 }
@@ -175,30 +179,28 @@ pub struct LookupPlace {
 impl LookupPlace {
     /// Reads the mount table now (under [`LookupMode::Auto`]) and says where lookups go.
     pub fn new(mode: LookupMode) -> Arc<LookupPlace> {
-        let found = (mode == LookupMode::Auto).then(check);
-        if let Some(found) = &found {
-            announce(found.as_ref());
-        } else {
-            tracing::info!(
-                "site filesystem lookups off the serving threads (filesystem_lookups = \"pool\")"
-            );
-        }
-        Arc::new(LookupPlace {
+        let found = match mode {
+            LookupMode::Auto => check(),
+            LookupMode::Pool | LookupMode::ServingThread => None,
+        };
+        let place = Arc::new(LookupPlace {
             mode,
-            inline: AtomicBool::new(matches!(found, Some(None))),
+            inline: AtomicBool::new(mode != LookupMode::Pool && found.is_none()),
             checked: AtomicU64::new(0),
             checking: AtomicBool::new(false),
             start: tokio::time::Instant::now(),
-            found: std::sync::Mutex::new(found.flatten()),
-        })
+            found: std::sync::Mutex::new(found),
+        });
+        tracing::info!("{}", place.describe_line());
+        place
     }
 
-    /// Whether a lookup may run on the serving thread now. Reads the mount table again off
-    /// the serving thread when the last reading is older than [`RECHECK`]; this request goes
-    /// by the last one.
+    /// Whether a lookup may run on the serving thread now. Under [`LookupMode::Auto`], reads
+    /// the mount table again off the serving thread when the last reading is older than
+    /// [`RECHECK`]; this request goes by the last one.
     pub fn inline(self: &Arc<Self>) -> bool {
-        if self.mode == LookupMode::Pool {
-            return false;
+        if self.mode != LookupMode::Auto {
+            return self.mode == LookupMode::ServingThread;
         }
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.checked.load(Ordering::Relaxed);
@@ -210,47 +212,42 @@ impl LookupPlace {
             tokio::task::spawn_blocking(move || {
                 let found = check();
                 let inline = found.is_none();
-                if me.inline.swap(inline, Ordering::Relaxed) != inline {
-                    announce(found.as_ref());
-                }
                 if let Ok(mut f) = me.found.lock() {
                     *f = found;
+                }
+                if me.inline.swap(inline, Ordering::Relaxed) != inline {
+                    tracing::info!("{}", me.describe_line());
                 }
                 me.checking.store(false, Ordering::Release);
             });
         }
         self.inline.load(Ordering::Relaxed)
     }
-}
 
-impl LookupPlace {
     /// Where lookups run and why, for `/status`.
     pub fn describe(&self) -> serde_json::Value {
-        let why = match (self.mode, self.found.lock().ok().and_then(|f| f.clone())) {
-            (LookupMode::Pool, _) => "filesystem_lookups = \"pool\"".to_owned(),
-            (LookupMode::Auto, Some(n)) => format!("{} is {}", n.mount_point, n.fs_type),
-            (LookupMode::Auto, None) => "every mounted filesystem is local".to_owned(),
-        };
+        let (place, why) = self.place_and_why();
+        serde_json::json!({ "place": place, "why": why })
+    }
+
+    fn describe_line(&self) -> String {
+        let (place, why) = self.place_and_why();
+        format!("site filesystem lookups: {place} ({why})")
+    }
+
+    fn place_and_why(&self) -> (&'static str, String) {
         let place = if self.inline.load(Ordering::Relaxed) {
             "serving-threads"
         } else {
             "pool"
         };
-        serde_json::json!({ "place": place, "why": why })
-    }
-}
-
-/// Says where lookups go after a reading of the mount table.
-fn announce(found: Option<&NotLocal>) {
-    match found {
-        None => tracing::info!(
-            "site filesystem lookups on the serving threads: every mounted filesystem is local"
-        ),
-        Some(n) => tracing::info!(
-            "site filesystem lookups off the serving threads: {} is {}",
-            n.mount_point,
-            n.fs_type
-        ),
+        let why = match (self.mode, self.found.lock().ok().and_then(|f| f.clone())) {
+            (LookupMode::Pool, _) => "filesystem_lookups = \"pool\"".to_owned(),
+            (LookupMode::ServingThread, _) => "filesystem_lookups = \"serving-thread\"".to_owned(),
+            (LookupMode::Auto, Some(n)) => format!("{} is {}", n.mount_point, n.fs_type),
+            (LookupMode::Auto, None) => "every mounted filesystem is local".to_owned(),
+        };
+        (place, why)
     }
 }
 
@@ -326,6 +323,24 @@ mod tests {
     fn modes_read_from_text() {
         assert_eq!("auto".parse(), Ok(LookupMode::Auto));
         assert_eq!("pool".parse(), Ok(LookupMode::Pool));
+        assert_eq!("serving-thread".parse(), Ok(LookupMode::ServingThread));
         assert!("inline".parse::<LookupMode>().is_err());
+    }
+
+    /// Told where to look up, the proxy does so whatever is mounted; told `auto`, it goes by
+    /// the mount table.
+    #[test]
+    fn a_mode_that_names_a_place_is_that_place() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _in = rt.enter();
+        assert!(!LookupPlace::new(LookupMode::Pool).inline());
+        let forced = LookupPlace::new(LookupMode::ServingThread);
+        assert!(forced.inline());
+        assert_eq!(forced.describe()["place"], "serving-threads");
+        let auto = LookupPlace::new(LookupMode::Auto);
+        assert_eq!(auto.inline(), check().is_none());
     }
 }

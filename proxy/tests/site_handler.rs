@@ -35,7 +35,7 @@ struct Site {
 /// Where the proxy is told to make its filesystem lookups (`--filesystem-lookups`): every
 /// test of the site runs with both, so each way of mapping a request is held to the same
 /// answers.
-const LOOKUPS: [&str; 2] = ["auto", "pool"];
+const LOOKUPS: [&str; 3] = ["auto", "pool", "serving-thread"];
 
 async fn start(lookups: &str) -> Site {
     let mock = MockServer::bind_tcp("127.0.0.1:0", Script::default())
@@ -45,6 +45,7 @@ async fn start(lookups: &str) -> Site {
     let served = start_site(port, "<?php\n", lookups).await;
     let expected = match lookups {
         "pool" => "pool",
+        "serving-thread" => "serving-threads",
         // The mount table decides, as the proxy reads it.
         _ => match fcgi_proxy::mounts::first_not_local(
             &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),

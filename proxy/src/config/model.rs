@@ -87,9 +87,10 @@ pub struct Config {
     /// thread. Default: the number of available cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
-    /// `filesystem_lookups = "auto" | "pool"`: where a site's filesystem lookups (mapping a
-    /// request to a file, opening it) run. `auto`: on the serving thread while every mounted
-    /// filesystem is local, else in the blocking pool; `pool`: always in the pool.
+    /// `filesystem_lookups = "auto" | "pool" | "serving-thread"`: where a site's filesystem
+    /// lookups (mapping a request to a file, opening it) run. `auto`: on the serving thread
+    /// while every mounted filesystem is local, else in the blocking pool; `pool`: always in
+    /// the pool; `serving-thread`: always on the serving thread.
     #[serde(default, skip_serializing_if = "is_auto")]
     pub filesystem_lookups: crate::mounts::LookupMode,
     /// `[[listener]]`: addresses served with TLS, or with HTTP/2 without it (`listen`
