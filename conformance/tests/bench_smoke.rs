@@ -1,9 +1,10 @@
 //! `cargo xtask bench --quick` end to end against fcgi-proxy and nginx, every workload (the
 //! Unix-socket, php-fpm, HTTPS and HTTP/2 ones included): checks that it runs and writes its
 //! results, not what the numbers are. Skips (with the reason printed) when wrk, nginx,
-//! spawn-fcgi, cc or libfcgi-dev are missing, and leaves out `fpm-c16` when php-fpm 8.2 is,
-//! the TLS workloads without openssl and `h2-get-c16` without h2load (nghttp2-client), unless
-//! `FCGI_REQUIRE` (or `CI`) requires them: then it fails (see the `programs` crate).
+//! spawn-fcgi, cc or libfcgi-dev are missing, and leaves out `fpm-c16` and `site-fpm-c16`
+//! when php-fpm 8.2 is, the TLS workloads without openssl and `h2-get-c16` without h2load
+//! (nghttp2-client), unless `FCGI_REQUIRE` (or `CI`) requires them: then it fails (see the
+//! `programs` crate).
 
 mod common;
 
@@ -59,6 +60,7 @@ fn quick_bench_runs_and_writes_results() {
         "get-c16-noreuse",
         "unix-c64",
         "fpm-c16",
+        "site-fpm-c16",
         "get-c64-nolog",
         "static-4k-c64",
         "static-1m-c16",
@@ -67,9 +69,9 @@ fn quick_bench_runs_and_writes_results() {
         "idle-200",
     ];
     if !php_fpm {
-        want.retain(|w| *w != "fpm-c16");
+        want.retain(|w| !w.ends_with("fpm-c16"));
         assert!(
-            report.meta["skipped"].contains("fpm-c16"),
+            report.meta["skipped"].contains("site-fpm-c16"),
             "{:?}",
             report.meta
         );
@@ -112,6 +114,21 @@ fn quick_bench_runs_and_writes_results() {
         files.contains("sendfile on;") && !files.contains("fastcgi_pass"),
         "{files}"
     );
+
+    // The PHP site: the script looked up on disk by each target before php-fpm gets it.
+    if php_fpm {
+        let site = "php-fpm, PHP site, default backend reuse, access log";
+        let ours = &report.configs[&format!("fcgi-proxy ({site})")];
+        assert!(
+            ours.contains("[[site]]\nroot = \"/") && ours.contains("php = \"fcgi://127.0.0.1:"),
+            "{ours}"
+        );
+        let nginx = &report.configs[&format!("nginx ({site})")];
+        assert!(
+            nginx.contains("try_files $fastcgi_script_name =404;"),
+            "{nginx}"
+        );
+    }
 
     // The TLS workloads: both targets listen with TLS and the check went over the workload's
     // protocol (h2 negotiated by ALPN for h2-get-c16, none for wrk's HTTPS).

@@ -71,10 +71,15 @@ const LOCAL: &[&str] = &[
     "udf",
     "iso9660",
     "squashfs",
-    "erofs", // In memory, or made of other mounts.
+    "erofs",
+    // In memory, or made of other mounts.
+    "rootfs",
     "tmpfs",
     "ramfs",
     "overlay",
+    "aufs",
+    "shiftfs",
+    "ecryptfs",
     "proc",
     "sysfs",
     "devtmpfs",
