@@ -603,10 +603,14 @@ fn tls_words(o: &PeerOptions) -> &'static str {
 
 fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
     if let Some(root) = &o.static_root {
-        return fcgi_proxy_static_config(o, listen, root);
+        return fcgi_proxy_site_config(o, listen, &root.display().to_string(), None);
     }
     if o.php_site {
-        return fcgi_proxy_php_site_config(o, listen);
+        let php = match &o.backend {
+            BackendAddr::Tcp(a) => format!("fcgi://{a}"),
+            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+        };
+        return fcgi_proxy_site_config(o, listen, &o.document_root, Some(php));
     }
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
@@ -990,56 +994,32 @@ fn apache_tls(o: &PeerOptions, dir: &Path) -> String {
     )
 }
 
-/// fcgi-proxy serving the files of a `[[site]]`, its defaults otherwise. A site serves files
-/// only when it has a handler (without `php` every request is answered 404), so it names the
-/// backend for `*.php`; the files requested are not PHP and never reach it.
-fn fcgi_proxy_static_config(o: &PeerOptions, listen: SocketAddr, root: &Path) -> PeerConfig {
+/// fcgi-proxy serving a `[[site]]` under `root`, its defaults otherwise. With `php` (a PHP
+/// site), the `.php` files found there go to that backend (its connections reused). Without
+/// (static files), the site still names the backend for `*.php`, as a site serves files only
+/// when it has a handler (without one every request is answered 404); the files requested are
+/// not PHP and never reach it.
+fn fcgi_proxy_site_config(
+    o: &PeerOptions,
+    listen: SocketAddr,
+    root: &str,
+    php: Option<String>,
+) -> PeerConfig {
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
     } else {
         "off (RUST_LOG=warn)"
     };
-    let (listen_key, listener) = fcgi_proxy_listen(o, listen);
-    let text = format!(
-        "# fcgi-proxy: static files from a [[site]] root, its defaults otherwise{tls};\n\
-         # access log {log}\n\
-         {listen_key}\
-         {listener}\
-         \n\
-         [timeouts]\n\
-         keep_alive = \"{kat}s\"\n\
-         \n\
-         [limits]\n\
-         max_keep_alive_requests = 0   # unlimited, like the others here\n\
-         \n\
-         [[site]]\n\
-         root = \"{root}\"\n",
-        tls = tls_words(o),
-        kat = o.keepalive_timeout.as_secs(),
-        root = root.display(),
-    );
-    PeerConfig {
-        file_name: "proxy.toml",
-        text,
-        command: vec!["--config".into(), "{config}".into()],
-    }
-}
-
-/// fcgi-proxy serving a PHP site: a `[[site]]` whose `php` backend takes the `.php` files
-/// found under `document_root`, its defaults otherwise (backend connections reused).
-fn fcgi_proxy_php_site_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
-    let log = if o.access_log {
-        "one line per request on stderr (no RUST_LOG)"
-    } else {
-        "off (RUST_LOG=warn)"
-    };
-    let php = match &o.backend {
-        BackendAddr::Tcp(a) => format!("fcgi://{a}"),
-        BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+    let (what, php) = match php {
+        Some(url) => (
+            "a PHP site, a [[site]] with `php`",
+            format!("php = \"{url}\"\n"),
+        ),
+        None => ("static files from a [[site]] root", String::new()),
     };
     let (listen_key, listener) = fcgi_proxy_listen(o, listen);
     let text = format!(
-        "# fcgi-proxy: a PHP site, a [[site]] with `php`, its defaults otherwise{tls};\n\
+        "# fcgi-proxy: {what}, its defaults otherwise{tls};\n\
          # access log {log}\n\
          {listen_key}\
          {listener}\
@@ -1052,10 +1032,9 @@ fn fcgi_proxy_php_site_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig
          \n\
          [[site]]\n\
          root = \"{root}\"\n\
-         php = \"{php}\"\n",
+         {php}",
         tls = tls_words(o),
         kat = o.keepalive_timeout.as_secs(),
-        root = o.document_root,
     );
     PeerConfig {
         file_name: "proxy.toml",
