@@ -147,6 +147,12 @@ pub fn route_access(
 /// name, and what follows is the path info (`ap_directory_walk`). A path of directories only
 /// is a directory.
 pub fn walk(fs: &dyn Fs, path: &[u8]) -> (Vec<u8>, Vec<u8>, PathKind) {
+    // Most requests name something that is there: then one lookup of the whole path says it
+    // all (every component before the last is a directory, or the path would not resolve).
+    match fs.kind(path) {
+        PathKind::Missing => {}
+        kind => return (path.to_vec(), Vec::new(), kind),
+    }
     let mut i = usize::from(path.first() == Some(&b'/'));
     loop {
         let end = path[i..]
@@ -444,5 +450,28 @@ mod tests {
             walk(&DISK, b"/srv/www/a.php/"),
             (b"/srv/www/a.php".to_vec(), b"/".to_vec(), PathKind::File)
         );
+    }
+
+    /// A path that is there costs one lookup, not one per component.
+    #[test]
+    fn a_path_that_is_there_is_looked_up_once() {
+        struct Counting(std::cell::Cell<usize>);
+        impl Fs for Counting {
+            fn kind(&self, path: &[u8]) -> PathKind {
+                self.0.set(self.0.get() + 1);
+                DISK.kind(path)
+            }
+        }
+        for (path, lookups) in [
+            (&b"/srv/www/sub/index.php"[..], 1),
+            (b"/srv/www/sub", 1),
+            // Not there as a whole: the whole path, then /srv, /srv/www, /srv/www/a.php.
+            (b"/srv/www/a.php/x", 4),
+        ] {
+            let fs = Counting(std::cell::Cell::new(0));
+            let walked = walk(&fs, path);
+            assert_eq!(walked, walk(&DISK, path));
+            assert_eq!(fs.0.get(), lookups, "{}", String::from_utf8_lossy(path));
+        }
     }
 }
