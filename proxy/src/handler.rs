@@ -171,21 +171,26 @@ fn borrowed_headers(h: &HeaderMap) -> Vec<(&str, &[u8])> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
 }
 
-/// Runs `encode` with a filesystem that answers from what it learned; each path it asked about
-/// and did not know (`proxy-fcgi-pathinfo=full` walks a path a component at a time) is looked
-/// up on a blocking-pool thread, never on the serving thread, and `encode` runs again. Without
-/// such a walk it runs once and touches no filesystem.
+/// Runs `encode` with a filesystem that answers from what it learned. Without a walk of the
+/// filesystem (`proxy-fcgi-pathinfo=full` walks a path a component at a time) it runs once and
+/// touches no filesystem. With one, it runs again on the real filesystem when `lookups` allows
+/// it on the serving thread; else each path it asked about and did not know is looked up on a
+/// blocking-pool thread, and it runs again with what was learned.
 async fn encode_probing(
+    lookups: &Arc<crate::mounts::LookupPlace>,
     mut encode: impl FnMut(&dyn Fs) -> Result<exchange::Preamble, StatusCode>,
 ) -> Result<exchange::Preamble, StatusCode> {
     /// More components than any real path has: a walk is cut short beyond.
     const MAX_LOOKUPS: usize = 256;
     let mut memo = ProbeMemo::default();
-    for _ in 0..MAX_LOOKUPS {
+    for i in 0..MAX_LOOKUPS {
         let out = encode(&memo);
         let Some(path) = memo.take_wanted() else {
             return out;
         };
+        if i == 0 && lookups.inline() {
+            return encode(&RealFs);
+        }
         let lookup = path.clone();
         let kind = tokio::task::spawn_blocking(move || RealFs.kind(&lookup))
             .await
@@ -470,8 +475,9 @@ pub struct Proxy<C: Connector> {
     process_path: Option<Vec<u8>>,
     metrics: Metrics,
     admission: Admission,
-    /// Where filesystem lookups run, when a host maps requests to files.
-    lookups: Option<Arc<crate::mounts::LookupPlace>>,
+    /// Where filesystem lookups run: a site's, and the walks of routes with
+    /// `proxy-fcgi-pathinfo=full`.
+    lookups: Arc<crate::mounts::LookupPlace>,
 }
 
 /// One server: the main one or a virtual host, with its own routes and filesystem sections.
@@ -649,10 +655,13 @@ impl<C: Connector> Proxy<C> {
         };
         let nofile = crate::admission::open_file_limit().unwrap_or(1024);
         let admission = Admission::new(&config.limits, nofile);
-        let lookups = hosts
-            .iter()
-            .any(|h| h.files)
-            .then(|| crate::mounts::LookupPlace::new(config.filesystem_lookups));
+        // Read at load for a site (every request of it looks up); for routes only when one
+        // first walks the filesystem.
+        let lookups = if hosts.iter().any(|h| h.files) {
+            crate::mounts::LookupPlace::new(config.filesystem_lookups)
+        } else {
+            crate::mounts::LookupPlace::lazy(config.filesystem_lookups)
+        };
         Ok(Proxy {
             config,
             hosts,
@@ -752,7 +761,7 @@ impl<C: Connector> Proxy<C> {
                     &self.worker_views(),
                     &balancers,
                     &self.admission.stats(),
-                    self.lookups.as_ref().map(|l| l.describe()),
+                    self.lookups.describe(),
                 ),
                 "application/json",
             ),
@@ -907,7 +916,7 @@ impl<C: Connector> Proxy<C> {
                 Backend::Worker => {
                     let worker =
                         &self.workers[host.route_workers[m.route].ok_or(StatusCode::NOT_FOUND)?];
-                    let preamble = encode_probing(|fs| {
+                    let preamble = encode_probing(&self.lookups, |fs| {
                         preamble_for(None, BalancerVars::default(), worker.reuse, fs)
                     })
                     .await?;
@@ -947,7 +956,7 @@ impl<C: Connector> Proxy<C> {
                             route_changed_late: any && !first,
                             session: session.as_ref(),
                         };
-                        let preamble = encode_probing(|fs| {
+                        let preamble = encode_probing(&self.lookups, |fs| {
                             preamble_for(Some(&cfg.members[mi]), vars, worker.reuse, fs)
                         })
                         .await?;
@@ -1053,7 +1062,7 @@ impl<C: Connector> Proxy<C> {
         // The decision and, for a file, opening (and reading) it: on the serving thread when
         // the filesystems are local, else (or when a host name must be looked up) in one trip
         // to the blocking pool.
-        let inline = self.lookups.as_ref().is_some_and(|l| l.inline());
+        let inline = self.lookups.inline();
         let mapped = inline
             .then(|| map(&host.config, &uri.path, remote, local, req.method(), true))
             .flatten();

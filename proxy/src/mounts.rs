@@ -1,4 +1,5 @@
-//! Where a site's filesystem lookups run: on the serving thread, or in the blocking pool.
+//! Where filesystem lookups run (a site's, and the walks of `proxy-fcgi-pathinfo=full` routes):
+//! on the serving thread, or in the blocking pool.
 //!
 //! Mapping a request to the filesystem (a `stat` per path component, `realpath`, opening the
 //! file) costs a few microseconds on a local filesystem, about what a trip to the blocking
@@ -10,7 +11,8 @@
 //! filesystems under its roots are not enough to know. The mount table is read when the
 //! configuration loads and again, off the serving thread, at most every [`RECHECK`] while
 //! requests come, so a network filesystem mounted later moves the lookups off within about
-//! that long.
+//! that long. A configuration without a site (whose only lookups are the walks of routes with
+//! `proxy-fcgi-pathinfo=full`) reads it first when a request needs a lookup.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// `filesystem_lookups`: where a site's lookups run.
+/// `filesystem_lookups`: where filesystem lookups run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LookupMode {
@@ -168,12 +170,15 @@ fn check() -> Option<NotLocal> {
     }
 }
 
+/// `checked` before the first reading of a place made with [`LookupPlace::lazy`].
+const NEVER: u64 = u64::MAX;
+
 /// Where lookups run now, shared by the serving threads.
 #[derive(Debug)]
 pub struct LookupPlace {
     mode: LookupMode,
     inline: AtomicBool,
-    /// When the table was last read, in milliseconds since `start`.
+    /// When the table was last read, in milliseconds since `start` ([`NEVER`]: not yet).
     checked: AtomicU64,
     checking: AtomicBool,
     start: tokio::time::Instant,
@@ -188,31 +193,45 @@ impl LookupPlace {
             LookupMode::Auto => check(),
             LookupMode::Pool | LookupMode::ServingThread => None,
         };
-        let place = Arc::new(LookupPlace {
-            mode,
-            inline: AtomicBool::new(mode != LookupMode::Pool && found.is_none()),
-            checked: AtomicU64::new(0),
-            checking: AtomicBool::new(false),
-            start: tokio::time::Instant::now(),
-            found: std::sync::Mutex::new(found),
-        });
+        let place = Self::made(mode, mode != LookupMode::Pool && found.is_none(), 0, found);
         tracing::info!("{}", place.describe_line());
         place
     }
 
+    /// Reads the mount table (under [`LookupMode::Auto`]) only when a lookup is first wanted;
+    /// until then lookups go to the pool.
+    pub fn lazy(mode: LookupMode) -> Arc<LookupPlace> {
+        Self::made(mode, mode == LookupMode::ServingThread, NEVER, None)
+    }
+
+    fn made(
+        mode: LookupMode,
+        inline: bool,
+        checked: u64,
+        found: Option<NotLocal>,
+    ) -> Arc<LookupPlace> {
+        Arc::new(LookupPlace {
+            mode,
+            inline: AtomicBool::new(inline),
+            checked: AtomicU64::new(checked),
+            checking: AtomicBool::new(false),
+            start: tokio::time::Instant::now(),
+            found: std::sync::Mutex::new(found),
+        })
+    }
+
     /// Whether a lookup may run on the serving thread now. Under [`LookupMode::Auto`], reads
     /// the mount table again off the serving thread when the last reading is older than
-    /// [`RECHECK`]; this request goes by the last one.
+    /// [`RECHECK`] (or there was none); this request goes by the last one.
     pub fn inline(self: &Arc<Self>) -> bool {
         if self.mode != LookupMode::Auto {
             return self.mode == LookupMode::ServingThread;
         }
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         let last = self.checked.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= RECHECK.as_millis() as u64
+        if (last == NEVER || now.saturating_sub(last) >= RECHECK.as_millis() as u64)
             && !self.checking.swap(true, Ordering::AcqRel)
         {
-            self.checked.store(now, Ordering::Relaxed);
             let me = self.clone();
             tokio::task::spawn_blocking(move || {
                 let found = check();
@@ -220,7 +239,8 @@ impl LookupPlace {
                 if let Ok(mut f) = me.found.lock() {
                     *f = found;
                 }
-                if me.inline.swap(inline, Ordering::Relaxed) != inline {
+                let first = me.checked.swap(now, Ordering::Relaxed) == NEVER;
+                if me.inline.swap(inline, Ordering::Relaxed) != inline || first {
                     tracing::info!("{}", me.describe_line());
                 }
                 me.checking.store(false, Ordering::Release);
@@ -229,15 +249,19 @@ impl LookupPlace {
         self.inline.load(Ordering::Relaxed)
     }
 
-    /// Where lookups run and why, for `/status`.
-    pub fn describe(&self) -> serde_json::Value {
+    /// Where lookups run and why, for `/status` (`None` while a lazy place has not read the
+    /// mount table: nothing has needed a lookup).
+    pub fn describe(&self) -> Option<serde_json::Value> {
+        if self.mode == LookupMode::Auto && self.checked.load(Ordering::Relaxed) == NEVER {
+            return None;
+        }
         let (place, why) = self.place_and_why();
-        serde_json::json!({ "place": place, "why": why })
+        Some(serde_json::json!({ "place": place, "why": why }))
     }
 
     fn describe_line(&self) -> String {
         let (place, why) = self.place_and_why();
-        format!("site filesystem lookups: {place} ({why})")
+        format!("filesystem lookups: {place} ({why})")
     }
 
     fn place_and_why(&self) -> (&'static str, String) {
@@ -344,8 +368,30 @@ mod tests {
         assert!(!LookupPlace::new(LookupMode::Pool).inline());
         let forced = LookupPlace::new(LookupMode::ServingThread);
         assert!(forced.inline());
-        assert_eq!(forced.describe()["place"], "serving-threads");
+        assert_eq!(
+            forced.describe().expect("a place")["place"],
+            "serving-threads"
+        );
         let auto = LookupPlace::new(LookupMode::Auto);
         assert_eq!(auto.inline(), check().is_none());
+        // Lazy: nothing read, and lookups in the pool, until a lookup is wanted; then the
+        // table is read off the serving thread and decides.
+        let lazy = LookupPlace::lazy(LookupMode::Auto);
+        assert!(lazy.describe().is_none());
+        rt.block_on(async {
+            assert!(
+                !lazy.inline(),
+                "the first lookup goes by no reading: the pool"
+            );
+            for _ in 0..500 {
+                if lazy.describe().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(lazy.describe().is_some(), "read off the serving thread");
+        assert_eq!(lazy.inline(), check().is_none());
+        assert!(LookupPlace::lazy(LookupMode::ServingThread).inline());
     }
 }
