@@ -47,6 +47,9 @@ impl Fs for RealFs {
 
     fn canonical(&self, path: &[u8]) -> Option<Vec<u8>> {
         use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        if no_link_on_the_way(path) {
+            return Some(path.to_vec());
+        }
         std::fs::canonicalize(std::ffi::OsStr::from_bytes(path))
             .ok()
             .map(|p| p.into_os_string().into_vec())
@@ -89,6 +92,30 @@ impl Fs for ServingThreadFs {
         self.wanted_host.set(true);
         None
     }
+}
+
+/// Whether `path` (absolute, every component a plain name) is there and reached without a
+/// symbolic link, so that it is its own canonical form. `openat2` with `RESOLVE_NO_SYMLINKS`
+/// tells in one call, where `realpath` reads every component (one `readlink` each, on every
+/// request of a site). False when it cannot tell (a kernel before 5.6, a sandbox that refuses
+/// the call): `realpath` decides then.
+fn no_link_on_the_way(path: &[u8]) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::os::unix::ffi::OsStrExt;
+    let plain = path.len() > 1
+        && path[0] == b'/'
+        && path[1..]
+            .split(|&c| c == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..");
+    plain
+        && rustix::fs::openat2(
+            rustix::fs::CWD,
+            std::ffi::OsStr::from_bytes(path),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .is_ok()
 }
 
 /// A request for a FastCGI handler.
@@ -450,6 +477,39 @@ mod tests {
             walk(&DISK, b"/srv/www/a.php/"),
             (b"/srv/www/a.php".to_vec(), b"/".to_vec(), PathKind::File)
         );
+    }
+
+    /// The real filesystem's canonical form: a path without a link is itself (told without
+    /// `realpath`); a link on the way, `.` or `..` is resolved; a missing path has none.
+    #[test]
+    fn canonical_paths_on_the_real_filesystem() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The temp dir itself may be reached through a link (macOS /tmp, some containers).
+        let base = std::fs::canonicalize(dir.path()).expect("canonical temp dir");
+        let base = base.to_str().expect("utf-8").to_owned();
+        std::fs::create_dir_all(format!("{base}/real/sub")).expect("dirs");
+        std::fs::write(format!("{base}/real/sub/f.txt"), "x").expect("file");
+        std::os::unix::fs::symlink(format!("{base}/real"), format!("{base}/link")).expect("link");
+        let c = |p: &str| {
+            RealFs
+                .canonical(p.as_bytes())
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        let file = format!("{base}/real/sub/f.txt");
+        assert!(no_link_on_the_way(file.as_bytes()));
+        assert_eq!(c(&file).as_deref(), Some(file.as_str()));
+        for other in [
+            format!("{base}/link/sub/f.txt"),
+            format!("{base}/real/sub/../sub/f.txt"),
+            format!("{base}/real/./sub/f.txt"),
+        ] {
+            assert!(!no_link_on_the_way(other.as_bytes()), "{other}");
+            assert_eq!(c(&other).as_deref(), Some(file.as_str()), "{other}");
+        }
+        assert_eq!(c(&format!("{base}/real/sub/none.txt")), None);
+        assert!(!no_link_on_the_way(
+            format!("{base}/real/sub/none.txt").as_bytes()
+        ));
     }
 
     /// A path that is there costs one lookup, not one per component.
