@@ -562,15 +562,18 @@ fn keepalive_words(k: Option<bool>) -> &'static str {
     }
 }
 
-/// Apache's and fcgi-proxy's backend URL: `fcgi://HOST:PORT/ROOT/`, or
-/// `unix:/PATH|fcgi://localhost/ROOT/` for a Unix socket.
-fn fcgi_url(o: &PeerOptions) -> String {
+/// Apache's and fcgi-proxy's URL of the backend itself: `fcgi://HOST:PORT`, or
+/// `unix:/PATH|fcgi://localhost` for a Unix socket.
+fn backend_url(o: &PeerOptions) -> String {
     match &o.backend {
-        BackendAddr::Tcp(a) => format!("fcgi://{a}{}/", o.document_root),
-        BackendAddr::Unix(p) => {
-            format!("unix:{}|fcgi://localhost{}/", p.display(), o.document_root)
-        }
+        BackendAddr::Tcp(a) => format!("fcgi://{a}"),
+        BackendAddr::Unix(p) => format!("unix:{}|fcgi://localhost", p.display()),
     }
+}
+
+/// The backend URL of a route: [`backend_url`] with `/ROOT/`.
+fn fcgi_url(o: &PeerOptions) -> String {
+    format!("{}{}/", backend_url(o), o.document_root)
 }
 
 /// fcgi-proxy's listening address: `listen = [...]` (a top-level key) for plain HTTP/1.1, or a
@@ -606,11 +609,7 @@ fn fcgi_proxy_config(o: &PeerOptions, listen: SocketAddr) -> PeerConfig {
         return fcgi_proxy_site_config(o, listen, &root.display().to_string(), None);
     }
     if o.php_site {
-        let php = match &o.backend {
-            BackendAddr::Tcp(a) => format!("fcgi://{a}"),
-            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
-        };
-        return fcgi_proxy_site_config(o, listen, &o.document_root, Some(php));
+        return fcgi_proxy_site_config(o, listen, &o.document_root, Some(backend_url(o)));
     }
     let log = if o.access_log {
         "one line per request on stderr (no RUST_LOG)"
@@ -889,10 +888,7 @@ fn apache_config(o: &PeerOptions, listen: SocketAddr, dir: &Path) -> PeerConfig 
         ),
         None if o.php_site => {
             // Debian's php8.2-fpm.conf, on the backend's address.
-            let handler = match &o.backend {
-                BackendAddr::Tcp(a) => format!("proxy:fcgi://{a}"),
-                BackendAddr::Unix(p) => format!("proxy:unix:{}|fcgi://localhost", p.display()),
-            };
+            let handler = format!("proxy:{}", backend_url(o));
             let worker = match o.backend_keepalive {
                 Some(true) => format!(
                     "<Proxy \"{}\">\n    ProxySet enablereuse=on\n</Proxy>\n",
