@@ -922,19 +922,21 @@ pub fn encode_params(
             keep_conn,
         ));
     }
-    // The headers, the URI about twice, and the fixed variables.
-    let req = input.request;
-    let size = req
-        .headers
+    crate::exchange::write_preamble(keep_conn, params_size(input.request), |w| {
+        let mut records = Records(w);
+        fill(input, &mut records).map(drop)
+    })
+}
+
+/// About what a request's PARAMS take: the headers, the URI about twice, and the fixed
+/// variables.
+fn params_size(req: &Request<'_>) -> usize {
+    req.headers
         .iter()
         .map(|(n, v)| n.len() + v.len() + 16)
         .sum::<usize>()
         + 2 * req.uri.raw.len()
-        + 1024;
-    crate::exchange::write_preamble(keep_conn, size, |w| {
-        let mut records = Records(w);
-        fill(input, &mut records).map(drop)
-    })
+        + 1024
 }
 
 /// The CGI variables of a routed request, in order, into `env`.
@@ -1261,24 +1263,53 @@ pub fn encode_handler_params(
     facts.worker.push_canonical_authority(&mut filename);
     filename.push_str(&String::from_utf8_lossy(facts.filename));
     let script_filename = script_filename(&filename, config.backend_type, None);
+    let common = Common {
+        pass_auth: config.pass_authorization,
+        process_path,
+        script_filename: &script_filename,
+        script_uri: facts.script_uri,
+        path_info: Some(facts.path_info),
+        context_prefix: facts.context_prefix,
+        context_document_root: facts.context_document_root,
+        path_translated: facts.path_translated,
+        fixed: None,
+    };
+    if env.iter().all(|(name, _)| !may_be_cgi_name(name)) {
+        // No variable set before (SetEnv, SetEnvIf, the default worker's `proxy-nokeepalive`)
+        // that a CGI variable could replace or that is read back (PATH): they go first, then
+        // the CGI variables straight into the records, in the order the table would keep.
+        let size = params_size(req)
+            + env
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 8)
+                .sum::<usize>();
+        return crate::exchange::write_preamble(keep_conn, size, |w| {
+            for (name, value) in env.iter() {
+                w.pair(name.as_bytes(), value);
+            }
+            fill_common(config, req, &mut Records(w), &common).map(drop)
+        });
+    }
+    handler_params_table(config, req, env, &common, keep_conn)
+}
+
+/// Whether a CGI variable could have this name (the table compares names ignoring case): every
+/// one is letters, digits and `_` (`HTTP_` names too), so `proxy-nokeepalive` could not.
+fn may_be_cgi_name(name: &str) -> bool {
+    name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// [`encode_handler_params`] through a table that starts from `env`.
+fn handler_params_table(
+    config: &Config,
+    req: &Request<'_>,
+    env: &Env,
+    common: &Common<'_>,
+    keep_conn: bool,
+) -> Result<crate::exchange::Preamble, CgiError> {
     let mut table = env.clone();
     table.reserve(req.headers.len() + 28);
-    fill_common(
-        config,
-        req,
-        &mut table,
-        &Common {
-            pass_auth: config.pass_authorization,
-            process_path,
-            script_filename: &script_filename,
-            script_uri: facts.script_uri,
-            path_info: Some(facts.path_info),
-            context_prefix: facts.context_prefix,
-            context_document_root: facts.context_document_root,
-            path_translated: facts.path_translated,
-            fixed: None,
-        },
-    )?;
+    fill_common(config, req, &mut table, common)?;
     Ok(crate::exchange::encode_preamble(
         &table.into_vec(),
         keep_conn,
@@ -1288,6 +1319,130 @@ pub fn encode_handler_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The PARAMS records of a preamble, as (name, value) pairs in order.
+    fn decoded(p: &crate::exchange::Preamble) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut d = fastcgi::Decoder::default();
+        d.feed(p.request());
+        let mut stream = Vec::new();
+        while let Ok(Some(r)) = d.decode() {
+            if let fastcgi::Record::Stream {
+                record_type: fastcgi::RecordType::Params,
+                content,
+                ..
+            } = r
+            {
+                stream.extend_from_slice(&content);
+            }
+        }
+        fastcgi::nv::decode_all(&stream, usize::MAX)
+            .expect("PARAMS decode")
+            .into_iter()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn handler_params_written_straight_are_the_tables() {
+        let worker = WorkerUrl::parse("fcgi://127.0.0.1:9000").unwrap();
+        let heads: [&[(&str, &[u8])]; 4] = [
+            &[("Host", b"example.test:8080")],
+            &[
+                ("Host", b"example.test"),
+                ("X-Dup", b"a"),
+                ("x-dup", b"b"),
+                ("Content-Type", b"text/plain"),
+                ("Content-Length", b"3"),
+                ("Authorization", b"Basic eDp5"),
+                ("Max-Forwards", b"4"),
+                ("Proxy", b"http://evil.test"),
+                ("Bad_Name", b"dropped"),
+            ],
+            &[],
+            &[("Host", b"[::1]:81"), ("Transfer-Encoding", b"chunked")],
+        ];
+        let targets = ["/a.php", "/dir/a.php/extra/p?x=1&y", "/%7Euser/i.php"];
+        for (h, headers) in heads.iter().enumerate() {
+            for (t, target) in targets.iter().enumerate() {
+                for (e, pass_authorization) in (0..4).flat_map(|e| [(e, false), (e, true)]) {
+                    let config = Config {
+                        pass_authorization,
+                        ..Config::default()
+                    };
+                    let uri = crate::uri::parse_target(target, &Default::default()).unwrap();
+                    let req = Request {
+                        method: if h == 1 { "POST" } else { "GET" },
+                        protocol: if t == 2 { "HTTP/2.0" } else { "HTTP/1.1" },
+                        uri: &uri,
+                        headers,
+                        remote: "192.0.2.7:50123".parse().unwrap(),
+                        local: "127.0.0.1:8080".parse().unwrap(),
+                        tls: None,
+                        content_length: (h == 1 || h == 3).then_some(3),
+                    };
+                    let translated = b"/srv/www/extra/p".as_slice();
+                    let facts = HandlerFacts {
+                        worker: &worker,
+                        filename: b"/srv/www/dir/a.php",
+                        path_info: if t == 1 { b"/extra/p" } else { b"" },
+                        script_uri: b"/dir/a.php",
+                        context_prefix: b"",
+                        context_document_root: b"/srv/www",
+                        default_worker: false,
+                        path_translated: (h == 2).then_some(translated),
+                    };
+                    // Nothing; a name no CGI variable has; one that replaces a CGI
+                    // variable in place; PATH, which is read back.
+                    let mut env = Env::new();
+                    match e {
+                        1 => env.set_static("proxy-nokeepalive", b"1".to_vec()),
+                        2 => {
+                            env.set_static("early", b"x".to_vec());
+                            env.set_static("http_host", b"set.test".to_vec());
+                        }
+                        3 => env.set_static("PATH", b"/opt/bin".to_vec()),
+                        _ => {}
+                    }
+                    let straight =
+                        encode_handler_params(&config, &req, &facts, &env, Some(b"/bin"), true);
+                    let filename = "proxy:fcgi://127.0.0.1:9000/srv/www/dir/a.php";
+                    let script_filename = script_filename(filename, config.backend_type, None);
+                    let common = Common {
+                        pass_auth: pass_authorization,
+                        process_path: Some(b"/bin"),
+                        script_filename: &script_filename,
+                        script_uri: facts.script_uri,
+                        path_info: Some(facts.path_info),
+                        context_prefix: facts.context_prefix,
+                        context_document_root: facts.context_document_root,
+                        path_translated: facts.path_translated,
+                        fixed: None,
+                    };
+                    let table = handler_params_table(&config, &req, &env, &common, true);
+                    let (straight, table) = match (straight, table) {
+                        (Ok(s), Ok(t)) => (s, t),
+                        (Err(a), Err(b)) => {
+                            // HTTP/1.1 without Host: the same answer either way.
+                            assert_eq!((a.status, h, t == 2), (b.status, 2, false));
+                            continue;
+                        }
+                        (a, b) => panic!("headers {h}, target {target}: {a:?} / {b:?}"),
+                    };
+                    let got = decoded(&straight);
+                    assert_eq!(
+                        got,
+                        decoded(&table),
+                        "headers {h}, target {target}, env {e}"
+                    );
+                    if e == 1 {
+                        assert_eq!(got[0], (b"proxy-nokeepalive".to_vec(), b"1".to_vec()));
+                    }
+                    assert!(got.iter().any(|(n, v)| n == b"SCRIPT_FILENAME"
+                        && v.as_slice() == script_filename.as_bytes()));
+                }
+            }
+        }
+    }
 
     #[test]
     fn ipv4_mapped_addresses_are_written_as_ipv4() {
