@@ -121,7 +121,7 @@ fn no_link_on_the_way(path: &[u8]) -> bool {
 /// A request for a FastCGI handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerTarget {
-    pub worker: WorkerUrl,
+    pub worker: std::sync::Arc<WorkerUrl>,
     pub default_worker: bool,
     pub filename: Vec<u8>,
     pub path_info: Vec<u8>,
@@ -267,7 +267,7 @@ fn decide_at(
             };
             Decision::Handler(Box::new(HandlerTarget {
                 path_translated,
-                worker: *url,
+                worker: url,
                 default_worker: !defined,
                 filename: at.filename,
                 path_info: at.path_info,
@@ -413,7 +413,7 @@ fn within_roots(cfg: &Config, fs: &dyn Fs, path: &[u8], follow: bool) -> bool {
 /// `FallbackResource`: the request is served as if for that URL (once).
 fn fallback(
     cfg: &Config,
-    fb: &Option<Option<String>>,
+    fb: &Option<Option<std::sync::Arc<str>>>,
     remote: IpAddr,
     local: IpAddr,
     fs: &dyn Fs,

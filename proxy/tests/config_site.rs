@@ -79,8 +79,8 @@ fn debian_shaped_tree_is_read_as_apache_reads_it() {
     );
     // mods-enabled/dir.conf, inside <IfModule mod_dir.c> with dir_module loaded.
     assert_eq!(
-        cfg.site.base.directory_index,
-        Some(vec!["index.html".to_string(), "index.php".to_string()])
+        cfg.site.base.directory_index.as_deref(),
+        Some(&["index.html".to_string(), "index.php".to_string()][..])
     );
     // Timeout 30 from the main file.
     assert_eq!(cfg.timeouts.backend_io, std::time::Duration::from_secs(30));

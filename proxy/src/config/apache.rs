@@ -27,6 +27,7 @@
 //! defaults to off for fcgi).
 
 use core::time::Duration;
+use std::sync::Arc;
 
 use super::duration::parse_duration;
 use super::expr::{EnvAction, FcgiSetEnvIf, SetEnv, SetEnvIf};
@@ -871,18 +872,18 @@ impl Importer {
         let Some(d) = self.dir_mut(ctx) else {
             return Err(self.err(n, "Require is not allowed here"));
         };
-        match &mut d.authz {
+        match d.authz.as_mut().map(Arc::make_mut) {
             Some(Authz::Group {
                 all: false,
                 negate: false,
                 children,
             }) => children.push(a),
-            slot => {
-                *slot = Some(Authz::Group {
+            _ => {
+                d.authz = Some(Arc::new(Authz::Group {
                     all: false,
                     negate: false,
                     children: vec![a],
-                });
+                }));
             }
         }
         Ok(())
@@ -1927,8 +1928,8 @@ impl Importer {
                         ));
                     }
                     Handler::Proxy {
-                        url: Box::new(url),
-                        worker: Box::default(),
+                        url: Arc::new(url),
+                        worker: Arc::default(),
                         defined: false,
                     }
                 } else if h.eq_ignore_ascii_case("none")
@@ -1950,14 +1951,14 @@ impl Importer {
                     args.to_vec()
                 };
                 if let Some(d) = self.dir_mut(ctx) {
-                    d.directory_index = Some(list);
+                    d.directory_index = Some(list.into());
                 }
             }
             "fallbackresource" if in_dir => {
                 let v = one(self)?;
                 let v = (!v.eq_ignore_ascii_case("disabled")).then_some(v);
                 if let Some(d) = self.dir_mut(ctx) {
-                    d.fallback_resource = Some(v);
+                    d.fallback_resource = Some(v.map(Arc::from));
                 }
             }
             "acceptpathinfo" if in_dir => {
@@ -2399,7 +2400,7 @@ impl Importer {
             }) = &mut d.handler
             {
                 let (w, d) = self.handler_worker(url, routes);
-                (**worker, *defined) = (w, d);
+                (*worker, *defined) = (Arc::new(w), d);
             }
         };
         resolve(&mut site.base);

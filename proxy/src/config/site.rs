@@ -4,7 +4,9 @@
 //! sections are merged per request in Apache's order ([`Site::merge`]).
 
 use core::fmt;
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::model::{Config, Origin, Pattern, WorkerParams};
 use super::read::fnmatch;
@@ -15,10 +17,10 @@ use super::url::WorkerUrl;
 pub enum Handler {
     /// `proxy:fcgi://…` or `proxy:unix:/path|fcgi://…`: FastCGI to this worker.
     Proxy {
-        url: Box<WorkerUrl>,
+        url: Arc<WorkerUrl>,
         /// The parameters of the worker definition the URL falls under (`<Proxy>`, `ProxySet`,
         /// a `ProxyPass` to a prefix of it), else the defaults.
-        worker: Box<WorkerParams>,
+        worker: Arc<WorkerParams>,
         /// Whether such a definition exists. Without one Apache uses its default reverse
         /// worker and adds `proxy-nokeepalive=1` to the request's environment.
         defined: bool,
@@ -310,16 +312,16 @@ pub enum AcceptPathInfo {
 pub struct DirSettings {
     pub handler: Option<Handler>,
     /// `DirectoryIndex`; empty: `disabled`.
-    pub directory_index: Option<Vec<String>>,
+    pub directory_index: Option<Arc<[String]>>,
     /// `FallbackResource`; `Some(None)`: `disabled`.
-    pub fallback_resource: Option<Option<String>>,
+    pub fallback_resource: Option<Option<Arc<str>>>,
     pub accept_path_info: Option<AcceptPathInfo>,
     /// `Options FollowSymLinks` (on by default, as in Apache).
     pub follow_symlinks: Option<bool>,
     /// `DirectorySlash` (on by default).
     pub directory_slash: Option<bool>,
     /// `Require` directives (with their containers).
-    pub authz: Option<Authz>,
+    pub authz: Option<Arc<Authz>>,
     /// `AuthMerging` of this section.
     pub auth_merging: Option<AuthMerging>,
     /// `Order`/`Allow`/`Deny`/`Satisfy`.
@@ -479,12 +481,14 @@ impl DirSettings {
         if let Some(a) = &over.authz {
             // AuthMerging Off (the default): the later section's rules replace the earlier.
             self.authz = Some(match (self.authz.take(), over.auth_merging) {
-                (Some(old), Some(m @ (AuthMerging::And | AuthMerging::Or))) => Authz::Group {
-                    all: m == AuthMerging::And,
-                    negate: false,
-                    children: vec![old, a.clone()],
-                },
-                _ => a.clone(),
+                (Some(old), Some(m @ (AuthMerging::And | AuthMerging::Or))) => {
+                    Arc::new(Authz::Group {
+                        all: m == AuthMerging::And,
+                        negate: false,
+                        children: vec![Arc::unwrap_or_clone(old), Authz::clone(a)],
+                    })
+                }
+                _ => Arc::clone(a),
             });
         }
         if over.compat.is_some() {
@@ -665,16 +669,19 @@ impl Site {
     pub fn merge(&self, uri: &[u8], file: &[u8], kind: PathKind) -> DirSettings {
         let mut out = self.base.clone();
         // The directory the file is in (the path itself for a directory), with a trailing '/'.
-        let dir: Vec<u8> = if kind == PathKind::Directory {
-            let mut d = file.to_vec();
-            if d.last() != Some(&b'/') {
+        let dir: Cow<'_, [u8]> = if kind == PathKind::Directory {
+            if file.last() == Some(&b'/') {
+                Cow::Borrowed(file)
+            } else {
+                let mut d = Vec::with_capacity(file.len() + 1);
+                d.extend_from_slice(file);
                 d.push(b'/');
+                Cow::Owned(d)
             }
-            d
         } else {
             match file.iter().rposition(|&c| c == b'/') {
-                Some(i) => file[..=i].to_vec(),
-                None => b"/".to_vec(),
+                Some(i) => Cow::Borrowed(&file[..=i]),
+                None => Cow::Borrowed(b"/"),
             }
         };
         let base_name: &[u8] = {
@@ -910,18 +917,18 @@ impl VirtualHost {
 mod tests {
     use super::*;
 
-    fn all(granted: bool) -> Option<Authz> {
-        Some(Authz::Group {
+    fn all(granted: bool) -> Option<Arc<Authz>> {
+        Some(Arc::new(Authz::Group {
             all: false,
             negate: false,
             children: vec![Authz::Rule {
                 who: Who::All(granted),
                 negate: false,
             }],
-        })
+        }))
     }
 
-    fn dir(p: &str, authz: Option<Authz>) -> Section {
+    fn dir(p: &str, authz: Option<Arc<Authz>>) -> Section {
         Section {
             kind: SectionKind::Directory,
             matcher: Matcher::Path(p.into()),

@@ -17,6 +17,7 @@
 //! Require all denied`.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::model::{Origin, Pattern};
 use super::site::{
@@ -101,7 +102,7 @@ impl SiteSpec {
             SectionKind::Directory,
             Matcher::Path("/".into()),
             DirSettings {
-                authz: Some(rule(Who::All(false))),
+                authz: Some(Arc::new(rule(Who::All(false)))),
                 ..DirSettings::default()
             },
             origin,
@@ -120,17 +121,17 @@ impl SiteSpec {
             Who::Ip(nets)
         };
         let mut dir = DirSettings {
-            authz: Some(rule(who)),
+            authz: Some(Arc::new(rule(who))),
             ..DirSettings::default()
         };
         if !self.index.is_empty() {
-            dir.directory_index = Some(self.index.clone());
+            dir.directory_index = Some(self.index.clone().into());
         }
         if let Some(t) = &self.try_files {
             if !t.starts_with('/') {
                 return Err(format!("site.try_files must start with '/', found '{t}'"));
             }
-            dir.fallback_resource = Some(Some(format!("{prefix}{t}")));
+            dir.fallback_resource = Some(Some(format!("{prefix}{t}").into()));
         }
         site.sections.push(section(
             SectionKind::Directory,
@@ -151,8 +152,8 @@ impl SiteSpec {
                 Matcher::Regex(Pattern::new(r".+\.php$", false)?),
                 DirSettings {
                     handler: Some(Handler::Proxy {
-                        url: Box::new(url),
-                        worker: Box::default(),
+                        url: Arc::new(url),
+                        worker: Arc::default(),
                         defined: false,
                     }),
                     ..DirSettings::default()
@@ -163,7 +164,7 @@ impl SiteSpec {
             site.sections.push(s);
         }
         let denied = || DirSettings {
-            authz: Some(rule(Who::All(false))),
+            authz: Some(Arc::new(rule(Who::All(false)))),
             ..DirSettings::default()
         };
         for d in &self.deny {
