@@ -1263,17 +1263,7 @@ pub fn encode_handler_params(
     facts.worker.push_canonical_authority(&mut filename);
     filename.push_str(&String::from_utf8_lossy(facts.filename));
     let script_filename = script_filename(&filename, config.backend_type, None);
-    let common = Common {
-        pass_auth: config.pass_authorization,
-        process_path,
-        script_filename: &script_filename,
-        script_uri: facts.script_uri,
-        path_info: Some(facts.path_info),
-        context_prefix: facts.context_prefix,
-        context_document_root: facts.context_document_root,
-        path_translated: facts.path_translated,
-        fixed: None,
-    };
+    let common = handler_common(config, facts, &script_filename, process_path);
     if env.iter().all(|(name, _)| !may_be_cgi_name(name)) {
         // No variable set before (SetEnv, SetEnvIf, the default worker's `proxy-nokeepalive`)
         // that a CGI variable could replace or that is read back (PATH): they go first, then
@@ -1297,6 +1287,26 @@ pub fn encode_handler_params(
 /// one is letters, digits and `_` (`HTTP_` names too), so `proxy-nokeepalive` could not.
 fn may_be_cgi_name(name: &str) -> bool {
     name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// What [`fill_common`] takes for a handler-mode request.
+fn handler_common<'a>(
+    config: &Config,
+    facts: &HandlerFacts<'a>,
+    script_filename: &'a str,
+    process_path: Option<&'a [u8]>,
+) -> Common<'a> {
+    Common {
+        pass_auth: config.pass_authorization,
+        process_path,
+        script_filename,
+        script_uri: facts.script_uri,
+        path_info: Some(facts.path_info),
+        context_prefix: facts.context_prefix,
+        context_document_root: facts.context_document_root,
+        path_translated: facts.path_translated,
+        fixed: None,
+    }
 }
 
 /// [`encode_handler_params`] through a table that starts from `env`.
@@ -1407,17 +1417,7 @@ mod tests {
                         encode_handler_params(&config, &req, &facts, &env, Some(b"/bin"), true);
                     let filename = "proxy:fcgi://127.0.0.1:9000/srv/www/dir/a.php";
                     let script_filename = script_filename(filename, config.backend_type, None);
-                    let common = Common {
-                        pass_auth: pass_authorization,
-                        process_path: Some(b"/bin"),
-                        script_filename: &script_filename,
-                        script_uri: facts.script_uri,
-                        path_info: Some(facts.path_info),
-                        context_prefix: facts.context_prefix,
-                        context_document_root: facts.context_document_root,
-                        path_translated: facts.path_translated,
-                        fixed: None,
-                    };
+                    let common = handler_common(&config, &facts, &script_filename, Some(b"/bin"));
                     let table = handler_params_table(&config, &req, &env, &common, true);
                     let (straight, table) = match (straight, table) {
                         (Ok(s), Ok(t)) => (s, t),
