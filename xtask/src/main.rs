@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use conformance::author::{ExplainArgs, NewArgs};
 use conformance::bench::BenchArgs;
+use conformance::bench::pgo::PgoArgs;
 use conformance::differ::DifferArgs;
 use conformance::home::Home;
 use conformance::load::LoadArgs;
@@ -30,6 +31,7 @@ enum Command {
     New(NewArgs),
     Explain(ExplainArgs),
     Bench(BenchArgs),
+    Pgo(PgoArgs),
     Load(LoadArgs),
     /// Generated requests through Apache (the oracle) and other targets, compared
     Differ(DifferArgs),
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Bench(args) => conformance::bench::main(&args),
+        Command::Pgo(args) => conformance::bench::pgo::main(&args),
         Command::Peers(args) => conformance::real::peers_cli::cli(&args),
         Command::Conformance(args) => {
             if !build_proxy("conformance") {
@@ -120,6 +123,8 @@ mod tests {
             "bench --quick",
             "bench --duration 7 --warmup 0 --rounds 5 --idle 100 --targets fcgi-proxy,nginx",
             "bench --workloads get-c4,idle --proxy-bin target/release/fcgi-proxy --out x",
+            "pgo",
+            "pgo --duration 1 --workloads get-c4,post64k-c16",
             "load",
             "load --connections 3000 --requests 30 --delay-ms 5",
             "load --backends 3 --max 8 --deadline 60 --proxy-bin x",
@@ -146,6 +151,7 @@ mod tests {
             "sim --seed 1 --seeds 2",
             "sim --seeds 0",
             "bench --rounds 0",
+            "pgo --workloads nope",
             "load --max 0",
             "differ --cases 0",
             "differ --against iis",

@@ -26,6 +26,7 @@ pub mod fpm;
 pub mod h2load;
 pub mod idle;
 pub mod machine;
+pub mod pgo;
 pub mod procfs;
 pub mod report;
 pub mod tls;
@@ -69,6 +70,9 @@ pub struct Options {
     pub workloads: Option<Vec<String>>,
     /// Use this fcgi-proxy binary instead of building it in release mode.
     pub proxy_bin: Option<PathBuf>,
+    /// Extra environment for every target process (the profile file of a `cargo xtask pgo`
+    /// training run).
+    pub peer_env: Vec<(String, String)>,
     /// Where the backend is built and results are written.
     pub out_dir: PathBuf,
     /// Print progress lines on stderr.
@@ -95,6 +99,7 @@ impl Options {
             targets: PeerKind::ALL.to_vec(),
             workloads: None,
             proxy_bin: None,
+            peer_env: Vec::new(),
             out_dir: workspace_root().join("target").join("bench"),
             progress: true,
         }
@@ -206,7 +211,7 @@ fn parse_target(name: &str) -> Result<PeerKind, String> {
         })
 }
 
-fn parse_workload(name: &str) -> Result<String, String> {
+pub(crate) fn parse_workload(name: &str) -> Result<String, String> {
     let name = name.trim();
     let known: Vec<String> = workloads(&Options::full())
         .into_iter()
@@ -324,7 +329,7 @@ fn unregister(pids: &[u32]) {
 }
 
 /// On SIGINT or SIGTERM: SIGTERM every registered child by PID, then exit.
-fn stop_children_on_signal() {
+pub(crate) fn stop_children_on_signal() {
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -679,8 +684,32 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
 
 /// Builds fcgi-proxy in release mode and returns its path.
 pub fn build_proxy(workspace: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
+    cargo_release(workspace, Command::new(cargo()), &[])
+}
+
+/// Builds fcgi-proxy in release mode for `target` (a triple) into `target_dir`, with
+/// `rustflags` for its crates only (`--target` keeps them from build scripts and proc macros),
+/// and returns its path.
+pub fn build_release(
+    workspace: &Path,
+    target_dir: &Path,
+    target: &str,
+    rustflags: &str,
+) -> Result<PathBuf, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", rustflags);
+    cargo_release(workspace, cmd, &["--target", target])
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// `cmd` (cargo, with what the caller set) building fcgi-proxy in release mode, `extra`
+/// arguments last: its path.
+fn cargo_release(workspace: &Path, mut cmd: Command, extra: &[&str]) -> Result<PathBuf, String> {
+    let out = cmd
         .current_dir(workspace)
         .args([
             "build",
@@ -691,6 +720,7 @@ pub fn build_proxy(workspace: &Path) -> Result<PathBuf, String> {
             "fcgi-proxy",
             "--message-format=json-render-diagnostics",
         ])
+        .args(extra)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -1053,7 +1083,7 @@ impl Bench<'_> {
             php_site: false,
             fcgi_proxy_bin: Some(self.proxy_bin.clone()),
             tls: None,
-            env: Vec::new(),
+            env: self.opts.peer_env.clone(),
             // Not in the load generator's session: see `crate::peers::Session`.
             session: crate::peers::Session::Own,
         }
