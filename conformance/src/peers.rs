@@ -991,10 +991,8 @@ fn apache_tls(o: &PeerOptions, dir: &Path) -> String {
 }
 
 /// fcgi-proxy serving a `[[site]]` under `root`, its defaults otherwise. With `php` (a PHP
-/// site), the `.php` files found there go to that backend (its connections reused). Without
-/// (static files), the site still names the backend for `*.php`, as a site serves files only
-/// when it has a handler (without one every request is answered 404); the files requested are
-/// not PHP and never reach it.
+/// site), the `.php` files found there go to that backend (its connections reused); without
+/// (static files), the declared site serves its files with no backend at all.
 fn fcgi_proxy_site_config(
     o: &PeerOptions,
     listen: SocketAddr,
