@@ -173,9 +173,10 @@ fn borrowed_headers(h: &HeaderMap) -> Vec<(&str, &[u8])> {
 
 /// Runs `encode` with a filesystem that answers from what it learned. Without a walk of the
 /// filesystem (`proxy-fcgi-pathinfo=full` walks a path a component at a time) it runs once and
-/// touches no filesystem. With one, it runs again on the real filesystem when `lookups` allows
-/// it on the serving thread; else each path it asked about and did not know is looked up on a
-/// blocking-pool thread, and it runs again with what was learned.
+/// touches no filesystem. With one, the first lookup asks `lookups` where it may run: on the
+/// serving thread, that run walks the real filesystem and is the only one; else each path it
+/// asked about and did not know is looked up on a blocking-pool thread, and it runs again with
+/// what was learned.
 async fn encode_probing(
     lookups: &Arc<crate::mounts::LookupPlace>,
     mut encode: impl FnMut(&dyn Fs) -> Result<exchange::Preamble, StatusCode>,
@@ -183,22 +184,56 @@ async fn encode_probing(
     /// More components than any real path has: a walk is cut short beyond.
     const MAX_LOOKUPS: usize = 256;
     let mut memo = ProbeMemo::default();
-    for i in 0..MAX_LOOKUPS {
-        let out = encode(&memo);
+    let (mut out, inline) = {
+        let first = FirstLookup {
+            memo: &memo,
+            lookups,
+            inline: std::cell::Cell::new(None),
+        };
+        (encode(&first), first.inline.get())
+    };
+    if inline == Some(true) {
+        return out;
+    }
+    for _ in 0..MAX_LOOKUPS {
         let Some(path) = memo.take_wanted() else {
             return out;
         };
-        if i == 0 && lookups.inline() {
-            return encode(&RealFs);
-        }
         let lookup = path.clone();
         let kind = tokio::task::spawn_blocking(move || RealFs.kind(&lookup))
             .await
             .unwrap_or(crate::config::site::PathKind::Missing);
         memo.learn(path, kind);
+        out = encode(&memo);
     }
     tracing::info!("request refused: path info walk deeper than {MAX_LOOKUPS} components");
     Err(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The first run's filesystem in [`encode_probing`]: at its first lookup it asks where lookups
+/// may run, then answers every lookup of that run from the real filesystem or from `memo`.
+struct FirstLookup<'a> {
+    memo: &'a ProbeMemo,
+    lookups: &'a Arc<crate::mounts::LookupPlace>,
+    inline: std::cell::Cell<Option<bool>>,
+}
+
+impl Fs for FirstLookup<'_> {
+    fn kind(&self, path: &[u8]) -> crate::config::site::PathKind {
+        let inline = match self.inline.get() {
+            Some(i) => i,
+            None => {
+                let i = self.lookups.inline();
+                self.inline.set(Some(i));
+                i
+            }
+        };
+        if inline {
+            RealFs.kind(path)
+        } else {
+            self.memo.kind(path)
+        }
+    }
 }
 
 /// The blocks a slow body is copied into (see [`collect`]); at least [`BodyBytes::KEEP`], so
