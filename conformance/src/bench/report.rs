@@ -221,8 +221,8 @@ pub struct Goal {
     pub workload: String,
     /// Our median value, or its ratio to nginx's, that the goal is judged on.
     pub measured: Option<f64>,
-    /// `>=`, `<=` or `<`: how `measured` must compare with `limit`.
-    pub compare: String,
+    /// How `measured` must compare with `limit` (`>=`, `<=` or `<` in results.json).
+    pub compare: Cmp,
     pub limit: f64,
     pub met: bool,
     /// Our median and nginx's, in `unit` (what the ratio is taken from).
@@ -363,11 +363,33 @@ fn per_round(
 }
 
 /// How a goal's measurement must compare with its limit.
-#[derive(Debug, Clone, Copy)]
-enum Cmp {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Cmp {
+    #[serde(rename = ">=")]
     AtLeast,
+    #[serde(rename = "<=")]
     AtMost,
+    #[serde(rename = "<")]
     Below,
+}
+
+impl Cmp {
+    pub fn sign(self) -> &'static str {
+        match self {
+            Cmp::AtLeast => ">=",
+            Cmp::AtMost => "<=",
+            Cmp::Below => "<",
+        }
+    }
+
+    /// Whether `value` compares with `limit` as this says.
+    pub fn holds(self, value: f64, limit: f64) -> bool {
+        match self {
+            Cmp::AtLeast => value >= limit,
+            Cmp::AtMost => value <= limit,
+            Cmp::Below => value < limit,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -381,18 +403,13 @@ fn goal(
     nginx: Option<f64>,
     unit: &str,
 ) -> Goal {
-    let sign = match cmp {
-        Cmp::AtLeast => ">=",
-        Cmp::AtMost => "<=",
-        Cmp::Below => "<",
-    };
     Goal {
         goal: text.to_owned(),
         workload: w.name.clone(),
         measured,
-        compare: sign.to_owned(),
+        compare: cmp,
         limit,
-        met: measured.is_some_and(|m| holds(sign, m, limit)),
+        met: measured.is_some_and(|m| cmp.holds(m, limit)),
         ours,
         nginx,
         unit: unit.to_owned(),
@@ -543,7 +560,7 @@ pub fn goals_table(goals: &[Goal]) -> String {
             with_unit(g.ours, &g.unit),
             with_unit(g.nginx, &g.unit),
             num(g.measured, 2),
-            format!("{} {:.2}", g.compare, g.limit),
+            format!("{} {:.2}", g.compare.sign(), g.limit),
             if g.met { "yes" } else { "NO" }.to_owned(),
             rounds_met(g),
         ]);
@@ -551,15 +568,6 @@ pub fn goals_table(goals: &[Goal]) -> String {
     let mut t = b.build();
     t.with(Style::markdown());
     t.to_string()
-}
-
-/// Whether `value` compares with `limit` as `compare` (`>=`, `<=` or `<`) says.
-fn holds(compare: &str, value: f64, limit: f64) -> bool {
-    match compare {
-        ">=" => value >= limit,
-        "<=" => value <= limit,
-        _ => value < limit,
-    }
 }
 
 /// In how many rounds the goal held, with the range of the rounds' values: `2 of 3
@@ -571,7 +579,7 @@ fn rounds_met(g: &Goal) -> String {
     let held = g
         .per_round
         .iter()
-        .filter(|v| holds(&g.compare, **v, g.limit))
+        .filter(|v| g.compare.holds(**v, g.limit))
         .count();
     let lo = g.per_round.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = g
@@ -909,7 +917,8 @@ mod tests {
         assert_eq!(g[0].goal, "10000 idle connections in less RSS than nginx");
         assert!(g[0].met, "{g:?}");
         assert_eq!(g[0].measured, Some(70.0 / 80.0));
-        assert_eq!(g[0].compare, "<");
+        assert_eq!(g[0].compare.sign(), "<");
+        assert_eq!(serde_json::to_value(&g[0]).unwrap()["compare"], "<");
         assert_eq!(g[1].goal, "10000 idle connections in <= 64 MiB RSS");
         assert!(!g[1].met);
         assert_eq!(g[1].measured, Some(70.0));
