@@ -265,8 +265,9 @@ impl BenchArgs {
     }
 }
 
-/// Tools the bench cannot run without, as `what (how to install)`.
-pub fn missing_prerequisites() -> Vec<String> {
+/// Tools a bench of `targets` cannot run without, as `what (how to install)`: nginx only when
+/// it is one of them (the reference the ratios are taken against).
+pub fn missing_prerequisites(targets: &[PeerKind]) -> Vec<String> {
     let mut missing = Vec::new();
     for (prog, pkg) in [
         ("wrk", "wrk"),
@@ -276,6 +277,9 @@ pub fn missing_prerequisites() -> Vec<String> {
         ("prlimit", "util-linux"),
         ("setsid", "util-linux"),
     ] {
+        if prog == "nginx" && !targets.contains(&PeerKind::Nginx) {
+            continue;
+        }
         if find_program(prog).is_none() {
             missing.push(format!("{prog} (apt-get install {pkg})"));
         }
@@ -292,7 +296,7 @@ pub fn missing_prerequisites() -> Vec<String> {
 /// `cargo xtask bench ...`.
 pub fn main(args: &BenchArgs) -> ExitCode {
     let opts = args.options();
-    let missing = missing_prerequisites();
+    let missing = missing_prerequisites(&opts.targets);
     if !missing.is_empty() {
         eprintln!("bench: missing: {}", missing.join(", "));
         return ExitCode::FAILURE;

@@ -87,7 +87,7 @@ impl Layout {
 /// Builds the profile-guided binary and returns its path. `train` is the bench run that
 /// trains it (its targets, binary, environment and output directory are set here).
 pub fn build(workspace: &Path, train: &Options) -> Result<PathBuf, String> {
-    let missing = missing_prerequisites();
+    let missing = missing_prerequisites(&[PeerKind::FcgiProxy]);
     if !missing.is_empty() {
         return Err(format!(
             "the training runs the bench, which needs: {}",
