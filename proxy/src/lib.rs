@@ -20,6 +20,7 @@ pub mod response;
 pub mod route;
 pub mod server;
 pub mod site;
+pub mod spread;
 pub mod static_files;
 pub mod systemd;
 pub mod tls;

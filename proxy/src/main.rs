@@ -10,6 +10,7 @@ use fcgi_proxy::config::{self, Config, ConfigError, Warning};
 use fcgi_proxy::handler::Proxy;
 use fcgi_proxy::net::TokioConnector;
 use fcgi_proxy::server::{self, FrontSettings};
+use fcgi_proxy::spread;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Per-request buffers (hyper's, the params, the response head) come and go on every request;
@@ -371,7 +372,7 @@ type Gen = server::Generation<TokioConnector>;
 
 /// A serving thread's end of the channel of listeners a reload adds (configured address,
 /// socket).
-type Added = tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, std::net::TcpListener)>;
+type Added = tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, spread::Share)>;
 
 /// The control side of the serving threads: the current generation and how to replace it.
 struct Control {
@@ -381,7 +382,7 @@ struct Control {
     /// The configured listen addresses.
     addrs: Vec<SocketAddr>,
     /// Each serving thread's channel for listeners a reload adds.
-    adders: Vec<tokio::sync::mpsc::UnboundedSender<(SocketAddr, std::net::TcpListener)>>,
+    adders: Vec<tokio::sync::mpsc::UnboundedSender<(SocketAddr, spread::Share)>>,
     reloader: Reloader,
 }
 
@@ -426,7 +427,7 @@ impl Control {
             Gen,
             tokio::sync::watch::Sender<bool>,
             Option<fcgi_proxy::access_log::Active>,
-            Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+            Vec<(SocketAddr, Vec<spread::Share>)>,
         ),
         String,
     > {
@@ -448,18 +449,10 @@ impl Control {
             if self.addrs.contains(&fl.addr) {
                 continue;
             }
-            let mut sockets = Vec::new();
-            let mut addr = fl.addr;
-            for t in 0..self.adders.len() {
-                let l = listen(addr, self.adders.len() > 1)
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                if t == 0 {
-                    addr = l.local_addr().map_err(|e| e.to_string())?;
-                }
-                sockets.push(l);
-            }
+            let sockets = listen_everywhere(fl.addr, self.adders.len())?;
+            let addr = sockets[0].local_addr().map_err(|e| e.to_string())?;
             tracing::info!("listening on {addr}");
-            bound.push((fl.addr, sockets));
+            bound.push((fl.addr, spread::share(sockets)));
         }
         let fronts = listeners.iter().map(|l| l.addr).zip(fronts).collect();
         let log = access_log_for(&config)?;
@@ -503,7 +496,7 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     let fronts = fronts_for(&config, &listeners)?;
     fcgi_proxy::access_log::activate(access_log_for(&config)?);
     let mut inherited = fcgi_proxy::systemd::inherited_listeners()?;
-    let mut sockets: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+    let mut sockets: Vec<Vec<(SocketAddr, spread::Share)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for (i, fl) in listeners.iter().enumerate() {
         let what = match (&fronts[i].tls, fronts[i].h2) {
@@ -516,20 +509,19 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
         if let Some(k) = inherited.iter().position(|(a, _)| *a == fl.addr) {
             let (addr, l) = inherited.remove(k);
             println!("listening on {addr}{what} (from systemd)");
-            for mine in &mut sockets {
-                mine.push((fl.addr, l.try_clone().map_err(|e| format!("{addr}: {e}"))?));
+            let clones = (0..threads)
+                .map(|_| l.try_clone().map_err(|e| format!("{addr}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (mine, share) in sockets.iter_mut().zip(spread::share(clones)) {
+                mine.push((fl.addr, share));
             }
             continue;
         }
-        let mut addr = fl.addr;
-        for (t, mine) in sockets.iter_mut().enumerate() {
-            let l =
-                listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            if t == 0 {
-                addr = l.local_addr().map_err(|e| e.to_string())?;
-                println!("listening on {addr}{what}");
-            }
-            mine.push((fl.addr, l));
+        let bound = listen_everywhere(fl.addr, threads)?;
+        let addr = bound[0].local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {addr}{what}");
+        for (mine, share) in sockets.iter_mut().zip(spread::share(bound)) {
+            mine.push((fl.addr, share));
         }
     }
     if let Some((addr, _)) = inherited.first() {
@@ -606,6 +598,23 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     r
 }
 
+/// One listening socket per serving thread for `addr` (port 0: the port the first one got).
+fn listen_everywhere(
+    addr: SocketAddr,
+    threads: usize,
+) -> Result<Vec<std::net::TcpListener>, String> {
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let l = listen(addr, threads > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        if t == 0 {
+            addr = l.local_addr().map_err(|e| e.to_string())?;
+        }
+        sockets.push(l);
+    }
+    Ok(sockets)
+}
+
 /// A listening socket; SO_REUSEPORT when several threads listen on the same address (the kernel
 /// then spreads new connections over them).
 fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -629,7 +638,7 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
 /// thread to stop.
 fn serve_thread(
     slot: usize,
-    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    listeners: Vec<(SocketAddr, spread::Share)>,
     mut added: Added,
     gens: tokio::sync::watch::Receiver<Arc<Gen>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
@@ -648,7 +657,7 @@ fn serve_thread(
         tokio::spawn(fcgi_proxy::access_log::install());
         let mut servers = tokio::task::JoinSet::new();
         let serve = |servers: &mut tokio::task::JoinSet<_>, key, l| -> Result<(), String> {
-            let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+            let l = spread::Share::into_listener(l).map_err(|e| e.to_string())?;
             servers.spawn(server::serve_generations(
                 l,
                 key,
