@@ -196,6 +196,65 @@ mod sim {
 #[cfg(feature = "sim")]
 pub use sim::SimConnector;
 
+/// `AsyncWrite` for a wrapper around a stream, every call passed to its field `$field` (vectored
+/// writes included, which a default implementation would turn into one write per slice).
+macro_rules! forward_async_write {
+    ($t:ty, $field:ident $(, $g:ident)?) => {
+        impl$(<$g: tokio::io::AsyncWrite + Unpin>)? tokio::io::AsyncWrite for $t {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$field).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$field).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$field.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$field).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$field).poll_shutdown(cx)
+            }
+        }
+    };
+}
+pub(crate) use forward_async_write;
+
+/// `AsyncRead` for a wrapper around a stream, passed to its field `$field`.
+macro_rules! forward_async_read {
+    ($t:ty, $field:ident $(, $g:ident)?) => {
+        impl$(<$g: tokio::io::AsyncRead + Unpin>)? tokio::io::AsyncRead for $t {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$field).poll_read(cx, buf)
+            }
+        }
+    };
+}
+pub(crate) use forward_async_read;
+
 /// One read of at most `N` bytes into a buffer on the stack, handed to `take`. The buffer exists
 /// for the read only: a buffer held across an await would be part of the task's future, idle
 /// connections included.
