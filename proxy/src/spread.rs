@@ -127,6 +127,11 @@ impl Listener {
         }
     }
 
+    /// Gives back a count taken for a connection that will not be served after all.
+    fn release(&self, thread: usize) {
+        self.group.held[thread].fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn counted(&self, stream: tokio::net::TcpStream) -> Stream {
         Stream {
             inner: stream,
@@ -175,12 +180,6 @@ impl Acceptor for Listener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
-    }
-}
-
-impl Listener {
-    fn release(&self, thread: usize) {
-        self.group.held[thread].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
