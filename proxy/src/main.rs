@@ -449,8 +449,7 @@ impl Control {
             if self.addrs.contains(&fl.addr) {
                 continue;
             }
-            let sockets = listen_everywhere(fl.addr, self.adders.len())?;
-            let addr = sockets[0].local_addr().map_err(|e| e.to_string())?;
+            let (addr, sockets) = listen_everywhere(fl.addr, self.adders.len())?;
             tracing::info!("listening on {addr}");
             bound.push((fl.addr, spread::share(sockets)));
         }
@@ -506,21 +505,18 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
             (None, false) => "",
         };
         // A socket systemd passed for this address is used by every thread.
-        if let Some(k) = inherited.iter().position(|(a, _)| *a == fl.addr) {
+        let per_thread = if let Some(k) = inherited.iter().position(|(a, _)| *a == fl.addr) {
             let (addr, l) = inherited.remove(k);
             println!("listening on {addr}{what} (from systemd)");
-            let clones = (0..threads)
+            (0..threads)
                 .map(|_| l.try_clone().map_err(|e| format!("{addr}: {e}")))
-                .collect::<Result<Vec<_>, _>>()?;
-            for (mine, share) in sockets.iter_mut().zip(spread::share(clones)) {
-                mine.push((fl.addr, share));
-            }
-            continue;
-        }
-        let bound = listen_everywhere(fl.addr, threads)?;
-        let addr = bound[0].local_addr().map_err(|e| e.to_string())?;
-        println!("listening on {addr}{what}");
-        for (mine, share) in sockets.iter_mut().zip(spread::share(bound)) {
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let (addr, bound) = listen_everywhere(fl.addr, threads)?;
+            println!("listening on {addr}{what}");
+            bound
+        };
+        for (mine, share) in sockets.iter_mut().zip(spread::share(per_thread)) {
             mine.push((fl.addr, share));
         }
     }
@@ -598,11 +594,12 @@ fn run(config: Config, reloader: Reloader, pid_file: Option<PathBuf>) -> Result<
     r
 }
 
-/// One listening socket per serving thread for `addr` (port 0: the port the first one got).
+/// One listening socket per serving thread for `addr` (port 0: the port the first one got),
+/// and the address they are bound to.
 fn listen_everywhere(
     addr: SocketAddr,
     threads: usize,
-) -> Result<Vec<std::net::TcpListener>, String> {
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), String> {
     let mut addr = addr;
     let mut sockets = Vec::with_capacity(threads);
     for t in 0..threads {
@@ -612,7 +609,7 @@ fn listen_everywhere(
         }
         sockets.push(l);
     }
-    Ok(sockets)
+    Ok((addr, sockets))
 }
 
 /// A listening socket; SO_REUSEPORT when several threads listen on the same address (the kernel
@@ -656,16 +653,17 @@ fn serve_thread(
     let served = rt.block_on(async move {
         tokio::spawn(fcgi_proxy::access_log::install());
         let mut servers = tokio::task::JoinSet::new();
-        let serve = |servers: &mut tokio::task::JoinSet<_>, key, l| -> Result<(), String> {
-            let l = spread::Share::into_listener(l).map_err(|e| e.to_string())?;
-            servers.spawn(server::serve_generations(
-                l,
-                key,
-                gens.clone(),
-                stop_rx.clone(),
-            ));
-            Ok(())
-        };
+        let serve =
+            |servers: &mut tokio::task::JoinSet<_>, key, l: spread::Share| -> Result<(), String> {
+                let l = l.into_listener().map_err(|e| e.to_string())?;
+                servers.spawn(server::serve_generations(
+                    l,
+                    key,
+                    gens.clone(),
+                    stop_rx.clone(),
+                ));
+                Ok(())
+            };
         for (key, l) in listeners {
             serve(&mut servers, key, l)?;
         }

@@ -165,11 +165,11 @@ impl Acceptor for Listener {
             match self.group.place(self.me) {
                 Place::Here => return Ok((self.counted(s), info)),
                 Place::There(t) => {
-                    let handed = s.into_std().map(|s| (s, info));
-                    let sent = handed
-                        .map_err(|_| ())
-                        .and_then(|h| self.group.inboxes[t].send(h).map_err(|_| ()));
-                    if sent.is_err() {
+                    let sent = match s.into_std() {
+                        Ok(s) => self.group.inboxes[t].send((s, info)).is_ok(),
+                        Err(_) => false,
+                    };
+                    if !sent {
                         // That thread's listener is gone (stopping): the connection closes.
                         self.release(t);
                     }
