@@ -363,14 +363,18 @@ fn per_round(
 }
 
 /// How a goal's measurement must compare with its limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
-    #[serde(rename = ">=")]
     AtLeast,
-    #[serde(rename = "<=")]
     AtMost,
-    #[serde(rename = "<")]
     Below,
+}
+
+/// As its sign (`">="`, `"<="`, `"<"`) in results.json.
+impl Serialize for Cmp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.sign())
+    }
 }
 
 impl Cmp {
