@@ -9,9 +9,11 @@
 //!   with its default access log (fcgi-proxy's line per request on stderr, nginx's and
 //!   Apache's `combined` log to a file; HAProxy has none without a `log` target).
 //!   `get-c64-nolog` turns the logs off.
-//! - Each workload runs every target in turn, round after round (A B C D A B C D ...), each
-//!   run on a freshly started peer: warm-up, then the measured wrk run. Medians over rounds;
-//!   ratios against nginx.
+//! - Each workload runs every target in turn, round after round, every other round in reverse
+//!   (A B C D, D C B A, A B C D ...): no target always follows the same one, and a drift of
+//!   the machine over the run weighs on all alike. Each run is on a freshly started peer, after
+//!   the page cache's dirty pages (the last run's access log) are written out: warm-up, then
+//!   the measured wrk run. Medians over rounds; ratios against nginx.
 //! - Proxy CPU is utime + stime of the peer's process tree (from /proc) before and after the
 //!   measured run, divided by the requests wrk completed. Peak RSS is the sum of VmHWM over
 //!   the tree.
@@ -1227,7 +1229,8 @@ impl Bench<'_> {
             WorkloadKind::Idle => self.opts.idle_rounds,
         };
         for round in 0..rounds {
-            for (i, &kind) in targets.iter().enumerate() {
+            for i in round_order(targets.len(), round) {
+                let kind = targets[i];
                 if result.targets[i].not_applicable.is_some() {
                     continue;
                 }
@@ -1347,6 +1350,9 @@ impl Bench<'_> {
             BackendChoice::Static => STATIC_ANSWER,
             _ => LIBFCGI_ANSWER,
         };
+        // The previous run's access log, written out by the kernel's flusher during this run,
+        // would be charged to the machine while this target is measured.
+        nix::unistd::sync();
         let peer = match self.start_peer(kind, &o, &variant(w), (w.path, expect, w.protocol)) {
             Ok((p, negotiated)) => {
                 run.tls = negotiated;
@@ -1562,8 +1568,9 @@ impl Bench<'_> {
         }
         put(
             "method",
-            "targets alternate within each round (A B C D A B C D); every run starts the peer \
-             afresh, warms up, then measures; medians over rounds; CPU = utime+stime of the \
+            "targets alternate within each round, every other round reversed (A B C D, \
+             D C B A, ...); every run starts the peer afresh after a sync(2), warms up, then \
+             measures; medians over rounds; CPU = utime+stime of the \
              peer's process tree before/after the measured run / requests; peak RSS = sum of \
              VmHWM over the tree; wrk, the backend and the peer share the machine's cores, so \
              single runs are noisy"
@@ -1574,6 +1581,16 @@ impl Bench<'_> {
 }
 
 /// What sets a workload's peer configs apart (the key of `configs` in the report).
+/// The order round `round` runs `n` targets in: as given in even rounds, reversed in odd ones.
+fn round_order(n: usize, round: usize) -> Vec<usize> {
+    let order = 0..n;
+    if round.is_multiple_of(2) {
+        order.collect()
+    } else {
+        order.rev().collect()
+    }
+}
+
 fn variant(w: &Workload) -> String {
     let reuse = match w.backend_keepalive {
         Some(true) => "backend keep-alive",
@@ -1659,6 +1676,14 @@ mod tests {
         }
         Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
             .map(|c| c.bench.options())
+    }
+
+    #[test]
+    fn rounds_alternate_their_order() {
+        let orders: Vec<Vec<usize>> = (0..3).map(|r| round_order(4, r)).collect();
+        assert_eq!(orders, [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]]);
+        // A lone target runs alone either way.
+        assert_eq!(round_order(1, 1), [0]);
     }
 
     #[test]
