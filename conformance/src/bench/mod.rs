@@ -694,18 +694,38 @@ pub fn build_proxy(workspace: &Path) -> Result<PathBuf, String> {
 }
 
 /// Builds fcgi-proxy in release mode for `target` (a triple) into `target_dir`, with
-/// `rustflags` for its crates only (`--target` keeps them from build scripts and proc macros),
-/// and returns its path.
+/// `rustflag` added to the caller's own flags, for its crates only (`--target` keeps them from
+/// build scripts and proc macros), and returns its path.
 pub fn build_release(
     workspace: &Path,
     target_dir: &Path,
     target: &str,
-    rustflags: &str,
+    rustflag: &str,
 ) -> Result<PathBuf, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let flags = with_rustflag(
+        env("CARGO_ENCODED_RUSTFLAGS").as_deref(),
+        env("RUSTFLAGS").as_deref(),
+        rustflag,
+    );
     let mut cmd = Command::new(cargo());
     cmd.env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", rustflags);
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .env_remove("RUSTFLAGS");
     cargo_release(workspace, cmd, &["--target", target])
+}
+
+/// The compiler flags a build runs with: the caller's own (`CARGO_ENCODED_RUSTFLAGS`, which
+/// cargo reads first, else `RUSTFLAGS`), then `flag`, in cargo's encoding (one flag per field,
+/// separated by 0x1f), so that a flag holding a path with spaces stays one flag.
+fn with_rustflag(encoded: Option<&str>, plain: Option<&str>, flag: &str) -> String {
+    let mut flags: Vec<&str> = match (encoded, plain) {
+        (Some(e), _) => e.split('\x1f').filter(|f| !f.is_empty()).collect(),
+        (None, Some(p)) => p.split_whitespace().collect(),
+        (None, None) => Vec::new(),
+    };
+    flags.push(flag);
+    flags.join("\x1f")
 }
 
 fn cargo() -> String {
@@ -1676,6 +1696,22 @@ mod tests {
         }
         Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
             .map(|c| c.bench.options())
+    }
+
+    #[test]
+    fn a_build_flag_is_added_to_the_callers_own() {
+        let f = "-Cprofile-use=/tmp/a b/x.profdata";
+        assert_eq!(with_rustflag(None, None, f), f);
+        assert_eq!(
+            with_rustflag(None, Some(" -Ctarget-cpu=native  -g "), f),
+            format!("-Ctarget-cpu=native\x1f-g\x1f{f}")
+        );
+        // cargo reads the encoded variable first, so it wins over the plain one.
+        assert_eq!(
+            with_rustflag(Some("-Ca=b c\x1f-g"), Some("-Cignored"), f),
+            format!("-Ca=b c\x1f-g\x1f{f}")
+        );
+        assert_eq!(with_rustflag(Some(""), Some("-Cignored"), f), f);
     }
 
     #[test]

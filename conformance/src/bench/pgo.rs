@@ -5,8 +5,9 @@
 //! profile of where the request path actually runs lets the compiler lay the hot code out
 //! together and inline by use rather than by guess. The steps:
 //!
-//! 1. build fcgi-proxy with `-Cprofile-generate` (its own target directory, `--target` the host
-//!    so that the flag reaches neither build scripts nor proc macros);
+//! 1. build fcgi-proxy with `-Cprofile-generate`, added to the caller's own `RUSTFLAGS` (its
+//!    own target directory, `--target` the host so that the flag reaches neither build
+//!    scripts nor proc macros);
 //! 2. train it: the bench's quick run of every workload against fcgi-proxy alone (the libfcgi
 //!    responders, php-fpm, TLS and HTTP/2 when their programs are installed), which stops each
 //!    proxy with SIGTERM so that it exits and writes its profile;
