@@ -542,7 +542,9 @@ where
 {
     async move {
         // The whole `client` goes into the future, not only the fields used below: its slot is
-        // held until the connection ends.
+        // held until the connection ends. Its fields are reached through this one reference
+        // rather than one each: every reference kept across an await is 8 bytes of every idle
+        // connection's task (see the test at the end).
         let client = &mut client;
         let activity = io.activity.clone();
         // Retired (see `Stops`): the next request is the last.

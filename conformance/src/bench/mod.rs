@@ -1600,7 +1600,6 @@ impl Bench<'_> {
     }
 }
 
-/// What sets a workload's peer configs apart (the key of `configs` in the report).
 /// The order round `round` runs `n` targets in: as given in even rounds, reversed in odd ones.
 fn round_order(n: usize, round: usize) -> Vec<usize> {
     let order = 0..n;
@@ -1611,6 +1610,7 @@ fn round_order(n: usize, round: usize) -> Vec<usize> {
     }
 }
 
+/// What sets a workload's peer configs apart (the key of `configs` in the report).
 fn variant(w: &Workload) -> String {
     let reuse = match w.backend_keepalive {
         Some(true) => "backend keep-alive",
