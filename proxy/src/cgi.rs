@@ -713,7 +713,7 @@ impl ExprVars for ServerVars<'_> {
             ServerVar::RequestUri | ServerVar::DocumentUri => req.uri.path.clone(),
             ServerVar::RequestFilename | ServerVar::ScriptFilename => s(&self.script_filename),
             ServerVar::PathInfo => self.path_info.clone().unwrap_or_default(),
-            ServerVar::QueryString => s(req.uri.query.as_deref().unwrap_or("")),
+            ServerVar::QueryString => s(req.uri.query().unwrap_or("")),
             ServerVar::TheRequest => s(&format!("{} {} {}", req.method, req.uri.raw, req.protocol)),
             ServerVar::RemoteAddr | ServerVar::RemoteHost => s(&ip_string(req.remote.ip())),
             ServerVar::RemotePort => s(&req.remote.port().to_string()),
@@ -999,8 +999,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         },
         input.fs,
     )?;
-    let mut script_filename =
-        script_filename(&canon.filename, backend_type, req.uri.query.as_deref());
+    let mut script_filename = script_filename(&canon.filename, backend_type, req.uri.query());
     if route.noquery
         && let Some(q) = script_filename.find('?')
     {
@@ -1155,10 +1154,7 @@ fn fill_common<'a, V: Vars>(
     env.set_static("GATEWAY_INTERFACE", b"CGI/1.1");
     env.set_static("SERVER_PROTOCOL", req.protocol.as_bytes());
     env.set_static("REQUEST_METHOD", req.method.as_bytes());
-    env.set_static(
-        "QUERY_STRING",
-        req.uri.query.as_deref().unwrap_or("").as_bytes(),
-    );
+    env.set_static("QUERY_STRING", req.uri.query().unwrap_or("").as_bytes());
     env.set_static("REQUEST_URI", req.uri.raw.as_bytes());
     let uri_path = c.script_uri;
     match c.path_info.filter(|p| !p.is_empty()) {

@@ -1123,7 +1123,7 @@ impl<C: Connector> Proxy<C> {
             Mapped::Decided(Decision::Status(s)) => return Err(status(s)),
             Mapped::Decided(Decision::Redirect(to)) => {
                 let mut location = uri::escape_uri(&to);
-                if let Some(q) = &uri.query {
+                if let Some(q) = uri.query() {
                     location.push('?');
                     location.push_str(q);
                 }

@@ -69,17 +69,20 @@ pub struct RequestUri {
     pub raw: String,
     /// Origin-form, absolute-form or `*`.
     pub form: TargetForm,
-    /// The path component as received (still encoded, not normalised). Empty for `*`.
-    pub raw_path: String,
     /// Apache's `r->uri`: normalised and %-decoded. Bytes, because a decoded path need not be
     /// UTF-8. `*` for the asterisk form.
     pub path: Vec<u8>,
-    /// The raw query string after the first `?` (never decoded): `QUERY_STRING`. `None` when
-    /// the target has no `?`.
-    pub query: Option<String>,
+    /// Where in `raw` the query string starts (after the first `?`), if there is one.
+    query_at: Option<usize>,
 }
 
 impl RequestUri {
+    /// The raw query string after the first `?` (never decoded): `QUERY_STRING`. `None` when
+    /// the target has no `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query_at.map(|i| &self.raw[i..])
+    }
+
     /// The decoded path as text (lossy for non-UTF-8 bytes), for logs and messages.
     pub fn path_lossy(&self) -> String {
         String::from_utf8_lossy(&self.path).into_owned()
@@ -130,9 +133,8 @@ pub fn parse_target(target: &str, opts: &UriOptions) -> Result<RequestUri, UriEr
         return Ok(RequestUri {
             raw: target.to_owned(),
             form: TargetForm::Asterisk,
-            raw_path: String::new(),
             path: b"*".to_vec(),
-            query: None,
+            query_at: None,
         });
     }
     let (form, rest) = if target.starts_with('/') {
@@ -140,8 +142,9 @@ pub fn parse_target(target: &str, opts: &UriOptions) -> Result<RequestUri, UriEr
     } else {
         split_absolute(target)?
     };
-    let (raw_path, query) = match rest.find('?') {
-        Some(i) => (&rest[..i], Some(rest[i + 1..].to_owned())),
+    // `rest` ends `target`: the query's place in it is found from the end.
+    let (raw_path, query_at) = match rest.find('?') {
+        Some(i) => (&rest[..i], Some(target.len() - rest.len() + i + 1)),
         None => (rest, None),
     };
     let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
@@ -149,9 +152,8 @@ pub fn parse_target(target: &str, opts: &UriOptions) -> Result<RequestUri, UriEr
     Ok(RequestUri {
         raw: target.to_owned(),
         form,
-        raw_path: raw_path.to_owned(),
         path,
-        query,
+        query_at,
     })
 }
 
@@ -635,16 +637,15 @@ mod tests {
     fn origin_form_splits_raw_query() {
         let u = p("/myapp/foo.php/extra/path?x=1&y=%20").unwrap();
         assert_eq!(u.raw, "/myapp/foo.php/extra/path?x=1&y=%20");
-        assert_eq!(u.raw_path, "/myapp/foo.php/extra/path");
         assert_eq!(u.path, b"/myapp/foo.php/extra/path");
-        assert_eq!(u.query.as_deref(), Some("x=1&y=%20"));
+        assert_eq!(u.query(), Some("x=1&y=%20"));
         assert_eq!(u.form, TargetForm::Origin);
     }
 
     #[test]
     fn query_absent_vs_empty() {
-        assert_eq!(p("/a").unwrap().query, None);
-        assert_eq!(p("/a?").unwrap().query.as_deref(), Some(""));
+        assert_eq!(p("/a").unwrap().query(), None);
+        assert_eq!(p("/a?").unwrap().query(), Some(""));
     }
 
     #[test]
@@ -746,7 +747,7 @@ mod tests {
         let u = p("http://Other.Host:99/myapp/abs?q").unwrap();
         assert_eq!(u.raw, "http://Other.Host:99/myapp/abs?q");
         assert_eq!(u.path, b"/myapp/abs");
-        assert_eq!(u.query.as_deref(), Some("q"));
+        assert_eq!(u.query(), Some("q"));
         assert_eq!(
             u.form,
             TargetForm::Absolute {
@@ -755,7 +756,7 @@ mod tests {
             }
         );
         assert_eq!(p("HTTP://h").unwrap().path, b"/");
-        assert_eq!(p("http://h?x").unwrap().query.as_deref(), Some("x"));
+        assert_eq!(p("http://h?x").unwrap().query(), Some("x"));
         assert_eq!(p("http:///x.php").unwrap_err().status, 400);
         assert_eq!(p("http://@/").unwrap_err().status, 400);
         assert_eq!(p("ftp://h/x").unwrap_err().status, 400);
