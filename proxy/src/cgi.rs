@@ -950,7 +950,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
         .ok_or_else(|| CgiError::new(500, "route index out of range"))?;
     // The worker URL and the path canonicalisation encodes.
     let (worker, backend_path): (&WorkerUrl, Cow<'_, [u8]>) = match (&rm.backend, &route.target) {
-        (Backend::Worker, Target::Worker(w)) => (w, Cow::Borrowed(&rm.path)),
+        (Backend::Worker, Target::Worker(w)) => (w, Cow::Borrowed(rm.path())),
         (Backend::Balancer { index, .. }, Target::Balancer(_)) => {
             let member = input
                 .member
@@ -980,7 +980,7 @@ fn fill<'a, V: Vars>(input: &CgiInput<'a>, env: &mut V) -> Result<Filled<'a>, Cg
                 env.set_static("BALANCER_ROUTE_CHANGED", b"1");
             }
             let mut p = member.url.path.as_bytes().to_vec();
-            p.extend_from_slice(&rm.path);
+            p.extend_from_slice(rm.path());
             (&member.url, Cow::Owned(p))
         }
         _ => return Err(CgiError::new(500, "route and match disagree")),

@@ -27,12 +27,8 @@ pub struct RouteMatch {
     /// `fcgi://127.0.0.1:9000/foo.php/x` or `balancer://pool/sub/x`. Bytes: the remainder is a
     /// decoded path.
     pub filename: Vec<u8>,
-    /// The part of `filename` after the target's authority (`fcgi://host:port`,
-    /// `unix:…|fcgi://host` or `balancer://name`): what canonicalisation %-encodes into
-    /// SCRIPT_FILENAME. Normally starts with `/`; it does not when a target without a path is
-    /// mapped from a prefix ending in `/` (Apache then builds a broken URL: the CGI layer
-    /// answers 500).
-    pub path: Vec<u8>,
+    /// Where [`RouteMatch::path`] starts in `filename`.
+    path_at: usize,
     /// For prefix routes: how many bytes of the decoded request path matched (runs of `/` count
     /// fully). 0 for regex routes.
     pub matched_len: usize,
@@ -40,6 +36,17 @@ pub struct RouteMatch {
     /// passed without re-encoding. Apache drops `nocanon` (AH01136) when the raw target does not
     /// match the route the same way as the decoded path.
     pub nocanon: bool,
+}
+
+impl RouteMatch {
+    /// The part of `filename` after the target's authority (`fcgi://host:port`,
+    /// `unix:…|fcgi://host` or `balancer://name`): what canonicalisation %-encodes into
+    /// SCRIPT_FILENAME. Normally starts with `/`; it does not when a target without a path is
+    /// mapped from a prefix ending in `/` (Apache then builds a broken URL: the CGI layer
+    /// answers 500).
+    pub fn path(&self) -> &[u8] {
+        &self.filename[self.path_at..]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -188,21 +195,19 @@ impl Router {
                 };
                 let (authority, tpath) = target.split_at(e.split);
                 let substituted = pregsub(tpath, Some(caps));
-                // Apache: when substitution changed nothing, the whole URI is appended.
-                let new_path = if substituted == tpath.as_bytes() {
-                    let mut p = tpath.as_bytes().to_vec();
-                    p.extend_from_slice(use_uri);
-                    p
-                } else {
-                    substituted
-                };
                 let mut filename = authority.as_bytes().to_vec();
-                filename.extend_from_slice(&new_path);
+                // Apache: when substitution changed nothing, the whole URI is appended.
+                if substituted == tpath.as_bytes() {
+                    filename.extend_from_slice(tpath.as_bytes());
+                    filename.extend_from_slice(use_uri);
+                } else {
+                    filename.extend_from_slice(&substituted);
+                }
                 return Some(RouteMatch {
                     route: e.index,
                     backend,
                     filename,
-                    path: new_path,
+                    path_at: authority.len(),
                     matched_len: 0,
                     nocanon,
                 });
@@ -222,18 +227,15 @@ impl Router {
                 (true, Some(raw)) => &raw[len..],
                 _ => &path[len..],
             };
-            let (authority, tpath) = target.split_at(e.split);
-            let mut new_path = Vec::with_capacity(tpath.len() + remainder.len());
-            new_path.extend_from_slice(tpath.as_bytes());
-            new_path.extend_from_slice(remainder);
-            let mut filename = Vec::with_capacity(authority.len() + new_path.len());
-            filename.extend_from_slice(authority.as_bytes());
-            filename.extend_from_slice(&new_path);
+            // The target (authority and path) with the remainder appended.
+            let mut filename = Vec::with_capacity(target.len() + remainder.len());
+            filename.extend_from_slice(target.as_bytes());
+            filename.extend_from_slice(remainder);
             return Some(RouteMatch {
                 route: e.index,
                 backend,
                 filename,
-                path: new_path,
+                path_at: e.split,
                 matched_len: len,
                 nocanon,
             });
@@ -302,7 +304,7 @@ mod tests {
             .unwrap();
         assert_eq!(m.route, 2);
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/foo.php/extra/path");
-        assert_eq!(m.path, b"/foo.php/extra/path");
+        assert_eq!(m.path(), b"/foo.php/extra/path");
         assert_eq!(m.matched_len, 7);
         assert_eq!(m.backend, Backend::Worker);
         let m = router.route_path(b"/myapp", None).unwrap();
@@ -329,9 +331,9 @@ mod tests {
         .unwrap();
         let m = router.route_path(b"/pm/a/b.php/c/d", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www/a/b.php");
-        assert_eq!(m.path, b"/var/www/a/b.php");
+        assert_eq!(m.path(), b"/var/www/a/b.php");
         let m = router.route_path(b"/pm/a b.php", None).unwrap();
-        assert_eq!(m.path, b"/var/www/a b.php");
+        assert_eq!(m.path(), b"/var/www/a b.php");
         let m = router.route_path(b"/pn/a/b.php/c", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001/var/www//pn/a/b.php/c");
         let m = router.route_path(b"/foo.php", None).unwrap();
@@ -340,7 +342,7 @@ mod tests {
             m.filename,
             b"unix:/run/php.sock|fcgi://localhost/var/www//foo.php"
         );
-        assert_eq!(m.path, b"/var/www//foo.php");
+        assert_eq!(m.path(), b"/var/www//foo.php");
         assert_eq!(router.route_path(b"/foo.txt", None), None);
     }
 
@@ -360,7 +362,7 @@ mod tests {
             }
         );
         assert_eq!(m.filename, b"balancer://Pool/sub/x.php");
-        assert_eq!(m.path, b"/sub/x.php");
+        assert_eq!(m.path(), b"/sub/x.php");
     }
 
     #[test]
@@ -372,8 +374,8 @@ mod tests {
         .unwrap();
         let m = router.route_path(b"/t/x", None).unwrap();
         assert_eq!(m.filename, b"fcgi://127.0.0.1:27001x");
-        assert_eq!(m.path, b"x");
-        assert_eq!(router.route_path(b"/t/", None).unwrap().path, b"");
+        assert_eq!(m.path(), b"x");
+        assert_eq!(router.route_path(b"/t/", None).unwrap().path(), b"");
     }
 
     #[test]
