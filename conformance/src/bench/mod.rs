@@ -1284,8 +1284,8 @@ impl Bench<'_> {
         Ok(result)
     }
 
-    /// Starts `kind` and checks one request through it over `protocol`; over TLS, also what
-    /// `openssl s_client` negotiates (returned, for the report).
+    /// Starts `kind` (after a `sync`) and checks one request through it over `protocol`; over
+    /// TLS, also what `openssl s_client` negotiates (returned, for the report).
     fn start_peer(
         &mut self,
         kind: PeerKind,
@@ -1293,6 +1293,9 @@ impl Bench<'_> {
         variant: &str,
         (path, expect, protocol): (&str, Expect, Protocol),
     ) -> Result<(RunningPeer, Option<String>), String> {
+        // The previous run's access log, written out by the kernel's flusher during this run,
+        // would be charged to the machine while this target is measured.
+        nix::unistd::sync();
         let peer = kind.start(o).map_err(|e| format!("start: {e}"))?;
         register(&peer.pids());
         self.configs
@@ -1370,9 +1373,6 @@ impl Bench<'_> {
             BackendChoice::Static => STATIC_ANSWER,
             _ => LIBFCGI_ANSWER,
         };
-        // The previous run's access log, written out by the kernel's flusher during this run,
-        // would be charged to the machine while this target is measured.
-        nix::unistd::sync();
         let peer = match self.start_peer(kind, &o, &variant(w), (w.path, expect, w.protocol)) {
             Ok((p, negotiated)) => {
                 run.tls = negotiated;
