@@ -672,7 +672,8 @@ where
             // While hyper serves, the connection's future is polled several times per request;
             // the stop and retire futures are polled again only when their channel changed (or
             // not yet), which these copies of the receivers tell with an atomic load.
-            let (mut stop_seen, mut retire_seen) = (Seen::new(&client.stops.stop), Seen::new(&client.stops.retire));
+            let (mut stop_seen, mut retire_seen) =
+                (Seen::new(&client.stops.stop), Seen::new(&client.stops.retire));
             let stop_end = stopped(&mut client.stops.stop);
             tokio::pin!(stop_end);
             let retire_end = stopped(&mut client.stops.retire);
